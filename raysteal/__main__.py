@@ -1,0 +1,3 @@
+from raysteal.cli import main
+
+main()

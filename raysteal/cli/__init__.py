@@ -1,0 +1,38 @@
+"""The ``raysteal`` command line (Typer). Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from raysteal.errors import RaystealError
+
+app = typer.Typer(
+    name="raysteal",
+    help="Simulate model-stealing attacks on recommender systems, and defenses, at scale with Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _mount() -> None:
+    """Attach every command group; imports stay lazy inside each command body."""
+    from raysteal.cli import data as data_cli
+    from raysteal.cli import models as models_cli
+
+    app.add_typer(data_cli.app, name="data", help="List, fetch and inspect datasets.")
+    models_cli.register(app)
+
+
+_mount()
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line and exit 2, never a traceback."""
+    try:
+        app()
+    except RaystealError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
