@@ -1,0 +1,96 @@
+"""The oracle core: validation, admission (rate limit, budget), ranking, defenses and logging.
+
+Used as is by the in-process oracle and by the ``TargetServer`` actor, so both behave the same.
+One query = one user id or one sequence; a request is a batch of queries from one attacker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from raysteal.errors import RaystealError
+from raysteal.oracle.defenses import DefenseChain
+from raysteal.oracle.engine import RankingEngine
+from raysteal.oracle.ledger import UNLIMITED, BudgetLedger
+from raysteal.oracle.querylog import QueryLog
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What an attacker may know about the black box: its shape, never its model."""
+
+    num_users: int
+    num_items: int
+    sequential: bool
+    max_len: int | None
+    defense: str
+
+
+class OracleCore:
+    """Everything a black box does, minus transport. Thread-safe."""
+
+    def __init__(
+        self,
+        engine: RankingEngine,
+        defenses: DefenseChain | None = None,
+        state_dir: str | Path | None = None,
+        seed: int = 0,
+    ):
+        self.engine = engine
+        self.defenses = defenses or DefenseChain()
+        self.ledger = BudgetLedger(Path(state_dir) / "ledger.jsonl" if state_dir else None)
+        self.log = QueryLog()
+        self._rng = np.random.default_rng(seed)
+        self.info = TargetInfo(
+            num_users=engine.num_users,
+            num_items=engine.num_items,
+            sequential=engine.sequential,
+            max_len=engine.max_len,
+            defense=self.defenses.describe(),
+        )
+
+    def register(self, attacker: str, budget: int = UNLIMITED) -> None:
+        self.ledger.register(attacker, budget)
+
+    def admit(self, attacker: str, inputs, k: int, request_id: str) -> np.ndarray:
+        """Validate and admit a request (rate limit, then budget), or raise and log the refusal."""
+        try:
+            self.ledger.check(attacker)
+            arr = self.engine.validate(inputs, k)
+            self.defenses.admit(attacker, len(arr))
+            self.ledger.charge(attacker, len(arr), request_id)
+        except RaystealError as err:
+            count = len(inputs) if hasattr(inputs, "__len__") else 0
+            self.log.append(attacker, request_id, count, k if isinstance(k, int) else -1, False, type(err).__name__, self.info.defense)
+            raise
+        return arr
+
+    def defend(self, lists: np.ndarray) -> np.ndarray:
+        return self.defenses.apply(lists, self._rng)
+
+    def record(self, attacker: str, request_id: str, count: int, k: int, started: float) -> None:
+        self.log.append(attacker, request_id, count, k, True, "", self.info.defense, (time.perf_counter() - started) * 1e3)
+
+    def query(self, attacker: str, inputs, k: int, request_id: str | None = None) -> np.ndarray:
+        """Answer one request synchronously (the in-process path)."""
+        request_id = request_id or uuid.uuid4().hex
+        started = time.perf_counter()
+        arr = self.admit(attacker, inputs, k, request_id)
+        lists = self.defend(self.engine.topk(arr, k))
+        self.record(attacker, request_id, len(arr), k, started)
+        return lists
+
+    def remaining(self, attacker: str) -> int:
+        return self.ledger.remaining(attacker)
+
+    def spent(self, attacker: str) -> int:
+        return self.ledger.spent(attacker)
+
+    def query_log(self) -> pa.Table:
+        return self.log.to_arrow()

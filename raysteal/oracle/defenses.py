@@ -1,0 +1,240 @@
+"""Defenses: composable wrappers a target server applies to every answer (or admission).
+
+* ``PopularMixing`` — Zhu et al. §6 (Figs. 7–8): replace ``n`` of the ``K`` listed items, at
+  random positions, with distinct random picks from the ``pool`` (100) most popular items that
+  are not already in the list.
+* ``RankShuffle`` / ``RankReversal`` — random and reversed top-k perturbation: the returned set
+  is unchanged, the order (the ranking signal an attacker distils) is destroyed or inverted.
+* ``Truncation`` — return at most ``max_items`` items, fewer than asked.
+* ``RateLimit`` — per-attacker token bucket (queries/second with a burst); refuses, never charges.
+
+List defenses act on an ``int64 [B, K]`` array of ranked ids and a numpy ``Generator``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Annotated, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from raysteal.errors import ConfigError
+from raysteal.oracle.errors import RateLimitExceeded
+
+
+class ListDefense(ABC):
+    """A transformation of ranked answers."""
+
+    @abstractmethod
+    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The defended lists (may be narrower than ``lists``)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Short label for logs and result rows."""
+
+
+class PopularMixing(ListDefense):
+    """Zhu et al. §6: mix ``n`` random picks from the ``pool`` most popular items into each list."""
+
+    def __init__(self, n: int, item_popularity: np.ndarray, pool: int = 100):
+        if n < 0:
+            raise ConfigError(f"popular mixing: n must be >= 0, got {n}")
+        if pool < 1:
+            raise ConfigError(f"popular mixing: pool must be >= 1, got {pool}")
+        pop = np.asarray(item_popularity)
+        self.n, self.pool_size = int(n), min(int(pool), len(pop))
+        # most popular first; ties broken by item id for determinism
+        self.pool = np.lexsort((np.arange(len(pop)), -pop))[: self.pool_size].astype(np.int64)
+
+    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        rows, k = lists.shape
+        n = min(self.n, k)
+        if n == 0:
+            return lists
+        out = lists.copy()
+        # positions to overwrite: n distinct random columns per row (argsort of uniform keys)
+        positions = np.argsort(rng.random((rows, k)), axis=1)[:, :n]
+        # replacement items: n distinct pool items per row not already in the list (Gumbel-top-n)
+        in_list = (self.pool[None, :, None] == lists[:, None, :]).any(axis=2)
+        keys = rng.random((rows, self.pool_size))
+        keys[in_list] = -1.0
+        picks = self.pool[np.argsort(-keys, axis=1)[:, :n]]
+        available = (~in_list).sum(axis=1)
+        if (available < n).any():
+            raise ConfigError(f"popular mixing: the pool of {self.pool_size} items cannot supply {n} items not already listed")
+        np.put_along_axis(out, positions, picks, axis=1)
+        return out
+
+    def describe(self) -> str:
+        return f"popmix(n={self.n},pool={self.pool_size})"
+
+
+class RankShuffle(ListDefense):
+    """Random top-k perturbation: shuffle the order of the first ``depth`` items (all if None)."""
+
+    def __init__(self, depth: int | None = None):
+        if depth is not None and depth < 1:
+            raise ConfigError(f"shuffle: depth must be >= 1, got {depth}")
+        self.depth = depth
+
+    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        d = lists.shape[1] if self.depth is None else min(self.depth, lists.shape[1])
+        out = lists.copy()
+        perm = np.argsort(rng.random((lists.shape[0], d)), axis=1)
+        out[:, :d] = np.take_along_axis(lists[:, :d], perm, axis=1)
+        return out
+
+    def describe(self) -> str:
+        return f"shuffle(depth={self.depth})"
+
+
+class RankReversal(ListDefense):
+    """Reversed top-k perturbation: the first ``depth`` items (all if None) in reverse order."""
+
+    def __init__(self, depth: int | None = None):
+        if depth is not None and depth < 1:
+            raise ConfigError(f"reverse: depth must be >= 1, got {depth}")
+        self.depth = depth
+
+    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        d = lists.shape[1] if self.depth is None else min(self.depth, lists.shape[1])
+        out = lists.copy()
+        out[:, :d] = lists[:, :d][:, ::-1]
+        return out
+
+    def describe(self) -> str:
+        return f"reverse(depth={self.depth})"
+
+
+class Truncation(ListDefense):
+    """Return at most ``max_items`` items per list (fewer than the attacker asked for)."""
+
+    def __init__(self, max_items: int):
+        if max_items < 1:
+            raise ConfigError(f"truncate: max_items must be >= 1, got {max_items}")
+        self.max_items = int(max_items)
+
+    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return lists[:, : self.max_items]
+
+    def describe(self) -> str:
+        return f"truncate({self.max_items})"
+
+
+class RateLimit:
+    """Per-attacker token bucket: ``rate`` queries/second, bursts up to ``burst`` queries."""
+
+    def __init__(self, rate: float, burst: int):
+        if rate <= 0 or burst < 1:
+            raise ConfigError(f"rate limit needs rate > 0 and burst >= 1, got rate={rate}, burst={burst}")
+        self.rate, self.burst = float(rate), int(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, attacker: str, count: int, now: float | None = None) -> None:
+        """Take ``count`` tokens or raise ``RateLimitExceeded`` taking none."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(attacker, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if count > tokens:
+                self._buckets[attacker] = (tokens, now)
+                raise RateLimitExceeded(attacker, count, (count - tokens) / self.rate)
+            self._buckets[attacker] = (tokens - count, now)
+
+    def describe(self) -> str:
+        return f"ratelimit({self.rate:g}/s,burst={self.burst})"
+
+
+class DefenseChain:
+    """List defenses applied in order, plus an optional rate limit at admission."""
+
+    def __init__(self, list_defenses: list[ListDefense] | None = None, rate_limit: RateLimit | None = None):
+        self.list_defenses = list(list_defenses or [])
+        self.rate_limit = rate_limit
+
+    def admit(self, attacker: str, count: int) -> None:
+        if self.rate_limit is not None:
+            self.rate_limit.admit(attacker, count)
+
+    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for defense in self.list_defenses:
+            lists = defense.apply(lists, rng)
+        return lists
+
+    def describe(self) -> str:
+        parts = [d.describe() for d in self.list_defenses]
+        if self.rate_limit is not None:
+            parts.append(self.rate_limit.describe())
+        return "+".join(parts) if parts else "none"
+
+
+# --------------------------------------------------------------------- configs
+class _DefenseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PopularMixingSpec(_DefenseSpec):
+    type: Literal["popular_mixing"]
+    n: int = Field(ge=0)
+    pool: int = Field(100, ge=1)
+
+
+class ShuffleSpec(_DefenseSpec):
+    type: Literal["shuffle"]
+    depth: int | None = Field(None, ge=1)
+
+
+class ReverseSpec(_DefenseSpec):
+    type: Literal["reverse"]
+    depth: int | None = Field(None, ge=1)
+
+
+class TruncateSpec(_DefenseSpec):
+    type: Literal["truncate"]
+    max_items: int = Field(ge=1)
+
+
+class RateLimitSpec(_DefenseSpec):
+    type: Literal["rate_limit"]
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+DefenseSpec = Annotated[
+    Union[PopularMixingSpec, ShuffleSpec, ReverseSpec, TruncateSpec, RateLimitSpec], Field(discriminator="type")
+]
+_SPECS = TypeAdapter(list[DefenseSpec])
+
+
+def parse_defenses(specs: list[dict] | None) -> list:
+    """Validate defense specs (``[{"type": "popular_mixing", "n": 10}, ...]``) with clear errors."""
+    try:
+        return _SPECS.validate_python(specs or [])
+    except Exception as err:
+        raise ConfigError(f"invalid defense spec: {err}") from None
+
+
+def build_defenses(specs: list[dict] | list | None, item_popularity: np.ndarray | None = None) -> DefenseChain:
+    """A ``DefenseChain`` from specs; popular mixing needs the target's item popularity."""
+    chain = DefenseChain()
+    for spec in parse_defenses([s.model_dump() if isinstance(s, BaseModel) else s for s in (specs or [])]):
+        if isinstance(spec, PopularMixingSpec):
+            if item_popularity is None:
+                raise ConfigError("popular mixing needs the target's item popularity")
+            chain.list_defenses.append(PopularMixing(spec.n, item_popularity, spec.pool))
+        elif isinstance(spec, ShuffleSpec):
+            chain.list_defenses.append(RankShuffle(spec.depth))
+        elif isinstance(spec, ReverseSpec):
+            chain.list_defenses.append(RankReversal(spec.depth))
+        elif isinstance(spec, TruncateSpec):
+            chain.list_defenses.append(Truncation(spec.max_items))
+        elif isinstance(spec, RateLimitSpec):
+            if chain.rate_limit is not None:
+                raise ConfigError("only one rate_limit defense per target")
+            chain.rate_limit = RateLimit(spec.rate, spec.burst)
+    return chain

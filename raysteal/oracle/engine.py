@@ -1,0 +1,124 @@
+"""The ranking engine: a target model turned into top-k answers (scores never leave it).
+
+Collaborative targets are queried by user id; sequential targets by item sequence (left-padded
+with ``PAD = -1``). Seen items are excluded: a user's training interactions, or the items already
+in a query sequence (configurable).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from raysteal.errors import ConfigError
+from raysteal.models.base import PAD, Recommender
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]] | np.ndarray, max_len: int | None = None) -> np.ndarray:
+    """Ragged sequences (or an already padded 2-d array) → ``int64 [B, L]`` left-padded with PAD.
+
+    Longer sequences keep their last ``max_len`` items.
+    """
+    if isinstance(sequences, np.ndarray) and sequences.ndim == 2:
+        arr = sequences.astype(np.int64, copy=False)
+        return arr[:, -max_len:] if max_len and arr.shape[1] > max_len else arr
+    seqs = [np.asarray(s, dtype=np.int64).ravel() for s in sequences]
+    width = max((len(s) for s in seqs), default=0)
+    if max_len:
+        width = min(width, max_len)
+    out = np.full((len(seqs), max(width, 1)), PAD, dtype=np.int64)
+    for row, s in enumerate(seqs):  # building the request, not the hot path (one row per query)
+        s = s[-width:] if width else s[:0]
+        if len(s):
+            out[row, out.shape[1] - len(s) :] = s
+    return out
+
+
+class RankingEngine:
+    """Top-k of a target model for users or sequences, with seen items excluded.
+
+    ``seen_indptr``/``seen_items`` (CSR over users) give each user's training items; required
+    for collaborative targets when ``exclude_seen`` is true.
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        seen_indptr: np.ndarray | None = None,
+        seen_items: np.ndarray | None = None,
+        exclude_seen: bool = True,
+        device: str | torch.device = "cpu",
+        chunk_size: int = 8192,
+    ):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.sequential = bool(model.sequential)
+        self.num_items = int(model.num_items)
+        self.num_users = int(model.num_users)
+        self.exclude_seen = exclude_seen
+        self.chunk_size = chunk_size
+        self.max_len = int(getattr(model.config, "max_len", 0)) or None
+        if not self.sequential and exclude_seen:
+            if seen_indptr is None or seen_items is None:
+                raise ConfigError("a collaborative target needs its training interactions (seen_indptr, seen_items) to exclude seen items")
+            self._seen_indptr = torch.as_tensor(np.asarray(seen_indptr, dtype=np.int64))
+            self._seen_items = torch.as_tensor(np.asarray(seen_items, dtype=np.int64))
+
+    # ------------------------------------------------------------ validation
+    def validate(self, inputs: np.ndarray, k: int) -> np.ndarray:
+        """Check a request; returns the normalised int64 input array. Raises ``ConfigError``."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be an integer >= 1, got {k!r}")
+        if k > self.num_items:
+            raise ConfigError(f"k={k} is larger than the catalogue ({self.num_items} items)")
+        if self.sequential:
+            arr = pad_sequences(inputs, self.max_len)
+            if arr.shape[0] == 0:
+                raise ConfigError("empty request: no sequences given")
+            real = arr != PAD
+            if not real.any(axis=1).all():
+                bad = int(np.flatnonzero(~real.any(axis=1))[0])
+                raise ConfigError(f"sequence {bad} of the request is empty")
+            if (arr[real] < 0).any() or (arr[real] >= self.num_items).any():
+                raise ConfigError(f"item ids must lie in [0, {self.num_items}); the request holds ids outside")
+            return arr
+        arr = np.asarray(inputs, dtype=np.int64).ravel()
+        if arr.size == 0:
+            raise ConfigError("empty request: no user ids given")
+        if arr.min() < 0 or arr.max() >= self.num_users:
+            bad = int(arr[(arr < 0) | (arr >= self.num_users)][0])
+            raise ConfigError(f"unknown user id {bad}: the target knows users 0..{self.num_users - 1}")
+        return arr
+
+    # ------------------------------------------------------------ ranking
+    def _exclusion_mask(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        if not self.exclude_seen:
+            return None
+        rows = inputs.shape[0]
+        mask = torch.zeros(rows, self.num_items, dtype=torch.bool)
+        if self.sequential:
+            valid = inputs != PAD
+            r = torch.arange(rows).unsqueeze(1).expand_as(inputs)[valid]
+            mask[r, inputs[valid]] = True
+        else:
+            starts, ends = self._seen_indptr[inputs], self._seen_indptr[inputs + 1]
+            lengths = ends - starts
+            r = torch.repeat_interleave(torch.arange(rows), lengths)
+            offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+            mask[r, self._seen_items[torch.repeat_interleave(starts, lengths) + offsets]] = True
+        return mask
+
+    @torch.no_grad()
+    def topk(self, inputs: np.ndarray, k: int) -> np.ndarray:
+        """Ranked top-``k`` item ids ``int64 [B, k]`` for validated inputs (see ``validate``)."""
+        out = np.empty((len(inputs), k), dtype=np.int64)
+        for start in range(0, len(inputs), self.chunk_size):
+            chunk = torch.as_tensor(inputs[start : start + self.chunk_size])
+            scores = self.model.score(chunk.to(self.device)).float()
+            mask = self._exclusion_mask(chunk)
+            if mask is not None:
+                scores = scores.masked_fill(mask.to(self.device), float("-inf"))
+            out[start : start + len(chunk)] = torch.topk(scores, k, dim=1).indices.cpu().numpy()
+        return out

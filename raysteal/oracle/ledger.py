@@ -1,0 +1,126 @@
+"""The budget ledger: exact per-attacker query accounting that survives a server restart.
+
+Every charge is appended to a write-ahead journal (one JSON line, flushed and fsynced) *before*
+the answer leaves the server, so a restarted server replays the journal and never grants spent
+queries again. A charge carries the request id; a retried request (same id) is not charged twice.
+
+Policy: all-or-nothing. A request that would pass the budget is refused whole; partial answers
+are never given (an attacker cannot learn where its budget ends by probing with big requests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from raysteal.errors import ConfigError
+from raysteal.oracle.errors import QueryBudgetExceeded, UnknownAttacker
+
+UNLIMITED = -1
+"""Budget value meaning "no limit"."""
+
+
+@dataclass
+class _Account:
+    budget: int
+    spent: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return 2**62 if self.budget == UNLIMITED else self.budget - self.spent
+
+
+class BudgetLedger:
+    """Thread-safe budgets and spend per attacker, optionally journaled to ``journal_path``."""
+
+    def __init__(self, journal_path: str | os.PathLike | None = None):
+        self._lock = threading.Lock()
+        self._accounts: dict[str, _Account] = {}
+        self._charged_requests: set[str] = set()
+        self._journal_path = Path(journal_path) if journal_path else None
+        self._journal = None
+        if self._journal_path is not None:
+            self._journal_path.parent.mkdir(parents=True, exist_ok=True)
+            self._replay()
+            self._journal = open(self._journal_path, "a", encoding="utf-8")
+
+    # ------------------------------------------------------------- journal
+    def _replay(self) -> None:
+        if not self._journal_path.exists():
+            return
+        with open(self._journal_path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # a torn last line: that write never completed, so it was never answered
+                entry = json.loads(line)
+                if entry["op"] == "register":
+                    acct = self._accounts.setdefault(entry["attacker"], _Account(entry["budget"]))
+                    acct.budget = entry["budget"]
+                elif entry["op"] == "charge":
+                    self._accounts[entry["attacker"]].spent += entry["count"]
+                    self._charged_requests.add(entry["request"])
+
+    def _write(self, entry: dict) -> None:
+        if self._journal is None:
+            return
+        self._journal.write(json.dumps(entry) + "\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+
+    # ------------------------------------------------------------- public
+    def register(self, attacker: str, budget: int) -> None:
+        """Open (or re-open with a new budget) an attacker's account; spend is kept."""
+        if not isinstance(budget, int) or (budget < 0 and budget != UNLIMITED):
+            raise ConfigError(f"budget for attacker {attacker!r} must be a non-negative int (or {UNLIMITED} for unlimited), got {budget!r}")
+        with self._lock:
+            acct = self._accounts.setdefault(attacker, _Account(budget))
+            acct.budget = budget
+            self._write({"op": "register", "attacker": attacker, "budget": budget})
+
+    def charge(self, attacker: str, count: int, request_id: str) -> None:
+        """Charge ``count`` queries, or raise ``QueryBudgetExceeded`` charging nothing.
+
+        A request id already charged (a retry after a crash) is accepted without a second charge.
+        """
+        with self._lock:
+            acct = self._accounts.get(attacker)
+            if acct is None:
+                raise UnknownAttacker(attacker)
+            if request_id in self._charged_requests:
+                return
+            if count > acct.remaining:
+                raise QueryBudgetExceeded(attacker, count, acct.remaining)
+            self._write({"op": "charge", "attacker": attacker, "count": int(count), "request": request_id})
+            acct.spent += count
+            self._charged_requests.add(request_id)
+
+    def check(self, attacker: str) -> None:
+        """Raise ``UnknownAttacker`` unless ``attacker`` is registered."""
+        if attacker not in self._accounts:
+            raise UnknownAttacker(attacker)
+
+    def remaining(self, attacker: str) -> int:
+        with self._lock:
+            if attacker not in self._accounts:
+                raise UnknownAttacker(attacker)
+            acct = self._accounts[attacker]
+            return UNLIMITED if acct.budget == UNLIMITED else acct.remaining
+
+    def spent(self, attacker: str) -> int:
+        with self._lock:
+            if attacker not in self._accounts:
+                raise UnknownAttacker(attacker)
+            return self._accounts[attacker].spent
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """``{attacker: {"budget", "spent"}}`` for reporting."""
+        with self._lock:
+            return {a: {"budget": acct.budget, "spent": acct.spent} for a, acct in self._accounts.items()}
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None

@@ -1,0 +1,202 @@
+"""The in-process black box: answers, exclusion, budgets, log, defenses, bad input."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from raysteal.errors import ConfigError
+from raysteal.oracle import (
+    BudgetLedger,
+    PopularMixing,
+    QueryBudgetExceeded,
+    RankReversal,
+    RankShuffle,
+    RateLimit,
+    RateLimitExceeded,
+    TargetSpec,
+    Truncation,
+    UnknownAttacker,
+    build_defenses,
+    in_process_oracle,
+)
+from tests.oracle_fixtures import bpr_target, random_log
+
+
+@pytest.fixture()
+def log():
+    return random_log()
+
+
+@pytest.fixture()
+def oracle(log):
+    return in_process_oracle(TargetSpec.from_training_log(bpr_target(log), log))
+
+
+def test_answers_are_the_models_top_k_without_seen_items(oracle, log):
+    client = oracle.register_attacker("a", budget=100)
+    users = np.array([0, 5, 7])
+    lists = client.query(users, k=10)
+    assert lists.shape == (3, 10) and lists.dtype == np.int64
+    model = bpr_target(log)
+    with torch.no_grad():
+        scores = model.score(torch.as_tensor(users)).numpy()
+    for row, u in enumerate(users):
+        seen = set(log.sequence(u).tolist())
+        assert not seen & set(lists[row].tolist())
+        s = scores[row].copy()
+        s[list(seen)] = -np.inf
+        np.testing.assert_array_equal(lists[row], np.argsort(-s, kind="stable")[:10])
+
+
+def test_budget_is_exact_and_refusals_answer_nothing(oracle):
+    client = oracle.register_attacker("a", budget=10)
+    client.query([1, 2, 3, 4], k=5)
+    assert client.remaining_budget == 6 and client.spent == 4
+    with pytest.raises(QueryBudgetExceeded) as err:
+        client.query(np.arange(7), k=5)  # all-or-nothing: no partial answer
+    assert err.value.remaining == 6
+    assert client.remaining_budget == 6
+    client.query(np.arange(6), k=5)
+    assert client.remaining_budget == 0
+    with pytest.raises(QueryBudgetExceeded):
+        client.query([0], k=1)
+    table = oracle.query_log()
+    assert table.column("granted").to_pylist() == [True, False, True, False]
+    assert table.column("count").to_pylist() == [4, 7, 6, 1]
+    assert set(table.column("attacker").to_pylist()) == {"a"}
+
+
+def test_budget_exact_under_threads(oracle):
+    client = oracle.register_attacker("t", budget=500)
+    granted, refused = [], []
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(20):
+            n = int(rng.integers(1, 8))
+            try:
+                client.query(rng.integers(0, 40, n), k=3)
+                granted.append(n)
+            except QueryBudgetExceeded:
+                refused.append(n)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sum(granted) == client.spent <= 500
+    assert len(granted) + len(refused) == 16 * 20
+
+
+def test_client_holds_no_model(oracle):
+    client = oracle.register_attacker("a")
+    blob = pickle.dumps(client)
+    assert b"torch" not in blob and b"Tensor" not in blob and len(blob) < 2000
+    for name in ("attacker_id", "info", "_local_key", "_actor"):
+        value = getattr(client, name)
+        assert not isinstance(value, (torch.Tensor, torch.nn.Module))
+    assert not hasattr(client, "model") and not hasattr(client, "_core")
+    clone = pickle.loads(blob)
+    assert clone.query([0], k=2).shape == (1, 2)
+
+
+def test_bad_input_is_refused_clearly(oracle):
+    client = oracle.register_attacker("a", budget=5)
+    with pytest.raises(ConfigError, match="k must be"):
+        client.query([0], k=0)
+    with pytest.raises(ConfigError, match="larger than the catalogue"):
+        client.query([0], k=121)
+    with pytest.raises(ConfigError, match="unknown user id 40"):
+        client.query([0, 40], k=5)
+    with pytest.raises(ConfigError, match="empty request"):
+        client.query([], k=5)
+    assert client.remaining_budget == 5  # bad requests cost nothing
+    with pytest.raises(ConfigError, match="budget"):
+        oracle.register_attacker("b", budget=-5)
+    with pytest.raises(UnknownAttacker):
+        oracle._core.query("nobody", [0], 1)
+
+
+def test_sequence_requests_are_validated():
+    from raysteal.oracle.engine import pad_sequences
+
+    arr = pad_sequences([[1, 2, 3], [4]])
+    np.testing.assert_array_equal(arr, [[1, 2, 3], [-1, -1, 4]])
+    np.testing.assert_array_equal(pad_sequences([[1, 2, 3]], max_len=2), [[2, 3]])
+
+
+def test_ledger_replays_journal_and_ignores_retries(tmp_path):
+    ledger = BudgetLedger(tmp_path / "ledger.jsonl")
+    ledger.register("a", 10)
+    ledger.charge("a", 4, "r1")
+    ledger.charge("a", 4, "r1")  # a retry of the same request: charged once
+    assert ledger.remaining("a") == 6
+    ledger.close()
+    with open(tmp_path / "ledger.jsonl", "a") as fh:
+        fh.write('{"op": "charge", "attacker": "a", "cou')  # torn write from a crash
+    again = BudgetLedger(tmp_path / "ledger.jsonl")
+    assert again.remaining("a") == 6 and again.spent("a") == 4
+    with pytest.raises(QueryBudgetExceeded):
+        again.charge("a", 7, "r2")
+
+
+# ------------------------------------------------------------------ defenses
+def test_popular_mixing_replaces_exactly_n_with_top_pool_items():
+    rng = np.random.default_rng(0)
+    popularity = np.arange(1000)[::-1].astype(float)  # item 0 most popular
+    lists = np.stack([rng.permutation(np.arange(200, 1000))[:50] for _ in range(64)])  # no popular items
+    mixed = PopularMixing(n=15, item_popularity=popularity, pool=100).apply(lists, rng)
+    changed = mixed != lists
+    assert (changed.sum(axis=1) == 15).all()
+    assert (mixed[changed] < 100).all()  # every replacement is one of the 100 most popular
+    assert all(len(set(row)) == 50 for row in mixed)  # no duplicates introduced
+    np.testing.assert_array_equal(mixed[~changed], lists[~changed])  # the rest keep their rank
+
+
+def test_popular_mixing_never_duplicates_already_listed_popular_items():
+    rng = np.random.default_rng(1)
+    popularity = np.arange(300)[::-1].astype(float)
+    lists = np.stack([rng.permutation(150)[:50] for _ in range(32)])  # many popular items inside
+    mixed = PopularMixing(n=25, item_popularity=popularity, pool=100).apply(lists, rng)
+    assert all(len(set(row)) == 50 for row in mixed)
+    assert ((mixed != lists).sum(axis=1) <= 25).all()
+
+
+def test_order_perturbations_keep_the_set():
+    rng = np.random.default_rng(0)
+    lists = np.tile(np.arange(10), (4, 1))
+    shuffled = RankShuffle().apply(lists, rng)
+    assert (np.sort(shuffled, axis=1) == lists).all() and (shuffled != lists).any()
+    np.testing.assert_array_equal(RankReversal().apply(lists, rng), lists[:, ::-1])
+    np.testing.assert_array_equal(RankReversal(depth=3).apply(lists, rng)[0], [2, 1, 0, 3, 4, 5, 6, 7, 8, 9])
+    np.testing.assert_array_equal(Truncation(4).apply(lists, rng), lists[:, :4])
+
+
+def test_rate_limit_token_bucket():
+    limit = RateLimit(rate=10, burst=5)
+    limit.admit("a", 5, now=0.0)
+    with pytest.raises(RateLimitExceeded):
+        limit.admit("a", 1, now=0.0)
+    limit.admit("a", 1, now=0.1)  # 0.1 s refills one token
+    limit.admit("b", 5, now=0.1)  # per attacker
+
+
+def test_defended_oracle_logs_the_defense(log):
+    spec = TargetSpec.from_training_log(bpr_target(log), log, defenses=[{"type": "popular_mixing", "n": 3}, {"type": "truncate", "max_items": 8}])
+    oracle = in_process_oracle(spec)
+    lists = oracle.register_attacker("a").query([0, 1], k=10)
+    assert lists.shape == (2, 8)
+    assert oracle.query_log().column("defense")[0].as_py() == "popmix(n=3,pool=100)+truncate(8)"
+
+
+def test_defense_specs_fail_naming_the_key():
+    with pytest.raises(ConfigError, match="max_itemz"):
+        build_defenses([{"type": "truncate", "max_itemz": 3}])
+    with pytest.raises(ConfigError, match="does not match any of the expected tags|popular_mixin"):
+        build_defenses([{"type": "popular_mixin", "n": 3}])
+    with pytest.raises(ConfigError):
+        build_defenses([{"type": "popular_mixing", "n": -1}], np.ones(10))
