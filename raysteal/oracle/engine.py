@@ -36,6 +36,10 @@ def pad_sequences(sequences: Sequence[Sequence[int]] | np.ndarray, max_len: int 
     return out
 
 
+DENSE_SEEN_LIMIT = 1 << 28
+"""Largest users x items table kept as a dense seen-item mask (256 MiB of bools)."""
+
+
 class RankingEngine:
     """Top-k of a target model for users or sequences, with seen items excluded.
 
@@ -65,6 +69,13 @@ class RankingEngine:
                 raise ConfigError("a collaborative target needs its training interactions (seen_indptr, seen_items) to exclude seen items")
             self._seen_indptr = torch.as_tensor(np.asarray(seen_indptr, dtype=np.int64))
             self._seen_items = torch.as_tensor(np.asarray(seen_items, dtype=np.int64))
+            self._seen_dense = None
+            if self.num_users * self.num_items <= DENSE_SEEN_LIMIT:
+                # one bit-per-cell lookup table on the device: masks cost a gather, not a scatter
+                dense = torch.zeros(self.num_users, self.num_items, dtype=torch.bool)
+                users = torch.repeat_interleave(torch.arange(self.num_users), torch.diff(self._seen_indptr))
+                dense[users, self._seen_items] = True
+                self._seen_dense = dense.to(self.device)
 
     # ------------------------------------------------------------ validation
     def validate(self, inputs: np.ndarray, k: int) -> np.ndarray:
@@ -96,6 +107,8 @@ class RankingEngine:
     def _exclusion_mask(self, inputs: torch.Tensor) -> torch.Tensor | None:
         if not self.exclude_seen:
             return None
+        if not self.sequential and self._seen_dense is not None:
+            return self._seen_dense[inputs.to(self.device)]
         rows = inputs.shape[0]
         mask = torch.zeros(rows, self.num_items, dtype=torch.bool)
         if self.sequential:
