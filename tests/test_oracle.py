@@ -200,3 +200,22 @@ def test_defense_specs_fail_naming_the_key():
         build_defenses([{"type": "popular_mixin", "n": 3}])
     with pytest.raises(ConfigError):
         build_defenses([{"type": "popular_mixing", "n": -1}], np.ones(10))
+
+
+def test_defense_cost_measures_the_targets_own_loss():
+    from raysteal.oracle.cost import defense_cost
+    from raysteal.oracle.engine import RankingEngine
+
+    log = random_log(num_users=200, num_items=400, per_user=10, seed=3)
+    model = bpr_target(log, seed=3)
+    engine = RankingEngine(model, log.indptr, log.items)
+    users = np.arange(200)
+    # relevant = the target's own top-5: undefended recall@50 is exactly 1
+    relevant = engine.topk(users, 5)
+    popularity = np.zeros(400)
+    popularity[np.setdiff1d(np.arange(400), relevant.ravel())[:100]] = 1.0  # pool disjoint from relevant
+    cost = defense_cost(engine, build_defenses([{"type": "popular_mixing", "n": 25}], popularity), users, relevant, k=50)
+    assert cost["recall@50"] == 1.0
+    assert 0.0 < cost["recall@50/defended"] < 1.0 and cost["recall_drop"] > 0
+    none = defense_cost(engine, build_defenses([]), users, relevant, k=50)
+    assert none["recall_drop"] == 0.0 and none["ndcg_drop"] == 0.0
