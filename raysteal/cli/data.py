@@ -1,5 +1,89 @@
-"""``raysteal data ...`` commands (placeholder until the data layer lands)."""
+"""``raysteal data list | fetch | info``: list, download and inspect datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+DATA_DIR_HELP = "data directory (default: $RAYSTEAL_DATA, else ~/.cache/raysteal/data)"
+
+
+@app.command("list")
+def list_datasets(
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """List the registered datasets, their paper recipe and whether their file is present."""
+    from raysteal.data import dataset_names, dataset_spec
+    from raysteal.paths import data_dir as resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    rows = []
+    for name in dataset_names():
+        spec = dataset_spec(name)
+        found = None if spec.generator else spec.find(root)
+        status = "generated" if spec.generator else (str(found) if found else "missing")
+        rows.append({"name": name, "paper": spec.paper, "status": status, "fetchable": spec.fetch is not None, "description": spec.description})
+    if as_json:
+        typer.echo(json.dumps({"data_dir": str(root), "datasets": rows}, indent=2))
+        return
+    typer.echo(f"data directory: {root}")
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        fetch_hint = "" if r["status"] != "missing" or not r["fetchable"] else f" (raysteal data fetch {r['name']})"
+        typer.echo(f"  {r['name']:<{width}}  paper={r['paper']:<15} {r['status']}{fetch_hint}")
+        typer.echo(f"  {'':<{width}}  {r['description']}")
+
+
+@app.command("fetch")
+def fetch_dataset(
+    name: str = typer.Argument(..., help="dataset name (see `raysteal data list`)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    url: Optional[str] = typer.Option(None, "--url", help="download from this URL instead (a mirror or file://)"),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 of the download (overrides the known one)"),
+    force: bool = typer.Option(False, "--force", help="download even if a data file is already present"),
+) -> None:
+    """Download a dataset's official file, verify its sha256 and install it in the data directory."""
+    from raysteal.data import fetch
+
+    result = fetch(name, data_dir, url=url, sha256=sha256, force=force)
+    if not result.downloaded:
+        typer.echo(f"{name}: already present at {result.paths[0]} (use --force to download again)")
+        return
+    typer.echo(f"{name}: downloaded, sha256 {result.sha256} verified; installed:")
+    for path in result.paths:
+        typer.echo(f"  {path}")
+
+
+@app.command("info")
+def info(
+    name: str = typer.Argument(..., help="dataset name (see `raysteal data list`)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    preprocess: str = typer.Option("none", "--preprocess", "-p", help="none | paper | dedupe | kcoreN, joined by '+'"),
+    kcore: Optional[int] = typer.Option(None, "--kcore", min=0, help="iterative k-core threshold (overrides the recipe's)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Counts, density and activity quantiles of a dataset after preprocessing."""
+    from raysteal.data import load_table, resolve_preprocess
+    from raysteal.data.preprocess import build_interactions
+
+    recipe = resolve_preprocess(name, preprocess, kcore)
+    table, source = load_table(name, data_dir)
+    log = build_interactions(table, name=name, preprocess=recipe)
+    out = {**log.summary(), "dataset": name, "preprocess": recipe.name, "source": str(source) if source else None}
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{name}  (preprocess: {recipe.name}; source: {out['source'] or 'generated'})")
+    typer.echo(f"  users         {out['users']:,}")
+    typer.echo(f"  items         {out['items']:,}")
+    typer.echo(f"  interactions  {out['interactions']:,}")
+    typer.echo(f"  density       {out['density']:.6f}")
+    for key, label in (("user_activity_quantiles", "user activity"), ("item_popularity_quantiles", "item popularity")):
+        qs = "  ".join(f"q{float(q):g}={v:g}" for q, v in out[key].items())
+        typer.echo(f"  {label:<16}{qs}")
