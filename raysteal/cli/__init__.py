@@ -21,9 +21,11 @@ def _mount() -> None:
     """Attach every command group; imports stay lazy inside each command body."""
     from raysteal.cli import data as data_cli
     from raysteal.cli import models as models_cli
+    from raysteal.cli import run as run_cli
 
     app.add_typer(data_cli.app, name="data", help="List, fetch and inspect datasets.")
     models_cli.register(app)
+    run_cli.register(app)
 
 
 _mount()

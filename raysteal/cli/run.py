@@ -1,0 +1,68 @@
+"""``raysteal run FILE`` and ``raysteal report DIR``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` and ``report`` to the top-level app."""
+
+    @app.command("run")
+    def run_command(
+        file: Path = typer.Argument(..., help="experiment file (YAML or JSON)"),
+        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
+        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs for a local Ray runtime"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    ) -> None:
+        """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
+        from raysteal.distributed.experiment_runner import run_experiment
+        from raysteal.experiment.config import load_experiment
+        from raysteal.results.summary import summary_markdown
+
+        config = load_experiment(file, seeds=seeds)  # validated before any work starts
+        out_dir = out or Path("results") / config.experiment
+        save_experiment(config, out_dir)
+        store = run_experiment(
+            config,
+            out_dir,
+            address=address,
+            data_dir=str(data_dir) if data_dir else None,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            num_cpus=num_cpus,
+            progress=not quiet,
+        )
+        frame = store.load()
+        frame = frame[frame["experiment"] == config.experiment] if not frame.empty else frame
+        typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
+        typer.echo(summary_markdown(frame, paper=config.paper))
+
+    @app.command("report")
+    def report_command(
+        results: Path = typer.Argument(..., help="results directory written by raysteal run"),
+        out: Optional[Path] = typer.Option(None, "--out", help="where report.md and the PNGs go (default RESULTS/report)"),
+    ) -> None:
+        """Render tables (Markdown) and figures (PNG) from a results directory."""
+        from raysteal.report import render_report
+
+        path = render_report(results, out)
+        typer.echo(path.read_text())
+        typer.echo(f"\nreport written to {path}")
+
+
+def save_experiment(config, out_dir: Path) -> None:
+    """Keep the experiment's validated spec beside its results (for report and provenance)."""
+    target = Path(out_dir) / "experiments" / f"{config.experiment}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    os.replace(tmp, target)

@@ -1,0 +1,151 @@
+"""``raysteal run``: an experiment grid as parallel Ray workers against ``TargetServer`` actors.
+
+Per (dataset, target): one Ray task trains (or loads from the cache) the target and computes
+the ground-truth lists; per (target, defense setting): one ``TargetServer``; per run: one Ray
+task holding a query client. Rows are written as runs finish (atomically), so a killed
+experiment resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raysteal.experiment.config import DatasetEntry, ExperimentConfig, SplitConfig, TargetEntry, expand_runs
+from raysteal.results.store import ResultStore, run_id
+
+
+def _group_key(run: dict[str, Any]) -> tuple:
+    """Runs sharing one deployed target: same dataset, split, target."""
+    return (json.dumps(run["dataset"], sort_keys=True), json.dumps(run["split"], sort_keys=True), json.dumps(run["target"], sort_keys=True))
+
+
+def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None):
+    """Ray task body: load data, train or load the target, compute the truth lists."""
+    from raysteal.distributed.runtime import worker_device
+    from raysteal.experiment.context import RunData, prepare_dataset, target_config
+    from raysteal.oracle import RankingEngine, TargetSpec
+    from raysteal.training import get_or_train_target
+
+    ds_entry, split_cfg, target_entry = DatasetEntry(**dataset), SplitConfig(**split), TargetEntry(**target)
+    ctx = prepare_dataset(ds_entry, split_cfg, data_dir)
+    model_cfg, train_cfg = target_config(target_entry)
+    device = worker_device()
+    model, meta = get_or_train_target(
+        ctx.target,
+        model_cfg,
+        train_cfg,
+        seed=split_cfg.target_seed,
+        dataset=f"{ds_entry.name}/target-half",
+        preprocess=f"{ds_entry.preprocess}/kcore={ds_entry.kcore}/{split_cfg.model_dump_json()}",
+        cache_dir=cache_dir,
+        device=device,
+        progress=False,
+    )
+    model = model.cpu().eval()
+    train = ctx.loo.train
+    engine = RankingEngine(model, train.indptr, train.items, device=device)
+    truth = engine.topk(np.arange(train.num_users), min(max_k, train.num_items))
+    spec = TargetSpec.from_training_log(model, train, name=f"{ds_entry.name}/{target_entry.model}")
+    data = RunData(
+        dataset=ds_entry.name,
+        target_name=target_entry.model,
+        train=train,
+        test_items=ctx.loo.test,
+        auxiliary=ctx.auxiliary,
+        truth_lists=truth,
+        target_metrics=meta.get("metrics", {}),
+        target_device=device,
+    )
+    return spec, data
+
+
+def _execute(run: dict, data, client):
+    """Ray task body: one run."""
+    import torch
+
+    from raysteal.distributed.runtime import worker_device
+    from raysteal.experiment.execute import execute_run
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return execute_run(run, data, client, device=worker_device())
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | Path,
+    address: str | None = None,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    num_cpus: int | None = None,
+    progress: bool = True,
+) -> "ResultStore":
+    """Run every unfinished run of ``config``; returns the result store."""
+    import ray
+
+    from raysteal.distributed.progress import RunProgress
+    from raysteal.distributed.runtime import gpu_share, init_ray
+    from raysteal.oracle.server import client_for, start_target_server
+
+    store = ResultStore(out_dir)
+    runs = expand_runs(config)
+    done = store.finished()
+    pending = [r for r in runs if run_id(r) not in done]
+    if not pending:
+        return store
+    init_ray(address, num_cpus=num_cpus)
+    share = gpu_share()
+    prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
+    execute = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=1)
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in pending:
+        groups[_group_key(run)].append(run)
+    prepared = {
+        key: prepare.remote(rs[0]["dataset"], rs[0]["split"], rs[0]["target"], max(max(r["k"] for r in rs), 10), data_dir, cache_dir)
+        for key, rs in groups.items()
+    }
+    servers: dict[tuple, Any] = {}
+    in_flight: dict[Any, dict] = {}
+    failures: list[tuple[dict, str]] = []
+    state_root = Path(out_dir) / "ledgers"
+    with RunProgress(total=len(pending), enabled=progress) as bar:
+        for key, rs in groups.items():
+            spec, data = ray.get(prepared[key])
+            data_ref = ray.put(data)
+            by_defense: dict[str, list[dict]] = defaultdict(list)
+            for run in rs:
+                by_defense[json.dumps(run["defenses"], sort_keys=True)].append(run)
+            for defense_key, druns in by_defense.items():
+                spec.defenses = json.loads(defense_key)
+                name = run_id({"group": list(key), "defenses": defense_key})[:12]
+                server = start_target_server(spec, state_dir=state_root / name, num_gpus=share)
+                servers[(key, defense_key)] = (name, server)
+                for run in druns:
+                    rid = run_id(run)
+                    budget = -1 if run["budget"] is None else int(run["budget"])
+                    client = client_for(server, rid, budget)
+                    in_flight[execute.remote(run, data_ref, client)] = run
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            run = in_flight.pop(ready[0])
+            try:
+                row = ray.get(ready[0])
+                store.write_row(run_id(run), row)
+                bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
+            except Exception as err:  # a failed run writes no row: a re-run retries it
+                failures.append((run, repr(err)))
+                bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
+    for (name, server) in servers.values():
+        store.write_query_log(name, ray.get(server.query_log.remote()))
+        ray.kill(server)
+    if failures:
+        from raysteal.errors import RaystealError
+
+        lines = "\n".join(f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}" for r, e in failures[:10])
+        raise RaystealError(f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry):\n{lines}")
+    return store

@@ -1,0 +1,36 @@
+"""A progress display for experiment runs (rich when interactive, plain lines otherwise)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class RunProgress:
+    """Counts finished runs; shows a rich bar on a TTY and one line per run otherwise."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.enabled, self.done = total, enabled, 0
+        self._rich = None
+        self._started = time.perf_counter()
+
+    def __enter__(self) -> "RunProgress":
+        if self.enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._rich = Progress(TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
+            self._rich.start()
+            self._task = self._rich.add_task("", total=self.total)
+        return self
+
+    def advance(self, message: str) -> None:
+        self.done += 1
+        if self._rich is not None:
+            self._rich.update(self._task, advance=1, description=message)
+        elif self.enabled:
+            elapsed = time.perf_counter() - self._started
+            print(f"[{self.done}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rich is not None:
+            self._rich.stop()

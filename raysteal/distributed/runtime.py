@@ -1,0 +1,48 @@
+"""The one place that starts or joins Ray (everything else in raysteal runs without it)."""
+
+from __future__ import annotations
+
+import os
+
+RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = True):
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray runtime."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = dict(ignore_reinit_error=True, log_to_driver=not quiet, include_dashboard=False)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            object_store_memory=(object_store_mb or 512) * 2**20,
+            _temp_dir=os.environ.get("RAYSTEAL_RAY_TMP", "/tmp/ray"),
+            **kwargs,
+        )
+    return ray
+
+
+def gpu_share(per_gpu: int = 4) -> float:
+    """Fractional GPU per worker (``1/per_gpu``) when the cluster has GPUs, else 0."""
+    import ray
+
+    return 1.0 / per_gpu if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def worker_device() -> str:
+    """The device a Ray worker should use: the GPU Ray assigned it, else CPU."""
+    import ray
+    import torch
+
+    try:
+        gpus = ray.get_gpu_ids()
+    except Exception:
+        gpus = []
+    return "cuda" if gpus and torch.cuda.is_available() else "cpu"

@@ -1,0 +1,190 @@
+"""Declarative experiment files (YAML or JSON), validated before any work starts.
+
+An experiment is a grid: datasets × targets × attacks × defenses × ``grid`` overrides × seeds.
+Every key is checked (misspelled keys and out-of-range values fail naming the key).
+
+Seeds: the target/auxiliary split and the target's training use ``target_seed`` (one target per
+dataset × model, trained once and cached); each run's ``seed`` draws the attacker's users,
+the queried/held-out share and the clone's initialisation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raysteal.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class DatasetEntry(_Strict):
+    name: str
+    preprocess: str = "none"
+    kcore: int | None = Field(None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict, description="generator options (synthetic)")
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class TargetEntry(_Strict):
+    model: str
+    params: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+
+    @property
+    def label(self) -> str:
+        return self.model
+
+
+class SplitConfig(_Strict):
+    aux_fraction: float = Field(0.5, gt=0, lt=1, description="share of users in the auxiliary half")
+    item_overlap: float = Field(1.0, gt=0, le=1, description="Fig. 5: share of items the halves share")
+    attacker_fraction: float = Field(0.1, gt=0, le=1, description="share of target users the attacker knows")
+    auxiliary_size: float = Field(1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
+    query_fraction: float = Field(0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
+    target_seed: int = Field(0, ge=0)
+
+
+class ExperimentConfig(_Strict):
+    experiment: str = Field(description="name; results rows carry it")
+    description: str = ""
+    seeds: int = Field(5, ge=1)
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    targets: list[TargetEntry] = Field(min_length=1)
+    attacks: list[dict[str, Any]] = Field(min_length=1, description="attack configs (raysteal.attacks)")
+    defenses: list[list[dict[str, Any]]] = Field(default_factory=lambda: [[]], description="defense settings to cross")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    k: int = Field(50, ge=1, description="list length K of Agr@K")
+    budget: int | None = Field(None, ge=0, description="queries per attacker (None: unlimited)")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="'section.key' -> values, crossed")
+    paper: dict[str, float] = Field(default_factory=dict, description="'dataset/target/attack' -> published value")
+    report: list[dict[str, Any]] = Field(default_factory=list, description="tables/figures for raysteal report")
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            section = key.split(".", 1)[0]
+            if section not in GRID_SECTIONS:
+                raise ValueError(f"grid key {key!r}: must start with one of {sorted(GRID_SECTIONS)}")
+            if not values:
+                raise ValueError(f"grid key {key!r}: needs at least one value")
+        return grid
+
+
+GRID_SECTIONS = {"split", "attack", "target", "k", "budget"}
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        parts.append(f"{where}: {e['msg']}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file; every attack and defense entry is validated too."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file not found: {path}")
+    text = path.read_text()
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an experiment file must be a mapping of keys")
+    return parse_experiment(raw, source=str(path), seeds=seeds)
+
+
+def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int | None = None) -> ExperimentConfig:
+    """Validate a parsed experiment mapping (see :func:`load_experiment`)."""
+    try:
+        config = ExperimentConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError("--seeds must be >= 1")
+        config = config.model_copy(update={"seeds": seeds})
+    validate_entries(config, source)
+    return config
+
+
+def validate_entries(config: ExperimentConfig, source: str) -> None:
+    """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
+    from raysteal.attacks import make_attack_config
+    from raysteal.data import dataset_names
+    from raysteal.models.base import make_config
+    from raysteal.oracle.defenses import parse_defenses
+    from raysteal.training.config import make_train_config
+
+    known = dataset_names()
+    for i, ds in enumerate(config.datasets):
+        if ds.name not in known:
+            raise ConfigError(f"{source}: datasets.{i}.name: unknown dataset {ds.name!r}; known: {', '.join(known)}")
+    from raysteal.experiment.context import target_config
+
+    for i, target in enumerate(config.targets):
+        try:
+            model_cfg, train_cfg = target_config(target)
+            make_config(model_cfg)
+            make_train_config(train_cfg)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: targets.{i}: {err}") from None
+    for run in expand_runs(config, seeds=1):
+        try:
+            make_attack_config(run["attack"])
+        except ConfigError as err:
+            raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
+    for i, defense in enumerate(config.defenses):
+        try:
+            parse_defenses(defense)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: defenses.{i}: {err}") from None
+
+
+def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:
+    section, _, field = key.partition(".")
+    if section in ("k", "budget"):
+        run[section] = value
+    elif section == "target":
+        run["target"] = {**run["target"], "params": {**run["target"].get("params", {}), field: value}}
+    else:
+        run[section] = {**run[section], field: value}
+
+
+def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[dict[str, Any]]:
+    """Every run of the grid as a plain dict (dataset, target, attack, defenses, split, k, budget, seed)."""
+    grid_keys = list(config.grid)
+    combos = list(itertools.product(*(config.grid[k] for k in grid_keys))) or [()]
+    runs = []
+    for ds, target, attack, defenses, combo in itertools.product(config.datasets, config.targets, config.attacks, config.defenses, combos):
+        base = {
+            "experiment": config.experiment,
+            "dataset": ds.model_dump(),
+            "target": target.model_dump(),
+            "attack": dict(attack),
+            "defenses": list(defenses),
+            "split": config.split.model_dump(),
+            "k": config.k,
+            "budget": config.budget,
+        }
+        for key, value in zip(grid_keys, combo):
+            _apply_override(base, key, value)
+        if "k" not in base["attack"]:
+            base["attack"] = {**base["attack"], "k": base["k"]}
+        for seed in range(config.seeds if seeds is None else seeds):
+            runs.append({**base, "seed": seed})
+    return runs

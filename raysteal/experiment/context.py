@@ -1,0 +1,58 @@
+"""The simulator's side of an experiment: data, the deployed target, and the ground truth.
+
+Everything here is privileged (the simulator knows the target); attacks never see it. Workers
+receive a :class:`RunData` (data and the target's true top-K lists, computed once per target)
+and a query client — never the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from raysteal.data import load_dataset, split_target_auxiliary
+from raysteal.data.interactions import Interactions
+from raysteal.data.splits import LeaveOneOut, leave_one_out
+from raysteal.experiment.config import DatasetEntry, SplitConfig, TargetEntry
+
+
+@dataclass
+class DatasetContext:
+    """A loaded dataset cut into the target half and the auxiliary half (``target_seed``)."""
+
+    label: str
+    target: Interactions
+    auxiliary: Interactions
+    loo: LeaveOneOut
+
+
+def prepare_dataset(entry: DatasetEntry, split: SplitConfig, data_dir: str | None = None) -> DatasetContext:
+    log = load_dataset(entry.name, data_dir=data_dir, preprocess=entry.preprocess, kcore=entry.kcore, **entry.options)
+    halves = split_target_auxiliary(log, seed=split.target_seed, aux_fraction=split.aux_fraction, item_overlap=split.item_overlap)
+    return DatasetContext(label=entry.label, target=halves.target, auxiliary=halves.auxiliary, loo=leave_one_out(halves.target))
+
+
+@dataclass
+class RunData:
+    """What a worker needs besides its query client: the attacker-available data and the
+    evaluation truth (the target's undefended top-``max_k`` list for every target user)."""
+
+    dataset: str
+    target_name: str
+    train: Interactions  # the target's training log (target users)
+    test_items: np.ndarray  # held-out (leave-one-out test) item per target user, -1 if none
+    auxiliary: Interactions
+    truth_lists: np.ndarray  # int64 [num_target_users, max_k]
+    target_metrics: dict[str, Any] = field(default_factory=dict)
+    target_device: str = "cpu"
+
+
+def target_config(entry: TargetEntry) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model config, train config) of a target entry: the model's paper preset
+    (:mod:`raysteal.training.presets`) overridden by the entry's ``params`` and ``train``."""
+    from raysteal.training.presets import preset
+
+    model_cfg, train_cfg = preset(entry.model)
+    return {**model_cfg, **entry.params}, {**train_cfg, **entry.train}

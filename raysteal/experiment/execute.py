@@ -1,0 +1,126 @@
+"""One run of an experiment, in-process: knowledge → attack → clone → agreement row.
+
+Protocol (Zhu et al. §5 and App. A.1, plus a held-out measure): the attacker knows
+``attacker_fraction`` of the target users with their training interactions; it queries the
+lists of ``query_fraction`` of them. ``agr@k`` is Zhu's Agreement@K (Eq. 3) on the queried users
+(the paper's protocol: query fine-tuning is scored on the lists it fitted); ``agr@k/heldout``
+is the agreement on the known users whose lists were never queried — the honest measure of
+what was stolen. Both use all items as candidates with each user's seen items excluded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import raysteal
+from raysteal.data.splits import attacker_users
+from raysteal.experiment.context import RunData
+from raysteal.metrics import agreement_at_k, mean, ndcg_at_k_sets, recall_at_k
+from raysteal.results.store import run_id
+
+
+def _child_rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+def build_knowledge(run: dict[str, Any], data: RunData):
+    """The attacker's knowledge for this run (seeded by the run's seed)."""
+    from raysteal.attacks import Knowledge
+
+    split = run["split"]
+    seed = int(run["seed"])
+    known = np.sort(attacker_users(data.train, fraction=split["attacker_fraction"], seed=_child_rng(seed, 1)))
+    rng = _child_rng(seed, 2)
+    order = rng.permutation(len(known))
+    n_query = max(1, int(round(split["query_fraction"] * len(known))))
+    query_users = np.sort(order[:n_query])
+    auxiliary = data.auxiliary
+    if split["auxiliary_size"] < 1.0 and auxiliary.num_users:
+        aux_rng = _child_rng(seed, 3)
+        keep = np.sort(aux_rng.permutation(auxiliary.num_users)[: max(1, int(round(split["auxiliary_size"] * auxiliary.num_users)))])
+        auxiliary = auxiliary.select_users(keep)
+    knowledge = Knowledge(
+        target_data=data.train.select_users(known, name="attacker-target-data"),
+        target_user_ids=known,
+        auxiliary=auxiliary,
+        query_users=query_users,
+    )
+    return knowledge
+
+
+def clone_lists(clone, knowledge, k: int, device: str, chunk: int = 2048) -> np.ndarray:
+    """The clone's top-``k`` for each known user, the user's known items excluded."""
+    from raysteal.metrics import topk_items
+
+    data = knowledge.target_data
+    out = np.empty((data.num_users, k), dtype=np.int64)
+    clone = clone.to(device).eval()
+    with torch.no_grad():
+        for start in range(0, data.num_users, chunk):
+            stop = min(start + chunk, data.num_users)
+            scores = clone.score(torch.arange(start, stop, device=device)).float().cpu()
+            lo, hi = data.indptr[start], data.indptr[stop]
+            indptr = data.indptr[start : stop + 1] - lo
+            out[start:stop] = np.asarray(topk_items(scores, k, exclude=(indptr, data.items[lo:hi])))
+    return out
+
+
+def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu") -> dict[str, Any]:
+    """Run one attack and measure it; returns the results row."""
+    from raysteal.attacks import make_attack_config, run_attack
+
+    started = time.perf_counter()
+    k = int(run["k"])
+    config = make_attack_config(run["attack"])
+    knowledge = build_knowledge(run, data)
+    output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device)
+    clone_top = clone_lists(output.clone, knowledge, max(k, 10), device)
+    truth = data.truth_lists[knowledge.target_user_ids]
+    queried = np.zeros(len(knowledge.target_user_ids), dtype=bool)
+    queried[knowledge.query_users] = True
+    agr_k = np.asarray(agreement_at_k(truth[:, :k], clone_top[:, :k]))
+    agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
+    relevant = data.test_items[knowledge.target_user_ids]
+    row = {
+        "run_id": run_id(run),
+        "experiment": run["experiment"],
+        "dataset": run["dataset"]["name"],
+        "preprocess": run["dataset"]["preprocess"],
+        "target": run["target"]["model"],
+        "target_params": run["target"]["params"],
+        "attack": config.attack,
+        "clone": config.clone,
+        "seed": int(run["seed"]),
+        "k": k,
+        "defense": run["defenses"],
+        "budget": -1 if run["budget"] is None else int(run["budget"]),
+        "attacker_fraction": run["split"]["attacker_fraction"],
+        "auxiliary_size": run["split"]["auxiliary_size"],
+        "item_overlap": run["split"]["item_overlap"],
+        "query_fraction": run["split"]["query_fraction"],
+        "hyperparameters": config.model_dump(),
+        "known_users": int(len(knowledge.target_user_ids)),
+        "queried_users": int(queried.sum()),
+        "agr@k": mean(agr_k[queried]),
+        "agr@k/heldout": mean(agr_k[~queried]) if (~queried).any() else float("nan"),
+        "agr@k/all": mean(agr_k),
+        "agr@10": mean(agr_10[queried]),
+        "agr@10/heldout": mean(agr_10[~queried]) if (~queried).any() else float("nan"),
+        f"target_recall@k": mean(recall_at_k(truth[:, :k], relevant, k)),
+        f"target_ndcg@k": mean(ndcg_at_k_sets(truth[:, :k], relevant, k)),
+        f"clone_recall@k": mean(recall_at_k(clone_top[:, :k], relevant, k)),
+        f"clone_ndcg@k": mean(ndcg_at_k_sets(clone_top[:, :k], relevant, k)),
+        "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
+        "queries": int(output.queries),
+        "wall_s": time.perf_counter() - started,
+        "device": device,
+        "code_version": raysteal.__version__,
+    }
+    for key, value in output.info.items():
+        if isinstance(value, (int, float, str, bool)):
+            row[f"info/{key}"] = value
+    return row

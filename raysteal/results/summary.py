@@ -1,0 +1,74 @@
+"""Mean ± std over seeds per cell, beside the paper's value (what ``raysteal run`` prints)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "clone", "k", "defense", "budget", "attacker_fraction", "auxiliary_size", "item_overlap"]
+DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10"]
+
+
+def cell_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that identify a cell (those that vary or always matter), present in ``frame``."""
+    return [c for c in CELL_COLUMNS if c in frame.columns]
+
+
+def summarize(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per cell: ``metric`` mean and std over seeds, run count, and the paper's value."""
+    if frame.empty:
+        return frame
+    metrics = [m for m in (metrics or DEFAULT_METRICS) if m in frame.columns]
+    keys = cell_columns(frame)
+    grouped = frame.groupby(keys, dropna=False, sort=True)
+    out = grouped[metrics].agg(["mean", "std"])
+    out.columns = [f"{m} {stat}" for m, stat in out.columns]
+    out["seeds"] = grouped.size()
+    out["queries"] = grouped["queries"].mean() if "queries" in frame.columns else np.nan
+    out = out.reset_index()
+    if paper:
+        out["paper"] = [paper.get(f"{r.dataset}/{r.target}/{r.attack}", np.nan) for r in out.itertuples()]
+    return out
+
+
+def format_cell(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.4f} ± {0.0 if np.isnan(std) else std:.4f}"
+
+
+def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None) -> str:
+    """The summary as a Markdown table (mean ± std over seeds)."""
+    table = summarize(frame, metrics, paper)
+    if table.empty:
+        return "_no results_"
+    metrics = [m for m in (metrics or DEFAULT_METRICS) if f"{m} mean" in table.columns]
+    varying = [c for c in cell_columns(table) if table[c].astype(str).nunique() > 1 or c in ("dataset", "target", "attack")]
+    header = varying + metrics + (["paper"] if "paper" in table.columns else []) + ["seeds", "queries"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in table.iterrows():
+        cells = [_plain(r[c]) for c in varying]
+        cells += [format_cell(r[f"{m} mean"], r[f"{m} std"]) for m in metrics]
+        if "paper" in table.columns:
+            cells.append("–" if np.isnan(r["paper"]) else f"{r['paper']:.4f}")
+        cells += [str(int(r["seeds"])), "–" if np.isnan(r["queries"]) else f"{r['queries']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plain(value) -> str:
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if parsed == []:
+            return "none"
+        if isinstance(parsed, list):
+            return "+".join(",".join(f"{k}={v}" for k, v in d.items()) if isinstance(d, dict) else str(d) for d in parsed)
+        return value
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

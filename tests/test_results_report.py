@@ -1,0 +1,80 @@
+"""Results store (atomic rows, resume ids), summaries and the report renderer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raysteal.errors import ConfigError
+from raysteal.report import render_report
+from raysteal.results import ResultStore, run_id
+from raysteal.results.summary import summarize, summary_markdown
+
+
+def _row(attack: str, seed: int, agr: float, k: int = 50, target: str = "bpr") -> dict:
+    return {
+        "experiment": "demo", "dataset": "synthetic", "target": target, "attack": attack, "clone": "bpr",
+        "seed": seed, "k": k, "defense": [], "budget": -1, "attacker_fraction": 0.1, "auxiliary_size": 1.0,
+        "item_overlap": 1.0, "agr@k": agr, "agr@k/heldout": agr - 0.1, "agr@10": agr + 0.05, "queries": 100,
+        "hyperparameters": {"margin": 0.5},
+    }
+
+
+def test_run_ids_are_stable_and_distinct():
+    run = {"attack": {"attack": "ptd"}, "seed": 0}
+    assert run_id(run) == run_id(json.loads(json.dumps(run)))
+    assert run_id(run) != run_id({**run, "seed": 1})
+
+
+def test_rows_are_written_atomically_and_listed(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_row("abc", _row("ptd", 0, 0.5))
+    assert store.finished() == {"abc"}
+    assert not list((tmp_path / "runs").glob(".*tmp*"))  # no temp file left behind
+    frame = store.load()
+    assert frame.loc[0, "agr@k"] == 0.5
+    assert json.loads(frame.loc[0, "hyperparameters"]) == {"margin": 0.5}
+    # the directory is a Parquet dataset pandas reads directly
+    assert len(pd.read_parquet(tmp_path / "runs")) == 1
+
+
+def test_summary_mean_and_std_over_seeds_with_paper_value():
+    frame = pd.DataFrame([_row("ptd", 0, 0.4), _row("ptd", 1, 0.6), _row("ptq", 0, 0.7)])
+    for col in ("defense",):
+        frame[col] = frame[col].map(json.dumps)
+    table = summarize(frame, ["agr@k"], paper={"synthetic/bpr/ptd": 0.4987})
+    ptd = table[table.attack == "ptd"].iloc[0]
+    assert ptd["agr@k mean"] == pytest.approx(0.5)
+    assert ptd["agr@k std"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
+    assert ptd["seeds"] == 2 and ptd["paper"] == 0.4987
+    md = summary_markdown(frame, ["agr@k"], paper={"synthetic/bpr/ptd": 0.4987})
+    assert "0.5000 ± 0.1414" in md and "0.4987" in md
+
+
+def test_report_renders_tables_and_pngs(tmp_path):
+    store = ResultStore(tmp_path)
+    for i, (attack, k, target, agr) in enumerate(
+        [("ptd", 10, "bpr", 0.3), ("ptd", 50, "bpr", 0.5), ("ptq", 10, "bpr", 0.35), ("ptq", 50, "lmf", 0.55)]
+    ):
+        row = _row(attack, 0, agr, k=k, target=target)
+        row["clone"] = "lmf" if i % 2 else "bpr"
+        store.write_row(f"r{i}", row)
+    spec = {"experiment": "demo", "description": "d", "paper": {}, "report": [
+        {"kind": "table"}, {"kind": "curve", "x": "k", "series": "attack", "title": "Fig. 2"},
+        {"kind": "heatmap", "rows": "target", "cols": "clone", "title": "Fig. 6"}]}
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "demo.json").write_text(json.dumps(spec))
+    md = render_report(tmp_path)
+    text = md.read_text()
+    assert "## demo" in text and "Fig. 2" in text and "Fig. 6" in text
+    pngs = sorted(p.name for p in md.parent.glob("*.png"))
+    assert pngs == ["demo-1-curve.png", "demo-2-heatmap.png"]
+    assert all((md.parent / p).stat().st_size > 1000 for p in pngs)
+
+
+def test_report_on_empty_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no results"):
+        render_report(tmp_path)
