@@ -69,24 +69,38 @@ def inprocess_rate(spec, kind: str, log, k: int, request: int) -> float:
 
 
 def actor_rate(server, kind: str, log, k: int, request: int, clients: int, seconds: float) -> float:
+    """Total queries/s of ``clients`` load-generating actors, each with one request in flight.
+
+    The load actors are started (processes up, imports done) before the clock starts."""
     import ray
 
     from raysteal.oracle.server import client_for
 
     @ray.remote(num_cpus=0)
-    def load(client, inputs, k, deadline):
-        done = 0
-        while time.time() < deadline:
-            done += len(client.query(inputs, k))
-        return done
+    class Load:
+        def ready(self) -> bool:
+            import raysteal.oracle  # noqa: F401  (pay the imports before timing)
+
+            return True
+
+        def run(self, client, inputs, k: int, until: float) -> int:
+            done = 0
+            while time.time() < until:
+                done += len(client.query(inputs, k))
+            return done
 
     rng = np.random.default_rng(2)
-    handles = [client_for(server, f"c{i}") for i in range(clients)]
+    loads = [Load.remote() for _ in range(clients)]
+    ray.get([a.ready.remote() for a in loads])
+    handles = [client_for(server, f"c{clients}-{request}-{i}") for i in range(clients)]
     inputs = [ray.put(request_inputs(kind, log, request, rng)) for _ in range(clients)]
-    ray.get([load.remote(h, x, k, time.time() + 0.5) for h, x in zip(handles, inputs)])  # warm up
+    ray.get([a.run.remote(h, x, k, time.time() + 0.5) for a, h, x in zip(loads, handles, inputs)])  # warm up
     start = time.time()
-    done = ray.get([load.remote(h, x, k, start + seconds) for h, x in zip(handles, inputs)])
-    return sum(done) / (time.time() - start)
+    done = ray.get([a.run.remote(h, x, k, start + seconds) for a, h, x in zip(loads, handles, inputs)])
+    elapsed = time.time() - start
+    for a in loads:
+        ray.kill(a)
+    return sum(done) / elapsed
 
 
 def main() -> None:
@@ -102,7 +116,7 @@ def main() -> None:
     import ray
 
     from raysteal.oracle import TargetSpec
-    from raysteal.oracle.server import start_target_server
+    from raysteal.oracle.server import start_target_server, stop_target_server
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     log = load_log()
@@ -127,7 +141,7 @@ def main() -> None:
                 qps = actor_rate(server, kind, log, args.k, request, clients, args.seconds)
                 cases.append({"mode": "actor", "clients": clients, "request": request, "qps": qps, "ratio_to_raw": qps / raw})
         batch_stats = ray.get(server.stats.remote())
-        ray.kill(server)
+        stop_target_server(server)
         report["targets"][kind] = {"raw_qps": raw, "cases": cases, "server_batches": batch_stats}
         print(f"\n{kind} target on {report['device']}: raw score+top-{args.k} = {raw:,.0f} queries/s")
         print(f"{'mode':<10}{'clients':>8}{'request':>9}{'queries/s':>14}{'ratio':>8}")

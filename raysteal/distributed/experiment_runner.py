@@ -89,7 +89,7 @@ def run_experiment(
 
     from raysteal.distributed.progress import RunProgress
     from raysteal.distributed.runtime import gpu_share, init_ray
-    from raysteal.oracle.server import client_for, start_target_server
+    from raysteal.oracle.server import client_for, start_target_server, stop_target_server
 
     store = ResultStore(out_dir)
     runs = expand_runs(config)
@@ -142,7 +142,7 @@ def run_experiment(
                 bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
     for (name, server) in servers.values():
         store.write_query_log(name, ray.get(server.query_log.remote()))
-        ray.kill(server)
+        stop_target_server(server)
     if failures:
         from raysteal.errors import RaystealError
 

@@ -8,7 +8,6 @@ no model, no weights. Its attributes and its pickled bytes hold no tensors.
 from __future__ import annotations
 
 import uuid
-import weakref
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,8 @@ import numpy as np
 from raysteal.errors import RaystealError
 from raysteal.oracle.core import OracleCore, TargetInfo
 
-_LOCAL_ORACLES: "weakref.WeakValueDictionary[str, OracleCore]" = weakref.WeakValueDictionary()
+_LOCAL_ORACLES: dict[str, OracleCore] = {}
+"""In-process oracles by key; an entry lives until its ``InProcessOracle.close()``."""
 
 
 def _unwrap_ray_error(err: Exception) -> Exception:
@@ -142,3 +142,8 @@ class InProcessOracle:
 
     def ledger(self) -> dict:
         return self._core.ledger.snapshot()
+
+    def close(self) -> None:
+        """Retire this oracle: its clients stop answering and its memory can be freed."""
+        _LOCAL_ORACLES.pop(self._key, None)
+        self._core.ledger.close()

@@ -142,7 +142,20 @@ def start_target_server(
     )
     if name:
         options["name"] = name
-    return TargetServer.options(**options).remote(spec, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms)
+    # the spec lives in the object store, pinned here, so a restarted actor can rebuild from it
+    spec_ref = ray.put(spec)
+    handle = TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms)
+    _PINNED_SPECS[handle._actor_id.hex()] = spec_ref
+    return handle
+
+
+_PINNED_SPECS: dict[str, "ray.ObjectRef"] = {}
+
+
+def stop_target_server(server) -> None:
+    """Kill a server for good and release its pinned spec."""
+    ray.kill(server)
+    _PINNED_SPECS.pop(server._actor_id.hex(), None)
 
 
 def client_for(server, attacker: str, budget: int = -1) -> QueryClient:
