@@ -41,7 +41,8 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
         train_cfg,
         seed=split_cfg.target_seed,
         dataset=f"{ds_entry.name}/target-half",
-        preprocess=f"{ds_entry.preprocess}/kcore={ds_entry.kcore}/{split_cfg.model_dump_json()}",
+        # the target half depends on the aux fraction and seed only (item overlap trims the aux side)
+        preprocess=f"{ds_entry.preprocess}/kcore={ds_entry.kcore}/aux={split_cfg.aux_fraction}/seed={split_cfg.target_seed}",
         cache_dir=cache_dir,
         device=device,
         progress=False,
@@ -62,6 +63,22 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
         target_device=device,
     )
     return spec, data
+
+
+def _defense_cost(spec, data, k: int) -> dict[str, float]:
+    """The target's own Recall/NDCG@k over all its users, with and without the defense (Fig. 8)."""
+    from raysteal.oracle import RankingEngine, build_defenses
+    from raysteal.oracle.cost import defense_cost
+
+    users = np.flatnonzero(data.test_items >= 0)
+    engine = RankingEngine(spec.model, data.train.indptr, data.train.items)
+    chain = build_defenses(spec.defenses, spec.item_popularity)
+    cost = defense_cost(engine, chain, users, data.test_items[users], k=k)
+    return {
+        "target_recall@k/all_users": cost[f"recall@{k}"],
+        "target_recall@k/defended": cost[f"recall@{k}/defended"],
+        "target_ndcg@k/defended": cost[f"ndcg@{k}/defended"],
+    }
 
 
 def _execute(run: dict, data, client):
@@ -122,6 +139,7 @@ def run_experiment(
                 by_defense[json.dumps(run["defenses"], sort_keys=True)].append(run)
             for defense_key, druns in by_defense.items():
                 spec.defenses = json.loads(defense_key)
+                costs = {k: _defense_cost(spec, data, k) for k in sorted({r["k"] for r in druns})}
                 name = run_id({"group": list(key), "defenses": defense_key})[:12]
                 server = start_target_server(spec, state_dir=state_root / name, num_gpus=share)
                 servers[(key, defense_key)] = (name, server)
@@ -129,12 +147,12 @@ def run_experiment(
                     rid = run_id(run)
                     budget = -1 if run["budget"] is None else int(run["budget"])
                     client = client_for(server, rid, budget)
-                    in_flight[execute.remote(run, data_ref, client)] = run
+                    in_flight[execute.remote(run, data_ref, client)] = (run, costs[run["k"]])
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
-            run = in_flight.pop(ready[0])
+            run, cost = in_flight.pop(ready[0])
             try:
-                row = ray.get(ready[0])
+                row = {**ray.get(ready[0]), **cost}
                 store.write_row(run_id(run), row)
                 bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
             except Exception as err:  # a failed run writes no row: a re-run retries it

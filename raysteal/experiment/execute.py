@@ -120,6 +120,9 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu")
         "device": device,
         "code_version": raysteal.__version__,
     }
+    for key, value in config.model_dump().items():
+        if isinstance(value, (int, float, str, bool)) and key not in ("attack", "clone", "k"):
+            row[f"hp/{key}"] = value
     for key, value in output.info.items():
         if isinstance(value, (int, float, str, bool)):
             row[f"info/{key}"] = value

@@ -67,8 +67,8 @@ class RankingEngine:
         if not self.sequential and exclude_seen:
             if seen_indptr is None or seen_items is None:
                 raise ConfigError("a collaborative target needs its training interactions (seen_indptr, seen_items) to exclude seen items")
-            self._seen_indptr = torch.as_tensor(np.asarray(seen_indptr, dtype=np.int64))
-            self._seen_items = torch.as_tensor(np.asarray(seen_items, dtype=np.int64))
+            self._seen_indptr = torch.from_numpy(np.array(seen_indptr, dtype=np.int64))
+            self._seen_items = torch.from_numpy(np.array(seen_items, dtype=np.int64))
             self._seen_dense = None
             if self.num_users * self.num_items <= DENSE_SEEN_LIMIT:
                 # one bit-per-cell lookup table on the device: masks cost a gather, not a scatter

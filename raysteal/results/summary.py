@@ -12,8 +12,11 @@ DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10"]
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns that identify a cell (those that vary or always matter), present in ``frame``."""
-    return [c for c in CELL_COLUMNS if c in frame.columns]
+    """Columns that identify a cell: the fixed ones present in ``frame``, plus every attack
+    hyperparameter (``hp/...``) that varies within it (a grid axis)."""
+    fixed = [c for c in CELL_COLUMNS if c in frame.columns]
+    varying = [c for c in frame.columns if c.startswith("hp/") and frame[c].astype(str).nunique() > 1]
+    return fixed + sorted(varying)
 
 
 def summarize(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None) -> pd.DataFrame:

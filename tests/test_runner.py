@@ -1,0 +1,100 @@
+"""``raysteal run``: validation before work, an end-to-end grid on Ray, resume, the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raysteal.errors import ConfigError
+from raysteal.experiment.config import expand_runs, load_experiment, parse_experiment
+
+TINY = {
+    "experiment": "tiny",
+    "seeds": 2,
+    "datasets": [{"name": "synthetic", "options": {"num_users": 400, "num_items": 300, "max_len": 60, "seed": 1}}],
+    "targets": [{"model": "bpr", "train": {"epochs": 8, "batch_size": 512}}],
+    "attacks": [
+        {"attack": "popularity"},
+        {"attack": "ptd", "epochs": 15, "batch_size": 256},
+        {"attack": "ptq", "epochs": 15, "finetune_epochs": 15, "batch_size": 256},
+    ],
+    "defenses": [[], [{"type": "popular_mixing", "n": 5}]],
+    "split": {"attacker_fraction": 0.3},
+    "k": 20,
+}
+
+
+def _write(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"attacks": [{"attack": "ptx"}]}, "ptx"),
+        ({"attacks": [{"attack": "ptd", "epochz": 3}]}, "epochz"),
+        ({"split": {"attacker_fraction": 1.5}}, "split.attacker_fraction"),
+        ({"split": {"attacker_fraction": 0}}, "split.attacker_fraction"),
+        ({"sedes": 3}, "sedes"),
+        ({"datasets": [{"name": "ml-2m"}]}, "ml-2m"),
+        ({"targets": [{"model": "bpr", "params": {"embedding_dim": -1}}]}, "embedding_dim"),
+        ({"defenses": [[{"type": "popular_mixing", "m": 3}]]}, "defenses.0"),
+        ({"grid": {"atack.k": [1]}}, "atack.k"),
+    ],
+)
+def test_malformed_experiment_fails_before_work_naming_the_key(tmp_path, patch, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_experiment(_write(tmp_path, {**TINY, **patch}))
+
+
+def test_grid_expansion_counts_every_cell():
+    spec = {**TINY, "grid": {"k": [10, 20], "attack.margin": [0.5, 1.0]}}
+    runs = expand_runs(parse_experiment(spec))
+    assert len(runs) == 1 * 1 * 3 * 2 * 4 * 2  # datasets x targets x attacks x defenses x grid x seeds
+    assert {r["attack"]["k"] for r in runs} == {10, 20}  # list length follows K
+
+
+@pytest.mark.ray
+def test_run_end_to_end_then_resume_and_report(ray_session, tmp_path):
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+    from raysteal.results import ResultStore
+
+    exp = _write(tmp_path, TINY)
+    out = tmp_path / "out"
+    cache = tmp_path / "cache"
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(exp), "--out", str(out), "--cache-dir", str(cache), "--quiet"])
+    assert result.exit_code == 0, result.output
+    frame = ResultStore(out).load()
+    assert len(frame) == 3 * 2 * 2
+    for col in ["experiment", "dataset", "target", "attack", "clone", "seed", "k", "agr@k", "agr@k/heldout", "agr@10", "queries", "wall_s"]:
+        assert col in frame.columns, col
+    by_attack = frame.groupby("attack")["agr@k"].mean()
+    assert by_attack["ptd"] > 0.0 and by_attack["ptq"] > 0.0
+    assert (frame[frame.attack == "popularity"]["queries"] == 0).all()
+    assert (frame[frame.attack == "ptq"]["queries"] > 0).all()
+    mixed = frame[frame.defense.str.contains("popular_mixing")]
+    assert (mixed["target_recall@k/defended"] <= mixed["target_recall@k/all_users"] + 1e-12).all()
+    logs = ResultStore(out).load_query_logs()
+    assert set(frame[frame.attack == "ptq"]["run_id"]) <= set(logs["attacker"])
+    assert "mean ± std" in result.output
+
+    # resume: finished runs are skipped, nothing is recomputed
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.parquet")}
+    (out / "runs" / sorted(stamps)[0]).unlink()  # as if the run had died before this one finished
+    result = runner.invoke(app, ["run", str(exp), "--out", str(out), "--cache-dir", str(cache), "--quiet"])
+    assert result.exit_code == 0, result.output
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.parquet")}
+    assert set(after) == set(stamps)
+    assert sum(after[n] != stamps[n] for n in sorted(stamps)[1:]) == 0
+
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report" / "report.md").is_file()
