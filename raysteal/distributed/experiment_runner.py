@@ -127,32 +127,46 @@ def run_experiment(
         for key, rs in groups.items()
     }
     servers: dict[tuple, Any] = {}
-    in_flight: dict[Any, dict] = {}
+    in_flight: dict[Any, tuple[dict, dict]] = {}
+    waiting = {ref: key for key, ref in prepared.items()}
     failures: list[tuple[dict, str]] = []
     state_root = Path(out_dir) / "ledgers"
+
+    def deploy(key: tuple, spec, data) -> None:
+        """Start one server per defense setting of this target and submit its runs."""
+        data_ref = ray.put(data)
+        by_defense: dict[str, list[dict]] = defaultdict(list)
+        for run in groups[key]:
+            by_defense[json.dumps(run["defenses"], sort_keys=True)].append(run)
+        for defense_key, druns in by_defense.items():
+            spec.defenses = json.loads(defense_key)
+            costs = {k: _defense_cost(spec, data, k) for k in sorted({r["k"] for r in druns})}
+            name = run_id({"group": list(key), "defenses": defense_key})[:12]
+            server = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
+            servers[(key, defense_key)] = (name, server)
+            for run in druns:
+                budget = -1 if run["budget"] is None else int(run["budget"])
+                client = client_for(server, run_id(run), budget)
+                in_flight[execute.remote(run, data_ref, client)] = (run, costs[run["k"]])
+
     with RunProgress(total=len(pending), enabled=progress) as bar:
-        for key, rs in groups.items():
-            spec, data = ray.get(prepared[key])
-            data_ref = ray.put(data)
-            by_defense: dict[str, list[dict]] = defaultdict(list)
-            for run in rs:
-                by_defense[json.dumps(run["defenses"], sort_keys=True)].append(run)
-            for defense_key, druns in by_defense.items():
-                spec.defenses = json.loads(defense_key)
-                costs = {k: _defense_cost(spec, data, k) for k in sorted({r["k"] for r in druns})}
-                name = run_id({"group": list(key), "defenses": defense_key})[:12]
-                server = start_target_server(spec, state_dir=state_root / name, num_gpus=share)
-                servers[(key, defense_key)] = (name, server)
-                for run in druns:
-                    rid = run_id(run)
-                    budget = -1 if run["budget"] is None else int(run["budget"])
-                    client = client_for(server, rid, budget)
-                    in_flight[execute.remote(run, data_ref, client)] = (run, costs[run["k"]])
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            run, cost = in_flight.pop(ready[0])
+        while waiting or in_flight:
+            ready, _ = ray.wait(list(waiting) + list(in_flight), num_returns=1)
+            ref = ready[0]
+            if ref in waiting:  # a target is ready: deploy it (runs of other targets keep going)
+                key = waiting.pop(ref)
+                try:
+                    spec, data = ray.get(ref)
+                except Exception as err:
+                    for run in groups[key]:
+                        failures.append((run, f"target preparation failed: {err!r}"))
+                        bar.advance(f"FAILED target {run['target']['model']}: {err}")
+                    continue
+                deploy(key, spec, data)
+                continue
+            run, cost = in_flight.pop(ref)
             try:
-                row = {**ray.get(ready[0]), **cost}
+                row = {**ray.get(ref), **cost}
                 store.write_row(run_id(run), row)
                 bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
             except Exception as err:  # a failed run writes no row: a re-run retries it

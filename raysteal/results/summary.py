@@ -15,7 +15,9 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     """Columns that identify a cell: the fixed ones present in ``frame``, plus every attack
     hyperparameter (``hp/...``) that varies within it (a grid axis)."""
     fixed = [c for c in CELL_COLUMNS if c in frame.columns]
-    varying = [c for c in frame.columns if c.startswith("hp/") and frame[c].astype(str).nunique() > 1]
+    by = [c for c in ("attack", "clone") if c in frame.columns]
+    hp = [c for c in frame.columns if c.startswith("hp/")]
+    varying = [c for c in hp if by and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()]
     return fixed + sorted(varying)
 
 
