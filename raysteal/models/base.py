@@ -80,6 +80,7 @@ class Recommender(nn.Module, ABC):
 
 
 _REGISTRY: dict[str, type[Recommender]] = {}
+_ALIASES: dict[str, str] = {}
 
 
 def register_model(cls: type[Recommender]) -> type[Recommender]:
@@ -90,6 +91,13 @@ def register_model(cls: type[Recommender]) -> type[Recommender]:
     return cls
 
 
+def register_alias(alias: str, name: str) -> None:
+    """Let ``alias`` stand for the registered model ``name`` (e.g. ``ncf`` -> ``neumf``)."""
+    if alias in _REGISTRY or _ALIASES.get(alias, name) != name:
+        raise ValueError(f"model alias {alias!r} already taken")
+    _ALIASES[alias] = name
+
+
 def model_names() -> list[str]:
     """Registered model names, sorted."""
     return sorted(_REGISTRY)
@@ -98,7 +106,7 @@ def model_names() -> list[str]:
 def model_class(name: str) -> type[Recommender]:
     """The class registered as ``name`` (clear error listing the known names otherwise)."""
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[_ALIASES.get(name, name)]
     except KeyError:
         raise UnknownNameError("model", name, list(_REGISTRY)) from None
 
@@ -111,7 +119,7 @@ def make_config(config: dict[str, Any] | ModelConfig) -> ModelConfig:
         raise ConfigError("model config needs a 'model' key naming a registered model")
     cls = model_class(config["model"])
     try:
-        return cls.Config(**config)
+        return cls.Config(**{**config, "model": cls.name})
     except Exception as err:  # pydantic.ValidationError names the offending key
         raise ConfigError(f"invalid config for model {config['model']!r}: {err}") from None
 

@@ -1,0 +1,171 @@
+"""Train target models on a dataset with the leave-one-out protocol and report their accuracy.
+
+    python benchmarks/targets.py --dataset ml-1m --models sasrec,neumf,bpr --json PATH
+
+For each model (its paper settings, :mod:`raysteal.training.presets`): train with early stopping
+on validation NDCG@10, then report test HR@10 / NDCG@10 against 100 sampled negatives and with
+full ranking (seen items excluded), the training time, the training throughput (sampler rows per
+second of optimisation steps) and, where DESIGN.md lists a raw limit for that workload on an
+H100, the ratio to it. ``--json`` writes one object per model with at least ``model, dataset,
+hr@10_100neg, ndcg@10_100neg, ndcg@10_full, train_seconds, device``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Published anchors on ML-1M, 100-negative protocol (the issue's list).
+ANCHORS: dict[str, dict[str, Any]] = {
+    "sasrec": {"hr@10_100neg": 0.8245, "ndcg@10_100neg": 0.5905, "source": "Kang & McAuley 2018"},
+    "neumf": {"hr@10_100neg": 0.73, "ndcg@10_100neg": 0.45, "source": "He et al. 2017"},
+    "narm": {"ndcg@10_100neg": 0.625, "source": "Yue et al. 2021 (teacher)"},
+    "bert4rec": {"ndcg@10_100neg": 0.602, "source": "Yue et al. 2021 (teacher)"},
+}
+
+# Raw limits measured on one H100 (DESIGN.md, "Practical facts"), training rows per second.
+RAW_LIMITS: dict[str, dict[str, Any]] = {
+    "bpr": {"samples_per_second": 38e6, "what": "BPR-MF training triples/s, H100, batch 65k (1.7M at batch 2048)"},
+}
+
+
+def _canonical(name: str) -> str:
+    from raysteal.models import model_class
+
+    return model_class(name.strip()).name
+
+
+def _parse_epochs(spec: str | None, models: list[str]) -> dict[str, int]:
+    """``"40"`` (every model) or ``"bpr=40,neumf=10"`` into a per-model dict."""
+    if not spec:
+        return {}
+    if "=" not in spec:
+        return {m: int(spec) for m in models}
+    out = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        out[_canonical(name)] = int(value)
+    return out
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """``model.key=value`` / ``model.train.key=value`` overrides (YAML values)."""
+    import yaml
+
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        name, _, rest = key.partition(".")
+        if not sep or not rest:
+            raise SystemExit(f"--set expects MODEL.key=value or MODEL.train.key=value, got {pair!r}")
+        model_over, train_over = out.setdefault(_canonical(name), ({}, {}))
+        if rest.startswith("train."):
+            train_over[rest[len("train.") :]] = yaml.safe_load(raw)
+        else:
+            model_over[rest] = yaml.safe_load(raw)
+    return out
+
+
+def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epochs: int | None,
+                overrides: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """Train, evaluate and time one model; the JSON row for it."""
+    from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
+    from raysteal.models import make_config
+
+    model_cfg, train_cfg = preset(name)
+    model_cfg.update(overrides[0])
+    train_cfg.update(overrides[1])
+    if epochs is not None:
+        train_cfg["epochs"] = epochs
+    cfg, tcfg = make_config(model_cfg), make_train_config(train_cfg)
+    model = seeded_model(cfg, log.num_users, log.num_items, args.seed)
+    t0 = time.perf_counter()
+    result = fit(model, split, tcfg, seed=args.seed, device=args.device, progress=None)
+    train_seconds = time.perf_counter() - t0
+    test = evaluate(model, split, "test", k=10, num_negatives=100, seed=args.seed)
+    row: dict[str, Any] = {
+        "model": cfg.model,
+        "dataset": args.dataset,
+        "hr@10_100neg": test["hr@10_100neg"],
+        "ndcg@10_100neg": test["ndcg@10_100neg"],
+        "hr@10_full": test["hr@10_full"],
+        "ndcg@10_full": test["ndcg@10_full"],
+        "train_seconds": train_seconds,
+        "device": result.device if result.device == "cpu" else torch.cuda.get_device_name(torch.device(result.device)),
+        "samples_per_second": result.samples_per_second,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_valid_ndcg@10": result.best_valid_ndcg,
+        "amp_bf16": result.amp,
+        "test_users": test["users"],
+        "seed": args.seed,
+        "model_config": cfg.model_dump(mode="json"),
+        "train_config": tcfg.model_dump(mode="json"),
+    }
+    limit = RAW_LIMITS.get(cfg.model)
+    if limit is not None:
+        on_gpu = result.device != "cpu"
+        row["raw_limit_samples_per_second"] = limit["samples_per_second"]
+        row["raw_limit"] = limit["what"]
+        row["ratio_to_raw_limit"] = result.samples_per_second / limit["samples_per_second"] if on_gpu else None
+    if cfg.model in ANCHORS:
+        row["anchor"] = ANCHORS[cfg.model]
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--preprocess", default="none")
+    parser.add_argument("--models", default="bpr,lmf,neumf", help="comma-separated registered names")
+    parser.add_argument("--epochs", default=None, help="N for all, or MODEL=N,MODEL=N")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir", default=None, help="dataset directory (default: $RAYSTEAL_DATA, then the cache)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads (default: torch's)")
+    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="MODEL.KEY=VALUE")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as a JSON list")
+    args = parser.parse_args(argv)
+
+    from raysteal.data import load_dataset
+    from raysteal.training import make_split
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    # canonical names (aliases such as ncf -> neumf); unknown names fail fast, listing the known ones
+    models = [_canonical(m) for m in args.models.split(",") if m.strip()]
+    epochs = _parse_epochs(args.epochs, models)
+    sets = _parse_sets(args.sets)
+    t0 = time.perf_counter()
+    log = load_dataset(args.dataset, data_dir=args.data_dir, preprocess=args.preprocess)
+    split = make_split(log, "leave_one_out")
+    print(f"{args.dataset}: {log.num_users} users, {log.num_items} items, {log.num_interactions} rows "
+          f"(loaded + split in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    rows = []
+    for m in models:
+        row = bench_model(m, log, split, args, epochs.get(m), sets.get(m, ({}, {})))
+        rows.append(row)
+        ratio = row.get("ratio_to_raw_limit")
+        print(
+            f"{row['model']:>9}  HR@10 {row['hr@10_100neg']:.4f}  NDCG@10 {row['ndcg@10_100neg']:.4f} (100 neg)  "
+            f"HR@10 {row['hr@10_full']:.4f}  NDCG@10 {row['ndcg@10_full']:.4f} (full)  "
+            f"{row['train_seconds']:.0f}s  {row['epochs_run']} ep (best {row['best_epoch']})  "
+            f"{row['samples_per_second']:,.0f} samples/s"
+            + (f" = {ratio:.2f} x raw limit" if ratio is not None else "")
+            + f"  [{row['device']}]",
+            flush=True,
+        )
+        if args.json is not None:  # rewrite after every model so a long run keeps what it has
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Typed, validated training hyperparameters shared by every model (round-trip to JSON)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raysteal.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """How the generic trainer fits a model. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(20, ge=1, description="maximum passes over the training log")
+    batch_size: int = Field(2048, ge=1, description="training batch size (rows the sampler yields)")
+    lr: float = Field(1e-3, gt=0.0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    grad_clip: float | None = Field(None, gt=0.0, description="max gradient norm (None: no clipping)")
+    early_stopping: bool = Field(
+        True, description="stop when validation NDCG@10 stops improving and restore the best weights (else keep the last)"
+    )
+    patience: int = Field(3, ge=1, description="validations without improvement before stopping")
+    eval_every: int = Field(1, ge=1, description="validate every this many epochs")
+    eval_users: int | None = Field(None, ge=1, description="validate on a seeded subsample of users")
+    min_epochs: int = Field(1, ge=1, description="never stop before this many epochs")
+    max_batches_per_epoch: int | None = Field(None, ge=1, description="truncate epochs (smoke tests)")
+    amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: auto = on a GPU")
+
+
+def make_train_config(config: dict[str, Any] | TrainConfig | None = None, **overrides: Any) -> TrainConfig:
+    """Validate a dict (plus keyword overrides) into a :class:`TrainConfig`; errors name the key."""
+    if isinstance(config, TrainConfig):
+        config = config.model_dump()
+    try:
+        return TrainConfig(**{**(config or {}), **overrides})
+    except Exception as err:  # pydantic.ValidationError names the offending key
+        raise ConfigError(f"invalid train config: {err}") from None

@@ -1,0 +1,129 @@
+"""Train each target once: a checkpoint cache keyed by everything that determines the weights.
+
+The key hashes (dataset name, preprocessing label, the log's content fingerprint, the validated
+model config, the split, the seed and the train config). A hit loads the checkpoint; a miss
+trains with :func:`raysteal.training.fit`, evaluates on the test items and saves atomically,
+so concurrent workers may race but never read half a file (the last writer wins, and both
+wrote the same deterministic target on a CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from raysteal.data.interactions import Interactions
+from raysteal.data.splits import LeaveOneOut, leave_one_out
+from raysteal.errors import UnknownNameError
+import raysteal.models  # noqa: F401  (registers every model)
+from raysteal.models.base import ModelConfig, Recommender, make_config
+from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
+from raysteal.training.config import TrainConfig, make_train_config
+from raysteal.training.evaluate import evaluate
+from raysteal.training.trainer import fit, seeded_model
+
+SPLITS: dict[str, Callable[[Interactions], LeaveOneOut]] = {"leave_one_out": leave_one_out}
+
+
+def make_split(log: Interactions, split: str = "leave_one_out") -> LeaveOneOut:
+    """Apply the named split (``leave_one_out``)."""
+    if split not in SPLITS:
+        raise UnknownNameError("split", split, list(SPLITS))
+    return SPLITS[split](log)
+
+
+def default_cache_dir() -> Path:
+    """``$RAYSTEAL_CACHE/targets``, else ``~/.cache/raysteal/targets``."""
+    root = os.environ.get("RAYSTEAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "raysteal")
+    return Path(root) / "targets"
+
+
+def target_key(
+    log: Interactions,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    *,
+    seed: int,
+    split: str,
+    dataset: str,
+    preprocess: str,
+) -> str:
+    """Hex digest naming one target (see module docstring for what goes in)."""
+    spec = {
+        "dataset": dataset,
+        "preprocess": preprocess,
+        "fingerprint": log.fingerprint(),
+        "model": model_config.model_dump(mode="json"),
+        "split": split,
+        "seed": int(seed),
+        "train": train_config.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation figures without the per-user arrays (checkpoint-safe)."""
+    return {k: v for k, v in metrics.items() if k != "per_user"}
+
+
+def train_target(
+    log: Interactions,
+    model_config: dict[str, Any] | ModelConfig,
+    train_config: dict[str, Any] | TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    split: str = "leave_one_out",
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+) -> tuple[Recommender, dict[str, Any]]:
+    """Train and evaluate one target (no cache): ``(model, metrics)``."""
+    cfg, tcfg = make_config(model_config), make_train_config(train_config)
+    data = make_split(log, split)
+    model = seeded_model(cfg, log.num_users, log.num_items, seed)
+    result = fit(model, data, tcfg, seed=seed, device=device, progress=progress)
+    metrics = {
+        "train": result.summary(),
+        "valid": _plain(evaluate(model, data, "valid", seed=seed)),
+        "test": _plain(evaluate(model, data, "test", seed=seed)),
+    }
+    return model, metrics
+
+
+def get_or_train_target(
+    log: Interactions,
+    model_config: dict[str, Any] | ModelConfig,
+    train_config: dict[str, Any] | TrainConfig | None = None,
+    *,
+    seed: int = 0,
+    split: str = "leave_one_out",
+    dataset: str | None = None,
+    preprocess: str = "none",
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+) -> tuple[Recommender, dict[str, Any]]:
+    """The target for this (dataset, preprocess, model, split, seed, train config), trained once.
+
+    Returns ``(model, meta)``; ``meta`` has ``metrics`` (train/valid/test), ``fingerprint``,
+    ``spec``, ``extra`` (the key's ingredients), plus ``path`` and ``cache_hit``.
+    """
+    cfg, tcfg = make_config(model_config), make_train_config(train_config)
+    dataset = dataset or log.name
+    key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess)
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = path / f"{cfg.model}-{key[:20]}.pt"
+    if path.is_file():
+        model, meta = load_checkpoint(path)
+        return model, {**meta, "path": str(path), "cache_hit": True}
+    model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress)
+    extra = {"key": key, "dataset": dataset, "preprocess": preprocess, "split": split, "seed": int(seed),
+             "train_config": tcfg.model_dump(mode="json")}
+    save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
+    model.to("cpu").eval()
+    meta = {"spec": model.spec(), "fingerprint": log.fingerprint(), "metrics": metrics, "extra": extra}
+    return model, {**meta, "path": str(path), "cache_hit": False}

@@ -1,0 +1,264 @@
+"""The one generic trainer: any registered model, its own sampler and loss, AdamW.
+
+``fit`` draws each epoch's batches from ``model.make_sampler(split.train, batch_size)`` with
+an explicit ``torch.Generator``, minimises ``model.loss`` with AdamW (bf16 autocast on a GPU
+when ``amp`` allows), validates with full-ranking NDCG@10 on the held-out validation items
+(seen training items excluded), stops early after ``patience`` validations without
+improvement and restores the best weights. All randomness (sampling, dropout, the
+validation subsample) derives from ``seed``; the caller's global torch RNG state is left
+untouched, so two CPU runs with the same seed give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from raysteal.data.splits import LeaveOneOut
+from raysteal.errors import ConfigError
+from raysteal.models.base import ModelConfig, Recommender, build_model
+from raysteal.training.config import TrainConfig, make_train_config
+from raysteal.training.evaluate import validation_ndcg
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: the fitted model (best weights) and how it got there."""
+
+    model: Recommender
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_ndcg: float = float("nan")
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    step_seconds: float = 0.0
+    samples: int = 0
+    device: str = "cpu"
+    amp: bool = False
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training rows (sampler batch rows) per second of optimisation steps."""
+        return self.samples / self.step_seconds if self.step_seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable figures (no model)."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_valid_ndcg@10": self.best_valid_ndcg,
+            "epochs_run": self.epochs_run,
+            "train_seconds": self.train_seconds,
+            "step_seconds": self.step_seconds,
+            "samples": self.samples,
+            "samples_per_second": self.samples_per_second,
+            "device": self.device,
+            "amp": self.amp,
+            "history": self.history,
+        }
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU; anything else is taken as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available")
+    return dev
+
+
+def _child_seeds(seed: int, n: int) -> list[int]:
+    """``n`` independent 63-bit seeds derived from ``seed`` (numpy SeedSequence)."""
+    return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+@contextlib.contextmanager
+def _private_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNGs for the block (dropout, initialisers) and restore them afterwards."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def seeded_model(config: dict[str, Any] | ModelConfig, num_users: int, num_items: int, seed: int) -> Recommender:
+    """``build_model`` with parameter initialisation drawn from ``seed`` (global RNG untouched)."""
+    with _private_rng(_child_seeds(seed, 1)[0], torch.device("cpu")):
+        return build_model(config, num_users=num_users, num_items=num_items)
+
+
+def _sampling_generator(sampler: Any, dev: torch.device, seed: int) -> torch.Generator:
+    """A generator for the sampler: on the GPU when the sampler can move there (``to``), else CPU."""
+    if dev.type != "cpu" and callable(getattr(sampler, "to", None)):
+        sampler.to(dev)
+        return torch.Generator(device=dev).manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _use_amp(config: TrainConfig, device: torch.device) -> bool:
+    if config.amp == "off" or device.type != "cuda":
+        return False
+    return torch.cuda.is_bf16_supported()
+
+
+def _batch_rows(batch: dict[str, torch.Tensor]) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def fit(
+    model: Recommender,
+    split: LeaveOneOut,
+    config: TrainConfig | dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``split.train``, early-stopping on ``split.valid``; returns the best model.
+
+    ``progress=None`` shows a rich progress bar only on a terminal outside CI.
+    """
+    config = make_train_config(config)
+    dev = resolve_device(device)
+    amp = _use_amp(config, dev)
+    sample_seed, rng_seed, eval_seed = _child_seeds(seed, 3)
+    model.to(dev)
+    sampler = model.make_sampler(split.train, config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
+    generator = _sampling_generator(sampler, dev, sample_seed)
+    valid_users = _validation_users(split, config.eval_users, eval_seed)
+    steps = len(sampler) if config.max_batches_per_epoch is None else min(len(sampler), config.max_batches_per_epoch)
+    result = TrainResult(model=model, device=str(dev), amp=amp)
+    best_state: dict[str, torch.Tensor] | None = None
+    stale = 0
+    started = time.perf_counter()
+    with _private_rng(rng_seed, dev), _Progress(_show_progress(progress), config.epochs, steps) as bar:
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            loss_sum, rows, n_steps = _run_epoch(model, sampler, optimizer, generator, dev, amp, config, steps, bar)
+            step_time = time.perf_counter() - t0
+            result.step_seconds += step_time
+            result.samples += rows
+            result.epochs_run = epoch
+            log: dict[str, float] = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "step_seconds": step_time}
+            if valid_users.size and (epoch % config.eval_every == 0 or epoch == config.epochs):
+                ndcg = validation_ndcg(model, split, valid_users, device=dev)
+                log["valid_ndcg@10"] = ndcg
+                if not ndcg <= result.best_valid_ndcg:  # first validation, or an improvement
+                    result.best_valid_ndcg, result.best_epoch, stale = ndcg, epoch, 0
+                    if config.early_stopping:
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+            result.history.append(log)
+            bar.epoch_done(log)
+            if config.early_stopping and stale >= config.patience and epoch >= config.min_epochs:
+                break
+    if config.early_stopping and best_state is not None:
+        model.load_state_dict(best_state)
+    else:  # no validation, or early stopping off: the final weights are what we return
+        result.best_epoch = result.epochs_run
+        result.best_valid_ndcg = result.history[-1].get("valid_ndcg@10", float("nan"))
+    model.eval()
+    result.train_seconds = time.perf_counter() - started
+    return result
+
+
+def _validation_users(split: LeaveOneOut, eval_users: int | None, seed: int) -> np.ndarray:
+    users = np.flatnonzero(split.valid >= 0)
+    if eval_users is not None and eval_users < users.size:
+        users = np.sort(np.random.default_rng(seed).choice(users, size=eval_users, replace=False))
+    return users
+
+
+def _run_epoch(
+    model: Recommender,
+    sampler: Any,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    dev: torch.device,
+    amp: bool,
+    config: TrainConfig,
+    steps: int,
+    bar: "_Progress",
+) -> tuple[float, int, int]:
+    """One pass; returns (summed loss, training rows, steps). Loss is synced once, at the end."""
+    model.train()
+    total = torch.zeros((), device=dev)
+    rows = n = 0
+    non_blocking = dev.type == "cuda"
+    for batch in sampler.epoch(generator):
+        if n >= steps:
+            break
+        batch = {k: v.to(dev, non_blocking=non_blocking) for k, v in batch.items()}
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        total += loss.detach().float()
+        rows += _batch_rows(batch)
+        n += 1
+        bar.step()
+    loss_sum = float(total)
+    if not np.isfinite(loss_sum):
+        raise ConfigError(f"training diverged (loss {loss_sum}); lower lr (now {config.lr}) or enable grad_clip")
+    return loss_sum, rows, n
+
+
+class _Progress:
+    """A rich progress bar over batches with one line per epoch; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int):
+        self.enabled, self.epochs, self.steps = enabled, epochs, steps
+        self._bar: Any = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("train", total=self.steps, epoch=1, epochs=self.epochs)
+        return self
+
+    def step(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def epoch_done(self, log: dict[str, float]) -> None:
+        if self._bar is None:
+            return
+        parts = [f"epoch {int(log['epoch'])}", f"loss {log['loss']:.4f}", f"{log['step_seconds']:.1f}s"]
+        if "valid_ndcg@10" in log:
+            parts.append(f"valid NDCG@10 {log['valid_ndcg@10']:.4f}")
+        self._bar.console.log("  ".join(parts))
+        self._bar.reset(self._task, total=self.steps, epoch=int(log["epoch"]) + 1, epochs=self.epochs)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

@@ -1,0 +1,157 @@
+"""Collaborative models (BPR-MF, LMF, NeuMF), their pair sampler, and config validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import raysteal.models.neumf as neumf_module
+from raysteal.data.interactions import Interactions
+from raysteal.errors import ConfigError, UnknownNameError
+from raysteal.models import build_model, make_config, model_class, model_names
+from raysteal.models.pair_samplers import PairSampler, is_seen, seen_keys, uniform_negatives
+
+COLLAB = ["bpr", "lmf", "neumf"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and kinder to a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_log(num_users: int = 60, num_items: int = 40, seed: int = 0) -> Interactions:
+    """Users walk their cluster's items in a cycle: cluster (MF) and successor (sequence) structure."""
+    rng = np.random.default_rng(seed)
+    size = 10
+    lengths = rng.integers(5, 10, num_users)
+    users = np.repeat(np.arange(num_users), lengths)
+    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cluster = users % (num_items // size)
+    start = rng.integers(0, size, num_users)[users]
+    items = cluster * size + (start + step) % size
+    return Interactions(users, items, num_users, num_items, name="toy")
+
+
+def test_all_collaborative_models_registered():
+    assert set(COLLAB) <= set(model_names())
+    assert model_class("ncf") is model_class("neumf")
+    assert make_config({"model": "ncf"}).model == "neumf"
+    assert all(not model_class(n).sequential for n in COLLAB)
+
+
+@pytest.mark.parametrize("name", COLLAB)
+def test_score_shape_and_dtype(name):
+    model = build_model({"model": name, "embedding_dim": 8}, num_users=7, num_items=13)
+    scores = model.score(torch.tensor([0, 6, 3]))
+    assert scores.shape == (3, 13)
+    assert scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+
+
+def test_bpr_score_is_dot_product_and_loss_matches_rendle():
+    model = build_model({"model": "bpr", "embedding_dim": 4, "reg": 0.1}, num_users=3, num_items=5)
+    u, i, j = model.user_emb.weight, model.item_emb.weight, model.item_emb.weight
+    assert torch.allclose(model.score(torch.tensor([1])), (u[1] @ i.T)[None])
+    batch = {"users": torch.tensor([1, 2]), "pos": torch.tensor([0, 3]), "neg": torch.tensor([[4], [1]]),
+             "count": torch.ones(2)}
+    x = torch.stack([u[1] @ i[0] - u[1] @ j[4], u[2] @ i[3] - u[2] @ j[1]])
+    reg = (u[[1, 2]].pow(2).sum() + i[[0, 3]].pow(2).sum() + j[[4, 1]].pow(2).sum()) / 2
+    expected = -F.logsigmoid(x).mean() + 0.1 * reg
+    assert torch.allclose(model.loss(batch), expected)
+
+
+def test_lmf_score_has_biases_and_confidence_weighted_likelihood():
+    model = build_model({"model": "lmf", "embedding_dim": 4, "alpha": 2.0, "reg": 0.0}, num_users=3, num_items=5)
+    with torch.no_grad():
+        model.user_bias.weight[:] = torch.tensor([[0.5], [-1.0], [0.0]])
+        model.item_bias.weight[:] = torch.arange(5.0)[:, None]
+    x, y = model.user_emb.weight, model.item_emb.weight
+    expected_scores = x @ y.T + model.user_bias.weight + model.item_bias.weight.T
+    assert torch.allclose(model.score(torch.arange(3)), expected_scores)
+    batch = {"users": torch.tensor([0]), "pos": torch.tensor([2]), "neg": torch.tensor([[1, 4]]),
+             "count": torch.tensor([3.0])}
+    s = expected_scores[0].detach()
+    # Johnson Eq. 3 with sampled negatives: -[α r log σ(s_pos)] - Σ_neg log(1 - σ(s_neg))
+    expected = -(2.0 * 3.0 * math.log(torch.sigmoid(s[2]))) - math.log(1 - torch.sigmoid(s[1])) - math.log(
+        1 - torch.sigmoid(s[4]))
+    assert model.loss(batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1 << 24, 7])
+def test_neumf_chunked_full_scores_match_pairwise_forward(monkeypatch, chunk):
+    monkeypatch.setattr(neumf_module, "_SCORE_CHUNK_ELEMENTS", chunk)
+    model = build_model({"model": "neumf", "embedding_dim": 4, "init_std": 0.5}, num_users=5, num_items=11)
+    users = torch.tensor([4, 0, 2])
+    full = model.score(users)
+    items = torch.arange(11)
+    pairwise = model._logits(users[:, None].expand(3, 11), items[None, :].expand(3, 11))
+    assert torch.allclose(full, pairwise, atol=1e-5)
+    assert [layer.out_features for layer in model.tower] == [16, 8, 4]  # He et al.'s (4f, 2f, f)
+
+
+def test_neumf_loss_is_pointwise_bce_with_negatives():
+    model = build_model({"model": "neumf", "embedding_dim": 4, "num_negatives": 2}, num_users=3, num_items=6)
+    batch = {"users": torch.tensor([1]), "pos": torch.tensor([2]), "neg": torch.tensor([[0, 5]]), "count": torch.ones(1)}
+    s = model.score(torch.tensor([1]))[0]
+    expected = (F.softplus(-s[2]) + F.softplus(s[0]) + F.softplus(s[5])) / 3
+    assert model.loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pair_sampler_visits_every_positive_once_with_unseen_negatives():
+    log = toy_log()
+    sampler = PairSampler(log, batch_size=64, num_negatives=3)
+    batches = list(sampler.epoch(torch.Generator().manual_seed(1)))
+    assert len(batches) == len(sampler) == math.ceil(log.num_interactions / 64)
+    users = torch.cat([b["users"] for b in batches]).numpy()
+    pos = torch.cat([b["pos"] for b in batches]).numpy()
+    neg = torch.cat([b["neg"] for b in batches])
+    assert neg.shape == (log.num_interactions, 3)
+    got = np.sort(users * log.num_items + pos)
+    assert np.array_equal(got, np.sort(log.users * log.num_items + log.items))
+    keys = seen_keys(log)
+    assert not is_seen(keys, torch.from_numpy(users)[:, None], neg, log.num_items).any()
+    again = list(sampler.epoch(torch.Generator().manual_seed(1)))
+    assert all(torch.equal(a["neg"], b["neg"]) for a, b in zip(batches, again))
+
+
+def test_uniform_negatives_without_rejection_and_counts():
+    g = torch.Generator().manual_seed(0)
+    neg = uniform_negatives(torch.zeros(1000, dtype=torch.int64), 2, 5, g)
+    assert neg.shape == (1000, 2) and neg.min() >= 0 and neg.max() <= 4
+    assert len(torch.unique(neg)) == 5
+    dup = Interactions(np.array([0, 0, 0, 1]), np.array([2, 2, 1, 0]), 2, 4)
+    batch = next(PairSampler(dup, batch_size=4).epoch(torch.Generator().manual_seed(0)))
+    counts = {(int(u), int(i)): float(c) for u, i, c in zip(batch["users"], batch["pos"], batch["count"])}
+    assert counts == {(0, 2): 2.0, (0, 1): 1.0, (1, 0): 1.0}
+
+
+def test_bad_configs_raise_clear_errors():
+    with pytest.raises(UnknownNameError, match="nosuchmodel"):
+        build_model({"model": "nosuchmodel"}, 3, 3)
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        build_model({"model": "bpr", "embedding_dim": -4}, 3, 3)
+    with pytest.raises(ConfigError, match="embeding_dim"):
+        build_model({"model": "lmf", "embeding_dim": 8}, 3, 3)
+    with pytest.raises(ConfigError, match="mlp_layers"):
+        build_model({"model": "neumf", "mlp_layers": [8, 0]}, 3, 3)
+    with pytest.raises(ConfigError, match="num_negatives"):
+        build_model({"model": "neumf", "num_negatives": 0}, 3, 3)
+    with pytest.raises(ConfigError, match="model"):
+        make_config({"embedding_dim": 8})
+    with pytest.raises(ConfigError, match="batch_size"):
+        PairSampler(toy_log(), batch_size=0)
+
+
+@pytest.mark.parametrize("name", COLLAB)
+def test_config_round_trips_through_json(name):
+    cfg = make_config({"model": name, "embedding_dim": 12})
+    again = make_config(__import__("json").loads(cfg.model_dump_json()))
+    assert again == cfg

@@ -1,0 +1,217 @@
+"""The generic trainer and the leave-one-out evaluation protocol, on tiny synthetic logs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raysteal.data.interactions import Interactions
+from raysteal.data.splits import leave_one_out
+from raysteal.errors import ConfigError
+from raysteal.models import PAD, Recommender, model_class, model_names
+from raysteal.training import TrainConfig, evaluate, fit, make_train_config, seeded_model, validation_ndcg
+from raysteal.training.evaluate import model_inputs, seen_csr
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and kinder to a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_log(num_users: int = 60, num_items: int = 40, seed: int = 0) -> Interactions:
+    """Users walk their cluster's items in a cycle: cluster (MF) and successor (sequence) structure."""
+    rng = np.random.default_rng(seed)
+    size = 10
+    lengths = rng.integers(5, 10, num_users)
+    users = np.repeat(np.arange(num_users), lengths)
+    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    cluster = users % (num_items // size)
+    start = rng.integers(0, size, num_users)[users]
+    items = cluster * size + (start + step) % size
+    return Interactions(users, items, num_users, num_items, name="toy")
+
+
+def small_config(name: str) -> dict:
+    cfg = {"model": name, "embedding_dim": 16}
+    if model_class(name).sequential:
+        cfg["max_len"] = 12
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def split():
+    return leave_one_out(toy_log())
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_trains_and_its_loss_falls(name, split):
+    model = seeded_model(small_config(name), split.train.num_users, split.train.num_items, seed=0)
+    config = {"epochs": 6, "batch_size": 32, "lr": 1e-2, "early_stopping": False, "eval_every": 6}
+    result = fit(model, split, config, seed=0, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0], losses
+    assert result.samples > 0 and result.samples_per_second > 0
+    inputs = model_inputs(model, split, np.arange(5), "test")
+    scores = model.score(inputs)
+    assert scores.shape == (5, split.train.num_items)
+    assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", [n for n in model_names() if model_class(n).sequential])
+def test_sequential_scores_ignore_extra_left_padding(name, split):
+    model = seeded_model(small_config(name), split.train.num_users, split.train.num_items, seed=0).eval()
+    seqs = split.train.padded_sequences(8, np.arange(6), pad=PAD)
+    padded = np.concatenate([np.full((6, 4), PAD), seqs], axis=1)
+    with torch.no_grad():
+        a = model.score(torch.from_numpy(seqs))
+        b = model.score(torch.from_numpy(padded))
+    assert a.shape == b.shape == (6, split.train.num_items)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bpr", "sasrec"])
+def test_fit_is_deterministic_on_cpu_and_leaves_global_rng_alone(name, split):
+    if name not in model_names():
+        pytest.skip(f"{name} not registered")
+    state = torch.random.get_rng_state()
+    weights = []
+    for _ in range(2):
+        model = seeded_model(small_config(name), split.train.num_users, split.train.num_items, seed=3)
+        fit(model, split, {"epochs": 2, "batch_size": 32, "lr": 1e-2}, seed=3, progress=False)
+        weights.append(model.state_dict())
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    other = seeded_model(small_config(name), split.train.num_users, split.train.num_items, seed=4)
+    fit(other, split, {"epochs": 2, "batch_size": 32, "lr": 1e-2}, seed=4, progress=False)
+    assert not all(torch.equal(weights[0][k], other.state_dict()[k]) for k in weights[0])
+
+
+def test_early_stopping_restores_the_best_validated_weights(split):
+    model = seeded_model({"model": "bpr", "embedding_dim": 16}, split.train.num_users, split.train.num_items, 0)
+    # a learning rate this high makes validation NDCG wander, so the best epoch is rarely the last
+    result = fit(model, split, {"epochs": 12, "batch_size": 16, "lr": 0.3, "patience": 2}, seed=0, progress=False)
+    validated = [h["valid_ndcg@10"] for h in result.history if "valid_ndcg@10" in h]
+    assert result.best_valid_ndcg == pytest.approx(max(validated))
+    assert result.history[result.best_epoch - 1]["valid_ndcg@10"] == pytest.approx(max(validated))
+    assert validation_ndcg(model, split) == pytest.approx(result.best_valid_ndcg)
+    stale = result.epochs_run - result.best_epoch
+    assert result.epochs_run == 12 or stale == 2
+
+
+def test_train_config_validation_names_the_key():
+    assert make_train_config({"epochs": 3}, lr=0.1) == TrainConfig(epochs=3, lr=0.1)
+    with pytest.raises(ConfigError, match="epochz"):
+        make_train_config({"epochz": 3})
+    with pytest.raises(ConfigError, match="batch_size"):
+        make_train_config({"batch_size": 0})
+    with pytest.raises(ConfigError, match="device"):
+        fit(seeded_model({"model": "bpr"}, 3, 3, 0), leave_one_out(toy_log()), device="nonsense", progress=False)
+
+
+class _Oracle(Recommender):
+    """Training items score 5, a favourite item 1, a runner-up 0.5, the rest 0 (a test double)."""
+
+    name = "oracle-test-double"
+    sequential = False
+    Config = None  # not registered
+
+    def __init__(self, favourite: np.ndarray, runner_up: np.ndarray, train: Interactions):
+        torch.nn.Module.__init__(self)
+        self.num_users, self.num_items = train.num_users, train.num_items
+        table = torch.zeros(train.num_users, train.num_items)
+        table[torch.from_numpy(train.users), torch.from_numpy(train.items)] = 5.0
+        table[torch.arange(train.num_users), torch.from_numpy(runner_up)] = 0.5
+        table[torch.arange(train.num_users), torch.from_numpy(favourite)] = 1.0
+        self.table = torch.nn.Parameter(table, requires_grad=False)
+
+    def score(self, inputs):
+        return self.table[inputs]
+
+    def loss(self, batch):  # pragma: no cover - never trained
+        raise NotImplementedError
+
+    def make_sampler(self, train, batch_size):  # pragma: no cover
+        raise NotImplementedError
+
+
+def test_evaluate_excludes_seen_items_and_reports_both_protocols(split):
+    # Training items score 5 but are excluded, so the favourite (the test item) ranks first.
+    oracle = _Oracle(split.test, split.valid, split.train)
+    res = evaluate(oracle, split, "test", k=10, num_negatives=20, seed=0)
+    assert res["hr@10_20neg"] == 1.0 and res["ndcg@10_20neg"] == 1.0
+    assert res["hr@10_full"] == 1.0 and res["ndcg@10_full"] == 1.0
+    assert res["users"] == len(split.evaluable_users)
+    assert set(res["per_user"]) == {"users", "rank_full", "rank_20neg"}
+    assert (res["per_user"]["rank_full"] == 0).all()
+    # The same model asked about the validation items: the favourite (test item) outranks them.
+    valid = evaluate(oracle, split, "valid", k=1, num_negatives=20, seed=0)
+    assert valid["hr@1_full"] == 0.0
+    ranks = valid["per_user"]["rank_full"]
+    assert (ranks == 1).all()  # only the favourite, unseen during validation, is above
+    assert valid["ndcg@1_full"] == 0.0
+
+
+def test_evaluation_inputs_follow_the_protocol(split):
+    if "sasrec" not in model_names():
+        pytest.skip("sasrec not registered")
+    model = seeded_model({"model": "sasrec", "max_len": 6}, split.train.num_users, split.train.num_items, 0)
+    users = np.array([0, 5])
+    valid_in = model_inputs(model, split, users, "valid").numpy()
+    test_in = model_inputs(model, split, users, "test").numpy()
+    assert valid_in.shape == test_in.shape == (2, 6)
+    for row, u in enumerate(users):
+        seq = split.train.sequence(u)
+        assert list(valid_in[row][valid_in[row] != PAD]) == list(seq[-6:])
+        assert list(test_in[row][test_in[row] != PAD]) == list(np.append(seq, split.valid[u])[-6:])
+    ptr, items = seen_csr(split, users, "test")
+    assert list(items[ptr[1] - 1 : ptr[1]]) == [split.valid[0]]
+    assert sorted(items[: ptr[1] - 1]) == sorted(split.train.sequence(0))
+    collab = seeded_model({"model": "bpr"}, split.train.num_users, split.train.num_items, 0)
+    assert model_inputs(collab, split, users, "test").tolist() == [0, 5]
+
+
+def test_evaluate_rejects_bad_arguments(split):
+    model = seeded_model({"model": "bpr"}, split.train.num_users, split.train.num_items, 0)
+    with pytest.raises(ConfigError, match="which"):
+        evaluate(model, split, "train")
+    with pytest.raises(ConfigError, match="num_negatives"):
+        evaluate(model, split, num_negatives=0)
+
+
+def test_progress_display_runs_and_reports_each_epoch(split, capsys):
+    model = seeded_model({"model": "lmf", "embedding_dim": 8}, split.train.num_users, split.train.num_items, 0)
+    result = fit(model, split, {"epochs": 2, "batch_size": 64}, seed=0, progress=True)
+    assert result.epochs_run == 2
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "epoch 1" in text and "epoch 2" in text and "valid NDCG@10" in text
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_rejects_bad_dims_and_unknown_keys(name):
+    from raysteal.models import build_model
+
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        build_model({"model": name, "embedding_dim": -1}, 5, 5)
+    with pytest.raises(ConfigError, match="no_such_key"):
+        build_model({"model": name, "no_such_key": 1}, 5, 5)
+    if model_class(name).sequential:
+        with pytest.raises(ConfigError, match="max_len"):
+            build_model({"model": name, "max_len": 0}, 5, 5)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_has_a_valid_preset(name):
+    from raysteal.models import make_config
+    from raysteal.training import preset
+
+    model_cfg, train_cfg = preset(name)
+    assert make_config(model_cfg).model == name
+    assert make_train_config(train_cfg).epochs >= 1
