@@ -219,3 +219,22 @@ def test_defense_cost_measures_the_targets_own_loss():
     assert 0.0 < cost["recall@50/defended"] < 1.0 and cost["recall_drop"] > 0
     none = defense_cost(engine, build_defenses([]), users, relevant, k=50)
     assert none["recall_drop"] == 0.0 and none["ndcg_drop"] == 0.0
+
+
+def test_sequential_target_answers_sequences_and_refuses_bad_ones():
+    from raysteal.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"model": "sasrec", "max_len": 8, "embedding_dim": 16}, 0, 50).eval()
+    oracle = in_process_oracle(TargetSpec(model=model))
+    client = oracle.register_attacker("s", budget=10)
+    lists = client.query([[1, 2, 3], [4]], k=5)
+    assert lists.shape == (2, 5)
+    assert not {1, 2, 3} & set(lists[0].tolist()) and 4 not in lists[1]  # items in the sequence excluded
+    with pytest.raises(ConfigError, match="sequence 1 of the request is empty"):
+        client.query([[1], []], k=5)
+    with pytest.raises(ConfigError, match=r"item ids must lie in \[0, 50\)"):
+        client.query([[1, 50]], k=5)
+    with pytest.raises(ConfigError, match="empty request"):
+        client.query([], k=5)
+    assert client.spent == 2
