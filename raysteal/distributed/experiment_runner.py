@@ -81,7 +81,7 @@ def _defense_cost(spec, data, k: int) -> dict[str, float]:
     }
 
 
-def _execute(run: dict, data, client):
+def _execute(run: dict, data, client, aux_cache: str | None):
     """Ray task body: one run."""
     import torch
 
@@ -89,7 +89,7 @@ def _execute(run: dict, data, client):
     from raysteal.experiment.execute import execute_run
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return execute_run(run, data, client, device=worker_device())
+    return execute_run(run, data, client, device=worker_device(), aux_cache=aux_cache)
 
 
 def run_experiment(
@@ -131,6 +131,7 @@ def run_experiment(
     waiting = {ref: key for key, ref in prepared.items()}
     failures: list[tuple[dict, str]] = []
     state_root = Path(out_dir) / "ledgers"
+    aux_cache = str(Path(cache_dir) if cache_dir else Path(out_dir) / "cache")
 
     def deploy(key: tuple, spec, data) -> None:
         """Start one server per defense setting of this target and submit its runs."""
@@ -147,7 +148,7 @@ def run_experiment(
             for run in druns:
                 budget = -1 if run["budget"] is None else int(run["budget"])
                 client = client_for(server, run_id(run), budget)
-                in_flight[execute.remote(run, data_ref, client)] = (run, costs[run["k"]])
+                in_flight[execute.remote(run, data_ref, client, aux_cache)] = (run, costs[run["k"]])
 
     with RunProgress(total=len(pending), enabled=progress) as bar:
         while waiting or in_flight:

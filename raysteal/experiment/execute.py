@@ -69,14 +69,21 @@ def clone_lists(clone, knowledge, k: int, device: str, chunk: int = 2048) -> np.
     return out
 
 
-def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu") -> dict[str, Any]:
-    """Run one attack and measure it; returns the results row."""
+def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None) -> dict[str, Any]:
+    """Run one attack and measure it; returns the results row. With ``aux_cache``, auxiliary
+    models are shared between runs through that directory (identical results, less training)."""
+    import dataclasses
+
     from raysteal.attacks import make_attack_config, run_attack
+    from raysteal.experiment.aux_cache import needs_auxiliary_model, shared_auxiliary_model
 
     started = time.perf_counter()
     k = int(run["k"])
     config = make_attack_config(run["attack"])
     knowledge = build_knowledge(run, data)
+    if aux_cache and needs_auxiliary_model(config) and knowledge.auxiliary is not None:
+        aux = shared_auxiliary_model(config, knowledge.auxiliary, int(run["seed"]), device, aux_cache)
+        knowledge = dataclasses.replace(knowledge, auxiliary_model=aux)
     output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device)
     clone_top = clone_lists(output.clone, knowledge, max(k, 10), device)
     truth = data.truth_lists[knowledge.target_user_ids]
