@@ -147,9 +147,10 @@ def main() -> None:
         print(f"{'mode':<10}{'clients':>8}{'request':>9}{'queries/s':>14}{'ratio':>8}")
         for c in cases:
             print(f"{c['mode']:<10}{c['clients']:>8}{c['request']:>9}{c['qps']:>14,.0f}{c['ratio_to_raw']:>8.2f}")
+        sys.stdout.flush()
+        mf = report["targets"]["mf"]  # written after every target, so a cut-short run keeps its figures
+        write_json(args.json, {"raw_qps": mf["raw_qps"], "cases": mf["cases"], "device": report["device"], "targets": report["targets"]})
     ray.shutdown()
-    mf = report["targets"]["mf"]
-    write_json(args.json, {"raw_qps": mf["raw_qps"], "cases": mf["cases"], "device": report["device"], "targets": report["targets"]})
 
 
 if __name__ == "__main__":
