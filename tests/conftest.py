@@ -46,3 +46,14 @@ def ray_session(tmp_path_factory):
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests use tiny tensors: one intra-op thread is faster and kinder to a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,15 +28,6 @@ from raysteal.errors import ConfigError
 from raysteal.training.loop import optimize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread beats two contended ones on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _sig(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 

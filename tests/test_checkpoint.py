@@ -18,35 +18,11 @@ from raysteal.errors import DataFileError
 from raysteal.models import model_class, model_names
 from raysteal.training import fit, get_or_train_target, load_checkpoint, save_checkpoint, seeded_model
 from raysteal.training.evaluate import model_inputs
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and kinder to a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def toy_log(num_users: int = 60, num_items: int = 40, seed: int = 0) -> Interactions:
-    """Users walk their cluster's items in a cycle: cluster (MF) and successor (sequence) structure."""
-    rng = np.random.default_rng(seed)
-    size = 10
-    lengths = rng.integers(5, 10, num_users)
-    users = np.repeat(np.arange(num_users), lengths)
-    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cluster = users % (num_items // size)
-    start = rng.integers(0, size, num_users)[users]
-    items = cluster * size + (start + step) % size
-    return Interactions(users, items, num_users, num_items, name="toy")
+from tests.model_fixtures import small_config as _small_config, toy_log
 
 
 def small_config(name: str) -> dict:
-    cfg = {"model": name, "embedding_dim": 8}
-    if model_class(name).sequential:
-        cfg["max_len"] = 10
-    return cfg
+    return _small_config(name, embedding_dim=8, max_len=10)
 
 
 @pytest.fixture(scope="module")

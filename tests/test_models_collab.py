@@ -14,30 +14,9 @@ from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError, UnknownNameError
 from raysteal.models import build_model, make_config, model_class, model_names
 from raysteal.models.pair_samplers import PairSampler, is_seen, seen_keys, uniform_negatives
+from tests.model_fixtures import toy_log
 
 COLLAB = ["bpr", "lmf", "neumf"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and kinder to a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def toy_log(num_users: int = 60, num_items: int = 40, seed: int = 0) -> Interactions:
-    """Users walk their cluster's items in a cycle: cluster (MF) and successor (sequence) structure."""
-    rng = np.random.default_rng(seed)
-    size = 10
-    lengths = rng.integers(5, 10, num_users)
-    users = np.repeat(np.arange(num_users), lengths)
-    step = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    cluster = users % (num_items // size)
-    start = rng.integers(0, size, num_users)[users]
-    items = cluster * size + (start + step) % size
-    return Interactions(users, items, num_users, num_items, name="toy")
 
 
 def test_all_collaborative_models_registered():
