@@ -26,7 +26,9 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "neumf": ({"model": "neumf", "embedding_dim": 16}, {"epochs": 20, "batch_size": 2048, "lr": 5e-3, "patience": 3}),
     # Sequential models: each config's defaults are its paper's settings
     # (SASRec: max_len 200, d=50, 2 blocks, dropout 0.2; Adam lr 1e-3, batch 128).
-    "sasrec": ({"model": "sasrec"}, {"epochs": 200, "batch_size": 128, "lr": 1e-3, "patience": 5}),
+    # lr 3e-3 rather than the paper's 1e-3: on ML-1M validation (CE loss) NDCG@10 (100 neg) after 4
+    # epochs was 0.503 vs 0.383 at 1e-3, still rising at both.
+    "sasrec": ({"model": "sasrec"}, {"epochs": 200, "batch_size": 128, "lr": 3e-3, "patience": 5}),
     "bert4rec": ({"model": "bert4rec"}, {"epochs": 200, "batch_size": 256, "lr": 1e-3, "patience": 5}),
     "gru4rec": ({"model": "gru4rec"}, {"epochs": 100, "batch_size": 128, "lr": 1e-3, "patience": 5}),
     "narm": ({"model": "narm"}, {"epochs": 100, "batch_size": 128, "lr": 1e-3, "patience": 5}),
