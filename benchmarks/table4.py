@@ -35,6 +35,7 @@ def main() -> None:
 
     import torch
 
+    from raysteal.cli.run import save_experiment
     from raysteal.distributed.experiment_runner import run_experiment
     from raysteal.experiment.config import load_experiment, parse_experiment
     from raysteal.results.summary import summary_markdown
@@ -46,6 +47,7 @@ def main() -> None:
         raise SystemExit(f"none of {sorted(wanted)} is in the experiment file")
     config = parse_experiment({**config.model_dump(mode="json"), "attacks": attacks}, source="table4-ml1m")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="table4-"))
+    save_experiment(config, out)  # so `raysteal report OUT` shows the paper values
     started = time.perf_counter()
     store = run_experiment(config, out, address=args.address, cache_dir=args.cache_dir, progress=True)
     wall = time.perf_counter() - started
