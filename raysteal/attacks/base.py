@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender
 from raysteal.oracle.client import QueryClient
 from raysteal.training.trainer import resolve_device
+
+if TYPE_CHECKING:
+    from raysteal.attacks.fitting import EpochCallback
 
 
 class AttackConfig(BaseModel):
@@ -211,8 +214,12 @@ def run_attack(
     client: QueryClient | None,
     seed: int,
     device: str | torch.device = "auto",
+    on_epoch: "EpochCallback | None" = None,
 ) -> AttackOutput:
-    """Run one attack recipe: validate, check the knowledge it needs, build and train the clone."""
+    """Run one attack recipe: validate, check the knowledge it needs, build and train the clone.
+
+    ``on_epoch(epoch, stats) -> bool | None`` (optional) sees every clone-training epoch
+    (:data:`raysteal.attacks.fitting.EpochCallback`); returning ``True`` stops training early."""
     from raysteal.attacks.fitting import AttackContext
 
     cfg = make_attack_config(config)
@@ -230,7 +237,7 @@ def run_attack(
         what = {"target_data": "knowledge.target_data", "auxiliary": "knowledge.auxiliary", "queries": "a query client"}
         raise ConfigError(f"attack {cfg.attack!r} needs {', '.join(what[m] for m in missing)}")
     dev = resolve_device(device)
-    ctx = AttackContext(seed=int(seed), device=dev, amp=cfg.amp)
+    ctx = AttackContext(seed=int(seed), device=dev, amp=cfg.amp, on_epoch=on_epoch)
     started = time.perf_counter()
     clone = recipe.fn(cfg, knowledge, client, ctx)
     clone.to(dev).eval()
@@ -242,4 +249,6 @@ def run_attack(
         "train_seconds": time.perf_counter() - started,
         **ctx.info,
     }
+    if on_epoch is not None:
+        info.update(clone_epochs=ctx.epoch, stopped_early=ctx.stopped)
     return AttackOutput(clone=clone, queries=ctx.queries, info=info)

@@ -4,6 +4,9 @@
 ``AttackContext`` carries what every step needs (device, AMP, the run's seed) and collects the
 ``info`` each step logs. Every phase draws its randomness from its own named child of the run's
 seed, so adding a phase never shifts another phase's random stream.
+
+An optional epoch callback (``AttackContext.on_epoch``) sees every clone-training epoch (all
+phases but the auxiliary model's), numbered across phases; it is the time axis of Ray Tune's ASHA.
 """
 
 from __future__ import annotations
@@ -24,15 +27,37 @@ from raysteal.models.pair_samplers import PairSampler, is_seen
 from raysteal.training.loop import optimize
 
 
+EpochCallback = Callable[[int, dict[str, Any]], "bool | None"]
+"""``on_epoch(epoch, stats) -> bool | None``: called after each clone-training epoch. ``epoch``
+counts clone epochs across phases from 1; ``stats`` holds ``phase``, ``phase_epoch``, ``loss``
+and ``model`` (the clone being trained). Returning ``True`` stops training: the current phase
+ends and later phases are skipped; the clone is used as it is."""
+
+AUXILIARY_PHASES = frozenset({"aux"})
+"""Phases that train something other than the clone (not seen by the epoch callback)."""
+
+
+class StopTraining(Exception):
+    """Raised inside the optimisation loop when the epoch callback asks to stop."""
+
+    def __init__(self, phase_epoch: int):
+        super().__init__(phase_epoch)
+        self.phase_epoch = phase_epoch
+
+
 @dataclass
 class AttackContext:
-    """Per-run state: device, AMP, seed, and the info dict the run reports."""
+    """Per-run state: device, AMP, seed, the info dict the run reports, and the optional epoch
+    callback (``epoch`` clone epochs seen so far; ``stopped`` once it asked to stop)."""
 
     seed: int
     device: torch.device
     amp: bool = False
     queries: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    on_epoch: EpochCallback | None = None
+    epoch: int = 0
+    stopped: bool = False
 
     def child_seed(self, phase: str) -> int:
         """A 63-bit seed for ``phase``, derived from the run seed and the phase name."""
@@ -44,6 +69,33 @@ class AttackContext:
 
     def log(self, phase: str, values: dict[str, Any]) -> None:
         self.info[phase] = values
+
+    def epoch_hook(self, phase: str, model: Recommender, inner: Callable[[int, float], None] | None) -> Callable[[int, float], None] | None:
+        """The ``optimize`` callback of ``phase``: ``inner`` then, for clone phases, ``on_epoch``."""
+        if self.on_epoch is None or phase in AUXILIARY_PHASES:
+            return inner
+
+        def hook(phase_epoch: int, loss: float) -> None:
+            if inner is not None:
+                inner(phase_epoch, loss)
+            self.epoch += 1
+            if self.on_epoch(self.epoch, {"phase": phase, "phase_epoch": phase_epoch, "loss": loss, "model": model}) is True:
+                self.stopped = True
+                raise StopTraining(phase_epoch)
+
+        return hook
+
+    def run_phase(self, model: Recommender, phase: str, step: Callable[[Callable | None], Any], on_epoch: Callable | None) -> Any:
+        """Run ``step(epoch_callback)`` (one ``optimize`` call) unless stopped; ``None`` if it stopped."""
+        if self.stopped:
+            self.log(phase, {"epochs": 0, "skipped": True})
+            return None
+        try:
+            return step(self.epoch_hook(phase, model, on_epoch))
+        except StopTraining as stop:
+            model.eval()
+            self.log(phase, {"epochs": stop.phase_epoch, "stopped": True})
+            return None
 
 
 def fit_interactions(
@@ -72,8 +124,11 @@ def fit_interactions(
         return data_loss(loss, s[:, 0], s[:, 1:])
 
     model.to(ctx.device)
-    result = optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=on_epoch)
-    ctx.log(phase, result.summary())
+    result = ctx.run_phase(
+        model, phase, lambda hook: optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=hook), on_epoch
+    )
+    if result is not None:
+        ctx.log(phase, result.summary())
 
 
 class ListSampler(BatchSampler):
@@ -170,5 +225,8 @@ def fit_lists(
         return per_user.mean()
 
     model.to(ctx.device)
-    result = optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=on_epoch)
-    ctx.log(phase, {**result.summary(), "users": int(len(users))})
+    result = ctx.run_phase(
+        model, phase, lambda hook: optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=hook), on_epoch
+    )
+    if result is not None:
+        ctx.log(phase, {**result.summary(), "users": int(len(users))})

@@ -22,10 +22,14 @@ def _mount() -> None:
     from raysteal.cli import data as data_cli
     from raysteal.cli import models as models_cli
     from raysteal.cli import run as run_cli
+    from raysteal.cli import simulate as simulate_cli
+    from raysteal.cli import tune as tune_cli
 
     app.add_typer(data_cli.app, name="data", help="List, fetch and inspect datasets.")
     models_cli.register(app)
     run_cli.register(app)
+    tune_cli.register(app)
+    simulate_cli.register(app)
 
 
 _mount()

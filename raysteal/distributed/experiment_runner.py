@@ -27,7 +27,7 @@ def _group_key(run: dict[str, Any]) -> tuple:
 def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None):
     """Ray task body: load data, train or load the target, compute the truth lists."""
     from raysteal.distributed.runtime import worker_device
-    from raysteal.experiment.context import RunData, prepare_dataset, target_config
+    from raysteal.experiment.context import RunData, prepare_dataset, target_cache_labels, target_config
     from raysteal.oracle import RankingEngine, TargetSpec
     from raysteal.training import get_or_train_target
 
@@ -35,23 +35,25 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
     ctx = prepare_dataset(ds_entry, split_cfg, data_dir)
     model_cfg, train_cfg = target_config(target_entry)
     device = worker_device()
+    dataset_label, preprocess_label = target_cache_labels(ds_entry, split_cfg)
     model, meta = get_or_train_target(
         ctx.target,
         model_cfg,
         train_cfg,
         seed=split_cfg.target_seed,
-        dataset=f"{ds_entry.name}/target-half",
-        # the target half depends on the aux fraction and seed only (item overlap trims the aux side)
-        preprocess=f"{ds_entry.preprocess}/kcore={ds_entry.kcore}/aux={split_cfg.aux_fraction}/seed={split_cfg.target_seed}",
+        dataset=dataset_label,
+        preprocess=preprocess_label,
         cache_dir=cache_dir,
         device=device,
         progress=False,
     )
     model = model.cpu().eval()
     train = ctx.loo.train
+    spec = TargetSpec.from_training_log(model, train, name=f"{ds_entry.name}/{target_entry.model}")
+    if getattr(model, "sequential", False):
+        return spec, _sequential_run_data(ds_entry, target_entry, ctx, model, meta, max_k, device)
     engine = RankingEngine(model, train.indptr, train.items, device=device)
     truth = engine.topk(np.arange(train.num_users), min(max_k, train.num_items))
-    spec = TargetSpec.from_training_log(model, train, name=f"{ds_entry.name}/{target_entry.model}")
     data = RunData(
         dataset=ds_entry.name,
         target_name=target_entry.model,
@@ -65,10 +67,44 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
     return spec, data
 
 
+def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: int, device: str):
+    """Evaluation inputs of a sequential target: each user's history before the test item."""
+    from raysteal.data.splits import head_tail_groups
+    from raysteal.experiment.context import SequentialRunData
+    from raysteal.oracle import RankingEngine
+
+    max_len = int(model.config.max_len)
+    users = ctx.loo.evaluable_users
+    # the last max_len items before each user's held-out test item (train + valid)
+    sequences = ctx.target.padded_sequences(max_len + 1, users)[:, :-1]
+    engine = RankingEngine(model, device=device)
+    teacher = engine.topk(sequences, min(max_k, model.num_items))
+    groups = head_tail_groups(ctx.target.user_lengths)
+    return SequentialRunData(
+        dataset=ds_entry.name,
+        target_name=target_entry.model,
+        train=ctx.loo.train,
+        auxiliary=ctx.auxiliary,
+        eval_users=users,
+        eval_sequences=sequences,
+        test_items=ctx.loo.test[users],
+        teacher_lists=np.asarray(teacher),
+        is_head=groups.is_head[users],
+        item_popularity=ctx.loo.train.item_counts,
+        max_len=max_len,
+        target_metrics=meta.get("metrics", {}),
+        target_device=device,
+    )
+
+
 def _defense_cost(spec, data, k: int) -> dict[str, float]:
     """The target's own Recall/NDCG@k over all its users, with and without the defense (Fig. 8)."""
+    from raysteal.experiment.context import SequentialRunData
     from raysteal.oracle import RankingEngine, build_defenses
     from raysteal.oracle.cost import defense_cost
+
+    if isinstance(data, SequentialRunData):
+        return {}  # sequential rows carry the teacher's own accuracy instead (teacher_ndcg@10)
 
     users = np.flatnonzero(data.test_items >= 0)
     engine = RankingEngine(spec.model, data.train.indptr, data.train.items)
@@ -86,10 +122,22 @@ def _execute(run: dict, data, client, aux_cache: str | None):
     import torch
 
     from raysteal.distributed.runtime import worker_device
+    from raysteal.experiment.context import SequentialRunData
     from raysteal.experiment.execute import execute_run
+    from raysteal.experiment.execute_sequential import execute_sequential_run
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if isinstance(data, SequentialRunData):
+        return execute_sequential_run(run, data, client, device=worker_device())
     return execute_run(run, data, client, device=worker_device(), aux_cache=aux_cache)
+
+
+def _ledger_budget(run: dict) -> int:
+    """The attacker's account: the experiment's budget, else the attack's own query budget, else unlimited."""
+    if run["budget"] is not None:
+        return int(run["budget"])
+    own = run["attack"].get("budget_queries")
+    return -1 if own is None else int(own)
 
 
 def run_experiment(
@@ -146,7 +194,7 @@ def run_experiment(
             server = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
             servers[(key, defense_key)] = (name, server)
             for run in druns:
-                budget = -1 if run["budget"] is None else int(run["budget"])
+                budget = _ledger_budget(run)
                 client = client_for(server, run_id(run), budget)
                 in_flight[execute.remote(run, data_ref, client, aux_cache)] = (run, costs[run["k"]])
 

@@ -47,7 +47,9 @@ class TargetEntry(_Strict):
 
 
 class SplitConfig(_Strict):
-    aux_fraction: float = Field(0.5, gt=0, lt=1, description="share of users in the auxiliary half")
+    aux_fraction: float = Field(
+        0.5, ge=0, lt=1, description="share of users in the auxiliary half (0: the whole log is the target's, no auxiliary data — Yue et al.'s data-free setting)"
+    )
     item_overlap: float = Field(1.0, gt=0, le=1, description="Fig. 5: share of items the halves share")
     attacker_fraction: float = Field(0.1, gt=0, le=1, description="share of target users the attacker knows")
     auxiliary_size: float = Field(1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
@@ -145,7 +147,10 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: targets.{i}: {err}") from None
     for run in expand_runs(config, seeds=1):
         try:
-            make_attack_config(run["attack"])
+            if is_sequential_target(run["target"]["model"]):
+                validate_sequential_attack(run["attack"])
+            else:
+                make_attack_config(run["attack"])
         except ConfigError as err:
             raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
     for i, defense in enumerate(config.defenses):
@@ -153,6 +158,29 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             parse_defenses(defense)
         except ConfigError as err:
             raise ConfigError(f"{source}: defenses.{i}: {err}") from None
+
+
+SEQUENTIAL_CALIBRATION = "popularity"
+"""The popularity floor is the one attack name shared by collaborative and sequential targets."""
+
+
+def is_sequential_target(model: str) -> bool:
+    """Whether the registered model ``model`` is queried by item sequence (SASRec, NARM, ...)."""
+    from raysteal.models.base import model_class
+
+    return bool(getattr(model_class(model), "sequential", False))
+
+
+def validate_sequential_attack(attack: dict[str, Any]) -> None:
+    """Validate a sequential attack entry (``raysteal.extraction``); the popularity floor needs nothing."""
+    if attack.get("attack") == SEQUENTIAL_CALIBRATION:
+        extra = set(attack) - {"attack"}
+        if extra:
+            raise ConfigError(f"popularity takes no options, got {sorted(extra)}")
+        return
+    from raysteal.extraction import make_extraction_config
+
+    make_extraction_config(attack)
 
 
 def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:
@@ -183,7 +211,9 @@ def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[dict
         }
         for key, value in zip(grid_keys, combo):
             _apply_override(base, key, value)
-        if "k" not in base["attack"]:
+        # collaborative attacks ask the black box for lists of the experiment's K; sequential ones
+        # keep their own list length (Yue et al.: top-100) and are scored at K
+        if "k" not in base["attack"] and not is_sequential_target(base["target"]["model"]):
             base["attack"] = {**base["attack"], "k": base["k"]}
         for seed in range(config.seeds if seeds is None else seeds):
             runs.append({**base, "seed": seed})

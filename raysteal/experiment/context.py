@@ -30,8 +30,19 @@ class DatasetContext:
 
 def prepare_dataset(entry: DatasetEntry, split: SplitConfig, data_dir: str | None = None) -> DatasetContext:
     log = load_dataset(entry.name, data_dir=data_dir, preprocess=entry.preprocess, kcore=entry.kcore, **entry.options)
+    if split.aux_fraction == 0:  # the whole log is the target's (data-free extraction needs no auxiliary half)
+        empty = log.select_users(np.zeros(0, dtype=np.int64), name=f"{log.name}/auxiliary")
+        return DatasetContext(label=entry.label, target=log, auxiliary=empty, loo=leave_one_out(log))
     halves = split_target_auxiliary(log, seed=split.target_seed, aux_fraction=split.aux_fraction, item_overlap=split.item_overlap)
     return DatasetContext(label=entry.label, target=halves.target, auxiliary=halves.auxiliary, loo=leave_one_out(halves.target))
+
+
+def target_cache_labels(entry: DatasetEntry, split: SplitConfig) -> tuple[str, str]:
+    """``(dataset, preprocess)`` labels of the target-cache key for this dataset and split."""
+    if split.aux_fraction == 0:
+        return f"{entry.name}/full", f"{entry.preprocess}/kcore={entry.kcore}/full"
+    # the target half depends on the aux fraction and seed only (item overlap trims the aux side)
+    return f"{entry.name}/target-half", f"{entry.preprocess}/kcore={entry.kcore}/aux={split.aux_fraction}/seed={split.target_seed}"
 
 
 @dataclass
@@ -45,6 +56,31 @@ class RunData:
     test_items: np.ndarray  # held-out (leave-one-out test) item per target user, -1 if none
     auxiliary: Interactions
     truth_lists: np.ndarray  # int64 [num_target_users, max_k]
+    target_metrics: dict[str, Any] = field(default_factory=dict)
+    target_device: str = "cpu"
+
+
+@dataclass
+class SequentialRunData:
+    """What a sequential-extraction worker needs besides its query client (simulator side).
+
+    Evaluation follows Yue et al.: each evaluable user's history up to the held-out test item is
+    the input; ``teacher_lists`` are the target's undefended top lists for those inputs (input
+    items excluded, as the black box does). ``is_head`` marks the longest ``head_fraction`` of
+    users by sequence length (BAHSD's head/tail groups).
+    """
+
+    dataset: str
+    target_name: str
+    train: Interactions  # the target's training log (all its users)
+    auxiliary: Interactions
+    eval_users: np.ndarray  # int64 [U] target users with a held-out test item
+    eval_sequences: np.ndarray  # int64 [U, max_len] history before the test item, left-padded
+    test_items: np.ndarray  # int64 [U]
+    teacher_lists: np.ndarray  # int64 [U, max_k]
+    is_head: np.ndarray  # bool [U]
+    item_popularity: np.ndarray  # int64 [num_items] training-log counts (the popularity floor)
+    max_len: int
     target_metrics: dict[str, Any] = field(default_factory=dict)
     target_device: str = "cpu"
 

@@ -10,6 +10,7 @@ what was stolen. Both use all items as candidates with each user's seen items ex
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -69,9 +70,16 @@ def clone_lists(clone, knowledge, k: int, device: str, chunk: int = 2048) -> np.
     return out
 
 
-def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None) -> dict[str, Any]:
+def _ray_node_id() -> str:
+    """The Ray node this process runs on ("" outside Ray; never starts Ray)."""
+    ray = sys.modules.get("ray")
+    return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
+
+
+def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None, on_epoch=None) -> dict[str, Any]:
     """Run one attack and measure it; returns the results row. With ``aux_cache``, auxiliary
-    models are shared between runs through that directory (identical results, less training)."""
+    models are shared between runs through that directory (identical results, less training).
+    ``on_epoch`` is passed to :func:`raysteal.attacks.run_attack` (e.g. Ray Tune's reports)."""
     import dataclasses
 
     from raysteal.attacks import make_attack_config, run_attack
@@ -84,7 +92,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
     if aux_cache and needs_auxiliary_model(config) and knowledge.auxiliary is not None:
         aux = shared_auxiliary_model(config, knowledge.auxiliary, int(run["seed"]), device, aux_cache)
         knowledge = dataclasses.replace(knowledge, auxiliary_model=aux)
-    output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device)
+    output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
     clone_top = clone_lists(output.clone, knowledge, max(k, 10), device)
     truth = data.truth_lists[knowledge.target_user_ids]
     queried = np.zeros(len(knowledge.target_user_ids), dtype=bool)
@@ -125,6 +133,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         "queries": int(output.queries),
         "wall_s": time.perf_counter() - started,
         "device": device,
+        "node_id": _ray_node_id(),
         "code_version": raysteal.__version__,
     }
     for key, value in config.model_dump().items():

@@ -1,0 +1,56 @@
+"""``raysteal simulate FILE --out DIR``: many concurrent attackers against shared target servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``simulate`` to the top-level app."""
+
+    @app.command("simulate")
+    def simulate_command(
+        file: Path = typer.Argument(..., help="simulation file: an experiment file plus a simulation section"),
+        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
+        attackers: Optional[int] = typer.Option(None, "--attackers", help="override simulation.attackers"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
+        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs for a local Ray runtime"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    ) -> None:
+        """Run N attackers at once (own knowledge and budget each) against one or more TargetServers.
+
+        Per-attacker rows land in OUT/runs/*.parquet, the servers' query logs in OUT/query_logs, and
+        OUT/summary.json holds attackers, queries, qps, latency_ms {p50, p99} and budget_overspend.
+        """
+        import json
+
+        from raysteal.distributed.simulate import run_simulation
+        from raysteal.experiment.simulate_config import load_simulation
+
+        sim = load_simulation(file, attackers=attackers)  # validated before anything launches
+        out_dir = out or Path("results") / sim.name
+        summary = run_simulation(
+            sim,
+            out_dir,
+            address=address,
+            data_dir=str(data_dir) if data_dir else None,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            num_cpus=num_cpus,
+            progress=not quiet,
+        )
+        lat = summary["latency_ms"]
+        agr = summary["agreement"].get("agr@k/heldout", {})
+        typer.echo(
+            f"\n{sim.name}: {summary['attackers']} attackers on {len(summary['servers'])} server(s), {summary['queries']} queries "
+            f"in {summary['requests']} requests, {summary['qps']:.0f} queries/s, latency p50 {lat['p50']:.1f} ms / p99 {lat['p99']:.1f} ms, "
+            f"budget overspend {summary['budget_overspend']}, {summary['wall_s']:.1f} s"
+        )
+        if agr:
+            typer.echo(f"agreement agr@k/heldout: mean {agr['mean']:.4f} (p10 {agr['p10']:.4f}, p50 {agr['p50']:.4f}, p90 {agr['p90']:.4f})")
+        typer.echo(f"summary: {Path(out_dir) / 'summary.json'}")
+        typer.echo(json.dumps({k: summary[k] for k in ("attackers", "queries", "qps", "latency_ms", "budget_overspend")}))

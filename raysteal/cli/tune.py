@@ -1,0 +1,55 @@
+"""``raysteal tune FILE --out DIR``: a Ray Tune sweep; resumes an unfinished one in DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tune`` to the top-level app."""
+
+    @app.command("tune")
+    def tune_command(
+        file: Path = typer.Argument(..., help="tune file: an experiment file plus search_space and tune sections"),
+        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>-tune)"),
+        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
+        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
+        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs for a local Ray runtime"),
+        storage: Optional[str] = typer.Option(None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no Tune progress tables"),
+    ) -> None:
+        """Search an experiment's hyperparameters with Ray Tune (ASHA over clone epochs by default).
+
+        Rows land in OUT/runs/*.parquet beside raysteal run's; Tune's state in OUT/tune; the best
+        configuration is printed and written to OUT/best.yaml (runnable with raysteal run).
+        """
+        from raysteal.cli.run import save_experiment
+        from raysteal.distributed.tune import run_tune
+        from raysteal.experiment.tune_config import load_tune
+
+        tune_exp = load_tune(file)  # validated before anything launches
+        out_dir = out or Path("results") / f"{tune_exp.name}-tune"
+        save_experiment(tune_exp.experiment, out_dir)
+        outcome = run_tune(
+            tune_exp,
+            out_dir,
+            address=address,
+            data_dir=str(data_dir) if data_dir else None,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            num_cpus=num_cpus,
+            storage=storage,
+            verbose=0 if quiet else 1,
+        )
+        settings = tune_exp.tune
+        typer.echo(
+            f"\n{tune_exp.name}: {outcome.trials} trials ({outcome.completed} completed, {outcome.stopped_early} stopped early)"
+            f"{' — resumed' if outcome.resumed else ''}; rows in {out_dir}/runs, Tune state in {outcome.experiment_path}"
+        )
+        typer.echo(f"best configuration ({settings.metric} = {outcome.best_metric:.4f}, {settings.mode}; run {outcome.best_run_id}):")
+        for key, value in outcome.best_config.items():
+            typer.echo(f"  {key}: {value}")
+        typer.echo(f"written {outcome.best_file} (raysteal run {outcome.best_file})")

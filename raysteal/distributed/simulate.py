@@ -1,0 +1,250 @@
+"""``raysteal simulate``: hundreds of concurrent attackers against shared ``TargetServer``s.
+
+The target is prepared once (the runner's Ray task) and deployed as one server per defense
+setting; the prepared data goes into the object store once. Each attacker is a light Ray task
+(fractional CPUs) holding its own account on its server (budget enforced server-side, journaled)
+and its own knowledge (seeded from its index). Its queries go out as requests of
+``request_size`` users, retried after the server's ``retry_after`` when rate-limited
+(:class:`PatientClient`). Per-attacker rows land in the ResultStore, the servers' query logs
+beside them, and ``summary.json`` holds what the servers saw: queries, queries/s, latency
+percentiles, budget overspend (always 0 unless the ledger is broken) and the agreement reached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raysteal.errors import RaystealError
+from raysteal.experiment.simulate_config import SimulationConfig
+from raysteal.oracle.errors import RateLimitExceeded
+from raysteal.results.store import ResultStore, run_id
+
+
+class PatientClient:
+    """An attacker's side of the wire: splits each query batch into requests of
+    ``request_size`` and, when refused by a rate limit, waits ``retry_after`` and retries (for at
+    most ``patience_s``). Records each request's round trip. Same interface as ``QueryClient``."""
+
+    def __init__(self, client, request_size: int, patience_s: float = 120.0):
+        self.client = client
+        self.request_size = int(request_size)
+        self.patience_s = float(patience_s)
+        self.latencies_ms: list[float] = []
+        self.rate_limited = 0
+        self.waited_s = 0.0
+
+    def query(self, inputs, k: int) -> np.ndarray:
+        parts = [self._request(inputs[start : start + self.request_size], k) for start in range(0, len(inputs), self.request_size)]
+        if not parts:
+            return self.client.query(inputs, k)
+        width = max(p.shape[1] for p in parts)
+        return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=-1) for p in parts])
+
+    def _request(self, chunk, k: int) -> np.ndarray:
+        deadline = time.monotonic() + self.patience_s
+        while True:
+            started = time.perf_counter()
+            try:
+                answer = self.client.query(chunk, k)
+            except RateLimitExceeded as err:
+                self.rate_limited += 1
+                wait = err.retry_after_s + 1e-3
+                if time.monotonic() + wait > deadline:
+                    raise
+                time.sleep(wait)
+                self.waited_s += wait
+                continue
+            self.latencies_ms.append((time.perf_counter() - started) * 1e3)
+            return np.asarray(answer)
+
+    def query_async(self, inputs, k: int):
+        return self.client.query_async(inputs, k)
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies_ms)
+
+    def __getattr__(self, name: str):  # attacker_id, info, remaining_budget, spent, num_items, ...
+        if name == "client":
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+
+def _attacker(run: dict, data, client, request_size: int, patience_s: float, aux_cache: str | None) -> tuple[dict, list[float]]:
+    """Ray task body: one attacker's whole attack, through a :class:`PatientClient`."""
+    from raysteal.distributed.experiment_runner import _execute
+
+    patient = PatientClient(client, request_size, patience_s)
+    started = time.time()
+    row = _execute(run, data, patient, aux_cache)
+    lat = np.asarray(patient.latencies_ms) if patient.latencies_ms else np.asarray([math.nan])
+    row.update(
+        simulation=run["simulation"]["name"],
+        attacker=int(run["simulation"]["attacker"]),
+        server=int(run["simulation"]["server"]),
+        requests=patient.requests,
+        rate_limited=patient.rate_limited,
+        rate_wait_s=patient.waited_s,
+        client_latency_ms_p50=float(np.nanpercentile(lat, 50)),
+        started_at=started,
+        finished_at=time.time(),
+    )
+    return row, patient.latencies_ms
+
+
+def _percentiles(values: np.ndarray, qs=(50, 99)) -> dict[str, float]:
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return {f"p{q}": math.nan for q in qs}
+    return {f"p{q}": float(np.percentile(values, q)) for q in qs}
+
+
+def summarize_simulation(
+    rows: list[dict],
+    ledgers: list[dict[str, dict[str, int]]],
+    logs: list,
+    client_latencies: list[float],
+    wall_s: float,
+    attackers: int,
+    failures: int,
+    servers: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """``summary.json``: the contract keys first (attackers, queries, qps, latency_ms, budget_overspend)."""
+    import pandas as pd
+
+    accounts = {a: acct for ledger in ledgers for a, acct in ledger.items()}
+    spent = np.array([acct["spent"] for acct in accounts.values()], dtype=np.int64)
+    budgets = np.array([acct["budget"] for acct in accounts.values()], dtype=np.int64)
+    limited = budgets >= 0
+    overspend = int(np.clip(spent[limited] - budgets[limited], 0, None).sum()) if limited.any() else 0
+    log = pd.concat([t.to_pandas() for t in logs], ignore_index=True) if logs else pd.DataFrame()
+    granted = log[log["granted"]] if not log.empty else log
+    if not granted.empty:
+        end = granted["time"].astype("int64") / 1e6  # UTC microseconds -> seconds
+        begin = end - granted["latency_ms"] / 1e3
+        span = float(end.max() - begin.min())
+        qps = float(granted["count"].sum()) / span if span > 0 else math.nan
+    else:
+        span, qps = 0.0, math.nan
+    frame = pd.DataFrame(rows)
+    agreement = {}
+    for metric in ("agr@k/heldout", "agr@k", "agr@10"):
+        if metric in frame.columns:
+            v = frame[metric].to_numpy(dtype=float)
+            v = v[~np.isnan(v)]
+            agreement[metric] = {"mean": float(v.mean()) if v.size else math.nan, **_percentiles(v, (10, 50, 90))}
+    refused = log[~log["granted"]]["reason"].value_counts().to_dict() if not log.empty else {}
+    return {
+        "attackers": int(attackers),
+        "queries": int(spent.sum()),
+        "qps": qps,
+        "latency_ms": _percentiles(granted["latency_ms"].to_numpy() if not granted.empty else np.array([])),
+        "budget_overspend": overspend,
+        "completed": len(rows),
+        "failed": int(failures),
+        "requests": int(len(granted)),
+        "refused": {str(k): int(v) for k, v in refused.items()},
+        "client_latency_ms": _percentiles(np.asarray(client_latencies)),
+        "budget_exhausted": int(((spent == budgets) & limited).sum()),
+        "query_span_s": span,
+        "wall_s": float(wall_s),
+        "attackers_per_min": 60.0 * len(rows) / wall_s if wall_s > 0 else math.nan,
+        "agreement": agreement,
+        "servers": servers,
+    }
+
+
+def run_simulation(
+    sim: SimulationConfig,
+    out_dir: str | Path,
+    address: str | None = None,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    num_cpus: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every attacker of ``sim`` at once; returns (and writes) ``OUT/summary.json``."""
+    from raysteal.distributed.experiment_runner import _ledger_budget, _prepare_target
+    from raysteal.distributed.progress import RunProgress
+    from raysteal.distributed.runtime import gpu_share, init_ray
+    from raysteal.oracle.client import QueryClient
+    from raysteal.oracle.server import start_target_server, stop_target_server
+
+    out = Path(out_dir).resolve()
+    store = ResultStore(out)
+    runs = sim.attacker_runs()
+    settings = sim.simulation
+    init_ray(address, num_cpus=num_cpus)
+    import ray
+
+    share = gpu_share()
+    base = runs[0]
+    prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
+    max_k = max(max(int(r["k"]) for r in runs), 10)
+    spec, data = ray.get(prepare.remote(base["dataset"], base["split"], base["target"], max_k, data_dir, cache_dir))
+    data_ref = ray.put(data)
+    session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    servers, names = [], []
+    for d, defense in enumerate(sim.experiment.defenses):
+        spec.defenses = list(defense)
+        names.append(f"sim-{sim.name}-{session}-{d}")
+        servers.append(start_target_server(spec, state_dir=out / "ledgers" / names[-1], num_gpus=share, num_cpus=0))
+    try:
+        ids = [run_id(r) for r in runs]
+        infos = ray.get([servers[r["simulation"]["server"]].register_attacker.remote(rid, _ledger_budget(r)) for r, rid in zip(runs, ids)])
+        clients = [QueryClient(rid, info, actor=servers[r["simulation"]["server"]]) for r, rid, info in zip(runs, ids, infos)]
+        gpus = settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0)
+        task = ray.remote(_attacker).options(num_cpus=settings.cpus_per_attacker, num_gpus=gpus, max_retries=0)
+        aux_cache = str(Path(cache_dir) if cache_dir else out / "cache")
+        started = time.perf_counter()
+        pending = {
+            task.remote(r, data_ref, c, settings.request_size, settings.rate_limit_patience_s, aux_cache): r for r, c in zip(runs, clients)
+        }
+        rows, latencies, failures = [], [], []
+        with RunProgress(total=len(pending), enabled=progress) as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=1.0)
+                for ref in ready:
+                    run = pending.pop(ref)
+                    try:
+                        row, lat = ray.get(ref)
+                    except Exception as err:  # one attacker failing does not stop the others
+                        failures.append((run, repr(err)))
+                        bar.advance(f"FAILED attacker {run['simulation']['attacker']}: {err}")
+                        continue
+                    store.write_row(row["run_id"], row)
+                    rows.append(row)
+                    latencies.extend(lat)
+                    bar.advance(f"attacker {row['attacker']}: {row['queries']} queries, agr@k={row['agr@k']:.4f}")
+        wall = time.perf_counter() - started
+        ledgers = ray.get([s.ledger.remote() for s in servers])
+        logs = ray.get([s.query_log.remote() for s in servers])
+        stats = ray.get([s.stats.remote() for s in servers])
+        info = ray.get([s.info.remote() for s in servers])
+    finally:
+        for server in servers:
+            stop_target_server(server)
+    for name, table in zip(names, logs):
+        store.write_query_log(name, table)
+    per_server = [
+        {"server": name, "defense": inf.defense, "attackers": sum(1 for r in runs if r["simulation"]["server"] == d), "queries": int(sum(a["spent"] for a in led.values())), **st}
+        for d, (name, inf, led, st) in enumerate(zip(names, info, ledgers, stats))
+    ]
+    summary = summarize_simulation(rows, ledgers, logs, latencies, wall, len(runs), len(failures), per_server)
+    summary.update(experiment=sim.name, dataset=base["dataset"]["name"], target=base["target"]["model"], session=session)
+    tmp = out / ".summary.json.tmp"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(summary, indent=2, default=float))
+    os.replace(tmp, out / "summary.json")
+    if failures:
+        lines = "\n".join(f"  attacker {r['simulation']['attacker']}: {e}" for r, e in failures[:10])
+        raise RaystealError(f"{len(failures)} of {len(runs)} attacker(s) failed (summary.json covers the others):\n{lines}")
+    return summary

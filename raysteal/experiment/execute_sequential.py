@@ -1,0 +1,133 @@
+"""One run against a sequential target, in-process: knowledge → extraction → student → row.
+
+Protocol (Yue et al. 2021 §4; BAHSD): the attacker holds a query client (ranked ids only) and,
+for data-free attacks, nothing else; attacks with real knowledge (Zhu et al.'s PTD/PTQ/PTAQ on
+sequential targets, Table 8) also hold ``attacker_fraction`` of the users' training sequences
+and, when the split has one, the auxiliary half. The student is scored on every evaluable user
+the attacker does not know — data-free attackers know none — with that user's history before its
+held-out test item as input: Agr@1 / Agr@10 (Yue) overall and for head / tail users (the longest
+20% of sequences are head), NDCG agreement, and the student's own HR / NDCG@10 on the held-out
+next item beside the teacher's. The popularity clone (most popular unseen items) is the floor.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+import raysteal
+from raysteal.data.splits import attacker_users
+from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
+from raysteal.experiment.context import SequentialRunData
+from raysteal.results.store import run_id
+
+
+def _child_rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_data: bool):
+    """The attacker's knowledge and the mask of evaluation users it knows (never scored)."""
+    from raysteal.extraction import SequenceKnowledge
+
+    known_eval = np.zeros(len(data.eval_users), dtype=bool)
+    if not needs_data:
+        return SequenceKnowledge(num_items=data.train.num_items, max_len=data.max_len), known_eval
+    known = np.sort(attacker_users(data.train, fraction=run["split"]["attacker_fraction"], seed=_child_rng(int(run["seed"]), 1)))
+    known_eval[np.isin(data.eval_users, known)] = True
+    auxiliary = data.auxiliary.padded_sequences(data.max_len) if data.auxiliary.num_users else None
+    knowledge = SequenceKnowledge(
+        num_items=data.train.num_items,
+        max_len=data.max_len,
+        sequences=data.train.padded_sequences(data.max_len, known),
+        auxiliary=auxiliary,
+    )
+    return knowledge, known_eval
+
+
+def popularity_lists(data: SequentialRunData, sequences: np.ndarray, k: int) -> np.ndarray:
+    """The popularity clone: the ``k`` most popular training items not in each input sequence."""
+    order = np.argsort(-data.item_popularity, kind="stable")
+    width = min(len(order), k + sequences.shape[1])  # enough candidates even if all inputs are popular
+    head = order[:width]
+    out = np.empty((len(sequences), k), dtype=np.int64)
+    for start in range(0, len(sequences), 512):
+        chunk = sequences[start : start + 512]
+        seen = (head[None, :, None] == chunk[:, None, :]).any(-1)  # [chunk, width]
+        rank = np.where(seen, width, np.arange(width)[None, :])
+        out[start : start + len(chunk)] = head[np.argsort(rank, axis=1, kind="stable")[:, :k]]
+    return out
+
+
+def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarray, k: int) -> dict[str, float]:
+    from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics
+    from raysteal.metrics import agreement_at_k, mean
+
+    teacher = data.teacher_lists[keep]
+    metrics = dict(extraction_metrics(student[keep], teacher, head=data.is_head[keep], test_items=data.test_items[keep]))
+    metrics["agr@k"] = mean(np.asarray(agreement_at_k(teacher[:, :k], student[keep][:, :k])))
+    teacher_acc = next_item_metrics(teacher, data.test_items[keep], k=10)
+    student_acc = next_item_metrics(student[keep], data.test_items[keep], k=10)
+    metrics.update({f"teacher_{name}": value for name, value in teacher_acc.items()})
+    metrics.update({f"student_{name}": value for name, value in student_acc.items()})
+    return metrics
+
+
+def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None) -> dict[str, Any]:
+    """Run one sequential extraction and measure it; returns the results row."""
+    started = time.perf_counter()
+    k = int(run["k"])
+    width = max(k, 10)
+    name = run["attack"].get("attack")
+    info: dict[str, Any] = {}
+    hyper: dict[str, Any] = {}
+    if name == SEQUENTIAL_CALIBRATION:
+        knowledge, known_eval = sequential_knowledge(run, data, needs_data=False)
+        student = popularity_lists(data, data.eval_sequences, width)
+        queries, student_model = 0, "popularity"
+    else:
+        from raysteal.extraction import make_extraction_config, run_extraction
+        from raysteal.extraction.evaluate import student_lists
+
+        config = make_extraction_config(run["attack"])
+        needs_data = bool(getattr(config, "uses_real_sequences", False))
+        knowledge, known_eval = sequential_knowledge(run, data, needs_data)
+        result = run_extraction(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
+        student = np.asarray(student_lists(result.student, data.eval_sequences, width, device=device))
+        queries, student_model = int(result.queries), str(config.student.get("model", "?"))
+        hyper = config.model_dump(mode="json")
+        info = result.info
+    keep = ~known_eval
+    row: dict[str, Any] = {
+        "run_id": run_id(run),
+        "experiment": run["experiment"],
+        "dataset": run["dataset"]["name"],
+        "preprocess": run["dataset"]["preprocess"],
+        "target": run["target"]["model"],
+        "target_params": run["target"]["params"],
+        "attack": name,
+        "clone": student_model,
+        "seed": int(run["seed"]),
+        "k": k,
+        "defense": run["defenses"],
+        "budget": -1 if run["budget"] is None else int(run["budget"]),
+        "attacker_fraction": run["split"]["attacker_fraction"],
+        "hyperparameters": hyper,
+        "eval_users": int(keep.sum()),
+        "head_users": int((data.is_head & keep).sum()),
+        **_scored_metrics(student, data, keep, k),
+        "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
+        "queries": queries,
+        "wall_s": time.perf_counter() - started,
+        "device": device,
+        "code_version": raysteal.__version__,
+    }
+    for key, value in hyper.items():
+        if isinstance(value, (int, float, str, bool)) and key not in ("attack", "k"):
+            row[f"hp/{key}"] = value
+    for key, value in info.items():
+        if isinstance(value, (int, float, str, bool)):
+            row[f"info/{key}"] = value
+    return row

@@ -1,0 +1,121 @@
+"""Simulation files: many concurrent attackers against shared target servers.
+
+.. code-block:: yaml
+
+    experiment: many-attackers        # ... experiment keys: one dataset, one target ...
+    attacks: [{attack: qsd, finetune_epochs: 3}]   # the attack mix, assigned round-robin
+    defenses: [[], [{type: rate_limit, rate: 500, burst: 64}]]   # one server per setting
+    budget: 100                        # default per-attacker budget (null: unlimited)
+    simulation:
+      attackers: 256
+      budgets: [25, 50, 100]           # optional: attacker i gets budgets[i % len]
+      cpus_per_attacker: 0.25          # fractional Ray CPUs per attacker task
+      request_size: 16                 # users per request: an attacker's queries arrive as several requests
+      seed: 0                          # attacker i draws its knowledge with seed + i
+
+Attacker ``i`` uses attack ``attacks[i % A]`` and server ``(i // A) % S`` (``A`` attacks, ``S``
+defense settings: every attack meets every server) and its own seed ``seed + i`` (its known users, queried users and clone initialisation), so every
+attacker has its own knowledge and budget. Parsed by popping ``simulation`` and passing the rest
+to :func:`~raysteal.experiment.config.parse_experiment`; ``seeds`` and ``grid`` do not apply.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raysteal.errors import ConfigError
+from raysteal.experiment.config import ExperimentConfig, _format_validation, expand_runs, parse_experiment
+
+
+class SimulationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attackers: int = Field(ge=1, description="number of concurrent attackers")
+    budgets: list[int] | None = Field(None, min_length=1, description="per-attacker budgets, cycled (default: the experiment's budget)")
+    cpus_per_attacker: float = Field(0.25, gt=0, description="Ray CPUs per attacker task (fractional)")
+    gpus_per_attacker: float | None = Field(None, ge=0, description="GPUs per attacker (None: 1/16 of a GPU when the cluster has GPUs)")
+    request_size: int = Field(64, ge=1, description="users per request")
+    rate_limit_patience_s: float = Field(120.0, ge=0, description="how long an attacker keeps retrying rate-limited requests")
+    seed: int = Field(0, ge=0, description="attacker i uses seed + i")
+
+
+class SimulationConfig(BaseModel):
+    """A validated simulation file."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    experiment: ExperimentConfig
+    simulation: SimulationSettings
+
+    @property
+    def name(self) -> str:
+        return self.experiment.experiment
+
+    def attacker_runs(self) -> list[dict[str, Any]]:
+        """One run per attacker (attack, server/defenses, budget, seed) in attacker order; each
+        carries ``simulation: {name, attacker, server}`` (so its run id is unique)."""
+        cells = expand_runs(self.experiment, seeds=1)  # attacks x defenses, attack-major
+        attacks, defenses = len(self.experiment.attacks), len(self.experiment.defenses)
+        sim = self.simulation
+        runs = []
+        for i in range(sim.attackers):
+            a, d = i % attacks, (i // attacks) % defenses
+            run = json.loads(json.dumps(cells[a * defenses + d]))
+            run["seed"] = sim.seed + i
+            if sim.budgets is not None:
+                run["budget"] = int(sim.budgets[i % len(sim.budgets)])
+            run["simulation"] = {"name": self.name, "attacker": i, "server": d}
+            runs.append(run)
+        return runs
+
+
+def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attackers: int | None = None) -> SimulationConfig:
+    """Validate a simulation mapping (see the module docstring); ``attackers`` overrides the count."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a simulation file must be a mapping of keys")
+    raw = dict(raw)
+    sim_raw = raw.pop("simulation", None)
+    if not isinstance(sim_raw, dict):
+        raise ConfigError(f"{source}: simulation: a simulation file needs a 'simulation' mapping (attackers, budgets, ...)")
+    for key in ("seeds", "grid"):
+        if key in raw:
+            raise ConfigError(f"{source}: {key}: does not apply to a simulation (attackers are seeded from their index: simulation.seed)")
+    if attackers is not None:
+        sim_raw = {**sim_raw, "attackers": attackers}
+    try:
+        settings = SimulationSettings(**sim_raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source).replace(f"{source}: ", f"{source}: simulation.", 1)) from None
+    if settings.budgets is not None and any(b < 0 for b in settings.budgets):
+        raise ConfigError(f"{source}: simulation.budgets: budgets must be >= 0, got {settings.budgets}")
+    experiment = parse_experiment({**raw, "seeds": 1}, source=source)
+    if len(experiment.datasets) != 1 or len(experiment.targets) != 1:
+        raise ConfigError(f"{source}: a simulation deploys one target: give exactly one dataset and one target")
+    from raysteal.oracle.defenses import RateLimitSpec, parse_defenses
+
+    for i, defense in enumerate(experiment.defenses):
+        for spec in parse_defenses(defense):
+            if isinstance(spec, RateLimitSpec) and spec.burst < settings.request_size:
+                raise ConfigError(
+                    f"{source}: simulation.request_size: {settings.request_size} exceeds the burst ({spec.burst}) of defenses.{i}'s rate limit; "
+                    "no request could ever be admitted"
+                )
+    return SimulationConfig(experiment=experiment, simulation=settings)
+
+
+def load_simulation(path: str | Path, attackers: int | None = None) -> SimulationConfig:
+    """Read and validate a simulation file (YAML or JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"simulation file not found: {path}")
+    text = path.read_text()
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    return parse_simulation(raw, source=str(path), attackers=attackers)

@@ -1,0 +1,366 @@
+"""Tune files: an experiment file plus a ``search_space`` and a ``tune`` section.
+
+.. code-block:: yaml
+
+    experiment: ptaq-sweep            # ... every experiment key (one run cell) ...
+    search_space:                     # experiment-config paths, like ``grid``
+      attack.margin: {uniform: [0.1, 1.0]}
+      attack.lr: {loguniform: [1.0e-4, 1.0e-2]}
+      budget: {choice: [50, 100, 200]}
+    tune:
+      metric: agr@k/heldout
+      mode: max
+      num_samples: 16
+      scheduler: {asha: {grace_period: 5, reduction_factor: 2}}   # the default; null = FIFO
+      searcher: null                  # optuna | hyperopt (when installed) | null (random/grid)
+      max_concurrent: 4
+      resources: {cpu: 1, gpu: null}  # gpu null: a quarter GPU when the cluster has GPUs
+
+Distributions are Ray Tune's own (``uniform``, ``quniform``, ``loguniform``, ``qloguniform``,
+``randint``, ``qrandint``, ``lograndint``, ``randn``, ``choice``, ``grid``). Everything is
+validated before anything launches: an unknown distribution, an empty choice, a key the
+experiment does not have, a sampled value the attack rejects, or a metric the runs do not
+report raises :class:`~raysteal.errors.ConfigError` naming the key. The file is parsed by
+popping ``search_space`` and ``tune`` and passing the rest to :func:`parse_experiment`.
+
+Every trial shares one deployed target, so the experiment must describe exactly one run cell
+(one dataset, target, attack and defense setting), and keys that would change the target
+(``target.*``, ``split.aux_fraction``, ``split.item_overlap``, ``split.target_seed``) cannot be
+searched. Trials run seed 0 unless ``seed`` is in the search space.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raysteal.errors import ConfigError
+from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, expand_runs, parse_experiment
+
+DISTRIBUTIONS: dict[str, str] = {
+    "uniform": "[low, high]",
+    "quniform": "[low, high, q]",
+    "loguniform": "[low, high] with low > 0",
+    "qloguniform": "[low, high, q] with low > 0",
+    "randint": "[low, high) integers",
+    "qrandint": "[low, high, q] integers (high inclusive)",
+    "lograndint": "[low, high) integers with low > 0",
+    "randn": "[mean, sd]",
+    "choice": "[value, ...] (non-empty)",
+    "grid": "[value, ...] (non-empty; every value is tried)",
+}
+"""Supported distribution names and their arguments (Ray Tune's search space API)."""
+
+FROZEN_KEYS = ("target.", "split.aux_fraction", "split.item_overlap", "split.target_seed")
+"""Search keys that would change the deployed target (trials share one target)."""
+
+PROBE_METRICS = ("agr@k", "agr@k/heldout", "agr@k/all", "agr@10", "agr@10/heldout")
+"""Metrics every trial reports after each clone-training epoch (ASHA's signal) and at the end."""
+
+FINAL_METRICS = PROBE_METRICS + (
+    "target_recall@k",
+    "target_ndcg@k",
+    "clone_recall@k",
+    "clone_ndcg@k",
+    "queries",
+    "wall_s",
+)
+"""Numeric row columns a trial reports once, when it finishes (usable with a FIFO scheduler)."""
+
+SEQUENTIAL_PROBE_METRICS = ("agr@1", "agr@10", "agr@10/head", "agr@10/tail", "ndcg_agr@10")
+"""Per-epoch metrics of a sequential-extraction trial (Yue et al.'s Agr@1/Agr@10, BAHSD's head/tail)."""
+
+SEQUENTIAL_FINAL_METRICS = SEQUENTIAL_PROBE_METRICS + (
+    "agr@1/head",
+    "agr@1/tail",
+    "ndcg_agr@10/head",
+    "ndcg_agr@10/tail",
+    "agr@k",
+    "student_hr@10",
+    "student_ndcg@10",
+    "queries",
+    "wall_s",
+)
+"""Numeric row columns of a sequential-extraction trial (``execute_sequential_run``)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class AshaSettings(_Strict):
+    """ASHA (Li et al. 2020) over clone-training epochs: ``max_t`` caps a trial's epochs (None: the
+    attack's own length), rungs at ``grace_period * reduction_factor**i``."""
+
+    max_t: int | None = Field(None, ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+    brackets: int = Field(1, ge=1)
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial")
+    gpu: float | None = Field(None, ge=0, description="GPUs per trial (None: a quarter GPU when the cluster has GPUs, else 0)")
+
+
+class TuneSettings(_Strict):
+    metric: str = Field("agr@k/heldout", description="row metric to optimise")
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = Field(1, ge=1, description="samples of the search space (each grid point is repeated this often)")
+    scheduler: AshaSettings | None = Field(default_factory=AshaSettings, description="ASHA (default) or None for FIFO")
+    searcher: Literal["optuna", "hyperopt"] | None = None
+    max_concurrent: int | None = Field(None, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    seed: int = Field(0, ge=0, description="seed of the search (sampling order, searcher)")
+
+
+class TuneExperiment(BaseModel):
+    """A validated tune file: the experiment (one run cell), its search space and the settings."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    experiment: ExperimentConfig
+    search_space: dict[str, dict[str, Any]]
+    tune: TuneSettings
+    raw_experiment: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.experiment.experiment
+
+    def base_run(self) -> dict[str, Any]:
+        """The experiment's single run (seed 0) that every trial overrides."""
+        return expand_runs(self.experiment, seeds=1)[0]
+
+    def to_json(self) -> str:
+        """Canonical text of the whole file (a resumed sweep must be the same file)."""
+        return json.dumps({**self.raw_experiment, "search_space": self.search_space, "tune": self.tune.model_dump()}, sort_keys=True, default=str)
+
+
+def _parse_scheduler(raw: Any, source: str) -> Any:
+    """``{asha: {...}}`` / ``"asha"`` / missing → ASHA; ``None`` / ``"fifo"`` → FIFO."""
+    if raw is None or raw == "fifo":
+        return None
+    if raw == "asha":
+        return {}
+    if isinstance(raw, dict) and set(raw) == {"asha"}:
+        return raw["asha"] or {}
+    if isinstance(raw, dict) and set(raw) == {"fifo"}:
+        return None
+    raise ConfigError(f"{source}: tune.scheduler: expected {{asha: {{max_t, grace_period, reduction_factor}}}}, 'fifo' or null, got {raw!r}")
+
+
+def _check_distribution(key: str, spec: Any, source: str) -> tuple[str, list[Any]]:
+    where = f"{source}: search_space.{key}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where}: expected one distribution, e.g. {{uniform: [0.1, 1.0]}}; known: {', '.join(DISTRIBUTIONS)}")
+    (name, args), = spec.items()
+    if name not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}: unknown distribution {name!r}; known: {', '.join(DISTRIBUTIONS)}")
+    if not isinstance(args, list):
+        raise ConfigError(f"{where}: {name} takes a list {DISTRIBUTIONS[name]}, got {args!r}")
+    if name in ("choice", "grid"):
+        if not args:
+            raise ConfigError(f"{where}: {name} needs at least one value")
+        return name, args
+    arity = 3 if name in ("quniform", "qloguniform", "qrandint") else 2
+    if len(args) != arity or not all(isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a) for a in args):
+        raise ConfigError(f"{where}: {name} takes {DISTRIBUTIONS[name]}, got {args!r}")
+    if name == "randn":
+        if args[1] <= 0:
+            raise ConfigError(f"{where}: randn needs sd > 0, got {args[1]}")
+        return name, args
+    low, high = args[0], args[1]
+    if not low < high:
+        raise ConfigError(f"{where}: {name} needs low < high, got {args[:2]}")
+    if name in ("loguniform", "qloguniform", "lograndint") and low <= 0:
+        raise ConfigError(f"{where}: {name} needs low > 0, got {low}")
+    if name in ("randint", "qrandint", "lograndint") and not all(float(a).is_integer() for a in args):
+        raise ConfigError(f"{where}: {name} takes integers, got {args!r}")
+    if arity == 3 and args[2] <= 0:
+        raise ConfigError(f"{where}: {name} needs q > 0, got {args[2]}")
+    return name, args
+
+
+def candidate_values(name: str, args: list[Any]) -> list[Any]:
+    """Values a distribution can produce, to validate against the experiment before launch:
+    every choice, else the bounds and one interior point (fractional for continuous ones)."""
+    if name in ("choice", "grid"):
+        return list(args)
+    if name == "randn":
+        return [float(args[0])]
+    low, high = args[0], args[1]
+    if name == "randint":
+        return [int(low), int(high) - 1]
+    if name in ("qrandint", "lograndint"):
+        return [int(low), int(high) - (1 if name == "lograndint" else 0)]
+    if name in ("loguniform", "qloguniform"):
+        inner = math.exp(math.log(low) + 0.377 * (math.log(high) - math.log(low)))
+    else:
+        inner = low + 0.377 * (high - low)
+    if name in ("quniform", "qloguniform"):
+        q = args[2]
+        return [round(low / q) * q, round(high / q) * q, round(inner / q) * q]
+    return [float(low), float(high), inner]
+
+
+def apply_sample(run: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with the sampled ``{key: value}`` overrides applied (``seed`` included)."""
+    from raysteal.experiment.config import _apply_override
+
+    out = copy.deepcopy(run)
+    for key, value in sample.items():
+        value = _plain(value)
+        if key == "seed":
+            out["seed"] = int(value)
+        else:
+            _apply_override(out, key, value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (what Tune samples) as Python values (YAML/JSON-safe)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
+def _validate_key(raw: dict[str, Any], key: str, name: str, args: list[Any], source: str) -> None:
+    where = f"{source}: search_space.{key}"
+    if key == "seed":
+        bad = [v for v in candidate_values(name, args) if not (isinstance(v, int) or float(v).is_integer()) or v < 0]
+        if bad:
+            raise ConfigError(f"{where}: seeds must be non-negative integers, got {bad}")
+        return
+    section = key.split(".", 1)[0]
+    if section not in GRID_SECTIONS:
+        raise ConfigError(f"{where}: keys must be 'seed' or start with one of {sorted(GRID_SECTIONS)}")
+    if any(key == f or (f.endswith(".") and key.startswith(f)) for f in FROZEN_KEYS):
+        raise ConfigError(f"{where}: cannot be searched: trials share one deployed target, and this key changes it")
+    if key in raw.get("grid", {}):
+        raise ConfigError(f"{where}: also in grid; a key is either crossed (grid) or searched")
+    values = candidate_values(name, args)
+    field = key.partition(".")[2]
+    for value in values:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        if key == "budget" and value is not None and not (number and value >= 0):
+            raise ConfigError(f"{where}: budgets must be integers >= 0 (or null), got {value!r}")
+        if key == "k" and not (number and value >= 1):
+            raise ConfigError(f"{where}: k must be an integer >= 1, got {value!r}")
+        if section == "split":
+            try:
+                SplitConfig(**{**raw.get("split", {}), field: value})
+            except ValidationError as err:
+                raise ConfigError(_format_validation(err, where)) from None
+    try:
+        parse_experiment({**raw, "grid": {**raw.get("grid", {}), key: values}}, source=source, seeds=1)
+    except ConfigError as err:
+        raise ConfigError(f"{where} (values {values}): {str(err).removeprefix(f'{source}: ')}") from None
+
+
+def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment:
+    """Validate a tune mapping (see the module docstring); nothing is launched."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a tune file must be a mapping of keys")
+    raw = dict(raw)
+    space = raw.pop("search_space", None)
+    tune_raw = raw.pop("tune", None) or {}
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{source}: search_space: a tune file needs a non-empty search_space mapping")
+    if not isinstance(tune_raw, dict):
+        raise ConfigError(f"{source}: tune: expected a mapping, got {tune_raw!r}")
+    experiment = parse_experiment(raw, source=source)
+    runs = expand_runs(experiment, seeds=1)
+    if len(runs) != 1:
+        raise ConfigError(
+            f"{source}: a tune file describes one run cell (one dataset, target, attack, defense setting, no grid); "
+            f"this one has {len(runs)}: put alternatives in search_space as choice or grid"
+        )
+    parsed = {}
+    for key, spec in space.items():
+        name, args = _check_distribution(str(key), spec, source)
+        _validate_key(raw, str(key), name, args, source)
+        parsed[str(key)] = {name: args}
+    tune_raw = dict(tune_raw)
+    if "scheduler" in tune_raw:
+        tune_raw["scheduler"] = _parse_scheduler(tune_raw["scheduler"], source)
+    try:
+        settings = TuneSettings(**tune_raw)
+    except ValidationError as err:
+        message = _format_validation(err, source)
+        raise ConfigError(message.replace(f"{source}: ", f"{source}: tune.", 1)) from None
+    _validate_settings(settings, parsed, runs[0], source)
+    return TuneExperiment(experiment=experiment, search_space=parsed, tune=settings, raw_experiment=raw)
+
+
+def _is_sequential(model: str) -> bool:
+    from raysteal.models.base import model_class
+
+    return bool(getattr(model_class(model), "sequential", False))
+
+
+def reported_metrics(run: dict[str, Any], per_epoch: bool) -> tuple[str, ...]:
+    """The metrics a trial of ``run`` reports after every epoch (``per_epoch``) or at its end."""
+    if _is_sequential(run["target"]["model"]):
+        return SEQUENTIAL_PROBE_METRICS if per_epoch else SEQUENTIAL_FINAL_METRICS
+    return PROBE_METRICS if per_epoch else FINAL_METRICS
+
+
+def is_sequential(tune: "TuneExperiment") -> bool:
+    """Whether the sweep's target is sequential (its trials run ``raysteal.extraction``)."""
+    return _is_sequential(tune.base_run()["target"]["model"])
+
+
+def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]], run: dict[str, Any], source: str) -> None:
+    allowed = reported_metrics(run, per_epoch=settings.scheduler is not None)
+    if settings.metric not in allowed:
+        why = "ASHA needs a metric reported after every epoch" if settings.scheduler is not None else "the runs report"
+        raise ConfigError(f"{source}: tune.metric: {settings.metric!r} is not reported ({why}: {', '.join(allowed)})")
+    if "heldout" in settings.metric and run["split"]["query_fraction"] >= 1.0 and "split.query_fraction" not in space:
+        raise ConfigError(f"{source}: tune.metric: {settings.metric!r} needs held-out users, but split.query_fraction is 1 (every known user is queried)")
+    if settings.searcher is not None:
+        if importlib.util.find_spec(settings.searcher) is None:
+            raise ConfigError(f"{source}: tune.searcher: {settings.searcher!r} is not installed (pip install {settings.searcher}), or set it to null")
+        grids = [k for k, spec in space.items() if "grid" in spec]
+        if grids:
+            raise ConfigError(f"{source}: search_space.{grids[0]}: grid is not supported with searcher {settings.searcher!r}; use choice")
+
+
+def load_tune(path: str | Path) -> TuneExperiment:
+    """Read and validate a tune file (YAML or JSON)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"tune file not found: {path}")
+    text = path.read_text()
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    return parse_tune(raw, source=str(path))
+
+
+def best_experiment(tune: TuneExperiment, sample: dict[str, Any], note: str = "") -> dict[str, Any]:
+    """A ready-to-run experiment mapping: the tune file's experiment with ``sample`` written in
+    (``seed`` is not: the best configuration is meant to be re-run over the file's seeds)."""
+    raw = copy.deepcopy(tune.raw_experiment)
+    for key, value in sample.items():
+        value = _plain(value)
+        section, _, field = key.partition(".")
+        if key == "seed":
+            continue
+        if section in ("k", "budget"):
+            raw[section] = value
+        elif section == "attack":
+            raw["attacks"] = [{**raw["attacks"][0], field: value}]
+        elif section == "split":
+            raw["split"] = {**raw.get("split", {}), field: value}
+    description = (str(raw.pop("description", "")).strip() + f"\nBest configuration of the tune sweep {tune.name!r}. {note}").strip()
+    raw.pop("experiment", None)
+    raw = {"experiment": f"{tune.name}-best", "description": description, **raw}
+    parse_experiment(raw, source="best configuration")  # loadable by raysteal run
+    return raw

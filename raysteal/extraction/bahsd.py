@@ -1,0 +1,361 @@
+"""BAHSD: black-box adaptive distillation of a sequential recommender under long-tailed users.
+
+The source document (``../shared/papers/000_65e5e8feb91654cd.txt``) is an abstract only; this is
+the concrete design of DESIGN.md ("BAHSD", items 1–5):
+
+1. sequences — synthetic (grown against the black box like DFME,
+   :func:`raysteal.extraction.synthesis.synthesize`) or, with ``source="real"``, the attacker's
+   own sequences (``SequenceKnowledge.sequences``, labelled by
+   :func:`~raysteal.extraction.synthesis.label_sequences`); every prefix one top-``k`` query;
+2. multi-scale consistency probing (:mod:`raysteal.extraction.probing`) gives each prefix a
+   reliability ``c`` and each listed item a cross-scale stability; probes are queries;
+3. the student is trained by :class:`BAHSDObjective` (:mod:`raysteal.extraction.bahsd_losses`)::
+
+       L = mean_s [ w(c_s)·KL_T(c_s) + (1 − w(c_s))·(L_rank,s + λ·L_InfoNCE,s) ]
+
+**Budget split** (so BAHSD and DFME compare at equal total queries ``B``): one synthetic
+sequence of ``max_len`` items costs ``max_len`` synthesis queries plus
+``p = probes_per_sequence(max_len, spec)`` probes (views × probed prefixes; with the defaults,
+2 suffix scales on the last prefix and every 8th before it, views that would repeat the prefix
+or another view skipped: ``p = 13`` for ``max_len = 50``, ``50`` for ``200``), so BAHSD grows
+``ceil(B / (max_len + p))`` sequences (DFME: ``ceil(B / max_len)``), synthesis may spend ``B``
+minus the probes reserved for them, and probing spends what synthesis left (never more than
+planned). The probe share of the budget is about ``p / (max_len + p)`` (20% with the defaults),
+tuned with ``probe_every`` / ``probe_scales`` / ``probe_dropout`` / ``probe_views``. With real
+sequences the budget is split in proportion to the labelling and probing queries they need.
+``probing=False`` spends everything on sequences.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from raysteal.errors import ConfigError
+from raysteal.extraction.bahsd_losses import (
+    bahsd_loss,
+    dynamic_temperature,
+    info_nce,
+    item_weights,
+    kl_rank_distillation,
+    listwise_consistency,
+    mixing_weight,
+    pairwise_consistency,
+)
+from raysteal.extraction.config import ExtractionConfigBase
+from raysteal.extraction.dfme import sequence_length
+from raysteal.extraction.probing import (
+    ProbeSpec,
+    constant_extras,
+    planned_probe_queries,
+    prefix_lengths,
+    probe,
+    probes_per_sequence,
+    suffix_lengths,
+)
+from raysteal.extraction.registry import register_extraction
+from raysteal.extraction.result import ExtractionResult
+from raysteal.extraction.student import student_hidden, train_student
+from raysteal.extraction.synthesis import label_sequences, query_allowance, synthesize
+from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch
+from raysteal.models.base import PAD
+from raysteal.models.sequence_layers import SequentialRecommender, last_positions
+from raysteal.training.trainer import seeded_model
+
+
+class BAHSDConfig(ExtractionConfigBase):
+    """BAHSD hyperparameters: every temperature, margin, weight, threshold and probe scale.
+
+    Defaults are starting points for a search (experiment files / Ray Tune), not tuned values.
+    The ablation switches (``probing``, ``dynamic_temperature``, ``infonce``,
+    ``ranking_consistency``, ``stability_weighting``, ``adaptive``) each remove one component.
+    """
+
+    attack: Literal["bahsd"] = "bahsd"
+    # ---- sequences
+    source: Literal["synthetic", "real"] = Field("synthetic", description="synthetic sequences (DFME-style) or knowledge.sequences")
+    real_prefixes: Literal["all", "last"] = Field("all", description="with source='real': query every prefix or the whole sequence only")
+    # ---- probing (design item 1)
+    probing: bool = Field(True, description="ablation: False = no probes, c = default_reliability, budget all to sequences")
+    probe_scales: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="suffix views, as fractions of the prefix")
+    probe_dropout: list[float] = Field(default_factory=list, description="item-dropout rates of dropout views")
+    probe_views: int = Field(1, ge=1, description="dropout views per rate")
+    probe_every: int = Field(8, ge=1, description="probe the last queried prefix and every n-th before it")
+    probe_metric: Literal["rbo", "jaccard"] = "rbo"
+    rbo_p: float = Field(0.9, gt=0.0, lt=1.0, description="RBO persistence")
+    default_reliability: float = Field(0.5, ge=0.0, le=1.0, description="c of unprobed sequences")
+    # ---- high-confidence branch (item 2)
+    dynamic_temperature: bool = Field(True, description="ablation: False = fixed_temperature for every prefix")
+    t_min: float = Field(1.0, gt=0.0, description="T at c = 0")
+    t_max: float = Field(4.0, gt=0.0, description="T at c = 1")
+    temperature_gamma: float = Field(1.0, gt=0.0, description="T(c) = t_min + (t_max - t_min) c^gamma")
+    fixed_temperature: float = Field(2.0, gt=0.0)
+    kl_scale_t2: bool = Field(True, description="multiply KL by T^2 (Hinton et al. 2015)")
+    kl_exclude_seen: bool = Field(True, description="drop the prefix's items from the student softmax (the black box never lists them)")
+    # ---- low-confidence branch (item 3)
+    ranking_consistency: bool = Field(True, description="ablation: False = no ranking term in the low branch")
+    rank_loss: Literal["pairwise", "listwise"] = "pairwise"
+    stability_weighting: bool = Field(True, description="ablation: False = every list item weighs 1")
+    stability_floor: float = Field(0.1, ge=0.0, le=1.0, description="item weight floor + (1 - floor) * stability")
+    infonce: bool = Field(True, description="ablation: False = no contrastive term")
+    infonce_weight: float = Field(0.1, ge=0.0, description="lambda")
+    infonce_tau: float = Field(0.2, gt=0.0)
+    infonce_scale: float = Field(0.5, gt=0.0, le=1.0, description="second view: the last ceil(scale * len) items of the prefix")
+    # ---- mixing (item 4)
+    adaptive: bool = Field(True, description="ablation: False = w = fixed_weight for every prefix")
+    threshold: float = Field(0.5, description="w(c) = sigmoid((c - threshold) / sharpness)")
+    threshold_quantile: float | None = Field(None, gt=0.0, lt=1.0, description="if set, threshold = this quantile of the measured reliabilities")
+    sharpness: float = Field(0.1, gt=0.0)
+    fixed_weight: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "BAHSDConfig":
+        if self.t_max < self.t_min:
+            raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        if self.probing:
+            self.probe_spec()  # raises on bad scales / rates
+        return self
+
+    def probe_spec(self) -> ProbeSpec:
+        try:
+            return ProbeSpec(
+                scales=tuple(self.probe_scales),
+                dropout=tuple(self.probe_dropout),
+                views=self.probe_views,
+                every=self.probe_every,
+                metric=self.probe_metric,
+                rbo_p=self.rbo_p,
+                default_reliability=self.default_reliability,
+            )
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
+
+# --------------------------------------------------------------------------- objective
+def suffix_inputs(inputs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[P, W]``: the last ``lengths[p]`` items of prefix ``inputs[rows[p], :cols[p] + 1]``, left-padded."""
+    width = max(int(lengths.max()), 1) if lengths.numel() else 1
+    back = (width - 1) - torch.arange(width, device=inputs.device)
+    src = cols[:, None] - back[None, :]
+    vals = inputs[rows[:, None], src.clamp(min=0)]
+    keep = (back[None, :] < lengths[:, None]) & (src >= 0)
+    return torch.where(keep, vals, torch.full_like(vals, PAD))
+
+
+def prefix_item_mask(inputs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, num_items: int) -> torch.Tensor:
+    """Bool ``[P, num_items]``: the items of prefix ``inputs[rows[p], :cols[p] + 1]``."""
+    seq = inputs[rows]
+    upto = torch.arange(inputs.shape[1], device=inputs.device)[None, :] <= cols[:, None]
+    ok = upto & (seq != PAD)
+    mask = torch.zeros(len(rows), num_items, dtype=torch.bool, device=inputs.device)
+    r = torch.arange(len(rows), device=inputs.device)[:, None].expand_as(seq)
+    mask[r[ok], seq[ok]] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class BAHSDObjective:
+    """The adaptive hierarchical objective (design item 4) as a :class:`StudentObjective`.
+
+    Reads ``batch.extras``: ``reliability [B, L]``, ``stability [B, L, k]`` and ``view_len
+    [B, L]`` (the InfoNCE view's length), indexed at each selected prefix. Their column axis is
+    the ExtractionSet's; ``train_student`` drops leading all-padding columns from ``inputs``
+    (``cols`` shift with them), so the extras are read at ``cols + (L_extras − L_inputs)``.
+    """
+
+    config: BAHSDConfig
+    threshold: float
+
+    @classmethod
+    def from_config(cls, config: BAHSDConfig, threshold: float | None = None) -> "BAHSDObjective":
+        return cls(config, float(config.threshold if threshold is None else threshold))
+
+    def temperature(self, reliability: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.dynamic_temperature:
+            return dynamic_temperature(reliability, cfg.t_min, cfg.t_max, cfg.temperature_gamma)
+        return torch.full_like(reliability, cfg.fixed_temperature)
+
+    def weight(self, reliability: torch.Tensor) -> torch.Tensor:
+        if self.config.adaptive:
+            return mixing_weight(reliability, self.threshold, self.config.sharpness)
+        return torch.full_like(reliability, self.config.fixed_weight)
+
+    def __call__(self, student: SequentialRecommender, batch: StudentBatch) -> tuple[torch.Tensor, dict[str, Any]]:
+        cfg = self.config
+        rows, cols, lists = batch.rows, batch.cols, batch.lists.long()
+        needed = ["reliability"] + ["stability"] * cfg.ranking_consistency + ["view_len"] * cfg.infonce
+        missing = [key for key in needed if key not in batch.extras]
+        if missing:
+            raise ConfigError(f"BAHSD objective: batch.extras lacks {missing} (probe the ExtractionSet first, see bahsd())")
+        lead = batch.extras["reliability"].shape[1] - batch.inputs.shape[1]
+        ecols = cols + lead
+        reliability = batch.extras["reliability"][rows, ecols].float()
+        hidden = student_hidden(student, batch)
+        scores = student.logits(hidden).float()
+        temp = self.temperature(reliability)
+        w = self.weight(reliability)
+        exclude = prefix_item_mask(batch.inputs, rows, cols, student.num_items) if cfg.kl_exclude_seen else None
+        kl = kl_rank_distillation(scores, lists, temp, exclude=exclude, scale_t2=cfg.kl_scale_t2)
+        logs: dict[str, Any] = {"kl": kl.mean().detach(), "w": w.mean().detach(), "temperature": temp.mean().detach()}
+
+        rank = None
+        if cfg.ranking_consistency:
+            valid = lists >= 0
+            stability = batch.extras["stability"][rows, ecols].float()
+            weights = item_weights(stability, cfg.stability_floor) if cfg.stability_weighting else torch.ones_like(stability)
+            negatives = batch.negatives.long()
+            list_scores = scores.gather(1, lists.clamp(min=0))
+            neg_scores = scores.gather(1, negatives.clamp(min=0))
+            if cfg.rank_loss == "pairwise":
+                rank = pairwise_consistency(list_scores, neg_scores, valid, weights, cfg.margin, negatives >= 0)
+            else:
+                rank = listwise_consistency(list_scores, neg_scores, valid, weights, negatives >= 0)
+            logs["rank"] = rank.mean().detach()
+
+        contrastive = None
+        if cfg.infonce and len(rows) > 1:
+            lengths = batch.extras["view_len"][rows, ecols].long()
+            view = student.prepare(suffix_inputs(batch.inputs, rows, cols, lengths))
+            vrows, vcols = last_positions(view)
+            second = student.represent(view, vrows, vcols)
+            contrastive = info_nce(hidden.float(), second.float(), cfg.infonce_tau, groups=batch.sequence_ids[rows])
+            logs["infonce"] = contrastive.mean().detach()
+        return bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight), logs
+
+
+# --------------------------------------------------------------------------- recipe
+def _real_sequences(config: BAHSDConfig, knowledge: SequenceKnowledge) -> np.ndarray:
+    if knowledge.sequences is None:
+        raise ConfigError("source: 'real' needs the attacker's sequences (knowledge.sequences), which this attacker lacks")
+    seqs = np.asarray(knowledge.sequences, dtype=np.int64)
+    if seqs.ndim != 2:
+        raise ConfigError(f"knowledge.sequences must be [N, L], got shape {seqs.shape}")
+    if config.max_len is not None and seqs.shape[1] > config.max_len:
+        seqs = seqs[:, -config.max_len :]
+    keep = (seqs != PAD).any(1)
+    if config.budget_sequences is not None:
+        keep &= np.cumsum(keep) <= config.budget_sequences
+    return seqs[keep]
+
+
+def _queried_mask(seqs: np.ndarray, prefixes: str) -> ExtractionSet:
+    """A dummy set whose ``queried`` mask is what ``label_sequences`` would query (for planning)."""
+    valid = seqs != PAD
+    if prefixes == "last":
+        last = np.zeros_like(valid)
+        rows = np.flatnonzero(valid.any(1))
+        last[rows, seqs.shape[1] - 1 - np.argmax(valid[rows, ::-1], axis=1)] = True
+        valid = last
+    lists = np.where(valid, 0, -1).astype(np.int32)[..., None]
+    return ExtractionSet(seqs, lists, 0)
+
+
+def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng: np.random.Generator, spec: ProbeSpec | None) -> tuple[ExtractionSet, int | None, int]:
+    """Sequences and their labels under the split budget; returns ``(data, probe_budget, max_len)``."""
+    allowance = query_allowance(client, config.budget_queries)
+    if config.source == "real":
+        seqs = _real_sequences(config, knowledge)
+        max_len = seqs.shape[1]
+        label_cost = int(_queried_mask(seqs, config.real_prefixes).queried.sum())
+        probe_cost = planned_probe_queries(_queried_mask(seqs, config.real_prefixes), spec) if spec else 0
+        label_budget = allowance
+        if allowance is not None and label_cost + probe_cost > allowance:
+            label_budget = max(1, math.floor(allowance * label_cost / (label_cost + probe_cost)))
+        data = label_sequences(client, seqs, k=config.k, prefixes=config.real_prefixes, query_batch=config.query_batch, query_budget=label_budget)
+    else:
+        max_len = sequence_length(config, knowledge, client)
+        per_seq_probes = probes_per_sequence(max_len, spec) if spec else 0
+        if config.budget_sequences is not None:
+            n = int(config.budget_sequences)
+        elif allowance is None:
+            raise ConfigError("budget_sequences / budget_queries: set one (the black box's budget is unlimited)")
+        else:
+            n = max(1, math.ceil(allowance / (max_len + per_seq_probes)))
+        synth_budget = None if allowance is None else max(1, allowance - n * per_seq_probes)
+        data = synthesize(
+            client, strategy=config.synthesis, num_sequences=n, max_len=max_len, k=config.k, rng=rng,
+            query_batch=config.query_batch, query_budget=synth_budget,
+        )
+    probe_budget = None if allowance is None else max(0, allowance - data.queries)
+    return data, probe_budget, max_len
+
+
+@register_extraction("bahsd", BAHSDConfig, "BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation")
+def bahsd(
+    config: BAHSDConfig,
+    knowledge: SequenceKnowledge,
+    client,
+    *,
+    seed: int,
+    device: str = "cpu",
+    on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
+    progress: bool = False,
+) -> ExtractionResult:
+    """Sequences → probes → :class:`BAHSDObjective` training of a fresh ``config.student``."""
+    if knowledge.num_items != client.num_items:
+        raise ConfigError(f"knowledge has {knowledge.num_items} items but the black box {client.num_items}")
+    data_seed, probe_seed, student_seed, train_seed = np.random.SeedSequence([int(seed), 0xBA45D]).spawn(4)
+    spec = config.probe_spec() if config.probing else None
+    started = time.perf_counter()
+    data, probe_budget, max_len = _gather_data(config, knowledge, client, np.random.default_rng(data_seed), spec)
+    data_queries = data.queries
+    gather_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    if spec is not None:
+        result = probe(client, data, spec, rng=np.random.default_rng(probe_seed), query_batch=config.query_batch, query_budget=probe_budget)
+        data, probe_queries, probed = result.data, result.queries, result.probed_prefixes
+    else:
+        data = ExtractionSet(data.sequences, data.lists, data.queries, {**data.extras, **constant_extras(data, config.default_reliability)})
+        probe_queries, probed = 0, 0
+    probe_seconds = time.perf_counter() - started
+    view_len = suffix_lengths(prefix_lengths(data.sequences), config.infonce_scale).astype(np.int32)
+    data.extras["view_len"] = view_len
+
+    queried = data.queried
+    reliability = data.extras["reliability"]
+    measured = data.extras["probed"] & queried
+    threshold = config.threshold
+    if config.threshold_quantile is not None and measured.any():
+        threshold = float(np.quantile(reliability[measured], config.threshold_quantile))
+    objective = BAHSDObjective.from_config(config, threshold)
+    c = torch.from_numpy(reliability[queried])
+    w = objective.weight(c)
+
+    student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, int(student_seed.generate_state(1)[0]))
+    stats = train_student(
+        student,
+        data,
+        objective,
+        seed=int(train_seed.generate_state(1)[0]),
+        device=device,
+        on_epoch=on_epoch,
+        progress=progress,
+        **config.training_options(),
+    )
+    info: dict[str, Any] = {
+        "source": config.source,
+        "synthesis": config.synthesis if config.source == "synthetic" else "real",
+        "sequences": data.num_sequences,
+        "queried_prefixes": int(queried.sum()),
+        "queries_sequences": int(data_queries),
+        "queries_probes": int(probe_queries),
+        "probed_prefixes": int(probed),
+        "reliability_mean": float(c.mean()) if len(c) else math.nan,
+        "reliability_probed_mean": float(reliability[measured].mean()) if measured.any() else math.nan,
+        "threshold": float(threshold),
+        "high_confidence_share": float((w > 0.5).float().mean()) if len(w) else math.nan,
+        "mixing_weight_mean": float(w.mean()) if len(w) else math.nan,
+        "synthesis_seconds": gather_seconds,
+        "probe_seconds": probe_seconds,
+        **{key: value for key, value in stats.items() if key != "history"},
+        "history": stats["history"],
+    }
+    return ExtractionResult(student=student, queries=data.queries, info=info)

@@ -1,0 +1,59 @@
+"""Registry of sequential extraction recipes: name → (config class, recipe function)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from raysteal.errors import ConfigError
+
+_RECIPE_MODULES = ("raysteal.extraction.dfme", "raysteal.extraction.bahsd", "raysteal.extraction.zhu_sequential")
+
+
+@dataclass(frozen=True)
+class ExtractionRecipe:
+    """``fn(config, knowledge, client, *, seed, device, on_epoch, progress) -> ExtractionResult``."""
+
+    name: str
+    config_cls: type
+    fn: Callable[..., Any]
+    summary: str
+
+
+_RECIPES: dict[str, ExtractionRecipe] = {}
+
+
+def register_extraction(name: str, config_cls: type, summary: str) -> Callable[[Callable], Callable]:
+    """Decorator registering a sequential extraction recipe under ``name``."""
+
+    def wrap(fn: Callable) -> Callable:
+        if name in _RECIPES:
+            raise ValueError(f"extraction {name!r} registered twice")
+        _RECIPES[name] = ExtractionRecipe(name, config_cls, fn, summary)
+        return fn
+
+    return wrap
+
+
+def _load() -> None:
+    for module in _RECIPE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:  # a recipe module not written yet
+            if err.name != module:
+                raise
+
+
+def extraction_names() -> list[str]:
+    """Registered sequential extraction names, sorted."""
+    _load()
+    return sorted(_RECIPES)
+
+
+def get_extraction(name: str) -> ExtractionRecipe:
+    """The recipe named ``name``; ``ConfigError`` listing the known ones otherwise."""
+    _load()
+    if name not in _RECIPES:
+        raise ConfigError(f"attack: unknown sequential attack {name!r}; known: {', '.join(sorted(_RECIPES))}")
+    return _RECIPES[name]

@@ -1,0 +1,36 @@
+"""What a sequential extraction recipe returns, and the one entry point that runs a recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from raysteal.extraction.config import ExtractionConfigBase, make_extraction_config
+from raysteal.extraction.registry import get_extraction
+from raysteal.extraction.types import SequenceKnowledge
+
+
+@dataclass
+class ExtractionResult:
+    """The trained student (eval mode), the queries the attack spent, and JSON-able figures
+    (timings, sequences, epochs, final loss, ...) for the results row."""
+
+    student: Any
+    queries: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def run_extraction(
+    config: ExtractionConfigBase | dict[str, Any],
+    knowledge: SequenceKnowledge,
+    client,
+    *,
+    seed: int,
+    device: str = "cpu",
+    on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
+    progress: bool = False,
+) -> ExtractionResult:
+    """Validate ``config`` and run its registered recipe with ``knowledge`` and the query ``client``."""
+    cfg = make_extraction_config(config)
+    recipe = get_extraction(cfg.attack)
+    return recipe.fn(cfg, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress)

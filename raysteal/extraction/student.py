@@ -1,0 +1,322 @@
+"""Training a student sequential recommender on the black box's answers for queried prefixes.
+
+:func:`train_student` is the one loop every sequential extraction recipe uses (DFME, BAHSD,
+Zhu et al.'s PTQ on sequences): shuffled batches of sequences, every queried prefix of a batch
+(or ``positions_per_sequence`` of them) as one :class:`StudentBatch`, an objective, AdamW, bf16
+autocast on a GPU, deterministic on a CPU for a given seed.
+
+How prefixes are scored (:func:`student_hidden`):
+
+* **causal students** (SASRec, GRU4Rec, NARM, STAMP): one forward pass over the whole sequence;
+  the hidden state at column ``t`` sees only items ``<= t``, so it predicts the item after the
+  prefix ending at ``t``: exactly what ``lists[n, t]`` answers (Yue et al.'s code instead runs one
+  forward pass per prefix — the main reason it needs 325 s per epoch).
+* **non-causal students** (BERT4Rec: bidirectional attention, and a ``[MASK]`` appended by its
+  ``prepare``): each selected prefix is scored separately, as its own left-padded sequence
+  (correct, and ``L`` times dearer per prefix: use ``positions_per_sequence``).
+
+Students exclude nothing while training; at evaluation they exclude the input's items like the
+oracle (:mod:`raysteal.extraction.evaluate`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from raysteal.errors import ConfigError
+from raysteal.extraction.losses import ranking_loss
+from raysteal.extraction.types import ExtractionSet, StudentBatch, StudentObjective
+from raysteal.models.base import PAD
+from raysteal.models.sequence_layers import SequentialRecommender, last_positions, shift_items
+from raysteal.models.sequence_samplers import leading_padding
+from raysteal.training.trainer import _child_seeds, _private_rng, resolve_device
+
+_NEGATIVE_ROUNDS = 4
+"""Redraw rounds for negatives that hit the list; any left after them are masked (-1)."""
+
+
+# ------------------------------------------------------------------ scoring prefixes
+def scores_in_one_pass(student: SequentialRecommender) -> bool:
+    """Whether ``student`` can score all prefixes of a sequence in one forward pass: causal
+    (no bidirectional encoder) and using the shared ``prepare`` (no appended tokens)."""
+    encoder = getattr(student, "encoder", None)
+    causal = bool(getattr(encoder, "causal", True))
+    return causal and type(student).prepare is SequentialRecommender.prepare
+
+
+def prefix_rows(inputs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``[P, W]``: prefix ``inputs[rows[p], :cols[p] + 1]`` of each pair, right-aligned, left-padded
+    with ``PAD`` (``W`` = the longest prefix span)."""
+    if rows.numel() == 0:
+        return inputs.new_full((0, 1), PAD)
+    valid = inputs != PAD
+    first = valid.to(torch.int8).argmax(1)
+    first = torch.where(valid.any(1), first, torch.full_like(first, inputs.shape[1]))
+    width = int((cols - first[rows]).max()) + 1
+    src = cols[:, None] - (width - 1 - torch.arange(width, device=inputs.device))[None, :]
+    gathered = inputs[rows[:, None], src.clamp(min=0)]
+    return torch.where(src >= 0, gathered, torch.full_like(gathered, PAD))
+
+
+def student_hidden(student: SequentialRecommender, batch: StudentBatch) -> torch.Tensor:
+    """Hidden states ``[P, d]`` predicting the item after each selected prefix of ``batch``."""
+    if scores_in_one_pass(student):
+        return student.represent(shift_items(batch.inputs), batch.rows, batch.cols)
+    indices = student.prepare(prefix_rows(batch.inputs, batch.rows, batch.cols))
+    rows, cols = last_positions(indices)
+    return student.represent(indices, rows, cols)
+
+
+def student_scores(student: SequentialRecommender, batch: StudentBatch) -> torch.Tensor:
+    """Full-catalogue student scores ``[P, num_items]`` of each selected prefix (nothing excluded)."""
+    return student.logits(student_hidden(student, batch))
+
+
+# ------------------------------------------------------------------ the DFME objective
+@dataclass(frozen=True)
+class DFMEObjective:
+    """Yue et al.'s ranking loss (:func:`raysteal.extraction.losses.ranking_loss`) on every prefix."""
+
+    margin: float = 0.5
+
+    def __call__(self, student: SequentialRecommender, batch: StudentBatch) -> tuple[torch.Tensor, dict[str, Any]]:
+        return ranking_loss(student_scores(student, batch).float(), batch.lists, batch.negatives, self.margin)
+
+
+def dfme_objective(margin: float = 0.5) -> StudentObjective:
+    """The DFME objective: margin hinge over consecutive ranked pairs plus list vs negatives."""
+    if not margin >= 0.0:
+        raise ConfigError(f"margin must be >= 0, got {margin}")
+    return DFMEObjective(float(margin))
+
+
+# ------------------------------------------------------------------ batches
+def keep_positions(queried: torch.Tensor, keep: int | None, generator: torch.Generator) -> torch.Tensor:
+    """``queried [B, L]`` reduced to ``keep`` uniformly chosen queried prefixes per row."""
+    if keep is None or keep >= queried.shape[1]:
+        return queried
+    noise = torch.rand(queried.shape, generator=generator, device=queried.device).masked_fill_(~queried, -1.0)
+    top = noise.topk(keep, dim=1)
+    chosen = torch.zeros_like(queried).scatter_(1, top.indices, top.values >= 0)
+    return chosen & queried
+
+
+def sample_negatives(lists: torch.Tensor, count: int, num_items: int, generator: torch.Generator) -> torch.Tensor:
+    """``int64 [P, count]`` uniform items not in each row of ``lists [P, k]`` (collisions are
+    redrawn a few rounds, re-checking only the redrawn entries; a negative still in the list
+    after them is set to ``-1``, i.e. masked)."""
+    rows = lists.shape[0]
+    negatives = torch.randint(0, num_items, (rows, count), generator=generator, device=lists.device)
+    if count == 0 or rows == 0 or lists.shape[1] == 0:
+        return negatives
+    ordered = lists.long().sort(dim=1).values.contiguous()
+    last = ordered.shape[1] - 1
+
+    def in_list(row_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        table = ordered[row_ids]
+        pos = torch.searchsorted(table, values).clamp_(max=last)
+        return table.gather(1, pos) == values
+
+    hit_rows, hit_cols = torch.nonzero(in_list(torch.arange(rows, device=lists.device), negatives), as_tuple=True)
+    for _ in range(_NEGATIVE_ROUNDS):
+        if hit_rows.numel() == 0:
+            return negatives
+        draws = torch.randint(0, num_items, (hit_rows.numel(),), generator=generator, device=lists.device)
+        negatives[hit_rows, hit_cols] = draws
+        still = in_list(hit_rows, draws[:, None]).squeeze(1)
+        hit_rows, hit_cols = hit_rows[still], hit_cols[still]
+    negatives[hit_rows, hit_cols] = -1
+    return negatives
+
+
+def realign_shifts(queried: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """``int64 [B]`` right shifts: a ``share`` of the rows is cut at a uniformly chosen queried
+    prefix, shifted so that prefix ends in the last column (0 for the other rows)."""
+    rows, width = queried.shape
+    noise = torch.rand((rows, width), generator=generator, device=queried.device).masked_fill_(~queried, -1.0)
+    end = noise.argmax(dim=1)
+    cut = torch.rand(rows, generator=generator, device=queried.device) < share
+    return torch.where(cut & queried.any(1), width - 1 - end, torch.zeros_like(end))
+
+
+def shift_right(values: torch.Tensor, shift: torch.Tensor, fill: int | bool) -> torch.Tensor:
+    """Shift each row of ``values [B, L, ...]`` right by ``shift[b]`` columns, ``fill`` entering on the left."""
+    width = values.shape[1]
+    src = torch.arange(width, device=values.device)[None, :] - shift[:, None]
+    index = src.clamp(min=0).view(*src.shape, *([1] * (values.ndim - 2))).expand_as(values)
+    keep = (src >= 0).view(*src.shape, *([1] * (values.ndim - 2)))
+    return torch.where(keep, values.gather(1, index), torch.full_like(values, fill))
+
+
+class _BatchMaker:
+    """Cuts :class:`StudentBatch` es out of an :class:`ExtractionSet` held on the device."""
+
+    def __init__(self, data: ExtractionSet, device: torch.device, num_items: int, num_negatives: int,
+                 positions: int | None, realign: float = 0.0):
+        self.sequences = torch.as_tensor(np.ascontiguousarray(data.sequences), dtype=torch.int64).to(device)
+        self.lists = torch.as_tensor(np.ascontiguousarray(data.lists)).to(device)
+        self.queried = self.lists[..., 0] >= 0
+        self.extras = {name: torch.as_tensor(np.ascontiguousarray(value)) for name, value in data.extras.items()}
+        self.width = int(self.sequences.shape[1])
+        self.device = device
+        self.num_items = num_items
+        self.num_negatives = num_negatives
+        self.positions = positions
+        self.realign = float(realign)
+
+    def __call__(self, ids: torch.Tensor, generator: torch.Generator) -> StudentBatch | None:
+        inputs, queried = self.sequences[ids], self.queried[ids]
+        cpu_ids = ids.cpu()
+        extras = {name: value[cpu_ids].to(self.device, non_blocking=True) for name, value in self.extras.items()}
+        shift = None
+        if self.realign > 0.0:
+            shift = realign_shifts(queried, self.realign, generator)
+            inputs, queried = shift_right(inputs, shift, PAD), shift_right(queried, shift, False)
+            extras = {
+                name: shift_right(value, shift, 0) if value.ndim >= 2 and value.shape[1] == self.width else value
+                for name, value in extras.items()
+            }
+        keep = keep_positions(queried, self.positions, generator)
+        rows, cols = torch.nonzero(keep, as_tuple=True)
+        if rows.numel() == 0:
+            return None
+        source_cols = cols if shift is None else cols - shift[rows]
+        lists = self.lists[ids[rows], source_cols].long()
+        negatives = sample_negatives(lists, self.num_negatives, self.num_items, generator)
+        lead = leading_padding(inputs)
+        return StudentBatch(ids, inputs[:, lead:].contiguous(), rows, cols - lead, lists, negatives, extras)
+
+
+# ------------------------------------------------------------------ the loop
+def _check_student(student: Any, data: ExtractionSet) -> None:
+    if not isinstance(student, SequentialRecommender):
+        raise ConfigError(f"student must be a sequential recommender, got {type(student).__name__}")
+    if data.sequences.ndim != 2 or data.lists.ndim != 3 or data.lists.shape[:2] != data.sequences.shape:
+        raise ConfigError(f"ExtractionSet shapes disagree: sequences {data.sequences.shape}, lists {data.lists.shape}")
+    top = max(int(data.sequences.max(initial=-1)), int(data.lists.max(initial=-1)))
+    if top >= student.num_items:
+        raise ConfigError(f"the extraction data holds item {top} but the student knows {student.num_items} items")
+    width, max_len = data.sequences.shape[1], int(student.config.max_len)
+    if scores_in_one_pass(student) and width > max_len:
+        raise ConfigError(f"student.max_len ({max_len}) is shorter than the extraction sequences ({width}); raise student.max_len")
+
+
+def _mean(total: Any, steps: int) -> float:
+    value = float(total) if not isinstance(total, torch.Tensor) else float(total.detach().float())
+    return value / max(steps, 1)
+
+
+def train_student(
+    student: SequentialRecommender,
+    data: ExtractionSet,
+    objective: StudentObjective,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    positions_per_sequence: int | None = None,
+    num_negatives: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
+    progress: bool = False,
+    amp: bool = True,
+    grad_clip: float | None = 5.0,
+    realign: float = 0.0,
+) -> dict[str, Any]:
+    """Fit ``student`` to ``data`` by minimising ``objective`` with AdamW; returns training stats.
+
+    Each epoch shuffles the sequences; a batch of ``batch_size`` sequences carries all their
+    queried prefixes (or ``positions_per_sequence`` random ones per sequence), ``num_negatives``
+    uniform items outside each prefix's list, and ``data.extras`` sliced by sequence. The
+    objective may log floats or 0-d tensors (averaged per epoch, synchronised once per epoch).
+    ``on_epoch(epoch, stats)`` (1-based; the student in eval mode) is called after each epoch with
+    ``{"loss", <objective logs>, "epoch_seconds", "prefixes"}``; returning ``True`` stops training
+    (Ray Tune / ASHA). All randomness derives from ``seed``; the global torch RNG is untouched.
+
+    ``realign`` (0..1): the share of each batch's sequences cut at a uniformly chosen queried
+    prefix and shifted right so that prefix ends in the last column. Students with position
+    embeddings counted from the right (SASRec) then also see prefixes at the positions real,
+    shorter sequences put them at evaluation; the prefixes after a cut are left out of that step.
+    Per-position extras (second axis = sequence length) are shifted with their sequences.
+    """
+    if not 0.0 <= realign <= 1.0:
+        raise ConfigError(f"realign must lie in [0, 1], got {realign}")
+    if epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {epochs}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if num_negatives < 0:
+        raise ConfigError(f"num_negatives must be >= 0, got {num_negatives}")
+    if positions_per_sequence is not None and positions_per_sequence < 1:
+        raise ConfigError(f"positions_per_sequence must be >= 1 or None, got {positions_per_sequence}")
+    _check_student(student, data)
+    dev = resolve_device(device)
+    student.to(dev)
+    use_amp = bool(amp) and dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    sample_seed, rng_seed = _child_seeds(seed, 2)
+    generator = torch.Generator(device=dev).manual_seed(sample_seed)
+    make_batch = _BatchMaker(data, dev, student.num_items, num_negatives, positions_per_sequence, realign)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    history: list[dict[str, float]] = []
+    steps = prefixes = 0
+    stopped = False
+    started = time.perf_counter()
+    with _private_rng(rng_seed, dev):
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            student.train()
+            total = torch.zeros((), device=dev)
+            logs: dict[str, Any] = {}
+            n_steps = n_prefixes = 0
+            order = torch.randperm(data.num_sequences, generator=generator, device=dev)
+            for lo in range(0, len(order), batch_size):
+                batch = make_batch(order[lo : lo + batch_size], generator)
+                if batch is None:
+                    continue
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss, parts = objective(student, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+                total += loss.detach().float()
+                for name, value in parts.items():
+                    logs[name] = logs.get(name, 0.0) + (value.detach().float() if isinstance(value, torch.Tensor) else float(value))
+                n_steps += 1
+                n_prefixes += int(batch.rows.numel())
+            stats = {"loss": _mean(total, n_steps), **{name: _mean(v, n_steps) for name, v in logs.items()}}
+            if not math.isfinite(stats["loss"]):
+                raise ConfigError(f"student training diverged (loss {stats['loss']}); lower lr (now {lr})")
+            stats.update(epoch_seconds=time.perf_counter() - t0, prefixes=float(n_prefixes))
+            history.append(stats)
+            steps += n_steps
+            prefixes += n_prefixes
+            if progress:
+                print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), file=sys.stderr)
+            student.eval()
+            if on_epoch is not None and on_epoch(epoch, dict(stats)) is True:
+                stopped = True
+                break
+    student.eval()
+    return {
+        "epochs_run": len(history),
+        "steps": steps,
+        "prefixes": prefixes,
+        "train_seconds": time.perf_counter() - started,
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+        "stopped_early": stopped,
+        "history": history,
+        "device": str(dev),
+        "amp": use_amp,
+    }

@@ -1,0 +1,164 @@
+"""Zhu et al.'s attacks applied to sequential targets (arXiv 2312.11571, App. A.3, Table 8).
+
+==============  =================================================================================
+``seq_ptd``     PTD: the student trained on the attacker's real sequences with its own next-item
+                objective (the model's sampler and loss, e.g. full-softmax CE for SASRec).
+``seq_ptq``     PTQ: PTD, then the stealing loss (Eq. 10–12) on the black box's top-k lists for
+                those sequences (the whole sequence by default, or every prefix).
+``seq_ptaq``    PTAQ: the student first pre-trained on the auxiliary (user-disjoint) sequences,
+                then PTQ. For sequential students the auxiliary knowledge enters as this
+                pre-training (the item-embedding attention of Eq. 5–8 is defined for MF clones).
+==============  =================================================================================
+
+The stealing loss is Zhu et al.'s: per queried list ``L_r + L_p`` with ``L_rank`` over the
+``k − 1`` consecutive pairs and ``L_item`` of each list item against one sampled negative
+(BPR+Hinge by default, as for PTQ/PTAQ in Table 7), averaged over the queried lists.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from raysteal.attacks.objectives import stealing_loss
+from raysteal.data.interactions import Interactions
+from raysteal.errors import ConfigError
+from raysteal.extraction.config import ExtractionConfigBase
+from raysteal.extraction.registry import register_extraction
+from raysteal.extraction.result import ExtractionResult
+from raysteal.extraction.student import student_scores, train_student
+from raysteal.extraction.synthesis import label_sequences, query_allowance
+from raysteal.extraction.types import SequenceKnowledge, StudentBatch
+from raysteal.models.base import PAD
+from raysteal.training.loop import optimize
+from raysteal.training.trainer import _private_rng, resolve_device, seeded_model
+
+
+class _ZhuSequentialConfig(ExtractionConfigBase):
+    """PTD/PTQ/PTAQ on sequences: Zhu et al.'s top-50 lists, BPR+Hinge stealing loss, plus the
+    data phases (``data_epochs`` on the attacker's sequences, ``aux_epochs`` of pre-training on
+    the auxiliary ones for PTAQ) with the student's own next-item objective."""
+
+    uses_real_sequences: ClassVar[bool] = True
+
+    k: int = Field(50, ge=1)
+    num_negatives: int = Field(50, ge=1, description="negatives per queried list (list item p pairs with negative p mod n)")
+    data_epochs: int = Field(30, ge=0)
+    data_batch_size: int = Field(128, ge=1)
+    data_lr: float = Field(1e-3, gt=0.0)
+    aux_epochs: int = Field(30, ge=0)
+    prefixes: Literal["last", "all"] = "last"
+    rank_loss: Literal["bpr", "hinge"] = "bpr"
+    item_loss: Literal["bpr", "hinge"] = "hinge"
+
+
+class SeqPTDConfig(_ZhuSequentialConfig):
+    attack: Literal["seq_ptd"] = "seq_ptd"
+
+
+class SeqPTQConfig(_ZhuSequentialConfig):
+    attack: Literal["seq_ptq"] = "seq_ptq"
+
+
+class SeqPTAQConfig(_ZhuSequentialConfig):
+    attack: Literal["seq_ptaq"] = "seq_ptaq"
+
+
+@dataclass(frozen=True)
+class ZhuStealingObjective:
+    """Zhu et al.'s stealing loss (Eq. 10–12) per queried list, averaged over the batch."""
+
+    rank_loss: str = "bpr"
+    item_loss: str = "hinge"
+    margin: float = 0.5
+
+    def __call__(self, student, batch: StudentBatch) -> tuple[torch.Tensor, dict[str, Any]]:
+        scores = student_scores(student, batch).float()
+        lists, negatives = batch.lists, batch.negatives
+        pick = torch.arange(lists.shape[1], device=lists.device) % negatives.shape[1]
+        paired = negatives[:, pick]
+        list_scores = scores.gather(1, lists.clamp(min=0))
+        neg_scores = scores.gather(1, paired.clamp(min=0))[..., None]
+        valid = (lists >= 0) & (paired >= 0)
+        per_list = stealing_loss(list_scores, neg_scores, valid, self.rank_loss, self.item_loss, self.margin)
+        loss = per_list.mean()
+        return loss, {"stealing": loss.detach()}
+
+
+def sequences_log(sequences: np.ndarray, num_items: int, name: str) -> Interactions:
+    """Left-padded sequences ``[N, L]`` as an :class:`Interactions` log (row ``n`` = user ``n``)."""
+    seqs = np.asarray(sequences, dtype=np.int64)
+    valid = seqs != PAD
+    users, _ = np.nonzero(valid)
+    return Interactions(users=users, items=seqs[valid], num_users=len(seqs), num_items=num_items, name=name)
+
+
+def fit_next_item(student, sequences: np.ndarray, num_items: int, *, epochs: int, batch_size: int, lr: float,
+                  weight_decay: float, seed: int, device: str, amp: bool, name: str,
+                  on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+    """Train ``student`` on real sequences with its own sampler and loss (the PTD phase);
+    ``on_epoch(epoch, mean_loss)`` reports each epoch (it cannot stop this phase)."""
+    if epochs == 0:
+        return []
+    log = sequences_log(sequences, num_items, name)
+    dev = resolve_device(device)
+    student.to(dev)
+    sampler = student.make_sampler(log, batch_size)
+    sample_seed, rng_seed = np.random.SeedSequence([seed, 7]).generate_state(2)
+    with _private_rng(int(rng_seed), dev):
+        result = optimize(student, sampler, student.loss, epochs, lr, torch.Generator().manual_seed(int(sample_seed)),
+                          device=dev, amp=amp, weight_decay=weight_decay, on_epoch=on_epoch)
+    return result.losses
+
+
+def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client, *, seed: int, device: str,
+         on_epoch: Callable | None, progress: bool, auxiliary: bool, steal: bool) -> ExtractionResult:
+    if knowledge.sequences is None or len(knowledge.sequences) == 0:
+        raise ConfigError(f"{config.attack} needs the attacker's real sequences (knowledge.sequences)")
+    if auxiliary and (knowledge.auxiliary is None or len(knowledge.auxiliary) == 0):
+        raise ConfigError(f"{config.attack} needs auxiliary sequences (knowledge.auxiliary)")
+    max_len = config.max_len or knowledge.max_len
+    init_seed, aux_seed, data_seed, train_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence([int(seed), 0x2A0]).spawn(4))
+    student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, init_seed)
+    info: dict[str, Any] = {}
+    started = time.perf_counter()
+    common = dict(num_items=knowledge.num_items, batch_size=config.data_batch_size, lr=config.data_lr,
+                  weight_decay=config.weight_decay, device=device, amp=config.amp)
+    if auxiliary:
+        info["aux_losses"] = fit_next_item(student, knowledge.auxiliary, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common)
+    report = None if steal or on_epoch is None else (lambda epoch, loss: on_epoch(epoch, {"loss": loss}))
+    info["data_losses"] = fit_next_item(student, knowledge.sequences, epochs=config.data_epochs, seed=data_seed,
+                                        name="attacker", on_epoch=report, **common)
+    info["data_seconds"] = time.perf_counter() - started
+    queries = 0
+    if steal:
+        seqs = knowledge.sequences if config.budget_sequences is None else knowledge.sequences[: config.budget_sequences]
+        data = label_sequences(client, seqs, k=config.k, prefixes=config.prefixes, query_batch=config.query_batch,
+                               query_budget=query_allowance(client, config.budget_queries))
+        queries = data.queries
+        objective = ZhuStealingObjective(config.rank_loss, config.item_loss, config.margin)
+        stats = train_student(student, data, objective, seed=train_seed, device=device, on_epoch=on_epoch,
+                              progress=progress, **config.training_options())
+        info.update({key: value for key, value in stats.items()}, queried_prefixes=int(data.queried.sum()))
+    student.eval()
+    return ExtractionResult(student=student, queries=queries, info=info)
+
+
+@register_extraction("seq_ptd", SeqPTDConfig, "Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences")
+def seq_ptd(config, knowledge, client, *, seed, device="cpu", on_epoch=None, progress=False) -> ExtractionResult:
+    return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=False)
+
+
+@register_extraction("seq_ptq", SeqPTQConfig, "Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists")
+def seq_ptq(config, knowledge, client, *, seed, device="cpu", on_epoch=None, progress=False) -> ExtractionResult:
+    return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=True)
+
+
+@register_extraction("seq_ptaq", SeqPTAQConfig, "Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ")
+def seq_ptaq(config, knowledge, client, *, seed, device="cpu", on_epoch=None, progress=False) -> ExtractionResult:
+    return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=True, steal=True)

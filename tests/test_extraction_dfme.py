@@ -1,0 +1,360 @@
+"""DFME (Yue et al. 2021): synthesis under exact budgets, the ranking loss, the student loop,
+evaluation helpers and configs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model_fixtures import toy_log
+from raysteal.data.splits import leave_one_out
+from raysteal.errors import ConfigError
+from raysteal.extraction import ExtractionSet, SequenceKnowledge, make_extraction_config, run_extraction
+from raysteal.extraction.evaluate import extraction_metrics, ndcg_agreement, next_item_metrics, student_lists
+from raysteal.extraction.losses import ranking_loss, ranking_loss_terms
+from raysteal.extraction.student import (
+    dfme_objective,
+    keep_positions,
+    prefix_rows,
+    sample_negatives,
+    scores_in_one_pass,
+    student_hidden,
+    train_student,
+)
+from raysteal.extraction.synthesis import label_sequences, synthesize
+from raysteal.extraction.types import StudentBatch
+from raysteal.models.base import PAD
+from raysteal.oracle import TargetSpec, in_process_oracle
+from raysteal.training import fit, seeded_model
+
+NUM_ITEMS = 40
+MAX_LEN = 8
+
+
+class SpyClient:
+    """Exposes only what an attacker may touch; records every request and answer."""
+
+    def __init__(self, client):
+        self._client = client
+        self.requests: list[np.ndarray] = []
+        self.answers: list[np.ndarray] = []
+
+    def query(self, inputs, k):
+        answer = self._client.query(inputs, k)
+        self.requests.append(np.array(inputs, copy=True))
+        self.answers.append(np.array(answer, copy=True))
+        return answer
+
+    @property
+    def remaining_budget(self) -> int:
+        return self._client.remaining_budget
+
+    @property
+    def num_items(self) -> int:
+        return self._client.num_items
+
+    @property
+    def spent(self) -> int:
+        return self._client.spent
+
+    @property
+    def info(self):
+        return self._client.info
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A small SASRec teacher trained for a few epochs on the toy successor log."""
+    torch.set_num_threads(1)
+    log = toy_log(num_users=120, num_items=NUM_ITEMS, seed=0)
+    split = leave_one_out(log)
+    teacher = seeded_model({"model": "sasrec", "embedding_dim": 16, "max_len": MAX_LEN}, log.num_users, log.num_items, seed=0)
+    fit(teacher, split, {"epochs": 15, "batch_size": 64, "lr": 5e-3, "patience": 50}, seed=0, device="cpu", progress=False)
+    return log, split, teacher
+
+
+@pytest.fixture()
+def oracle(toy):
+    black_box = in_process_oracle(TargetSpec(model=toy[2]), device="cpu")
+    yield black_box
+    black_box.close()
+
+
+def _items(row: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(x) for x in row if x != PAD)
+
+
+# ------------------------------------------------------------------ synthesis and budgets
+@pytest.mark.parametrize("strategy", ["autoregressive", "random"])
+def test_query_budget_is_spent_exactly_and_growth_stops(oracle, strategy):
+    client = oracle.register_attacker("a")
+    data = synthesize(client, strategy=strategy, num_sequences=10, max_len=5, k=6, rng=np.random.default_rng(0),
+                      query_batch=4, query_budget=37)
+    assert data.queries == client.spent == 37 == int(data.queried.sum())
+    lengths = (data.sequences != PAD).sum(1)
+    assert sorted(lengths.tolist()) == [3, 3, 3] + [4] * 7  # 3 full steps of 10, then 7 of the 4th
+    assert np.array_equal(data.queried, data.sequences != PAD)  # every item's prefix answered, nothing else
+    assert (data.lists[~data.queried] == -1).all()
+
+
+def test_client_budget_and_sequence_budget(oracle):
+    limited = oracle.register_attacker("limited", budget=25)
+    data = synthesize(limited, strategy="autoregressive", num_sequences=100, max_len=MAX_LEN, k=5, rng=np.random.default_rng(1))
+    assert data.queries == limited.spent == 25 and limited.remaining_budget == 0
+    assert data.num_sequences == 25 and ((data.sequences != PAD).sum(1) == 1).all()  # budget < N: one query each
+    free = oracle.register_attacker("free")
+    data = synthesize(free, strategy="random", num_sequences=6, max_len=MAX_LEN, k=5, rng=np.random.default_rng(1))
+    assert data.queries == free.spent == 6 * MAX_LEN and data.sequences.shape == (6, MAX_LEN)
+    with pytest.raises(ConfigError, match="budget"):
+        synthesize(limited, strategy="random", num_sequences=3, max_len=4, k=5, rng=np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="budget"):
+        synthesize(free, strategy="random", num_sequences=3, max_len=4, k=5, rng=np.random.default_rng(0), query_budget=0)
+
+
+def test_autoregressive_items_come_from_previous_answer_and_lists_are_the_answers(oracle):
+    spy = SpyClient(oracle.register_attacker("spy"))
+    data = synthesize(spy, strategy="autoregressive", num_sequences=9, max_len=MAX_LEN, k=7, rng=np.random.default_rng(2), query_batch=4)
+    seqs, lists = data.sequences, data.lists
+    # each appended item was drawn from the answer for the prefix before it
+    assert np.all((seqs[:, 1:, None] == lists[:, :-1, :]).any(-1))
+    # no sequence repeats an item (the black box excludes the query's items)
+    assert all(len(set(_items(row))) == len(_items(row)) for row in seqs)
+    # lists are exactly what the client returned, prefix by prefix
+    answered = {}
+    for request, answer in zip(spy.requests, spy.answers):
+        for row, ans in zip(request, answer):
+            answered[_items(row)] = ans
+    for n, t in zip(*np.nonzero(data.queried)):
+        assert np.array_equal(lists[n, t], answered[_items(seqs[n, : t + 1])])
+    # only ids travel: every answer is an integer array, the spy exposes no scoring at all
+    assert all(np.issubdtype(a.dtype, np.integer) for a in spy.answers)
+    assert not hasattr(spy, "score") and not hasattr(spy._client, "score")
+
+
+def test_random_sequences_have_distinct_items(oracle):
+    data = synthesize(oracle.register_attacker("r"), strategy="random", num_sequences=50, max_len=MAX_LEN, k=3, rng=np.random.default_rng(3))
+    assert all(len(set(row.tolist())) == MAX_LEN for row in data.sequences)
+    assert data.sequences.min() >= 0 and data.sequences.max() < NUM_ITEMS
+
+
+def test_label_sequences_all_last_and_budget(oracle):
+    seqs = np.array([[PAD, PAD, 3, 4, 5], [1, 2, 6, 7, 8], [PAD, PAD, PAD, PAD, PAD]])
+    spy = SpyClient(oracle.register_attacker("lab"))
+    data = label_sequences(spy, seqs, k=4, prefixes="all", query_batch=3)
+    assert data.queries == spy.spent == 8
+    assert np.array_equal(data.queried, seqs != PAD)
+    for n, t in zip(*np.nonzero(data.queried)):
+        prefix = [x for x in seqs[n, : t + 1] if x != PAD]
+        assert np.array_equal(data.lists[n, t], spy._client.query([prefix], 4)[0])
+    last = label_sequences(oracle.register_attacker("last"), seqs, k=4, prefixes="last")
+    assert last.queries == 2 and np.array_equal(np.argwhere(last.queried), [[0, 4], [1, 4]])
+    cut = label_sequences(oracle.register_attacker("cut"), seqs, k=4, query_budget=5)
+    assert cut.queries == 5  # shortest prefixes first: 1- and 2-item prefixes of both, then row 0's 3-item one
+    assert cut.queried[0].tolist() == [False, False, True, True, True]
+    assert cut.queried[1].tolist() == [True, True, False, False, False]
+
+
+# ------------------------------------------------------------------ the loss
+def test_ranking_loss_matches_hand_computation():
+    list_scores = torch.tensor([[3.0, 2.8, 1.0]])
+    neg_scores = torch.tensor([[2.9, 0.0]])
+    pairs, negatives = ranking_loss_terms(list_scores, neg_scores, margin=0.5)
+    # pairs: max(0, .5-.2)=.3, max(0, .5-1.8)=0 -> .15; negatives pair p -> (list p%3, neg p%2):
+    # (3 vs 2.9) .4, (2.8 vs 0) 0, (1 vs 2.9) 2.4 -> 2.8/3
+    assert pairs.item() == pytest.approx(0.15)
+    assert negatives.item() == pytest.approx(2.8 / 3)
+    # from full scores with padding: list [2, 0, -1], negatives [1, -1]
+    scores = torch.tensor([[1.0, 0.2, 1.1]])
+    loss, parts = ranking_loss(scores, torch.tensor([[2, 0, -1]]), torch.tensor([[1, -1]]), margin=0.5)
+    # one valid pair (2,0): max(0, .5-.1)=.4 ; negative pairs: (2 vs 1) valid: max(0, .5-.9)=0 ; (0 vs -1) masked ; (-1) masked
+    assert parts["rank_pairs"].item() == pytest.approx(0.4)
+    assert parts["rank_negatives"].item() == pytest.approx(0.0)
+    assert loss.item() == pytest.approx(0.4)
+
+
+def test_negatives_avoid_the_list_and_positions_are_subsampled():
+    gen = torch.Generator().manual_seed(0)
+    for catalogue, least_valid in ((40, 0.99), (10, 0.5)):  # 8 listed items of 40, and of 10 (a stress case)
+        lists = torch.stack([torch.randperm(catalogue, generator=gen)[:8] for _ in range(50)])
+        negatives = sample_negatives(lists, 30, catalogue, gen)
+        assert negatives.shape == (50, 30) and negatives.max() < catalogue
+        valid = negatives >= 0  # collisions left after the redraw rounds are masked, never kept
+        assert valid.float().mean() > least_valid
+        assert not (negatives[:, :, None] == lists[:, None, :]).any(-1)[valid].any()
+    queried = torch.tensor([[True] * 6, [False, False, True, True, True, True], [False] * 5 + [True]])
+    kept = keep_positions(queried, 2, gen)
+    assert kept.sum(1).tolist() == [2, 2, 1] and not (kept & ~queried).any()
+
+
+def test_batches_align_lists_with_prefixes_also_when_realigned():
+    from raysteal.extraction.student import _BatchMaker
+
+    rng = np.random.default_rng(0)
+    seqs = rng.integers(0, 30, (16, 6))
+    seqs[:4, :2] = PAD  # shorter sequences, left-padded
+    lists = np.full((16, 6, 3), -1, dtype=np.int32)
+    rows, cols = np.nonzero(seqs != PAD)
+    lists[rows, cols, 0] = seqs[rows, cols]  # encode each prefix: its last item and its length
+    lists[rows, cols, 1] = (np.cumsum(seqs != PAD, axis=1))[rows, cols]
+    data = ExtractionSet(seqs, lists, queries=int(len(rows)), extras={"seq": seqs.copy()})
+    gen = torch.Generator().manual_seed(0)
+    for realign in (0.0, 1.0):
+        maker = _BatchMaker(data, torch.device("cpu"), 30, 2, positions=3 if realign else None, realign=realign)
+        moved = False
+        for _ in range(5):
+            batch = maker(torch.randperm(16, generator=gen)[:8], gen)
+            last_item = batch.inputs[batch.rows, batch.cols]
+            length = (prefix_rows(batch.inputs, batch.rows, batch.cols) != PAD).sum(1)
+            assert torch.equal(last_item, batch.lists[:, 0]) and torch.equal(length, batch.lists[:, 1])
+            lead = 6 - batch.inputs.shape[1]  # per-position extras keep the full width, shifted like the inputs
+            assert torch.equal(batch.extras["seq"][batch.rows, batch.cols + lead], last_item)
+            full = torch.nn.functional.pad(batch.inputs, (lead, 0), value=PAD)
+            moved |= not torch.equal(full, torch.as_tensor(seqs)[batch.sequence_ids])
+            if realign:
+                assert (torch.bincount(batch.rows, minlength=8) <= 3).all()
+        assert moved == bool(realign)
+
+
+# ------------------------------------------------------------------ scoring prefixes
+def test_one_pass_scoring_equals_scoring_each_prefix():
+    seqs = torch.tensor([[PAD, PAD, 3, 4, 5, 9], [1, 2, 6, 7, 8, 0]])
+    rows, cols = torch.nonzero(seqs != PAD, as_tuple=True)
+    batch = StudentBatch(torch.arange(2), seqs, rows, cols, torch.zeros(len(rows), 1, dtype=torch.long), torch.zeros(len(rows), 0, dtype=torch.long))
+    prefixes = prefix_rows(seqs, rows, cols)
+    assert prefixes[0].tolist() == [PAD] * 5 + [3] and prefixes[3].tolist() == [PAD, PAD, 3, 4, 5, 9]
+    gru = seeded_model({"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8, "max_len": 6}, 0, 10, seed=0).eval()
+    assert scores_in_one_pass(gru)
+    with torch.no_grad():
+        assert torch.allclose(student_hidden(gru, batch), gru.represent(gru.prepare(prefixes), *_last(prefixes)), atol=1e-5)
+    bert = seeded_model({"model": "bert4rec", "embedding_dim": 8, "max_len": 7}, 0, 10, seed=0).eval()
+    assert not scores_in_one_pass(bert)
+    with torch.no_grad():  # non-causal students score each prefix as its own sequence
+        assert torch.allclose(bert.logits(student_hidden(bert, batch)), bert.score(prefixes), atol=1e-5)
+
+
+def _last(x: torch.Tensor):
+    return torch.arange(len(x)), torch.full((len(x),), x.shape[1] - 1)
+
+
+# ------------------------------------------------------------------ the recipe end to end
+def test_dfme_beats_a_random_student(toy, oracle):
+    log, split, _ = toy
+    client = oracle.register_attacker("dfme", budget=200 * MAX_LEN)
+    config = {"attack": "dfme", "student": {"model": "sasrec", "embedding_dim": 16}, "k": 10, "epochs": 12, "batch_size": 50,
+              "lr": 5e-3, "num_negatives": 10, "budget_queries": 200 * MAX_LEN}
+    result = run_extraction(config, SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN), client, seed=0)
+    assert result.queries == client.spent == 200 * MAX_LEN and result.info["sequences"] == 200
+    history = result.info["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    seqs = log.padded_sequences(MAX_LEN)
+    teacher = oracle.register_attacker("judge").query(seqs, 10)
+    head = np.zeros(len(seqs), dtype=bool)
+    head[:24] = True
+    stolen = extraction_metrics(student_lists(result.student, seqs, 10), teacher, head=head)
+    random_student = seeded_model({"model": "sasrec", "embedding_dim": 16, "max_len": MAX_LEN}, 0, NUM_ITEMS, seed=7)
+    baseline = extraction_metrics(student_lists(random_student, seqs, 10), teacher, head=head)
+    assert stolen["agr@10"] > baseline["agr@10"] + 0.3, (stolen, baseline)
+    assert stolen["agr@1"] > baseline["agr@1"]
+
+
+def test_train_student_is_deterministic_and_stops_when_asked():
+    rng = np.random.default_rng(0)
+    seqs = rng.integers(0, 20, (12, 5))
+    lists = rng.integers(0, 20, (12, 5, 4)).astype(np.int32)
+    data = ExtractionSet(sequences=seqs, lists=lists, queries=60)
+    weights = []
+    for _ in range(2):
+        student = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 5}, 0, 20, seed=1)
+        seen = []
+        stats = train_student(student, data, dfme_objective(0.5), epochs=5, batch_size=4, lr=1e-2, num_negatives=3, seed=3,
+                              realign=0.5, on_epoch=lambda epoch, s: seen.append((epoch, s)) or epoch == 2)
+        assert stats["epochs_run"] == 2 and stats["stopped_early"] and [e for e, _ in seen] == [1, 2]
+        assert {"loss", "rank_pairs", "rank_negatives", "epoch_seconds", "prefixes"} <= set(seen[0][1])
+        weights.append(torch.cat([p.detach().flatten() for p in student.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    too_long = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 3}, 0, 20, seed=1)
+    with pytest.raises(ConfigError, match="max_len"):
+        train_student(too_long, data, dfme_objective(), epochs=1, batch_size=4, lr=1e-2)
+
+
+# ------------------------------------------------------------------ evaluation
+def test_student_lists_exclude_input_items():
+    student = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 6}, 0, 8, seed=0)
+    seqs = np.array([[PAD, PAD, 1, 2, 3, 4], [2, 3, 4, 5, 6, 7]])
+    lists = student_lists(student, seqs, 4, chunk=1)
+    assert lists.shape == (2, 4) and lists.dtype == np.int64
+    assert sorted(lists[0].tolist()) == [0, 5, 6, 7]
+    assert sorted(lists[1, :2].tolist()) == [0, 1] and (lists[1, 2:] == -1).all()  # only 2 items left
+    with torch.no_grad():
+        scores = student.score(torch.as_tensor(seqs[:1]))[0]
+    scores[[1, 2, 3, 4]] = -math.inf
+    assert lists[0].tolist() == torch.topk(scores, 4).indices.tolist()
+
+
+def test_extraction_metrics_on_hand_cases():
+    teacher = np.array([list(range(10)), list(range(10, 20)), list(range(20, 30))])
+    student = np.array([list(range(10)), [10, 11, 12, 13, 14, 90, 91, 92, 93, 94], [99] + list(range(21, 30))])
+    head = np.array([True, False, False])
+    m = extraction_metrics(student, teacher, head=head, test_items=np.array([3, 95, -1]))
+    assert m["agr@10"] == pytest.approx((1.0 + 0.5 + 0.9) / 3)
+    assert m["agr@1"] == pytest.approx(2 / 3)
+    assert m["agr@10/head"] == 1.0 and m["agr@10/tail"] == pytest.approx(0.7)
+    assert m["agr@1/head"] == 1.0 and m["agr@1/tail"] == pytest.approx(0.5)
+    discount = 1 / np.log2(np.arange(10) + 2)
+    ideal = ((10 - np.arange(10)) * discount).sum()
+    assert ndcg_agreement(student, teacher)[1] == pytest.approx(((10 - np.arange(5)) * discount[:5]).sum() / ideal)
+    assert ndcg_agreement(student, teacher)[2] == pytest.approx(((10 - np.arange(1, 10)) * discount[1:]).sum() / ideal)
+    assert m["ndcg_agr@10/head"] == pytest.approx(1.0)
+    # user 0: item 3 at rank 3 for both; user 1: 95 missed by both; user 2 has no test item
+    assert m["student_hr@10"] == pytest.approx(0.5) and m["teacher_ndcg@10"] == pytest.approx(0.5 / np.log2(5))
+    assert next_item_metrics(student, np.array([0, 94, 21]), k=10) == pytest.approx({"hr@10": 1.0, "ndcg@10": (1 + 1 / np.log2(11) + 1 / np.log2(3)) / 3})
+
+
+# ------------------------------------------------------------------ configs
+def test_configs_validate_and_name_the_key():
+    cfg = make_extraction_config({"attack": "dfme", "budget_sequences": 10})
+    assert cfg.k == 100 and cfg.margin == 0.5 and cfg.synthesis == "autoregressive" and cfg.student == {"model": "sasrec"}
+    assert cfg.student_config(50) == {"max_len": 50, "model": "sasrec"}
+    assert make_extraction_config(cfg) is cfg
+    assert make_extraction_config(cfg.model_dump()) == cfg  # round-trips
+    with pytest.raises(ConfigError, match="temperture"):
+        make_extraction_config({"attack": "dfme", "temperture": 2.0})
+    with pytest.raises(ConfigError, match="nope"):
+        make_extraction_config({"attack": "nope"})
+    with pytest.raises(ConfigError, match="attack"):
+        make_extraction_config({"k": 10})
+    with pytest.raises(ConfigError, match=r"\bk\b"):
+        make_extraction_config({"attack": "dfme", "k": 0})
+    with pytest.raises(ConfigError, match="synthesis"):
+        make_extraction_config({"attack": "dfme", "synthesis": "gan"})
+    with pytest.raises(ConfigError, match="student"):
+        make_extraction_config({"attack": "dfme", "student": {"embedding_dim": 8}})
+
+
+def test_dfme_needs_a_budget(oracle):
+    with pytest.raises(ConfigError, match="budget"):
+        run_extraction({"attack": "dfme"}, SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN), oracle.register_attacker("x"), seed=0)
+
+
+# ------------------------------------------------------------------ Zhu et al. on sequential targets
+def test_zhu_sequential_recipes_spend_what_they_query(toy, oracle):
+    log, split, _ = toy
+    seqs = split.train.padded_sequences(MAX_LEN)
+    knowledge = SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN, sequences=seqs[:12], auxiliary=seqs[60:])
+    base = {"student": {"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8}, "epochs": 2, "data_epochs": 2,
+            "aux_epochs": 1, "batch_size": 6, "data_batch_size": 16, "k": 10, "num_negatives": 10}
+    make_extraction_config({"attack": "seq_ptq", **base})  # validates; Zhu configs need real sequences
+    assert make_extraction_config({"attack": "seq_ptq", **base}).uses_real_sequences
+    ptd = oracle.register_attacker("ptd")
+    assert run_extraction({"attack": "seq_ptd", **base}, knowledge, ptd, seed=0).queries == ptd.spent == 0
+    ptq = oracle.register_attacker("ptq")
+    result = run_extraction({"attack": "seq_ptq", **base}, knowledge, ptq, seed=0)
+    assert result.queries == ptq.spent == 12 and result.info["epochs_run"] == 2  # one query per sequence ("last")
+    ptaq = oracle.register_attacker("ptaq")
+    result = run_extraction({"attack": "seq_ptaq", **base, "prefixes": "all", "budget_queries": 30}, knowledge, ptaq, seed=0)
+    assert result.queries == ptaq.spent == 30 and len(result.info["aux_losses"]) == 1
+    with pytest.raises(ConfigError, match="auxiliary"):
+        run_extraction({"attack": "seq_ptaq", **base}, SequenceKnowledge(NUM_ITEMS, MAX_LEN, sequences=seqs[:12]), ptaq, seed=0)

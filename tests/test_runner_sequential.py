@@ -1,0 +1,65 @@
+"""``raysteal run`` against a sequential target: DFME, BAHSD and the popularity floor on Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raysteal.errors import ConfigError
+from raysteal.experiment.config import expand_runs, parse_experiment
+
+SEQ = {
+    "experiment": "tiny-seq",
+    "seeds": 1,
+    "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
+    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 6, "batch_size": 64, "lr": 3e-3}}],
+    "attacks": [
+        {"attack": "popularity"},
+        {"attack": "dfme", "budget_queries": 600, "k": 20, "epochs": 6, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+        {"attack": "bahsd", "budget_queries": 600, "k": 20, "epochs": 6, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+        {"attack": "seq_ptq", "k": 20, "epochs": 4, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+    ],
+    "split": {"aux_fraction": 0.0, "attacker_fraction": 0.2},
+    "k": 10,
+}
+
+
+def test_sequential_attacks_keep_their_own_list_length():
+    runs = expand_runs(parse_experiment(SEQ))
+    assert [r["attack"].get("k") for r in runs] == [None, 20, 20, 20]  # not overwritten by K=10
+
+
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"attacks": [{"attack": "dfmx"}]}, "dfmx"),
+        ({"attacks": [{"attack": "dfme", "budget_querys": 5}]}, "budget_querys"),
+        ({"attacks": [{"attack": "popularity", "epochs": 3}]}, "popularity"),
+        ({"split": {"aux_fraction": 1.0}}, "split.aux_fraction"),
+    ],
+)
+def test_bad_sequential_experiment_fails_before_work(patch, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_experiment({**SEQ, **patch})
+
+
+@pytest.mark.ray
+def test_sequential_run_writes_head_tail_rows(ray_session, tmp_path):
+    from raysteal.distributed.experiment_runner import run_experiment
+
+    config = parse_experiment(SEQ)
+    store = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
+    frame = store.load().set_index("attack")
+    assert set(frame.index) == {"popularity", "dfme", "bahsd", "seq_ptq"}
+    for col in ["agr@1", "agr@10", "agr@10/head", "agr@10/tail", "student_ndcg@10", "teacher_ndcg@10", "agr@k", "queries", "wall_s"]:
+        assert col in frame.columns, col
+        assert np.isfinite(frame[col].astype(float)).all(), col
+    assert frame.loc["popularity", "queries"] == 0
+    assert frame.loc["dfme", "queries"] == 600 and frame.loc["bahsd", "queries"] <= 600
+    # the teacher's own accuracy is the same in every data-free row (same target, same users)
+    assert frame.loc[["popularity", "dfme", "bahsd"], "teacher_ndcg@10"].nunique() == 1
+    # data-free attackers are scored on every evaluable user; seq_ptq never on the users it knows
+    assert frame.loc["seq_ptq", "eval_users"] < frame.loc["dfme", "eval_users"]
+    # resume: nothing left to do
+    again = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
+    assert len(again.load()) == 4

@@ -1,0 +1,110 @@
+"""``raysteal simulate``: many concurrent attackers, exact budgets, rate limits, the summary contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from raysteal.errors import ConfigError
+from raysteal.experiment.simulate_config import parse_simulation
+
+SIM = {
+    "experiment": "sim-test",
+    "datasets": [{"name": "synthetic", "options": {"num_users": 600, "num_items": 200, "max_len": 40, "seed": 2}}],
+    "targets": [{"model": "bpr", "train": {"epochs": 5, "batch_size": 512}}],
+    "attacks": [{"attack": "qsd", "finetune_epochs": 1, "batch_size": 512}, {"attack": "popularity"}],
+    "defenses": [[], [{"type": "rate_limit", "rate": 40, "burst": 4}]],
+    "split": {"attacker_fraction": 0.05},  # ~15 known users, ~12 queryable
+    "k": 10,
+    "simulation": {"attackers": 64, "budgets": [0, 3, 1000], "cpus_per_attacker": 1, "request_size": 2},
+}
+
+
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"simulation": None}, r"simulation: a simulation file needs"),
+        ({"simulation": {**SIM["simulation"], "attackers": 0}}, r"simulation\.attackers"),
+        ({"simulation": {**SIM["simulation"], "budgets": [5, -1]}}, r"simulation\.budgets"),
+        ({"simulation": {**SIM["simulation"], "request_size": 8}}, r"simulation\.request_size: 8 exceeds the burst \(4\)"),
+        ({"simulation": {**SIM["simulation"], "cpus": 1}}, r"simulation\.cpus"),
+        ({"seeds": 3}, r"seeds: does not apply"),
+        ({"targets": SIM["targets"] * 2}, r"exactly one dataset and one target"),
+        ({"attacks": [{"attack": "qsd", "finetune_epochz": 1}]}, r"finetune_epochz"),
+    ],
+)
+def test_bad_simulation_files_fail_naming_the_key(patch, key):
+    with pytest.raises(ConfigError, match=key):
+        parse_simulation({**SIM, **patch})
+
+
+def test_attackers_get_their_own_seed_budget_attack_and_server():
+    sim = parse_simulation(SIM)
+    runs = sim.attacker_runs()
+    assert len(runs) == 64 and len({r["seed"] for r in runs}) == 64
+    assert [r["budget"] for r in runs[:4]] == [0, 3, 1000, 0]
+    assert [r["attack"]["attack"] for r in runs[:3]] == ["qsd", "popularity", "qsd"]
+    assert [r["simulation"]["server"] for r in runs[:4]] == [0, 0, 1, 1]  # every attack meets every server
+    assert runs[2]["defenses"] == SIM["defenses"][1] and runs[0]["defenses"] == []
+
+
+def test_patient_client_waits_out_a_rate_limit_and_splits_requests():
+    from raysteal.distributed.simulate import PatientClient
+    from raysteal.oracle import TargetSpec, in_process_oracle
+    from tests.oracle_fixtures import bpr_target, random_log
+
+    log = random_log()
+    oracle = in_process_oracle(TargetSpec.from_training_log(bpr_target(log), log, defenses=[{"type": "rate_limit", "rate": 200, "burst": 4}]))
+    client = PatientClient(oracle.register_attacker("a", budget=12), request_size=4)
+    lists = client.query(np.arange(12), 5)
+    assert lists.shape == (12, 5) and client.requests == 3 and client.spent == 12
+    assert client.rate_limited >= 1 and client.waited_s > 0  # 4 tokens a burst: the later requests waited
+    plain = in_process_oracle(TargetSpec.from_training_log(bpr_target(log), log)).register_attacker("b")
+    assert np.array_equal(lists, plain.query(np.arange(12), 5))  # split requests, same answers
+    log_frame = oracle.query_log().to_pandas()
+    assert (log_frame[log_frame.attacker == "a"].granted.sum()) == 3
+
+
+@pytest.mark.ray
+def test_64_concurrent_attackers_spend_exactly_their_budgets(ray_session, tmp_path):
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+    from raysteal.results import ResultStore
+
+    file = tmp_path / "sim.yaml"
+    file.write_text(yaml.safe_dump(SIM))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["simulate", str(file), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"attackers", "queries", "qps", "latency_ms", "budget_overspend"} <= set(summary)
+    assert set(summary["latency_ms"]) == {"p50", "p99"}
+    assert summary["attackers"] == 64 and summary["completed"] == 64 and summary["failed"] == 0
+    assert summary["budget_overspend"] == 0
+
+    rows = ResultStore(out).load()
+    assert len(rows) == 64 and rows["run_id"].nunique() == 64 and sorted(rows["attacker"]) == list(range(64))
+    qsd = rows[rows.attack == "qsd"]
+    # exact budgets: every querying attacker spent min(budget, users it may query), no more, no less
+    assert (qsd["queries"] == np.minimum(qsd["budget"], qsd["queried_users"])).all()
+    assert (rows[rows.attack == "popularity"]["queries"] == 0).all()
+    assert summary["queries"] == int(rows["queries"].sum())
+
+    logs = ResultStore(out).load_query_logs()
+    assert logs["server"].nunique() == 2
+    spent = logs[logs.granted].groupby("attacker")["count"].sum()
+    for row in qsd[qsd.queries > 0].itertuples():  # the server's own log agrees with the ledger
+        assert spent[row.run_id] == row.queries
+    limited = qsd[qsd.server == 1]
+    assert (limited["requests"] == np.ceil(limited["queries"] / 2)).all()  # request_size 2
+    assert summary["refused"].get("RateLimitExceeded", 0) == int(rows["rate_limited"].sum()) > 0
+    # they really ran at once: some attackers overlapped in time
+    spans = rows[["started_at", "finished_at"]].to_numpy()
+    overlap = max(int(((spans[:, 0] <= t) & (spans[:, 1] > t)).sum()) for t in spans[:, 0])
+    assert overlap >= 2
+    assert "queries/s" in result.output and "budget overspend 0" in result.output
