@@ -102,7 +102,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from raysteal.extraction import SequenceKnowledge
     from raysteal.extraction.dfme import DFMEConfig
     from raysteal.extraction.evaluate import extraction_metrics, student_lists
     from raysteal.extraction.student import dfme_objective, train_student

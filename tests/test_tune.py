@@ -221,8 +221,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_session, tmp
 
 def test_the_schema_expresses_a_bahsd_sweep():
     """Temperatures, margin, InfoNCE weight and temperature, and the budget of a sequential
-    extraction (BAHSD) validate against the extraction config; running it is refused before launch
-    until sequential trials are wired."""
+    extraction (BAHSD) validate against the extraction config."""
     from raysteal.extraction import extraction_names
 
     if "bahsd" not in extraction_names():
@@ -252,5 +251,42 @@ def test_the_schema_expresses_a_bahsd_sweep():
         parse_tune({**spec, "search_space": {"attack.infonce_tau": {"uniform": [-0.5, 0.5]}}})
     with pytest.raises(ConfigError, match=r"tune\.metric: 'agr@k/heldout' is not reported"):
         parse_tune({**spec, "tune": {"metric": "agr@k/heldout"}})
-    with pytest.raises(ConfigError, match="not wired"):
-        run_tune(sweep, "/nonexistent/never-created")
+
+
+SEQ_SWEEP = {
+    "experiment": "bahsd-tiny-tune",
+    "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
+    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3}}],
+    "attacks": [{"attack": "bahsd", "budget_queries": 400, "k": 20, "epochs": 4, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}}],
+    "split": {"aux_fraction": 0.0},
+    "k": 10,
+    "search_space": {
+        "attack.lr": {"grid": [1e-2, 1e-6, 1e-6]},
+        "attack.t_max": {"uniform": [2.0, 8.0]},
+        "attack.infonce_weight": {"loguniform": [0.01, 1.0]},
+        "budget": {"choice": [300, 400]},
+    },
+    "tune": {"metric": "agr@10", "scheduler": {"asha": {"grace_period": 1, "reduction_factor": 2}}, "max_concurrent": 1},
+}
+
+
+@pytest.mark.ray
+def test_a_bahsd_sweep_reports_every_student_epoch_and_writes_best(ray_session, tmp_path, target_cache):
+    from raysteal.distributed.tune import run_tune
+    from raysteal.experiment.config import load_experiment
+    from raysteal.results import ResultStore
+
+    if "bahsd" not in __import__("raysteal.extraction", fromlist=["x"]).extraction_names():
+        pytest.skip("BAHSD is not registered")
+    file = _write(tmp_path / "seq.yaml", SEQ_SWEEP)
+    out = tmp_path / "out"
+    outcome = run_tune(load_tune(file), out, cache_dir=target_cache, verbose=0)
+    assert outcome.trials == 3 and outcome.errored == 0
+    frame = ResultStore(out).load()
+    assert len(frame) == 3
+    for col in ("agr@10", "agr@10/head", "agr@10/tail", "queries"):
+        assert frame[col].notna().all(), col
+    assert (frame["queries"] <= frame["hp/budget_queries"].max()).all()
+    assert outcome.stopped_early >= 1  # the lr-1e-6 students do not move: ASHA cuts one at a rung
+    best = load_experiment(out / "best.yaml")
+    assert best.attacks[0]["attack"] == "bahsd" and best.attacks[0]["lr"] == pytest.approx(1e-2)

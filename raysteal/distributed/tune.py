@@ -32,7 +32,7 @@ import yaml
 from ray.tune import Callback
 
 from raysteal.errors import ConfigError, RaystealError
-from raysteal.experiment.tune_config import PROBE_METRICS, TuneExperiment, apply_sample, best_experiment, candidate_values, is_sequential
+from raysteal.experiment.tune_config import PROBE_METRICS, SEQUENTIAL_PROBE_METRICS, TuneExperiment, apply_sample, best_experiment, candidate_values, is_sequential
 from raysteal.results.store import ResultStore, run_id
 
 TIME_ATTR = "epoch"
@@ -101,6 +101,28 @@ class EpochProbe:
         }
 
 
+class SequentialEpochProbe:
+    """Agreement of a student in training with a sequential teacher, on a seeded subset of the
+    evaluation users (their real histories; the final row scores all of them): Yue et al.'s
+    Agr@1 / Agr@10 and BAHSD's head / tail split, as in
+    :func:`~raysteal.experiment.execute_sequential.execute_sequential_run`."""
+
+    def __init__(self, run: dict[str, Any], data, device: str = "cpu", max_users: int = 1024):
+        n = len(data.eval_users)
+        rng = np.random.default_rng(np.random.SeedSequence([int(run["seed"]), 7]))
+        self.rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, size=max_users, replace=False))
+        self.sequences = data.eval_sequences[self.rows]
+        self.teacher = data.teacher_lists[self.rows]
+        self.is_head = data.is_head[self.rows]
+        self.device = device
+
+    def __call__(self, model) -> dict[str, float]:
+        from raysteal.extraction.evaluate import extraction_metrics, student_lists
+
+        lists = np.asarray(student_lists(model, self.sequences, max(10, self.teacher.shape[1]), device=self.device))
+        return {k: float(v) for k, v in extraction_metrics(lists, self.teacher, head=self.is_head).items()}
+
+
 # ------------------------------------------------------------------------------------- trial
 @dataclass
 class TrialSetup:
@@ -138,7 +160,9 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     from ray import tune
 
     from raysteal.distributed.runtime import worker_device
+    from raysteal.experiment.context import SequentialRunData
     from raysteal.experiment.execute import execute_run
+    from raysteal.experiment.execute_sequential import execute_sequential_run
     from raysteal.oracle.server import client_for
 
     trial_id = tune.get_context().get_trial_id()
@@ -146,7 +170,10 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     rid = run_id(run)
     device = worker_device()
     client = client_for(setup.server, rid, _budget(run))
-    probe = EpochProbe(run, data, device, setup.probe_users) if setup.report_epochs else None
+    sequential = isinstance(data, SequentialRunData)
+    probe_cls = SequentialEpochProbe if sequential else EpochProbe
+    users = min(setup.probe_users, 1024) if sequential else setup.probe_users  # a student scores long histories
+    probe = probe_cls(run, data, device, users) if setup.report_epochs else None
     node = ray_node_id()
     last: dict[str, Any] = {TIME_ATTR: 0}
 
@@ -158,14 +185,17 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
             **probe(stats["model"]),
             TIME_ATTR: epoch,
             "loss": float(stats["loss"]),
-            "phase": stats["phase"],
+            "phase": stats.get("phase", "student"),
             "queries": client.spent,
             "run_id": rid,
             "node_id": node,
         }
         tune.report(metrics)
 
-    row = execute_run(run, data, client, device=device, aux_cache=setup.aux_cache, on_epoch=on_epoch)
+    if sequential:
+        row = execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch)
+    else:
+        row = execute_run(run, data, client, device=device, aux_cache=setup.aux_cache, on_epoch=on_epoch)
     row.update(setup.costs.get(int(run["k"]), {}))
     row.update(sweep=setup.sweep, tune_trial=trial_id, tune_epochs=int(last[TIME_ATTR]), tune_config=json.dumps({k: _py(v) for k, v in config.items()}))
     tune.report({**_numeric(row), TIME_ATTR: last[TIME_ATTR], "run_id": rid, "node_id": node, "row": json.dumps(row, default=str)})
@@ -207,9 +237,17 @@ class RowWriter(Callback):
         """The row of a trial stopped before its end: what its last epoch report measured."""
         import raysteal
         from raysteal.attacks import make_attack_config
+        from raysteal.experiment.config import is_sequential_target
 
         run = trial_run(self.base_run, self.sweep, config, trial_id)
-        cfg = make_attack_config(run["attack"])
+        sequential = is_sequential_target(run["target"]["model"])
+        if sequential:
+            from raysteal.extraction import make_extraction_config
+
+            cfg = make_extraction_config(run["attack"])
+        else:
+            cfg = make_attack_config(run["attack"])
+        measured = SEQUENTIAL_PROBE_METRICS if sequential else PROBE_METRICS
         row: dict[str, Any] = {
             "run_id": str(result.get("run_id") or run_id(run)),
             "experiment": run["experiment"],
@@ -218,14 +256,14 @@ class RowWriter(Callback):
             "target": run["target"]["model"],
             "target_params": run["target"]["params"],
             "attack": cfg.attack,
-            "clone": cfg.clone,
+            "clone": str(cfg.student.get("model")) if sequential else cfg.clone,
             "seed": int(run["seed"]),
             "k": int(run["k"]),
             "defense": run["defenses"],
             "budget": _budget(run),
             **{key: run["split"][key] for key in ("attacker_fraction", "auxiliary_size", "item_overlap", "query_fraction")},
-            "hyperparameters": cfg.model_dump(),
-            **{m: float(result[m]) for m in PROBE_METRICS + ("queries",) if m in result},
+            "hyperparameters": cfg.model_dump(mode="json"),
+            **{m: float(result[m]) for m in measured + ("queries",) if m in result},
             "node_id": str(result.get("node_id", "")),
             "code_version": raysteal.__version__,
             "sweep": self.sweep,
@@ -234,7 +272,7 @@ class RowWriter(Callback):
             "tune_config": json.dumps({k: _py(v) for k, v in config.items()}),
             "tune_status": "stopped_early",
         }
-        for key, value in cfg.model_dump().items():
+        for key, value in cfg.model_dump(mode="json").items():
             if isinstance(value, (int, float, str, bool)) and key not in ("attack", "clone", "k"):
                 row[f"hp/{key}"] = value
         return row
@@ -266,9 +304,14 @@ def tune_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def planned_epochs(tune_exp: TuneExperiment) -> int:
     """The most clone-training epochs a trial can run (``epochs + finetune_epochs``, the largest
     values the search space can draw)."""
-    from raysteal.attacks import make_attack_config
+    if is_sequential(tune_exp):
+        from raysteal.extraction import make_extraction_config
 
-    cfg = make_attack_config(tune_exp.base_run()["attack"])
+        cfg = make_extraction_config(tune_exp.base_run()["attack"])
+    else:
+        from raysteal.attacks import make_attack_config
+
+        cfg = make_attack_config(tune_exp.base_run()["attack"])
 
     def most(name: str) -> int:
         spec = tune_exp.search_space.get(f"attack.{name}")
@@ -277,7 +320,7 @@ def planned_epochs(tune_exp: TuneExperiment) -> int:
         (dist, args), = spec.items()
         return int(max(candidate_values(dist, args)))
 
-    return most("epochs") + most("finetune_epochs")
+    return most("epochs") + (most("finetune_epochs") if hasattr(cfg, "finetune_epochs") else 0)
 
 
 def _scheduler(tune_exp: TuneExperiment):
@@ -383,10 +426,6 @@ def run_tune(
     from raysteal.distributed.runtime import gpu_share, init_ray
     from raysteal.oracle.server import start_target_server, stop_target_server
 
-    if is_sequential(tune_exp):
-        # the seam: a trial would call execute_sequential_run(..., on_epoch=...) with a probe of the
-        # student's SEQUENTIAL_PROBE_METRICS on held-out evaluation users (see tune_trial)
-        raise ConfigError(f"{tune_exp.name}: tuning a sequential target's extraction is not wired into raysteal tune yet")
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the sweep's state often: a kill loses little
@@ -408,7 +447,7 @@ def run_tune(
         sweep=tune_exp.name,
         base_run=base,
         server=server,
-        report_epochs=settings.metric in PROBE_METRICS,
+        report_epochs=settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS),
         costs=costs,
         aux_cache=str(Path(cache_dir) if cache_dir else out / "cache"),
     )

@@ -21,11 +21,8 @@ import raysteal
 from raysteal.data.splits import attacker_users
 from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
 from raysteal.experiment.context import SequentialRunData
+from raysteal.experiment.execute import _child_rng, _ray_node_id
 from raysteal.results.store import run_id
-
-
-def _child_rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
 def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_data: bool):
@@ -122,6 +119,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         "queries": queries,
         "wall_s": time.perf_counter() - started,
         "device": device,
+        "node_id": _ray_node_id(),
         "code_version": raysteal.__version__,
     }
     for key, value in hyper.items():

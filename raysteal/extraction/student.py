@@ -305,7 +305,8 @@ def train_student(
             if progress:
                 print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), file=sys.stderr)
             student.eval()
-            if on_epoch is not None and on_epoch(epoch, dict(stats)) is True:
+            # the student rides along (eval mode) so a caller can score it, e.g. Ray Tune's probe
+            if on_epoch is not None and on_epoch(epoch, {**stats, "model": student}) is True:
                 stopped = True
                 break
     student.eval()
