@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -75,9 +76,13 @@ def test_ledger_survives_actor_restart(ray_session, spec, tmp_path):
     client.query(np.arange(30), k=5)
     pid_before = ray.get(server.pid.remote())
     ray.kill(server, no_restart=False)  # a crash: Ray restarts the actor
+    # ray.kill is asynchronous: wait until a new process answers before checking the ledger
+    deadline = time.monotonic() + 60
+    while ray.get(server.pid.remote()) == pid_before:
+        assert time.monotonic() < deadline, "the killed target server was never restarted"
+        time.sleep(0.1)
     # the restarted actor replays the journal: 20 left, never 50 again
     assert client.remaining_budget == 20
-    assert ray.get(server.pid.remote()) != pid_before
     with pytest.raises(QueryBudgetExceeded):
         client.query(np.arange(21), k=5)
     client.query(np.arange(20), k=5)
