@@ -86,7 +86,7 @@ def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epoch
     cfg, tcfg = make_config(model_cfg), make_train_config(train_cfg)
     model = seeded_model(cfg, log.num_users, log.num_items, args.seed)
     t0 = time.perf_counter()
-    result = fit(model, split, tcfg, seed=args.seed, device=args.device, progress=None)
+    result = fit(model, split, tcfg, seed=args.seed, device=args.device, progress=True if args.progress else None)
     train_seconds = time.perf_counter() - t0
     test = evaluate(model, split, "test", k=10, num_negatives=100, seed=args.seed)
     row: dict[str, Any] = {
@@ -108,6 +108,14 @@ def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epoch
         "model_config": cfg.model_dump(mode="json"),
         "train_config": tcfg.model_dump(mode="json"),
     }
+    if args.save_dir is not None:  # the trained model, reusable as a target (weights + config + metrics)
+        from raysteal.training.checkpoint import save_checkpoint
+
+        path = args.save_dir / f"{args.dataset}-{cfg.model}-seed{args.seed}.pt"
+        save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics={"train": result.summary(), "test": {k: v for k, v in test.items() if k != "per_user"}},
+                        extra={"dataset": args.dataset, "preprocess": args.preprocess, "seed": args.seed,
+                               "train_config": tcfg.model_dump(mode="json")})
+        row["checkpoint"] = str(path)
     limit = RAW_LIMITS.get(cfg.model)
     if limit is not None:
         on_gpu = result.device != "cpu"
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="dataset directory (default: $RAYSTEAL_DATA, then the cache)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads (default: torch's)")
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="MODEL.KEY=VALUE")
+    parser.add_argument("--progress", action="store_true", help="log every epoch's loss and validation NDCG@10")
+    parser.add_argument("--save-dir", type=Path, default=None, help="write each trained model's checkpoint here")
     parser.add_argument("--json", type=Path, default=None, help="write the results as a JSON list")
     args = parser.parse_args(argv)
 

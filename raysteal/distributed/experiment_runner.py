@@ -29,24 +29,27 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
     from raysteal.distributed.runtime import worker_device
     from raysteal.experiment.context import RunData, prepare_dataset, target_cache_labels, target_config
     from raysteal.oracle import RankingEngine, TargetSpec
-    from raysteal.training import get_or_train_target
+    from raysteal.training import get_or_train_target, load_trained_target
 
     ds_entry, split_cfg, target_entry = DatasetEntry(**dataset), SplitConfig(**split), TargetEntry(**target)
     ctx = prepare_dataset(ds_entry, split_cfg, data_dir)
-    model_cfg, train_cfg = target_config(target_entry)
     device = worker_device()
-    dataset_label, preprocess_label = target_cache_labels(ds_entry, split_cfg)
-    model, meta = get_or_train_target(
-        ctx.target,
-        model_cfg,
-        train_cfg,
-        seed=split_cfg.target_seed,
-        dataset=dataset_label,
-        preprocess=preprocess_label,
-        cache_dir=cache_dir,
-        device=device,
-        progress=False,
-    )
+    if target_entry.checkpoint is not None:
+        model, meta = load_trained_target(target_entry.checkpoint, ctx.target)
+    else:
+        model_cfg, train_cfg = target_config(target_entry)
+        dataset_label, preprocess_label = target_cache_labels(ds_entry, split_cfg)
+        model, meta = get_or_train_target(
+            ctx.target,
+            model_cfg,
+            train_cfg,
+            seed=split_cfg.target_seed,
+            dataset=dataset_label,
+            preprocess=preprocess_label,
+            cache_dir=cache_dir,
+            device=device,
+            progress=False,
+        )
     model = model.cpu().eval()
     train = ctx.loo.train
     spec = TargetSpec.from_training_log(model, train, name=f"{ds_entry.name}/{target_entry.model}")

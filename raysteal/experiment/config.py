@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, DataFileError
 
 
 class _Strict(BaseModel):
@@ -40,6 +40,17 @@ class TargetEntry(_Strict):
     model: str
     params: dict[str, Any] = Field(default_factory=dict, description="model hyperparameters")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+    checkpoint: str | None = Field(
+        None,
+        description="a trained target (`raysteal train-target` OUT/checkpoint.pt, `benchmarks/targets.py --save-dir`)"
+        " used instead of training one; it must have been trained on this experiment's target log",
+    )
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # Ray workers may not share the driver's working directory: pin the path now
+        return None if value is None else str(Path(value).expanduser().resolve())
 
     @property
     def label(self) -> str:
@@ -143,6 +154,8 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             model_cfg, train_cfg = target_config(target)
             make_config(model_cfg)
             make_train_config(train_cfg)
+            if target.checkpoint is not None:
+                _check_target_checkpoint(target)
         except ConfigError as err:
             raise ConfigError(f"{source}: targets.{i}: {err}") from None
     for run in expand_runs(config, seeds=1):
@@ -158,6 +171,23 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             parse_defenses(defense)
         except ConfigError as err:
             raise ConfigError(f"{source}: defenses.{i}: {err}") from None
+
+
+def _check_target_checkpoint(target: TargetEntry) -> None:
+    """A checkpoint target: the file is ours and holds the named model; it fixes the model, so
+    ``params`` and ``train`` would be silently ignored and are refused."""
+    from raysteal.models.base import model_class
+    from raysteal.training.checkpoint import read_checkpoint
+
+    if target.params or target.train:
+        raise ConfigError("checkpoint: a checkpoint fixes the model and its training; drop params/train")
+    try:
+        spec = read_checkpoint(target.checkpoint)["spec"]
+    except DataFileError as err:  # missing, unreadable or not ours: named, before any work starts
+        raise ConfigError(f"checkpoint: {err}") from None
+    saved = spec["config"]["model"]
+    if model_class(saved).name != model_class(target.model).name:
+        raise ConfigError(f"checkpoint: {target.checkpoint} holds a {saved!r} model, not {target.model!r}")
 
 
 SEQUENTIAL_CALIBRATION = "popularity"

@@ -19,7 +19,7 @@ import torch
 
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import LeaveOneOut, leave_one_out
-from raysteal.errors import UnknownNameError
+from raysteal.errors import ConfigError, UnknownNameError
 import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.models.base import ModelConfig, Recommender, make_config
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
@@ -127,3 +127,17 @@ def get_or_train_target(
     model.to("cpu").eval()
     meta = {"spec": model.spec(), "fingerprint": log.fingerprint(), "metrics": metrics, "extra": extra}
     return model, {**meta, "path": str(path), "cache_hit": False}
+
+
+def load_trained_target(path: str | os.PathLike, log: Interactions) -> tuple[Recommender, dict[str, Any]]:
+    """A target trained elsewhere (``raysteal train-target``, ``benchmarks/targets.py --save-dir``),
+    checked against the log it will serve: its data fingerprint and catalogue must be this log's,
+    or its recommendations would refer to other users and items. Returns ``(model, meta)`` like
+    :func:`get_or_train_target`."""
+    model, meta = load_checkpoint(path)
+    if meta.get("fingerprint") != log.fingerprint():
+        raise ConfigError(
+            f"checkpoint {path} was trained on another log (fingerprint {meta.get('fingerprint')!r}) than this "
+            f"target log ({log.name}: {log.num_users} users, {log.num_items} items, fingerprint {log.fingerprint()!r})"
+        )
+    return model, {**meta, "path": str(path), "cache_hit": True}
