@@ -183,6 +183,8 @@ def test_rate_limit_token_bucket():
         limit.admit("a", 1, now=0.0)
     limit.admit("a", 1, now=0.1)  # 0.1 s refills one token
     limit.admit("b", 5, now=0.1)  # per attacker
+    with pytest.raises(ConfigError, match="never pass a rate limit with burst 5"):
+        limit.admit("c", 6, now=100.0)  # larger than the burst: waiting would never help
 
 
 def test_defended_oracle_logs_the_defense(log):

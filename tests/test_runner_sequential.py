@@ -63,3 +63,13 @@ def test_sequential_run_writes_head_tail_rows(ray_session, tmp_path):
     # resume: nothing left to do
     again = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
     assert len(again.load()) == 4
+    # a DFME run that spent its budget and died before its row landed is retried with the whole
+    # budget, on a fresh account; the query log keeps both attempts
+    dfme_id = frame.loc["dfme", "run_id"]
+    (tmp_path / "out" / "runs" / f"{dfme_id}.parquet").unlink()
+    retried = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
+    rows = retried.load().set_index("attack")
+    assert rows.loc["dfme", "queries"] == 600
+    logs = retried.load_query_logs()
+    spent = logs[logs["granted"]].groupby("attacker")["count"].sum()
+    assert spent[dfme_id] == 600 and spent[f"{dfme_id}@1"] == 600

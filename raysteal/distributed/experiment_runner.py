@@ -143,6 +143,24 @@ def _ledger_budget(run: dict) -> int:
     return -1 if own is None else int(own)
 
 
+def _attempt_account(rid: str, ledger: dict[str, Any]) -> str:
+    """The server account of the next attempt at run ``rid``: ``rid``, then ``rid@1``, ``rid@2``, ...
+
+    An attempt that died (a crashed worker, a killed experiment) spent queries but wrote no row;
+    the ledger journal keeps what it spent, so reusing its account would hand the retry a smaller
+    budget and silently change the experiment. Each attempt gets the whole budget on a new account
+    and the query log keeps every attempt's queries under its own name."""
+    earlier = sum(1 for name in ledger if name == rid or name.startswith(rid + "@"))
+    return rid if earlier == 0 else f"{rid}@{earlier}"
+
+
+def _crashed(err: Exception) -> bool:
+    """A system failure worth one retry (the attack code did not raise: its process was lost)."""
+    import ray.exceptions as rex
+
+    return isinstance(err, (rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError, rex.LocalRayletDiedError))
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -168,7 +186,8 @@ def run_experiment(
     init_ray(address, num_cpus=num_cpus)
     share = gpu_share()
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
-    execute = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=1)
+    # no Ray-level retry: a retried attempt must open a fresh account (``_attempt_account``)
+    execute = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=0)
 
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in pending:
@@ -178,11 +197,18 @@ def run_experiment(
         for key, rs in groups.items()
     }
     servers: dict[tuple, Any] = {}
-    in_flight: dict[Any, tuple[dict, dict]] = {}
+    in_flight: dict[Any, tuple[dict, dict, Any, dict, Any, int]] = {}
     waiting = {ref: key for key, ref in prepared.items()}
     failures: list[tuple[dict, str]] = []
     state_root = Path(out_dir) / "ledgers"
     aux_cache = str(Path(cache_dir) if cache_dir else Path(out_dir) / "cache")
+
+    def submit(run: dict, cost: dict, server, ledger: dict, data_ref, attempt: int = 0) -> None:
+        """One attempt at ``run`` on its own account (``ledger``: the server's accounts so far)."""
+        account = _attempt_account(run_id(run), ledger)
+        ledger[account] = {"budget": _ledger_budget(run), "spent": 0}
+        client = client_for(server, account, _ledger_budget(run))
+        in_flight[execute.remote(run, data_ref, client, aux_cache)] = (run, cost, server, ledger, data_ref, attempt)
 
     def deploy(key: tuple, spec, data) -> None:
         """Start one server per defense setting of this target and submit its runs."""
@@ -196,10 +222,9 @@ def run_experiment(
             name = run_id({"group": list(key), "defenses": defense_key})[:12]
             server = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
             servers[(key, defense_key)] = (name, server)
+            ledger = ray.get(server.ledger.remote())  # accounts of earlier invocations (a resumed experiment)
             for run in druns:
-                budget = _ledger_budget(run)
-                client = client_for(server, run_id(run), budget)
-                in_flight[execute.remote(run, data_ref, client, aux_cache)] = (run, costs[run["k"]])
+                submit(run, costs[run["k"]], server, ledger, data_ref)
 
     with RunProgress(total=len(pending), enabled=progress) as bar:
         while waiting or in_flight:
@@ -216,12 +241,15 @@ def run_experiment(
                     continue
                 deploy(key, spec, data)
                 continue
-            run, cost = in_flight.pop(ref)
+            run, cost, server, ledger, data_ref, attempt = in_flight.pop(ref)
             try:
                 row = {**ray.get(ref), **cost}
                 store.write_row(run_id(run), row)
                 bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
             except Exception as err:  # a failed run writes no row: a re-run retries it
+                if _crashed(err) and attempt == 0:  # its process was lost: once more, on a fresh account
+                    submit(run, cost, server, ledger, data_ref, attempt + 1)
+                    continue
                 failures.append((run, repr(err)))
                 bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
     for (name, server) in servers.values():

@@ -136,7 +136,15 @@ class RateLimit:
         self._lock = threading.Lock()
 
     def admit(self, attacker: str, count: int, now: float | None = None) -> None:
-        """Take ``count`` tokens or raise ``RateLimitExceeded`` taking none."""
+        """Take ``count`` tokens or raise ``RateLimitExceeded`` taking none.
+
+        A request larger than the burst could never be admitted, however long its sender waits:
+        that is a ``ConfigError`` (split the request), not a "retry after"."""
+        if count > self.burst:
+            raise ConfigError(
+                f"a request of {count} queries can never pass a rate limit with burst {self.burst}: "
+                f"send at most {self.burst} queries per request"
+            )
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, last = self._buckets.get(attacker, (float(self.burst), now))

@@ -53,8 +53,15 @@ class ResultStore:
         return path
 
     def write_query_log(self, name: str, table: pa.Table) -> Path:
-        """Persist a server's query log (joinable on ``attacker`` = run id)."""
+        """Persist a server's query log (joinable on ``attacker`` = run id, ``run id@N`` for a retry).
+
+        One part per invocation (``NAME.parquet``, then ``NAME.1.parquet``, ...): a resumed
+        experiment's server starts a new log, and the queries of earlier invocations are kept."""
         path = self.logs_dir / f"{name}.parquet"
+        part = 0
+        while path.exists():
+            part += 1
+            path = self.logs_dir / f"{name}.{part}.parquet"
         _atomic_write_table(table, path)
         return path
 
@@ -68,5 +75,5 @@ class ResultStore:
     def load_query_logs(self) -> pd.DataFrame:
         if not self.logs_dir.is_dir():
             return pd.DataFrame()
-        frames = [pd.read_parquet(p).assign(server=p.stem) for p in sorted(self.logs_dir.glob("*.parquet"))]
+        frames = [pd.read_parquet(p).assign(server=p.stem.split(".")[0]) for p in sorted(self.logs_dir.glob("*.parquet"))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
