@@ -102,6 +102,7 @@ def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epoch
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "best_valid_ndcg@10": result.best_valid_ndcg,
+        "stopped_by_time": result.stopped_by_time,
         "amp_bf16": result.amp,
         "test_users": test["users"],
         "seed": args.seed,

@@ -81,6 +81,17 @@ def test_early_stopping_restores_the_best_validated_weights(split):
     assert result.epochs_run == 12 or stale == 2
 
 
+def test_time_box_stops_after_the_epoch_that_passes_it_and_validates_it(split):
+    model = seeded_model({"model": "bpr", "embedding_dim": 16}, split.train.num_users, split.train.num_items, 0)
+    config = {"epochs": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 10, "max_seconds": 1e-6}
+    result = fit(model, split, config, seed=0, progress=False)
+    assert result.stopped_by_time and result.epochs_run == 1
+    assert "valid_ndcg@10" in result.history[-1]  # the last epoch is validated though eval_every is 10
+    assert result.best_epoch == 1 and result.summary()["stopped_by_time"]
+    with pytest.raises(ConfigError, match="max_seconds"):
+        make_train_config({"max_seconds": 0})
+
+
 def test_train_config_validation_names_the_key():
     assert make_train_config({"epochs": 3}, lr=0.1) == TrainConfig(epochs=3, lr=0.1)
     with pytest.raises(ConfigError, match="epochz"):

@@ -27,6 +27,9 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     eval_users: int | None = Field(None, ge=1, description="validate on a seeded subsample of users")
     min_epochs: int = Field(1, ge=1, description="never stop before this many epochs")
+    max_seconds: float | None = Field(
+        None, gt=0.0, description="time box: stop after the epoch in which training passes this many seconds (validated, best weights kept)"
+    )
     max_batches_per_epoch: int | None = Field(None, ge=1, description="truncate epochs (smoke tests)")
     amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: auto = on a GPU")
 

@@ -42,6 +42,7 @@ class TrainResult:
     samples: int = 0
     device: str = "cpu"
     amp: bool = False
+    stopped_by_time: bool = False  # the ``max_seconds`` time box ended training
 
     @property
     def samples_per_second(self) -> float:
@@ -60,6 +61,7 @@ class TrainResult:
             "samples_per_second": self.samples_per_second,
             "device": self.device,
             "amp": self.amp,
+            "stopped_by_time": self.stopped_by_time,
             "history": self.history,
         }
 
@@ -157,7 +159,8 @@ def fit(
             result.samples += rows
             result.epochs_run = epoch
             log: dict[str, float] = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "step_seconds": step_time}
-            if valid_users.size and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            out_of_time = config.max_seconds is not None and time.perf_counter() - started >= config.max_seconds
+            if valid_users.size and (epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time):
                 ndcg = validation_ndcg(model, split, valid_users, device=dev)
                 log["valid_ndcg@10"] = ndcg
                 if not ndcg <= result.best_valid_ndcg:  # first validation, or an improvement
@@ -169,6 +172,9 @@ def fit(
             result.history.append(log)
             bar.epoch_done(log)
             if config.early_stopping and stale >= config.patience and epoch >= config.min_epochs:
+                break
+            if out_of_time:
+                result.stopped_by_time = True
                 break
     if config.early_stopping and best_state is not None:
         model.load_state_dict(best_state)
