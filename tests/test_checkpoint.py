@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 
@@ -15,8 +16,8 @@ from raysteal.cli import app
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import leave_one_out
 from raysteal.errors import DataFileError
-from raysteal.models import model_class, model_names
-from raysteal.training import fit, get_or_train_target, load_checkpoint, save_checkpoint, seeded_model
+from raysteal.models import make_config, model_class, model_names
+from raysteal.training import fit, get_or_train_target, load_checkpoint, make_train_config, save_checkpoint, seeded_model
 from raysteal.training.evaluate import model_inputs
 from tests.model_fixtures import small_config as _small_config, toy_log
 
@@ -108,6 +109,25 @@ def test_target_cache_trains_once_per_key(log, tmp_path, monkeypatch):
     _, meta4 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, {**train, "lr": 0.01}, seed=0,
                                    cache_dir=tmp_path, progress=False)
     assert len(calls) == 3 and len({meta1["path"], meta3["path"], meta4["path"]}) == 3
+
+
+def test_target_key_ignores_fields_added_at_their_defaults(log):
+    """A target cached before ``length_buckets`` / ``max_seconds`` existed keeps its key."""
+    model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
+    train_cfg = make_train_config({"epochs": 1})
+    old_spec = {
+        "dataset": "walks", "preprocess": "none", "fingerprint": log.fingerprint(), "split": "leave_one_out", "seed": 0,
+        "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "length_buckets"},
+        "train": {k: v for k, v in train_cfg.model_dump(mode="json").items() if k != "max_seconds"},
+    }
+    old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()
+    key = target_cache.target_key(log, model_cfg, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
+    assert key == old_key
+    bucketed = make_config({"model": "sasrec", "embedding_dim": 8, "length_buckets": 4})
+    boxed = make_train_config({"epochs": 1, "max_seconds": 60})
+    keys = {target_cache.target_key(log, m, t, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
+            for m, t in [(bucketed, train_cfg), (model_cfg, boxed)]}
+    assert old_key not in keys and len(keys) == 2  # set away from the default, they do count
 
 
 def test_cli_lists_models():

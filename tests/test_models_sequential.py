@@ -294,6 +294,38 @@ def test_cloze_sampler(log):
     assert 0.2 < masked.sum() / (inputs != PAD).sum() < 0.45
 
 
+@pytest.mark.parametrize("kind", ["next", "cloze"])
+def test_length_buckets_visit_every_window_once_with_less_padding(log, kind):
+    def sampler(buckets: int):
+        if kind == "next":
+            return NextItemSampler(log, 8, MAX_LEN, length_buckets=buckets)
+        return ClozeSampler(log, 8, MAX_LEN, mask_prob=0.3, mask_token=NUM_ITEMS, length_buckets=buckets)
+
+    uniform, bucketed = sampler(0), sampler(3)
+    order = torch.randperm(len(uniform.windows), generator=torch.Generator().manual_seed(0))
+    plain = list(uniform._batches(torch.Generator().manual_seed(0)))
+    assert [b.tolist() for b in plain] == [b.tolist() for b in order.split(8)]  # off: the uniform batching as before
+    batches = list(bucketed._batches(torch.Generator().manual_seed(0)))
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(bucketed.windows)))  # each window exactly once
+    assert len(batches) == len(bucketed)
+    spread = [int(bucketed.lengths[b].max() - bucketed.lengths[b].min()) for b in batches]
+    uniform_spread = [int(uniform.lengths[b].max() - uniform.lengths[b].min()) for b in plain]
+    assert sum(spread) < sum(uniform_spread)
+    tokens = sum(b["inputs"].numel() for b in bucketed.epoch(torch.Generator().manual_seed(0)))
+    uniform_tokens = sum(b["inputs"].numel() for b in uniform.epoch(torch.Generator().manual_seed(0)))
+    assert tokens < uniform_tokens
+    with pytest.raises(ConfigError, match="length_buckets"):
+        sampler(-1)
+
+
+def test_length_buckets_is_a_model_option(log):
+    model = make("sasrec", length_buckets=2)
+    assert model.make_sampler(log, 8).length_buckets == 2
+    assert make("bert4rec", length_buckets=2).make_sampler(log, 8).length_buckets == 2
+    with pytest.raises(ConfigError):
+        make_config({"model": "gru4rec", "length_buckets": -1})
+
+
 def test_samplers_reject_bad_arguments(log):
     with pytest.raises(ConfigError):
         NextItemSampler(log, 0, MAX_LEN)

@@ -42,7 +42,6 @@ class BERT4RecConfig(TransformerConfig):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     mask_prob: float = Field(0.2, gt=0.0, le=1.0)
     last_item_prob: float = Field(0.0, ge=0.0, le=1.0, description="share of windows that mask only their last item (§3.6)")
-    window_stride: int = Field(0, ge=0, description="sliding-window augmentation stride (0 = last max_len items only)")
 
 
 @register_model
@@ -98,4 +97,4 @@ class BERT4Rec(SequentialRecommender):
         from raysteal.models.sequence_samplers import ClozeSampler
 
         cfg = self.config
-        return ClozeSampler(train, batch_size, cfg.max_len, cfg.mask_prob, self.mask_token, cfg.window_stride, cfg.last_item_prob)
+        return ClozeSampler(train, batch_size, cfg.max_len, cfg.mask_prob, self.mask_token, last_item_prob=cfg.last_item_prob, **self.sampler_options())

@@ -32,7 +32,6 @@ class GRU4RecConfig(SequentialConfig):
     hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(1, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    window_stride: int = Field(0, ge=0, description="sliding-window augmentation stride (0 = last max_len items only)")
 
 
 @register_model
@@ -59,6 +58,3 @@ class GRU4Rec(SequentialRecommender):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Softmax cross-entropy of the next item at every position."""
         return self.target_cross_entropy(batch)
-
-    def sampler_options(self) -> dict:
-        return {"window_stride": self.config.window_stride}

@@ -34,7 +34,6 @@ class NARMConfig(SequentialConfig):
     dropout: float = Field(0.25, ge=0.0, lt=1.0, description="after the item embedding")
     context_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="before the bilinear decoder")
     positions_per_sequence: int | None = Field(32, ge=1, description="random training targets kept per window (None = all)")
-    window_stride: int = Field(0, ge=0, description="sliding-window augmentation stride (0 = last max_len items only)")
 
 
 @register_model
@@ -74,4 +73,4 @@ class NARM(SequentialRecommender):
         return self.target_cross_entropy(batch)
 
     def sampler_options(self) -> dict:
-        return {"positions_per_sequence": self.config.positions_per_sequence, "window_stride": self.config.window_stride}
+        return {**super().sampler_options(), "positions_per_sequence": self.config.positions_per_sequence}

@@ -34,7 +34,6 @@ class SASRecConfig(TransformerConfig):
     model: Literal["sasrec"] = "sasrec"
     embedding_dim: int = Field(50, ge=1)
     loss: Literal["ce", "bce"] = "ce"
-    window_stride: int = Field(0, ge=0, description="sliding-window augmentation stride (0 = last max_len items only)")
 
 
 @register_model
@@ -77,4 +76,4 @@ class SASRec(SequentialRecommender):
         return F.binary_cross_entropy_with_logits(torch.cat([pos, neg]), torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]))
 
     def sampler_options(self) -> dict[str, Any]:
-        return {"num_negatives": 1 if self.config.loss == "bce" else 0, "window_stride": self.config.window_stride}
+        return {**super().sampler_options(), "num_negatives": 1 if self.config.loss == "bce" else 0}

@@ -37,6 +37,10 @@ class SequentialConfig(ModelConfig):
 
     max_len: int = Field(200, ge=1, description="longest history the model reads (last max_len items)")
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    window_stride: int = Field(0, ge=0, description="sliding-window augmentation stride (0 = last max_len items only)")
+    length_buckets: int = Field(
+        0, ge=0, description="sort training windows by length within pools of this many batches (0 = uniform random batches)"
+    )
 
 
 class TransformerConfig(SequentialConfig):
@@ -307,5 +311,5 @@ class SequentialRecommender(Recommender):
         return NextItemSampler(train, batch_size, self.config.max_len, **self.sampler_options())
 
     def sampler_options(self) -> dict[str, Any]:
-        """Extra keyword arguments for the sampler (negatives, position subsampling, windows)."""
-        return {}
+        """Keyword arguments for the sampler (windows and batching here; subclasses add negatives, position subsampling)."""
+        return {"window_stride": self.config.window_stride, "length_buckets": self.config.length_buckets}

@@ -32,7 +32,6 @@ class STAMPConfig(SequentialConfig):
     embedding_dim: int = Field(100, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="on the item embeddings of the input")
     positions_per_sequence: int | None = Field(32, ge=1, description="random training targets kept per window (None = all)")
-    window_stride: int = Field(0, ge=0, description="sliding-window augmentation stride (0 = last max_len items only)")
 
 
 @register_model
@@ -73,4 +72,4 @@ class STAMP(SequentialRecommender):
         return self.target_cross_entropy(batch)
 
     def sampler_options(self) -> dict:
-        return {"positions_per_sequence": self.config.positions_per_sequence, "window_stride": self.config.window_stride}
+        return {**super().sampler_options(), "positions_per_sequence": self.config.positions_per_sequence}

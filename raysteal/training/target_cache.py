@@ -37,6 +37,15 @@ def make_split(log: Interactions, split: str = "leave_one_out") -> LeaveOneOut:
     return SPLITS[split](log)
 
 
+_ADDED_FIELDS: dict[str, object] = {"length_buckets": 0, "max_seconds": None}
+"""Model / train config fields added after targets were cached: left out of the key while at
+their default, so a cache written before the field existed still answers."""
+
+
+def _without_added_fields(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not (k in _ADDED_FIELDS and v == _ADDED_FIELDS[k])}
+
+
 def default_cache_dir() -> Path:
     """``$RAYSTEAL_CACHE/targets``, else ``~/.cache/raysteal/targets``."""
     root = os.environ.get("RAYSTEAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "raysteal")
@@ -54,14 +63,16 @@ def target_key(
     preprocess: str,
 ) -> str:
     """Hex digest naming one target (see module docstring for what goes in)."""
+    model = _without_added_fields(model_config.model_dump(mode="json"))
+    train = _without_added_fields(train_config.model_dump(mode="json"))
     spec = {
         "dataset": dataset,
         "preprocess": preprocess,
         "fingerprint": log.fingerprint(),
-        "model": model_config.model_dump(mode="json"),
+        "model": model,
         "split": split,
         "seed": int(seed),
-        "train": train_config.model_dump(mode="json"),
+        "train": train,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
