@@ -25,6 +25,7 @@ from raysteal.data.splits import LeaveOneOut
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, build_model
 from raysteal.training.config import TrainConfig, make_train_config
+from raysteal.training.cpu_memory import retain_freed_memory
 from raysteal.training.evaluate import validation_ndcg
 
 
@@ -138,6 +139,8 @@ def fit(
     """
     config = make_train_config(config)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        retain_freed_memory()
     amp = _use_amp(config, dev)
     sample_seed, rng_seed, eval_seed = _child_seeds(seed, 3)
     model.to(dev)
