@@ -158,41 +158,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t_eval = time.perf_counter()
         metrics = extraction_metrics(student_lists(student, eval_seqs, 10, device=device), teacher_lists, head=is_head, test_items=test_items)
         train_seconds = sum(e["epoch_seconds"] for e in epochs) + stats["epoch_seconds"]
-        row = {"epoch": epoch, **stats, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t_eval, **metrics}
+        figures = {k: v for k, v in stats.items() if k != "model"}  # stats also carry the student itself
+        row = {"epoch": epoch, **figures, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t_eval, **metrics}
         epochs.append(row)
         print(f"epoch {epoch}: loss {stats['loss']:.4f} {stats['epoch_seconds']:.1f}s  agr@1 {metrics['agr@1']:.4f} "
               f"agr@10 {metrics['agr@10']:.4f} (head {metrics['agr@10/head']:.4f} tail {metrics['agr@10/tail']:.4f})", flush=True)
-        if not reached and metrics["agr@10"] >= args.target_agr:
+        newly = not reached and metrics["agr@10"] >= args.target_agr
+        if newly:
             reached.update(epoch=epoch, seconds=synthesis_seconds + train_seconds, agr10=metrics["agr@10"])
-            return not args.no_stop
-        return False
+        write_json(args.json, summary(finished=False))  # a run cut short keeps its epochs
+        return newly and not args.no_stop
+
+    def summary(finished: bool) -> dict[str, Any]:
+        best = max(epochs, key=lambda e: e["agr@10"]) if epochs else {}
+        return {
+            "benchmark": "dfme",
+            "finished": finished,
+            "device": device_name(device),
+            "dataset": args.dataset,
+            "teacher": str(args.teacher),
+            "teacher_model": teacher.config.model_dump(),
+            "teacher_metrics": meta.get("metrics", {}),
+            "quick": bool(args.quick),
+            "config": config.model_dump(mode="json"),
+            "eval_users": int(len(eval_seqs)),
+            "popularity_floor": floor,
+            "sequences": data.num_sequences,
+            "queries": int(data.queries),
+            "synthesis_seconds": synthesis_seconds,
+            "synthesis_queries_per_s": data.queries / synthesis_seconds if synthesis_seconds > 0 else None,
+            "epochs": epochs,
+            "target_agr@10": args.target_agr,
+            "reached_target": bool(reached),
+            "time_to_target_s": reached.get("seconds"),
+            "epochs_to_target": reached.get("epoch"),
+            "best_agr@10": best.get("agr@10"),
+            "best_epoch": best.get("epoch"),
+        }
 
     train_student(student, data, dfme_objective(config.margin), seed=args.seed, device=device, on_epoch=on_epoch,
                   **config.training_options())
-    best = max(epochs, key=lambda e: e["agr@10"]) if epochs else {}
-    result = {
-        "benchmark": "dfme",
-        "device": device_name(device),
-        "dataset": args.dataset,
-        "teacher": str(args.teacher),
-        "teacher_model": teacher.config.model_dump(),
-        "teacher_metrics": meta.get("metrics", {}),
-        "quick": bool(args.quick),
-        "config": config.model_dump(mode="json"),
-        "eval_users": int(len(eval_seqs)),
-        "popularity_floor": floor,
-        "sequences": data.num_sequences,
-        "queries": int(data.queries),
-        "synthesis_seconds": synthesis_seconds,
-        "synthesis_queries_per_s": data.queries / synthesis_seconds if synthesis_seconds > 0 else None,
-        "epochs": epochs,
-        "target_agr@10": args.target_agr,
-        "reached_target": bool(reached),
-        "time_to_target_s": reached.get("seconds"),
-        "epochs_to_target": reached.get("epoch"),
-        "best_agr@10": best.get("agr@10"),
-        "best_epoch": best.get("epoch"),
-    }
+    result = summary(finished=True)
     status = (f"reached agr@10 {reached['agr10']:.4f} >= {args.target_agr} after {reached['epoch']} epochs in {reached['seconds']:.1f}s"
               if reached else f"did not reach agr@10 {args.target_agr}; best {result['best_agr@10']}")
     print(status, flush=True)

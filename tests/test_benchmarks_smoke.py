@@ -1,0 +1,55 @@
+"""The benchmark scripts run end to end on a tiny budget and write the JSON they promise."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def benchmarks_on_path():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    yield
+    sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_path):
+    import dfme
+
+    from raysteal.data import load_dataset
+    from raysteal.data.splits import leave_one_out
+    from raysteal.training import fit, save_checkpoint, seeded_model
+
+    log = load_dataset("ml-100k", data_dir=shared_data)
+    teacher = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 10}, log.num_users, log.num_items, 0)
+    fit(teacher, leave_one_out(log), {"epochs": 1, "batch_size": 256, "eval_users": 50}, progress=False)
+    path = save_checkpoint(tmp_path / "teacher.pt", teacher)
+    out = tmp_path / "dfme.json"
+    dfme.main(["--teacher", str(path), "--dataset", "ml-100k", "--data-dir", str(shared_data), "--preprocess", "none",
+               "--sequences", "16", "--epochs", "2", "--eval-users", "40", "--threads", "1", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["finished"] and result["queries"] == 16 * 10 and len(result["epochs"]) == 2
+    assert {"agr@10", "agr@10/head", "agr@10/tail", "epoch_seconds"} <= set(result["epochs"][0])
+    assert result["popularity_floor"]["agr@10"] >= 0 and result["best_epoch"] in (1, 2)
+
+
+def test_length_buckets_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_path, monkeypatch):
+    import length_buckets
+
+    import raysteal.training as training
+
+    real_preset = training.preset
+    monkeypatch.setenv("RAYSTEAL_DATA", str(shared_data))
+    monkeypatch.setattr(training, "preset", lambda name: (  # the preset is ML-1M sized: a small GRU4Rec
+        {**real_preset(name)[0], "embedding_dim": 8, "hidden_size": 8}, {**real_preset(name)[1], "batch_size": 128}))
+    out = tmp_path / "lb.json"
+    length_buckets.main(["--dataset", "ml-100k", "--models", "gru4rec", "--buckets", "4", "--epochs", "1", "--json", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert row["padded_token_ratio"] < 0.9 and row["speedup"] > 0  # ML-100K histories vary from 20 to 737 items
+    assert row["uniform"]["windows"] == row["bucketed"]["windows"] == 943
