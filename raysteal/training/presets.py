@@ -29,7 +29,12 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # lr 3e-3 rather than the paper's 1e-3: on ML-1M validation (CE loss) NDCG@10 (100 neg) after 4
     # epochs was 0.503 vs 0.383 at 1e-3, still rising at both.
     "sasrec": ({"model": "sasrec"}, {"epochs": 200, "batch_size": 128, "lr": 3e-3, "patience": 5}),
-    "bert4rec": ({"model": "bert4rec"}, {"epochs": 200, "batch_size": 256, "lr": 1e-3, "patience": 5}),
+    # BERT4Rec: the paper's model (d=64, 2 blocks, 2 heads, mask 0.2, N=200); lr 2e-3, batch 128,
+    # length-bucketed batches (1.84x faster epochs on ML-1M). Measured on ML-1M (CPU): validation
+    # NDCG@10 (full) still rising at epoch 64 (0.157), best at epoch 80, early stop at 100; test
+    # NDCG@10 0.5954 with 100 negatives (Yue et al.'s teacher: 0.602). Slow to converge: validate
+    # every 4 epochs with patience 5.
+    "bert4rec": ({"model": "bert4rec", "length_buckets": 8}, {"epochs": 200, "batch_size": 128, "lr": 2e-3, "eval_every": 4, "patience": 5}),
     # GRU4Rec / NARM / STAMP: lr 3e-3 as for SASRec. On ML-1M (benchmarks/targets.py, CPU) GRU4Rec
     # peaked at epoch 18 (test NDCG@10 0.602, 100 neg); NARM and STAMP were still improving at a
     # 20-epoch cap (0.544 / 0.527), hence the larger budgets here.
