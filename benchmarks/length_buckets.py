@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if args.buckets < 1:
-        parser.error("--buckets must be >= 1")
+    if args.buckets < 1 or args.epochs < 1:
+        parser.error("--buckets and --epochs must be >= 1")
 
     from raysteal.data import load_dataset
     from raysteal.training import make_split, resolve_device

@@ -36,8 +36,8 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # every 4 epochs with patience 5.
     "bert4rec": ({"model": "bert4rec", "length_buckets": 8}, {"epochs": 200, "batch_size": 128, "lr": 2e-3, "eval_every": 4, "patience": 5}),
     # GRU4Rec / NARM / STAMP: lr 3e-3 as for SASRec. On ML-1M (benchmarks/targets.py, CPU) GRU4Rec
-    # peaked at epoch 18 (test NDCG@10 0.602, 100 neg); NARM and STAMP were still improving at a
-    # 20-epoch cap (0.544 / 0.527), hence the larger budgets here.
+    # peaked at epoch 18 (test NDCG@10 0.602, 100 neg); run to early stopping, NARM peaked at epoch
+    # 30 (0.554) and STAMP at epoch 26 (0.526).
     "gru4rec": ({"model": "gru4rec"}, {"epochs": 100, "batch_size": 128, "lr": 3e-3, "eval_every": 2, "patience": 3}),
     "narm": ({"model": "narm"}, {"epochs": 100, "batch_size": 128, "lr": 3e-3, "eval_every": 2, "patience": 3}),
     "stamp": ({"model": "stamp"}, {"epochs": 100, "batch_size": 128, "lr": 3e-3, "eval_every": 2, "patience": 3}),
