@@ -36,8 +36,7 @@ from raysteal.extraction.types import ExtractionSet, StudentBatch, StudentObject
 from raysteal.models.base import PAD
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions, shift_items
 from raysteal.models.sequence_samplers import leading_padding
-from raysteal.training.cpu_memory import retain_freed_memory
-from raysteal.training.trainer import _child_seeds, _private_rng, resolve_device
+from raysteal.training.trainer import _child_seeds, _private_rng, training_device
 
 _NEGATIVE_ROUNDS = 4
 """Redraw rounds for negatives that hit the list; any left after them are masked (-1)."""
@@ -260,9 +259,7 @@ def train_student(
     if positions_per_sequence is not None and positions_per_sequence < 1:
         raise ConfigError(f"positions_per_sequence must be >= 1 or None, got {positions_per_sequence}")
     _check_student(student, data)
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        retain_freed_memory()
+    dev = training_device(device)
     student.to(dev)
     use_amp = bool(amp) and dev.type == "cuda" and torch.cuda.is_bf16_supported()
     sample_seed, rng_seed = _child_seeds(seed, 2)

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from raysteal.errors import ConfigError
-from raysteal.training.cpu_memory import retain_freed_memory
-from raysteal.training.trainer import resolve_device
+from raysteal.training.trainer import training_device
 
 Batch = dict[str, torch.Tensor]
 EpochSource = Callable[[torch.Generator], Iterator[Batch]]
@@ -87,9 +86,7 @@ def optimize(
     """
     if epochs < 0:
         raise ConfigError(f"epochs must be >= 0, got {epochs}")
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        retain_freed_memory()
+    dev = training_device(device)
     params = trainable_parameters(model_or_params)
     module = model_or_params if isinstance(model_or_params, nn.Module) else None
     draw = _epochs_of(sampler_epochs)

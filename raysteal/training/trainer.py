@@ -80,6 +80,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def training_device(device: str | torch.device = "auto") -> torch.device:
+    """:func:`resolve_device` for a training loop: on the CPU, also keep freed memory (see cpu_memory)."""
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        retain_freed_memory()
+    return dev
+
+
 def _child_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent 63-bit seeds derived from ``seed`` (numpy SeedSequence)."""
     return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
@@ -138,9 +146,7 @@ def fit(
     ``progress=None`` shows a rich progress bar only on a terminal outside CI.
     """
     config = make_train_config(config)
-    dev = resolve_device(device)
-    if dev.type == "cpu":
-        retain_freed_memory()
+    dev = training_device(device)
     amp = _use_amp(config, dev)
     sample_seed, rng_seed, eval_seed = _child_seeds(seed, 3)
     model.to(dev)
