@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -47,3 +48,25 @@ def write_json(path: str | None, payload: Any) -> None:
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))
     os.replace(tmp, target)
+
+
+def sequence_benchmark_parser(description: str, models: str) -> argparse.ArgumentParser:
+    """Arguments shared by the per-model training benchmarks (dataset, models, seed, threads, JSON)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--dataset", default="ml-1m")
+    parser.add_argument("--models", default=models, help="comma-separated registered names")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads")
+    parser.add_argument("--json", default=None)
+    return parser
+
+
+def training_log(args: Any) -> tuple[Any, list[str]]:
+    """Set the thread count; the dataset's leave-one-out training log and the model names."""
+    from raysteal.data import load_dataset
+    from raysteal.training import make_split
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    return make_split(load_dataset(args.dataset), "leave_one_out").train, names

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from _common import device_name, write_json
+from _common import device_name, sequence_benchmark_parser, training_log, write_json
 
 
 def replay(model: Any, batches: list[dict[str, torch.Tensor]], optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -69,25 +69,14 @@ def bench(name: str, log: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--models", default="narm,bert4rec")
+    parser = sequence_benchmark_parser(__doc__.splitlines()[0], "narm,bert4rec")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.rounds < 1:
         parser.error("--steps and --rounds must be >= 1")
-
-    from raysteal.data import load_dataset
-    from raysteal.training import make_split
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    train = make_split(load_dataset(args.dataset), "leave_one_out").train
-    rows = [bench(m.strip(), train, args) for m in args.models.split(",") if m.strip()]
+    train, names = training_log(args)
+    rows = [bench(name, train, args) for name in names]
     write_json(args.json, {"benchmark": "cpu_allocator", "dataset": args.dataset, "device": device_name("cpu"),
                            "threads": torch.get_num_threads(), "models": rows})
     return 0

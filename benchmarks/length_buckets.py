@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from _common import device_name, sync, write_json
+from _common import device_name, sequence_benchmark_parser, sync, training_log, write_json
 
 
 def padded_tokens(sampler: Any, generator: torch.Generator) -> int:
@@ -49,29 +49,21 @@ def time_epochs(name: str, log: Any, buckets: int, args: argparse.Namespace) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="ml-1m")
-    parser.add_argument("--models", default="bert4rec,sasrec")
+    parser = sequence_benchmark_parser(__doc__.splitlines()[0], "bert4rec,sasrec")
     parser.add_argument("--buckets", type=int, default=8, help="pool size in batches for the bucketed run")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.buckets < 1 or args.epochs < 1:
         parser.error("--buckets and --epochs must be >= 1")
 
-    from raysteal.data import load_dataset
-    from raysteal.training import make_split, resolve_device
+    from raysteal.training import resolve_device
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    split = make_split(load_dataset(args.dataset), "leave_one_out")
+    train, names = training_log(args)
     rows = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        plain = time_epochs(name, split.train, 0, args)
-        bucketed = time_epochs(name, split.train, args.buckets, args)
+    for name in names:
+        plain = time_epochs(name, train, 0, args)
+        bucketed = time_epochs(name, train, args.buckets, args)
         speedup = plain["seconds_per_epoch"] / bucketed["seconds_per_epoch"]
         token_ratio = bucketed["padded_tokens_per_epoch"] / plain["padded_tokens_per_epoch"]
         print(f"{name:>9}  uniform {plain['seconds_per_epoch']:.1f}s/epoch  buckets={args.buckets} "
