@@ -98,3 +98,21 @@ def test_run_end_to_end_then_resume_and_report(ray_session, tmp_path):
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "report" / "report.md").is_file()
+
+
+@pytest.mark.ray
+def test_runs_past_the_concurrency_limit_wait_for_a_slot(ray_session, tmp_path):
+    """A run blocked on its server (``ray.get``) hands its CPU back to Ray, so Ray alone would start
+    all three PTQ runs at once on the session's 4 CPUs; with ``max_concurrent=1`` they run one after
+    another (each starts after the previous one's row was measured)."""
+    from raysteal.distributed.experiment_runner import concurrency_limit, run_experiment
+
+    assert concurrency_limit() == int(ray_session.cluster_resources()["CPU"])
+    with pytest.raises(ConfigError, match="max_concurrent"):
+        concurrency_limit(0)
+    spec = {**TINY, "seeds": 3, "defenses": [[]], "attacks": [{"attack": "ptq", "epochs": 4, "finetune_epochs": 4, "batch_size": 256}]}
+    store = run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False, max_concurrent=1)
+    frame = store.load().sort_values("started_at")
+    assert len(frame) == 3 and (frame["queries"] > 0).all()
+    finished = (frame["started_at"] + frame["wall_s"]).to_numpy()
+    assert (frame["started_at"].to_numpy()[1:] >= finished[:-1]).all(), frame[["started_at", "wall_s"]]

@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
         num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs for a local Ray runtime"),
+        max_concurrent: Optional[int] = typer.Option(
+            None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
@@ -40,6 +43,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=str(cache_dir) if cache_dir else None,
             num_cpus=num_cpus,
             progress=not quiet,
+            max_concurrent=max_concurrent,
         )
         frame = store.load()
         frame = frame[frame["experiment"] == config.experiment] if not frame.empty else frame

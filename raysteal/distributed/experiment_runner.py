@@ -9,7 +9,7 @@ experiment resumes where it stopped.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,24 @@ def _crashed(err: Exception) -> bool:
     return isinstance(err, (rex.WorkerCrashedError, rex.NodeDiedError, rex.OutOfMemoryError, rex.LocalRayletDiedError))
 
 
+def concurrency_limit(max_concurrent: int | None = None) -> int:
+    """How many runs may execute at once: ``max_concurrent``, else the cluster's CPUs now.
+
+    Ray's own scheduling is not enough here: a task blocked in ``ray.get`` hands its CPU back
+    (Ray docs, "Yielding Resources While Blocked"), and a run blocks on every query it sends its
+    ``TargetServer``, so Ray alone starts every run of the grid at once -- all of them holding
+    their data in memory and time-slicing the same cores."""
+    if max_concurrent is not None:
+        if max_concurrent < 1:
+            from raysteal.errors import ConfigError
+
+            raise ConfigError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        return int(max_concurrent)
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -169,14 +187,17 @@ def run_experiment(
     cache_dir: str | None = None,
     num_cpus: int | None = None,
     progress: bool = True,
+    max_concurrent: int | None = None,
 ) -> "ResultStore":
-    """Run every unfinished run of ``config``; returns the result store."""
+    """Run every unfinished run of ``config``, at most :func:`concurrency_limit` at once (the
+    rest queue in grid order); returns the result store."""
     import ray
 
     from raysteal.distributed.progress import RunProgress
     from raysteal.distributed.runtime import gpu_share, init_ray
     from raysteal.oracle.server import client_for, start_target_server, stop_target_server
 
+    concurrency_limit(max_concurrent)  # a bad limit fails before any work
     store = ResultStore(out_dir)
     runs = expand_runs(config)
     done = store.finished()
@@ -198,6 +219,7 @@ def run_experiment(
     }
     servers: dict[tuple, Any] = {}
     in_flight: dict[Any, tuple[dict, dict, Any, dict, Any, int]] = {}
+    queued: deque[tuple[dict, Any, Any, tuple]] = deque()  # (run, data_ref, client, in_flight entry) waiting for a slot
     waiting = {ref: key for key, ref in prepared.items()}
     failures: list[tuple[dict, str]] = []
     state_root = Path(out_dir) / "ledgers"
@@ -208,7 +230,13 @@ def run_experiment(
         account = _attempt_account(run_id(run), ledger)
         ledger[account] = {"budget": _ledger_budget(run), "spent": 0}
         client = client_for(server, account, _ledger_budget(run))
-        in_flight[execute.remote(run, data_ref, client, aux_cache)] = (run, cost, server, ledger, data_ref, attempt)
+        queued.append((run, data_ref, client, (run, cost, server, ledger, data_ref, attempt)))
+
+    def start_queued() -> None:
+        """Start queued runs while fewer than the limit are executing."""
+        while queued and len(in_flight) < concurrency_limit(max_concurrent):
+            run, data_ref, client, entry = queued.popleft()
+            in_flight[execute.remote(run, data_ref, client, aux_cache)] = entry
 
     def deploy(key: tuple, spec, data) -> None:
         """Start one server per defense setting of this target and submit its runs."""
@@ -240,6 +268,7 @@ def run_experiment(
                         bar.advance(f"FAILED target {run['target']['model']}: {err}")
                     continue
                 deploy(key, spec, data)
+                start_queued()
                 continue
             run, cost, server, ledger, data_ref, attempt = in_flight.pop(ref)
             try:
@@ -249,9 +278,10 @@ def run_experiment(
             except Exception as err:  # a failed run writes no row: a re-run retries it
                 if _crashed(err) and attempt == 0:  # its process was lost: once more, on a fresh account
                     submit(run, cost, server, ledger, data_ref, attempt + 1)
-                    continue
-                failures.append((run, repr(err)))
-                bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
+                else:
+                    failures.append((run, repr(err)))
+                    bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
+            start_queued()
     for (name, server) in servers.values():
         store.write_query_log(name, ray.get(server.query_log.remote()))
         stop_target_server(server)

@@ -85,7 +85,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
     from raysteal.attacks import make_attack_config, run_attack
     from raysteal.experiment.aux_cache import needs_auxiliary_model, shared_auxiliary_model
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     k = int(run["k"])
     config = make_attack_config(run["attack"])
     knowledge = build_knowledge(run, data)
@@ -131,6 +131,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         f"clone_ndcg@k": mean(ndcg_at_k_sets(clone_top[:, :k], relevant, k)),
         "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
         "queries": int(output.queries),
+        "started_at": started_at,
         "wall_s": time.perf_counter() - started,
         "device": device,
         "node_id": _ray_node_id(),

@@ -74,7 +74,7 @@ def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarr
 
 def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None) -> dict[str, Any]:
     """Run one sequential extraction and measure it; returns the results row."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     k = int(run["k"])
     width = max(k, 10)
     name = run["attack"].get("attack")
@@ -117,6 +117,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         **_scored_metrics(student, data, keep, k),
         "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
         "queries": queries,
+        "started_at": started_at,
         "wall_s": time.perf_counter() - started,
         "device": device,
         "node_id": _ray_node_id(),
