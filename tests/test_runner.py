@@ -59,6 +59,22 @@ def test_grid_expansion_counts_every_cell():
     assert {r["attack"]["k"] for r in runs} == {10, 20}  # list length follows K
 
 
+def test_target_selection_keeps_the_full_grids_run_ids():
+    from raysteal.experiment.config import select_targets
+    from raysteal.results.store import run_id
+
+    spec = {**TINY, "targets": [{"model": "bpr"}, {"model": "lmf"}]}
+    full = parse_experiment(spec)
+    only = select_targets(full, ["lmf"])
+    picked = {run_id(r) for r in expand_runs(only)}
+    assert len(picked) == len(expand_runs(full)) // 2
+    assert picked == {run_id(r) for r in expand_runs(full) if r["target"]["model"] == "lmf"}
+    with pytest.raises(ConfigError, match="targets are bpr, lmf"):
+        select_targets(full, ["narm"])
+    with pytest.raises(ConfigError, match="targets"):
+        select_targets(full, [])
+
+
 @pytest.mark.ray
 def test_run_end_to_end_then_resume_and_report(ray_session, tmp_path):
     from typer.testing import CliRunner

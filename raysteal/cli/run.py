@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
         file: Path = typer.Argument(..., help="experiment file (YAML or JSON)"),
         out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds"),
+        targets: Optional[str] = typer.Option(None, "--targets", help="run only these targets' runs (comma-separated model names)"),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
@@ -29,10 +30,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
         from raysteal.distributed.experiment_runner import run_experiment
-        from raysteal.experiment.config import load_experiment
+        from raysteal.experiment.config import load_experiment, select_targets
         from raysteal.results.summary import summary_markdown
 
         config = load_experiment(file, seeds=seeds)  # validated before any work starts
+        if targets is not None:
+            config = select_targets(config, [name.strip() for name in targets.split(",") if name.strip()])
         out_dir = out or Path("results") / config.experiment
         save_experiment(config, out_dir)
         store = run_experiment(

@@ -135,6 +135,18 @@ def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int
     return config
 
 
+def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentConfig:
+    """The grid restricted to the targets of the given model names (``raysteal run --targets``).
+
+    Run ids do not depend on the rest of the grid, so the selected runs are the very runs of the
+    full file: running the whole file later resumes them instead of repeating them."""
+    known = [t.model for t in config.targets]
+    unknown = [m for m in models if m not in known]
+    if unknown or not models:
+        raise ConfigError(f"--targets {','.join(models) or '(empty)'}: the experiment's targets are {', '.join(known)}")
+    return config.model_copy(update={"targets": [t for t in config.targets if t.model in models]})
+
+
 def validate_entries(config: ExperimentConfig, source: str) -> None:
     """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
     from raysteal.attacks import make_attack_config
