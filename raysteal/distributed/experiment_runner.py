@@ -20,7 +20,11 @@ from raysteal.results.store import ResultStore, run_id
 
 
 def _group_key(run: dict[str, Any]) -> tuple:
-    """Runs sharing one deployed target: same dataset, split, target."""
+    """Runs sharing one deployed target: same dataset, split, target (later-added settings at
+    their default left out, as in run ids, so the server's ledger name is stable too)."""
+    from raysteal.results.store import canonical_run
+
+    run = canonical_run(run)
     return (json.dumps(run["dataset"], sort_keys=True), json.dumps(run["split"], sort_keys=True), json.dumps(run["target"], sort_keys=True))
 
 
@@ -201,7 +205,7 @@ def run_experiment(
     store = ResultStore(out_dir)
     runs = expand_runs(config)
     done = store.finished()
-    pending = [r for r in runs if run_id(r) not in done]
+    pending = [r for r in runs if not store.is_finished(r, done)]
     if not pending:
         return store
     init_ray(address, num_cpus=num_cpus)

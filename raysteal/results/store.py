@@ -18,9 +18,54 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+# Settings added to run specifications after results were first stored, oldest first, each with
+# the value that reproduces the specification from before it existed. While a setting is at that
+# value it stays out of the id, so a new optional setting does not turn finished runs into
+# unfinished ones (a resumed experiment would redo them, and a report would count both rows as
+# seeds). A new field of a dataset, target, split or experiment entry belongs here;
+# tests/test_results_store.py pins the id of a fixed specification to catch one that is not.
+ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("target", "checkpoint"), None),
+)
+# Ids written between a setting's addition and its registration above kept it, at its default,
+# in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).
+_LEGACY_KEPT = (1,)
+
+
+def _without(run: dict[str, Any], fields: tuple[tuple[tuple[str, ...], Any], ...]) -> dict[str, Any]:
+    """``run`` with each of ``fields`` removed while it holds its registered default."""
+    out = json.loads(json.dumps(run, default=str))
+    for path, default in fields:
+        parent = out
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent and parent[path[-1]] == default:
+            del parent[path[-1]]
+    return out
+
+
+def _hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def canonical_run(run: dict[str, Any]) -> dict[str, Any]:
+    """``run`` without the later-added settings that are at their default (:data:`ADDED_RUN_FIELDS`)."""
+    return _without(run, ADDED_RUN_FIELDS)
+
+
 def run_id(run: dict[str, Any]) -> str:
-    """Stable id of a run: a hash of its full specification (seed included)."""
-    return hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    """Stable id of a run: a hash of its full specification (seed included), see :func:`canonical_run`."""
+    return _hash(canonical_run(run))
+
+
+def run_ids(run: dict[str, Any]) -> list[str]:
+    """:func:`run_id` first, then the ids earlier versions gave the same run (still finished runs)."""
+    ids = [run_id(run)]
+    for kept in _LEGACY_KEPT:
+        legacy = _hash(_without(run, ADDED_RUN_FIELDS[kept:]))
+        if legacy not in ids:
+            ids.append(legacy)
+    return ids
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
@@ -43,6 +88,11 @@ class ResultStore:
         if not self.runs_dir.is_dir():
             return set()
         return {p.stem for p in self.runs_dir.glob("*.parquet")}
+
+    def is_finished(self, run: dict[str, Any], finished: set[str] | None = None) -> bool:
+        """Whether ``run`` has a row, under its id or an id an earlier version gave it."""
+        done = self.finished() if finished is None else finished
+        return any(rid in done for rid in run_ids(run))
 
     def write_row(self, rid: str, row: dict[str, Any]) -> Path:
         """Write one run's row atomically (nested values stored as JSON strings)."""

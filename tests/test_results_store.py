@@ -1,0 +1,42 @@
+"""Run ids survive new optional settings: finished runs stay finished across versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raysteal.experiment.config import expand_runs, load_experiment
+from raysteal.results.store import ResultStore, run_id, run_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _infonce_ablation_seed0() -> dict:
+    config = load_experiment(ROOT / "experiments" / "bahsd" / "ablations-ml1m.yaml", seeds=1)
+    return next(r for r in expand_runs(config) if r["attack"].get("infonce") is False)
+
+
+def test_run_id_is_pinned_to_the_id_stored_before_later_settings():
+    """The ids raysteal stored for this run: before ``target.checkpoint`` existed (the canonical
+    id), and while it sat in the hash at its default. A new setting of an entry that is not
+    registered in ``ADDED_RUN_FIELDS`` changes the first and fails here."""
+    run = _infonce_ablation_seed0()
+    assert run["target"]["checkpoint"] is None
+    assert run_id(run) == "e62261fefc85ea9163b75b7f"
+    assert run_ids(run) == ["e62261fefc85ea9163b75b7f", "52ba0ca9a9c8b861fdf68ecc"]
+
+
+def test_a_setting_away_from_its_default_changes_the_id():
+    run = _infonce_ablation_seed0()
+    other = {**run, "target": {**run["target"], "checkpoint": "/tmp/teacher.pt"}}
+    assert run_id(other) != run_id(run)
+    assert run_id({**run, "seed": 1}) != run_id(run)
+
+
+def test_a_row_stored_under_an_earlier_id_counts_as_finished(tmp_path):
+    run = _infonce_ablation_seed0()
+    store = ResultStore(tmp_path)
+    assert not store.is_finished(run)
+    store.write_row(run_ids(run)[1], {"run_id": run_ids(run)[1], "agr@10": 0.5})
+    assert store.is_finished(run)
+    assert store.is_finished(run, store.finished())
+    assert not store.is_finished({**run, "seed": 1})
