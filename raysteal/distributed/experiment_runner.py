@@ -201,7 +201,8 @@ def run_experiment(
     from raysteal.distributed.runtime import gpu_share, init_ray
     from raysteal.oracle.server import client_for, start_target_server, stop_target_server
 
-    concurrency_limit(max_concurrent)  # a bad limit fails before any work
+    if max_concurrent is not None:
+        concurrency_limit(max_concurrent)  # a bad limit fails before any work (None needs Ray up)
     store = ResultStore(out_dir)
     runs = expand_runs(config)
     done = store.finished()
