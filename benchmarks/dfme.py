@@ -12,6 +12,12 @@ synthesis seconds, seconds per epoch, Agr@1/Agr@10 per epoch, the time to target
 training, evaluation excluded), and the popularity clone's Agr@10 (the floor that makes an
 agreement meaningful).
 
+``--synthesis-cache PATH`` keeps the grown sequences and their answers (``.npz``, written
+atomically) and reuses them on a later run with the same teacher, budget, length, k, strategy and
+seed: a CPU run whose synthesis takes the better part of an hour (NARM, 1M queries) can then be
+cut short and restarted without paying for it again. The reused run reports the original
+synthesis time.
+
 ``--quick`` trains a small SASRec teacher on ML-1M for a few epochs first (no checkpoint
 needed): a smoke test of the pipeline, not a fidelity figure.
 """
@@ -19,6 +25,7 @@ needed): a smoke test of the pipeline, not a fidelity figure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -50,6 +57,37 @@ def _eval_data(dataset: str, data_dir: str | None, preprocess: str, max_len: int
         pick = np.sort(np.random.default_rng(seed).choice(len(evaluable), users, replace=False))
         evaluable, is_head = evaluable[pick], is_head[pick]
     return log, split, history.padded_sequences(max_len, evaluable), split.test[evaluable], is_head, split.train.item_counts
+
+
+def _synthesis_key(args: argparse.Namespace, max_len: int, k: int) -> str:
+    """What a cached synthesis must match to be reused (teacher file, budget, length, k, strategy, seed)."""
+    teacher = Path(args.teacher).expanduser().resolve()
+    return f"{teacher}|{teacher.stat().st_mtime_ns}|{args.sequences}|{max_len}|{k}|{args.synthesis}|{args.seed}"
+
+
+def _load_synthesis(path: str | None, key: str):
+    """``(ExtractionSet, seconds)`` from the cache at ``path`` when it holds ``key``, else ``None``."""
+    from raysteal.extraction.types import ExtractionSet
+
+    if not path or not Path(path).exists():
+        return None
+    with np.load(path) as cached:
+        if str(cached["key"]) != key:
+            print(f"synthesis cache {path} was made for another run ({cached['key']}); growing anew", flush=True)
+            return None
+        data = ExtractionSet(sequences=cached["sequences"], lists=cached["lists"], queries=int(cached["queries"]))
+        return data, float(cached["seconds"])
+
+
+def _save_synthesis(path: str | None, key: str, data, seconds: float) -> None:
+    """Write the synthesis to ``path`` atomically (temp file, then ``os.replace``)."""
+    if not path:
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp.npz")
+    np.savez(tmp, key=key, sequences=data.sequences, lists=data.lists, queries=data.queries, seconds=seconds)
+    os.replace(tmp, target)
 
 
 def _popularity_lists(popularity: np.ndarray, sequences: np.ndarray, k: int) -> np.ndarray:
@@ -98,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick-teacher-epochs", type=int, default=3)
     parser.add_argument("--no-stop", action="store_true", help="run all epochs even after reaching the target")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--synthesis-cache", default=None, help=".npz to reuse the synthetic data from (written when absent)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,13 +180,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"device {device_name(device)}; teacher {args.teacher} ({teacher.config.model}, max_len {teacher_max_len}); "
           f"{len(eval_seqs)} eval users; popularity floor agr@10 {floor['agr@10']:.4f}", flush=True)
 
-    sync(device)
-    t0 = time.perf_counter()
-    data = synthesize(attacker, strategy=config.synthesis, num_sequences=args.sequences, max_len=max_len, k=config.k,
-                      rng=np.random.default_rng(args.seed), query_batch=config.query_batch)
-    sync(device)
-    synthesis_seconds = time.perf_counter() - t0
-    print(f"synthesis: {data.num_sequences} sequences, {data.queries} queries in {synthesis_seconds:.1f}s", flush=True)
+    cache_key = _synthesis_key(args, max_len, config.k)
+    cached = _load_synthesis(args.synthesis_cache, cache_key)
+    if cached is None:
+        sync(device)
+        t0 = time.perf_counter()
+        data = synthesize(attacker, strategy=config.synthesis, num_sequences=args.sequences, max_len=max_len, k=config.k,
+                          rng=np.random.default_rng(args.seed), query_batch=config.query_batch)
+        sync(device)
+        synthesis_seconds = time.perf_counter() - t0
+        _save_synthesis(args.synthesis_cache, cache_key, data, synthesis_seconds)
+    else:
+        data, synthesis_seconds = cached
+    reused = " (reused from the cache)" if cached is not None else ""
+    print(f"synthesis: {data.num_sequences} sequences, {data.queries} queries in {synthesis_seconds:.1f}s{reused}", flush=True)
 
     student = seeded_model(config.student_config(max_len), 0, log.num_items, args.seed)
     epochs: list[dict[str, Any]] = []
@@ -186,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "sequences": data.num_sequences,
             "queries": int(data.queries),
             "synthesis_seconds": synthesis_seconds,
+            "synthesis_reused": cached is not None,
             "synthesis_queries_per_s": data.queries / synthesis_seconds if synthesis_seconds > 0 else None,
             "epochs": epochs,
             "target_agr@10": args.target_agr,

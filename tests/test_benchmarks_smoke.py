@@ -30,13 +30,22 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     teacher = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 10}, log.num_users, log.num_items, 0)
     fit(teacher, leave_one_out(log), {"epochs": 1, "batch_size": 256, "eval_users": 50}, progress=False)
     path = save_checkpoint(tmp_path / "teacher.pt", teacher)
-    out = tmp_path / "dfme.json"
-    dfme.main(["--teacher", str(path), "--dataset", "ml-100k", "--data-dir", str(shared_data), "--preprocess", "none",
-               "--sequences", "16", "--epochs", "2", "--eval-users", "40", "--threads", "1", "--json", str(out)])
+    out, cache = tmp_path / "dfme.json", tmp_path / "synthesis.npz"
+    args = ["--teacher", str(path), "--dataset", "ml-100k", "--data-dir", str(shared_data), "--preprocess", "none",
+            "--sequences", "16", "--epochs", "2", "--eval-users", "40", "--threads", "1", "--json", str(out),
+            "--synthesis-cache", str(cache)]
+    dfme.main(args)
     result = json.loads(out.read_text())
     assert result["finished"] and result["queries"] == 16 * 10 and len(result["epochs"]) == 2
     assert {"agr@10", "agr@10/head", "agr@10/tail", "epoch_seconds"} <= set(result["epochs"][0])
     assert result["popularity_floor"]["agr@10"] >= 0 and result["best_epoch"] in (1, 2)
+    assert cache.exists() and not result["synthesis_reused"]
+
+    again = dfme.main(args)  # same teacher, budget and seed: the cached sequences, the same first epoch
+    assert again["synthesis_reused"] and again["synthesis_seconds"] == result["synthesis_seconds"]
+    assert again["epochs"][0]["agr@10"] == result["epochs"][0]["agr@10"]
+    other = dfme.main([*args[:-4], "--seed", "1", "--json", str(out), "--synthesis-cache", str(cache)])
+    assert not other["synthesis_reused"]  # another seed grows its own sequences
 
 
 def test_length_buckets_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_path, monkeypatch):
