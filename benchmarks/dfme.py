@@ -18,6 +18,11 @@ seed: a CPU run whose synthesis takes the better part of an hour (NARM, 1M queri
 cut short and restarted without paying for it again. The reused run reports the original
 synthesis time.
 
+``--state PATH`` writes the student's training state after every epoch and, when the file is
+there, goes on from it (the epochs already scored are taken from ``--json``); together with
+``--synthesis-cache`` a run of several hours can be stopped and resumed and still ends where an
+uninterrupted run would.
+
 ``--quick`` trains a small SASRec teacher on ML-1M for a few epochs first (no checkpoint
 needed): a smoke test of the pipeline, not a fidelity figure.
 """
@@ -25,6 +30,7 @@ needed): a smoke test of the pipeline, not a fidelity figure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -90,6 +96,13 @@ def _save_synthesis(path: str | None, key: str, data, seconds: float) -> None:
     os.replace(tmp, target)
 
 
+def _scored_epochs(path: str | None) -> list[dict[str, Any]]:
+    """The per-epoch rows an earlier sitting of this run wrote to ``--json`` (none without one)."""
+    if not path or not Path(path).exists():
+        return []
+    return list(json.loads(Path(path).read_text()).get("epochs", []))
+
+
 def _popularity_lists(popularity: np.ndarray, sequences: np.ndarray, k: int) -> np.ndarray:
     """Most popular training items not in each input sequence (the popularity clone)."""
     order = np.argsort(-popularity, kind="stable")[: k + sequences.shape[1]]
@@ -137,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-stop", action="store_true", help="run all epochs even after reaching the target")
     parser.add_argument("--json", default=None)
     parser.add_argument("--synthesis-cache", default=None, help=".npz to reuse the synthetic data from (written when absent)")
+    parser.add_argument("--state", default=None, help="student training state: written every epoch, resumed from when present")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,13 +210,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"synthesis: {data.num_sequences} sequences, {data.queries} queries in {synthesis_seconds:.1f}s{reused}", flush=True)
 
     student = seeded_model(config.student_config(max_len), 0, log.num_items, args.seed)
-    epochs: list[dict[str, Any]] = []
+    epochs = _scored_epochs(args.json) if args.state and Path(args.state).exists() else []
     reached: dict[str, Any] = {}
+    for row in epochs:  # a resumed run: the target may have been reached before
+        if not reached and row["agr@10"] >= args.target_agr:
+            reached.update(epoch=row["epoch"], seconds=synthesis_seconds + row["train_seconds"], agr10=row["agr@10"])
 
     def on_epoch(epoch: int, stats: dict[str, float]) -> bool:
         sync(device)
         t_eval = time.perf_counter()
         metrics = extraction_metrics(student_lists(student, eval_seqs, 10, device=device), teacher_lists, head=is_head, test_items=test_items)
+        epochs[:] = [e for e in epochs if e["epoch"] < epoch]  # rows scored after the state was saved are redone
         train_seconds = sum(e["epoch_seconds"] for e in epochs) + stats["epoch_seconds"]
         figures = {k: v for k, v in stats.items() if k != "model"}  # stats also carry the student itself
         row = {"epoch": epoch, **figures, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t_eval, **metrics}
@@ -213,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if newly:
             reached.update(epoch=epoch, seconds=synthesis_seconds + train_seconds, agr10=metrics["agr@10"])
         write_json(args.json, summary(finished=False))  # a run cut short keeps its epochs
-        return newly and not args.no_stop
+        return bool(reached) and not args.no_stop
 
     def summary(finished: bool) -> dict[str, Any]:
         best = max(epochs, key=lambda e: e["agr@10"]) if epochs else {}
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
 
     train_student(student, data, dfme_objective(config.margin), seed=args.seed, device=device, on_epoch=on_epoch,
-                  **config.training_options())
+                  state_path=args.state, **config.training_options())
     result = summary(finished=True)
     status = (f"reached agr@10 {reached['agr10']:.4f} >= {args.target_agr} after {reached['epoch']} epochs in {reached['seconds']:.1f}s"
               if reached else f"did not reach agr@10 {args.target_agr}; best {result['best_agr@10']}")

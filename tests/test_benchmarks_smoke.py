@@ -47,6 +47,13 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     other = dfme.main([*args[:-4], "--seed", "1", "--json", str(out), "--synthesis-cache", str(cache)])
     assert not other["synthesis_reused"]  # another seed grows its own sequences
 
+    state, part = tmp_path / "student.state", tmp_path / "part.json"
+    resumable = [*args[:-4], "--json", str(part), "--synthesis-cache", str(cache), "--state", str(state)]
+    dfme.main([*resumable, "--epochs", "1"])  # a first sitting, cut short after one epoch
+    resumed = dfme.main([*resumable, "--epochs", "2"])
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    assert [e["agr@10"] for e in resumed["epochs"]] == [e["agr@10"] for e in result["epochs"]]
+
 
 def test_length_buckets_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_path, monkeypatch):
     import length_buckets

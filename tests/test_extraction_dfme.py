@@ -280,6 +280,37 @@ def test_train_student_is_deterministic_and_stops_when_asked():
         train_student(too_long, data, dfme_objective(), epochs=1, batch_size=4, lr=1e-2)
 
 
+def test_training_resumed_from_its_state_ends_where_an_uninterrupted_run_does(tmp_path):
+    rng = np.random.default_rng(0)
+    data = ExtractionSet(sequences=rng.integers(0, 20, (12, 5)), lists=rng.integers(0, 20, (12, 5, 4)).astype(np.int32),
+                         queries=60)
+    config = {"model": "sasrec", "embedding_dim": 8, "max_len": 5, "dropout": 0.3}  # dropout draws on the global RNG
+    options = {"batch_size": 4, "lr": 1e-2, "num_negatives": 3, "seed": 3, "realign": 0.5}
+
+    def weights(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    whole = seeded_model(config, 0, 20, seed=1)
+    uninterrupted = train_student(whole, data, dfme_objective(0.5), epochs=4, **options)
+    state = tmp_path / "student.state"
+    first = seeded_model(config, 0, 20, seed=1)
+    train_student(first, data, dfme_objective(0.5), epochs=2, state_path=state, **options)  # the first sitting
+    resumed_model = seeded_model(config, 0, 20, seed=1)  # a new process: fresh weights, the state on disk
+    seen = []
+    resumed = train_student(resumed_model, data, dfme_objective(0.5), epochs=4, state_path=state,
+                            on_epoch=lambda epoch, s: seen.append(epoch), **options)
+    assert seen == [3, 4] and resumed["epochs_run"] == 4
+    assert torch.equal(weights(resumed_model), weights(whole))
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in uninterrupted["history"]]
+    assert resumed["prefixes"] == uninterrupted["prefixes"]
+    with pytest.raises(ConfigError, match="another run"):  # a state made for other settings is refused
+        train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), epochs=5, state_path=state,
+                      **{**options, "lr": 5e-3})
+    state.write_bytes(b"not a state")
+    with pytest.raises(ConfigError, match="unreadable"):
+        train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), epochs=5, state_path=state, **options)
+
+
 # ------------------------------------------------------------------ evaluation
 def test_student_lists_exclude_input_items():
     student = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 6}, 0, 8, seed=0)

@@ -22,6 +22,7 @@ oracle (:mod:`raysteal.extraction.evaluate`).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import torch
 
 from raysteal.errors import ConfigError
 from raysteal.extraction.losses import ranking_loss
+from raysteal.extraction.training_state import load_training_state, save_training_state
 from raysteal.extraction.types import ExtractionSet, StudentBatch, StudentObjective
 from raysteal.models.base import PAD
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions, shift_items
@@ -231,6 +233,7 @@ def train_student(
     amp: bool = True,
     grad_clip: float | None = 5.0,
     realign: float = 0.0,
+    state_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Fit ``student`` to ``data`` by minimising ``objective`` with AdamW; returns training stats.
 
@@ -247,6 +250,10 @@ def train_student(
     embeddings counted from the right (SASRec) then also see prefixes at the positions real,
     shorter sequences put them at evaluation; the prefixes after a cut are left out of that step.
     Per-position extras (second axis = sequence length) are shifted with their sequences.
+
+    ``state_path``: after every epoch the whole training state is written there atomically
+    (:mod:`raysteal.extraction.training_state`); when the file exists, training goes on after its
+    epoch and ends where an uninterrupted run would (``epochs`` counts from the first epoch).
     """
     if not 0.0 <= realign <= 1.0:
         raise ConfigError(f"realign must lie in [0, 1], got {realign}")
@@ -267,12 +274,15 @@ def train_student(
     make_batch = _BatchMaker(data, dev, student.num_items, num_negatives, positions_per_sequence, realign)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    history: list[dict[str, float]] = []
-    steps = prefixes = 0
+    state_key = (f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
+                 f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
+                 f"parameters={sum(p.numel() for p in params)}")
     stopped = False
     started = time.perf_counter()
     with _private_rng(rng_seed, dev):
-        for epoch in range(1, epochs + 1):
+        progress = load_training_state(state_path, state_key, student, optimizer, generator, dev)
+        history = progress.history
+        for epoch in range(progress.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             student.train()
             total = torch.zeros((), device=dev)
@@ -300,20 +310,23 @@ def train_student(
                 raise ConfigError(f"student training diverged (loss {stats['loss']}); lower lr (now {lr})")
             stats.update(epoch_seconds=time.perf_counter() - t0, prefixes=float(n_prefixes))
             history.append(stats)
-            steps += n_steps
-            prefixes += n_prefixes
+            progress.steps += n_steps
+            progress.prefixes += n_prefixes
             if progress:
                 print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), file=sys.stderr)
             student.eval()
             # the student rides along (eval mode) so a caller can score it, e.g. Ray Tune's probe
-            if on_epoch is not None and on_epoch(epoch, {**stats, "model": student}) is True:
-                stopped = True
+            stopped = on_epoch is not None and on_epoch(epoch, {**stats, "model": student}) is True
+            progress.epoch = epoch
+            if state_path is not None:
+                save_training_state(state_path, state_key, progress, student, optimizer, generator, dev)
+            if stopped:
                 break
     student.eval()
     return {
         "epochs_run": len(history),
-        "steps": steps,
-        "prefixes": prefixes,
+        "steps": progress.steps,
+        "prefixes": progress.prefixes,
         "train_seconds": time.perf_counter() - started,
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "stopped_early": stopped,
