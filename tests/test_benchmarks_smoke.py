@@ -69,3 +69,17 @@ def test_length_buckets_benchmark_writes_its_json(shared_data, tmp_path, benchma
     (row,) = json.loads(out.read_text())
     assert row["padded_token_ratio"] < 0.9 and row["speedup"] > 0  # ML-100K histories vary from 20 to 737 items
     assert row["uniform"]["windows"] == row["bucketed"]["windows"] == 943
+
+
+def test_prefix_attention_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
+    import prefix_attention
+
+    import raysteal.models.narm as narm
+
+    before = narm.prefix_additive_attention
+    out = tmp_path / "pa.json"
+    (row,) = prefix_attention.main(["--models", "narm", "--sequences", "3", "--length", "9", "--chunks", "3",
+                                    "--rounds", "1", "--json", str(out)])
+    assert row["prefixes"] == 27 and row["speedup"] > 0 and len(row["chunked_seconds"]) == 1
+    assert json.loads(out.read_text())["results"][0]["model"] == "narm"
+    assert narm.prefix_additive_attention is before  # the model's attention is put back

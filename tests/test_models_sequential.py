@@ -13,7 +13,7 @@ from raysteal.data import leave_one_out, load_dataset
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import PAD, Recommender, make_config, model_class
-from raysteal.models.sequence_layers import PaddedGRU, attention_mask
+from raysteal.models.sequence_layers import PaddedGRU, attention_mask, prefix_additive_attention, prefix_mask
 from raysteal.models.sequence_samplers import ClozeSampler, NextItemSampler, SeenItems, window_ends, window_matrix
 from raysteal.training import evaluate, fit, seeded_model
 
@@ -223,6 +223,33 @@ def test_attention_mask_handles_padding():
     assert causal[0, 2].tolist() == [False, False, True, False]
     assert causal[1].diagonal().all() and causal[1].sum() == 4  # pure padding: self only, no NaN
     assert attention_mask(valid, causal=False)[0, 0, 2].tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 8, 100])
+def test_prefix_attention_over_visible_columns_equals_scoring_every_column(chunks):
+    gen = torch.Generator().manual_seed(0)
+    batch, length, hidden = 5, 12, 6
+    valid = torch.ones(batch, length, dtype=torch.bool)
+    for row, pad in enumerate([0, 3, 7, 11, 12]):  # left padding of every size, one row all padding
+        valid[row, :pad] = False
+    rows = torch.tensor([0, 0, 1, 2, 3, 1, 0, 2, 4])
+    cols = torch.tensor([11, 2, 5, 11, 11, 2, 0, 8, 11])  # row 1 col 2 and row 4 see no item at all
+    keys = torch.randn(batch, length, hidden, generator=gen, requires_grad=True)
+    values = torch.randn(batch, length, hidden + 1, generator=gen, requires_grad=True)
+    query = torch.randn(len(rows), hidden, generator=gen, requires_grad=True)
+    score = torch.nn.Linear(hidden, 1, bias=False)
+
+    # the formula as written in NARM / STAMP: every prefix against every column, masked
+    alpha = score(torch.sigmoid(keys[rows] + query[:, None, :])).squeeze(-1) * prefix_mask(valid, rows, cols)
+    expected = torch.einsum("nl,nld->nd", alpha, values[rows])
+    got = prefix_additive_attention(keys, query, values, valid, rows, cols, score, chunks=chunks)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.equal(got[5], torch.zeros(hidden + 1)) and torch.equal(got[8], torch.zeros(hidden + 1))
+    grads = torch.autograd.grad(expected.square().sum(), [keys, values, query, score.weight])
+    for mine, want in zip(torch.autograd.grad(got.square().sum(), [keys, values, query, score.weight]), grads):
+        assert torch.allclose(mine, want, atol=1e-5)
+    empty = prefix_additive_attention(keys, query[:0], values, valid, rows[:0], cols[:0], score)
+    assert empty.shape == (0, hidden + 1)
 
 
 def test_padded_gru_matches_unpadded_runs():

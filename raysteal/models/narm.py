@@ -21,7 +21,7 @@ from pydantic import Field
 from torch import nn
 
 from raysteal.models.base import register_model
-from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, PaddedGRU, SequentialConfig, SequentialRecommender, prefix_mask
+from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, PaddedGRU, SequentialConfig, SequentialRecommender, prefix_additive_attention
 
 
 class NARMConfig(SequentialConfig):
@@ -59,10 +59,7 @@ class NARM(SequentialRecommender):
         valid = indices != PAD_INDEX
         states = self.gru(self.embedding_drop(self.items(indices)), valid)
         last = states[rows, cols]
-        keys = self.a2(states)[rows]
-        alpha = self.v(torch.sigmoid(self.a1(last)[:, None, :] + keys)).squeeze(-1)
-        alpha = alpha * prefix_mask(valid, rows, cols)
-        local = torch.einsum("nl,nlh->nh", alpha, states[rows])
+        local = prefix_additive_attention(self.a2(states), self.a1(last), states, valid, rows, cols, self.v)
         return self.bilinear(self.context_drop(torch.cat([last, local], dim=-1)))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@
 * :func:`right_aligned_positions` — positions counted from the most recent item, so that
   left padding never changes a position embedding.
 * :func:`target_positions` — the (row, column) pairs of a batch that carry a training target.
+* :func:`prefix_additive_attention` — NARM's / STAMP's attention of each prefix over its items,
+  computed only over the columns a prefix can see.
 """
 
 from __future__ import annotations
@@ -257,6 +259,46 @@ def prefix_mask(valid: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> 
     length = valid.shape[1]
     upto = torch.arange(length, device=valid.device)[None, :] <= cols[:, None]
     return valid[rows] & upto
+
+
+def prefix_additive_attention(
+    keys: torch.Tensor,
+    query: torch.Tensor,
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    score: nn.Module,
+    chunks: int = 8,
+) -> torch.Tensor:
+    """``[N, D]``: additive attention of each prefix over its own items (NARM Eq. 6-7, Li et al.
+    2017; STAMP Eq. 7-8, Liu et al. 2018): ``sum_l alpha[n, l] * values[rows[n], l]`` with
+    ``alpha[n, l] = score(sigmoid(keys[rows[n], l] + query[n]))`` over the non-padding items at or
+    before column ``cols[n]`` (unnormalised, as in both papers).
+
+    The ``[N, L, H]`` sigmoid term is the cost (every prefix against every column). Prefixes are
+    taken in ``chunks`` groups of nearby columns, each scored only over the columns its prefixes
+    can see (from the group's first non-padding column to its last prefix end): when all the
+    prefixes of full-length sequences are trained on, that is about half the work and memory of
+    scoring every column, with the same result.
+    """
+    if rows.numel() == 0:
+        return values.new_zeros((0, values.shape[-1]))
+    length = valid.shape[1]
+    none = torch.full((valid.shape[0],), length - 1, dtype=torch.long, device=valid.device)
+    first = torch.where(valid.any(1), valid.to(torch.int8).argmax(1), none)  # first non-padding column per row
+    order = torch.argsort(cols, stable=True)
+    groups = torch.tensor_split(order, min(max(int(chunks), 1), int(order.numel())))
+    bounds = torch.stack([torch.stack([first[rows[g]].min(), cols[g].max()]) for g in groups]).tolist()  # one sync
+    parts = []
+    for group, (lo, hi) in zip(groups, bounds):
+        r, c = rows[group], cols[group]
+        window = slice(lo, hi + 1)
+        alpha = score(torch.sigmoid(keys[r, window] + query[group][:, None, :])).squeeze(-1)
+        seen = prefix_mask(valid[:, window], r, c - lo)
+        parts.append(torch.einsum("nl,nld->nd", alpha * seen, values[r, window]))
+    out = torch.cat(parts)
+    return out[torch.argsort(order)]
 
 
 def last_positions(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

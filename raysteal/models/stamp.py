@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from raysteal.models.base import register_model
-from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, SequentialConfig, SequentialRecommender, prefix_mask
+from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, SequentialConfig, SequentialRecommender, prefix_additive_attention
 
 
 class STAMPConfig(SequentialConfig):
@@ -56,12 +56,10 @@ class STAMP(SequentialRecommender):
     def represent(self, indices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         valid = indices != PAD_INDEX
         x = self.drop(self.items(indices))
-        prefix = prefix_mask(valid, rows, cols)
         counts = valid.cumsum(dim=1)[rows, cols].clamp(min=1)[:, None]
         memory = x.cumsum(dim=1)[rows, cols] / counts
         last = x[rows, cols]
-        alpha = self.w0(torch.sigmoid(self.w1(x)[rows] + (self.w2(last) + self.w3(memory))[:, None, :])).squeeze(-1)
-        attended = torch.einsum("nl,nld->nd", alpha * prefix, x[rows])
+        attended = prefix_additive_attention(self.w1(x), self.w2(last) + self.w3(memory), x, valid, rows, cols, self.w0)
         return torch.tanh(self.mlp_s(attended)) * torch.tanh(self.mlp_t(last))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
