@@ -77,12 +77,15 @@ def _load_synthesis(path: str | None, key: str):
 
     if not path or not Path(path).exists():
         return None
-    with np.load(path) as cached:
-        if str(cached["key"]) != key:
-            print(f"synthesis cache {path} was made for another run ({cached['key']}); growing anew", flush=True)
-            return None
-        data = ExtractionSet(sequences=cached["sequences"], lists=cached["lists"], queries=int(cached["queries"]))
-        return data, float(cached["seconds"])
+    try:
+        with np.load(path) as cached:
+            if str(cached["key"]) != key:
+                print(f"synthesis cache {path} was made for another run ({cached['key']}); growing anew", flush=True)
+                return None
+            data = ExtractionSet(sequences=cached["sequences"], lists=cached["lists"], queries=int(cached["queries"]))
+            return data, float(cached["seconds"])
+    except (OSError, ValueError, KeyError) as err:  # not an .npz, truncated, or written by something else
+        raise SystemExit(f"synthesis cache {path} is unreadable ({err}); delete it to grow the sequences anew") from None
 
 
 def _save_synthesis(path: str | None, key: str, data, seconds: float) -> None:
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--synthesis-cache", default=None, help=".npz to reuse the synthetic data from (written when absent)")
     parser.add_argument("--state", default=None, help="student training state: written every epoch, resumed from when present")
     args = parser.parse_args(argv)
+    if args.state and not args.json:
+        parser.error("--state needs --json: a resumed run takes the epochs it already scored from there")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -54,6 +54,12 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
     assert [e["agr@10"] for e in resumed["epochs"]] == [e["agr@10"] for e in result["epochs"]]
 
+    with pytest.raises(SystemExit):  # --state without --json could not keep the scored epochs
+        dfme.main([*args[:-4], "--state", str(state)])
+    cache.write_bytes(b"not an npz")
+    with pytest.raises(SystemExit, match="unreadable"):
+        dfme.main(args)
+
 
 def test_length_buckets_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_path, monkeypatch):
     import length_buckets

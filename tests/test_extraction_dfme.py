@@ -280,7 +280,7 @@ def test_train_student_is_deterministic_and_stops_when_asked():
         train_student(too_long, data, dfme_objective(), epochs=1, batch_size=4, lr=1e-2)
 
 
-def test_training_resumed_from_its_state_ends_where_an_uninterrupted_run_does(tmp_path):
+def test_training_resumed_from_its_state_ends_where_an_uninterrupted_run_does(tmp_path, capsys):
     rng = np.random.default_rng(0)
     data = ExtractionSet(sequences=rng.integers(0, 20, (12, 5)), lists=rng.integers(0, 20, (12, 5, 4)).astype(np.int32),
                          queries=60)
@@ -299,6 +299,7 @@ def test_training_resumed_from_its_state_ends_where_an_uninterrupted_run_does(tm
     seen = []
     resumed = train_student(resumed_model, data, dfme_objective(0.5), epochs=4, state_path=state,
                             on_epoch=lambda epoch, s: seen.append(epoch), **options)
+    assert capsys.readouterr().err == ""  # per-epoch lines only when progress=True
     assert seen == [3, 4] and resumed["epochs_run"] == 4
     assert torch.equal(weights(resumed_model), weights(whole))
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in uninterrupted["history"]]

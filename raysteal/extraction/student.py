@@ -280,9 +280,9 @@ def train_student(
     stopped = False
     started = time.perf_counter()
     with _private_rng(rng_seed, dev):
-        progress = load_training_state(state_path, state_key, student, optimizer, generator, dev)
-        history = progress.history
-        for epoch in range(progress.epoch + 1, epochs + 1):
+        so_far = load_training_state(state_path, state_key, student, optimizer, generator, dev)
+        history = so_far.history
+        for epoch in range(so_far.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             student.train()
             total = torch.zeros((), device=dev)
@@ -310,23 +310,23 @@ def train_student(
                 raise ConfigError(f"student training diverged (loss {stats['loss']}); lower lr (now {lr})")
             stats.update(epoch_seconds=time.perf_counter() - t0, prefixes=float(n_prefixes))
             history.append(stats)
-            progress.steps += n_steps
-            progress.prefixes += n_prefixes
+            so_far.steps += n_steps
+            so_far.prefixes += n_prefixes
             if progress:
                 print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), file=sys.stderr)
             student.eval()
             # the student rides along (eval mode) so a caller can score it, e.g. Ray Tune's probe
             stopped = on_epoch is not None and on_epoch(epoch, {**stats, "model": student}) is True
-            progress.epoch = epoch
+            so_far.epoch = epoch
             if state_path is not None:
-                save_training_state(state_path, state_key, progress, student, optimizer, generator, dev)
+                save_training_state(state_path, state_key, so_far, student, optimizer, generator, dev)
             if stopped:
                 break
     student.eval()
     return {
         "epochs_run": len(history),
-        "steps": progress.steps,
-        "prefixes": progress.prefixes,
+        "steps": so_far.steps,
+        "prefixes": so_far.prefixes,
         "train_seconds": time.perf_counter() - started,
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "stopped_early": stopped,
