@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -45,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import device_name, sync, write_json  # noqa: E402
+
+from raysteal.errors import ConfigError  # noqa: E402
 
 
 def _eval_data(dataset: str, data_dir: str | None, preprocess: str, max_len: int, users: int | None, seed: int):
@@ -72,31 +73,23 @@ def _synthesis_key(args: argparse.Namespace, max_len: int, k: int) -> str:
 
 
 def _load_synthesis(path: str | None, key: str):
-    """``(ExtractionSet, seconds)`` from the cache at ``path`` when it holds ``key``, else ``None``."""
-    from raysteal.extraction.types import ExtractionSet
+    """``(ExtractionSet, seconds)`` from the cache at ``path`` when there is one, else ``None``;
+    a cache made for another run or an unreadable one stops the benchmark (it is never overwritten)."""
+    from raysteal.extraction.resume import load_extraction_set
 
-    if not path or not Path(path).exists():
-        return None
     try:
-        with np.load(path) as cached:
-            if str(cached["key"]) != key:
-                print(f"synthesis cache {path} was made for another run ({cached['key']}); growing anew", flush=True)
-                return None
-            data = ExtractionSet(sequences=cached["sequences"], lists=cached["lists"], queries=int(cached["queries"]))
-            return data, float(cached["seconds"])
-    except (OSError, ValueError, KeyError) as err:  # not an .npz, truncated, or written by something else
-        raise SystemExit(f"synthesis cache {path} is unreadable ({err}); delete it to grow the sequences anew") from None
+        saved = load_extraction_set(path, key)
+    except ConfigError as err:
+        raise SystemExit(f"synthesis cache: {err}") from None
+    return None if saved is None else (saved[0], float(saved[1]["synthesis_seconds"]))
 
 
 def _save_synthesis(path: str | None, key: str, data, seconds: float) -> None:
-    """Write the synthesis to ``path`` atomically (temp file, then ``os.replace``)."""
-    if not path:
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp.npz")
-    np.savez(tmp, key=key, sequences=data.sequences, lists=data.lists, queries=data.queries, seconds=seconds)
-    os.replace(tmp, target)
+    """Write the synthesis to ``path`` atomically."""
+    from raysteal.extraction.resume import save_extraction_set
+
+    if path:
+        save_extraction_set(path, key, data, {"synthesis_seconds": seconds})
 
 
 def _scored_epochs(path: str | None) -> list[dict[str, Any]]:

@@ -44,8 +44,10 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     again = dfme.main(args)  # same teacher, budget and seed: the cached sequences, the same first epoch
     assert again["synthesis_reused"] and again["synthesis_seconds"] == result["synthesis_seconds"]
     assert again["epochs"][0]["agr@10"] == result["epochs"][0]["agr@10"]
-    other = dfme.main([*args[:-4], "--seed", "1", "--json", str(out), "--synthesis-cache", str(cache)])
-    assert not other["synthesis_reused"]  # another seed grows its own sequences
+    with pytest.raises(SystemExit, match="another run"):  # another seed's sequences: refused, the cache kept
+        dfme.main([*args[:-4], "--seed", "1", "--json", str(out), "--synthesis-cache", str(cache)])
+    other = dfme.main([*args[:-4], "--seed", "1", "--json", str(out), "--synthesis-cache", str(tmp_path / "seed1.npz")])
+    assert not other["synthesis_reused"]
 
     state, part = tmp_path / "student.state", tmp_path / "part.json"
     resumable = [*args[:-4], "--json", str(part), "--synthesis-cache", str(cache), "--state", str(state)]

@@ -412,7 +412,7 @@ def walk_target():
     oracle.close()
 
 
-def _run(oracle, name: str, budget: int, knowledge=None, **overrides):
+def _run(oracle, name: str, budget: int, knowledge=None, *, workdir=None, on_epoch=None, **overrides):
     from raysteal.extraction.result import run_extraction
     from raysteal.extraction.types import SequenceKnowledge
 
@@ -422,7 +422,7 @@ def _run(oracle, name: str, budget: int, knowledge=None, **overrides):
         "budget_queries": budget, "max_len": WALK_LEN, "student": {"model": "sasrec", "embedding_dim": 16}, **overrides,
     }
     knowledge = knowledge or SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN)
-    return run_extraction(cfg, knowledge, client, seed=0), client
+    return run_extraction(cfg, knowledge, client, seed=0, workdir=workdir, on_epoch=on_epoch), client
 
 
 def test_bahsd_end_to_end_beats_a_random_student_within_budget(walk_target):
@@ -457,3 +457,46 @@ def test_probing_off_spends_nothing_on_probes_and_real_sequences_work(walk_targe
     assert result.info["sequences"] == len(test) and result.info["source"] == "real"
     with pytest.raises(ConfigError, match="knowledge.sequences"):
         _run(oracle, "bahsd-nodata", 100, epochs=1, source="real")
+
+
+class _Died(Exception):
+    """Stands for the process dying in the middle of a run."""
+
+
+@pytest.mark.parametrize("attack", ["dfme", "bahsd"])
+def test_a_run_that_died_resumes_from_its_directory_without_querying_again(walk_target, tmp_path, attack):
+    oracle, _ = walk_target
+
+    def weights(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def die_in_epoch_3(epoch, stats):
+        if epoch == 3:
+            raise _Died
+
+    whole, _ = _run(oracle, f"{attack}-whole", 600, attack=attack, epochs=4)
+    with pytest.raises(_Died):
+        _run(oracle, f"{attack}-first", 600, attack=attack, epochs=4, workdir=tmp_path, on_epoch=die_in_epoch_3)
+    assert {p.name for p in tmp_path.iterdir()} == {"extraction.npz", "student.state"}
+    resumed, retry = _run(oracle, f"{attack}-retry", 600, attack=attack, epochs=4, workdir=tmp_path)
+    assert retry.spent == 0 and resumed.queries == whole.queries > 0  # the answers were paid for once
+    assert resumed.info["data_reused"] and not whole.info["data_reused"] and resumed.info["resumed_epoch"] == 2
+    assert torch.equal(weights(resumed.student), weights(whole.student))  # ends where an uninterrupted run does
+    assert [h["loss"] for h in resumed.info["history"]] == [h["loss"] for h in whole.info["history"]]
+    with pytest.raises(ConfigError, match="another run"):  # the directory of a run with other settings
+        _run(oracle, f"{attack}-other", 600, attack=attack, epochs=4, lr=1e-3, workdir=tmp_path)
+
+
+def test_the_student_state_names_the_objective(tmp_path):
+    from raysteal.extraction.student import dfme_objective, train_student
+
+    rng = np.random.default_rng(0)
+    data = ExtractionSet(rng.integers(0, 20, (8, 5)), rng.integers(0, 20, (8, 5, 4)).astype(np.int32), 40)
+    options = {"epochs": 1, "batch_size": 4, "lr": 1e-2, "num_negatives": 3, "state_path": tmp_path / "s.state"}
+    config = {"model": "sasrec", "embedding_dim": 8, "max_len": 5}
+    train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), **options)
+    with pytest.raises(ConfigError, match="another run"):  # same data and optimiser, another margin
+        train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.3), **{**options, "epochs": 2})
+    bahsd = BAHSDObjective.from_config(BAHSDConfig(epochs=3))
+    assert repr(bahsd) == repr(BAHSDObjective.from_config(BAHSDConfig(epochs=9)))  # more epochs: still resumable
+    assert repr(bahsd) != repr(BAHSDObjective.from_config(BAHSDConfig(epochs=3, margin=0.2)))

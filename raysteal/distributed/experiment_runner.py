@@ -124,8 +124,8 @@ def _defense_cost(spec, data, k: int) -> dict[str, float]:
     }
 
 
-def _execute(run: dict, data, client, aux_cache: str | None):
-    """Ray task body: one run."""
+def _execute(run: dict, data, client, aux_cache: str | None, workdir: str | None = None):
+    """Ray task body: one run (``workdir``: its scratch directory, for runs that can resume)."""
     import torch
 
     from raysteal.distributed.runtime import worker_device
@@ -135,7 +135,7 @@ def _execute(run: dict, data, client, aux_cache: str | None):
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if isinstance(data, SequentialRunData):
-        return execute_sequential_run(run, data, client, device=worker_device())
+        return execute_sequential_run(run, data, client, device=worker_device(), workdir=workdir)
     return execute_run(run, data, client, device=worker_device(), aux_cache=aux_cache)
 
 
@@ -153,7 +153,9 @@ def _attempt_account(rid: str, ledger: dict[str, Any]) -> str:
     An attempt that died (a crashed worker, a killed experiment) spent queries but wrote no row;
     the ledger journal keeps what it spent, so reusing its account would hand the retry a smaller
     budget and silently change the experiment. Each attempt gets the whole budget on a new account
-    and the query log keeps every attempt's queries under its own name."""
+    and the query log keeps every attempt's queries under its own name. A DFME / BAHSD attempt
+    that finds the answers an earlier one saved in the run's scratch directory trains on them and
+    spends nothing on its account (the row's ``queries`` are the earlier attempt's)."""
     earlier = sum(1 for name in ledger if name == rid or name.startswith(rid + "@"))
     return rid if earlier == 0 else f"{rid}@{earlier}"
 
@@ -241,7 +243,7 @@ def run_experiment(
         """Start queued runs while fewer than the limit are executing."""
         while queued and len(in_flight) < concurrency_limit(max_concurrent):
             run, data_ref, client, entry = queued.popleft()
-            in_flight[execute.remote(run, data_ref, client, aux_cache)] = entry
+            in_flight[execute.remote(run, data_ref, client, aux_cache, str(store.work_dir(run_id(run))))] = entry
 
     def deploy(key: tuple, spec, data) -> None:
         """Start one server per defense setting of this target and submit its runs."""

@@ -72,8 +72,13 @@ def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarr
     return metrics
 
 
-def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None) -> dict[str, Any]:
-    """Run one sequential extraction and measure it; returns the results row."""
+def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None,
+                           workdir: str | None = None) -> dict[str, Any]:
+    """Run one sequential extraction and measure it; returns the results row.
+
+    ``workdir``: the run's scratch directory (:meth:`raysteal.results.store.ResultStore.work_dir`);
+    DFME and BAHSD keep their gathered data and student state there and an attempt after a crash
+    goes on from them (the row's ``info/data_reused`` and ``info/resumed_epoch`` say so)."""
     started, started_at = time.perf_counter(), time.time()
     k = int(run["k"])
     width = max(k, 10)
@@ -91,7 +96,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         config = make_extraction_config(run["attack"])
         needs_data = bool(getattr(config, "uses_real_sequences", False))
         knowledge, known_eval = sequential_knowledge(run, data, needs_data)
-        result = run_extraction(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
+        result = run_extraction(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch, workdir=workdir)
         student = np.asarray(student_lists(result.student, data.eval_sequences, width, device=device))
         queries, student_model = int(result.queries), str(config.student.get("model", "?"))
         hyper = config.model_dump(mode="json")

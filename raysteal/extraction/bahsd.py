@@ -28,7 +28,9 @@ sequences the budget is split in proportion to the labelling and probing queries
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
@@ -61,6 +63,7 @@ from raysteal.extraction.probing import (
 )
 from raysteal.extraction.registry import register_extraction
 from raysteal.extraction.result import ExtractionResult
+from raysteal.extraction.resume import gathered_once, run_key, student_state_path
 from raysteal.extraction.student import student_hidden, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance, synthesize
 from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch
@@ -171,6 +174,11 @@ class BAHSDObjective:
 
     config: BAHSDConfig
     threshold: float
+
+    def __repr__(self) -> str:
+        """The loss's own settings (not the run's epochs, budget or student): the training-state key."""
+        own = self.config.model_dump(mode="json", exclude=set(ExtractionConfigBase.model_fields) - {"margin"})
+        return f"BAHSDObjective(threshold={self.threshold!r}, {json.dumps(own, sort_keys=True)})"
 
     @classmethod
     def from_config(cls, config: BAHSDConfig, threshold: float | None = None) -> "BAHSDObjective":
@@ -287,7 +295,8 @@ def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng:
     return data, probe_budget, max_len
 
 
-@register_extraction("bahsd", BAHSDConfig, "BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation")
+@register_extraction("bahsd", BAHSDConfig, "BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation",
+                     resumable=True)
 def bahsd(
     config: BAHSDConfig,
     knowledge: SequenceKnowledge,
@@ -297,25 +306,34 @@ def bahsd(
     device: str = "cpu",
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     progress: bool = False,
+    workdir: str | os.PathLike | None = None,
 ) -> ExtractionResult:
-    """Sequences → probes → :class:`BAHSDObjective` training of a fresh ``config.student``."""
+    """Sequences → probes → :class:`BAHSDObjective` training of a fresh ``config.student``.
+
+    ``workdir``: the run's directory; the sequences, probes and student epochs saved there by an
+    earlier attempt are taken up again (:mod:`raysteal.extraction.resume`; no query repeated)."""
     if knowledge.num_items != client.num_items:
         raise ConfigError(f"knowledge has {knowledge.num_items} items but the black box {client.num_items}")
     data_seed, probe_seed, student_seed, train_seed = np.random.SeedSequence([int(seed), 0xBA45D]).spawn(4)
     spec = config.probe_spec() if config.probing else None
-    started = time.perf_counter()
-    data, probe_budget, max_len = _gather_data(config, knowledge, client, np.random.default_rng(data_seed), spec)
-    data_queries = data.queries
-    gather_seconds = time.perf_counter() - started
 
-    started = time.perf_counter()
-    if spec is not None:
-        result = probe(client, data, spec, rng=np.random.default_rng(probe_seed), query_batch=config.query_batch, query_budget=probe_budget)
-        data, probe_queries, probed = result.data, result.queries, result.probed_prefixes
-    else:
-        data = ExtractionSet(data.sequences, data.lists, data.queries, {**data.extras, **constant_extras(data, config.default_reliability)})
-        probe_queries, probed = 0, 0
-    probe_seconds = time.perf_counter() - started
+    def gather_and_probe() -> tuple[ExtractionSet, dict[str, Any]]:
+        started = time.perf_counter()
+        data, probe_budget, max_len = _gather_data(config, knowledge, client, np.random.default_rng(data_seed), spec)
+        data_queries, gather_seconds = data.queries, time.perf_counter() - started
+        started = time.perf_counter()
+        if spec is not None:
+            result = probe(client, data, spec, rng=np.random.default_rng(probe_seed), query_batch=config.query_batch, query_budget=probe_budget)
+            data, probe_queries, probed = result.data, result.queries, result.probed_prefixes
+        else:
+            data = ExtractionSet(data.sequences, data.lists, data.queries, {**data.extras, **constant_extras(data, config.default_reliability)})
+            probe_queries, probed = 0, 0
+        return data, {"max_len": max_len, "queries_sequences": int(data_queries), "queries_probes": int(probe_queries),
+                      "probed_prefixes": int(probed), "synthesis_seconds": gather_seconds,
+                      "probe_seconds": time.perf_counter() - started}
+
+    data, meta, reused = gathered_once(workdir, run_key(config, seed, knowledge.num_items), gather_and_probe)
+    max_len = int(meta["max_len"])
     view_len = suffix_lengths(prefix_lengths(data.sequences), config.infonce_scale).astype(np.int32)
     data.extras["view_len"] = view_len
 
@@ -338,6 +356,7 @@ def bahsd(
         device=device,
         on_epoch=on_epoch,
         progress=progress,
+        state_path=student_state_path(workdir),
         **config.training_options(),
     )
     info: dict[str, Any] = {
@@ -345,16 +364,17 @@ def bahsd(
         "synthesis": config.synthesis if config.source == "synthetic" else "real",
         "sequences": data.num_sequences,
         "queried_prefixes": int(queried.sum()),
-        "queries_sequences": int(data_queries),
-        "queries_probes": int(probe_queries),
-        "probed_prefixes": int(probed),
+        "queries_sequences": meta["queries_sequences"],
+        "queries_probes": meta["queries_probes"],
+        "probed_prefixes": meta["probed_prefixes"],
         "reliability_mean": float(c.mean()) if len(c) else math.nan,
         "reliability_probed_mean": float(reliability[measured].mean()) if measured.any() else math.nan,
         "threshold": float(threshold),
         "high_confidence_share": float((w > 0.5).float().mean()) if len(w) else math.nan,
         "mixing_weight_mean": float(w.mean()) if len(w) else math.nan,
-        "synthesis_seconds": gather_seconds,
-        "probe_seconds": probe_seconds,
+        "synthesis_seconds": meta["synthesis_seconds"],
+        "probe_seconds": meta["probe_seconds"],
+        "data_reused": reused,
         **{key: value for key, value in stats.items() if key != "history"},
         "history": stats["history"],
     }

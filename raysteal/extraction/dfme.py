@@ -4,12 +4,14 @@ The attacker holds nothing but the query client: it grows synthetic sequences ag
 box (autoregressive or random, :func:`raysteal.extraction.synthesis.synthesize`), every prefix one
 top-k query under the budget, then trains a student on all prefixes with Yue et al.'s ranking
 loss (:mod:`raysteal.extraction.losses`). With a query budget ``B`` (Table 8's QSD-k rows of Zhu
-et al.) the recipe grows ``ceil(B / max_len)`` sequences, so the whole budget is spent.
+et al.) the recipe grows ``ceil(B / max_len)`` sequences, so the whole budget is spent. Given a
+run directory it resumes where an earlier attempt died (:mod:`raysteal.extraction.resume`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Callable, Literal
 
@@ -19,6 +21,7 @@ from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
 from raysteal.extraction.registry import register_extraction
 from raysteal.extraction.result import ExtractionResult
+from raysteal.extraction.resume import gathered_once, run_key, student_state_path
 from raysteal.extraction.student import dfme_objective, train_student
 from raysteal.extraction.synthesis import query_allowance, synthesize
 from raysteal.extraction.types import SequenceKnowledge
@@ -54,7 +57,7 @@ def sequence_length(config: ExtractionConfigBase, knowledge: SequenceKnowledge, 
     return int(length)
 
 
-@register_extraction("dfme", DFMEConfig, "Yue et al. 2021: data-free synthetic sequences + ranking-loss distillation")
+@register_extraction("dfme", DFMEConfig, "Yue et al. 2021: data-free synthetic sequences + ranking-loss distillation", resumable=True)
 def dfme(
     config: DFMEConfig,
     knowledge: SequenceKnowledge,
@@ -64,25 +67,33 @@ def dfme(
     device: str = "cpu",
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     progress: bool = False,
+    workdir: str | os.PathLike | None = None,
 ) -> ExtractionResult:
-    """Synthesize under the budget, then distil a fresh ``config.student`` with the ranking loss."""
+    """Synthesize under the budget, then distil a fresh ``config.student`` with the ranking loss.
+
+    ``workdir``: the run's directory; the synthesis and the student's epochs saved there by an
+    earlier attempt are taken up again (no query is repeated)."""
     if knowledge.num_items != client.num_items:
         raise ConfigError(f"knowledge has {knowledge.num_items} items but the black box {client.num_items}")
     max_len = sequence_length(config, knowledge, client)
     num_sequences, budget = synthesis_plan(config, client, max_len)
     synth_seed, student_seed, train_seed = np.random.SeedSequence([int(seed), 0xDF3E]).spawn(3)
-    started = time.perf_counter()
-    data = synthesize(
-        client,
-        strategy=config.synthesis,
-        num_sequences=num_sequences,
-        max_len=max_len,
-        k=config.k,
-        rng=np.random.default_rng(synth_seed),
-        query_batch=config.query_batch,
-        query_budget=budget,
-    )
-    synthesis_seconds = time.perf_counter() - started
+
+    def grow() -> tuple[Any, dict[str, Any]]:
+        started = time.perf_counter()
+        grown = synthesize(
+            client,
+            strategy=config.synthesis,
+            num_sequences=num_sequences,
+            max_len=max_len,
+            k=config.k,
+            rng=np.random.default_rng(synth_seed),
+            query_batch=config.query_batch,
+            query_budget=budget,
+        )
+        return grown, {"synthesis_seconds": time.perf_counter() - started}
+
+    data, meta, reused = gathered_once(workdir, run_key(config, seed, knowledge.num_items), grow)
     student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, int(student_seed.generate_state(1)[0]))
     stats = train_student(
         student,
@@ -92,13 +103,15 @@ def dfme(
         device=device,
         on_epoch=on_epoch,
         progress=progress,
+        state_path=student_state_path(workdir),
         **config.training_options(),
     )
     info: dict[str, Any] = {
         "synthesis": config.synthesis,
         "sequences": data.num_sequences,
         "queried_prefixes": int(data.queried.sum()),
-        "synthesis_seconds": synthesis_seconds,
+        "synthesis_seconds": meta["synthesis_seconds"],
+        "data_reused": reused,
         **{key: value for key, value in stats.items() if key != "history"},
         "history": stats["history"],
     }

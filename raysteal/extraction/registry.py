@@ -13,24 +13,27 @@ _RECIPE_MODULES = ("raysteal.extraction.dfme", "raysteal.extraction.bahsd", "ray
 
 @dataclass(frozen=True)
 class ExtractionRecipe:
-    """``fn(config, knowledge, client, *, seed, device, on_epoch, progress) -> ExtractionResult``."""
+    """``fn(config, knowledge, client, *, seed, device, on_epoch, progress) -> ExtractionResult``;
+    a ``resumable`` recipe also takes ``workdir`` (:mod:`raysteal.extraction.resume`)."""
 
     name: str
     config_cls: type
     fn: Callable[..., Any]
     summary: str
+    resumable: bool = False
 
 
 _RECIPES: dict[str, ExtractionRecipe] = {}
 
 
-def register_extraction(name: str, config_cls: type, summary: str) -> Callable[[Callable], Callable]:
-    """Decorator registering a sequential extraction recipe under ``name``."""
+def register_extraction(name: str, config_cls: type, summary: str, resumable: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator registering a sequential extraction recipe under ``name`` (``resumable``: it
+    takes a ``workdir`` and goes on from what an earlier attempt saved there)."""
 
     def wrap(fn: Callable) -> Callable:
         if name in _RECIPES:
             raise ValueError(f"extraction {name!r} registered twice")
-        _RECIPES[name] = ExtractionRecipe(name, config_cls, fn, summary)
+        _RECIPES[name] = ExtractionRecipe(name, config_cls, fn, summary, resumable)
         return fn
 
     return wrap

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,8 +30,14 @@ def run_extraction(
     device: str = "cpu",
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     progress: bool = False,
+    workdir: str | os.PathLike | None = None,
 ) -> ExtractionResult:
-    """Validate ``config`` and run its registered recipe with ``knowledge`` and the query ``client``."""
+    """Validate ``config`` and run its registered recipe with ``knowledge`` and the query ``client``.
+
+    ``workdir`` (the run's own directory) goes to resumable recipes (DFME, BAHSD), which keep
+    their gathered data and student state there and go on from them after a crash; other
+    recipes start over."""
     cfg = make_extraction_config(config)
     recipe = get_extraction(cfg.attack)
-    return recipe.fn(cfg, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress)
+    resume = {"workdir": workdir} if recipe.resumable else {}
+    return recipe.fn(cfg, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, **resume)

@@ -253,7 +253,9 @@ def train_student(
 
     ``state_path``: after every epoch the whole training state is written there atomically
     (:mod:`raysteal.extraction.training_state`); when the file exists, training goes on after its
-    epoch and ends where an uninterrupted run would (``epochs`` counts from the first epoch).
+    epoch (``resumed_epoch`` in the stats) and ends where an uninterrupted run would (``epochs``
+    counts from the first epoch). The state is keyed by the seed, data size, optimiser settings
+    and the objective's ``repr`` (its parameters, e.g. the margin).
     """
     if not 0.0 <= realign <= 1.0:
         raise ConfigError(f"realign must lie in [0, 1], got {realign}")
@@ -276,12 +278,12 @@ def train_student(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     state_key = (f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
                  f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
-                 f"parameters={sum(p.numel() for p in params)}")
+                 f"parameters={sum(p.numel() for p in params)} objective={objective!r}")
     stopped = False
     started = time.perf_counter()
     with _private_rng(rng_seed, dev):
         so_far = load_training_state(state_path, state_key, student, optimizer, generator, dev)
-        history = so_far.history
+        resumed_epoch, history = so_far.epoch, so_far.history
         for epoch in range(so_far.epoch + 1, epochs + 1):
             t0 = time.perf_counter()
             student.train()
@@ -325,6 +327,7 @@ def train_student(
     student.eval()
     return {
         "epochs_run": len(history),
+        "resumed_epoch": resumed_epoch,
         "steps": so_far.steps,
         "prefixes": so_far.prefixes,
         "train_seconds": time.perf_counter() - started,

@@ -4,7 +4,7 @@ goes on from its last finished epoch and ends exactly where an uninterrupted run
 
 The state holds the student's weights, AdamW's moments, the batch-sampling generator, torch's
 global RNG (dropout), the per-epoch history and the counters; ``key`` names what it was made
-for (seed, data size, optimiser settings) and a state made for anything else is refused.
+for (seed, data size, optimiser settings, objective) and a state made for anything else is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from raysteal.errors import ConfigError
 from raysteal.training.checkpoint import atomic_torch_save
 
-FORMAT = "raysteal-student-state/1"
+FORMAT = "raysteal-student-state/2"  # /2: the key names the objective
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 A directory of ``runs/<run_id>.parquet`` files is a dataset pandas, pyarrow and DuckDB read
 directly (``pd.read_parquet(DIR / "runs")``). A run whose file exists is finished; a killed
-experiment resumes by skipping those.
+experiment resumes by skipping those. An unfinished run may keep what it has done so far in
+``partial/<run_id>/`` (e.g. a DFME run's synthesis and student epochs); the directory goes once
+the run's row is written.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,7 @@ class ResultStore:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.logs_dir = self.root / "query_logs"
+        self.partial_dir = self.root / "partial"
 
     def finished(self) -> set[str]:
         """Ids of runs with a results file."""
@@ -94,12 +98,19 @@ class ResultStore:
         done = self.finished() if finished is None else finished
         return any(rid in done for rid in run_ids(run))
 
+    def work_dir(self, rid: str) -> Path:
+        """The absolute scratch directory of unfinished run ``rid`` (not created here); workers on
+        other nodes resume from it only when the output directory is shared storage."""
+        return (self.partial_dir / rid).resolve()
+
     def write_row(self, rid: str, row: dict[str, Any]) -> Path:
-        """Write one run's row atomically (nested values stored as JSON strings)."""
+        """Write one run's row atomically (nested values stored as JSON strings), then drop the
+        run's scratch directory: a finished run is never resumed."""
         flat = {k: (json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list, tuple)) else v) for k, v in row.items()}
         table = pa.Table.from_pylist([flat])
         path = self.runs_dir / f"{rid}.parquet"
         _atomic_write_table(table, path)
+        shutil.rmtree(self.partial_dir / rid, ignore_errors=True)
         return path
 
     def write_query_log(self, name: str, table: pa.Table) -> Path:

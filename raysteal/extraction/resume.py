@@ -1,0 +1,106 @@
+"""Resuming an extraction run where it died: the gathered data, then the student's epochs.
+
+A DFME or BAHSD run (Yue et al. 2021; BAHSD) has two long phases: gathering -- synthetic
+sequences grown against the black box, and BAHSD's probes -- which spends the query budget, and
+student training. Given a run directory, a recipe writes what it gathered there once, atomically
+(:func:`save_extraction_set`), and the student's state after every epoch
+(:mod:`raysteal.extraction.training_state`). Restarted with the same directory it reads the
+answers back instead of querying again -- the queries were paid for once, by the attempt that
+died -- and trains on from the last finished epoch, ending where an uninterrupted run would.
+
+Each file carries a ``key`` naming what it was made for; a file made for anything else, or one
+that cannot be read, is a ``ConfigError`` and is left as it is (never silently overwritten).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from raysteal.errors import ConfigError
+from raysteal.extraction.types import ExtractionSet
+
+FORMAT = "raysteal-extraction-set/1"
+DATA_FILE = "extraction.npz"
+STATE_FILE = "student.state"
+_EXTRA = "extra/"
+
+
+def save_extraction_set(path: str | os.PathLike, key: str, data: ExtractionSet, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``data`` (sequences, answers, query count, extras) and JSON-able ``meta`` to an
+    ``.npz`` at ``path`` atomically (temp file beside it, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{_EXTRA}{name}": np.asarray(value) for name, value in data.extras.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, format=FORMAT, key=key, meta=json.dumps(meta or {}), sequences=data.sequences,
+                     lists=data.lists, queries=np.int64(data.queries), **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_extraction_set(path: str | os.PathLike | None, key: str) -> tuple[ExtractionSet, dict[str, Any]] | None:
+    """``(data, meta)`` saved at ``path`` for ``key``; ``None`` when there is no file.
+
+    A file that is not an extraction set, is truncated, or was made for another ``key`` is a
+    ``ConfigError`` naming it."""
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if "format" not in saved.files or str(saved["format"]) != FORMAT:
+                raise ConfigError(f"extraction data {path}: not a {FORMAT} file; delete it or pass another path")
+            if str(saved["key"]) != key:
+                raise ConfigError(f"extraction data {path} was made for another run ({saved['key']}, this one is {key}); "
+                                  "delete it or pass another path")
+            extras = {name[len(_EXTRA):]: saved[name] for name in saved.files if name.startswith(_EXTRA)}
+            data = ExtractionSet(sequences=saved["sequences"], lists=saved["lists"], queries=int(saved["queries"]), extras=extras)
+            return data, json.loads(str(saved["meta"]))
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - not an .npz, truncated, or written by something else
+        raise ConfigError(f"extraction data {path}: unreadable ({err}); delete it to gather the data anew") from None
+
+
+def gathered_once(
+    directory: str | os.PathLike | None,
+    key: str,
+    gather: Callable[[], tuple[ExtractionSet, dict[str, Any]]],
+) -> tuple[ExtractionSet, dict[str, Any], bool]:
+    """``gather()`` at most once per run directory: ``(data, meta, reused)``.
+
+    Without a directory this is just ``gather()``. With one, data saved there for ``key`` is
+    returned without calling ``gather`` (no query is sent); otherwise ``gather()`` runs and its
+    result is saved before training starts."""
+    path = None if directory is None else Path(directory) / DATA_FILE
+    saved = load_extraction_set(path, key)
+    if saved is not None:
+        return saved[0], saved[1], True
+    data, meta = gather()
+    if path is not None:
+        save_extraction_set(path, key, data, meta)
+    return data, meta, False
+
+
+def student_state_path(directory: str | os.PathLike | None) -> Path | None:
+    """Where a run directory keeps the student's training state (``None`` without a directory)."""
+    return None if directory is None else Path(directory) / STATE_FILE
+
+
+def run_key(config: Any, seed: int, num_items: int) -> str:
+    """What a run directory's files must match: the recipe's whole config, the seed, the catalogue."""
+    settings = json.dumps(config.model_dump(mode="json"), sort_keys=True)  # key order of the YAML does not matter
+    return f"{settings}|seed={int(seed)}|items={int(num_items)}"

@@ -1,0 +1,81 @@
+"""``raysteal run`` killed in the middle of a DFME run (SIGKILL: no cleanup, no row) and run again:
+the run goes on from its last finished epoch on the answers it already paid for.
+
+The killed invocation is a subprocess with its own local Ray runtime (own temp dir); teardown
+kills exactly the processes it left, never a machine-wide ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raysteal.experiment.config import parse_experiment
+
+BUDGET = 1200
+EXPERIMENT = {
+    "experiment": "resume-mid-run",
+    "seeds": 1,
+    "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
+    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3}}],
+    "attacks": [{"attack": "dfme", "budget_queries": BUDGET, "k": 20, "epochs": 150, "batch_size": 16,
+                 "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}}],
+    "split": {"aux_fraction": 0.0},
+    "k": 10,
+}
+
+
+def _kill_everything_under(root: Path) -> None:
+    """SIGKILL every process whose command line names ``root`` (the killed run's Ray runtime)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if str(root).encode() in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+@pytest.mark.ray
+def test_a_killed_experiment_resumes_its_run_mid_training(ray_session, tmp_path):
+    from raysteal.distributed.experiment_runner import run_experiment
+
+    spec, out, cache = tmp_path / "resume.yaml", tmp_path / "out", tmp_path / "cache"
+    spec.write_text(yaml.safe_dump(EXPERIMENT))
+    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rres-{uuid.uuid4().hex[:4]}-", dir="/tmp"))  # short: Ray socket paths
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
+    cmd = [sys.executable, "-m", "raysteal", "run", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "partial").glob("*/student.state")):  # one epoch saved: the run is mid-training
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.monotonic() < deadline, "no student state appeared"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert not list((out / "runs").glob("*.parquet"))  # killed before its row: nothing finished
+
+    store = run_experiment(parse_experiment(EXPERIMENT), out, cache_dir=str(cache), progress=False)
+    row = store.load().iloc[0]
+    assert row["queries"] == BUDGET and row["info/data_reused"]  # trained on the killed attempt's answers
+    assert 1 <= row["info/resumed_epoch"] < 150 and row["info/epochs_run"] == 150
+    logs = store.load_query_logs()
+    assert logs.empty or logs.loc[logs["granted"] & logs["attacker"].str.endswith("@1"), "count"].sum() == 0
+    assert not (out / "partial" / row["run_id"]).exists()  # the finished run's scratch is gone
