@@ -13,10 +13,9 @@ from typer.testing import CliRunner
 
 import raysteal.training.target_cache as target_cache
 from raysteal.cli import app
-from raysteal.data.interactions import Interactions
 from raysteal.data.splits import leave_one_out
 from raysteal.errors import DataFileError
-from raysteal.models import make_config, model_class, model_names
+from raysteal.models import make_config, model_names
 from raysteal.training import fit, get_or_train_target, load_checkpoint, make_train_config, save_checkpoint, seeded_model
 from raysteal.training.evaluate import model_inputs
 from tests.model_fixtures import small_config as _small_config, toy_log

@@ -135,7 +135,7 @@ def test_tafeng_bad_rows(tmp_path):
 
 # ------------------------------------------------------------ CaseRecommender
 def test_caserec_with_header(tmp_path):
-    path = write(tmp_path / "steam" / "game_purchase.dat.gz", "User_ID\tGame_ID\tPurchase\n1\t1\t1.0\n1\t2\t1.0\n1\t1\t1.0\n2\t2\t1.0\n", gz=True)
+    write(tmp_path / "steam" / "game_purchase.dat.gz", "User_ID\tGame_ID\tPurchase\n1\t1\t1.0\n1\t2\t1.0\n1\t1\t1.0\n2\t2\t1.0\n", gz=True)
     assert load_dataset("steam-200k", data_dir=tmp_path).num_interactions == 4
     assert load_dataset("steam-200k", data_dir=tmp_path, preprocess="dedupe").num_interactions == 3
     with pytest.raises(DataFileError, match=r"line 3: column 'rating': expected a number"):

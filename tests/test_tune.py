@@ -230,12 +230,6 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_session, tmp
 def test_the_schema_expresses_a_bahsd_sweep():
     """Temperatures, margin, InfoNCE weight and temperature, and the budget of a sequential
     extraction (BAHSD) validate against the extraction config."""
-    from raysteal.extraction import extraction_names
-
-    if "bahsd" not in extraction_names():
-        pytest.skip("BAHSD is not registered")
-    from raysteal.distributed.tune import run_tune
-
     spec = {
         "experiment": "bahsd-tune",
         "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 200, "seed": 1}}],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from raysteal.atomic import write_text_atomically
 
 
 def register(app: typer.Typer) -> None:
@@ -69,7 +70,4 @@ def register(app: typer.Typer) -> None:
 def save_experiment(config, out_dir: Path) -> None:
     """Keep the experiment's validated spec beside its results (for report and provenance)."""
     target = Path(out_dir) / "experiments" / f"{config.experiment}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
-    os.replace(tmp, target)
+    write_text_atomically(target, json.dumps(config.model_dump(mode="json"), indent=2))

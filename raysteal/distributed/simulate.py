@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from raysteal.atomic import write_text_atomically
 from raysteal.errors import RaystealError
 from raysteal.experiment.simulate_config import SimulationConfig
 from raysteal.oracle.errors import RateLimitExceeded
@@ -240,10 +240,7 @@ def run_simulation(
     ]
     summary = summarize_simulation(rows, ledgers, logs, latencies, wall, len(runs), len(failures), per_server)
     summary.update(experiment=sim.name, dataset=base["dataset"]["name"], target=base["target"]["model"], session=session)
-    tmp = out / ".summary.json.tmp"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    os.replace(tmp, out / "summary.json")
+    write_text_atomically(out / "summary.json", json.dumps(summary, indent=2, default=float))
     if failures:
         lines = "\n".join(f"  attacker {r['simulation']['attacker']}: {e}" for r, e in failures[:10])
         raise RaystealError(f"{len(failures)} of {len(runs)} attacker(s) failed (summary.json covers the others):\n{lines}")

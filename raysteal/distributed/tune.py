@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 from ray.tune import Callback
 
+from raysteal.atomic import write_text_atomically
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.tune_config import PROBE_METRICS, SEQUENTIAL_PROBE_METRICS, TuneExperiment, apply_sample, best_experiment, candidate_values, is_sequential
 from raysteal.results.store import ResultStore, run_id
@@ -507,10 +508,7 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
     sample = {k: _py(v) for k, v in best.config.items()}
     value = float(best.metrics[settings.metric])
     raw = best_experiment(tune_exp, sample, note=f"{settings.metric} = {value:.4f} ({settings.mode}) over {total} trials, trial {best.metrics.get('trial_id', '')}.")
-    best_file = out / "best.yaml"
-    tmp = best_file.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
-    os.replace(tmp, best_file)
+    best_file = write_text_atomically(out / "best.yaml", yaml.safe_dump(raw, sort_keys=False))
     return TuneOutcome(
         best_config=sample,
         best_metric=value,

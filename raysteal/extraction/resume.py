@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from raysteal.atomic import write_atomically
 from raysteal.errors import ConfigError
 from raysteal.extraction.types import ExtractionSet
 
@@ -33,23 +33,11 @@ _EXTRA = "extra/"
 
 def save_extraction_set(path: str | os.PathLike, key: str, data: ExtractionSet, meta: dict[str, Any] | None = None) -> Path:
     """Write ``data`` (sequences, answers, query count, extras) and JSON-able ``meta`` to an
-    ``.npz`` at ``path`` atomically (temp file beside it, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ``.npz`` at ``path`` atomically (:func:`raysteal.atomic.write_atomically`)."""
     arrays = {f"{_EXTRA}{name}": np.asarray(value) for name, value in data.extras.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, format=FORMAT, key=key, meta=json.dumps(meta or {}), sequences=data.sequences,
-                     lists=data.lists, queries=np.int64(data.queries), **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomically(path, lambda fh: np.savez(fh, format=FORMAT, key=key, meta=json.dumps(meta or {}),
+                                                      sequences=data.sequences, lists=data.lists,
+                                                      queries=np.int64(data.queries), **arrays))
 
 
 def load_extraction_set(path: str | os.PathLike | None, key: str) -> tuple[ExtractionSet, dict[str, Any]] | None:

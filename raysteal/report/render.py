@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raysteal.atomic import write_text_atomically
 from raysteal.errors import ConfigError
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import summary_markdown
@@ -127,8 +128,4 @@ def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None)
                 sections += [summary_markdown(part, [rspec.get("metric", "agr@k")], spec.get("paper")), ""]
             else:
                 raise ConfigError(f"report kind {kind!r} unknown (table, curve, heatmap)")
-    md = out_dir / "report.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(sections))
-    os.replace(tmp, md)
-    return md
+    return write_text_atomically(out_dir / "report.md", "\n".join(sections))

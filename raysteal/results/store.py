@@ -20,6 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raysteal.atomic import write_atomically
+
 
 # Settings added to run specifications after results were first stored, oldest first, each with
 # the value that reproduces the specification from before it existed. While a setting is at that
@@ -72,10 +74,7 @@ def run_ids(run: dict[str, Any]) -> list[str]:
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda fh: pq.write_table(table, fh))
 
 
 class ResultStore:

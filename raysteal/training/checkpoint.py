@@ -13,12 +13,12 @@ It is written to a temporary file in the same directory and moved into place wit
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from raysteal.atomic import write_atomically
 from raysteal.errors import DataFileError
 import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.models.base import Recommender, build_model
@@ -27,22 +27,8 @@ FORMAT = "raysteal-checkpoint/1"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file beside ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared target cache must be readable by others
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save`` to ``path`` atomically (:func:`raysteal.atomic.write_atomically`)."""
+    return write_atomically(path, lambda fh: torch.save(obj, fh))
 
 
 def save_checkpoint(

@@ -1,0 +1,22 @@
+"""Atomic writes: the old file or the whole new one, never half; no temp file left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from raysteal.atomic import write_atomically, write_text_atomically
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_file(tmp_path):
+    path = write_text_atomically(tmp_path / "sub" / "f.json", "old")
+    assert path.read_text() == "old" and oct(path.stat().st_mode & 0o777) == "0o644"
+
+    def half_then_fail(fh):
+        fh.write(b"ne")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, half_then_fail)
+    assert path.read_text() == "old" and [p.name for p in path.parent.iterdir()] == ["f.json"]
+    write_text_atomically(path, "new")
+    assert path.read_text() == "new" and [p.name for p in path.parent.iterdir()] == ["f.json"]
