@@ -259,8 +259,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "best_epoch": best.get("epoch"),
         }
 
-    train_student(student, data, dfme_objective(config.margin), seed=args.seed, device=device, on_epoch=on_epoch,
-                  state_path=args.state, **config.training_options())
+    if not reached or args.no_stop:  # a resumed run that had reached its target is done
+        train_student(student, data, dfme_objective(config.margin), seed=args.seed, device=device, on_epoch=on_epoch,
+                      state_path=args.state, **config.training_options())
     result = summary(finished=True)
     status = (f"reached agr@10 {reached['agr10']:.4f} >= {args.target_agr} after {reached['epoch']} epochs in {reached['seconds']:.1f}s"
               if reached else f"did not reach agr@10 {args.target_agr}; best {result['best_agr@10']}")

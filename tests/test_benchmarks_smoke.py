@@ -55,6 +55,11 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     resumed = dfme.main([*resumable, "--epochs", "2"])
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
     assert [e["agr@10"] for e in resumed["epochs"]] == [e["agr@10"] for e in result["epochs"]]
+    stop_early = [*args[:-4], "--json", str(tmp_path / "early.json"), "--synthesis-cache", str(cache),
+                  "--state", str(tmp_path / "early.state"), "--target-agr", "0"]
+    assert [e["epoch"] for e in dfme.main(stop_early)["epochs"]] == [1]  # reached at once: stops
+    again_early = dfme.main([*stop_early, "--epochs", "3"])  # resumed after reaching it: nothing more to train
+    assert [e["epoch"] for e in again_early["epochs"]] == [1] and again_early["epochs_to_target"] == 1
 
     with pytest.raises(SystemExit):  # --state without --json could not keep the scored epochs
         dfme.main([*args[:-4], "--state", str(state)])
