@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -43,11 +42,9 @@ def write_json(path: str | None, payload: Any) -> None:
     """Write ``payload`` atomically to ``path`` (if given)."""
     if not path:
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, target)
+    from raysteal.atomic import write_text_atomically
+
+    write_text_atomically(path, json.dumps(payload, indent=2))
 
 
 def sequence_benchmark_parser(description: str, models: str) -> argparse.ArgumentParser:

@@ -11,12 +11,15 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+_UMASK = os.umask(0o022)  # reading the umask means setting it: put it straight back
+os.umask(_UMASK)
+
 
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(fh)`` on a binary temp file beside ``path``, then move it into place.
 
-    The directory is created when missing; the file is readable by others (0644), so a shared
-    cache works across users."""
+    The directory is created when missing; the file gets the permissions a plain ``open`` would
+    (0666 less the umask; ``mkstemp`` alone would make it 0600 and a shared cache unreadable)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -25,7 +28,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

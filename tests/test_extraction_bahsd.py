@@ -497,6 +497,12 @@ def test_the_student_state_names_the_objective(tmp_path):
     train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), **options)
     with pytest.raises(ConfigError, match="another run"):  # same data and optimiser, another margin
         train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.3), **{**options, "epochs": 2})
+    with pytest.raises(ConfigError, match="another run"):  # another gradient clipping
+        train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), **{**options, "grad_clip": 1.0})
+    with pytest.warns(RuntimeWarning, match="starts afresh"):  # a run directory's own state: trained again
+        fresh = train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.3), restart_if_unusable=True,
+                              **{**options, "epochs": 2})
+    assert fresh["resumed_epoch"] == 0 and fresh["epochs_run"] == 2
     bahsd = BAHSDObjective.from_config(BAHSDConfig(epochs=3))
     assert repr(bahsd) == repr(BAHSDObjective.from_config(BAHSDConfig(epochs=9)))  # more epochs: still resumable
     assert repr(bahsd) != repr(BAHSDObjective.from_config(BAHSDConfig(epochs=3, margin=0.2)))

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from raysteal.errors import ConfigError
-from raysteal.extraction.resume import gathered_once, load_extraction_set, save_extraction_set, student_state_path
+from raysteal.extraction.resume import (
+    claim_run_directory,
+    gathered_once,
+    load_extraction_set,
+    save_extraction_set,
+    student_resume_options,
+)
 from raysteal.extraction.types import ExtractionSet
 
 
@@ -58,4 +64,22 @@ def test_gathered_once_gathers_only_the_first_time(tmp_path):
     assert calls == [1] and not first[2] and again[2] and again[1] == {"synthesis_seconds": 2.0}
     assert np.array_equal(first[0].lists, again[0].lists)
     assert gathered_once(None, "k", gather)[2] is False and calls == [1, 1]  # no directory: always gathers
-    assert student_state_path(None) is None and student_state_path(tmp_path).name == "student.state"
+    assert student_resume_options(None) == {}
+    assert student_resume_options(tmp_path) == {"state_path": tmp_path / "student.state", "restart_if_unusable": True}
+
+
+def test_a_save_that_fails_only_warns_the_spent_answers_are_still_used(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    with pytest.warns(RuntimeWarning, match="cannot resume"):
+        data, _, reused = gathered_once(blocked, "k", lambda: (_data(), {}))
+    assert not reused and data.queries == 12
+
+
+def test_a_run_directory_left_against_another_target_is_emptied(tmp_path):
+    run = claim_run_directory(tmp_path / "run", "ml-1m/sasrec lists=aaa")
+    save_extraction_set(run / "extraction.npz", "k", _data())
+    assert (claim_run_directory(run, "ml-1m/sasrec lists=aaa") / "extraction.npz").exists()  # same target: kept
+    claim_run_directory(run, "ml-1m/sasrec lists=bbb")  # retrained target: its old answers are worthless
+    assert sorted(p.name for p in run.iterdir()) == ["target.txt"]
+    assert (run / "target.txt").read_text() == "ml-1m/sasrec lists=bbb"

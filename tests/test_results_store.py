@@ -1,8 +1,12 @@
-"""Run ids survive new optional settings: finished runs stay finished across versions."""
+"""Run ids survive new optional settings: finished runs stay finished across versions; a run's
+scratch directory lives until its row is written."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raysteal.experiment.config import expand_runs, load_experiment
 from raysteal.results.store import ResultStore, run_id, run_ids
@@ -40,3 +44,18 @@ def test_a_row_stored_under_an_earlier_id_counts_as_finished(tmp_path):
     assert store.is_finished(run)
     assert store.is_finished(run, store.finished())
     assert not store.is_finished({**run, "seed": 1})
+
+
+def test_a_runs_scratch_directory_goes_with_its_row(tmp_path):
+    store = ResultStore(tmp_path / "out")
+    work = store.work_dir("run-a")
+    assert work.is_absolute() and work == (tmp_path / "out" / "partial" / "run-a").resolve()
+    for rid in ("run-a", "run-b", "run-c"):
+        (store.partial_dir / rid).mkdir(parents=True)
+        (store.partial_dir / rid / "extraction.npz").write_bytes(b"x")
+    store.write_row("run-a", {"agr@k": 0.5})
+    assert not work.exists() and (store.partial_dir / "run-b").exists()
+    # a row written by a process that died before removing the directory: the next invocation does
+    pq.write_table(pa.Table.from_pylist([{"agr@k": 0.4}]), store.runs_dir / "run-b.parquet")
+    assert store.clear_finished_work() == ["run-b"]
+    assert sorted(p.name for p in store.partial_dir.iterdir()) == ["run-c"]  # an unfinished run keeps its work

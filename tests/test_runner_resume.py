@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from raysteal.experiment.config import parse_experiment
+from raysteal.oracle.ledger import BudgetLedger
 
 BUDGET = 1200
 EXPERIMENT = {
@@ -76,6 +77,12 @@ def test_a_killed_experiment_resumes_its_run_mid_training(ray_session, tmp_path)
     row = store.load().iloc[0]
     assert row["queries"] == BUDGET and row["info/data_reused"]  # trained on the killed attempt's answers
     assert 1 <= row["info/resumed_epoch"] < 150 and row["info/epochs_run"] == 150
-    logs = store.load_query_logs()
-    assert logs.empty or logs.loc[logs["granted"] & logs["attacker"].str.endswith("@1"), "count"].sum() == 0
+    accounts = {}
+    for journal in (out / "ledgers").glob("*/ledger.jsonl"):
+        ledger = BudgetLedger(journal)
+        accounts.update(ledger.snapshot())
+        ledger.close()
+    rid = row["run_id"]
+    assert accounts[rid]["spent"] == BUDGET  # the killed attempt paid for the answers ...
+    assert accounts[f"{rid}@1"]["spent"] == 0  # ... and the retry, on its own account, spent nothing
     assert not (out / "partial" / row["run_id"]).exists()  # the finished run's scratch is gone

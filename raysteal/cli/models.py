@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 
+from raysteal.atomic import write_text_atomically
 from raysteal.errors import ConfigError
 
 
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
             cached = False
         report = {"model": target.name, "dataset": dataset, "preprocess": preprocess, "seed": seed,
                   "spec": target.spec(), "fingerprint": log.fingerprint(), "cache_hit": cached, **metrics}
-        (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        write_text_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
         test = metrics["test"]
         how = "from cache" if cached else f"trained in {metrics['train']['train_seconds']:.1f}s"
         typer.echo(

@@ -208,7 +208,9 @@ def run_experiment(
     store = ResultStore(out_dir)
     runs = expand_runs(config)
     done = store.finished()
-    pending = [r for r in runs if not store.is_finished(r, done)]
+    store.clear_finished_work(done)
+    # one entry per run id: two identical grid entries would otherwise run at once into one row
+    pending = list({run_id(r): r for r in runs if not store.is_finished(r, done)}.values())
     if not pending:
         return store
     init_ray(address, num_cpus=num_cpus)

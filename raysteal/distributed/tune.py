@@ -406,8 +406,7 @@ def _check_same_sweep(out_dir: Path, tune_exp: TuneExperiment) -> None:
     text = tune_exp.to_json()
     if spec_file.is_file() and spec_file.read_text() != text:
         raise ConfigError(f"{out_dir} holds a sweep of a different tune file (see {spec_file}); use another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec_file.write_text(text)
+    write_text_atomically(spec_file, text)
 
 
 def run_tune(

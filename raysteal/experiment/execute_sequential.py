@@ -12,6 +12,7 @@ next item beside the teacher's. The popularity clone (most popular unseen items)
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -72,6 +73,13 @@ def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarr
     return metrics
 
 
+def target_fingerprint(data: SequentialRunData) -> str:
+    """Names the black box a run's saved answers came from: its top lists for the evaluation
+    users (a retrained target answers differently), the dataset, target and code version."""
+    digest = hashlib.sha256(np.ascontiguousarray(data.teacher_lists).tobytes()).hexdigest()[:24]
+    return f"{data.dataset}/{data.target_name} lists={digest} raysteal={raysteal.__version__}"
+
+
 def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None,
                            workdir: str | None = None) -> dict[str, Any]:
     """Run one sequential extraction and measure it; returns the results row.
@@ -90,10 +98,13 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         student = popularity_lists(data, data.eval_sequences, width)
         queries, student_model = 0, "popularity"
     else:
-        from raysteal.extraction import make_extraction_config, run_extraction
+        from raysteal.extraction import get_extraction, make_extraction_config, run_extraction
         from raysteal.extraction.evaluate import student_lists
+        from raysteal.extraction.resume import claim_run_directory
 
         config = make_extraction_config(run["attack"])
+        if workdir is not None and get_extraction(config.attack).resumable:
+            claim_run_directory(workdir, target_fingerprint(data))
         needs_data = bool(getattr(config, "uses_real_sequences", False))
         knowledge, known_eval = sequential_knowledge(run, data, needs_data)
         result = run_extraction(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch, workdir=workdir)

@@ -63,7 +63,7 @@ from raysteal.extraction.probing import (
 )
 from raysteal.extraction.registry import register_extraction
 from raysteal.extraction.result import ExtractionResult
-from raysteal.extraction.resume import gathered_once, run_key, student_state_path
+from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
 from raysteal.extraction.student import student_hidden, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance, synthesize
 from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch
@@ -356,7 +356,7 @@ def bahsd(
         device=device,
         on_epoch=on_epoch,
         progress=progress,
-        state_path=student_state_path(workdir),
+        **student_resume_options(workdir),
         **config.training_options(),
     )
     info: dict[str, Any] = {

@@ -21,7 +21,7 @@ from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
 from raysteal.extraction.registry import register_extraction
 from raysteal.extraction.result import ExtractionResult
-from raysteal.extraction.resume import gathered_once, run_key, student_state_path
+from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
 from raysteal.extraction.student import dfme_objective, train_student
 from raysteal.extraction.synthesis import query_allowance, synthesize
 from raysteal.extraction.types import SequenceKnowledge
@@ -103,7 +103,7 @@ def dfme(
         device=device,
         on_epoch=on_epoch,
         progress=progress,
-        state_path=student_state_path(workdir),
+        **student_resume_options(workdir),
         **config.training_options(),
     )
     info: dict[str, Any] = {

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from raysteal.atomic import write_atomically
+from raysteal.atomic import write_atomically, write_text_atomically
 from raysteal.errors import ConfigError
 from raysteal.extraction.types import ExtractionSet
 
 FORMAT = "raysteal-extraction-set/1"
 DATA_FILE = "extraction.npz"
 STATE_FILE = "student.state"
+TARGET_FILE = "target.txt"
 _EXTRA = "extra/"
 
 
@@ -72,20 +75,42 @@ def gathered_once(
 
     Without a directory this is just ``gather()``. With one, data saved there for ``key`` is
     returned without calling ``gather`` (no query is sent); otherwise ``gather()`` runs and its
-    result is saved before training starts."""
+    result is saved before training starts (a save that fails only warns: the queries are spent,
+    and training goes on with the data in memory)."""
     path = None if directory is None else Path(directory) / DATA_FILE
     saved = load_extraction_set(path, key)
     if saved is not None:
         return saved[0], saved[1], True
     data, meta = gather()
     if path is not None:
-        save_extraction_set(path, key, data, meta)
+        try:
+            save_extraction_set(path, key, data, meta)
+        except OSError as err:  # the budget is spent: train on what is in memory, only resuming is lost
+            warnings.warn(f"could not keep the gathered data in {path} ({err}); this run cannot resume", RuntimeWarning, stacklevel=2)
     return data, meta, False
 
 
-def student_state_path(directory: str | os.PathLike | None) -> Path | None:
-    """Where a run directory keeps the student's training state (``None`` without a directory)."""
-    return None if directory is None else Path(directory) / STATE_FILE
+def claim_run_directory(directory: str | os.PathLike, target: str) -> Path:
+    """Make ``directory`` the scratch of a run against the black box named by ``target`` (a
+    fingerprint of its answers and the code version): whatever an earlier attempt left there
+    against another one -- a retrained target, other code -- is removed first, since answers of
+    another black box would silently train the wrong student."""
+    directory = Path(directory)
+    marker = directory / TARGET_FILE
+    if directory.exists() and (not marker.is_file() or marker.read_text() != target):
+        shutil.rmtree(directory)
+    if not marker.is_file():
+        write_text_atomically(marker, target)
+    return directory
+
+
+def student_resume_options(directory: str | os.PathLike | None) -> dict[str, Any]:
+    """``train_student`` keywords for a run directory: its state file, and a fresh start (with a
+    warning) when the state there cannot be used -- e.g. a retry on another device type; the
+    saved data stays good, so only the epochs are redone. Nothing without a directory."""
+    if directory is None:
+        return {}
+    return {"state_path": Path(directory) / STATE_FILE, "restart_if_unusable": True}
 
 
 def run_key(config: Any, seed: int, num_items: int) -> str:

@@ -234,6 +234,7 @@ def train_student(
     grad_clip: float | None = 5.0,
     realign: float = 0.0,
     state_path: str | os.PathLike | None = None,
+    restart_if_unusable: bool = False,
 ) -> dict[str, Any]:
     """Fit ``student`` to ``data`` by minimising ``objective`` with AdamW; returns training stats.
 
@@ -254,8 +255,10 @@ def train_student(
     ``state_path``: after every epoch the whole training state is written there atomically
     (:mod:`raysteal.extraction.training_state`); when the file exists, training goes on after its
     epoch (``resumed_epoch`` in the stats) and ends where an uninterrupted run would (``epochs``
-    counts from the first epoch). The state is keyed by the seed, data size, optimiser settings
-    and the objective's ``repr`` (its parameters, e.g. the margin).
+    counts from the first epoch). The state is keyed by the seed, data size, optimiser settings,
+    device type, AMP, gradient clipping and the objective's ``repr`` (its parameters, e.g. the
+    margin); a state made for other ones is a ``ConfigError``, or, with ``restart_if_unusable``
+    (a run directory of the runner), ignored with a warning.
     """
     if not 0.0 <= realign <= 1.0:
         raise ConfigError(f"realign must lie in [0, 1], got {realign}")
@@ -278,11 +281,12 @@ def train_student(
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     state_key = (f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
                  f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
-                 f"parameters={sum(p.numel() for p in params)} objective={objective!r}")
+                 f"parameters={sum(p.numel() for p in params)} device={dev.type} amp={use_amp} grad_clip={grad_clip} "
+                 f"objective={objective!r}")
     stopped = False
     started = time.perf_counter()
     with _private_rng(rng_seed, dev):
-        so_far = load_training_state(state_path, state_key, student, optimizer, generator, dev)
+        so_far = load_training_state(state_path, state_key, student, optimizer, generator, dev, restart_if_unusable)
         resumed_epoch, history = so_far.epoch, so_far.history
         for epoch in range(so_far.epoch + 1, epochs + 1):
             t0 = time.perf_counter()

@@ -10,6 +10,7 @@ for (seed, data size, optimiser settings, objective) and a state made for anythi
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,23 +66,31 @@ def load_training_state(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     device: torch.device,
+    restart_if_unusable: bool = False,
 ) -> TrainingProgress:
     """Restore the state at ``path`` into the given objects (no file: a fresh start at epoch 0).
 
-    A file that is not a student state, or was made for another run (``key``), is a
-    ``ConfigError``; nothing is changed then.
+    A file that is not a student state, or was made for another run (``key``: e.g. other
+    settings, or another device type, whose generator state has another layout), is a
+    ``ConfigError``; nothing is changed then. With ``restart_if_unusable`` (a run directory the
+    caller owns) such a file is ignored with a warning, training starts at epoch 0 and the next
+    save replaces it.
     """
     if path is None or not Path(path).exists():
         return TrainingProgress()
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ConfigError(f"student state {path}: not a {FORMAT} file; delete it to start afresh")
+        if payload["key"] != key:
+            raise ConfigError(f"student state {path} was made for another run ({payload['key']}, this one is {key}); "
+                              "delete it or pass another path")
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same error to the user
-        raise ConfigError(f"student state {path}: unreadable ({err}); delete it to start afresh") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ConfigError(f"student state {path}: not a {FORMAT} file")
-    if payload["key"] != key:
-        raise ConfigError(f"student state {path} was made for another run ({payload['key']}, this one is {key}); "
-                          "delete it or pass another path")
+        message = str(err) if isinstance(err, ConfigError) else f"student state {path}: unreadable ({err}); delete it to start afresh"
+        if restart_if_unusable:
+            warnings.warn(f"{message}; training starts afresh", RuntimeWarning, stacklevel=2)
+            return TrainingProgress()
+        raise ConfigError(message) from None
     student.load_state_dict(payload["student"])
     optimizer.load_state_dict(payload["optimizer"])
     generator.set_state(payload["generator"])

@@ -102,6 +102,16 @@ class ResultStore:
         other nodes resume from it only when the output directory is shared storage."""
         return (self.partial_dir / rid).resolve()
 
+    def clear_finished_work(self, finished: set[str] | None = None) -> list[str]:
+        """Remove the scratch directories of runs that have a row (a crash between writing the
+        row and removing its directory leaves one); returns their ids. Directories of unfinished
+        runs -- perhaps another invocation's, running now -- are kept."""
+        done = self.finished() if finished is None else finished
+        cleared = sorted(p.name for p in self.partial_dir.glob("*") if p.name in done) if self.partial_dir.is_dir() else []
+        for rid in cleared:
+            shutil.rmtree(self.partial_dir / rid, ignore_errors=True)
+        return cleared
+
     def write_row(self, rid: str, row: dict[str, Any]) -> Path:
         """Write one run's row atomically (nested values stored as JSON strings), then drop the
         run's scratch directory: a finished run is never resumed."""
