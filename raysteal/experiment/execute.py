@@ -76,6 +76,45 @@ def _ray_node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
 
 
+def row_head(run: dict[str, Any], attack: str, clone: str) -> dict[str, Any]:
+    """The columns every results row starts with: the run's id and what it ran (dataset,
+    target, attack, clone, seed, k, defenses, budget, attacker share)."""
+    return {
+        "run_id": run_id(run),
+        "experiment": run["experiment"],
+        "dataset": run["dataset"]["name"],
+        "preprocess": run["dataset"]["preprocess"],
+        "target": run["target"]["model"],
+        "target_params": run["target"]["params"],
+        "attack": attack,
+        "clone": clone,
+        "seed": int(run["seed"]),
+        "k": int(run["k"]),
+        "defense": run["defenses"],
+        "budget": -1 if run["budget"] is None else int(run["budget"]),
+        "attacker_fraction": run["split"]["attacker_fraction"],
+    }
+
+
+def finish_row(row: dict[str, Any], *, data, queries: int, started: float, started_at: float, device: str,
+               hyper: dict[str, Any], info: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    """Add the target's own accuracy, the cost and provenance columns (queries, start, wall time,
+    device, Ray node, code version), and flat ``hp/*`` / ``info/*`` copies of the scalar
+    hyperparameters (less ``skip``) and figures; returns ``row``."""
+    row.update({
+        "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
+        "queries": int(queries),
+        "started_at": started_at,
+        "wall_s": time.perf_counter() - started,
+        "device": device,
+        "node_id": _ray_node_id(),
+        "code_version": raysteal.__version__,
+    })
+    row.update({f"hp/{key}": value for key, value in hyper.items() if isinstance(value, (int, float, str, bool)) and key not in skip})
+    row.update({f"info/{key}": value for key, value in info.items() if isinstance(value, (int, float, str, bool))})
+    return row
+
+
 def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None, on_epoch=None) -> dict[str, Any]:
     """Run one attack and measure it; returns the results row. With ``aux_cache``, auxiliary
     models are shared between runs through that directory (identical results, less training).
@@ -101,19 +140,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
     agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
     relevant = data.test_items[knowledge.target_user_ids]
     row = {
-        "run_id": run_id(run),
-        "experiment": run["experiment"],
-        "dataset": run["dataset"]["name"],
-        "preprocess": run["dataset"]["preprocess"],
-        "target": run["target"]["model"],
-        "target_params": run["target"]["params"],
-        "attack": config.attack,
-        "clone": config.clone,
-        "seed": int(run["seed"]),
-        "k": k,
-        "defense": run["defenses"],
-        "budget": -1 if run["budget"] is None else int(run["budget"]),
-        "attacker_fraction": run["split"]["attacker_fraction"],
+        **row_head(run, config.attack, config.clone),
         "auxiliary_size": run["split"]["auxiliary_size"],
         "item_overlap": run["split"]["item_overlap"],
         "query_fraction": run["split"]["query_fraction"],
@@ -129,18 +156,6 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         "target_ndcg@k": mean(ndcg_at_k_sets(truth[:, :k], relevant, k)),
         "clone_recall@k": mean(recall_at_k(clone_top[:, :k], relevant, k)),
         "clone_ndcg@k": mean(ndcg_at_k_sets(clone_top[:, :k], relevant, k)),
-        "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
-        "queries": int(output.queries),
-        "started_at": started_at,
-        "wall_s": time.perf_counter() - started,
-        "device": device,
-        "node_id": _ray_node_id(),
-        "code_version": raysteal.__version__,
     }
-    for key, value in config.model_dump().items():
-        if isinstance(value, (int, float, str, bool)) and key not in ("attack", "clone", "k"):
-            row[f"hp/{key}"] = value
-    for key, value in output.info.items():
-        if isinstance(value, (int, float, str, bool)):
-            row[f"info/{key}"] = value
-    return row
+    return finish_row(row, data=data, queries=output.queries, started=started, started_at=started_at, device=device,
+                      hyper=config.model_dump(), info=output.info, skip=("attack", "clone", "k"))

@@ -22,8 +22,7 @@ import raysteal
 from raysteal.data.splits import attacker_users
 from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
 from raysteal.experiment.context import SequentialRunData
-from raysteal.experiment.execute import _child_rng, _ray_node_id
-from raysteal.results.store import run_id
+from raysteal.experiment.execute import _child_rng, finish_row, row_head
 
 
 def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_data: bool):
@@ -114,35 +113,11 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         info = result.info
     keep = ~known_eval
     row: dict[str, Any] = {
-        "run_id": run_id(run),
-        "experiment": run["experiment"],
-        "dataset": run["dataset"]["name"],
-        "preprocess": run["dataset"]["preprocess"],
-        "target": run["target"]["model"],
-        "target_params": run["target"]["params"],
-        "attack": name,
-        "clone": student_model,
-        "seed": int(run["seed"]),
-        "k": k,
-        "defense": run["defenses"],
-        "budget": -1 if run["budget"] is None else int(run["budget"]),
-        "attacker_fraction": run["split"]["attacker_fraction"],
+        **row_head(run, name, student_model),
         "hyperparameters": hyper,
         "eval_users": int(keep.sum()),
         "head_users": int((data.is_head & keep).sum()),
         **_scored_metrics(student, data, keep, k),
-        "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
-        "queries": queries,
-        "started_at": started_at,
-        "wall_s": time.perf_counter() - started,
-        "device": device,
-        "node_id": _ray_node_id(),
-        "code_version": raysteal.__version__,
     }
-    for key, value in hyper.items():
-        if isinstance(value, (int, float, str, bool)) and key not in ("attack", "k"):
-            row[f"hp/{key}"] = value
-    for key, value in info.items():
-        if isinstance(value, (int, float, str, bool)):
-            row[f"info/{key}"] = value
-    return row
+    return finish_row(row, data=data, queries=queries, started=started, started_at=started_at, device=device,
+                      hyper=hyper, info=info, skip=("attack", "k"))
