@@ -96,3 +96,19 @@ def test_prefix_attention_benchmark_writes_its_json(tmp_path, benchmarks_on_path
     assert row["prefixes"] == 27 and row["speedup"] > 0 and len(row["chunked_seconds"]) == 1
     assert json.loads(out.read_text())["results"][0]["model"] == "narm"
     assert narm.prefix_additive_attention is before  # the model's attention is put back
+
+
+def test_resume_overhead_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
+    import resume_overhead
+
+    import raysteal.extraction.student as student_module
+
+    before = student_module.save_training_state
+    out = tmp_path / "ro.json"
+    result = resume_overhead.main(["--sequences", "6", "--length", "5", "--k", "4", "--items", "30", "--epochs", "2",
+                                   "--batch-size", "3", "--json", str(out)])
+    assert result["state_mb"] > 0 and result["data_mb"] > 0 and result["epoch_seconds"] > 0
+    assert result["overhead_ratio"] > 0 and json.loads(out.read_text())["epochs"] == 2
+    assert student_module.save_training_state is before  # the loop's save is put back
+    with pytest.raises(SystemExit):
+        resume_overhead.main(["--epochs", "0"])
