@@ -278,8 +278,6 @@ def test_a_bahsd_sweep_reports_every_student_epoch_and_writes_best(ray_session, 
     from raysteal.experiment.config import load_experiment
     from raysteal.results import ResultStore
 
-    if "bahsd" not in __import__("raysteal.extraction", fromlist=["x"]).extraction_names():
-        pytest.skip("BAHSD is not registered")
     file = _write(tmp_path / "seq.yaml", SEQ_SWEEP)
     out = tmp_path / "out"
     outcome = run_tune(load_tune(file), out, cache_dir=target_cache, verbose=0)
@@ -292,3 +290,68 @@ def test_a_bahsd_sweep_reports_every_student_epoch_and_writes_best(ray_session, 
     assert outcome.stopped_early >= 1  # the lr-1e-6 students do not move: ASHA cuts one at a rung
     best = load_experiment(out / "best.yaml")
     assert best.attacks[0]["attack"] == "bahsd" and best.attacks[0]["lr"] == pytest.approx(1e-2)
+
+
+def _settled(path: Path, quiet: float = 1.0, limit: float = 30.0) -> None:
+    """Wait until ``path`` has not changed for ``quiet`` seconds (a killed driver's trial worker
+    may finish one more epoch before Ray reaps it)."""
+    deadline = time.monotonic() + limit
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        stamp = path.stat().st_mtime_ns if path.exists() else None
+        if stamp != last:
+            last, since = stamp, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.ray
+def test_a_sequential_trial_killed_mid_training_resumes_from_its_epoch(ray_session, tmp_path, target_cache):
+    """``raysteal tune`` SIGKILLed while a DFME trial trains, then run again: Tuner.restore starts
+    the trial over, and the trial goes on from the answers and student epoch it saved."""
+    from raysteal.distributed.tune import run_tune
+    from raysteal.oracle.ledger import BudgetLedger
+    from raysteal.results import ResultStore
+
+    budget, epochs = 1200, 150
+    spec = {
+        **SEQ_SWEEP,
+        "experiment": "seq-resume",
+        "attacks": [{"attack": "dfme", "budget_queries": budget, "k": 20, "epochs": epochs, "batch_size": 16,
+                     "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}}],
+        "search_space": {"attack.lr": {"grid": [3e-3]}},
+        "tune": {"metric": "agr@10", "scheduler": None, "max_concurrent": 1},
+    }
+    file = _write(tmp_path / "seq-resume.yaml", spec)
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
+    address = ray_session.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "raysteal", "tune", str(file), "--out", str(out), "--cache-dir", str(target_cache), "--address", address, "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        # mid-training (a student epoch saved) and the sweep's state on disk (so it can be restored)
+        while not (list((out / "partial").glob("*/student.state")) and list((out / "tune" / "seq-resume").glob("experiment_state*.json"))):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the trial never saved a student epoch"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = next((out / "partial").glob("*/student.state"))
+    _settled(state)
+    assert not list((out / "runs").glob("*.parquet"))
+
+    outcome = run_tune(load_tune(file), out, cache_dir=str(target_cache), verbose=0)
+    assert outcome.resumed and outcome.completed == 1
+    row = ResultStore(out).load().iloc[0]
+    assert row["info/data_reused"] and 1 <= row["info/resumed_epoch"] < epochs
+    assert row["info/epochs_run"] == epochs and row["tune_epochs"] == epochs and row["queries"] == budget
+    spent = {}
+    for journal in sorted((out / "ledgers").glob("*/ledger.jsonl")):
+        ledger = BudgetLedger(journal)
+        spent[journal.parent.name] = ledger.snapshot().get(row["run_id"], {}).get("spent")
+        ledger.close()
+    assert sorted(spent.values()) == [0, budget], spent  # the killed sweep paid; the restored one did not
+    assert not (out / "partial" / row["run_id"]).exists()

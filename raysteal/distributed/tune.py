@@ -9,7 +9,9 @@ measures as the final row, on at most ``probe_users`` users). A driver-side call
 (:class:`RowWriter`) writes every trial's final row into the same Parquet results as
 ``raysteal run``: the full row for a trial that finished, the last epoch's measures for one ASHA
 stopped (``tune_status``). Tune's own experiment directory (``storage_path``) lets a killed sweep
-resume with ``Tuner.restore``; the best configuration is written as a runnable experiment file.
+resume with ``Tuner.restore``: a sequential trial (DFME, BAHSD) that was mid-training then goes on
+from the answers and student epoch it saved in ``OUT/partial/<run id>`` (the trial id is part of
+the run id); the best configuration is written as a runnable experiment file.
 
 Tuning on ``agr@k/heldout`` uses the simulator's ground truth on users the attacker knows but
 never queried: it measures the attack's hyperparameters, as a researcher would, not an
@@ -136,6 +138,7 @@ class TrialSetup:
     costs: dict[int, dict[str, float]] = field(default_factory=dict)  # defense cost columns by k
     aux_cache: str | None = None
     probe_users: int = 4096
+    out_dir: str | None = None  # the sweep's results directory: resumable trials keep their scratch under it
 
 
 def trial_run(setup_base: dict[str, Any], sweep: str, config: dict[str, Any], trial_id: str) -> dict[str, Any]:
@@ -177,6 +180,9 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     probe = probe_cls(run, data, device, users) if setup.report_epochs else None
     node = ray_node_id()
     last: dict[str, Any] = {TIME_ATTR: 0}
+    # a trial restarted after a killed sweep (Tuner.restore) goes on from its saved answers and
+    # student epoch; the trial id is part of the run id, so the directory is the trial's own
+    workdir = str(ResultStore(setup.out_dir).work_dir(rid)) if sequential and setup.out_dir else None
 
     def on_epoch(epoch: int, stats: dict[str, Any]) -> None:
         last[TIME_ATTR] = epoch
@@ -194,7 +200,9 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
         tune.report(metrics)
 
     if sequential:
-        row = execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch)
+        row = execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch, workdir=workdir)
+        # a trial resumed after its last epoch reports no epoch; its row says how far it trained
+        last[TIME_ATTR] = last[TIME_ATTR] or int(row.get("info/epochs_run") or 0)
     else:
         row = execute_run(run, data, client, device=device, aux_cache=setup.aux_cache, on_epoch=on_epoch)
     row.update(setup.costs.get(int(run["k"]), {}))
@@ -428,6 +436,7 @@ def run_tune(
 
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
+    ResultStore(out).clear_finished_work()  # a kill between a trial's row and its scratch removal
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the sweep's state often: a kill loses little
     init_ray(address, num_cpus=num_cpus)
     import ray
@@ -450,6 +459,7 @@ def run_tune(
         report_epochs=settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS),
         costs=costs,
         aux_cache=str(Path(cache_dir) if cache_dir else out / "cache"),
+        out_dir=str(out),
     )
     gpu = share if settings.resources.gpu is None else settings.resources.gpu
     trainable = tune.with_resources(tune.with_parameters(tune_trial, data=data, setup=setup), {"cpu": settings.resources.cpu, "gpu": gpu})
