@@ -110,5 +110,12 @@ def test_resume_overhead_benchmark_writes_its_json(tmp_path, benchmarks_on_path)
     assert result["state_mb"] > 0 and result["data_mb"] > 0 and result["epoch_seconds"] > 0
     assert result["overhead_ratio"] > 0 and json.loads(out.read_text())["epochs"] == 2
     assert student_module.save_training_state is before  # the loop's save is put back
+    import raysteal.training.trainer as trainer_module
+
+    saver = trainer_module.save_loop_state
+    target = resume_overhead.main(["--sequences", "6", "--length", "5", "--k", "4", "--items", "30", "--epochs", "1",
+                                   "--batch-size", "3", "--target-model", "bpr", "--target-dataset", "synthetic"])["target"]
+    assert target["epochs"] == 1 and target["state_mb"] > 0 and target["overhead_ratio"] > 0
+    assert trainer_module.save_loop_state is saver
     with pytest.raises(SystemExit):
         resume_overhead.main(["--epochs", "0"])

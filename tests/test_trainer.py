@@ -202,3 +202,87 @@ def test_every_model_has_a_valid_preset(name):
     model_cfg, train_cfg = preset(name)
     assert make_config(model_cfg).model == name
     assert make_train_config(train_cfg).epochs >= 1
+
+
+class _Killed(RuntimeError):
+    """Stands for the process dying in the middle of an epoch."""
+
+
+def _kill_at_epoch(monkeypatch, epoch: int) -> None:
+    import raysteal.training.trainer as trainer
+
+    real, calls = trainer._run_epoch, {"n": 0}
+
+    def dying(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise _Killed(f"killed in epoch {epoch}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_run_epoch", dying)
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_training_killed_mid_way_resumes_from_its_state_bit_identical(name, split, tmp_path, monkeypatch):
+    """fit(state_path=...) killed in epoch 4 and run again ends where an uninterrupted fit does:
+    same weights, same history, same best epoch (early stopping with a small patience, so the
+    saved best weights and the stale counter matter)."""
+    config = {"epochs": 7, "batch_size": 32, "lr": 1e-2, "eval_every": 1, "patience": 2, "min_epochs": 1}
+    shape = (split.train.num_users, split.train.num_items)
+    whole = fit(seeded_model(small_config(name), *shape, seed=3), split, config, seed=3, progress=False)
+
+    state = tmp_path / "fit.state"
+    with monkeypatch.context() as patch:
+        _kill_at_epoch(patch, 4)
+        with pytest.raises(_Killed):
+            fit(seeded_model(small_config(name), *shape, seed=3), split, config, seed=3, progress=False, state_path=state)
+    assert state.is_file()
+    resumed = fit(seeded_model(small_config(name), *shape, seed=3), split, config, seed=3, progress=False, state_path=state)
+    assert resumed.resumed_epoch == 3 and whole.resumed_epoch == 0
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert (resumed.best_epoch, resumed.epochs_run) == (whole.best_epoch, whole.epochs_run)
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+    # a state saved after the last epoch: nothing is trained again
+    with monkeypatch.context() as patch:
+        _kill_at_epoch(patch, 1)
+        again = fit(seeded_model(small_config(name), *shape, seed=3), split, config, seed=3, progress=False, state_path=state)
+    assert again.epochs_run == whole.epochs_run
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key]), key
+
+
+def test_a_training_state_made_for_another_run_is_refused_or_replaced(split, tmp_path):
+    shape = (split.train.num_users, split.train.num_items)
+    state = tmp_path / "fit.state"
+    fit(seeded_model(small_config("bpr"), *shape, seed=0), split, {"epochs": 2, "batch_size": 32}, seed=0, progress=False, state_path=state)
+    other = {"epochs": 2, "batch_size": 32, "lr": 5e-3}
+    with pytest.raises(ConfigError, match="target training state .* was made for another run"):
+        fit(seeded_model(small_config("bpr"), *shape, seed=0), split, other, seed=0, progress=False, state_path=state)
+    state.write_bytes(b"not a state")
+    with pytest.raises(ConfigError, match="unreadable"):
+        fit(seeded_model(small_config("bpr"), *shape, seed=0), split, other, seed=0, progress=False, state_path=state)
+    with pytest.warns(RuntimeWarning, match="training starts afresh"):
+        result = fit(seeded_model(small_config("bpr"), *shape, seed=0), split, other, seed=0, progress=False,
+                     state_path=state, restart_if_unusable=True)
+    assert result.resumed_epoch == 0 and result.epochs_run == 2
+
+
+def test_the_target_cache_resumes_a_killed_training_and_drops_its_state(tmp_path, monkeypatch):
+    from raysteal.training import get_or_train_target
+
+    log, cfg = toy_log(), small_config("sasrec")
+    train = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "early_stopping": False, "eval_every": 5}
+    with monkeypatch.context() as patch:
+        _kill_at_epoch(patch, 3)
+        with pytest.raises(_Killed):
+            get_or_train_target(log, cfg, train, cache_dir=tmp_path, progress=False, device="cpu")
+    assert len(list(tmp_path.glob("*.training-state"))) == 1 and not list(tmp_path.glob("*.pt"))
+    model, meta = get_or_train_target(log, cfg, train, cache_dir=tmp_path, progress=False, device="cpu")
+    assert not meta["cache_hit"] and meta["metrics"]["train"]["resumed_epoch"] == 2
+    assert meta["metrics"]["train"]["epochs_run"] == 5
+    assert not list(tmp_path.glob("*.training-state")) and len(list(tmp_path.glob("*.pt"))) == 1
+    fresh, _ = get_or_train_target(log, cfg, train, cache_dir=tmp_path / "fresh", progress=False, device="cpu")
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key

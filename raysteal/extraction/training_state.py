@@ -10,15 +10,11 @@ for (seed, data size, optimiser settings, objective) and a state made for anythi
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 
-from raysteal.errors import ConfigError
-from raysteal.training.checkpoint import atomic_torch_save
+from raysteal.training.loop_state import load_loop_state, save_loop_state
 
 FORMAT = "raysteal-student-state/2"  # /2: the key names the objective
 
@@ -43,20 +39,9 @@ def save_training_state(
     device: torch.device,
 ) -> None:
     """Write the state after ``progress.epoch`` to ``path`` (temp file, then ``os.replace``)."""
-    payload: dict[str, Any] = {
-        "format": FORMAT,
-        "key": key,
-        "epoch": progress.epoch,
-        "history": progress.history,
-        "steps": progress.steps,
-        "prefixes": progress.prefixes,
-        "student": {k: v.detach().to("cpu") for k, v in student.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "generator": generator.get_state(),
-        "cpu_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-    }
-    atomic_torch_save(payload, path)
+    fields = {"epoch": progress.epoch, "history": progress.history, "steps": progress.steps, "prefixes": progress.prefixes}
+    save_loop_state(path, format=FORMAT, key=key, progress=fields, model=student, optimizer=optimizer,
+                    generator=generator, device=device, weights_field="student")
 
 
 def load_training_state(
@@ -76,26 +61,10 @@ def load_training_state(
     caller owns) such a file is ignored with a warning, training starts at epoch 0 and the next
     save replaces it.
     """
-    if path is None or not Path(path).exists():
+    fields = load_loop_state(path, format=FORMAT, key=key, model=student, optimizer=optimizer, generator=generator,
+                             device=device, weights_field="student", restart_if_unusable=restart_if_unusable,
+                             what="student state")
+    if fields is None:
         return TrainingProgress()
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            raise ConfigError(f"student state {path}: not a {FORMAT} file; delete it to start afresh")
-        if payload["key"] != key:
-            raise ConfigError(f"student state {path} was made for another run ({payload['key']}, this one is {key}); "
-                              "delete it or pass another path")
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same error to the user
-        message = str(err) if isinstance(err, ConfigError) else f"student state {path}: unreadable ({err}); delete it to start afresh"
-        if restart_if_unusable:
-            warnings.warn(f"{message}; training starts afresh", RuntimeWarning, stacklevel=2)
-            return TrainingProgress()
-        raise ConfigError(message) from None
-    student.load_state_dict(payload["student"])
-    optimizer.load_state_dict(payload["optimizer"])
-    generator.set_state(payload["generator"])
-    torch.set_rng_state(payload["cpu_rng"])
-    if device.type == "cuda" and payload["cuda_rng"] is not None:
-        torch.cuda.set_rng_state(payload["cuda_rng"], device)
-    return TrainingProgress(epoch=int(payload["epoch"]), history=list(payload["history"]),
-                            steps=int(payload["steps"]), prefixes=int(payload["prefixes"]))
+    return TrainingProgress(epoch=int(fields["epoch"]), history=list(fields["history"]),
+                            steps=int(fields["steps"]), prefixes=int(fields["prefixes"]))

@@ -2,7 +2,8 @@
 
 The key hashes (dataset name, preprocessing label, the log's content fingerprint, the validated
 model config, the split, the seed and the train config). A hit loads the checkpoint; a miss
-trains with :func:`raysteal.training.fit`, evaluates on the test items and saves atomically,
+trains with :func:`raysteal.training.fit` (its per-epoch state kept beside the checkpoint, so a
+killed training goes on from its last epoch), evaluates on the test items and saves atomically,
 so concurrent workers may race but never read half a file (the last writer wins, and both
 wrote the same deterministic target on a CPU).
 """
@@ -91,12 +92,16 @@ def train_target(
     split: str = "leave_one_out",
     device: str | torch.device = "auto",
     progress: bool | None = None,
+    state_path: str | os.PathLike | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
-    """Train and evaluate one target (no cache): ``(model, metrics)``."""
+    """Train and evaluate one target (no cache): ``(model, metrics)``. ``state_path``: where
+    training keeps its per-epoch state and, when it exists, resumes from (see :func:`fit`; an
+    unusable file there is replaced with a warning)."""
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     data = make_split(log, split)
     model = seeded_model(cfg, log.num_users, log.num_items, seed)
-    result = fit(model, data, tcfg, seed=seed, device=device, progress=progress)
+    result = fit(model, data, tcfg, seed=seed, device=device, progress=progress, state_path=state_path,
+                 restart_if_unusable=state_path is not None)
     metrics = {
         "train": result.summary(),
         "valid": _plain(evaluate(model, data, "valid", seed=seed)),
@@ -128,16 +133,25 @@ def get_or_train_target(
     key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"{cfg.model}-{key[:20]}.pt"
+    state = training_state_path(path)
     if path.is_file():
         model, meta = load_checkpoint(path)
+        state.unlink(missing_ok=True)  # a crash between saving the checkpoint and removing the state
         return model, {**meta, "path": str(path), "cache_hit": True}
-    model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress)
+    # a target whose training was killed goes on from its last epoch (the state sits beside the checkpoint)
+    model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state)
     extra = {"key": key, "dataset": dataset, "preprocess": preprocess, "split": split, "seed": int(seed),
              "train_config": tcfg.model_dump(mode="json")}
     save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
+    state.unlink(missing_ok=True)
     model.to("cpu").eval()
     meta = {"spec": model.spec(), "fingerprint": log.fingerprint(), "metrics": metrics, "extra": extra}
     return model, {**meta, "path": str(path), "cache_hit": False}
+
+
+def training_state_path(checkpoint: Path) -> Path:
+    """Where the training of the target cached at ``checkpoint`` keeps its per-epoch state."""
+    return checkpoint.with_name(checkpoint.stem + ".training-state")
 
 
 def load_trained_target(path: str | os.PathLike, log: Interactions) -> tuple[Recommender, dict[str, Any]]:

@@ -12,6 +12,7 @@ untouched, so two CPU runs with the same seed give bit-identical weights.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, build_model
 from raysteal.training.config import TrainConfig, make_train_config
 from raysteal.training.cpu_memory import retain_freed_memory
+from raysteal.training.loop_state import load_loop_state, save_loop_state
 from raysteal.training.evaluate import validation_ndcg
 
 
@@ -44,6 +46,7 @@ class TrainResult:
     device: str = "cpu"
     amp: bool = False
     stopped_by_time: bool = False  # the ``max_seconds`` time box ended training
+    resumed_epoch: int = 0  # the epoch a saved state (``state_path``) let training go on after
 
     @property
     def samples_per_second(self) -> float:
@@ -63,6 +66,7 @@ class TrainResult:
             "device": self.device,
             "amp": self.amp,
             "stopped_by_time": self.stopped_by_time,
+            "resumed_epoch": self.resumed_epoch,
             "history": self.history,
         }
 
@@ -140,10 +144,17 @@ def fit(
     seed: int = 0,
     device: str | torch.device = "auto",
     progress: bool | None = None,
+    state_path: str | os.PathLike | None = None,
+    restart_if_unusable: bool = False,
 ) -> TrainResult:
     """Train ``model`` on ``split.train``, early-stopping on ``split.valid``; returns the best model.
 
-    ``progress=None`` shows a rich progress bar only on a terminal outside CI.
+    ``progress=None`` shows a rich progress bar only on a terminal outside CI. ``state_path``:
+    after every epoch the whole loop state (weights, AdamW, generators, the best weights so far,
+    the early-stopping counters) is written there atomically; when the file exists, training goes
+    on after its epoch and ends bit-identical to an uninterrupted run on the same device. A state
+    made for another model, data size, train config, seed or device type is a ``ConfigError``, or
+    with ``restart_if_unusable`` (a file the caller owns) ignored with a warning.
     """
     config = make_train_config(config)
     dev = training_device(device)
@@ -156,11 +167,18 @@ def fit(
     valid_users = _validation_users(split, config.eval_users, eval_seed)
     steps = len(sampler) if config.max_batches_per_epoch is None else min(len(sampler), config.max_batches_per_epoch)
     result = TrainResult(model=model, device=str(dev), amp=amp)
+    state_key = _state_key(model, split, config, seed, dev, amp, steps)
     best_state: dict[str, torch.Tensor] | None = None
-    stale = 0
-    started = time.perf_counter()
+    stale, done, elapsed = 0, False, 0.0
+    first_epoch = 1
     with _private_rng(rng_seed, dev), _Progress(_show_progress(progress), config.epochs, steps) as bar:
-        for epoch in range(1, config.epochs + 1):
+        saved = load_loop_state(state_path, format=STATE_FORMAT, key=state_key, model=model, optimizer=optimizer,
+                                generator=generator, device=dev, restart_if_unusable=restart_if_unusable,
+                                what="target training state")
+        if saved is not None:
+            first_epoch, stale, done, elapsed, best_state = _restore_progress(result, saved, dev)
+        started = time.perf_counter() - elapsed  # the time box counts the earlier attempts' time too
+        for epoch in range(first_epoch, 0 if done else config.epochs + 1):
             t0 = time.perf_counter()
             loss_sum, rows, n_steps = _run_epoch(model, sampler, optimizer, generator, dev, amp, config, steps, bar)
             step_time = time.perf_counter() - t0
@@ -180,10 +198,14 @@ def fit(
                     stale += 1
             result.history.append(log)
             bar.epoch_done(log)
-            if config.early_stopping and stale >= config.patience and epoch >= config.min_epochs:
-                break
-            if out_of_time:
-                result.stopped_by_time = True
+            patience_spent = config.early_stopping and stale >= config.patience and epoch >= config.min_epochs
+            result.stopped_by_time = out_of_time and not patience_spent
+            done = patience_spent or out_of_time or epoch == config.epochs
+            if state_path is not None:
+                save_loop_state(state_path, format=STATE_FORMAT, key=state_key, model=model, optimizer=optimizer,
+                                generator=generator, device=dev,
+                                progress=_progress_fields(result, stale, done, time.perf_counter() - started, best_state))
+            if done:
                 break
     if config.early_stopping and best_state is not None:
         model.load_state_dict(best_state)
@@ -193,6 +215,51 @@ def fit(
     model.eval()
     result.train_seconds = time.perf_counter() - started
     return result
+
+
+STATE_FORMAT = "raysteal-target-training-state/1"
+
+
+def _state_key(model: Recommender, split: LeaveOneOut, config: TrainConfig, seed: int, dev: torch.device, amp: bool,
+               steps: int) -> str:
+    """What a saved loop state must have been made for (the generator's layout follows the device type)."""
+    spec = json.dumps(model.spec(), sort_keys=True, default=str)
+    log = split.train
+    return (f"seed={seed} model={spec} train={config.model_dump_json()} users={log.num_users} items={log.num_items} "
+            f"interactions={log.num_interactions} steps={steps} "
+            f"device={dev.type} amp={amp}")
+
+
+def _progress_fields(result: TrainResult, stale: int, done: bool, elapsed: float,
+                     best_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    return {
+        "epoch": result.epochs_run,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "best_valid_ndcg": result.best_valid_ndcg,
+        "step_seconds": result.step_seconds,
+        "samples": result.samples,
+        "stopped_by_time": result.stopped_by_time,
+        "stale": stale,
+        "done": done,
+        "elapsed": elapsed,
+        "best_state": None if best_state is None else {k: v.detach().to("cpu") for k, v in best_state.items()},
+    }
+
+
+def _restore_progress(result: TrainResult, saved: dict[str, Any], dev: torch.device):
+    """Put a saved state's progress back into ``result``; returns (first epoch to run, stale,
+    done, elapsed seconds, best weights)."""
+    result.epochs_run = result.resumed_epoch = int(saved["epoch"])
+    result.history = list(saved["history"])
+    result.best_epoch = int(saved["best_epoch"])
+    result.best_valid_ndcg = float(saved["best_valid_ndcg"])
+    result.step_seconds = float(saved["step_seconds"])
+    result.samples = int(saved["samples"])
+    result.stopped_by_time = bool(saved["stopped_by_time"])
+    best = saved["best_state"]
+    best_state = None if best is None else {k: v.to(dev) for k, v in best.items()}
+    return result.epochs_run + 1, int(saved["stale"]), bool(saved["done"]), float(saved["elapsed"]), best_state
 
 
 def _validation_users(split: LeaveOneOut, eval_users: int | None, seed: int) -> np.ndarray:
