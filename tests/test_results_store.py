@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from raysteal.experiment.config import expand_runs, load_experiment
 from raysteal.results.store import ResultStore, run_id, run_ids
@@ -59,3 +60,14 @@ def test_a_runs_scratch_directory_goes_with_its_row(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"agr@k": 0.4}]), store.runs_dir / "run-b.parquet")
     assert store.clear_finished_work() == ["run-b"]
     assert sorted(p.name for p in store.partial_dir.iterdir()) == ["run-c"]  # an unfinished run keeps its work
+    assert store.stray_work({"run-c"}) == [] and store.stray_work({"run-x"}) == ["run-c"]
+
+
+def test_the_runner_names_scratch_directories_it_will_not_resume_and_keeps_them(tmp_path):
+    from raysteal.distributed.experiment_runner import _warn_stray_work
+
+    store = ResultStore(tmp_path)
+    (store.partial_dir / "old-id").mkdir(parents=True)
+    with pytest.warns(RuntimeWarning, match=r"1 scratch directory of runs not among this invocation's \(old-id\)"):
+        _warn_stray_work(store, {"new-id"})
+    assert (store.partial_dir / "old-id").is_dir()

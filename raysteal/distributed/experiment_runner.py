@@ -185,6 +185,20 @@ def concurrency_limit(max_concurrent: int | None = None) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def _warn_stray_work(store: ResultStore, expected: set[str]) -> None:
+    """Name the scratch directories no run of this invocation will resume (kept: they may belong to
+    other seeds or targets of the file, to another experiment sharing the output directory, or to
+    runs whose settings changed -- and hold the only copy of answers a budget paid for)."""
+    stray = store.stray_work(expected)
+    if stray:
+        import warnings
+
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        warnings.warn(f"{store.partial_dir}: {len(stray)} scratch director{'y' if len(stray) == 1 else 'ies'} of runs not among "
+                      f"this invocation's ({shown}), left in place; remove the ones no later run will resume",
+                      RuntimeWarning, stacklevel=3)
+
+
 def run_experiment(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -211,6 +225,7 @@ def run_experiment(
     store.clear_finished_work(done)
     # one entry per run id: two identical grid entries would otherwise run at once into one row
     pending = list({run_id(r): r for r in runs if not store.is_finished(r, done)}.values())
+    _warn_stray_work(store, {run_id(r) for r in runs})
     if not pending:
         return store
     init_ray(address, num_cpus=num_cpus)

@@ -112,6 +112,13 @@ class ResultStore:
             shutil.rmtree(self.partial_dir / rid, ignore_errors=True)
         return cleared
 
+    def stray_work(self, expected: set[str]) -> list[str]:
+        """Ids of scratch directories that belong to no run in ``expected`` (e.g. runs whose
+        settings, hence ids, changed since); they are never removed automatically."""
+        if not self.partial_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.partial_dir.iterdir() if p.is_dir() and p.name not in expected)
+
     def write_row(self, rid: str, row: dict[str, Any]) -> Path:
         """Write one run's row atomically (nested values stored as JSON strings), then drop the
         run's scratch directory: a finished run is never resumed."""
