@@ -131,3 +131,18 @@ def test_runs_past_the_concurrency_limit_wait_for_a_slot(ray_session, tmp_path):
     assert len(frame) == 3 and (frame["queries"] > 0).all()
     finished = (frame["started_at"] + frame["wall_s"]).to_numpy()
     assert (frame["started_at"].to_numpy()[1:] >= finished[:-1]).all(), frame[["started_at", "wall_s"]]
+
+
+@pytest.mark.ray
+def test_the_progress_display_reports_each_target_training_epoch(ray_session, tmp_path, capsys):
+    """While a target trains (before any run can start), ``raysteal run`` shows its epochs."""
+    from raysteal.distributed.experiment_runner import run_experiment
+
+    spec = {**TINY, "experiment": "tiny-progress", "seeds": 1, "attacks": [{"attack": "popularity"}], "defenses": [[]],
+            "targets": [{"model": "bpr", "train": {"epochs": 4, "batch_size": 512, "eval_every": 2}}]}
+    run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=True)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "training target synthetic/bpr" in line]
+    assert [line.split("epoch ")[1].split()[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], err
+    assert "valid NDCG@10" in lines[1] and "valid NDCG@10" not in lines[0]
+    assert "[1/1" in err  # the run itself is still counted

@@ -28,8 +28,10 @@ def _group_key(run: dict[str, Any]) -> tuple:
     return (json.dumps(run["dataset"], sort_keys=True), json.dumps(run["split"], sort_keys=True), json.dumps(run["target"], sort_keys=True))
 
 
-def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None):
-    """Ray task body: load data, train or load the target, compute the truth lists."""
+def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None,
+                    news=None):
+    """Ray task body: load data, train or load the target, compute the truth lists. ``news``: a
+    ``ray.util.queue.Queue`` the target's training epochs are reported on (for the progress display)."""
     from raysteal.distributed.runtime import worker_device
     from raysteal.experiment.context import RunData, prepare_dataset, target_cache_labels, target_config
     from raysteal.oracle import RankingEngine, TargetSpec
@@ -53,6 +55,7 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
             cache_dir=cache_dir,
             device=device,
             progress=False,
+            on_epoch=_reporter(news, f"{ds_entry.label}/{target_entry.model}"),
         )
     model = model.cpu().eval()
     train = ctx.loo.train
@@ -72,6 +75,21 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
         target_device=device,
     )
     return spec, data
+
+
+def _reporter(news, target: str):
+    """``on_epoch`` for a target's training: each epoch's log onto the ``news`` queue (never fails
+    the training: a full or gone queue only loses the message)."""
+    if news is None:
+        return None
+
+    def tell(log: dict) -> None:
+        try:
+            news.put_nowait({"target": target, **log})
+        except Exception:  # noqa: BLE001 - progress display only
+            pass
+
+    return tell
 
 
 def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: int, device: str):
@@ -185,6 +203,27 @@ def concurrency_limit(max_concurrent: int | None = None) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def _news_queue():
+    """A small queue actor (no CPU reserved) that target preparations report their epochs on."""
+    from ray.util.queue import Queue
+
+    return Queue(maxsize=10_000, actor_options={"num_cpus": 0})
+
+
+def _show_news(news, bar) -> None:
+    """Show what the target trainings reported since the last look."""
+    from raysteal.distributed.progress import target_epoch_message
+
+    if news is None:
+        return
+    try:
+        items = news.get_nowait_batch(news.qsize())
+    except Exception:  # noqa: BLE001 - progress display only
+        return
+    for item in items:
+        bar.note(target_epoch_message(item))
+
+
 def _warn_stray_work(store: ResultStore, expected: set[str]) -> None:
     """Name the scratch directories no run of this invocation will resume (kept: they may belong to
     other seeds or targets of the file, to another experiment sharing the output directory, or to
@@ -237,8 +276,9 @@ def run_experiment(
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in pending:
         groups[_group_key(run)].append(run)
+    news = _news_queue() if progress else None  # target-training epochs, for the progress display
     prepared = {
-        key: prepare.remote(rs[0]["dataset"], rs[0]["split"], rs[0]["target"], max(max(r["k"] for r in rs), 10), data_dir, cache_dir)
+        key: prepare.remote(rs[0]["dataset"], rs[0]["split"], rs[0]["target"], max(max(r["k"] for r in rs), 10), data_dir, cache_dir, news)
         for key, rs in groups.items()
     }
     servers: dict[tuple, Any] = {}
@@ -278,34 +318,41 @@ def run_experiment(
             for run in druns:
                 submit(run, costs[run["k"]], server, ledger, data_ref)
 
-    with RunProgress(total=len(pending), enabled=progress) as bar:
-        while waiting or in_flight:
-            ready, _ = ray.wait(list(waiting) + list(in_flight), num_returns=1)
-            ref = ready[0]
-            if ref in waiting:  # a target is ready: deploy it (runs of other targets keep going)
-                key = waiting.pop(ref)
-                try:
-                    spec, data = ray.get(ref)
-                except Exception as err:
-                    for run in groups[key]:
-                        failures.append((run, f"target preparation failed: {err!r}"))
-                        bar.advance(f"FAILED target {run['target']['model']}: {err}")
+    try:
+        with RunProgress(total=len(pending), enabled=progress) as bar:
+            while waiting or in_flight:
+                ready, _ = ray.wait(list(waiting) + list(in_flight), num_returns=1, timeout=None if news is None else 2.0)
+                _show_news(news, bar)
+                if not ready:
                     continue
-                deploy(key, spec, data)
+                ref = ready[0]
+                if ref in waiting:  # a target is ready: deploy it (runs of other targets keep going)
+                    key = waiting.pop(ref)
+                    try:
+                        spec, data = ray.get(ref)
+                    except Exception as err:
+                        for run in groups[key]:
+                            failures.append((run, f"target preparation failed: {err!r}"))
+                            bar.advance(f"FAILED target {run['target']['model']}: {err}")
+                        continue
+                    deploy(key, spec, data)
+                    start_queued()
+                    continue
+                run, cost, server, ledger, data_ref, attempt = in_flight.pop(ref)
+                try:
+                    row = {**ray.get(ref), **cost}
+                    store.write_row(run_id(run), row)
+                    bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
+                except Exception as err:  # a failed run writes no row: a re-run retries it
+                    if _crashed(err) and attempt == 0:  # its process was lost: once more, on a fresh account
+                        submit(run, cost, server, ledger, data_ref, attempt + 1)
+                    else:
+                        failures.append((run, repr(err)))
+                        bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
                 start_queued()
-                continue
-            run, cost, server, ledger, data_ref, attempt = in_flight.pop(ref)
-            try:
-                row = {**ray.get(ref), **cost}
-                store.write_row(run_id(run), row)
-                bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
-            except Exception as err:  # a failed run writes no row: a re-run retries it
-                if _crashed(err) and attempt == 0:  # its process was lost: once more, on a fresh account
-                    submit(run, cost, server, ledger, data_ref, attempt + 1)
-                else:
-                    failures.append((run, repr(err)))
-                    bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
-            start_queued()
+    finally:
+        if news is not None:
+            news.shutdown()  # the queue actor goes with the loop, also when it fails
     for (name, server) in servers.values():
         store.write_query_log(name, ray.get(server.query_log.remote()))
         stop_target_server(server)

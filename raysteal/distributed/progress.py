@@ -31,6 +31,22 @@ class RunProgress:
             elapsed = time.perf_counter() - self._started
             print(f"[{self.done}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
 
+    def note(self, message: str) -> None:
+        """Say how something in progress stands (e.g. a target's training) without counting a run."""
+        if self._rich is not None:
+            self._rich.update(self._task, description=message)
+        elif self.enabled:
+            elapsed = time.perf_counter() - self._started
+            print(f"[{self.done}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
     def __exit__(self, *exc: object) -> None:
         if self._rich is not None:
             self._rich.stop()
+
+
+def target_epoch_message(news: dict) -> str:
+    """One line for a target-training epoch reported by ``_prepare_target``."""
+    line = f"training target {news['target']}: epoch {int(news['epoch'])}/{int(news['epochs'])} loss {news['loss']:.4f}"
+    if "valid_ndcg@10" in news:
+        line += f" valid NDCG@10 {news['valid_ndcg@10']:.4f} (best {news['best_valid_ndcg@10']:.4f})"
+    return line

@@ -93,15 +93,16 @@ def train_target(
     device: str | torch.device = "auto",
     progress: bool | None = None,
     state_path: str | os.PathLike | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
     """Train and evaluate one target (no cache): ``(model, metrics)``. ``state_path``: where
     training keeps its per-epoch state and, when it exists, resumes from (see :func:`fit`; an
-    unusable file there is replaced with a warning)."""
+    unusable file there is replaced with a warning); ``on_epoch``: see :func:`fit`."""
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     data = make_split(log, split)
     model = seeded_model(cfg, log.num_users, log.num_items, seed)
     result = fit(model, data, tcfg, seed=seed, device=device, progress=progress, state_path=state_path,
-                 restart_if_unusable=state_path is not None)
+                 restart_if_unusable=state_path is not None, on_epoch=on_epoch)
     metrics = {
         "train": result.summary(),
         "valid": _plain(evaluate(model, data, "valid", seed=seed)),
@@ -122,11 +123,13 @@ def get_or_train_target(
     cache_dir: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     progress: bool | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
     """The target for this (dataset, preprocess, model, split, seed, train config), trained once.
 
     Returns ``(model, meta)``; ``meta`` has ``metrics`` (train/valid/test), ``fingerprint``,
-    ``spec``, ``extra`` (the key's ingredients), plus ``path`` and ``cache_hit``.
+    ``spec``, ``extra`` (the key's ingredients), plus ``path`` and ``cache_hit``. ``on_epoch`` is
+    called after each training epoch (not on a hit; see :func:`fit`).
     """
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     dataset = dataset or log.name
@@ -139,7 +142,8 @@ def get_or_train_target(
         state.unlink(missing_ok=True)  # a crash between saving the checkpoint and removing the state
         return model, {**meta, "path": str(path), "cache_hit": True}
     # a target whose training was killed goes on from its last epoch (the state sits beside the checkpoint)
-    model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state)
+    model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state,
+                                  on_epoch=on_epoch)
     extra = {"key": key, "dataset": dataset, "preprocess": preprocess, "split": split, "seed": int(seed),
              "train_config": tcfg.model_dump(mode="json")}
     save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -146,6 +146,7 @@ def fit(
     progress: bool | None = None,
     state_path: str | os.PathLike | None = None,
     restart_if_unusable: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``split.train``, early-stopping on ``split.valid``; returns the best model.
 
@@ -154,7 +155,10 @@ def fit(
     the early-stopping counters) is written there atomically; when the file exists, training goes
     on after its epoch and ends bit-identical to an uninterrupted run on the same device. A state
     made for another model, data size, train config, seed or device type is a ``ConfigError``, or
-    with ``restart_if_unusable`` (a file the caller owns) ignored with a warning.
+    with ``restart_if_unusable`` (a file the caller owns) ignored with a warning. ``on_epoch(log)``
+    is called after each epoch with its log (``epoch``, ``loss``, ``step_seconds``, and
+    ``valid_ndcg@10`` / ``best_valid_ndcg@10`` when it validated) plus ``epochs``, the most
+    epochs the training can take.
     """
     config = make_train_config(config)
     dev = training_device(device)
@@ -205,6 +209,8 @@ def fit(
                 save_loop_state(state_path, format=STATE_FORMAT, key=state_key, model=model, optimizer=optimizer,
                                 generator=generator, device=dev,
                                 progress=_progress_fields(result, stale, done, time.perf_counter() - started, best_state))
+            if on_epoch is not None:
+                on_epoch({**log, "epochs": config.epochs, **({"best_valid_ndcg@10": result.best_valid_ndcg} if "valid_ndcg@10" in log else {})})
             if done:
                 break
     if config.early_stopping and best_state is not None:
