@@ -146,3 +146,20 @@ def test_the_progress_display_reports_each_target_training_epoch(ray_session, tm
     assert [line.split("epoch ")[1].split()[0] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], err
     assert "valid NDCG@10" in lines[1] and "valid NDCG@10" not in lines[0]
     assert "[1/1" in err  # the run itself is still counted
+
+
+@pytest.mark.ray
+def test_tune_and_simulate_show_the_one_target_they_prepare_training(ray_session, tmp_path, capsys):
+    import ray
+
+    from raysteal.distributed.experiment_runner import _prepare_target, prepare_one_target
+
+    run = expand_runs(parse_experiment({**TINY, "seeds": 1, "targets": [{"model": "bpr", "train": {"epochs": 3, "batch_size": 512}}]}))[0]
+    prepare = ray.remote(_prepare_target).options(num_cpus=1)
+    args = (run["dataset"], run["split"], run["target"], 20, None, str(tmp_path / "cache"))
+    spec, data = prepare_one_target(prepare, args, show=True)
+    assert data.truth_lists.shape[1] == 20
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training target synthetic/bpr: epoch")]
+    assert len(lines) == 3 and lines[-1].startswith("training target synthetic/bpr: epoch 3/3")
+    prepare_one_target(prepare, args, show=True)  # cached now: nothing trains, nothing is shown
+    assert "training target" not in capsys.readouterr().err

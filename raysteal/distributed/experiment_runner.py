@@ -210,8 +210,8 @@ def _news_queue():
     return Queue(maxsize=10_000, actor_options={"num_cpus": 0})
 
 
-def _show_news(news, bar) -> None:
-    """Show what the target trainings reported since the last look."""
+def _show_news(news, say) -> None:
+    """Pass what the target trainings reported since the last look to ``say`` (one line each)."""
     from raysteal.distributed.progress import target_epoch_message
 
     if news is None:
@@ -221,7 +221,28 @@ def _show_news(news, bar) -> None:
     except Exception:  # noqa: BLE001 - progress display only
         return
     for item in items:
-        bar.note(target_epoch_message(item))
+        say(target_epoch_message(item))
+
+
+def prepare_one_target(prepare, args: tuple, show: bool):
+    """``ray.get`` of one target preparation (``prepare``: the remote ``_prepare_target``, ``args``
+    its arguments before ``news``), printing the target's training epochs to stderr when ``show``
+    (``raysteal tune`` and ``raysteal simulate``, which prepare one target before anything else)."""
+    import sys
+
+    import ray
+
+    news = _news_queue() if show else None
+    ref = prepare.remote(*args, news)
+    try:
+        while True:
+            ready, _ = ray.wait([ref], timeout=None if news is None else 2.0)
+            _show_news(news, lambda line: print(line, file=sys.stderr, flush=True))
+            if ready:
+                return ray.get(ref)
+    finally:
+        if news is not None:
+            news.shutdown()
 
 
 def _warn_stray_work(store: ResultStore, expected: set[str]) -> None:
@@ -322,7 +343,7 @@ def run_experiment(
         with RunProgress(total=len(pending), enabled=progress) as bar:
             while waiting or in_flight:
                 ready, _ = ray.wait(list(waiting) + list(in_flight), num_returns=1, timeout=None if news is None else 2.0)
-                _show_news(news, bar)
+                _show_news(news, bar.note)
                 if not ready:
                     continue
                 ref = ready[0]

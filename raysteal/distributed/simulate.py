@@ -172,7 +172,7 @@ def run_simulation(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every attacker of ``sim`` at once; returns (and writes) ``OUT/summary.json``."""
-    from raysteal.distributed.experiment_runner import _ledger_budget, _prepare_target
+    from raysteal.distributed.experiment_runner import _ledger_budget, _prepare_target, prepare_one_target
     from raysteal.distributed.progress import RunProgress
     from raysteal.distributed.runtime import gpu_share, init_ray
     from raysteal.oracle.client import QueryClient
@@ -189,7 +189,7 @@ def run_simulation(
     base = runs[0]
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     max_k = max(max(int(r["k"]) for r in runs), 10)
-    spec, data = ray.get(prepare.remote(base["dataset"], base["split"], base["target"], max_k, data_dir, cache_dir))
+    spec, data = prepare_one_target(prepare, (base["dataset"], base["split"], base["target"], max_k, data_dir, cache_dir), show=progress)
     data_ref = ray.put(data)
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     servers, names = [], []

@@ -430,7 +430,7 @@ def run_tune(
     """Run (or resume) the sweep; rows land in ``OUT/runs``, the best configuration in
     ``OUT/best.yaml``. ``storage`` (default ``OUT/tune``) may be a shared path or a URI
     (``s3://...``, ``gs://...``) every node can reach."""
-    from raysteal.distributed.experiment_runner import _defense_cost, _prepare_target
+    from raysteal.distributed.experiment_runner import _defense_cost, _prepare_target, prepare_one_target
     from raysteal.distributed.runtime import gpu_share, init_ray
     from raysteal.oracle.server import start_target_server, stop_target_server
 
@@ -446,7 +446,8 @@ def run_tune(
     base = tune_exp.base_run()
     share = gpu_share()
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
-    spec, data = ray.get(prepare.remote(base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir))
+    spec, data = prepare_one_target(prepare, (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir),
+                                    show=verbose > 0)
     spec.defenses = list(base["defenses"])
     costs = {k: _defense_cost(spec, data, k) for k in (_possible_ks(tune_exp, int(base["k"])) or [])}
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
