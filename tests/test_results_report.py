@@ -78,3 +78,17 @@ def test_report_renders_tables_and_pngs(tmp_path):
 def test_report_on_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no results"):
         render_report(tmp_path)
+
+
+def test_gain_over_the_teacher_is_derived_from_the_rows_own_accuracies():
+    from raysteal.results.summary import with_derived_metrics
+
+    rows = [{**_row("bahsd", s, 0.5), "defense": "[]", "student_ndcg@10": v, "teacher_ndcg@10": 0.2, "student_hr@10": 0.3, "teacher_hr@10": 0.0}
+            for s, v in enumerate([0.21, 0.19])]
+    frame = with_derived_metrics(pd.DataFrame(rows))
+    assert frame["gain_over_teacher/ndcg@10"].tolist() == pytest.approx([0.05, -0.05])
+    assert frame["gain_over_teacher/hr@10"].isna().all()  # a teacher at 0: no ratio
+    table = summarize(pd.DataFrame(rows), ["gain_over_teacher/ndcg@10"])
+    assert table["gain_over_teacher/ndcg@10 mean"].iloc[0] == pytest.approx(0.0)
+    plain = pd.DataFrame([_row("ptd", 0, 0.5)])
+    assert with_derived_metrics(plain) is plain  # nothing to derive from: the frame is untouched

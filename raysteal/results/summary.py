@@ -21,10 +21,30 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     return fixed + sorted(varying)
 
 
+GAINS = {"gain_over_teacher/ndcg@10": ("student_ndcg@10", "teacher_ndcg@10"), "gain_over_teacher/hr@10": ("student_hr@10", "teacher_hr@10")}
+"""Derived per-run columns: the student's own next-item accuracy relative to its teacher's
+(BAHSD's "gain over the teacher"; 0.0498 would be its claimed +4.98%)."""
+
+
+def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus the :data:`GAINS` columns its rows can give (``student / teacher - 1``;
+    NaN where the teacher scores 0 or a part is missing); computed, never stored."""
+    out = frame
+    for name, (student, teacher) in GAINS.items():
+        if name in frame.columns or student not in frame.columns or teacher not in frame.columns:
+            continue
+        if out is frame:
+            out = frame.copy()
+        base = pd.to_numeric(frame[teacher], errors="coerce")
+        out[name] = pd.to_numeric(frame[student], errors="coerce") / base.where(base > 0) - 1.0
+    return out
+
+
 def summarize(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per cell: ``metric`` mean and std over seeds, run count, and the paper's value."""
     if frame.empty:
         return frame
+    frame = with_derived_metrics(frame)
     metrics = [m for m in (metrics or DEFAULT_METRICS) if m in frame.columns]
     keys = cell_columns(frame)
     grouped = frame.groupby(keys, dropna=False, sort=True)
