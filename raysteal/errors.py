@@ -17,6 +17,9 @@ class UnknownNameError(RaystealError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
 
+    def __reduce__(self):  # picklable with its own arguments (a Ray task re-raises it on the driver)
+        return (type(self), (self.kind, self.name, self.known))
+
 
 class DataFileError(RaystealError):
     """A dataset file that is missing or malformed (the message names file and line)."""
@@ -24,3 +27,19 @@ class DataFileError(RaystealError):
 
 class ConfigError(RaystealError, ValueError):
     """An invalid configuration value (the message names the key)."""
+
+
+def describe_validation(err: Exception) -> str:
+    """A pydantic ``ValidationError`` as one line, ``key: problem; key: unknown key`` (any other
+    exception: its text), for error messages that name the key without a multi-line dump."""
+    errors = getattr(err, "errors", None)
+    if not callable(errors):
+        return str(err)
+    parts = []
+    for item in errors():
+        key = ".".join(str(p) for p in item.get("loc", ())) or "(top level)"
+        if item.get("type") == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        else:
+            parts.append(f"{key}: {str(item.get('msg', '')).removeprefix('Value error, ')}")
+    return "; ".join(parts) or str(err)

@@ -92,3 +92,13 @@ def test_gain_over_the_teacher_is_derived_from_the_rows_own_accuracies():
     assert table["gain_over_teacher/ndcg@10 mean"].iloc[0] == pytest.approx(0.0)
     plain = pd.DataFrame([_row("ptd", 0, 0.5)])
     assert with_derived_metrics(plain) is plain  # nothing to derive from: the frame is untouched
+
+
+def test_targets_with_other_params_are_other_cells_not_seeds():
+    rows = [{**_row("ptd", 0, 0.4), "target_params": json.dumps({"embedding_dim": 8})},
+            {**_row("ptd", 0, 0.6), "target_params": json.dumps({"embedding_dim": 64})}]
+    frame = pd.DataFrame(rows)
+    frame["defense"] = frame["defense"].map(json.dumps)
+    table = summarize(frame, ["agr@k"])
+    assert len(table) == 2 and (table["seeds"] == 1).all()
+    assert "target_params" in summary_markdown(frame, ["agr@k"])

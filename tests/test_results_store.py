@@ -71,3 +71,13 @@ def test_the_runner_names_scratch_directories_it_will_not_resume_and_keeps_them(
     with pytest.warns(RuntimeWarning, match=r"1 scratch directory of runs not among this invocation's \(old-id\)"):
         _warn_stray_work(store, {"new-id"})
     assert (store.partial_dir / "old-id").is_dir()
+
+
+def test_a_damaged_row_file_is_named_not_a_pyarrow_traceback(tmp_path):
+    from raysteal.errors import DataFileError
+
+    store = ResultStore(tmp_path)
+    store.write_row("good", {"agr@k": 0.5})
+    (store.runs_dir / "broken.parquet").write_bytes(b"junk")
+    with pytest.raises(DataFileError, match=r"broken\.parquet: not a readable Parquet file"):
+        store.load()

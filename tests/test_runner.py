@@ -44,11 +44,50 @@ def _write(tmp_path: Path, spec: dict) -> Path:
         ({"targets": [{"model": "bpr", "params": {"embedding_dim": -1}}]}, "embedding_dim"),
         ({"defenses": [[{"type": "popular_mixing", "m": 3}]]}, "defenses.0"),
         ({"grid": {"atack.k": [1]}}, "atack.k"),
+        ({"defenses": []}, "defenses"),  # no defense setting would make no runs
+        ({"experiment": "../../escape"}, "experiment"),  # the name makes paths
+        ({"datasets": [{"name": "synthetic", "options": {"num_user": 5}}]}, "datasets.0: .*num_user: unknown key"),
+        ({"datasets": [{"name": "synthetic", "preprocess": "dedup"}]}, "datasets.0: .*dedup"),
+        ({"targets": [{"model": "bprr"}]}, "targets.0: unknown model 'bprr'"),
+        ({"grid": {"budget": [-1]}}, "grid .*budget must be"),
+        ({"grid": {"k.foo": [10]}}, "k.foo"),
+        ({"grid": {"split.attacker_fraction": [1.5]}}, "grid .*split.attacker_fraction"),
+        ({"grid": {"target.embeding_dim": [8]}}, "grid .*embeding_dim: unknown key"),
+        ({"datasets": [{"name": "synthetic", "options": {"seed": 1}}, {"name": "synthetic", "options": {"seed": 7}}]},
+         "datasets.1 and datasets.0 .*could not be told apart"),
+        ({"targets": [{"model": "bpr", "train": {"epochs": 2}}, {"model": "bpr", "train": {"epochs": 4}}]},
+         "targets.1 and targets.0 .*could not be told apart"),
     ],
 )
 def test_malformed_experiment_fails_before_work_naming_the_key(tmp_path, patch, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace(r"\.*", ".*")) as err:
         load_experiment(_write(tmp_path, {**TINY, **patch}))
+    assert "\n" not in str(err.value)  # one line, no validation dump
+
+
+def test_a_file_that_is_not_text_is_a_clear_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_experiment(path)
+
+
+def test_a_sequential_students_config_is_checked_before_any_query():
+    from raysteal.extraction import make_extraction_config
+
+    for student, problem in [({"model": "sasrek"}, "unknown model 'sasrek'"), ({"model": "bpr"}, "not a sequential model"),
+                             ({"model": "sasrec", "hiden": 3}, "hiden: unknown key")]:
+        with pytest.raises(ConfigError, match=problem):
+            make_extraction_config({"attack": "dfme", "budget_queries": 50, "student": student})
+
+
+def test_unknown_name_errors_survive_pickling_across_ray():
+    import pickle
+
+    from raysteal.errors import UnknownNameError
+
+    err = pickle.loads(pickle.dumps(UnknownNameError("model", "sasrek", ["sasrec"])))
+    assert isinstance(err, UnknownNameError) and str(err) == "unknown model 'sasrek'; known models: sasrec"
 
 
 def test_grid_expansion_counts_every_cell():

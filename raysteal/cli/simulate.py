@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
-        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs for a local Ray runtime"),
+        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray runtime"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     ) -> None:
         """Run N attackers at once (own knowledge and budget each) against one or more TargetServers.

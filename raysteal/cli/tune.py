@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
-        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", help="CPUs for a local Ray runtime"),
+        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray runtime"),
         storage: Optional[str] = typer.Option(None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"),
         quiet: bool = typer.Option(False, "--quiet", help="no Tune progress tables"),
     ) -> None:

@@ -19,6 +19,7 @@ from raysteal.data.fetch import FetchSpec
 from raysteal.data.interactions import Interactions
 from raysteal.data.preprocess import Preprocess, build_interactions
 from raysteal.data.synthetic import generate as generate_synthetic
+from raysteal.data.synthetic import make_config as synthetic_options
 from raysteal.errors import ConfigError, DataFileError, UnknownNameError
 from raysteal.paths import data_dir as resolve_data_dir
 from raysteal.paths import data_dir_origin
@@ -44,6 +45,7 @@ class DatasetSpec:
     paper: str = "none"
     fetch: FetchSpec | None = None
     generator: Callable[..., pa.Table] | None = None
+    check_options: Callable[..., object] | None = None  # validates a generator's options without generating
     notes: str = ""
     expected: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
@@ -122,6 +124,20 @@ def load_table(name: str, data_dir: str | os.PathLike[str] | None = None, **opti
         raise ConfigError(f"dataset {name!r} takes no options (got {', '.join(sorted(options))})")
     path = locate(name, data_dir)
     return spec.reader_for(path)(path), path
+
+
+def check_dataset_arguments(name: str, preprocess: "str | Preprocess | None" = "none", kcore: int | None = None,
+                            **options: Any) -> None:
+    """Validate :func:`load_dataset`'s arguments without reading or generating anything: an unknown
+    dataset or preprocessing step, options a file dataset does not take, a generator's bad options
+    (``ConfigError`` / ``UnknownNameError`` naming them)."""
+    spec = dataset_spec(name)
+    resolve_preprocess(name, preprocess, kcore)
+    if spec.generator is None:
+        if options:
+            raise ConfigError(f"dataset {name!r} takes no options (got {', '.join(sorted(options))})")
+    elif spec.check_options is not None:
+        spec.check_options(**options)
 
 
 def load_dataset(
@@ -321,6 +337,7 @@ register_dataset(
         name="synthetic",
         description="seeded synthetic long-tail log (power-law activity, Zipf items, taste clusters, item successors); no files",
         generator=generate_synthetic,
+        check_options=synthetic_options,
         paper="none",
         notes="options: num_users, num_items, seed, user_exponent, item_exponent, min_len, max_len, ...",
     )

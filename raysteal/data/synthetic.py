@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, describe_validation
 
 _REDRAWS = 6
 _CHUNK_CELLS = 1 << 24  # users-per-chunk x items kept under ~16M booleans
@@ -65,7 +65,7 @@ def make_config(**params: object) -> SyntheticConfig:
     try:
         return SyntheticConfig(**params)
     except ValidationError as err:
-        raise ConfigError(f"invalid synthetic dataset parameters: {err}") from None
+        raise ConfigError(f"invalid synthetic dataset parameters: {describe_validation(err)}") from None
 
 
 class _World:

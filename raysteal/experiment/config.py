@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from raysteal.errors import ConfigError, DataFileError
+from raysteal.errors import ConfigError, DataFileError, describe_validation
 
 
 class _Strict(BaseModel):
@@ -69,13 +69,15 @@ class SplitConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    experiment: str = Field(description="name; results rows carry it")
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=120,
+                            description="name (letters, digits, '.', '_', '-'; it names files and the default output directory); results rows carry it")
     description: str = ""
     seeds: int = Field(5, ge=1)
     datasets: list[DatasetEntry] = Field(min_length=1)
     targets: list[TargetEntry] = Field(min_length=1)
     attacks: list[dict[str, Any]] = Field(min_length=1, description="attack configs (raysteal.attacks)")
-    defenses: list[list[dict[str, Any]]] = Field(default_factory=lambda: [[]], description="defense settings to cross")
+    defenses: list[list[dict[str, Any]]] = Field(default_factory=lambda: [[]], min_length=1,
+                                                 description="defense settings to cross ([[]]: none; an empty list would make no runs)")
     split: SplitConfig = Field(default_factory=SplitConfig)
     k: int = Field(50, ge=1, description="list length K of Agr@K")
     budget: int | None = Field(None, ge=0, description="queries per attacker (None: unlimited)")
@@ -90,6 +92,10 @@ class ExperimentConfig(_Strict):
             section = key.split(".", 1)[0]
             if section not in GRID_SECTIONS:
                 raise ValueError(f"grid key {key!r}: must start with one of {sorted(GRID_SECTIONS)}")
+            if section in ("k", "budget") and key != section:
+                raise ValueError(f"grid key {key!r}: {section!r} takes no sub-key (write {section!r})")
+            if section in ("split", "target", "attack") and not key.partition(".")[2]:
+                raise ValueError(f"grid key {key!r}: name the {section} setting ('{section}.<key>')")
             if not values:
                 raise ValueError(f"grid key {key!r}: needs at least one value")
         return grid
@@ -99,11 +105,7 @@ GRID_SECTIONS = {"split", "attack", "target", "k", "budget"}
 
 
 def _format_validation(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        parts.append(f"{where}: {e['msg']}")
-    return f"{source}: " + "; ".join(parts)
+    return f"{source}: {describe_validation(err)}"
 
 
 def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentConfig:
@@ -111,7 +113,10 @@ def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentCon
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file not found: {path}")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (not UTF-8: {err.reason} at byte {err.start})") from None
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as err:
@@ -155,10 +160,18 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
     from raysteal.oracle.defenses import parse_defenses
     from raysteal.training.config import make_train_config
 
+    from raysteal.data.datasets import check_dataset_arguments
+    from raysteal.errors import RaystealError
+
     known = dataset_names()
     for i, ds in enumerate(config.datasets):
         if ds.name not in known:
             raise ConfigError(f"{source}: datasets.{i}.name: unknown dataset {ds.name!r}; known: {', '.join(known)}")
+        try:
+            check_dataset_arguments(ds.name, ds.preprocess, ds.kcore, **ds.options)
+        except RaystealError as err:
+            raise ConfigError(f"{source}: datasets.{i}: {err}") from None
+    _refuse_indistinct_entries(config, source)
     from raysteal.experiment.context import target_config
 
     for i, target in enumerate(config.targets):
@@ -168,9 +181,11 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             make_train_config(train_cfg)
             if target.checkpoint is not None:
                 _check_target_checkpoint(target)
-        except ConfigError as err:
+        except RaystealError as err:
             raise ConfigError(f"{source}: targets.{i}: {err}") from None
     for run in expand_runs(config, seeds=1):
+        if config.grid:  # an override may change what the entries above validated
+            _check_overridden_run(run, source)
         try:
             if is_sequential_target(run["target"]["model"]):
                 validate_sequential_attack(run["attack"])
@@ -183,6 +198,50 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             parse_defenses(defense)
         except ConfigError as err:
             raise ConfigError(f"{source}: defenses.{i}: {err}") from None
+
+
+def _refuse_indistinct_entries(config: ExperimentConfig, source: str) -> None:
+    """Two dataset entries with the same name and preprocessing (differing only in options or
+    k-core), or two targets with the same model and params (differing only in training or
+    checkpoint), would give rows no summary can tell apart: their runs would be averaged as if
+    they were seeds of one cell."""
+    seen: dict[str, int] = {}
+    for i, ds in enumerate(config.datasets):
+        key = json.dumps([ds.name, ds.preprocess])
+        if key in seen:
+            raise ConfigError(f"{source}: datasets.{i} and datasets.{seen[key]} are both {ds.name!r} with preprocess "
+                              f"{ds.preprocess!r}: their rows could not be told apart; run them as separate experiments")
+        seen[key] = i
+    seen = {}
+    for i, target in enumerate(config.targets):
+        key = json.dumps([target.model, target.params], sort_keys=True)
+        if key in seen:
+            raise ConfigError(f"{source}: targets.{i} and targets.{seen[key]} are both {target.model!r} with the same params: "
+                              "their rows could not be told apart; run them as separate experiments")
+        seen[key] = i
+
+
+def _check_overridden_run(run: dict[str, Any], source: str) -> None:
+    """A run after its ``grid`` overrides: split, target params, K and budget as strictly as the
+    top-level keys (the error names the grid)."""
+    from raysteal.errors import RaystealError
+    from raysteal.experiment.context import target_config
+    from raysteal.models.base import make_config
+
+    where = f"{source}: grid (run {run['dataset']['name']}/{run['target']['model']}/{run['attack'].get('attack')})"
+    try:
+        SplitConfig(**run["split"])
+    except ValidationError as err:
+        raise ConfigError(f"{where}: split.{describe_validation(err)}") from None
+    try:
+        make_config(target_config(TargetEntry(**run["target"]))[0])
+    except RaystealError as err:
+        raise ConfigError(f"{where}: target: {err}") from None
+    k, budget = run["k"], run["budget"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"{where}: k must be an integer >= 1, got {k!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+        raise ConfigError(f"{where}: budget must be an integer >= 0 or null (unlimited), got {budget!r}")
 
 
 def _check_target_checkpoint(target: TargetEntry) -> None:

@@ -64,6 +64,16 @@ class ExtractionConfigBase(BaseModel):
     def _student_names_model(cls, value: dict[str, Any]) -> dict[str, Any]:
         if "model" not in value:
             raise ValueError("needs a 'model' key naming a registered sequential model")
+        # checked now, not after the budget is spent on answers the student could not use
+        from raysteal.errors import RaystealError
+        from raysteal.models.base import make_config, model_class
+
+        try:
+            if not getattr(model_class(str(value["model"])), "sequential", False):
+                raise ValueError(f"model {value['model']!r} is not a sequential model (the student reads item sequences)")
+            make_config({"max_len": 50, **value})
+        except RaystealError as err:
+            raise ValueError(str(err)) from None
         return dict(value)
 
     def student_config(self, max_len: int) -> dict[str, Any]:
@@ -92,7 +102,7 @@ def _describe(err: ValidationError, attack: str) -> str:
         if item["type"] == "extra_forbidden":
             parts.append(f"{key}: unknown key for attack {attack!r}")
         else:
-            parts.append(f"{key}: {item['msg']}")
+            parts.append(f"{key}: {str(item['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from raysteal.errors import ConfigError, UnknownNameError
+from raysteal.errors import ConfigError, UnknownNameError, describe_validation
 
 PAD = -1
 """Padding value in sequence inputs (public API). Models shift ids internally as they need."""
@@ -121,7 +121,7 @@ def make_config(config: dict[str, Any] | ModelConfig) -> ModelConfig:
     try:
         return cls.Config(**{**config, "model": cls.name})
     except Exception as err:  # pydantic.ValidationError names the offending key
-        raise ConfigError(f"invalid config for model {config['model']!r}: {err}") from None
+        raise ConfigError(f"invalid config for model {config['model']!r}: {describe_validation(err)}") from None
 
 
 def build_model(config: dict[str, Any] | ModelConfig, num_users: int, num_items: int) -> Recommender:

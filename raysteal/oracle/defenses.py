@@ -21,7 +21,7 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, describe_validation
 from raysteal.oracle.errors import RateLimitExceeded
 
 
@@ -224,7 +224,7 @@ def parse_defenses(specs: list[dict] | None) -> list:
     try:
         return _SPECS.validate_python(specs or [])
     except Exception as err:
-        raise ConfigError(f"invalid defense spec: {err}") from None
+        raise ConfigError(f"invalid defense spec: {describe_validation(err)}") from None
 
 
 def build_defenses(specs: list[dict] | list | None, item_popularity: np.ndarray | None = None) -> DefenseChain:

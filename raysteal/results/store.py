@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysteal.atomic import write_atomically
+from raysteal.errors import DataFileError
 
 
 # Settings added to run specifications after results were first stored, oldest first, each with
@@ -75,6 +76,16 @@ def run_ids(run: dict[str, Any]) -> list[str]:
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
     write_atomically(path, lambda fh: pq.write_table(table, fh))
+
+
+def _read_rows(path: Path, what: str) -> pd.DataFrame:
+    """One Parquet file of the store; a damaged one (raysteal writes atomically, so something else
+    changed it) is a ``DataFileError`` naming it, never a pyarrow traceback."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataFileError(f"{path}: not a readable Parquet file ({what}): {err}; move it away (a re-run "
+                            "redoes a missing run) or restore it") from None
 
 
 class ResultStore:
@@ -146,11 +157,11 @@ class ResultStore:
         """All rows (empty frame when none)."""
         if not self.runs_dir.is_dir() or not any(self.runs_dir.glob("*.parquet")):
             return pd.DataFrame()
-        frames = [pd.read_parquet(p) for p in sorted(self.runs_dir.glob("*.parquet"))]
+        frames = [_read_rows(p, "a run's row") for p in sorted(self.runs_dir.glob("*.parquet"))]
         return pd.concat(frames, ignore_index=True, sort=False)
 
     def load_query_logs(self) -> pd.DataFrame:
         if not self.logs_dir.is_dir():
             return pd.DataFrame()
-        frames = [pd.read_parquet(p).assign(server=p.stem.split(".")[0]) for p in sorted(self.logs_dir.glob("*.parquet"))]
+        frames = [_read_rows(p, "a query log").assign(server=p.stem.split(".")[0]) for p in sorted(self.logs_dir.glob("*.parquet"))]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -9,6 +9,7 @@ import pandas as pd
 
 CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "clone", "k", "defense", "budget", "attacker_fraction", "auxiliary_size", "item_overlap"]
 DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10"]
+VARIANT_COLUMNS = ["preprocess", "target_params"]
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
@@ -18,7 +19,9 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     by = [c for c in ("attack", "clone") if c in frame.columns]
     hp = [c for c in frame.columns if c.startswith("hp/")]
     varying = [c for c in hp if by and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()]
-    return fixed + sorted(varying)
+    # the same dataset or target name with other preprocessing / parameters is another cell
+    variants = [c for c in VARIANT_COLUMNS if c in frame.columns and frame[c].astype(str).nunique() > 1]
+    return fixed + variants + sorted(varying)
 
 
 GAINS = {"gain_over_teacher/ndcg@10": ("student_ndcg@10", "teacher_ndcg@10"), "gain_over_teacher/hr@10": ("student_hr@10", "teacher_hr@10")}

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, describe_validation
 
 
 class TrainConfig(BaseModel):
@@ -41,4 +41,4 @@ def make_train_config(config: dict[str, Any] | TrainConfig | None = None, **over
     try:
         return TrainConfig(**{**(config or {}), **overrides})
     except Exception as err:  # pydantic.ValidationError names the offending key
-        raise ConfigError(f"invalid train config: {err}") from None
+        raise ConfigError(f"invalid train config: {describe_validation(err)}") from None
