@@ -102,3 +102,7 @@ def test_targets_with_other_params_are_other_cells_not_seeds():
     table = summarize(frame, ["agr@k"])
     assert len(table) == 2 and (table["seeds"] == 1).all()
     assert "target_params" in summary_markdown(frame, ["agr@k"])
+    # params that differ only between different target models add no column
+    other = pd.DataFrame([{**_row("ptd", 0, 0.4), "target_params": "{}"}, {**_row("ptd", 0, 0.5, target="lmf"), "target_params": '{"a": 1}'}])
+    other["defense"] = other["defense"].map(json.dumps)
+    assert "target_params" not in summary_markdown(other, ["agr@k"])

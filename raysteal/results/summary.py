@@ -20,7 +20,9 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     hp = [c for c in frame.columns if c.startswith("hp/")]
     varying = [c for c in hp if by and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()]
     # the same dataset or target name with other preprocessing / parameters is another cell
-    variants = [c for c in VARIANT_COLUMNS if c in frame.columns and frame[c].astype(str).nunique() > 1]
+    names = [c for c in ("dataset", "target") if c in frame.columns]
+    variants = [c for c in VARIANT_COLUMNS if c in frame.columns and names
+                and (frame[c].astype(str).groupby([frame[n] for n in names], dropna=False).nunique() > 1).any()]
     return fixed + variants + sorted(varying)
 
 
