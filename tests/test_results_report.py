@@ -106,3 +106,37 @@ def test_targets_with_other_params_are_other_cells_not_seeds():
     other = pd.DataFrame([{**_row("ptd", 0, 0.4), "target_params": "{}"}, {**_row("ptd", 0, 0.5, target="lmf"), "target_params": '{"a": 1}'}])
     other["defense"] = other["defense"].map(json.dumps)
     assert "target_params" not in summary_markdown(other, ["agr@k"])
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ({"kind": "curve", "x": "nope"}, r"report\.0\.x: column 'nope' is not in the results"),
+    ({"kind": "heatmap", "rows": "nope"}, r"report\.0\.rows: column 'nope'"),
+    ({"kind": "table", "metrics": ["agr@kk"]}, r"report\.0: none of the metrics \['agr@kk'\]"),
+    ("table", r"report\.0 must be a mapping"),
+])
+def test_a_report_entry_naming_a_missing_column_is_a_clear_error(tmp_path, entry, problem):
+    ResultStore(tmp_path).write_row("r0", _row("ptd", 0, 0.5))
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "demo.json").write_text(json.dumps({"experiment": "demo", "report": [entry]}))
+    with pytest.raises(ConfigError, match=problem):
+        render_report(tmp_path)
+
+
+def test_a_damaged_saved_spec_is_named(tmp_path):
+    from raysteal.errors import DataFileError
+
+    ResultStore(tmp_path).write_row("r0", _row("ptd", 0, 0.5))
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "demo.json").write_text("{not json")
+    with pytest.raises(DataFileError, match=r"demo\.json: not an experiment spec"):
+        render_report(tmp_path)
+
+
+def test_report_entries_are_validated_with_the_experiment_file():
+    from raysteal.experiment.config import parse_experiment
+
+    base = {"experiment": "demo", "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}], "attacks": [{"attack": "popularity"}]}
+    for report, problem in [([{"kind": "curve"}], "a curve needs 'x'"), ([{"kind": "tabel"}], r"report\.0\.kind"),
+                            (["table"], r"report\.0"), ([{"kind": "table", "colums": 1}], r"report\.0\.colums: unknown key")]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_experiment({**base, "report": report})

@@ -202,3 +202,17 @@ def test_tune_and_simulate_show_the_one_target_they_prepare_training(ray_session
     assert len(lines) == 3 and lines[-1].startswith("training target synthetic/bpr: epoch 3/3")
     prepare_one_target(prepare, args, show=True)  # cached now: nothing trains, nothing is shown
     assert "training target" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, text, problem", [
+    ("dup.yaml", "experiment: a\nk: 10\nk: 20\n", "key 'k' given twice"),
+    ("dup.json", '{"experiment": "a", "k": 1, "k": 2}', "key 'k' given twice"),
+    ("empty.yaml", "", "the experiment file is empty"),
+])
+def test_a_key_given_twice_or_an_empty_file_is_refused(tmp_path, name, text, problem):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=problem):
+        load_experiment(path)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_experiment(tmp_path)

@@ -32,7 +32,7 @@ SIM = {
         ({"simulation": {**SIM["simulation"], "request_size": 8}}, r"simulation\.request_size: 8 exceeds the burst \(4\)"),
         ({"simulation": {**SIM["simulation"], "cpus": 1}}, r"simulation\.cpus"),
         ({"seeds": 3}, r"seeds: does not apply"),
-        ({"targets": SIM["targets"] * 2}, r"exactly one dataset and one target"),
+        ({"targets": SIM["targets"] + [{"model": "lmf"}]}, r"exactly one dataset and one target"),
         ({"attacks": [{"attack": "qsd", "finetune_epochz": 1}]}, r"finetune_epochz"),
     ],
 )
@@ -107,3 +107,15 @@ def test_64_concurrent_attackers_spend_exactly_their_budgets(ray_session, tmp_pa
     overlap = max(int(((spans[:, 0] <= t) & (spans[:, 1] > t)).sum()) for t in spans[:, 0])
     assert overlap >= 2
     assert "queries/s" in result.output and "budget overspend 0" in result.output
+
+
+def test_an_attacker_shape_the_local_runtime_cannot_hold_is_refused_not_waited_on(monkeypatch, ray_session):
+    import raysteal.distributed.runtime as runtime
+    from raysteal.errors import ConfigError
+
+    monkeypatch.setitem(runtime._LOCAL, "started", True)  # as if raysteal had started this runtime
+    with pytest.raises(ConfigError, match=r"an attacker asks for 64 CPU\(s\) each, but this local Ray runtime has 4; raise --num-cpus"):
+        runtime.check_fits(64, 0, "an attacker")
+    runtime.check_fits(1, 0, "an attacker")
+    monkeypatch.setitem(runtime._LOCAL, "started", False)  # a joined cluster may autoscale: not checked
+    runtime.check_fits(64, 0, "an attacker")

@@ -17,6 +17,18 @@ app = typer.Typer(
 )
 
 
+def directory_option(path, option: str):
+    """``path`` (a ``Path`` or ``None``) for an option naming an output directory: an existing
+    file there is a clear error before any work (``--out base.yaml``)."""
+    from pathlib import Path
+
+    from raysteal.errors import ConfigError
+
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{option} {path}: is a file, not a directory")
+    return path
+
+
 def _mount() -> None:
     """Attach every command group; imports stay lazy inside each command body."""
     from raysteal.cli import data as data_cli

@@ -49,9 +49,10 @@ def fetch_dataset(
     force: bool = typer.Option(False, "--force", help="download even if a data file is already present"),
 ) -> None:
     """Download a dataset's official file, verify its sha256 and install it in the data directory."""
+    from raysteal.cli import directory_option
     from raysteal.data import fetch
 
-    result = fetch(name, data_dir, url=url, sha256=sha256, force=force)
+    result = fetch(name, directory_option(data_dir, "--data-dir"), url=url, sha256=sha256, force=force)
     if not result.downloaded:
         typer.echo(f"{name}: already present at {result.paths[0]} (use --force to download again)")
         return

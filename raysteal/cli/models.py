@@ -23,7 +23,10 @@ def _parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {pair}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
         if key.startswith("train."):
             train[key[len("train.") :]] = value
         else:
@@ -53,20 +56,22 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., "--model", help="registered model name (see `raysteal models`)"),
         out: Path = typer.Option(..., "--out", help="directory for checkpoint.pt and metrics.json"),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum epochs (default: the preset)"),
-        seed: int = typer.Option(0, "--seed", help="seed of initialisation, sampling and evaluation"),
+        seed: int = typer.Option(0, "--seed", min=0, help="seed of initialisation, sampling and evaluation"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]"),
         preprocess: str = typer.Option("none", "--preprocess", help="none, dedupe, kcoreN, paper, ..."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="default $RAYSTEAL_DATA, then the cache"),
         overrides: list[str] = typer.Option([], "--set", help="config override key=value; train.key for the trainer"),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse a target trained before"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default $RAYSTEAL_CACHE/targets"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)"),
+        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)"),
     ) -> None:
         """Train a target on a leave-one-out split, evaluate it and save its checkpoint in OUT."""
         import torch
 
+        from raysteal.cli import directory_option
         from raysteal.data import load_dataset
-        from raysteal.training import get_or_train_target, preset, save_checkpoint, train_target
+        from raysteal.models.base import make_config
+        from raysteal.training import get_or_train_target, make_train_config, preset, save_checkpoint, train_target
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -76,6 +81,9 @@ def register(app: typer.Typer) -> None:
         train_cfg.update(train_over)
         if epochs is not None:
             train_cfg["epochs"] = epochs
+        directory_option(out, "--out")
+        make_config(model_cfg)  # a bad override fails before the data is read
+        make_train_config(train_cfg)
         log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
         out.mkdir(parents=True, exist_ok=True)
         if cache:

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from raysteal.atomic import write_text_atomically
+from raysteal.cli import directory_option
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         config = load_experiment(file, seeds=seeds)  # validated before any work starts
         if targets is not None:
             config = select_targets(config, [name.strip() for name in targets.split(",") if name.strip()])
-        out_dir = out or Path("results") / config.experiment
+        out_dir = directory_option(out or Path("results") / config.experiment, "--out")
         save_experiment(config, out_dir)
         store = run_experiment(
             config,
@@ -62,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Render tables (Markdown) and figures (PNG) from a results directory."""
         from raysteal.report import render_report
 
-        path = render_report(results, out)
+        path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")
 

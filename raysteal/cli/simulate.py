@@ -29,11 +29,12 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
+        from raysteal.cli import directory_option
         from raysteal.distributed.simulate import run_simulation
         from raysteal.experiment.simulate_config import load_simulation
 
         sim = load_simulation(file, attackers=attackers)  # validated before anything launches
-        out_dir = out or Path("results") / sim.name
+        out_dir = directory_option(out or Path("results") / sim.name, "--out")
         summary = run_simulation(
             sim,
             out_dir,

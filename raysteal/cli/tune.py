@@ -27,12 +27,15 @@ def register(app: typer.Typer) -> None:
         Rows land in OUT/runs/*.parquet beside raysteal run's; Tune's state in OUT/tune; the best
         configuration is printed and written to OUT/best.yaml (runnable with raysteal run).
         """
+        from raysteal.cli import directory_option
         from raysteal.cli.run import save_experiment
         from raysteal.distributed.tune import run_tune
         from raysteal.experiment.tune_config import load_tune
 
         tune_exp = load_tune(file)  # validated before anything launches
-        out_dir = out or Path("results") / f"{tune_exp.name}-tune"
+        out_dir = directory_option(out or Path("results") / f"{tune_exp.name}-tune", "--out")
+        if storage is not None and "://" not in storage:
+            directory_option(Path(storage), "--storage")
         save_experiment(tune_exp.experiment, out_dir)
         outcome = run_tune(
             tune_exp,

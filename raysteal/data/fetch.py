@@ -66,8 +66,8 @@ def sha256_file(path: Path) -> str:
 def _download(url: str, dest: Path, timeout: float) -> str:
     """Stream ``url`` into ``dest``; returns the hex sha256 of what was written."""
     h = hashlib.sha256()
-    request = urllib.request.Request(url, headers={"User-Agent": "raysteal-data-fetch"})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": "raysteal-data-fetch"})
         with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 h.update(chunk)

@@ -20,6 +20,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     if address:
         ray.init(address=address, **kwargs)
     else:
+        _LOCAL["started"] = True
         ray.init(
             num_cpus=num_cpus,
             object_store_memory=(object_store_mb or 512) * 2**20,
@@ -27,6 +28,26 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
             **kwargs,
         )
     return ray
+
+
+_LOCAL = {"started": False}  # whether init_ray started the runtime here (no autoscaler can add nodes)
+
+
+def check_fits(cpus: float, gpus: float, what: str) -> None:
+    """Refuse a task shape this local runtime can never schedule (Ray would wait forever); on a
+    cluster joined by address an autoscaler may still add the nodes, so nothing is checked."""
+    if not _LOCAL["started"]:
+        return
+    import ray
+
+    from raysteal.errors import ConfigError
+
+    have = ray.cluster_resources()
+    for name, want, option in (("CPU", cpus, "--num-cpus"), ("GPU", gpus, None)):
+        if want > have.get(name, 0.0) + 1e-9:
+            hint = f"; raise {option}" if option else ""
+            raise ConfigError(f"{what} asks for {want:g} {name}(s) each, but this local Ray runtime has "
+                              f"{have.get(name, 0.0):g}{hint}")
 
 
 def gpu_share(per_gpu: int = 4) -> float:

@@ -174,7 +174,7 @@ def run_simulation(
     """Run every attacker of ``sim`` at once; returns (and writes) ``OUT/summary.json``."""
     from raysteal.distributed.experiment_runner import _ledger_budget, _prepare_target, prepare_one_target
     from raysteal.distributed.progress import RunProgress
-    from raysteal.distributed.runtime import gpu_share, init_ray
+    from raysteal.distributed.runtime import check_fits, gpu_share, init_ray
     from raysteal.oracle.client import QueryClient
     from raysteal.oracle.server import start_target_server, stop_target_server
 
@@ -186,6 +186,8 @@ def run_simulation(
     import ray
 
     share = gpu_share()
+    check_fits(settings.cpus_per_attacker, settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0),
+               "simulation.cpus_per_attacker / gpus_per_attacker: an attacker")
     base = runs[0]
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     max_k = max(max(int(r["k"]) for r in runs), 10)

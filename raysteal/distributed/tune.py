@@ -431,7 +431,7 @@ def run_tune(
     ``OUT/best.yaml``. ``storage`` (default ``OUT/tune``) may be a shared path or a URI
     (``s3://...``, ``gs://...``) every node can reach."""
     from raysteal.distributed.experiment_runner import _defense_cost, _prepare_target, prepare_one_target
-    from raysteal.distributed.runtime import gpu_share, init_ray
+    from raysteal.distributed.runtime import check_fits, gpu_share, init_ray
     from raysteal.oracle.server import start_target_server, stop_target_server
 
     out = Path(out_dir).resolve()
@@ -445,6 +445,7 @@ def run_tune(
     settings = tune_exp.tune
     base = tune_exp.base_run()
     share = gpu_share()
+    check_fits(settings.resources.cpu, share if settings.resources.gpu is None else settings.resources.gpu, "tune.resources: a trial")
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     spec, data = prepare_one_target(prepare, (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir),
                                     show=verbose > 0)

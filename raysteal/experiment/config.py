@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raysteal.errors import ConfigError, DataFileError, describe_validation
 
@@ -68,6 +68,27 @@ class SplitConfig(_Strict):
     target_seed: int = Field(0, ge=0)
 
 
+class ReportEntry(_Strict):
+    """One table or figure of ``raysteal report`` (columns are checked against the rows then)."""
+
+    kind: Literal["table", "curve", "heatmap"] = "table"
+    title: str = ""
+    metrics: list[str] | None = Field(None, min_length=1, description="table: the metric columns (default agr@k, agr@k/heldout, agr@10)")
+    metric: str = Field("agr@k", description="curve / heatmap: the metric plotted")
+    x: str | None = Field(None, description="curve: the column on the x axis (required)")
+    xlabel: str | None = None
+    series: str = Field("attack", description="curve: one line per value of this column")
+    facet: str | None = Field(None, description="curve / heatmap: one panel per value of this column")
+    rows: str = Field("target", description="heatmap: row column")
+    cols: str = Field("clone", description="heatmap: column column")
+
+    @model_validator(mode="after")
+    def _curve_has_x(self) -> "ReportEntry":
+        if self.kind == "curve" and not self.x:
+            raise ValueError("a curve needs 'x' (the column on its x axis)")
+        return self
+
+
 class ExperimentConfig(_Strict):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=120,
                             description="name (letters, digits, '.', '_', '-'; it names files and the default output directory); results rows carry it")
@@ -83,7 +104,7 @@ class ExperimentConfig(_Strict):
     budget: int | None = Field(None, ge=0, description="queries per attacker (None: unlimited)")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="'section.key' -> values, crossed")
     paper: dict[str, float] = Field(default_factory=dict, description="'dataset/target/attack' -> published value")
-    report: list[dict[str, Any]] = Field(default_factory=list, description="tables/figures for raysteal report")
+    report: list[ReportEntry] = Field(default_factory=list, description="tables/figures for raysteal report")
 
     @field_validator("grid")
     @classmethod
@@ -108,22 +129,55 @@ def _format_validation(err: ValidationError, source: str) -> str:
     return f"{source}: {describe_validation(err)}"
 
 
-def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentConfig:
-    """Read and validate an experiment file; every attack and defense entry is validated too."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the last would silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"key {twice[0]!r} given twice")
+    return dict(pairs)
+
+
+def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
+    """The mapping in a YAML or JSON ``kind`` file (experiment, tune, simulation): a missing file,
+    a directory, a file that is not UTF-8 text, invalid YAML/JSON, a key given twice, an empty
+    file or one that is not a mapping is a ``ConfigError`` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{kind} file {path}: is a directory")
     if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
+        raise ConfigError(f"{kind} file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not a text file (not UTF-8: {err.reason} at byte {err.start})") from None
+    as_json = path.suffix == ".json"
     try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+        raw = json.loads(text, object_pairs_hook=_unique_pairs) if as_json else yaml.load(text, Loader=_UniqueKeyLoader)
+    except (yaml.YAMLError, ValueError) as err:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid {'JSON' if as_json else 'YAML'}: {err}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the {kind} file is empty")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: an experiment file must be a mapping of keys")
-    return parse_experiment(raw, source=str(path), seeds=seeds)
+        raise ConfigError(f"{path}: a {kind} file must be a mapping of keys")
+    return raw
+
+
+def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file; every attack and defense entry is validated too."""
+    return parse_experiment(read_config_file(path, "experiment"), source=str(path), seeds=seeds)
 
 
 def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int | None = None) -> ExperimentConfig:

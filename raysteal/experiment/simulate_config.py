@@ -25,7 +25,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.errors import ConfigError
@@ -110,12 +109,7 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
 
 def load_simulation(path: str | Path, attackers: int | None = None) -> SimulationConfig:
     """Read and validate a simulation file (YAML or JSON)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"simulation file not found: {path}")
-    text = path.read_text()
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    from raysteal.experiment.config import read_config_file
+
+    raw = read_config_file(path, "simulation")
     return parse_simulation(raw, source=str(path), attackers=attackers)

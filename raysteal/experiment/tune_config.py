@@ -38,7 +38,6 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.errors import ConfigError
@@ -333,14 +332,9 @@ def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]],
 
 def load_tune(path: str | Path) -> TuneExperiment:
     """Read and validate a tune file (YAML or JSON)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"tune file not found: {path}")
-    text = path.read_text()
-    try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+    from raysteal.experiment.config import read_config_file
+
+    raw = read_config_file(path, "tune")
     return parse_tune(raw, source=str(path))
 
 

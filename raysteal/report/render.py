@@ -12,17 +12,36 @@ import numpy as np
 import pandas as pd
 
 from raysteal.atomic import write_text_atomically
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, DataFileError
 from raysteal.results.store import ResultStore
-from raysteal.results.summary import summary_markdown
+from raysteal.results.summary import summary_markdown, with_derived_metrics
 
 
 def _experiments(root: Path) -> dict[str, dict[str, Any]]:
     specs = {}
     for path in sorted((root / "experiments").glob("*.json")):
-        spec = json.loads(path.read_text())
-        specs[spec["experiment"]] = spec
+        try:
+            spec = json.loads(path.read_text())
+            specs[spec["experiment"]] = spec
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataFileError(f"{path}: not an experiment spec saved by raysteal run ({err!r}); move it away or restore it") from None
     return specs
+
+
+def _check_columns(frame: pd.DataFrame, rspec: dict[str, Any], where: str) -> None:
+    """Every column a report entry names exists in the rows (else a ``ConfigError`` naming it)."""
+    kind = rspec.get("kind", "table")
+    if kind == "table":
+        wanted = rspec.get("metrics") or []
+        if wanted and not any(m in frame.columns for m in wanted):
+            raise ConfigError(f"{where}: none of the metrics {wanted} is in the results")
+        return
+    keys = ["metric", "x", "series", "facet"] if kind == "curve" else ["metric", "rows", "cols", "facet"]
+    defaults = {"metric": "agr@k", "series": "attack", "rows": "target", "cols": "clone"}
+    for key in keys:
+        column = rspec.get(key, defaults.get(key))
+        if column is not None and column not in frame.columns:
+            raise ConfigError(f"{where}.{key}: column {column!r} is not in the results")
 
 
 def _label(value: Any) -> str:
@@ -103,19 +122,25 @@ def _heatmap(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
 def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write ``report.md`` (and PNGs) for every experiment found in ``root``; returns the .md path."""
     root = Path(root)
-    frame = ResultStore(root).load()
+    frame = with_derived_metrics(ResultStore(root).load())
     if frame.empty:
         raise ConfigError(f"no results under {root / 'runs'}: run an experiment with --out {root} first")
     out_dir = Path(out) if out else root / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = _experiments(root)
     sections = ["# raysteal report", ""]
+    if "experiment" not in frame.columns:
+        raise DataFileError(f"{root / 'runs'}: the rows have no 'experiment' column (not written by raysteal run)")
     for name, part in frame.groupby("experiment", sort=True):
         spec = specs.get(name, {})
         sections += [f"## {name}", "", spec.get("description", ""), ""]
         reports = spec.get("report") or [{"kind": "table"}]
         for i, rspec in enumerate(reports):
+            if not isinstance(rspec, dict):
+                raise ConfigError(f"experiment {name!r}: report.{i} must be a mapping (kind, title, ...), got {rspec!r}")
             kind = rspec.get("kind", "table")
+            if kind in ("table", "curve", "heatmap"):
+                _check_columns(part, rspec, f"experiment {name!r}: report.{i}")
             title = rspec.get("title", "")
             if title:
                 sections += [f"### {title}", ""]
