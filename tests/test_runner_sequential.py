@@ -60,6 +60,12 @@ def test_sequential_run_writes_head_tail_rows(ray_session, tmp_path):
     assert frame.loc[["popularity", "dfme", "bahsd"], "teacher_ndcg@10"].nunique() == 1
     # data-free attackers are scored on every evaluable user; seq_ptq never on the users it knows
     assert frame.loc["seq_ptq", "eval_users"] < frame.loc["dfme", "eval_users"]
+    # ... and every attack is also scored on those known users (Zhu et al.'s Table 8 protocol):
+    # the same users for all, and the ones seq_ptq's eval users leave out
+    assert frame["known_users"].nunique() == 1
+    assert frame.loc["seq_ptq", "eval_users"] + frame.loc["seq_ptq", "known_users"] == frame.loc["dfme", "eval_users"]
+    for col in ("agr@k/known", "agr@10/known"):
+        assert np.isfinite(frame[col].astype(float)).all(), col
     # resume: nothing left to do
     again = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
     assert len(again.load()) == 4

@@ -25,6 +25,12 @@ from raysteal.experiment.context import SequentialRunData
 from raysteal.experiment.execute import _child_rng, finish_row, row_head
 
 
+def known_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
+    """The target users whose sequences an attacker with real data holds (``split.attacker_fraction``
+    of them, drawn from the run's seed): Zhu et al.'s 10% of the target users."""
+    return np.sort(attacker_users(data.train, fraction=run["split"]["attacker_fraction"], seed=_child_rng(int(run["seed"]), 1)))
+
+
 def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_data: bool):
     """The attacker's knowledge and the mask of evaluation users it knows (never scored)."""
     from raysteal.extraction import SequenceKnowledge
@@ -32,7 +38,7 @@ def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_dat
     known_eval = np.zeros(len(data.eval_users), dtype=bool)
     if not needs_data:
         return SequenceKnowledge(num_items=data.train.num_items, max_len=data.max_len), known_eval
-    known = np.sort(attacker_users(data.train, fraction=run["split"]["attacker_fraction"], seed=_child_rng(int(run["seed"]), 1)))
+    known = known_users(run, data)
     known_eval[np.isin(data.eval_users, known)] = True
     auxiliary = data.auxiliary.padded_sequences(data.max_len) if data.auxiliary.num_users else None
     knowledge = SequenceKnowledge(
@@ -70,6 +76,21 @@ def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarr
     metrics.update({f"teacher_{name}": value for name, value in teacher_acc.items()})
     metrics.update({f"student_{name}": value for name, value in student_acc.items()})
     return metrics
+
+
+def _known_user_agreement(student: np.ndarray, data: SequentialRunData, known: np.ndarray, k: int) -> dict[str, float]:
+    """Agreement on the users an attacker with real data knows (for every attack, data-free ones
+    included, so rows compare): Zhu et al.'s Table 8 protocol scores the attacker's own users,
+    whose histories a PTD/PTQ/PTAQ student trained on; ``agr@k`` scores everyone else."""
+    from raysteal.metrics import agreement_at_k, mean
+
+    rows = np.isin(data.eval_users, known)
+    if not rows.any():
+        return {}
+    teacher, mine = data.teacher_lists[rows], student[rows]
+    return {"known_users": int(rows.sum()),
+            "agr@k/known": mean(np.asarray(agreement_at_k(teacher[:, :k], mine[:, :k]))),
+            "agr@10/known": mean(np.asarray(agreement_at_k(teacher[:, :10], mine[:, :10])))}
 
 
 def target_fingerprint(data: SequentialRunData) -> str:
@@ -118,6 +139,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         "eval_users": int(keep.sum()),
         "head_users": int((data.is_head & keep).sum()),
         **_scored_metrics(student, data, keep, k),
+        **_known_user_agreement(student, data, known_users(run, data), k),
     }
     return finish_row(row, data=data, queries=queries, started=started, started_at=started_at, device=device,
                       hyper=hyper, info=info, skip=("attack", "k"))
