@@ -216,3 +216,15 @@ def test_a_key_given_twice_or_an_empty_file_is_refused(tmp_path, name, text, pro
         load_experiment(path)
     with pytest.raises(ConfigError, match="is a directory"):
         load_experiment(tmp_path)
+
+
+@pytest.mark.ray
+def test_a_run_failing_on_its_input_says_so_in_one_line(ray_session, tmp_path):
+    from raysteal.distributed.experiment_runner import run_experiment
+    from raysteal.errors import RaystealError
+
+    spec = {**TINY, "experiment": "tiny-fail", "seeds": 1, "defenses": [[]],
+            "attacks": [{"attack": "ptq", "k": 100000, "epochs": 1, "finetune_epochs": 1}]}
+    with pytest.raises(RaystealError, match=r"1 run\(s\) failed .*\n  synthetic/bpr/ptq seed 0: ConfigError: .*larger than the catalogue") as err:
+        run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
+    assert "RayTaskError" not in str(err.value) and "Traceback" not in str(err.value)

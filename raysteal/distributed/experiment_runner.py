@@ -203,6 +203,17 @@ def concurrency_limit(max_concurrent: int | None = None) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def _failure_text(err: Exception) -> str:
+    """What a failed task says: a raysteal error raised inside it as its own one-line message (not
+    Ray's wrapped traceback), anything else as its repr."""
+    from raysteal.errors import RaystealError
+
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, RaystealError):
+        return f"{type(cause).__name__}: {cause}"
+    return repr(err)
+
+
 def _news_queue():
     """A small queue actor (no CPU reserved) that target preparations report their epochs on."""
     from ray.util.queue import Queue
@@ -353,7 +364,7 @@ def run_experiment(
                         spec, data = ray.get(ref)
                     except Exception as err:
                         for run in groups[key]:
-                            failures.append((run, f"target preparation failed: {err!r}"))
+                            failures.append((run, f"target preparation failed: {_failure_text(err)}"))
                             bar.advance(f"FAILED target {run['target']['model']}: {err}")
                         continue
                     deploy(key, spec, data)
@@ -368,7 +379,7 @@ def run_experiment(
                     if _crashed(err) and attempt == 0:  # its process was lost: once more, on a fresh account
                         submit(run, cost, server, ledger, data_ref, attempt + 1)
                     else:
-                        failures.append((run, repr(err)))
+                        failures.append((run, _failure_text(err)))
                         bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
                 start_queued()
     finally:
@@ -381,5 +392,6 @@ def run_experiment(
         from raysteal.errors import RaystealError
 
         lines = "\n".join(f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}" for r, e in failures[:10])
-        raise RaystealError(f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry):\n{lines}")
+        raise RaystealError(f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry, after fixing "
+                            f"the input where the error is one):\n{lines}")
     return store
