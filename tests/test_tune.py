@@ -42,6 +42,7 @@ def _write(path: Path, spec: dict) -> Path:
         ({"attack.margin": {"uniform": [-1.0, 1.0]}}, {}, r"search_space\.attack\.margin.*margin"),
         ({"attack.epochs": {"uniform": [2, 9]}}, {}, r"search_space\.attack\.epochs.*integer"),
         ({"attack.lr": {"loguniform": [0.0, 0.1]}}, {}, r"search_space\.attack\.lr: loguniform needs low > 0"),
+        ({"attack.epochs": {"randn": [3, 1]}}, {}, r"search_space\.attack\.epochs.*integer"),  # draws are fractional
         ({"attack.lr": {"uniform": [0.1]}}, {}, r"search_space\.attack\.lr: uniform takes"),
         ({"budget": {"choice": [10, -5]}}, {}, r"search_space\.budget: budgets must be"),
         ({"target.embedding_dim": {"choice": [8, 16]}}, {}, r"search_space\.target\.embedding_dim: cannot be searched"),

@@ -193,8 +193,9 @@ def candidate_values(name: str, args: list[Any]) -> list[Any]:
     every choice, else the bounds and one interior point (fractional for continuous ones)."""
     if name in ("choice", "grid"):
         return list(args)
-    if name == "randn":
-        return [float(args[0])]
+    if name == "randn":  # unbounded: the mean, a fractional draw, and three standard deviations either side
+        mean, sd = float(args[0]), float(args[1]) if len(args) > 1 else 1.0
+        return [mean, mean + 0.377 * sd, mean - 3 * sd, mean + 3 * sd]
     low, high = args[0], args[1]
     if name == "randint":
         return [int(low), int(high) - 1]
