@@ -390,3 +390,28 @@ def test_zhu_sequential_recipes_spend_what_they_query(toy, oracle):
     assert result.queries == ptaq.spent == 30 and len(result.info["aux_losses"]) == 1
     with pytest.raises(ConfigError, match="auxiliary"):
         run_extraction({"attack": "seq_ptaq", **base}, SequenceKnowledge(NUM_ITEMS, MAX_LEN, sequences=seqs[:12]), ptaq, seed=0)
+
+
+def test_zhu_data_phase_can_stop_on_the_attackers_own_held_out_items(toy, oracle, monkeypatch):
+    """data_patience: the PTD phase validates on each sequence's held-out last item (no query,
+    no target) and stops when that stops improving, keeping the best weights."""
+    import raysteal.extraction.zhu_sequential as zhu
+
+    log, split, _ = toy
+    seqs = split.train.padded_sequences(MAX_LEN)
+    knowledge = SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN, sequences=seqs[:40])
+    base = {"student": {"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8}, "data_batch_size": 16, "k": 10}
+    # a learning rate too small to move the weights: validation never improves after the first check
+    stuck = {**base, "data_epochs": 50, "data_lr": 1e-9, "data_patience": 2, "data_eval_every": 1}
+    result = run_extraction({"attack": "seq_ptd", **stuck}, knowledge, oracle.register_attacker("es"), seed=0)
+    assert len(result.info["data_losses"]) == 3  # first validation, then 2 without improvement
+    seen = {}
+    real_fit = zhu.fit_next_item
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(zhu, "fit_next_item", spy)
+    run_extraction({"attack": "seq_ptd", **base, "data_epochs": 4}, knowledge, oracle.register_attacker("fixed"), seed=0)
+    assert seen["patience"] is None  # default: fixed epochs, as before

@@ -52,6 +52,10 @@ class _ZhuSequentialConfig(ExtractionConfigBase):
     data_batch_size: int = Field(128, ge=1)
     data_lr: float = Field(1e-3, gt=0.0)
     aux_epochs: int = Field(30, ge=0)
+    data_patience: int | None = Field(None, ge=1, description=(
+        "early stopping of the data phases on the attacker's own held-out items: each sequence's last item "
+        "is held out, validated every data_eval_every epochs (NDCG@10), best weights kept; None: fixed epochs"))
+    data_eval_every: int = Field(5, ge=1)
     prefixes: Literal["last", "all"] = "last"
     rank_loss: Literal["bpr", "hinge"] = "bpr"
     item_loss: Literal["bpr", "hinge"] = "hinge"
@@ -100,12 +104,21 @@ def sequences_log(sequences: np.ndarray, num_items: int, name: str) -> Interacti
 
 def fit_next_item(student, sequences: np.ndarray, num_items: int, *, epochs: int, batch_size: int, lr: float,
                   weight_decay: float, seed: int, device: str, amp: bool, name: str,
-                  on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+                  on_epoch: Callable[[int, float], None] | None = None, patience: int | None = None,
+                  eval_every: int = 5) -> list[float]:
     """Train ``student`` on real sequences with its own sampler and loss (the PTD phase);
-    ``on_epoch(epoch, mean_loss)`` reports each epoch (it cannot stop this phase)."""
+    ``on_epoch(epoch, mean_loss)`` reports each epoch (it cannot stop this phase).
+
+    ``patience``: model selection on the attacker's own data, never the target's -- each
+    sequence's last item is held out (the one before it validates, leave-one-out), NDCG@10 on it
+    every ``eval_every`` epochs, stop after ``patience`` validations without improvement and keep
+    the best weights (:func:`raysteal.training.fit`)."""
     if epochs == 0:
         return []
     log = sequences_log(sequences, num_items, name)
+    if patience is not None:
+        return _fit_with_early_stopping(student, log, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                        seed=seed, device=device, amp=amp, on_epoch=on_epoch, patience=patience, eval_every=eval_every)
     dev = resolve_device(device)
     student.to(dev)
     sampler = student.make_sampler(log, batch_size)
@@ -114,6 +127,18 @@ def fit_next_item(student, sequences: np.ndarray, num_items: int, *, epochs: int
         result = optimize(student, sampler, student.loss, epochs, lr, torch.Generator().manual_seed(int(sample_seed)),
                           device=dev, amp=amp, weight_decay=weight_decay, on_epoch=on_epoch)
     return result.losses
+
+
+def _fit_with_early_stopping(student, log: Interactions, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
+                             seed: int, device: str, amp: bool, on_epoch, patience: int, eval_every: int) -> list[float]:
+    from raysteal.data.splits import leave_one_out
+    from raysteal.training.trainer import fit
+
+    config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "patience": patience,
+              "eval_every": eval_every, "amp": "auto" if amp else "off"}
+    report = None if on_epoch is None else (lambda entry: on_epoch(int(entry["epoch"]), float(entry["loss"])))
+    result = fit(student, leave_one_out(log), config, seed=seed, device=device, progress=False, on_epoch=report)
+    return [float(entry["loss"]) for entry in result.history]
 
 
 def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client, *, seed: int, device: str,
@@ -128,7 +153,8 @@ def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client, *, 
     info: dict[str, Any] = {}
     started = time.perf_counter()
     common = dict(num_items=knowledge.num_items, batch_size=config.data_batch_size, lr=config.data_lr,
-                  weight_decay=config.weight_decay, device=device, amp=config.amp)
+                  weight_decay=config.weight_decay, device=device, amp=config.amp, patience=config.data_patience,
+                  eval_every=config.data_eval_every)
     if auxiliary:
         info["aux_losses"] = fit_next_item(student, knowledge.auxiliary, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common)
     report = None if steal or on_epoch is None else (lambda epoch, loss: on_epoch(epoch, {"loss": loss}))
