@@ -140,3 +140,18 @@ def test_report_entries_are_validated_with_the_experiment_file():
                             (["table"], r"report\.0"), ([{"kind": "table", "colums": 1}], r"report\.0\.colums: unknown key")]:
         with pytest.raises(ConfigError, match=problem):
             parse_experiment({**base, "report": report})
+
+
+def test_a_report_spec_saved_by_raysteal_run_renders(tmp_path):
+    """The saved spec carries every report field (None where unset): a curve still labels its x axis."""
+    from raysteal.cli.run import save_experiment
+    from raysteal.experiment.config import parse_experiment
+
+    config = parse_experiment({"experiment": "demo", "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
+                               "attacks": [{"attack": "popularity"}], "report": [{"kind": "curve", "x": "k"}, {"kind": "table"}]})
+    save_experiment(config, tmp_path)
+    store = ResultStore(tmp_path)
+    for i, k in enumerate((10, 50)):
+        store.write_row(f"r{i}", _row("ptd", 0, 0.3 + i / 10, k=k))
+    md = render_report(tmp_path)
+    assert (md.parent / "demo-0-curve.png").stat().st_size > 1000 and "| ptd |" in md.read_text().replace("| synthetic | bpr ", "")

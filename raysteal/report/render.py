@@ -69,7 +69,7 @@ def _curve(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
         for sval, group in part.groupby(series):
             stats = group.groupby("_x")[metric].agg(["mean", "std"]).sort_index()
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(sval))
-        ax.set_xlabel(spec.get("xlabel", x))
+        ax.set_xlabel(spec.get("xlabel") or x)
         ax.set_ylabel(metric)
         ax.set_title(f"{facet}={fval}" if fval is not None else spec.get("title", ""))
         ax.grid(alpha=0.3)
