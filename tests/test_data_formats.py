@@ -40,7 +40,7 @@ def test_grouplens_ratings_dat_sorted_by_time_then_item(tmp_path):
 
 def test_grouplens_bad_row_names_file_and_line(tmp_path):
     path = write(tmp_path / "ratings.dat", "1::10::4::50\n1::11::4::51\n1::12::4\n")
-    with pytest.raises(DataFileError, match=r"ratings\.dat, line 3: expected 4 fields"):
+    with pytest.raises(DataFileError, match=r"ratings\.dat, line 3: expected 4 fields separated by '::', found 3"):
         formats.read_grouplens_ratings(path)
     path = write(tmp_path / "ratings.dat", "1::10::4::50\n\n1::x::4::51\n")
     with pytest.raises(DataFileError, match=r"line 3: column 'item': expected an integer, found 'x'"):

@@ -38,8 +38,10 @@ def test_checkpoint_target_is_validated_before_work(tmp_path):
     with pytest.raises(ConfigError, match=r"targets\.0: checkpoint: .*does not exist"):
         parse_experiment({**SPEC, "targets": [{"model": "bpr", "checkpoint": str(tmp_path / "nope.pt")}]})
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match=r"targets\.0: checkpoint: .*cannot be read"):
+    with pytest.raises(ConfigError, match=r"targets\.0: checkpoint: .*is not a raysteal checkpoint"):
         parse_experiment({**SPEC, "targets": [{"model": "bpr", "checkpoint": str(tmp_path / "junk.pt")}]})
+    with pytest.raises(ConfigError, match=r"targets\.0: checkpoint: .*is a directory"):
+        parse_experiment({**SPEC, "targets": [{"model": "bpr", "checkpoint": str(tmp_path)}]})
     with pytest.raises(ConfigError, match="holds a 'bpr' model, not 'lmf'"):
         parse_experiment({**SPEC, "targets": [{"model": "lmf", "checkpoint": str(path)}]})
     with pytest.raises(ConfigError, match="drop params/train"):

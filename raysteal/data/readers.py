@@ -108,7 +108,7 @@ def read_delimited(
     except (pa.ArrowException, ValueError) as err:
         if "Empty CSV file" in str(err) or not raw.strip():
             raise DataFileError(f"{path}: the file is empty") from None
-        located = _locate_bad_line(raw, delim, columns, header, types, keep, quoted, timestamp_format)
+        located = _locate_bad_line(raw, delim, columns, header, types, keep, quoted, timestamp_format, shown=delimiter)
         if located is not None:
             line, why = located
             raise DataFileError(f"{path}, line {line}: {why}") from None
@@ -151,8 +151,10 @@ def _locate_bad_line(
     keep: list[str] | None,
     quoted: bool,
     timestamp_format: str | None,
+    shown: str | None = None,
 ) -> tuple[int, str] | None:
-    """Slow path, only after Arrow failed: the first bad line (1-based) and what is wrong."""
+    """Slow path, only after Arrow failed: the first bad line (1-based) and what is wrong
+    (``shown``: the file's own delimiter, when ``delim`` stands in for a multi-character one)."""
     names = list(columns) if columns else None
     header_pending = header is not None
     for number, rawline in enumerate(_strip_bom(raw).split(b"\n"), start=1):
@@ -176,7 +178,7 @@ def _locate_bad_line(
             continue
         assert names is not None
         if len(fields) != len(names):
-            return number, f"expected {len(names)} fields separated by {delim!r}, found {len(fields)}"
+            return number, f"expected {len(names)} fields separated by {(shown or delim)!r}, found {len(fields)}"
         for col, typ in types.items():
             if col in names:
                 why = _value_error(fields[names.index(col)], typ, timestamp_format)

@@ -55,12 +55,14 @@ def save_checkpoint(
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint payload (clear error naming the file when it is missing or not ours)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"checkpoint {path} is a directory (name the checkpoint file in it, e.g. checkpoint.pt)")
     if not path.is_file():
         raise DataFileError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DataFileError(f"checkpoint {path} cannot be read: {err}") from None
+    except Exception as err:  # not a torch file at all (a YAML, a truncated download, ...)
+        raise DataFileError(f"checkpoint {path} is not a raysteal checkpoint (torch cannot read it: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataFileError(f"checkpoint {path} is not a {FORMAT} file")
     return payload
