@@ -224,7 +224,8 @@ def test_a_run_failing_on_its_input_says_so_in_one_line(ray_session, tmp_path):
     from raysteal.errors import RaystealError
 
     spec = {**TINY, "experiment": "tiny-fail", "seeds": 1, "defenses": [[]],
-            "attacks": [{"attack": "ptq", "k": 100000, "epochs": 1, "finetune_epochs": 1}]}
-    with pytest.raises(RaystealError, match=r"1 run\(s\) failed .*\n  synthetic/bpr/ptq seed 0: ConfigError: .*larger than the catalogue") as err:
+            "attacks": [{"attack": "ptq", "k": 100000, "epochs": 1, "finetune_epochs": 1}, {"attack": "ptd", "k": 100000, "epochs": 1}]}
+    with pytest.raises(RaystealError, match=r"2 run\(s\) failed .*\n  synthetic/bpr/ptq seed 0: ConfigError: attack k=100000 is larger than the catalogue") as err:
         run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
     assert "RayTaskError" not in str(err.value) and "Traceback" not in str(err.value)
+    assert "synthetic/bpr/ptd seed 0: ConfigError: attack k=100000" in str(err.value)  # it never queries: caught before it runs

@@ -115,6 +115,16 @@ def finish_row(row: dict[str, Any], *, data, queries: int, started: float, start
     return row
 
 
+def check_list_lengths(k: int, attack_k: int | None, num_items: int) -> None:
+    """The experiment's K and an attack's own list length fit the target's catalogue (before any
+    work: an attack that never queries would otherwise score lists longer than the catalogue)."""
+    from raysteal.errors import ConfigError
+
+    for name, value in (("k", k), ("attack k", attack_k)):
+        if value is not None and int(value) > num_items:
+            raise ConfigError(f"{name}={value} is larger than the catalogue ({num_items} items)")
+
+
 def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None, on_epoch=None) -> dict[str, Any]:
     """Run one attack and measure it; returns the results row. With ``aux_cache``, auxiliary
     models are shared between runs through that directory (identical results, less training).
@@ -127,6 +137,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
     started, started_at = time.perf_counter(), time.time()
     k = int(run["k"])
     config = make_attack_config(run["attack"])
+    check_list_lengths(k, getattr(config, "k", None), data.train.num_items)
     knowledge = build_knowledge(run, data)
     if aux_cache and needs_auxiliary_model(config) and knowledge.auxiliary is not None:
         aux = shared_auxiliary_model(config, knowledge.auxiliary, int(run["seed"]), device, aux_cache)

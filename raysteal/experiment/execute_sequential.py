@@ -22,7 +22,7 @@ import raysteal
 from raysteal.data.splits import attacker_users
 from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
 from raysteal.experiment.context import SequentialRunData
-from raysteal.experiment.execute import _child_rng, finish_row, row_head
+from raysteal.experiment.execute import _child_rng, check_list_lengths, finish_row, row_head
 
 
 def known_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
@@ -123,6 +123,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         from raysteal.extraction.resume import claim_run_directory
 
         config = make_extraction_config(run["attack"])
+        check_list_lengths(k, config.k, data.train.num_items)
         if workdir is not None and get_extraction(config.attack).resumable:
             claim_run_directory(workdir, target_fingerprint(data))
         needs_data = bool(getattr(config, "uses_real_sequences", False))
