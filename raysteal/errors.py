@@ -29,9 +29,10 @@ class ConfigError(RaystealError, ValueError):
     """An invalid configuration value (the message names the key)."""
 
 
-def describe_validation(err: Exception) -> str:
+def describe_validation(err: Exception, unknown: str = "unknown key") -> str:
     """A pydantic ``ValidationError`` as one line, ``key: problem; key: unknown key`` (any other
-    exception: its text), for error messages that name the key without a multi-line dump."""
+    exception: its text), for error messages that name the key without a multi-line dump;
+    ``unknown`` words the problem of a key the model does not have."""
     errors = getattr(err, "errors", None)
     if not callable(errors):
         return str(err)
@@ -39,7 +40,7 @@ def describe_validation(err: Exception) -> str:
     for item in errors():
         key = ".".join(str(p) for p in item.get("loc", ())) or "(top level)"
         if item.get("type") == "extra_forbidden":
-            parts.append(f"{key}: unknown key")
+            parts.append(f"{key}: {unknown}")
         else:
             parts.append(f"{key}: {str(item.get('msg', '')).removeprefix('Value error, ')}")
     return "; ".join(parts) or str(err)

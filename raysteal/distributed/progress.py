@@ -25,16 +25,15 @@ class RunProgress:
 
     def advance(self, message: str) -> None:
         self.done += 1
-        if self._rich is not None:
-            self._rich.update(self._task, advance=1, description=message)
-        elif self.enabled:
-            elapsed = time.perf_counter() - self._started
-            print(f"[{self.done}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+        self._say(message, advance=1)
 
     def note(self, message: str) -> None:
         """Say how something in progress stands (e.g. a target's training) without counting a run."""
+        self._say(message, advance=0)
+
+    def _say(self, message: str, advance: int) -> None:
         if self._rich is not None:
-            self._rich.update(self._task, description=message)
+            self._rich.update(self._task, advance=advance, description=message)
         elif self.enabled:
             elapsed = time.perf_counter() - self._started
             print(f"[{self.done}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, describe_validation
 
 
 class ExtractionConfigBase(BaseModel):
@@ -95,17 +95,6 @@ class ExtractionConfigBase(BaseModel):
         }
 
 
-def _describe(err: ValidationError, attack: str) -> str:
-    parts = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<config>"
-        if item["type"] == "extra_forbidden":
-            parts.append(f"{key}: unknown key for attack {attack!r}")
-        else:
-            parts.append(f"{key}: {str(item['msg']).removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
 def make_extraction_config(config: dict[str, Any] | ExtractionConfigBase) -> ExtractionConfigBase:
     """Validate ``config`` (a dict with an ``attack`` key) into its recipe's registered config class.
 
@@ -124,4 +113,4 @@ def make_extraction_config(config: dict[str, Any] | ExtractionConfigBase) -> Ext
     try:
         return recipe.config_cls(**config)
     except ValidationError as err:
-        raise ConfigError(f"invalid {recipe.name} config: {_describe(err, recipe.name)}") from None
+        raise ConfigError(f"invalid {recipe.name} config: {describe_validation(err, unknown=f'unknown key for attack {recipe.name!r}')}") from None
