@@ -225,7 +225,18 @@ def test_a_run_failing_on_its_input_says_so_in_one_line(ray_session, tmp_path):
 
     spec = {**TINY, "experiment": "tiny-fail", "seeds": 1, "defenses": [[]],
             "attacks": [{"attack": "ptq", "k": 100000, "epochs": 1, "finetune_epochs": 1}, {"attack": "ptd", "k": 100000, "epochs": 1}]}
-    with pytest.raises(RaystealError, match=r"2 run\(s\) failed .*\n  synthetic/bpr/ptq seed 0: ConfigError: attack k=100000 is larger than the catalogue") as err:
+    listed = r"2 run\(s\) failed .*\n  synthetic/bpr/ptq seed 0: ConfigError: attack k=100000 is larger than the catalogue .*\n  synthetic/bpr/ptd seed 0: ConfigError"
+    with pytest.raises(RaystealError, match=listed) as err:  # in the file's order, whichever failed first
         run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
     assert "RayTaskError" not in str(err.value) and "Traceback" not in str(err.value)
     assert "synthetic/bpr/ptd seed 0: ConfigError: attack k=100000" in str(err.value)  # it never queries: caught before it runs
+
+
+def test_failed_runs_are_listed_in_the_files_order_not_the_order_they_failed_in():
+    from raysteal.distributed.experiment_runner import failures_message
+
+    runs = expand_runs(parse_experiment({**TINY, "seeds": 1, "defenses": [[]], "attacks": [{"attack": "ptq"}, {"attack": "ptd"}]}))
+    assert [r["attack"]["attack"] for r in runs] == ["ptq", "ptd"]
+    text = failures_message([(runs[1], "ConfigError: b"), (runs[0], "ConfigError: a")], runs)
+    assert text.splitlines()[1:] == ["  synthetic/bpr/ptq seed 0: ConfigError: a", "  synthetic/bpr/ptd seed 0: ConfigError: b"]
+    assert text.startswith("2 run(s) failed")

@@ -391,7 +391,15 @@ def run_experiment(
     if failures:
         from raysteal.errors import RaystealError
 
-        lines = "\n".join(f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}" for r, e in failures[:10])
-        raise RaystealError(f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry, after fixing "
-                            f"the input where the error is one):\n{lines}")
+        raise RaystealError(failures_message(failures, pending))
     return store
+
+
+def failures_message(failures: list[tuple[dict, str]], runs: list[dict]) -> str:
+    """One line per failed run (the first ten), in the order ``runs`` lists them, not the order they failed in."""
+    order = {run_id(run): place for place, run in enumerate(runs)}
+    ordered = sorted(failures, key=lambda failure: order.get(run_id(failure[0]), len(order)))
+    lines = "\n".join(f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}"
+                      for r, e in ordered[:10])
+    return (f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry, after fixing "
+            f"the input where the error is one):\n{lines}")
