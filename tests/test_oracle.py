@@ -166,6 +166,18 @@ def test_popular_mixing_never_duplicates_already_listed_popular_items():
     assert ((mixed != lists).sum(axis=1) <= 25).all()
 
 
+def test_popular_mixing_refuses_a_pool_or_n_it_cannot_honour():
+    popularity = np.arange(60)[::-1].astype(float)
+    with pytest.raises(ConfigError, match=r"pool=100 is larger than the catalogue \(60 items\)"):
+        build_defenses([{"type": "popular_mixing", "n": 3, "pool": 100}], popularity)
+    assert PopularMixing(n=3, item_popularity=popularity).describe() == "popmix(n=3,pool=60)"  # the default shrinks
+    lists = np.tile(np.arange(10, 20), (2, 1))
+    with pytest.raises(ConfigError, match="n=11 is more than the 10 items a list holds"):
+        PopularMixing(n=11, item_popularity=popularity).apply(lists, np.random.default_rng(0))
+    whole = PopularMixing(n=10, item_popularity=popularity).apply(lists, np.random.default_rng(0))  # n = k: all replaced
+    assert not np.isin(whole, lists).any() and all(len(set(row)) == 10 for row in whole)
+
+
 def test_order_perturbations_keep_the_set():
     rng = np.random.default_rng(0)
     lists = np.tile(np.arange(10), (4, 1))

@@ -37,22 +37,31 @@ class ListDefense(ABC):
         """Short label for logs and result rows."""
 
 
-class PopularMixing(ListDefense):
-    """Zhu et al. §6: mix ``n`` random picks from the ``pool`` most popular items into each list."""
+DEFAULT_POOL = 100  # Zhu et al. §6 mix from the 100 most popular items
 
-    def __init__(self, n: int, item_popularity: np.ndarray, pool: int = 100):
+
+class PopularMixing(ListDefense):
+    """Zhu et al. §6: mix ``n`` random picks from the ``pool`` most popular items into each list
+    (``pool`` None: the 100 most popular, or the whole catalogue if it is smaller)."""
+
+    def __init__(self, n: int, item_popularity: np.ndarray, pool: int | None = None):
+        pop = np.asarray(item_popularity)
+        pool = min(DEFAULT_POOL, len(pop)) if pool is None else pool  # the default shrinks to a small catalogue
         if n < 0:
             raise ConfigError(f"popular mixing: n must be >= 0, got {n}")
         if pool < 1:
             raise ConfigError(f"popular mixing: pool must be >= 1, got {pool}")
-        pop = np.asarray(item_popularity)
-        self.n, self.pool_size = int(n), min(int(pool), len(pop))
+        if pool > len(pop):
+            raise ConfigError(f"popular mixing: pool={pool} is larger than the catalogue ({len(pop)} items)")
+        self.n, self.pool_size = int(n), int(pool)
         # most popular first; ties broken by item id for determinism
         self.pool = np.lexsort((np.arange(len(pop)), -pop))[: self.pool_size].astype(np.int64)
 
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rows, k = lists.shape
-        n = min(self.n, k)
+        n = self.n
+        if n > k:
+            raise ConfigError(f"popular mixing: n={n} is more than the {k} items a list holds")
         if n == 0:
             return lists
         out = lists.copy()
@@ -74,7 +83,8 @@ class PopularMixing(ListDefense):
 
 
 class RankShuffle(ListDefense):
-    """Random top-k perturbation: shuffle the order of the first ``depth`` items (all if None)."""
+    """Random top-k perturbation: shuffle the order of the first ``depth`` items (all if None, or
+    if the list is shorter than ``depth``)."""
 
     def __init__(self, depth: int | None = None):
         if depth is not None and depth < 1:
@@ -93,7 +103,8 @@ class RankShuffle(ListDefense):
 
 
 class RankReversal(ListDefense):
-    """Reversed top-k perturbation: the first ``depth`` items (all if None) in reverse order."""
+    """Reversed top-k perturbation: the first ``depth`` items (all if None, or if the list is
+    shorter than ``depth``) in reverse order."""
 
     def __init__(self, depth: int | None = None):
         if depth is not None and depth < 1:
@@ -189,7 +200,7 @@ class _DefenseSpec(BaseModel):
 class PopularMixingSpec(_DefenseSpec):
     type: Literal["popular_mixing"]
     n: int = Field(ge=0)
-    pool: int = Field(100, ge=1)
+    pool: int | None = Field(None, ge=1)
 
 
 class ShuffleSpec(_DefenseSpec):
