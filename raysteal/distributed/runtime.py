@@ -18,6 +18,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs = dict(ignore_reinit_error=True, log_to_driver=not quiet, include_dashboard=False)
     if address:
+        if address not in ("auto", "local"):
+            check_reachable(address)
         ray.init(address=address, **kwargs)
     else:
         _LOCAL["started"] = True
@@ -28,6 +30,23 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
             **kwargs,
         )
     return ray
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a cluster address nothing answers at, in seconds (``ray.init`` retries for minutes
+    before it gives up). ``address`` is ``host:port`` or ``ray://host:port``."""
+    import socket
+
+    from raysteal.errors import ConfigError
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"cluster address {address!r} is not host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one there with "
+                          f"`ray start --head`, or leave --address out to run locally") from None
 
 
 _LOCAL = {"started": False}  # whether init_ray started the runtime here (no autoscaler can add nodes)
