@@ -10,6 +10,7 @@ import typer
 
 from raysteal.atomic import write_text_atomically
 from raysteal.cli import directory_option
+from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +22,10 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds"),
         targets: Optional[str] = typer.Option(None, "--targets", help="run only these targets' runs (comma-separated model names)"),
-        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
-        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray runtime"),
+        address: Address = None,
+        data_dir: DataDir = None,
+        cache_dir: CacheDir = None,
+        num_cpus: NumCpus = None,
         max_concurrent: Optional[int] = typer.Option(
             None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
         ),
@@ -44,8 +45,8 @@ def register(app: typer.Typer) -> None:
             config,
             out_dir,
             address=address,
-            data_dir=str(data_dir) if data_dir else None,
-            cache_dir=str(cache_dir) if cache_dir else None,
+            data_dir=path_text(data_dir),
+            cache_dir=path_text(cache_dir),
             num_cpus=num_cpus,
             progress=not quiet,
             max_concurrent=max_concurrent,

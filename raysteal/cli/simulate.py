@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
+
 
 def register(app: typer.Typer) -> None:
     """Add ``simulate`` to the top-level app."""
@@ -16,10 +18,10 @@ def register(app: typer.Typer) -> None:
         file: Path = typer.Argument(..., help="simulation file: an experiment file plus a simulation section"),
         out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
         attackers: Optional[int] = typer.Option(None, "--attackers", help="override simulation.attackers"),
-        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
-        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray runtime"),
+        address: Address = None,
+        data_dir: DataDir = None,
+        cache_dir: CacheDir = None,
+        num_cpus: NumCpus = None,
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     ) -> None:
         """Run N attackers at once (own knowledge and budget each) against one or more TargetServers.
@@ -39,8 +41,8 @@ def register(app: typer.Typer) -> None:
             sim,
             out_dir,
             address=address,
-            data_dir=str(data_dir) if data_dir else None,
-            cache_dir=str(cache_dir) if cache_dir else None,
+            data_dir=path_text(data_dir),
+            cache_dir=path_text(cache_dir),
             num_cpus=num_cpus,
             progress=not quiet,
         )

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
+
 
 def register(app: typer.Typer) -> None:
     """Add ``tune`` to the top-level app."""
@@ -15,10 +17,10 @@ def register(app: typer.Typer) -> None:
     def tune_command(
         file: Path = typer.Argument(..., help="tune file: an experiment file plus search_space and tune sections"),
         out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>-tune)"),
-        address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: $RAY_ADDRESS or local)"),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="datasets directory"),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="trained-target cache"),
-        num_cpus: Optional[int] = typer.Option(None, "--num-cpus", min=1, help="CPUs for a local Ray runtime"),
+        address: Address = None,
+        data_dir: DataDir = None,
+        cache_dir: CacheDir = None,
+        num_cpus: NumCpus = None,
         storage: Optional[str] = typer.Option(None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"),
         quiet: bool = typer.Option(False, "--quiet", help="no Tune progress tables"),
     ) -> None:
@@ -41,8 +43,8 @@ def register(app: typer.Typer) -> None:
             tune_exp,
             out_dir,
             address=address,
-            data_dir=str(data_dir) if data_dir else None,
-            cache_dir=str(cache_dir) if cache_dir else None,
+            data_dir=path_text(data_dir),
+            cache_dir=path_text(cache_dir),
             num_cpus=num_cpus,
             storage=storage,
             verbose=0 if quiet else 1,
