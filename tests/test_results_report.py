@@ -162,3 +162,26 @@ def test_a_report_spec_saved_by_raysteal_run_renders(tmp_path, monkeypatch):
     md = render_report(tmp_path)
     assert (md.parent / "demo-0-curve.png").stat().st_size > 1000
     assert labels == ["k"]  # the saved spec's xlabel None falls back to the x column
+
+
+def test_a_setting_one_run_left_unset_is_its_own_column_and_one_seed_shows_no_spread():
+    rows = [{**_row("ptq", 0, 0.5), "hp/budget_sequences": np.nan, "queries": 302},
+            {**_row("ptq", 0, 0.4), "hp/budget_sequences": 242.0, "queries": 242}]
+    frame = pd.DataFrame(rows)
+    frame["defense"] = frame["defense"].map(json.dumps)
+    lines = summary_markdown(frame, ["agr@k", "queries"]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert "hp/budget_sequences" in header  # nan vs 242: two cells, told apart by the column
+    assert header.count("queries") == 1  # asked for as a metric: not repeated at the end
+    assert any("| 242 | 0.4000 | 242.0000 | 1 |" in line for line in lines)
+    assert "±" not in "\n".join(lines[2:])  # one seed each: no spread to show, not "± 0.0000"
+
+
+def test_a_curve_faceted_on_a_column_with_a_missing_value_renders(tmp_path):
+    store = ResultStore(tmp_path)
+    for i, (k, budget) in enumerate([(10, None), (50, None), (10, 242.0), (50, 242.0)]):
+        store.write_row(f"r{i}", {**_row("ptq", 0, 0.3 + 0.1 * i, k=k), "hp/budget_sequences": budget})
+    spec = {"experiment": "demo", "report": [{"kind": "curve", "x": "k", "facet": "hp/budget_sequences"}]}
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "demo.json").write_text(json.dumps(spec))
+    assert (render_report(tmp_path).parent / "demo-0-curve.png").stat().st_size > 1000

@@ -62,10 +62,10 @@ def _curve(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
     x, metric = spec["x"], spec.get("metric", "agr@k")
     series, facet = spec.get("series", "attack"), spec.get("facet")
     frame = frame.assign(_x=frame[x].map(_x_value))
-    facets = sorted(frame[facet].astype(str).unique()) if facet else [None]
+    facets = sorted(frame[facet].map(str).unique()) if facet else [None]
     fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False)
     for ax, fval in zip(axes[0], facets):
-        part = frame if fval is None else frame[frame[facet].astype(str) == fval]
+        part = frame if fval is None else frame[frame[facet].map(str) == fval]
         for sval, group in part.groupby(series):
             stats = group.groupby("_x")[metric].agg(["mean", "std"]).sort_index()
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3, label=str(sval))
@@ -98,10 +98,10 @@ def _heatmap(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
 
     rows, cols, metric = spec.get("rows", "target"), spec.get("cols", "clone"), spec.get("metric", "agr@k")
     facet = spec.get("facet")
-    facets = sorted(frame[facet].astype(str).unique()) if facet else [None]
+    facets = sorted(frame[facet].map(str).unique()) if facet else [None]
     fig, axes = plt.subplots(1, len(facets), figsize=(4.2 * len(facets), 3.8), squeeze=False)
     for ax, fval in zip(axes[0], facets):
-        part = frame if fval is None else frame[frame[facet].astype(str) == fval]
+        part = frame if fval is None else frame[frame[facet].map(str) == fval]
         grid = part.pivot_table(index=rows, columns=cols, values=metric, aggfunc="mean")
         im = ax.imshow(grid.values, cmap="viridis", vmin=0, vmax=max(1e-9, float(np.nanmax(grid.values))))
         ax.set_xticks(range(len(grid.columns)), grid.columns)

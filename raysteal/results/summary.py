@@ -22,7 +22,7 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     # the same dataset or target name with other preprocessing / parameters is another cell
     names = [c for c in ("dataset", "target") if c in frame.columns]
     variants = [c for c in VARIANT_COLUMNS if c in frame.columns and names
-                and (frame[c].astype(str).groupby([frame[n] for n in names], dropna=False).nunique() > 1).any()]
+                and (frame[c].map(str).groupby([frame[n] for n in names], dropna=False).nunique() > 1).any()]
     return fixed + variants + sorted(varying)
 
 
@@ -64,9 +64,10 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict
 
 
 def format_cell(mean: float, std: float) -> str:
+    """``mean ± std``; the mean alone where there is no spread to give (one seed)."""
     if np.isnan(mean):
         return "–"
-    return f"{mean:.4f} ± {0.0 if np.isnan(std) else std:.4f}"
+    return f"{mean:.4f}" if np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
 def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None) -> str:
@@ -75,15 +76,20 @@ def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, pape
     if table.empty:
         return "_no results_"
     metrics = [m for m in (metrics or DEFAULT_METRICS) if f"{m} mean" in table.columns]
-    varying = [c for c in cell_columns(table) if table[c].astype(str).nunique() > 1 or c in ("dataset", "target", "attack")]
-    header = varying + metrics + (["paper"] if "paper" in table.columns else []) + ["seeds", "queries"]
+    # map(str), not astype(str): pandas 3 keeps NaN missing under astype(str), and nunique() drops it,
+    # so a hyperparameter one run set and another left unset would look constant
+    varying = [c for c in cell_columns(table) if table[c].map(str).nunique() > 1 or c in ("dataset", "target", "attack")]
+    queries = [] if "queries" in metrics else ["queries"]  # asked for as a metric: shown once, there
+    header = varying + metrics + (["paper"] if "paper" in table.columns else []) + ["seeds"] + queries
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
         cells = [_plain(r[c]) for c in varying]
         cells += [format_cell(r[f"{m} mean"], r[f"{m} std"]) for m in metrics]
         if "paper" in table.columns:
             cells.append("–" if np.isnan(r["paper"]) else f"{r['paper']:.4f}")
-        cells += [str(int(r["seeds"])), "–" if np.isnan(r["queries"]) else f"{r['queries']:.0f}"]
+        cells.append(str(int(r["seeds"])))
+        if queries:
+            cells.append("–" if np.isnan(r["queries"]) else f"{r['queries']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
