@@ -174,6 +174,7 @@ def test_a_setting_one_run_left_unset_is_its_own_column_and_one_seed_shows_no_sp
     assert "hp/budget_sequences" in header  # nan vs 242: two cells, told apart by the column
     assert header.count("queries") == 1  # asked for as a metric: not repeated at the end
     assert any("| 242 | 0.4000 | 242.0000 | 1 |" in line for line in lines)
+    assert any("| – | 0.5000 | 302.0000 | 1 |" in line for line in lines)  # unset reads as a dash, not nan
     assert "±" not in "\n".join(lines[2:])  # one seed each: no spread to show, not "± 0.0000"
 
 

@@ -106,5 +106,5 @@ def _plain(value) -> str:
             return "+".join(",".join(f"{k}={v}" for k, v in d.items()) if isinstance(d, dict) else str(d) for d in parsed)
         return value
     if isinstance(value, float):
-        return f"{value:g}"
+        return "–" if np.isnan(value) else f"{value:g}"
     return str(value)
