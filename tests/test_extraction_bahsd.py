@@ -328,6 +328,22 @@ def test_every_component_moves_the_loss_when_on():
     assert _loss(student, batch, rank_loss="listwise") != pytest.approx(_loss(student, batch))
 
 
+def test_each_prefix_reads_its_own_probe_columns():
+    """Inputs lose leading all-padding columns in the student loop, the extras keep them: each
+    prefix's reliability (hence w and T) must be read ``lead`` columns further right."""
+    student, batch = _probed_batch()
+    lead = batch.extras["reliability"].shape[1] - batch.inputs.shape[1]
+    assert lead == 2
+    own = batch.extras["reliability"][batch.rows, batch.cols + lead]
+    objective = BAHSDObjective.from_config(BAHSDConfig(attack="bahsd"))
+    with torch.no_grad():
+        _, logs = objective(student, batch)
+    assert float(logs["w"]) == pytest.approx(float(objective.weight(own).mean()))
+    assert float(logs["temperature"]) == pytest.approx(float(objective.temperature(own).mean()))
+    unshifted = batch.extras["reliability"][batch.rows, batch.cols]
+    assert float(objective.weight(unshifted).mean()) != pytest.approx(float(logs["w"]))  # the test can tell
+
+
 def test_ablation_switches_really_remove_their_component():
     student, batch = _probed_batch()
     # infonce=False: the InfoNCE weight, temperature and view no longer matter
@@ -457,6 +473,34 @@ def test_probing_off_spends_nothing_on_probes_and_real_sequences_work(walk_targe
     assert result.info["sequences"] == len(test) and result.info["source"] == "real"
     with pytest.raises(ConfigError, match="knowledge.sequences"):
         _run(oracle, "bahsd-nodata", 100, epochs=1, source="real")
+
+
+@pytest.mark.parametrize("source", ["synthetic", "real"])
+def test_a_zero_budget_is_refused_before_any_query(walk_target, source):
+    from raysteal.extraction.result import run_extraction
+    from raysteal.extraction.types import SequenceKnowledge
+
+    oracle, test = walk_target
+    free = oracle.register_attacker(f"bahsd-zero-{source}")  # no limit of its own: only the config's 0 binds
+    knowledge = SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN, sequences=test)
+    config = {"attack": "bahsd", "k": 10, "epochs": 1, "budget_queries": 0, "source": source,
+              "student": {"model": "sasrec", "embedding_dim": 16}}
+    with pytest.raises(ConfigError, match="budget"):
+        run_extraction(config, knowledge, free, seed=0)
+    assert free.spent == 0
+
+
+@pytest.mark.parametrize("budget", [1, 2, 5, 13])
+def test_tiny_budgets_are_never_overspent(walk_target, budget):
+    from raysteal.extraction.result import run_extraction
+    from raysteal.extraction.types import SequenceKnowledge
+
+    oracle, _ = walk_target
+    free = oracle.register_attacker(f"bahsd-tiny-{budget}")
+    config = {"attack": "bahsd", "k": 10, "epochs": 0, "budget_queries": budget, "max_len": WALK_LEN,
+              "student": {"model": "sasrec", "embedding_dim": 16}}
+    result = run_extraction(config, SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN), free, seed=0)
+    assert free.spent == result.queries <= budget and result.info["queries_sequences"] >= 1
 
 
 class _Died(Exception):

@@ -79,3 +79,60 @@ def test_sequential_run_writes_head_tail_rows(ray_session, tmp_path):
     logs = retried.load_query_logs()
     spent = logs[logs["granted"]].groupby("attacker")["count"].sum()
     assert spent[dfme_id] == 600 and spent[f"{dfme_id}@1"] == 600
+
+
+def _tiny_sequential_data(max_len: int = 8):
+    """A SequentialRunData for an untrained SASRec on the toy log (plumbing, not accuracy)."""
+    from model_fixtures import toy_log
+    from raysteal.data.interactions import Interactions
+    from raysteal.data.splits import head_tail_groups, leave_one_out
+    from raysteal.experiment.context import SequentialRunData
+    from raysteal.oracle import RankingEngine
+    from raysteal.training import seeded_model
+
+    log = toy_log(num_users=80, num_items=40, seed=1)
+    split = leave_one_out(log)
+    model = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": max_len}, log.num_users, log.num_items, seed=0).eval()
+    users = split.evaluable_users
+    sequences = log.padded_sequences(max_len + 1, users)[:, :-1]
+    empty = Interactions(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, log.num_items)
+    data = SequentialRunData(
+        dataset="toy", target_name="sasrec", train=split.train, auxiliary=empty, eval_users=users,
+        eval_sequences=sequences, test_items=split.test[users], teacher_lists=np.asarray(RankingEngine(model).topk(sequences, 20)),
+        is_head=head_tail_groups(log.user_lengths).is_head[users], item_popularity=split.train.item_counts, max_len=max_len,
+    )
+    return model, data
+
+
+def test_bahsd_on_real_sequences_gets_the_attackers_users_from_the_runner():
+    """``source: real`` in an experiment file: the runner hands BAHSD the known users' sequences
+    (and scores everyone else), as it does for Zhu et al.'s attacks."""
+    from raysteal.experiment.execute_sequential import execute_sequential_run
+    from raysteal.oracle import TargetSpec, in_process_oracle
+
+    model, data = _tiny_sequential_data()
+    attack = {"attack": "bahsd", "source": "real", "budget_queries": 150, "k": 10, "epochs": 1, "batch_size": 16,
+              "student": {"model": "sasrec", "embedding_dim": 8}}
+    config = parse_experiment({**SEQ, "attacks": [attack], "split": {"aux_fraction": 0.0, "attacker_fraction": 0.25}})
+    (run,) = expand_runs(config)
+    oracle = in_process_oracle(TargetSpec(model=model), device="cpu")
+    try:
+        client = oracle.register_attacker("bahsd-real", budget=150)
+        row = execute_sequential_run(run, data, client)
+        spent = client.spent
+    finally:
+        oracle.close()
+    assert row["known_users"] > 0 and row["eval_users"] + row["known_users"] == len(data.eval_users)
+    assert 0 < row["queries"] == spent <= 150
+    assert np.isfinite(row["agr@10/tail"]) and np.isfinite(row["agr@k/known"])
+
+
+def test_the_popularity_floor_lists_the_most_popular_unseen_items_in_order():
+    from types import SimpleNamespace
+
+    from raysteal.experiment.execute_sequential import popularity_lists
+
+    data = SimpleNamespace(item_popularity=np.array([5, 9, 1, 7, 3, 9]))  # ties keep the lower id first
+    sequences = np.array([[-1, -1, 1], [5, 3, 0], [-1, -1, -1]])
+    lists = popularity_lists(data, sequences, 3)
+    assert lists.tolist() == [[5, 3, 0], [1, 4, 2], [1, 5, 3]]

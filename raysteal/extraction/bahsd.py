@@ -117,6 +117,12 @@ class BAHSDConfig(ExtractionConfigBase):
     sharpness: float = Field(0.1, gt=0.0)
     fixed_weight: float = Field(0.5, ge=0.0, le=1.0)
 
+    @property
+    def uses_real_sequences(self) -> bool:  # type: ignore[override]
+        """With ``source="real"`` the runner hands the attacker its users' sequences (and never
+        scores those users)."""
+        return self.source == "real"
+
     @model_validator(mode="after")
     def _check(self) -> "BAHSDConfig":
         if self.t_max < self.t_min:
@@ -268,6 +274,8 @@ def _queried_mask(seqs: np.ndarray, prefixes: str) -> ExtractionSet:
 def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng: np.random.Generator, spec: ProbeSpec | None) -> tuple[ExtractionSet, int | None, int]:
     """Sequences and their labels under the split budget; returns ``(data, probe_budget, max_len)``."""
     allowance = query_allowance(client, config.budget_queries)
+    if allowance is not None and allowance < 1:
+        raise ConfigError(f"budget_queries: a query budget of {allowance} cannot pay for a single query (the black box's remaining budget included)")
     if config.source == "real":
         seqs = _real_sequences(config, knowledge)
         max_len = seqs.shape[1]
@@ -275,7 +283,7 @@ def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng:
         probe_cost = planned_probe_queries(_queried_mask(seqs, config.real_prefixes), spec) if spec else 0
         label_budget = allowance
         if allowance is not None and label_cost + probe_cost > allowance:
-            label_budget = max(1, math.floor(allowance * label_cost / (label_cost + probe_cost)))
+            label_budget = min(allowance, max(1, math.floor(allowance * label_cost / (label_cost + probe_cost))))
         data = label_sequences(client, seqs, k=config.k, prefixes=config.real_prefixes, query_batch=config.query_batch, query_budget=label_budget)
     else:
         max_len = sequence_length(config, knowledge, client)
@@ -286,7 +294,9 @@ def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng:
             raise ConfigError("budget_sequences / budget_queries: set one (the black box's budget is unlimited)")
         else:
             n = max(1, math.ceil(allowance / (max_len + per_seq_probes)))
-        synth_budget = None if allowance is None else max(1, allowance - n * per_seq_probes)
+        # at least one query for the sequences while any is left; none when none is (synthesize
+        # then refuses, as DFME does), never more than the allowance
+        synth_budget = None if allowance is None else min(allowance, max(1, allowance - n * per_seq_probes))
         data = synthesize(
             client, strategy=config.synthesis, num_sequences=n, max_len=max_len, k=config.k, rng=rng,
             query_batch=config.query_batch, query_budget=synth_budget,
