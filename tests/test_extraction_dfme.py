@@ -155,6 +155,11 @@ def test_label_sequences_all_last_and_budget(oracle):
     assert cut.queries == 5  # shortest prefixes first: 1- and 2-item prefixes of both, then row 0's 3-item one
     assert cut.queried[0].tolist() == [False, False, True, True, True]
     assert cut.queried[1].tolist() == [True, True, False, False, False]
+    broke = oracle.register_attacker("broke-labels", budget=0)
+    with pytest.raises(ConfigError, match="budget 0"):  # not a set of empty labels to train on
+        label_sequences(broke, seqs, k=4)
+    with pytest.raises(ConfigError, match="budget 0"):
+        label_sequences(oracle.register_attacker("zero-labels"), seqs, k=4, query_budget=0)
 
 
 # ------------------------------------------------------------------ the loss

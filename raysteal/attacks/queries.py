@@ -14,6 +14,7 @@ import numpy as np
 
 from raysteal.errors import ConfigError
 from raysteal.oracle.client import QueryClient
+from raysteal.oracle.errors import QueryBudgetExceeded
 
 REQUEST_SIZE = 65_536
 """Users per request (one request answers a whole ML-1M-sized attacker at once)."""
@@ -48,6 +49,8 @@ def query_top_k(
     if users.size and (users.min() < 0 or users.max() >= ids.size):
         raise ConfigError(f"query_users must index the {ids.size} known users")
     remaining = client.remaining_budget
+    if remaining == 0 and users.size:  # a clone trained on no answer is not this attack's result
+        raise QueryBudgetExceeded(str(getattr(client, "attacker_id", "?")), users.size, 0)
     if 0 <= remaining < users.size:
         users = np.sort(rng.choice(users, size=remaining, replace=False))
     spent_before = client.spent

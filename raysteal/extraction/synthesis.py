@@ -211,6 +211,8 @@ def label_sequences(
     order = np.lexsort((rows, span))  # shortest prefixes first, then by sequence
     rows, cols, span = rows[order], cols[order], span[order]
     allowance = query_allowance(client, query_budget)
+    if allowance is not None and allowance < 1 and len(rows):
+        raise ConfigError(f"query budget {allowance} cannot pay for a single prefix's answer ({len(rows)} to label)")
     if allowance is not None:
         rows, cols, span = rows[:allowance], cols[:allowance], span[:allowance]
     lists = np.full((n, width, k), -1, dtype=np.int32)
