@@ -15,6 +15,7 @@ from raysteal.errors import ConfigError
 from raysteal.extraction import ExtractionSet, SequenceKnowledge, make_extraction_config, run_extraction
 from raysteal.extraction.evaluate import extraction_metrics, ndcg_agreement, next_item_metrics, student_lists
 from raysteal.extraction.losses import ranking_loss, ranking_loss_terms
+from raysteal.metrics import list_kl
 from raysteal.extraction.student import (
     dfme_objective,
     keep_positions,
@@ -345,6 +346,12 @@ def test_extraction_metrics_on_hand_cases():
     assert ndcg_agreement(student, teacher)[1] == pytest.approx(((10 - np.arange(5)) * discount[:5]).sum() / ideal)
     assert ndcg_agreement(student, teacher)[2] == pytest.approx(((10 - np.arange(1, 10)) * discount[1:]).sum() / ideal)
     assert m["ndcg_agr@10/head"] == pytest.approx(1.0)
+    # KL on the list: p ∝ exp(-rank); user 1's student lists the top 5 in place, ranks 5-9 unlisted (rank 10)
+    p = np.exp(-np.arange(10.0)) / np.exp(-np.arange(10.0)).sum()
+    q = np.exp(-np.r_[np.arange(5.0), np.full(5, 10.0)])
+    kl_1 = float((p * np.log(p / (q / q.sum()))).sum())
+    assert m["kl@10/head"] == pytest.approx(0.0, abs=1e-12) and kl_1 > 0
+    assert m["kl@10"] == pytest.approx((0.0 + kl_1 + float(list_kl(teacher[2:], student[2:], 10)[0])) / 3)
     # user 0: item 3 at rank 3 for both; user 1: 95 missed by both; user 2 has no test item
     assert m["student_hr@10"] == pytest.approx(0.5) and m["teacher_ndcg@10"] == pytest.approx(0.5 / np.log2(5))
     assert next_item_metrics(student, np.array([0, 94, 21]), k=10) == pytest.approx({"hr@10": 1.0, "ndcg@10": (1 + 1 / np.log2(11) + 1 / np.log2(3)) / 3})

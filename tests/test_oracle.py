@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import re
 import threading
 
 import numpy as np
 import pytest
 import torch
 
+from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.oracle import (
     BudgetLedger,
@@ -252,3 +254,137 @@ def test_sequential_target_answers_sequences_and_refuses_bad_ones():
     with pytest.raises(ConfigError, match="empty request"):
         client.query([], k=5)
     assert client.spent == 2
+
+
+# ------------------------------------------------------------------ refusals before any charge
+def test_popular_mixing_wider_than_k_is_refused_before_any_charge(log):
+    spec = TargetSpec.from_training_log(bpr_target(log), log, defenses=[{"type": "popular_mixing", "n": 5}])
+    oracle = in_process_oracle(spec)
+    client = oracle.register_attacker("a", budget=10)
+    with pytest.raises(ConfigError, match="n=5 is more than the 3 items a list holds"):
+        client.query([0, 1], k=3)
+    assert client.spent == 0 and client.remaining_budget == 10  # refused, so never charged
+    table = oracle.query_log()
+    assert table.column("granted").to_pylist() == [False] and table.column("reason").to_pylist() == ["ConfigError"]
+    assert client.query([0, 1], k=5).shape == (2, 5) and client.spent == 2
+    # the check follows the chain's widths: a truncation to 4 leaves popular mixing too few slots
+    chain = build_defenses([{"type": "truncate", "max_items": 4}, {"type": "popular_mixing", "n": 5}], np.ones(120))
+    with pytest.raises(ConfigError, match="n=5 is more than the 4 items"):
+        chain.check(10)
+    with pytest.raises(ConfigError, match="n=7 is more than the pool of 6"):
+        PopularMixing(n=7, item_popularity=np.ones(6))  # could never honour any request
+
+
+# ------------------------------------------------------------------ answers shorter than k
+def _nearly_exhausted_log():
+    """User 0 has seen every item but 2 and 5 (of 7); user 1 has seen one item."""
+    seen0 = [0, 1, 3, 4, 6]
+    return Interactions(users=np.array([0] * 5 + [1]), items=np.array(seen0 + [2]), num_users=2, num_items=7, name="tiny")
+
+
+def test_answers_shorter_than_k_end_in_pad_never_in_seen_items():
+    from raysteal.oracle.engine import RankingEngine
+
+    log = _nearly_exhausted_log()
+    model = bpr_target(log)
+    with torch.no_grad():
+        scores = model.score(torch.as_tensor([0])).numpy()[0]
+    unseen_order = [2, 5] if scores[2] >= scores[5] else [5, 2]
+    engine = RankingEngine(model, log.indptr, log.items)
+    for dense in (True, False):
+        if not dense:
+            engine._seen_dense = None  # the CSR mask path of large targets
+        lists = engine.topk(np.array([0, 1]), 5)
+        assert lists[0].tolist() == unseen_order + [-1, -1, -1]
+        assert -1 not in lists[1] and 2 not in lists[1]
+    oracle = in_process_oracle(TargetSpec.from_training_log(model, log))
+    assert oracle.register_attacker("a").query([0], k=5)[0].tolist() == unseen_order + [-1, -1, -1]
+
+
+def test_sequence_answers_shorter_than_k_end_in_pad():
+    from raysteal.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"model": "sasrec", "max_len": 8, "embedding_dim": 8}, 0, 6).eval()
+    client = in_process_oracle(TargetSpec(model=model)).register_attacker("s")
+    row = client.query([[0, 1, 2, 3]], k=5)[0].tolist()
+    assert sorted(row[:2]) == [4, 5] and row[2:] == [-1, -1, -1]
+
+
+def test_order_perturbations_keep_padding_at_the_end():
+    lists = np.array([[7, 8, 9, -1, -1], [1, 2, 3, 4, 5]])
+    np.testing.assert_array_equal(RankReversal().apply(lists, np.random.default_rng(0)), [[9, 8, 7, -1, -1], [5, 4, 3, 2, 1]])
+    shuffled = RankShuffle().apply(np.tile(lists[:1], (50, 1)), np.random.default_rng(0))
+    assert (shuffled[:, 3:] == -1).all() and (np.sort(shuffled[:, :3], axis=1) == [7, 8, 9]).all()
+
+
+# ------------------------------------------------------------------ malformed requests
+def test_malformed_ids_are_refused_before_any_charge(oracle):
+    from raysteal.oracle.client import _as_payload
+    from raysteal.oracle.engine import pad_sequences
+
+    client = oracle.register_attacker("a", budget=5)
+    with pytest.raises(ConfigError, match=r"user ids must be a 1-d list of ids, got an array of shape \(2, 2\)"):
+        client.query(np.array([[0, 1], [2, 3]]), k=3)
+    with pytest.raises(ConfigError, match="user ids must be integer ids, got dtype float64"):
+        client.query([0.5, 1.0], k=3)
+    with pytest.raises(ConfigError, match="user ids must be integer ids"):
+        client.query(np.array([1.0, 2.0]), k=3)  # whole floats too: ids are never floats
+    with pytest.raises(ConfigError, match="user ids must be integer ids; got a ragged"):
+        client.query([[0, 1], [2]], k=3)
+    assert client.spent == 0 and client.remaining_budget == 5
+    with pytest.raises(ConfigError, match="sequence 0 must be integer ids, got dtype float64"):
+        pad_sequences([[1.5, 2.0]])
+    with pytest.raises(ConfigError, match="sequence items must be integer ids"):
+        pad_sequences(np.array([[1.9, 2.0]]))
+    with pytest.raises(ConfigError, match=r"sequence 1 must be a 1-d list of item ids, got shape \(1, 2\)"):
+        pad_sequences([[1, 2], [[3, 4]]])
+    assert _as_payload([0.5], sequential=False).dtype.kind == "f"  # the actor client sends what it got, uncast
+
+
+def test_sequential_float_items_are_refused_before_any_charge():
+    from raysteal.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"model": "sasrec", "max_len": 8, "embedding_dim": 8}, 0, 50).eval()
+    client = in_process_oracle(TargetSpec(model=model)).register_attacker("s", budget=3)
+    with pytest.raises(ConfigError, match="sequence 1 must be integer ids"):
+        client.query([[1, 2], [3.7, 4.2]], k=5)
+    assert client.spent == 0
+
+
+# ------------------------------------------------------------------ ledger journal corruption
+def test_ledger_names_file_and_line_of_a_corrupt_line(tmp_path):
+    from raysteal.errors import DataFileError
+
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('{"op": "register", "attacker": "a", "budget": 10}\nnot json\n{"op": "charge", "attacker": "a", "count": 1, "request": "r"}\n')
+    with pytest.raises(DataFileError, match=rf"{re.escape(str(path))}, line 2: not a JSON entry"):
+        BudgetLedger(path)
+    path.write_text('{"op": "register", "attacker": "a"}\n')
+    with pytest.raises(DataFileError, match=rf"{re.escape(str(path))}, line 1: malformed register entry"):
+        BudgetLedger(path)
+
+
+def test_ledger_names_file_and_line_of_a_charge_for_an_unregistered_attacker(tmp_path):
+    from raysteal.errors import DataFileError
+
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('{"op": "register", "attacker": "a", "budget": 10}\n{"op": "charge", "attacker": "b", "count": 1, "request": "r"}\n')
+    with pytest.raises(DataFileError, match=rf"{re.escape(str(path))}, line 2: charge for attacker 'b', who was never registered"):
+        BudgetLedger(path)
+
+
+def test_ledger_charges_after_a_torn_tail_survive_the_next_replay(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    ledger = BudgetLedger(path)
+    ledger.register("a", 10)
+    ledger.charge("a", 4, "r1")
+    ledger.close()
+    with open(path, "a") as fh:
+        fh.write('{"op": "charge", "attacker": "a", "cou')  # torn write from a crash
+    again = BudgetLedger(path)
+    again.charge("a", 3, "r2")  # must start a line of its own, not extend the torn one
+    again.close()
+    third = BudgetLedger(path)
+    assert third.spent("a") == 7 and third.remaining("a") == 3

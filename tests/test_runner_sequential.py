@@ -85,7 +85,7 @@ def _tiny_sequential_data(max_len: int = 8):
     """A SequentialRunData for an untrained SASRec on the toy log (plumbing, not accuracy)."""
     from model_fixtures import toy_log
     from raysteal.data.interactions import Interactions
-    from raysteal.data.splits import head_tail_groups, leave_one_out
+    from raysteal.data.splits import leave_one_out
     from raysteal.experiment.context import SequentialRunData
     from raysteal.oracle import RankingEngine
     from raysteal.training import seeded_model
@@ -99,7 +99,7 @@ def _tiny_sequential_data(max_len: int = 8):
     data = SequentialRunData(
         dataset="toy", target_name="sasrec", train=split.train, auxiliary=empty, eval_users=users,
         eval_sequences=sequences, test_items=split.test[users], teacher_lists=np.asarray(RankingEngine(model).topk(sequences, 20)),
-        is_head=head_tail_groups(log.user_lengths).is_head[users], item_popularity=split.train.item_counts, max_len=max_len,
+        user_lengths=log.user_lengths, item_popularity=split.train.item_counts, max_len=max_len,
     )
     return model, data
 
@@ -136,3 +136,19 @@ def test_the_popularity_floor_lists_the_most_popular_unseen_items_in_order():
     sequences = np.array([[-1, -1, 1], [5, 3, 0], [-1, -1, -1]])
     lists = popularity_lists(data, sequences, 3)
     assert lists.tolist() == [[5, 3, 0], [1, 4, 2], [1, 5, 3]]
+
+
+def test_split_head_fraction_sets_the_sequential_head_group():
+    from raysteal.data.splits import head_tail_groups
+    from raysteal.experiment.execute_sequential import execute_sequential_run
+
+    _, data = _tiny_sequential_data()
+    heads = {}
+    for fraction in (0.2, 0.5):
+        config = parse_experiment({**SEQ, "attacks": [{"attack": "popularity"}], "split": {"aux_fraction": 0.0, "head_fraction": fraction}})
+        (run,) = expand_runs(config)
+        row = execute_sequential_run(run, data, client=None)
+        expected = head_tail_groups(data.user_lengths, fraction).is_head[data.eval_users]
+        assert row["head_users"] == int(expected.sum())
+        heads[fraction] = row["head_users"]
+    assert heads[0.2] < heads[0.5]

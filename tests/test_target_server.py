@@ -99,3 +99,20 @@ def test_actor_client_pickles_without_tensors(ray_session, spec):
     assert b"Tensor" not in blob and b"torch" not in blob
     assert client.query([[1]] if client.sequential else [1], k=3).shape == (1, 3)
     ray_session.kill(server)
+
+
+def test_refused_requests_cost_the_attacker_nothing(ray_session, spec):
+    from raysteal.errors import ConfigError
+    from raysteal.oracle.server import client_for, start_target_server
+
+    server = start_target_server(spec)
+    client = client_for(server, "a", budget=5)
+    with pytest.raises(ConfigError, match="n=2 is more than the 1 items"):
+        client.query([0, 1], k=1)  # popular mixing of 2 items into a list of 1
+    with pytest.raises(ConfigError, match="user ids must be integer ids"):
+        client.query([0.5, 1.7], k=3)  # never cast to [0, 1] on the way
+    assert client.spent == 0 and client.remaining_budget == 5
+    assert client.query([0, 1], k=3).shape == (2, 3) and client.spent == 2
+    table = ray_session.get(server.query_log.remote())
+    assert table.column("granted").to_pylist() == [False, False, True]
+    ray_session.kill(server)

@@ -12,6 +12,8 @@ from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 
 NO_ITEM = -1
+HEAD_FRACTION = 0.2
+"""BAHSD's head group: the longest-history 20% of users (DESIGN.md, metrics)."""
 """Marker in ``valid``/``test`` for users too short to hold an item out."""
 
 
@@ -146,7 +148,7 @@ class HeadTailGroups:
     """Shortest sequence length in the head group."""
 
 
-def head_tail_groups(log: Interactions | np.ndarray, head_fraction: float = 0.2) -> HeadTailGroups:
+def head_tail_groups(log: Interactions | np.ndarray, head_fraction: float = HEAD_FRACTION) -> HeadTailGroups:
     """Head users = the ``head_fraction`` of users with the longest sequences (ties broken by
     lower user id, so the groups are deterministic and partition the users); tail = the rest.
 

@@ -94,7 +94,6 @@ def _reporter(news, target: str):
 
 def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: int, device: str):
     """Evaluation inputs of a sequential target: each user's history before the test item."""
-    from raysteal.data.splits import head_tail_groups
     from raysteal.experiment.context import SequentialRunData
     from raysteal.oracle import RankingEngine
 
@@ -104,7 +103,6 @@ def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: 
     sequences = ctx.target.padded_sequences(max_len + 1, users)[:, :-1]
     engine = RankingEngine(model, device=device)
     teacher = engine.topk(sequences, min(max_k, model.num_items))
-    groups = head_tail_groups(ctx.target.user_lengths)
     return SequentialRunData(
         dataset=ds_entry.name,
         target_name=target_entry.model,
@@ -114,7 +112,7 @@ def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: 
         eval_sequences=sequences,
         test_items=ctx.loo.test[users],
         teacher_lists=np.asarray(teacher),
-        is_head=groups.is_head[users],
+        user_lengths=ctx.target.user_lengths,
         item_popularity=ctx.loo.train.item_counts,
         max_len=max_len,
         target_metrics=meta.get("metrics", {}),

@@ -34,6 +34,7 @@ import yaml
 from ray.tune import Callback
 
 from raysteal.atomic import write_text_atomically
+from raysteal.data.splits import HEAD_FRACTION
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.tune_config import PROBE_METRICS, SEQUENTIAL_PROBE_METRICS, TuneExperiment, apply_sample, best_experiment, candidate_values, is_sequential
 from raysteal.results.store import ResultStore, run_id
@@ -116,7 +117,7 @@ class SequentialEpochProbe:
         self.rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, size=max_users, replace=False))
         self.sequences = data.eval_sequences[self.rows]
         self.teacher = data.teacher_lists[self.rows]
-        self.is_head = data.is_head[self.rows]
+        self.is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))[self.rows]
         self.device = device
 
     def __call__(self, model) -> dict[str, float]:

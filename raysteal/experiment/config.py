@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raysteal.data.splits import HEAD_FRACTION
 from raysteal.errors import ConfigError, DataFileError, describe_validation
 
 
@@ -66,6 +67,7 @@ class SplitConfig(_Strict):
     auxiliary_size: float = Field(1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
     query_fraction: float = Field(0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
     target_seed: int = Field(0, ge=0)
+    head_fraction: float = Field(HEAD_FRACTION, gt=0, lt=1, description="head users (head/tail metrics): this share of the target's users with the longest histories")
 
 
 class ReportEntry(_Strict):

@@ -14,7 +14,7 @@ import numpy as np
 
 from raysteal.data import load_dataset, split_target_auxiliary
 from raysteal.data.interactions import Interactions
-from raysteal.data.splits import LeaveOneOut, leave_one_out
+from raysteal.data.splits import HEAD_FRACTION, LeaveOneOut, head_tail_groups, leave_one_out
 from raysteal.experiment.config import DatasetEntry, SplitConfig, TargetEntry
 
 
@@ -66,8 +66,8 @@ class SequentialRunData:
 
     Evaluation follows Yue et al.: each evaluable user's history up to the held-out test item is
     the input; ``teacher_lists`` are the target's undefended top lists for those inputs (input
-    items excluded, as the black box does). ``is_head`` marks the longest ``head_fraction`` of
-    users by sequence length (BAHSD's head/tail groups).
+    items excluded, as the black box does). :meth:`head_mask` marks the longest ``head_fraction``
+    of users by sequence length (BAHSD's head/tail groups; ``split.head_fraction`` of the run).
     """
 
     dataset: str
@@ -78,11 +78,16 @@ class SequentialRunData:
     eval_sequences: np.ndarray  # int64 [U, max_len] history before the test item, left-padded
     test_items: np.ndarray  # int64 [U]
     teacher_lists: np.ndarray  # int64 [U, max_k]
-    is_head: np.ndarray  # bool [U]
+    user_lengths: np.ndarray  # int64 [num target users] whole-sequence lengths (head / tail groups)
     item_popularity: np.ndarray  # int64 [num_items] training-log counts (the popularity floor)
     max_len: int
     target_metrics: dict[str, Any] = field(default_factory=dict)
     target_device: str = "cpu"
+
+    def head_mask(self, head_fraction: float = HEAD_FRACTION) -> np.ndarray:
+        """bool ``[U]``: the evaluation users among the ``head_fraction`` of all target users with
+        the longest sequences (BAHSD's head group; :func:`raysteal.data.splits.head_tail_groups`)."""
+        return head_tail_groups(self.user_lengths, head_fraction).is_head[self.eval_users]
 
 
 def target_config(entry: TargetEntry) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import raysteal
-from raysteal.data.splits import attacker_users
+from raysteal.data.splits import HEAD_FRACTION, attacker_users, head_tail_groups
 from raysteal.experiment.context import RunData
 from raysteal.metrics import agreement_at_k, mean, ndcg_at_k_sets, recall_at_k
 from raysteal.results.store import run_id
@@ -143,13 +143,16 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         aux = shared_auxiliary_model(config, knowledge.auxiliary, int(run["seed"]), device, aux_cache)
         knowledge = dataclasses.replace(knowledge, auxiliary_model=aux)
     output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
-    clone_top = clone_lists(output.clone, knowledge, max(k, 10), device)
+    clone_top = clone_lists(output.clone, knowledge, min(max(k, 10), data.train.num_items), device)  # Agr@10 needs 10, a tiny catalogue has fewer
     truth = data.truth_lists[knowledge.target_user_ids]
     queried = np.zeros(len(knowledge.target_user_ids), dtype=bool)
     queried[knowledge.query_users] = True
     agr_k = np.asarray(agreement_at_k(truth[:, :k], clone_top[:, :k]))
     agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
     relevant = data.test_items[knowledge.target_user_ids]
+    # head / tail (BAHSD's groups, DESIGN.md): every known user, as agr@k/all, by the length of
+    # their history in the target's log
+    head = head_tail_groups(data.train.user_lengths, run["split"].get("head_fraction", HEAD_FRACTION)).is_head[knowledge.target_user_ids]
     row = {
         **row_head(run, config.attack, config.clone),
         "auxiliary_size": run["split"]["auxiliary_size"],
@@ -161,6 +164,9 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         "agr@k": mean(agr_k[queried]),
         "agr@k/heldout": mean(agr_k[~queried]) if (~queried).any() else float("nan"),
         "agr@k/all": mean(agr_k),
+        "head_users": int(head.sum()),
+        "agr@k/head": mean(agr_k[head]) if head.any() else float("nan"),
+        "agr@k/tail": mean(agr_k[~head]) if (~head).any() else float("nan"),
         "agr@10": mean(agr_10[queried]),
         "agr@10/heldout": mean(agr_10[~queried]) if (~queried).any() else float("nan"),
         "target_recall@k": mean(recall_at_k(truth[:, :k], relevant, k)),

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 import raysteal
-from raysteal.data.splits import attacker_users
+from raysteal.data.splits import HEAD_FRACTION, attacker_users
 from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
 from raysteal.experiment.context import SequentialRunData
 from raysteal.experiment.execute import _child_rng, check_list_lengths, finish_row, row_head
@@ -64,12 +64,12 @@ def popularity_lists(data: SequentialRunData, sequences: np.ndarray, k: int) -> 
     return out
 
 
-def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarray, k: int) -> dict[str, float]:
+def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarray, is_head: np.ndarray, k: int) -> dict[str, float]:
     from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics
     from raysteal.metrics import agreement_at_k, mean
 
     teacher = data.teacher_lists[keep]
-    metrics = dict(extraction_metrics(student[keep], teacher, head=data.is_head[keep], test_items=data.test_items[keep]))
+    metrics = dict(extraction_metrics(student[keep], teacher, head=is_head[keep], test_items=data.test_items[keep]))
     metrics["agr@k"] = mean(np.asarray(agreement_at_k(teacher[:, :k], student[keep][:, :k])))
     teacher_acc = next_item_metrics(teacher, data.test_items[keep], k=10)
     student_acc = next_item_metrics(student[keep], data.test_items[keep], k=10)
@@ -109,7 +109,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
     goes on from them (the row's ``info/data_reused`` and ``info/resumed_epoch`` say so)."""
     started, started_at = time.perf_counter(), time.time()
     k = int(run["k"])
-    width = max(k, 10)
+    width = min(max(k, 10), data.train.num_items)  # Agr@10 needs 10, a tiny catalogue has fewer
     name = run["attack"].get("attack")
     info: dict[str, Any] = {}
     hyper: dict[str, Any] = {}
@@ -134,12 +134,13 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         hyper = config.model_dump(mode="json")
         info = result.info
     keep = ~known_eval
+    is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))
     row: dict[str, Any] = {
         **row_head(run, name, student_model),
         "hyperparameters": hyper,
         "eval_users": int(keep.sum()),
-        "head_users": int((data.is_head & keep).sum()),
-        **_scored_metrics(student, data, keep, k),
+        "head_users": int((is_head & keep).sum()),
+        **_scored_metrics(student, data, keep, is_head, k),
         **_known_user_agreement(student, data, known_users(run, data), k),
     }
     return finish_row(row, data=data, queries=queries, started=started, started_at=started_at, device=device,

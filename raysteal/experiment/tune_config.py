@@ -64,6 +64,8 @@ PROBE_METRICS = ("agr@k", "agr@k/heldout", "agr@k/all", "agr@10", "agr@10/heldou
 """Metrics every trial reports after each clone-training epoch (ASHA's signal) and at the end."""
 
 FINAL_METRICS = PROBE_METRICS + (
+    "agr@k/head",
+    "agr@k/tail",
     "target_recall@k",
     "target_ndcg@k",
     "clone_recall@k",
@@ -77,6 +79,7 @@ SEQUENTIAL_PROBE_METRICS = ("agr@1", "agr@10", "agr@10/head", "agr@10/tail", "nd
 """Per-epoch metrics of a sequential-extraction trial (Yue et al.'s Agr@1/Agr@10, BAHSD's head/tail)."""
 
 SEQUENTIAL_FINAL_METRICS = SEQUENTIAL_PROBE_METRICS + (
+    "kl@10",
     "agr@1/head",
     "agr@1/tail",
     "ndcg_agr@10/head",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from raysteal.errors import ConfigError
-from raysteal.metrics import agreement_at, hit_rate_at_k, mean, ndcg_at_k, top1_agreement
+from raysteal.metrics import agreement_at, hit_rate_at_k, list_kl, mean, ndcg_at_k, top1_agreement
 from raysteal.models.base import PAD
 from raysteal.training.trainer import resolve_device
 
@@ -97,7 +97,8 @@ def extraction_metrics(
 ) -> dict[str, float]:
     """Agreement of the student with the teacher on the same users (rows), overall and by group.
 
-    Keys: ``agr@1``, ``agr@10``, ``ndcg_agr@10``, each also ``/head`` and ``/tail`` (``head`` is a
+    Keys: ``agr@1``, ``agr@10``, ``ndcg_agr@10``, ``kl@10`` (:func:`raysteal.metrics.list_kl`,
+    Yue et al.'s KL on the list, ranks at temperature 1), each also ``/head`` and ``/tail`` (``head`` is a
     bool mask over users). With ``test_items`` (held-out next item per user, ``-1`` = none):
     ``student_hr@10``, ``student_ndcg@10``, ``teacher_hr@10``, ``teacher_ndcg@10``.
     """
@@ -111,6 +112,7 @@ def extraction_metrics(
         "agr@1": np.asarray(top1_agreement(t, s)),
         "agr@10": np.asarray(agreement_at(t, s, 10)),
         "ndcg_agr@10": ndcg_agreement(s, t, 10),
+        "kl@10": np.asarray(list_kl(t, s, 10)),  # KL on the teacher's top-10 list (lower = closer)
     }
     out: dict[str, float] = {}
     for name, values in per_user.items():

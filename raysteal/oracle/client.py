@@ -52,7 +52,7 @@ class QueryClient:
 
         payload = inputs if isinstance(inputs, np.ndarray) else _as_payload(inputs, self.info.sequential)
         try:
-            return ray.get(self._actor.query.remote(self.attacker_id, payload, int(k), request_id))
+            return ray.get(self._actor.query.remote(self.attacker_id, payload, _wire_k(k), request_id))
         except ray.exceptions.RayTaskError as err:
             raise _unwrap_ray_error(err) from None
 
@@ -61,7 +61,7 @@ class QueryClient:
         if self._actor is None:
             raise RaystealError("query_async needs a client of a TargetServer actor")
         payload = inputs if isinstance(inputs, np.ndarray) else _as_payload(inputs, self.info.sequential)
-        return self._actor.query.remote(self.attacker_id, payload, int(k), uuid.uuid4().hex)
+        return self._actor.query.remote(self.attacker_id, payload, _wire_k(k), uuid.uuid4().hex)
 
     @property
     def remaining_budget(self) -> int:
@@ -114,10 +114,20 @@ class QueryClient:
         return f"QueryClient(attacker={self.attacker_id!r}, {where}, items={self.info.num_items})"
 
 
-def _as_payload(inputs, sequential: bool):
-    if sequential:
-        return [np.asarray(s, dtype=np.int64) for s in inputs]
-    return np.asarray(inputs, dtype=np.int64)
+def _wire_k(k: Any) -> Any:
+    """``k`` for the actor: numpy ints as ``int``, anything else as given (``int(2.5)`` would hide a bad k)."""
+    return int(k) if isinstance(k, np.integer) else k
+
+
+def _as_payload(inputs: Any, sequential: bool) -> Any:
+    """Inputs as numpy for the wire, dtype and shape kept so the server validates (and refuses)
+    what the caller sent: never cast here (a cast would truncate float ids unseen)."""
+    try:
+        if sequential:
+            return [np.asarray(s) for s in inputs]
+        return np.asarray(inputs)
+    except (ValueError, TypeError):  # ragged or not iterable: the server's validation names the problem
+        return inputs
 
 
 class InProcessOracle:

@@ -32,6 +32,14 @@ class TargetInfo:
     defense: str
 
 
+def _request_size(inputs: object) -> int:
+    """How many queries a (possibly malformed) request holds, for the log; 0 if it has no length."""
+    try:
+        return len(inputs)  # type: ignore[arg-type]
+    except TypeError:  # a scalar or a 0-d array
+        return 0
+
+
 class OracleCore:
     """Everything a black box does, minus transport. Thread-safe."""
 
@@ -59,14 +67,16 @@ class OracleCore:
         self.ledger.register(attacker, budget)
 
     def admit(self, attacker: str, inputs, k: int, request_id: str) -> np.ndarray:
-        """Validate and admit a request (rate limit, then budget), or raise and log the refusal."""
+        """Validate and admit a request (defenses' width check, rate limit, then budget), or raise
+        and log the refusal; a refused request is never charged."""
         try:
             self.ledger.check(attacker)
             arr = self.engine.validate(inputs, k)
+            self.defenses.check(k)  # e.g. popular mixing of n > k items: refuse before any charge
             self.defenses.admit(attacker, len(arr))
             self.ledger.charge(attacker, len(arr), request_id)
         except RaystealError as err:
-            count = len(inputs) if hasattr(inputs, "__len__") else 0
+            count = _request_size(inputs)
             self.log.append(attacker, request_id, count, k if isinstance(k, int) else -1, False, type(err).__name__, self.info.defense)
             raise
         return arr

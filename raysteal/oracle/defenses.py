@@ -8,7 +8,9 @@
 * ``Truncation`` — return at most ``max_items`` items, fewer than asked.
 * ``RateLimit`` — per-attacker token bucket (queries/second with a burst); refuses, never charges.
 
-List defenses act on an ``int64 [B, K]`` array of ranked ids and a numpy ``Generator``.
+List defenses act on an ``int64 [B, K]`` array of ranked ids and a numpy ``Generator``; a row
+shorter than ``K`` ends in ``-1`` (padding). ``check(k)`` refuses, before any budget is charged, a
+list width a defense could never honour.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ class ListDefense(ABC):
     def describe(self) -> str:
         """Short label for logs and result rows."""
 
+    def check(self, k: int) -> int:
+        """Raise ``ConfigError`` if lists of width ``k`` cannot be defended; else the output width."""
+        return k
+
+
+def _real_lengths(lists: np.ndarray) -> np.ndarray:
+    """Per row, how many entries come before the first ``-1`` (padding of a short answer)."""
+    pad = lists < 0
+    return np.where(pad.any(axis=1), pad.argmax(axis=1), lists.shape[1])
+
 
 DEFAULT_POOL = 100  # Zhu et al. §6 mix from the 100 most popular items
 
@@ -53,15 +65,21 @@ class PopularMixing(ListDefense):
             raise ConfigError(f"popular mixing: pool must be >= 1, got {pool}")
         if pool > len(pop):
             raise ConfigError(f"popular mixing: pool={pool} is larger than the catalogue ({len(pop)} items)")
+        if n > pool:
+            raise ConfigError(f"popular mixing: n={n} is more than the pool of {pool} popular items it mixes from")
         self.n, self.pool_size = int(n), int(pool)
         # most popular first; ties broken by item id for determinism
         self.pool = np.lexsort((np.arange(len(pop)), -pop))[: self.pool_size].astype(np.int64)
 
+    def check(self, k: int) -> int:
+        if self.n > k:
+            raise ConfigError(f"popular mixing: n={self.n} is more than the {k} items a list holds (ask for k >= {self.n})")
+        return k
+
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rows, k = lists.shape
         n = self.n
-        if n > k:
-            raise ConfigError(f"popular mixing: n={n} is more than the {k} items a list holds")
+        self.check(k)
         if n == 0:
             return lists
         out = lists.copy()
@@ -94,7 +112,10 @@ class RankShuffle(ListDefense):
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         d = lists.shape[1] if self.depth is None else min(self.depth, lists.shape[1])
         out = lists.copy()
-        perm = np.argsort(rng.random((lists.shape[0], d)), axis=1)
+        span = np.minimum(_real_lengths(lists), d)[:, None]  # trailing -1 padding stays put
+        cols = np.arange(d)[None, :]
+        keys = np.where(cols < span, rng.random((lists.shape[0], d)), 2.0 + cols)
+        perm = np.argsort(keys, axis=1)
         out[:, :d] = np.take_along_axis(lists[:, :d], perm, axis=1)
         return out
 
@@ -114,7 +135,10 @@ class RankReversal(ListDefense):
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         d = lists.shape[1] if self.depth is None else min(self.depth, lists.shape[1])
         out = lists.copy()
-        out[:, :d] = lists[:, :d][:, ::-1]
+        span = np.minimum(_real_lengths(lists), d)[:, None]  # trailing -1 padding stays put
+        cols = np.arange(d)[None, :]
+        src = np.where(cols < span, span - 1 - cols, cols)
+        out[:, :d] = np.take_along_axis(lists[:, :d], src, axis=1)
         return out
 
     def describe(self) -> str:
@@ -128,6 +152,9 @@ class Truncation(ListDefense):
         if max_items < 1:
             raise ConfigError(f"truncate: max_items must be >= 1, got {max_items}")
         self.max_items = int(max_items)
+
+    def check(self, k: int) -> int:
+        return min(k, self.max_items)
 
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return lists[:, : self.max_items]
@@ -176,7 +203,13 @@ class DefenseChain:
         self.list_defenses = list(list_defenses or [])
         self.rate_limit = rate_limit
 
+    def check(self, k: int) -> None:
+        """Raise ``ConfigError`` if some defense cannot honour answers of ``k`` items (charges nothing)."""
+        for defense in self.list_defenses:
+            k = defense.check(k)
+
     def admit(self, attacker: str, count: int) -> None:
+        """Take ``count`` queries from the rate limit, if any (raises ``RateLimitExceeded``)."""
         if self.rate_limit is not None:
             self.rate_limit.admit(attacker, count)
 

@@ -16,15 +16,37 @@ from raysteal.errors import ConfigError
 from raysteal.models.base import PAD, Recommender
 
 
+def _int_ids(values: object, what: str) -> np.ndarray:
+    """``values`` as an int64 array, refusing non-integer ids (float, bool, str, ragged) with a
+    ``ConfigError`` naming ``what``; an empty input is fine (numpy reads ``[]`` as float)."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{what} must be integer ids; got a ragged or nested input") from None
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ConfigError(f"{what} must be integer ids, got dtype {arr.dtype} (convert ids with astype(int64) deliberately)")
+    return arr.astype(np.int64, copy=False)
+
+
 def pad_sequences(sequences: Sequence[Sequence[int]] | np.ndarray, max_len: int | None = None) -> np.ndarray:
     """Ragged sequences (or an already padded 2-d array) → ``int64 [B, L]`` left-padded with PAD.
 
-    Longer sequences keep their last ``max_len`` items.
+    Longer sequences keep their last ``max_len`` items. Non-integer ids, or a sequence of more
+    than one dimension, raise ``ConfigError``.
     """
-    if isinstance(sequences, np.ndarray) and sequences.ndim == 2:
-        arr = sequences.astype(np.int64, copy=False)
+    if isinstance(sequences, np.ndarray) and sequences.ndim != 1:
+        if sequences.ndim != 2:
+            raise ConfigError(f"sequences must be a list of 1-d id sequences or a 2-d array, got shape {sequences.shape}")
+        arr = _int_ids(sequences, "sequence items")
         return arr[:, -max_len:] if max_len and arr.shape[1] > max_len else arr
-    seqs = [np.asarray(s, dtype=np.int64).ravel() for s in sequences]
+    if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__iter__"):
+        raise ConfigError(f"sequences must be a list of item-id sequences, got {type(sequences).__name__}")
+    seqs = []
+    for row, s in enumerate(sequences):
+        seq = _int_ids(s, f"sequence {row}")
+        if seq.ndim > 1:
+            raise ConfigError(f"sequence {row} must be a 1-d list of item ids, got shape {seq.shape}")
+        seqs.append(seq.reshape(-1))  # a bare id is a sequence of one
     width = max((len(s) for s in seqs), default=0)
     if max_len:
         width = min(width, max_len)
@@ -95,7 +117,10 @@ class RankingEngine:
             if (arr[real] < 0).any() or (arr[real] >= self.num_items).any():
                 raise ConfigError(f"item ids must lie in [0, {self.num_items}); the request holds ids outside")
             return arr
-        arr = np.asarray(inputs, dtype=np.int64).ravel()
+        arr = _int_ids(inputs, "user ids")
+        if arr.ndim > 1:
+            raise ConfigError(f"user ids must be a 1-d list of ids, got an array of shape {arr.shape}")
+        arr = arr.reshape(-1)  # a bare id is a request of one
         if arr.size == 0:
             raise ConfigError("empty request: no user ids given")
         if arr.min() < 0 or arr.max() >= self.num_users:
@@ -125,7 +150,10 @@ class RankingEngine:
 
     @torch.no_grad()
     def topk(self, inputs: np.ndarray, k: int) -> np.ndarray:
-        """Ranked top-``k`` item ids ``int64 [B, k]`` for validated inputs (see ``validate``)."""
+        """Ranked top-``k`` item ids ``int64 [B, k]`` for validated inputs (see ``validate``).
+
+        Excluded (seen) items are never returned: a row with fewer than ``k`` candidates ends in
+        ``-1`` (as ``raysteal.metrics.topk_items`` pads short rows)."""
         out = np.empty((len(inputs), k), dtype=np.int64)
         for start in range(0, len(inputs), self.chunk_size):
             chunk = torch.as_tensor(inputs[start : start + self.chunk_size])
@@ -133,5 +161,7 @@ class RankingEngine:
             mask = self._exclusion_mask(chunk)
             if mask is not None:
                 scores = scores.masked_fill(mask.to(self.device), float("-inf"))
-            out[start : start + len(chunk)] = torch.topk(scores, k, dim=1).indices.cpu().numpy()
+            values, items = torch.topk(scores, k, dim=1)
+            items = items.masked_fill(values == float("-inf"), PAD)  # no candidate left at that rank
+            out[start : start + len(chunk)] = items.cpu().numpy()
         return out

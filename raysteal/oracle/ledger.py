@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, DataFileError
 from raysteal.oracle.errors import QueryBudgetExceeded, UnknownAttacker
 
 UNLIMITED = -1
@@ -49,19 +49,46 @@ class BudgetLedger:
 
     # ------------------------------------------------------------- journal
     def _replay(self) -> None:
+        """Rebuild accounts from the journal; a torn last line (a write that never completed, so
+        never answered) is cut off so the next entry starts on a line of its own. Any other bad
+        line raises ``DataFileError`` naming the file and line."""
         if not self._journal_path.exists():
             return
-        with open(self._journal_path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # a torn last line: that write never completed, so it was never answered
-                entry = json.loads(line)
-                if entry["op"] == "register":
-                    acct = self._accounts.setdefault(entry["attacker"], _Account(entry["budget"]))
-                    acct.budget = entry["budget"]
-                elif entry["op"] == "charge":
-                    self._accounts[entry["attacker"]].spent += entry["count"]
-                    self._charged_requests.add(entry["request"])
+        complete = 0  # bytes up to the end of the last complete line
+        with open(self._journal_path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    break
+                self._apply(raw, number)
+                complete += len(raw)
+        if complete < self._journal_path.stat().st_size:
+            with open(self._journal_path, "r+b") as fh:
+                fh.truncate(complete)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def _apply(self, raw: bytes, number: int) -> None:
+        """Replay one journal line (``number``: 1-based, for the error message)."""
+        where = f"budget ledger journal {self._journal_path}, line {number}"
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataFileError(f"{where}: not a JSON entry ({err}); the journal is corrupt") from None
+        op = entry.get("op") if isinstance(entry, dict) else None
+        try:
+            if op == "register":
+                acct = self._accounts.setdefault(entry["attacker"], _Account(int(entry["budget"])))
+                acct.budget = int(entry["budget"])
+            elif op == "charge":
+                acct = self._accounts.get(entry["attacker"])
+                if acct is None:
+                    raise DataFileError(f"{where}: charge for attacker {entry['attacker']!r}, who was never registered before it")
+                acct.spent += int(entry["count"])
+                self._charged_requests.add(str(entry["request"]))
+            else:
+                raise DataFileError(f"{where}: unknown entry {raw.decode('utf-8').strip()[:80]!r} (op must be 'register' or 'charge')")
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataFileError(f"{where}: malformed {op} entry ({type(err).__name__}: {err})") from None
 
     def _write(self, entry: dict) -> None:
         if self._journal is None:

@@ -32,6 +32,7 @@ from raysteal.errors import DataFileError
 # tests/test_results_store.py pins the id of a fixed specification to catch one that is not.
 ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("target", "checkpoint"), None),
+    (("split", "head_fraction"), 0.2),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).

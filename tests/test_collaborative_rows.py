@@ -1,0 +1,71 @@
+"""Collaborative result rows: the head / tail breakdown (DESIGN.md: one row per run with Agr@K
+and its head/tail breakdown; every known user in exactly one group, by history length in the
+target's log, the group size set by ``split.head_fraction``), and a catalogue under 10 items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raysteal.data import load_dataset, split_target_auxiliary
+from raysteal.data.splits import head_tail_groups, leave_one_out
+from raysteal.errors import ConfigError
+from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.context import RunData
+from raysteal.experiment.execute import build_knowledge, execute_run
+from raysteal.oracle import RankingEngine, TargetSpec, in_process_oracle
+from raysteal.training import seeded_model
+
+
+@pytest.fixture(scope="module")
+def world():
+    log = load_dataset("synthetic", num_users=300, num_items=120, max_len=40, seed=4)
+    halves = split_target_auxiliary(log, seed=0)
+    loo = leave_one_out(halves.target)
+    target = seeded_model({"model": "bpr", "embedding_dim": 8}, loo.train.num_users, loo.train.num_items, seed=0)
+    truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 20)
+    return target, loo, RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)
+
+
+def _run(head_fraction=None):
+    split = {"attacker_fraction": 0.5, **({} if head_fraction is None else {"head_fraction": head_fraction})}
+    spec = parse_experiment({"experiment": "ht", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
+                             "attacks": [{"attack": "popularity"}], "split": split, "k": 20})
+    return expand_runs(spec)[0]
+
+
+@pytest.mark.parametrize("fraction", [None, 0.5])
+def test_collaborative_rows_split_the_known_users_into_head_and_tail(world, fraction):
+    target, loo, data = world
+    run = _run(fraction)
+    row = execute_run(run, data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("ht"))
+    known = build_knowledge(run, data).target_user_ids
+    head = head_tail_groups(loo.train.user_lengths, fraction or 0.2).is_head[known]
+    assert row["head_users"] == int(head.sum()) and 0 < row["head_users"] < len(known)
+    # the two groups partition the known users: their weighted mean is agr@k/all
+    whole = (row["agr@k/head"] * head.sum() + row["agr@k/tail"] * (~head).sum()) / len(known)
+    assert whole == pytest.approx(row["agr@k/all"])
+    assert row["agr@k/head"] != pytest.approx(row["agr@k/tail"])  # popularity copies heavy users differently
+
+
+def test_head_fraction_is_checked_and_stays_out_of_the_run_id_at_its_default():
+    from raysteal.results.store import run_id
+
+    run = _run()
+    before = {**run, "split": {key: v for key, v in run["split"].items() if key != "head_fraction"}}
+    assert run_id(run) == run_id(before) != run_id(_run(0.5))  # finished runs of earlier versions stay finished
+    with pytest.raises(ConfigError, match="head_fraction"):
+        _run(1.0)
+
+
+def test_a_catalogue_smaller_than_ten_items_is_scored_on_what_it_has():
+    log = load_dataset("synthetic", num_users=120, num_items=8, num_clusters=2, max_len=6, seed=1)
+    halves = split_target_auxiliary(log, seed=0)
+    loo = leave_one_out(halves.target)
+    target = seeded_model({"model": "bpr", "embedding_dim": 4}, loo.train.num_users, loo.train.num_items, seed=0)
+    truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 5)
+    data = RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)
+    spec = parse_experiment({"experiment": "tiny", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
+                             "attacks": [{"attack": "popularity"}], "split": {"attacker_fraction": 0.5}, "k": 5})
+    row = execute_run(expand_runs(spec)[0], data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("tiny"))
+    assert 0.0 <= row["agr@k"] <= 1.0 and 0.0 <= row["agr@10"] <= 1.0
