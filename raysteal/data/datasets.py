@@ -7,6 +7,7 @@ match wins. ``preprocess="paper"`` applies the recipe of Zhu et al. (2023) for t
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,19 +192,16 @@ def _guess_format(path: Path) -> str:
     raise ConfigError(f"{path}: cannot tell the file format from its name; pass format= one of {', '.join(file_formats())}")
 
 
-def load_file(
+def check_file_arguments(
     path: str | os.PathLike[str],
     format: str | None = None,
     preprocess: "str | Preprocess | None" = "none",
-    name: str | None = None,
+    kcore: int | None = None,
     **columns: Any,
-) -> Interactions:
-    """Load one interaction file of a known format (guessed from its name when ``format`` is None).
-
-    ``columns`` go to the parser: for ``"table"`` (CSV/TSV/Parquet) ``user=``, ``item=``,
-    ``timestamp=`` name the source columns and ``delimiter=`` the separator; for ``"recbole"``
-    ``user_field=``, ``item_field=``, ``time_field=``.
-    """
+) -> str:
+    """Validate :func:`load_file`'s arguments without reading the file: it exists, its format is
+    known (or guessable from the name), the parser takes ``columns``, the preprocessing parses.
+    Returns the format."""
     path = Path(path)
     fmt = format or _guess_format(path)
     if fmt not in _FORMATS:
@@ -211,10 +209,32 @@ def load_file(
     if not path.is_file():
         raise DataFileError(f"{path}: file not found")
     try:
-        table = _FORMATS[fmt](path, **columns)
+        inspect.signature(_FORMATS[fmt]).bind(path, **columns)
     except TypeError as err:
         raise ConfigError(f"format {fmt!r} does not take those options ({err})") from None
-    return build_interactions(table, name=name or path.name, preprocess=Preprocess.parse(preprocess))
+    Preprocess.parse(preprocess).with_kcore(kcore)
+    return fmt
+
+
+def load_file(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    preprocess: "str | Preprocess | None" = "none",
+    name: str | None = None,
+    kcore: int | None = None,
+    **columns: Any,
+) -> Interactions:
+    """Load one interaction file of a known format (guessed from its name when ``format`` is None).
+
+    ``columns`` go to the parser: for ``"table"`` (CSV/TSV/Parquet) ``user=``, ``item=``,
+    ``timestamp=`` name the source columns and ``delimiter=`` the separator; for ``"recbole"``
+    ``user_field=``, ``item_field=``, ``time_field=``. ``kcore`` overrides the k-core threshold
+    of ``preprocess``.
+    """
+    fmt = check_file_arguments(path, format, preprocess, kcore, **columns)
+    path = Path(path)
+    table = _FORMATS[fmt](path, **columns)
+    return build_interactions(table, name=name or path.name, preprocess=Preprocess.parse(preprocess).with_kcore(kcore))
 
 
 # ------------------------------------------------------------------ registry

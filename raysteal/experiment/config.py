@@ -27,10 +27,31 @@ class _Strict(BaseModel):
 
 
 class DatasetEntry(_Strict):
-    name: str
+    name: str = Field(description="a registered dataset (`raysteal data list`), or with `path` the label of the user's file")
     preprocess: str = "none"
     kcore: int | None = Field(None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict, description="generator options (synthetic)")
+    path: str | None = Field(
+        None,
+        description="an interaction file of the user's instead of a registered dataset (GroupLens ratings.dat / u.data,"
+        " RecBole .inter, CSV / TSV / Parquet, ...; see raysteal.data.load_file); every Ray node must see it at this path",
+    )
+    format: str | None = Field(None, description="with path: the file's format (default: guessed from its name)")
+    columns: dict[str, Any] = Field(default_factory=dict, description="with path: parser options (CSV: user, item, timestamp, delimiter)")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # Ray workers may not share the driver's working directory: pin the path now
+        return None if value is None else str(Path(value).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _file_settings_need_a_file(self) -> "DatasetEntry":
+        if self.path is None and (self.format is not None or self.columns):
+            raise ValueError("format / columns describe a file: set path too")
+        if self.path is not None and self.options:
+            raise ValueError("options are a generated dataset's; a file takes format and columns")
+        return self
 
     @property
     def label(self) -> str:
@@ -216,15 +237,19 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
     from raysteal.oracle.defenses import parse_defenses
     from raysteal.training.config import make_train_config
 
-    from raysteal.data.datasets import check_dataset_arguments
+    from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
     from raysteal.errors import RaystealError
 
     known = dataset_names()
     for i, ds in enumerate(config.datasets):
-        if ds.name not in known:
-            raise ConfigError(f"{source}: datasets.{i}.name: unknown dataset {ds.name!r}; known: {', '.join(known)}")
+        if ds.path is None and ds.name not in known:
+            raise ConfigError(f"{source}: datasets.{i}.name: unknown dataset {ds.name!r}; known: {', '.join(known)} "
+                              "(or give the file as path)")
         try:
-            check_dataset_arguments(ds.name, ds.preprocess, ds.kcore, **ds.options)
+            if ds.path is None:
+                check_dataset_arguments(ds.name, ds.preprocess, ds.kcore, **ds.options)
+            else:
+                check_file_arguments(ds.path, ds.format, ds.preprocess, ds.kcore, **ds.columns)
         except RaystealError as err:
             raise ConfigError(f"{source}: datasets.{i}: {err}") from None
     _refuse_indistinct_entries(config, source)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from raysteal.data import load_dataset, split_target_auxiliary
+from raysteal.data import load_dataset, load_file, split_target_auxiliary
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import HEAD_FRACTION, LeaveOneOut, head_tail_groups, leave_one_out
 from raysteal.experiment.config import DatasetEntry, SplitConfig, TargetEntry
@@ -29,7 +29,10 @@ class DatasetContext:
 
 
 def prepare_dataset(entry: DatasetEntry, split: SplitConfig, data_dir: str | None = None) -> DatasetContext:
-    log = load_dataset(entry.name, data_dir=data_dir, preprocess=entry.preprocess, kcore=entry.kcore, **entry.options)
+    if entry.path is not None:  # the user's own file (its label is the entry's name)
+        log = load_file(entry.path, entry.format, entry.preprocess, name=entry.name, kcore=entry.kcore, **entry.columns)
+    else:
+        log = load_dataset(entry.name, data_dir=data_dir, preprocess=entry.preprocess, kcore=entry.kcore, **entry.options)
     if split.aux_fraction == 0:  # the whole log is the target's (data-free extraction needs no auxiliary half)
         empty = log.select_users(np.zeros(0, dtype=np.int64), name=f"{log.name}/auxiliary")
         return DatasetContext(label=entry.label, target=log, auxiliary=empty, loo=leave_one_out(log))

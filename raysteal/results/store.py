@@ -33,6 +33,9 @@ from raysteal.errors import DataFileError
 ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("target", "checkpoint"), None),
     (("split", "head_fraction"), 0.2),
+    (("dataset", "path"), None),
+    (("dataset", "format"), None),
+    (("dataset", "columns"), {}),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).
