@@ -111,10 +111,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each actor case")
     args = parser.parse_args()
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    from raysteal.distributed.runtime import init_ray
     from raysteal.oracle import TargetSpec
     from raysteal.oracle.server import start_target_server, stop_target_server
 
@@ -125,7 +124,7 @@ def main() -> None:
     client_counts = [1, 8] if args.quick else [1, 8, 32]
     raw_batch = 65536 if device == "cuda" else 8192
 
-    ray.init(num_cpus=max(os.cpu_count() or 2, 4), include_dashboard=False, _temp_dir="/tmp/ray", log_to_driver=False, object_store_memory=500 * 2**20)
+    init_ray(num_cpus=max(os.cpu_count() or 2, 4), object_store_mb=500)
     report = {"device": device_name(device), "k": args.k, "targets": {}}
     for kind in kinds:
         model = make_target(kind, log)

@@ -68,14 +68,9 @@ def simulation_config(attackers: int):
 
 
 def start_ray(num_cpus: int, cpu_only: bool) -> None:
-    from raysteal.distributed.runtime import RAY_ENV_DEFAULTS
+    from raysteal.distributed.runtime import init_ray
 
-    for key, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    import ray
-
-    kwargs = {"num_gpus": 0} if cpu_only else {}
-    ray.init(num_cpus=num_cpus, object_store_memory=512 * 2**20, include_dashboard=False, log_to_driver=False, _temp_dir="/tmp/ray", **kwargs)
+    init_ray(num_cpus=num_cpus, object_store_mb=512, num_gpus=0 if cpu_only else None)
 
 
 def main() -> None:

@@ -7,8 +7,10 @@ import os
 RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = True):
-    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray runtime."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = True,
+             num_gpus: int | None = None):
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray runtime
+    (``num_gpus=0`` hides the GPUs from it, e.g. for a CPU-only measurement)."""
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     import ray
@@ -25,6 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
         _LOCAL["started"] = True
         ray.init(
             num_cpus=num_cpus,
+            **({} if num_gpus is None else {"num_gpus": num_gpus}),
             object_store_memory=(object_store_mb or 512) * 2**20,
             _temp_dir=os.environ.get("RAYSTEAL_RAY_TMP", "/tmp/ray"),
             **kwargs,
