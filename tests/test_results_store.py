@@ -81,3 +81,22 @@ def test_a_damaged_row_file_is_named_not_a_pyarrow_traceback(tmp_path):
     (store.runs_dir / "broken.parquet").write_bytes(b"junk")
     with pytest.raises(DataFileError, match=r"broken\.parquet: not a readable Parquet file"):
         store.load()
+
+
+def test_results_file_holds_every_row_in_one_schema(tmp_path):
+    """Runs differ in columns and in a setting's kind (unset in one, a number or text in others):
+    ``results.parquet`` is one table pandas reads directly, which the per-run files are not."""
+    import pandas as pd
+
+    store = ResultStore(tmp_path)
+    assert store.export() is None  # nothing yet
+    store.write_row("a", {"run_id": "a", "attack": "ptd", "agr@k": 0.5, "hp/margin": None, "info/x": 1})
+    store.write_row("b", {"run_id": "b", "attack": "ptq", "agr@k": 0.6, "hp/margin": 0.5, "info/y": "z", "queries": 10})
+    store.write_row("c", {"run_id": "c", "attack": "qsd", "agr@k": 0.7, "hp/margin": "auto"})
+    with pytest.raises(Exception):  # why the single file exists
+        pd.read_parquet(tmp_path / "runs")
+    frame = pd.read_parquet(store.export()).set_index("run_id").sort_index()
+    assert list(frame.index) == ["a", "b", "c"] and frame["agr@k"].tolist() == [0.5, 0.6, 0.7]
+    assert frame["queries"].isna().tolist() == [True, False, True] and frame.loc["b", "info/y"] == "z"
+    assert frame["hp/margin"].isna().tolist() == [True, False, False]  # unset stays missing, not "None"
+    assert frame.loc["b", "hp/margin"] == "0.5" and frame.loc["c", "hp/margin"] == "auto"

@@ -69,6 +69,9 @@ def test_sequential_run_writes_head_tail_rows(ray_session, tmp_path):
     # resume: nothing left to do
     again = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)
     assert len(again.load()) == 4
+    import pandas as pd
+
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 4  # every row in one readable file
     # a DFME run that spent its budget and died before its row landed is retried with the whole
     # budget, on a fresh account; the query log keeps both attempts
     dfme_id = frame.loc["dfme", "run_id"]

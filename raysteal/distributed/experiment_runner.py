@@ -296,6 +296,7 @@ def run_experiment(
     pending = list({run_id(r): r for r in runs if not store.is_finished(r, done)}.values())
     _warn_stray_work(store, {run_id(r) for r in runs})
     if not pending:
+        store.export()
         return store
     init_ray(address, num_cpus=num_cpus)
     share = gpu_share()
@@ -386,6 +387,7 @@ def run_experiment(
     for (name, server) in servers.values():
         store.write_query_log(name, ray.get(server.query_log.remote()))
         stop_target_server(server)
+    store.export()  # the finished rows in one file, failures or not
     if failures:
         from raysteal.errors import RaystealError
 

@@ -1,7 +1,9 @@
 """Results as a Parquet dataset: one file per run, written atomically (temp file + rename).
 
-A directory of ``runs/<run_id>.parquet`` files is a dataset pandas, pyarrow and DuckDB read
-directly (``pd.read_parquet(DIR / "runs")``). A run whose file exists is finished; a killed
+Each run's row is ``runs/<run_id>.parquet``; the files differ in columns (each attack has its own
+settings and figures), so read them with :meth:`ResultStore.load`, or read ``results.parquet``:
+every row in one schema, rewritten at the end of each ``raysteal run`` (also one with nothing
+left to run; :meth:`ResultStore.export`), the file pandas, pyarrow and DuckDB read directly. A run whose file exists is finished; a killed
 experiment resumes by skipping those. An unfinished run may keep what it has done so far in
 ``partial/<run_id>/`` (e.g. a DFME run's synthesis and student epochs); the directory goes once
 the run's row is written.
@@ -92,11 +94,30 @@ def _read_rows(path: Path, what: str) -> pd.DataFrame:
                             "redoes a missing run) or restore it") from None
 
 
+def rows_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as one Arrow table. A column holding values of several kinds across runs (a
+    setting that is a number in one run and text in another) is stored as text, missing values
+    kept missing, so every row fits one schema."""
+    columns: dict[str, pa.Array] = {}
+    for name in frame.columns:
+        values = frame[name]
+        try:
+            columns[str(name)] = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[str(name)] = pa.array([None if _missing(v) else str(v) for v in values], type=pa.string())
+    return pa.table(columns)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 class ResultStore:
     """The results of one output directory."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.results_file = self.root / "results.parquet"
         self.runs_dir = self.root / "runs"
         self.logs_dir = self.root / "query_logs"
         self.partial_dir = self.root / "partial"
@@ -163,6 +184,15 @@ class ResultStore:
             return pd.DataFrame()
         frames = [_read_rows(p, "a run's row") for p in sorted(self.runs_dir.glob("*.parquet"))]
         return pd.concat(frames, ignore_index=True, sort=False)
+
+    def export(self) -> Path | None:
+        """Write every row to ``results.parquet`` in one schema (atomically); ``None`` when no
+        run has a row yet."""
+        frame = self.load()
+        if frame.empty:
+            return None
+        _atomic_write_table(rows_table(frame), self.results_file)
+        return self.results_file
 
     def load_query_logs(self) -> pd.DataFrame:
         if not self.logs_dir.is_dir():
