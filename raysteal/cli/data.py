@@ -61,21 +61,45 @@ def fetch_dataset(
         typer.echo(f"  {path}")
 
 
+def _key_values(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--column {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _file_recipe(preprocess: str, kcore: int | None):
+    from raysteal.data.preprocess import Preprocess
+
+    return Preprocess.parse(preprocess).with_kcore(kcore)
+
+
 @app.command("info")
 def info(
-    name: str = typer.Argument(..., help="dataset name (see `raysteal data list`)"),
+    name: str = typer.Argument(..., help="dataset name (see `raysteal data list`), or the path of an interaction file"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     preprocess: str = typer.Option("none", "--preprocess", "-p", help="none | paper | dedupe | kcoreN, joined by '+'"),
     kcore: Optional[int] = typer.Option(None, "--kcore", min=0, help="iterative k-core threshold (overrides the recipe's)"),
+    file_format: Optional[str] = typer.Option(None, "--format", help="a file's format (default: guessed from its name)"),
+    column: list[str] = typer.Option([], "--column", help="a file's parser option KEY=VALUE, e.g. user=who item=what delimiter=';'"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Counts, density and activity quantiles of a dataset after preprocessing."""
-    from raysteal.data import load_table, resolve_preprocess
+    """Counts, density and activity quantiles of a dataset (or of your own file) after preprocessing."""
+    from raysteal.data import dataset_names, load_file, load_table, resolve_preprocess
     from raysteal.data.preprocess import build_interactions
 
-    recipe = resolve_preprocess(name, preprocess, kcore)
-    table, source = load_table(name, data_dir)
-    log = build_interactions(table, name=name, preprocess=recipe)
+    if name not in dataset_names() and Path(name).is_file():
+        log = load_file(name, file_format, preprocess, kcore=kcore, **_key_values(column))
+        recipe, source = _file_recipe(preprocess, kcore), Path(name).resolve()
+    else:
+        if file_format or column:
+            raise typer.BadParameter(f"--format / --column describe a file; {name!r} is not one")
+        recipe = resolve_preprocess(name, preprocess, kcore)
+        table, source = load_table(name, data_dir)
+        log = build_interactions(table, name=name, preprocess=recipe)
     out = {**log.summary(), "dataset": name, "preprocess": recipe.name, "source": str(source) if source else None}
     if as_json:
         typer.echo(json.dumps(out, indent=2))
