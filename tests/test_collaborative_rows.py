@@ -69,3 +69,11 @@ def test_a_catalogue_smaller_than_ten_items_is_scored_on_what_it_has():
                              "attacks": [{"attack": "popularity"}], "split": {"attacker_fraction": 0.5}, "k": 5})
     row = execute_run(expand_runs(spec)[0], data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("tiny"))
     assert 0.0 <= row["agr@k"] <= 1.0 and 0.0 <= row["agr@10"] <= 1.0
+
+
+def test_a_zero_budget_is_refused_for_attacks_that_query():
+    spec = {"experiment": "zero", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}], "k": 20, "budget": 0}
+    for attack in ("ptq", "qsd", "ptaq"):
+        with pytest.raises(ConfigError, match=f"budget: 0 leaves '{attack}' no query"):
+            parse_experiment({**spec, "attacks": [{"attack": attack}]})
+    assert parse_experiment({**spec, "attacks": [{"attack": "ptd"}, {"attack": "pta"}, {"attack": "popularity"}]})

@@ -318,6 +318,20 @@ def test_order_perturbations_keep_padding_at_the_end():
     assert (shuffled[:, 3:] == -1).all() and (np.sort(shuffled[:, :3], axis=1) == [7, 8, 9]).all()
 
 
+def test_popular_mixing_keeps_padding_at_the_end_and_never_fails_after_the_charge():
+    popularity = np.arange(20)[::-1].astype(float)  # item 0 most popular
+    lists = np.tile([[7, 8, 9, 10, -1, -1]], (200, 1))
+    rng = np.random.default_rng(0)
+    mixed = PopularMixing(n=2, item_popularity=popularity, pool=5).apply(lists, rng)
+    assert (mixed[:, 4:] == -1).all()  # mixed in among the listed items only
+    assert ((mixed[:, :4] < 5).sum(axis=1) == 2).all()  # two popular items in each
+    short = PopularMixing(n=3, item_popularity=popularity, pool=5).apply(np.tile([[7, -1, -1, -1]], (50, 1)), rng)
+    assert (short[:, 3] == -1).all() and ((short[:, :3] >= 0).all(axis=1)).all()  # a row shorter than n: padding still trails
+    # a list already holding all but one of the pool: that one is mixed in, no error after the charge
+    full = PopularMixing(n=3, item_popularity=popularity, pool=5).apply(np.array([[0, 1, 2, 3, 9, 10]]), rng)
+    assert 4 in full[0] and len(set(full[0])) == 6 and (full[0] != [0, 1, 2, 3, 9, 10]).sum() == 1
+
+
 # ------------------------------------------------------------------ malformed requests
 def test_malformed_ids_are_refused_before_any_charge(oracle):
     from raysteal.oracle.client import _as_payload

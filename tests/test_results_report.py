@@ -186,3 +186,16 @@ def test_a_curve_faceted_on_a_column_with_a_missing_value_renders(tmp_path):
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "demo.json").write_text(json.dumps(spec))
     assert (render_report(tmp_path).parent / "demo-0-curve.png").stat().st_size > 1000
+
+
+def test_a_grid_over_head_fraction_gives_one_cell_per_value_and_old_rows_count_as_the_default():
+    import pandas as pd
+
+    from raysteal.results.summary import summarize
+
+    rows = [{"experiment": "e", "dataset": "d", "target": "t", "attack": "dfme", "seed": s, "head_fraction": h, "agr@10/head": v}
+            for s, (h, v) in enumerate([(0.2, 0.5), (0.2, 0.6), (0.5, 0.3)])]
+    cells = summarize(pd.DataFrame(rows), metrics=["agr@10/head"]).set_index("head_fraction")
+    assert cells.loc[0.2, "seeds"] == 2 and cells.loc[0.5, "seeds"] == 1
+    old = summarize(pd.DataFrame([{**rows[0], "head_fraction": float("nan")}, rows[1]]), metrics=["agr@10/head"])
+    assert len(old) == 1 and "head_fraction" not in old.columns  # not an axis when it does not vary

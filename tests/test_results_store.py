@@ -100,3 +100,13 @@ def test_results_file_holds_every_row_in_one_schema(tmp_path):
     assert frame["queries"].isna().tolist() == [True, False, True] and frame.loc["b", "info/y"] == "z"
     assert frame["hp/margin"].isna().tolist() == [True, False, False]  # unset stays missing, not "None"
     assert frame.loc["b", "hp/margin"] == "0.5" and frame.loc["c", "hp/margin"] == "auto"
+
+
+def test_results_file_keeps_booleans_apart_from_numbers(tmp_path):
+    import pandas as pd
+
+    store = ResultStore(tmp_path)
+    store.write_row("a", {"run_id": "a", "hp/x": True})
+    store.write_row("b", {"run_id": "b", "hp/x": 1.5})
+    frame = pd.read_parquet(store.export()).set_index("run_id").sort_index()
+    assert frame["hp/x"].tolist() == ["True", "1.5"]  # not 1.0 and 1.5

@@ -50,6 +50,7 @@ def test_an_experiment_runs_on_a_csv_of_the_users(tmp_path):
         ({"columns": {"user": "who", "colour": "red"}}, "does not take those options"),
         ({"options": {"seed": 1}}, "options are a generated dataset's"),
         ({"preprocess": "kcore-ish"}, "unknown preprocess step"),
+        ({"columns": {"user": "who", "format": "table"}}, "columns: format are the entry's own settings"),
     ],
 )
 def test_a_bad_file_entry_is_refused_before_any_work(tmp_path, patch, message):

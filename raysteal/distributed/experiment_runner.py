@@ -92,12 +92,29 @@ def _reporter(news, target: str):
     return tell
 
 
+def _export(store) -> None:
+    """``OUT/results.parquet``; a damaged row file is a warning here (the runs are done, their
+    rows kept), and ``raysteal report`` names it."""
+    import warnings
+
+    from raysteal.errors import DataFileError
+
+    try:
+        store.export()
+    except DataFileError as err:
+        warnings.warn(f"results.parquet not written: {err}", RuntimeWarning, stacklevel=3)
+
+
 def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: int, device: str):
     """Evaluation inputs of a sequential target: each user's history before the test item."""
+    from raysteal.errors import ConfigError
     from raysteal.experiment.context import SequentialRunData
     from raysteal.oracle import RankingEngine
 
     max_len = int(model.config.max_len)
+    if model.num_items < 10:  # before any run: Yue et al.'s metrics rank 10 items
+        raise ConfigError(f"{ds_entry.label}: a sequential target's rows report Agr@10 and NDCG@10, which need at least 10 items; "
+                          f"this catalogue has {model.num_items}")
     users = ctx.loo.evaluable_users
     # the last max_len items before each user's held-out test item (train + valid)
     sequences = ctx.target.padded_sequences(max_len + 1, users)[:, :-1]
@@ -296,7 +313,7 @@ def run_experiment(
     pending = list({run_id(r): r for r in runs if not store.is_finished(r, done)}.values())
     _warn_stray_work(store, {run_id(r) for r in runs})
     if not pending:
-        store.export()
+        _export(store)
         return store
     init_ray(address, num_cpus=num_cpus)
     share = gpu_share()
@@ -387,7 +404,7 @@ def run_experiment(
     for (name, server) in servers.values():
         store.write_query_log(name, ray.get(server.query_log.remote()))
         stop_target_server(server)
-    store.export()  # the finished rows in one file, failures or not
+    _export(store)  # the finished rows in one file, failures or not
     if failures:
         from raysteal.errors import RaystealError
 

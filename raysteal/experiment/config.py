@@ -51,6 +51,9 @@ class DatasetEntry(_Strict):
             raise ValueError("format / columns describe a file: set path too")
         if self.path is not None and self.options:
             raise ValueError("options are a generated dataset's; a file takes format and columns")
+        clash = sorted(set(self.columns) & {"path", "format", "preprocess", "name", "kcore"})
+        if clash:
+            raise ValueError(f"columns: {', '.join(clash)} are the entry's own settings, not parser options")
         return self
 
     @property
@@ -231,7 +234,6 @@ def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentCon
 
 def validate_entries(config: ExperimentConfig, source: str) -> None:
     """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
-    from raysteal.attacks import make_attack_config
     from raysteal.data import dataset_names
     from raysteal.models.base import make_config
     from raysteal.oracle.defenses import parse_defenses
@@ -269,11 +271,14 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             _check_overridden_run(run, source)
         try:
             if is_sequential_target(run["target"]["model"]):
-                validate_sequential_attack(run["attack"])
+                queries = validate_sequential_attack(run["attack"])
             else:
-                make_attack_config(run["attack"])
+                queries = _collaborative_attack_queries(run["attack"])
         except ConfigError as err:
             raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
+        if queries and run["budget"] == 0:
+            raise ConfigError(f"{source}: budget: 0 leaves {run['attack'].get('attack')!r} no query to make (it learns from "
+                              "the black box's answers); give it a budget or leave the attack out")
     for i, defense in enumerate(config.defenses):
         try:
             parse_defenses(defense)
@@ -353,16 +358,25 @@ def is_sequential_target(model: str) -> bool:
     return bool(getattr(model_class(model), "sequential", False))
 
 
-def validate_sequential_attack(attack: dict[str, Any]) -> None:
-    """Validate a sequential attack entry (``raysteal.extraction``); the popularity floor needs nothing."""
+def validate_sequential_attack(attack: dict[str, Any]) -> bool:
+    """Validate a sequential attack entry (``raysteal.extraction``); the popularity floor needs
+    nothing. Returns whether the attack queries the black box."""
     if attack.get("attack") == SEQUENTIAL_CALIBRATION:
         extra = set(attack) - {"attack"}
         if extra:
             raise ConfigError(f"popularity takes no options, got {sorted(extra)}")
-        return
+        return False
     from raysteal.extraction import make_extraction_config
 
-    make_extraction_config(attack)
+    return make_extraction_config(attack).uses_queries
+
+
+def _collaborative_attack_queries(attack: dict[str, Any]) -> bool:
+    """Validate a collaborative attack entry; returns whether it queries the black box."""
+    from raysteal.attacks import make_attack_config
+    from raysteal.attacks.registry import get_recipe
+
+    return "queries" in get_recipe(make_attack_config(attack).attack).needs
 
 
 def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:

@@ -93,6 +93,7 @@ def row_head(run: dict[str, Any], attack: str, clone: str) -> dict[str, Any]:
         "defense": run["defenses"],
         "budget": -1 if run["budget"] is None else int(run["budget"]),
         "attacker_fraction": run["split"]["attacker_fraction"],
+        "head_fraction": run["split"].get("head_fraction", HEAD_FRACTION),
     }
 
 

@@ -39,6 +39,8 @@ class ExtractionConfigBase(BaseModel):
 
     uses_real_sequences: ClassVar[bool] = False
     """Whether the recipe needs the attacker's real sequences (``SequenceKnowledge.sequences``)."""
+    uses_queries: ClassVar[bool] = True
+    """Whether the recipe queries the black box (a budget of 0 leaves it nothing to learn from)."""
 
     attack: str
     student: dict[str, Any] = Field(default_factory=lambda: {"model": "sasrec"})

@@ -63,6 +63,7 @@ class _ZhuSequentialConfig(ExtractionConfigBase):
 
 class SeqPTDConfig(_ZhuSequentialConfig):
     attack: Literal["seq_ptd"] = "seq_ptd"
+    uses_queries: ClassVar[bool] = False
 
 
 class SeqPTQConfig(_ZhuSequentialConfig):

@@ -83,16 +83,20 @@ class PopularMixing(ListDefense):
         if n == 0:
             return lists
         out = lists.copy()
-        # positions to overwrite: n distinct random columns per row (argsort of uniform keys)
-        positions = np.argsort(rng.random((rows, k)), axis=1)[:, :n]
-        # replacement items: n distinct pool items per row not already in the list (Gumbel-top-n)
+        # positions to overwrite: n distinct random columns among each row's listed items (uniform
+        # keys), then -- only in a row shorter than n -- the first padding columns, so padding
+        # still trails
+        cols = np.arange(k)[None, :]
+        keys = np.where(cols < _real_lengths(lists)[:, None], rng.random((rows, k)), 1.0 + cols)
+        positions = np.argsort(keys, axis=1)[:, :n]
+        # replacement items: n distinct pool items per row not already in the list (Gumbel-top-n);
+        # a row already holding all but m < n of the pool gets those m
         in_list = (self.pool[None, :, None] == lists[:, None, :]).any(axis=2)
         keys = rng.random((rows, self.pool_size))
         keys[in_list] = -1.0
         picks = self.pool[np.argsort(-keys, axis=1)[:, :n]]
-        available = (~in_list).sum(axis=1)
-        if (available < n).any():
-            raise ConfigError(f"popular mixing: the pool of {self.pool_size} items cannot supply {n} items not already listed")
+        usable = np.arange(n)[None, :] < (~in_list).sum(axis=1)[:, None]
+        picks = np.where(usable, picks, np.take_along_axis(out, positions, axis=1))
         np.put_along_axis(out, positions, picks, axis=1)
         return out
 

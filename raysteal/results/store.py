@@ -101,7 +101,10 @@ def rows_table(frame: pd.DataFrame) -> pa.Table:
     columns: dict[str, pa.Array] = {}
     for name in frame.columns:
         values = frame[name]
+        kinds = {type(v) for v in values if not _missing(v)} if values.dtype == object else set()
         try:
+            if bool in kinds and len(kinds) > 1:  # Arrow would read True as 1.0 beside numbers
+                raise pa.ArrowInvalid("booleans beside other values")
             columns[str(name)] = pa.array(values, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             columns[str(name)] = pa.array([None if _missing(v) else str(v) for v in values], type=pa.string())

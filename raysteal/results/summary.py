@@ -7,7 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 
+from raysteal.data.splits import HEAD_FRACTION
+
 CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "clone", "k", "defense", "budget", "attacker_fraction", "auxiliary_size", "item_overlap"]
+AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION}
+"""Settings that are a cell column only where they vary (a grid axis), with the value rows from
+before the setting existed were computed at."""
 DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10"]
 VARIANT_COLUMNS = ["preprocess", "target_params"]
 
@@ -23,7 +28,8 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     names = [c for c in ("dataset", "target") if c in frame.columns]
     variants = [c for c in VARIANT_COLUMNS if c in frame.columns and names
                 and (frame[c].map(str).groupby([frame[n] for n in names], dropna=False).nunique() > 1).any()]
-    return fixed + variants + sorted(varying)
+    axes = [c for c in AXES_WHEN_VARIED if c in frame.columns and frame[c].nunique(dropna=False) > 1]
+    return fixed + variants + axes + sorted(varying)
 
 
 GAINS = {"gain_over_teacher/ndcg@10": ("student_ndcg@10", "teacher_ndcg@10"), "gain_over_teacher/hr@10": ("student_hr@10", "teacher_hr@10")}
@@ -33,8 +39,13 @@ GAINS = {"gain_over_teacher/ndcg@10": ("student_ndcg@10", "teacher_ndcg@10"), "g
 
 def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` plus the :data:`GAINS` columns its rows can give (``student / teacher - 1``;
-    NaN where the teacher scores 0 or a part is missing); computed, never stored."""
+    NaN where the teacher scores 0 or a part is missing); computed, never stored. Rows from
+    before a setting of :data:`AXES_WHEN_VARIED` existed get the value they were computed at."""
     out = frame
+    for name, default in AXES_WHEN_VARIED.items():
+        if name in frame.columns and frame[name].isna().any():
+            out = frame.copy() if out is frame else out
+            out[name] = out[name].fillna(default)
     for name, (student, teacher) in GAINS.items():
         if name in frame.columns or student not in frame.columns or teacher not in frame.columns:
             continue
