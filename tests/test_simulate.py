@@ -19,7 +19,7 @@ SIM = {
     "defenses": [[], [{"type": "rate_limit", "rate": 40, "burst": 4}]],
     "split": {"attacker_fraction": 0.05},  # ~15 known users, ~12 queryable
     "k": 10,
-    "simulation": {"attackers": 64, "budgets": [0, 3, 1000], "cpus_per_attacker": 1, "request_size": 2},
+    "simulation": {"attackers": 64, "budgets": [1, 3, 1000], "cpus_per_attacker": 1, "request_size": 2},
 }
 
 
@@ -29,6 +29,7 @@ SIM = {
         ({"simulation": None}, r"simulation: a simulation file needs"),
         ({"simulation": {**SIM["simulation"], "attackers": 0}}, r"simulation\.attackers"),
         ({"simulation": {**SIM["simulation"], "budgets": [5, -1]}}, r"simulation\.budgets"),
+        ({"simulation": {**SIM["simulation"], "budgets": [0, 3]}}, r"simulation\.budgets: a budget of 0 leaves 'qsd' no query"),
         ({"simulation": {**SIM["simulation"], "request_size": 8}}, r"simulation\.request_size: 8 exceeds the burst \(4\)"),
         ({"simulation": {**SIM["simulation"], "cpus": 1}}, r"simulation\.cpus"),
         ({"seeds": 3}, r"seeds: does not apply"),
@@ -45,7 +46,7 @@ def test_attackers_get_their_own_seed_budget_attack_and_server():
     sim = parse_simulation(SIM)
     runs = sim.attacker_runs()
     assert len(runs) == 64 and len({r["seed"] for r in runs}) == 64
-    assert [r["budget"] for r in runs[:4]] == [0, 3, 1000, 0]
+    assert [r["budget"] for r in runs[:4]] == [1, 3, 1000, 1]
     assert [r["attack"]["attack"] for r in runs[:3]] == ["qsd", "popularity", "qsd"]
     assert [r["simulation"]["server"] for r in runs[:4]] == [0, 0, 1, 1]  # every attack meets every server
     assert runs[2]["defenses"] == SIM["defenses"][1] and runs[0]["defenses"] == []

@@ -270,10 +270,7 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
         if config.grid:  # an override may change what the entries above validated
             _check_overridden_run(run, source)
         try:
-            if is_sequential_target(run["target"]["model"]):
-                queries = validate_sequential_attack(run["attack"])
-            else:
-                queries = _collaborative_attack_queries(run["attack"])
+            queries = attack_queries(run)
         except ConfigError as err:
             raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
         if queries and run["budget"] == 0:
@@ -371,12 +368,15 @@ def validate_sequential_attack(attack: dict[str, Any]) -> bool:
     return make_extraction_config(attack).uses_queries
 
 
-def _collaborative_attack_queries(attack: dict[str, Any]) -> bool:
-    """Validate a collaborative attack entry; returns whether it queries the black box."""
+def attack_queries(run: dict[str, Any]) -> bool:
+    """Validate a run's attack entry against its target's kind; returns whether the attack
+    queries the black box (so a budget of 0 would leave it nothing to learn from)."""
+    if is_sequential_target(run["target"]["model"]):
+        return validate_sequential_attack(run["attack"])
     from raysteal.attacks import make_attack_config
     from raysteal.attacks.registry import get_recipe
 
-    return "queries" in get_recipe(make_attack_config(attack).attack).needs
+    return "queries" in get_recipe(make_attack_config(run["attack"]).attack).needs
 
 
 def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:

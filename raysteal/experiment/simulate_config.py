@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import ExperimentConfig, _format_validation, expand_runs, parse_experiment
+from raysteal.experiment.config import ExperimentConfig, _format_validation, attack_queries, expand_runs, parse_experiment
 
 
 class SimulationSettings(BaseModel):
@@ -95,6 +95,11 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
     experiment = parse_experiment({**raw, "seeds": 1}, source=source)
     if len(experiment.datasets) != 1 or len(experiment.targets) != 1:
         raise ConfigError(f"{source}: a simulation deploys one target: give exactly one dataset and one target")
+    if settings.budgets is not None and 0 in settings.budgets:
+        querying = [run["attack"]["attack"] for run in expand_runs(experiment, seeds=1) if attack_queries(run)]
+        if querying:
+            raise ConfigError(f"{source}: simulation.budgets: a budget of 0 leaves {querying[0]!r} no query to make "
+                              "(it learns from the black box's answers)")
     from raysteal.oracle.defenses import RateLimitSpec, parse_defenses
 
     for i, defense in enumerate(experiment.defenses):
