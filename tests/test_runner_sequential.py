@@ -173,3 +173,23 @@ def test_a_zero_budget_is_refused_for_attacks_that_query():
         parse_experiment({**SEQ, "budget": 0})
     no_queries = [{"attack": "popularity"}, {"attack": "seq_ptd", "epochs": 1, "student": {"model": "sasrec", "embedding_dim": 16}}]
     assert len(expand_runs(parse_experiment({**SEQ, "attacks": no_queries, "budget": 0}))) == 2
+
+
+def test_dfme_with_query_cache_is_charged_only_for_what_it_did_not_remember():
+    from raysteal.experiment.execute_sequential import execute_sequential_run
+    from raysteal.oracle import TargetSpec, in_process_oracle
+
+    model, data = _tiny_sequential_data()
+    attack = {"attack": "dfme", "budget_queries": 400, "max_len": 4, "k": 10, "epochs": 1, "batch_size": 16,
+              "student": {"model": "sasrec", "embedding_dim": 8}}
+    config = parse_experiment({**SEQ, "attacks": [attack], "query_cache": True})
+    (run,) = expand_runs(config)
+    oracle = in_process_oracle(TargetSpec(model=model), device="cpu")
+    try:
+        client = oracle.register_attacker("dfme-cached", budget=400)
+        row = execute_sequential_run(run, data, client)
+        spent = client.spent
+    finally:
+        oracle.close()
+    # 100 sequences start from one of 40 items: their first prefixes repeat
+    assert row["cache_hits"] > 0 and row["queries"] == spent == 400 - row["cache_hits"]

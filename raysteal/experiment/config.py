@@ -128,6 +128,7 @@ class ExperimentConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     k: int = Field(50, ge=1, description="list length K of Agr@K")
     budget: int | None = Field(None, ge=0, description="queries per attacker (None: unlimited)")
+    query_cache: bool = Field(False, description="attackers remember their answers: a repeated query is answered from memory, uncharged (raysteal.oracle.cache)")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="'section.key' -> values, crossed")
     paper: dict[str, float] = Field(default_factory=dict, description="'dataset/target/attack' -> published value")
     report: list[ReportEntry] = Field(default_factory=list, description="tables/figures for raysteal report")
@@ -404,6 +405,7 @@ def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[dict
             "split": config.split.model_dump(),
             "k": config.k,
             "budget": config.budget,
+            "query_cache": config.query_cache,
         }
         for key, value in zip(grid_keys, combo):
             _apply_override(base, key, value)

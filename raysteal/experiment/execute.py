@@ -76,6 +76,21 @@ def _ray_node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
 
 
+def remembering(run: dict[str, Any], client):
+    """``client`` behind the attacker's answer memory when the experiment sets ``query_cache``."""
+    if client is None or not run.get("query_cache"):
+        return client
+    from raysteal.oracle.cache import CachingClient
+
+    return CachingClient(client)
+
+
+def cache_hits(client) -> dict[str, int]:
+    """``{"cache_hits": n}`` for a remembering client (rows answered from memory), else nothing."""
+    hits = getattr(client, "hits", None)
+    return {} if hits is None else {"cache_hits": int(hits)}
+
+
 def row_head(run: dict[str, Any], attack: str, clone: str) -> dict[str, Any]:
     """The columns every results row starts with: the run's id and what it ran (dataset,
     target, attack, clone, seed, k, defenses, budget, attacker share)."""
@@ -143,6 +158,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
     if aux_cache and needs_auxiliary_model(config) and knowledge.auxiliary is not None:
         aux = shared_auxiliary_model(config, knowledge.auxiliary, int(run["seed"]), device, aux_cache)
         knowledge = dataclasses.replace(knowledge, auxiliary_model=aux)
+    client = remembering(run, client)
     output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
     clone_top = clone_lists(output.clone, knowledge, min(max(k, 10), data.train.num_items), device)  # Agr@10 needs 10, a tiny catalogue has fewer
     truth = data.truth_lists[knowledge.target_user_ids]
@@ -165,6 +181,7 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         "agr@k": mean(agr_k[queried]),
         "agr@k/heldout": mean(agr_k[~queried]) if (~queried).any() else float("nan"),
         "agr@k/all": mean(agr_k),
+        **cache_hits(client),
         "head_users": int(head.sum()),
         "agr@k/head": mean(agr_k[head]) if head.any() else float("nan"),
         "agr@k/tail": mean(agr_k[~head]) if (~head).any() else float("nan"),

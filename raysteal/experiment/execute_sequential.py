@@ -22,7 +22,7 @@ import raysteal
 from raysteal.data.splits import HEAD_FRACTION, attacker_users
 from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
 from raysteal.experiment.context import SequentialRunData
-from raysteal.experiment.execute import _child_rng, check_list_lengths, finish_row, row_head
+from raysteal.experiment.execute import _child_rng, cache_hits, check_list_lengths, finish_row, remembering, row_head
 
 
 def known_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
@@ -128,9 +128,12 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
             claim_run_directory(workdir, target_fingerprint(data))
         needs_data = bool(getattr(config, "uses_real_sequences", False))
         knowledge, known_eval = sequential_knowledge(run, data, needs_data)
+        client = remembering(run, client)
         result = run_extraction(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch, workdir=workdir)
         student = np.asarray(student_lists(result.student, data.eval_sequences, width, device=device))
-        queries, student_model = int(result.queries), str(config.student.get("model", "?"))
+        # a recipe counts the rows it asked for; the remembered ones were never charged (a run
+        # resumed from its saved answers asks nothing, so its hits are those of this attempt: 0)
+        queries, student_model = int(result.queries) - cache_hits(client).get("cache_hits", 0), str(config.student.get("model", "?"))
         hyper = config.model_dump(mode="json")
         info = result.info
     keep = ~known_eval
@@ -140,6 +143,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         "hyperparameters": hyper,
         "eval_users": int(keep.sum()),
         "head_users": int((is_head & keep).sum()),
+        **cache_hits(client),
         **_scored_metrics(student, data, keep, is_head, k),
         **_known_user_agreement(student, data, known_users(run, data), k),
     }

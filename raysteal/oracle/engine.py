@@ -28,6 +28,15 @@ def _int_ids(values: object, what: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def user_ids(inputs: object) -> np.ndarray:
+    """A collaborative request's user ids as ``int64 [B]`` (a bare id is a request of one);
+    non-integer ids or more than one dimension raise ``ConfigError``."""
+    arr = _int_ids(inputs, "user ids")
+    if arr.ndim > 1:
+        raise ConfigError(f"user ids must be a 1-d list of ids, got an array of shape {arr.shape}")
+    return arr.reshape(-1)
+
+
 def pad_sequences(sequences: Sequence[Sequence[int]] | np.ndarray, max_len: int | None = None) -> np.ndarray:
     """Ragged sequences (or an already padded 2-d array) → ``int64 [B, L]`` left-padded with PAD.
 
@@ -117,10 +126,7 @@ class RankingEngine:
             if (arr[real] < 0).any() or (arr[real] >= self.num_items).any():
                 raise ConfigError(f"item ids must lie in [0, {self.num_items}); the request holds ids outside")
             return arr
-        arr = _int_ids(inputs, "user ids")
-        if arr.ndim > 1:
-            raise ConfigError(f"user ids must be a 1-d list of ids, got an array of shape {arr.shape}")
-        arr = arr.reshape(-1)  # a bare id is a request of one
+        arr = user_ids(inputs)
         if arr.size == 0:
             raise ConfigError("empty request: no user ids given")
         if arr.min() < 0 or arr.max() >= self.num_users:

@@ -38,6 +38,7 @@ ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("dataset", "path"), None),
     (("dataset", "format"), None),
     (("dataset", "columns"), {}),
+    (("query_cache",), False),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).
