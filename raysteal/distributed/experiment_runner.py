@@ -318,8 +318,10 @@ def run_experiment(
     init_ray(address, num_cpus=num_cpus)
     share = gpu_share()
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
-    # no Ray-level retry: a retried attempt must open a fresh account (``_attempt_account``)
-    execute = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=0)
+    # no Ray-level retry: a retried attempt must open a fresh account (``_attempt_account``).
+    # SPREAD: runs are CPU-heavy; Ray's default packs short tasks onto the driver's node while
+    # it has a free CPU, leaving a cluster's other nodes idle
+    execute = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=0, scheduling_strategy="SPREAD")
 
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in pending:
