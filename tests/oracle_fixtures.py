@@ -20,3 +20,20 @@ def bpr_target(log: Interactions, seed: int = 0):
     torch.manual_seed(seed)
     model = build_model({"model": "bpr", "embedding_dim": 8, "init_std": 1.0}, log.num_users, log.num_items)
     return model.eval()
+
+
+def untrained_run_data(k: int, **synthetic):
+    """``(target, loo, RunData)``: an untrained BPR on the target half of a synthetic log (the
+    ``synthetic`` dataset options), with its top-``k`` truth lists -- the plumbing of a
+    collaborative run, not its accuracy."""
+    from raysteal.data import load_dataset, split_target_auxiliary
+    from raysteal.data.splits import leave_one_out
+    from raysteal.experiment.context import RunData
+    from raysteal.oracle import RankingEngine
+    from raysteal.training import seeded_model
+
+    halves = split_target_auxiliary(load_dataset("synthetic", **synthetic), seed=0)
+    loo = leave_one_out(halves.target)
+    target = seeded_model({"model": "bpr", "embedding_dim": 8}, loo.train.num_users, loo.train.num_items, seed=0)
+    truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), k)
+    return target, loo, RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)

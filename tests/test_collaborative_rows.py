@@ -4,27 +4,19 @@ target's log, the group size set by ``split.head_fraction``), and a catalogue un
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from raysteal.data import load_dataset, split_target_auxiliary
-from raysteal.data.splits import head_tail_groups, leave_one_out
+from raysteal.data.splits import head_tail_groups
 from raysteal.errors import ConfigError
 from raysteal.experiment.config import expand_runs, parse_experiment
-from raysteal.experiment.context import RunData
 from raysteal.experiment.execute import build_knowledge, execute_run
-from raysteal.oracle import RankingEngine, TargetSpec, in_process_oracle
-from raysteal.training import seeded_model
+from raysteal.oracle import TargetSpec, in_process_oracle
+from tests.oracle_fixtures import untrained_run_data
 
 
 @pytest.fixture(scope="module")
 def world():
-    log = load_dataset("synthetic", num_users=300, num_items=120, max_len=40, seed=4)
-    halves = split_target_auxiliary(log, seed=0)
-    loo = leave_one_out(halves.target)
-    target = seeded_model({"model": "bpr", "embedding_dim": 8}, loo.train.num_users, loo.train.num_items, seed=0)
-    truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 20)
-    return target, loo, RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)
+    return untrained_run_data(20, num_users=300, num_items=120, max_len=40, seed=4)
 
 
 def _run(head_fraction=None):
@@ -59,12 +51,7 @@ def test_head_fraction_is_checked_and_stays_out_of_the_run_id_at_its_default():
 
 
 def test_a_catalogue_smaller_than_ten_items_is_scored_on_what_it_has():
-    log = load_dataset("synthetic", num_users=120, num_items=8, num_clusters=2, max_len=6, seed=1)
-    halves = split_target_auxiliary(log, seed=0)
-    loo = leave_one_out(halves.target)
-    target = seeded_model({"model": "bpr", "embedding_dim": 4}, loo.train.num_users, loo.train.num_items, seed=0)
-    truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 5)
-    data = RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)
+    target, loo, data = untrained_run_data(5, num_users=120, num_items=8, num_clusters=2, max_len=6, seed=1)
     spec = parse_experiment({"experiment": "tiny", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
                              "attacks": [{"attack": "popularity"}], "split": {"attacker_fraction": 0.5}, "k": 5})
     row = execute_run(expand_runs(spec)[0], data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("tiny"))

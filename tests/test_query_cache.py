@@ -12,7 +12,7 @@ from raysteal.errors import ConfigError
 from raysteal.oracle import QueryBudgetExceeded, TargetSpec, in_process_oracle
 from raysteal.oracle.cache import CachingClient
 from raysteal.training import seeded_model
-from tests.oracle_fixtures import bpr_target, random_log
+from tests.oracle_fixtures import bpr_target, random_log, untrained_run_data
 
 
 @pytest.fixture()
@@ -63,20 +63,11 @@ def test_sequences_are_remembered_by_their_items():
 
 
 def test_an_experiment_with_query_cache_reports_its_hits():
-    from raysteal.data import load_dataset, split_target_auxiliary
-    from raysteal.data.splits import leave_one_out
     from raysteal.experiment.config import expand_runs, parse_experiment
-    from raysteal.experiment.context import RunData
     from raysteal.experiment.execute import execute_run
-    from raysteal.oracle import RankingEngine
     from raysteal.results.store import run_id
 
-    log = load_dataset("synthetic", num_users=200, num_items=80, max_len=20, seed=1)
-    halves = split_target_auxiliary(log, seed=0)
-    loo = leave_one_out(halves.target)
-    target = seeded_model({"model": "bpr", "embedding_dim": 8}, loo.train.num_users, loo.train.num_items, seed=0)
-    truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 20)
-    data = RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)
+    target, loo, data = untrained_run_data(20, num_users=200, num_items=80, max_len=20, seed=1)
     spec = {"experiment": "cache", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}], "k": 20,
             "attacks": [{"attack": "qsd", "epochs": 1, "finetune_epochs": 1}], "split": {"attacker_fraction": 0.3}}
     (plain,) = expand_runs(parse_experiment(spec))

@@ -107,24 +107,28 @@ def _tiny_sequential_data(max_len: int = 8):
     return model, data
 
 
-def test_bahsd_on_real_sequences_gets_the_attackers_users_from_the_runner():
-    """``source: real`` in an experiment file: the runner hands BAHSD the known users' sequences
-    (and scores everyone else), as it does for Zhu et al.'s attacks."""
+def _run_in_process(attack: dict, budget: int, **experiment):
+    """``(data, row, queries charged)`` of one sequential run of ``attack`` against the tiny
+    target, in this process (``experiment``: top-level keys over ``SEQ``)."""
     from raysteal.experiment.execute_sequential import execute_sequential_run
     from raysteal.oracle import TargetSpec, in_process_oracle
 
     model, data = _tiny_sequential_data()
-    attack = {"attack": "bahsd", "source": "real", "budget_queries": 150, "k": 10, "epochs": 1, "batch_size": 16,
-              "student": {"model": "sasrec", "embedding_dim": 8}}
-    config = parse_experiment({**SEQ, "attacks": [attack], "split": {"aux_fraction": 0.0, "attacker_fraction": 0.25}})
-    (run,) = expand_runs(config)
+    (run,) = expand_runs(parse_experiment({**SEQ, "attacks": [attack], **experiment}))
     oracle = in_process_oracle(TargetSpec(model=model), device="cpu")
     try:
-        client = oracle.register_attacker("bahsd-real", budget=150)
-        row = execute_sequential_run(run, data, client)
-        spent = client.spent
+        client = oracle.register_attacker(attack["attack"], budget=budget)
+        return data, execute_sequential_run(run, data, client), client.spent
     finally:
         oracle.close()
+
+
+def test_bahsd_on_real_sequences_gets_the_attackers_users_from_the_runner():
+    """``source: real`` in an experiment file: the runner hands BAHSD the known users' sequences
+    (and scores everyone else), as it does for Zhu et al.'s attacks."""
+    attack = {"attack": "bahsd", "source": "real", "budget_queries": 150, "k": 10, "epochs": 1, "batch_size": 16,
+              "student": {"model": "sasrec", "embedding_dim": 8}}
+    data, row, spent = _run_in_process(attack, 150, split={"aux_fraction": 0.0, "attacker_fraction": 0.25})
     assert row["known_users"] > 0 and row["eval_users"] + row["known_users"] == len(data.eval_users)
     assert 0 < row["queries"] == spent <= 150
     assert np.isfinite(row["agr@10/tail"]) and np.isfinite(row["agr@k/known"])
@@ -176,20 +180,8 @@ def test_a_zero_budget_is_refused_for_attacks_that_query():
 
 
 def test_dfme_with_query_cache_is_charged_only_for_what_it_did_not_remember():
-    from raysteal.experiment.execute_sequential import execute_sequential_run
-    from raysteal.oracle import TargetSpec, in_process_oracle
-
-    model, data = _tiny_sequential_data()
     attack = {"attack": "dfme", "budget_queries": 400, "max_len": 4, "k": 10, "epochs": 1, "batch_size": 16,
               "student": {"model": "sasrec", "embedding_dim": 8}}
-    config = parse_experiment({**SEQ, "attacks": [attack], "query_cache": True})
-    (run,) = expand_runs(config)
-    oracle = in_process_oracle(TargetSpec(model=model), device="cpu")
-    try:
-        client = oracle.register_attacker("dfme-cached", budget=400)
-        row = execute_sequential_run(run, data, client)
-        spent = client.spent
-    finally:
-        oracle.close()
+    _, row, spent = _run_in_process(attack, 400, query_cache=True)
     # 100 sequences start from one of 40 items: their first prefixes repeat
     assert row["cache_hits"] > 0 and row["queries"] == spent == 400 - row["cache_hits"]

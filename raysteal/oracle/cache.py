@@ -17,6 +17,9 @@ from raysteal.models.base import PAD
 from raysteal.oracle.engine import pad_sequences, user_ids
 
 
+_PASSED_ON = frozenset({"attacker_id", "info", "spent", "remaining_budget", "num_items", "num_users", "sequential"})
+
+
 class CachingClient:
     """``query(inputs, k)`` as the wrapped client's, with repeated rows answered from memory.
 
@@ -57,33 +60,11 @@ class CachingClient:
         rows = user_ids(inputs)
         return [(k, (int(u),)) for u in rows], rows
 
-    @property
-    def remaining_budget(self) -> int:
-        return self._client.remaining_budget
-
-    @property
-    def spent(self) -> int:
-        return self._client.spent
-
-    @property
-    def attacker_id(self) -> str:
-        return self._client.attacker_id
-
-    @property
-    def info(self):
-        return self._client.info
-
-    @property
-    def num_items(self) -> int:
-        return self._client.num_items
-
-    @property
-    def num_users(self) -> int:
-        return self._client.num_users
-
-    @property
-    def sequential(self) -> bool:
-        return self._client.sequential
+    def __getattr__(self, name: str) -> Any:
+        """The wrapped client's read-only facts (budget, spending, catalogue, attacker id)."""
+        if name in _PASSED_ON:
+            return getattr(self._client, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"CachingClient({self._client!r}, {len(self._memory)} answers held, {self.hits} hits)"
