@@ -152,3 +152,10 @@ def test_cli_train_target_writes_checkpoint_and_uses_the_cache(tmp_path):
     assert meta["fingerprint"] == report["fingerprint"]
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0 and "from cache" in second.output
+    # an experiment on the whole log with the same settings takes this target from the cache
+    from raysteal.distributed.experiment_runner import _prepare_target
+
+    cached = sorted((tmp_path / "cache").rglob("*.pt"))
+    _prepare_target({"name": "synthetic"}, {"aux_fraction": 0.0}, {"model": "bpr", "params": {"embedding_dim": 8},
+                    "train": {"epochs": 1, "batch_size": 4096}}, 10, None, str(tmp_path / "cache"))
+    assert sorted((tmp_path / "cache").rglob("*.pt")) == cached  # nothing trained again

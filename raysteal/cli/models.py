@@ -70,6 +70,8 @@ def register(app: typer.Typer) -> None:
 
         from raysteal.cli import directory_option
         from raysteal.data import load_dataset
+        from raysteal.experiment.config import DatasetEntry, SplitConfig
+        from raysteal.experiment.context import target_cache_labels
         from raysteal.models.base import make_config
         from raysteal.training import get_or_train_target, make_train_config, preset, save_checkpoint, train_target
 
@@ -87,8 +89,11 @@ def register(app: typer.Typer) -> None:
         log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
         out.mkdir(parents=True, exist_ok=True)
         if cache:
+            # the labels `raysteal run` gives a target of the whole log (split.aux_fraction 0), so
+            # an experiment with the same model and training settings finds this one
+            dataset_label, preprocess_label = target_cache_labels(DatasetEntry(name=dataset, preprocess=preprocess), SplitConfig(aux_fraction=0.0))
             target, meta = get_or_train_target(
-                log, model_cfg, train_cfg, seed=seed, dataset=dataset, preprocess=preprocess,
+                log, model_cfg, train_cfg, seed=seed, dataset=dataset_label, preprocess=preprocess_label,
                 cache_dir=cache_dir, device=device,
             )
             shutil.copyfile(meta["path"], out / "checkpoint.pt")
