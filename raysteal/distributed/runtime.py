@@ -80,10 +80,13 @@ def gpu_share(per_gpu: int = 4) -> float:
 
 
 def worker_device() -> str:
-    """The device a Ray worker should use: the GPU Ray assigned it, else CPU."""
+    """The device a Ray worker should use: the GPU Ray assigned it, else CPU (also outside Ray:
+    ``ray.get_gpu_ids`` would start a local runtime there)."""
     import ray
     import torch
 
+    if not ray.is_initialized():
+        return "cpu"
     try:
         gpus = ray.get_gpu_ids()
     except Exception:
