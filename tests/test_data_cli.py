@@ -138,3 +138,5 @@ def test_info_reads_a_file_of_the_users(tmp_path):
     bad = run("info", str(path), "--column", "colour=red")
     assert bad.exit_code != 0 and "does not take those options" in str(bad.exception or bad.output)
     assert run("info", "ml-1m", "--format", "table").exit_code != 0  # file options on a registered name
+    malformed = run("info", str(path), "--column", "who")
+    assert malformed.exit_code != 0 and "--column expects key=value, got 'who'" in str(malformed.exception)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from raysteal.cli.options import key_values
+
 app = typer.Typer(no_args_is_help=True)
 
 DATA_DIR_HELP = "data directory (default: $RAYSTEAL_DATA, else ~/.cache/raysteal/data)"
@@ -61,16 +63,6 @@ def fetch_dataset(
         typer.echo(f"  {path}")
 
 
-def _key_values(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--column {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = value
-    return out
-
-
 def _file_recipe(preprocess: str, kcore: int | None):
     from raysteal.data.preprocess import Preprocess
 
@@ -92,7 +84,7 @@ def info(
     from raysteal.data.preprocess import build_interactions
 
     if name not in dataset_names() and Path(name).is_file():
-        log = load_file(name, file_format, preprocess, kcore=kcore, **_key_values(column))
+        log = load_file(name, file_format, preprocess, kcore=kcore, **key_values(column, "--column", yaml_values=False))
         recipe, source = _file_recipe(preprocess, kcore), Path(name).resolve()
     else:
         if file_format or column:

@@ -10,23 +10,14 @@ from typing import Any, Optional
 import typer
 
 from raysteal.atomic import write_text_atomically
-from raysteal.errors import ConfigError
+from raysteal.cli.options import key_values
 
 
 def _parse_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``key=value`` pairs (YAML values) into (model overrides, train overrides ``train.key``)."""
-    import yaml
-
     model: dict[str, Any] = {}
     train: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {pair}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+    for key, value in key_values(pairs, "--set", yaml_values=True).items():
         if key.startswith("train."):
             train[key[len("train.") :]] = value
         else:
