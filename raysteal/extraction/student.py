@@ -38,6 +38,7 @@ from raysteal.extraction.types import ExtractionSet, StudentBatch, StudentObject
 from raysteal.models.base import PAD
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions, shift_items
 from raysteal.models.sequence_samplers import leading_padding
+from raysteal.training.step import bf16_autocast, training_step
 from raysteal.training.trainer import _child_seeds, _private_rng, training_device
 
 _NEGATIVE_ROUNDS = 4
@@ -273,7 +274,7 @@ def train_student(
     _check_student(student, data)
     dev = training_device(device)
     student.to(dev)
-    use_amp = bool(amp) and dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_amp = bf16_autocast(amp, dev)
     sample_seed, rng_seed = _child_seeds(seed, 2)
     generator = torch.Generator(device=dev).manual_seed(sample_seed)
     make_batch = _BatchMaker(data, dev, student.num_items, num_negatives, positions_per_sequence, realign)
@@ -299,13 +300,8 @@ def train_student(
                 batch = make_batch(order[lo : lo + batch_size], generator)
                 if batch is None:
                     continue
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss, parts = objective(student, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
+                loss, parts = training_step(optimizer, params, lambda: objective(student, batch), device=dev, amp=use_amp,
+                                            grad_clip=grad_clip)
                 total += loss.detach().float()
                 for name, value in parts.items():
                     logs[name] = logs.get(name, 0.0) + (value.detach().float() if isinstance(value, torch.Tensor) else float(value))

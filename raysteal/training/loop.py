@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from raysteal.errors import ConfigError
+from raysteal.training.step import bf16_autocast, to_device, training_step
 from raysteal.training.trainer import training_device
 
 Batch = dict[str, torch.Tensor]
@@ -91,8 +92,7 @@ def optimize(
     module = model_or_params if isinstance(model_or_params, nn.Module) else None
     draw = _epochs_of(sampler_epochs)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    use_amp = bool(amp) and dev.type == "cuda" and torch.cuda.is_bf16_supported()
-    non_blocking = dev.type == "cuda"
+    use_amp = bf16_autocast(amp, dev)
     result = LoopResult()
     started = time.perf_counter()
     if module is not None:
@@ -101,14 +101,8 @@ def optimize(
         total = torch.zeros((), device=dev)
         n = 0
         for batch in draw(generator):
-            batch = {k: v.to(dev, non_blocking=non_blocking) for k, v in batch.items()}
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
+            batch = to_device(batch, dev)
+            loss = training_step(optimizer, params, lambda: loss_fn(batch), device=dev, amp=use_amp, grad_clip=grad_clip)
             total += loss.detach().float()
             n += 1
             result.rows += int(next(iter(batch.values())).shape[0])

@@ -28,6 +28,7 @@ from raysteal.models.base import ModelConfig, Recommender, build_model
 from raysteal.training.config import TrainConfig, make_train_config
 from raysteal.training.cpu_memory import retain_freed_memory
 from raysteal.training.loop_state import load_loop_state, save_loop_state
+from raysteal.training.step import bf16_autocast, to_device, training_step
 from raysteal.training.evaluate import validation_ndcg
 
 
@@ -127,9 +128,7 @@ def _show_progress(progress: bool | None) -> bool:
 
 
 def _use_amp(config: TrainConfig, device: torch.device) -> bool:
-    if config.amp == "off" or device.type != "cuda":
-        return False
-    return torch.cuda.is_bf16_supported()
+    return bf16_autocast(config.amp != "off", device)
 
 
 def _batch_rows(batch: dict[str, torch.Tensor]) -> int:
@@ -290,18 +289,11 @@ def _run_epoch(
     model.train()
     total = torch.zeros((), device=dev)
     rows = n = 0
-    non_blocking = dev.type == "cuda"
     for batch in sampler.epoch(generator):
         if n >= steps:
             break
-        batch = {k: v.to(dev, non_blocking=non_blocking) for k, v in batch.items()}
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        batch = to_device(batch, dev)
+        loss = training_step(optimizer, model.parameters(), lambda: model.loss(batch), device=dev, amp=amp, grad_clip=config.grad_clip)
         total += loss.detach().float()
         rows += _batch_rows(batch)
         n += 1
