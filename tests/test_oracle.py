@@ -98,7 +98,7 @@ def test_client_holds_no_model(oracle):
     client = oracle.register_attacker("a")
     blob = pickle.dumps(client)
     assert b"torch" not in blob and b"Tensor" not in blob and len(blob) < 2000
-    for name in ("attacker_id", "info", "_local_key", "_actor"):
+    for name in ("attacker_id", "info", "_account_key", "_local_key", "_actor"):
         value = getattr(client, name)
         assert not isinstance(value, (torch.Tensor, torch.nn.Module))
     assert not hasattr(client, "model") and not hasattr(client, "_core")
@@ -120,7 +120,25 @@ def test_bad_input_is_refused_clearly(oracle):
     with pytest.raises(ConfigError, match="budget"):
         oracle.register_attacker("b", budget=-5)
     with pytest.raises(UnknownAttacker):
-        oracle._core.query("nobody", [0], 1)
+        oracle._core.query("nobody", oracle._core.accounts.key_for("nobody"), [0], 1)
+
+
+def test_a_client_queries_as_its_own_attacker_only(oracle):
+    """An account key opens one account: a client cannot spend another attacker's budget."""
+    from raysteal.oracle import AccessDenied
+    from raysteal.oracle.client import QueryClient
+
+    mine = oracle.register_attacker("mine", budget=5)
+    theirs = oracle.register_attacker("theirs", budget=5)
+    forged = QueryClient("theirs", mine.info, mine._account_key, local_key=mine._local_key)
+    with pytest.raises(AccessDenied, match="'theirs'"):
+        forged.query([0], k=2)
+    with pytest.raises(AccessDenied):
+        forged.remaining_budget
+    assert theirs.remaining_budget == 5 and mine.remaining_budget == 5  # nothing charged to anyone
+    table = oracle.query_log()
+    assert table.column("reason").to_pylist() == ["AccessDenied"]  # the attempt is logged, refused
+    assert theirs.query([0], k=2).shape == (1, 2) and theirs.remaining_budget == 4
 
 
 def test_sequence_requests_are_validated():

@@ -26,7 +26,7 @@ def spec(log):
 
 def test_concurrent_attackers_get_exact_budgets(ray_session, spec, tmp_path):
     ray = ray_session
-    from raysteal.oracle.server import client_for, start_target_server
+    from raysteal.oracle.server import client_for, owner_token, start_target_server
 
     server = start_target_server(spec, state_dir=tmp_path, max_wait_ms=5)
     clients = [client_for(server, f"att{i}", budget=100) for i in range(32)]
@@ -53,9 +53,9 @@ def test_concurrent_attackers_get_exact_budgets(ray_session, spec, tmp_path):
     for asked, granted, refused, spent in results:
         assert granted + refused == asked
         assert granted == spent <= 100
-    ledger = ray.get(server.ledger.remote())
+    ledger = ray.get(server.ledger.remote(owner_token(server)))
     assert all(entry["spent"] <= entry["budget"] for entry in ledger.values())
-    table = ray.get(server.query_log.remote())
+    table = ray.get(server.query_log.remote(owner_token(server)))
     assert table.num_rows == 32 * 12
     granted_rows = table.filter(table.column("granted")).column("count").to_numpy().sum()
     assert granted_rows == sum(r[1] for r in results)
@@ -90,6 +90,43 @@ def test_ledger_survives_actor_restart(ray_session, spec, tmp_path):
     ray.kill(server)
 
 
+def test_holding_the_server_handle_is_not_owning_it(ray_session, spec):
+    """Every client carries the actor's handle; with it alone no one opens accounts, reads the
+    ledger or the query log, or queries as another attacker. The owner's token stays in the
+    process that started the server, and is passed on explicitly (as the Tune runner does)."""
+    ray = ray_session
+    from raysteal.errors import RaystealError
+    from raysteal.oracle import AccessDenied
+    from raysteal.oracle.client import QueryClient
+    from raysteal.oracle.server import client_for, owner_token, start_target_server
+
+    server = start_target_server(spec)
+    mine, theirs = client_for(server, "mine", budget=10), client_for(server, "theirs", budget=10)
+    for call in (server.register_attacker.remote("mallory", -1, mine._account_key), server.ledger.remote("guess"),
+                 server.query_log.remote(theirs._account_key)):
+        with pytest.raises(AccessDenied):
+            ray.get(call)
+    forged = QueryClient("theirs", mine.info, mine._account_key, actor=server)
+    with pytest.raises(AccessDenied):
+        forged.query([0], k=2)
+    assert theirs.remaining_budget == 10 and mine.remaining_budget == 10
+    assert set(ray.get(server.ledger.remote(owner_token(server)))) == {"mine", "theirs"}
+
+    @ray.remote(num_cpus=0)
+    def open_account(handle, owner):
+        from raysteal.oracle.server import client_for
+
+        try:
+            client_for(handle, "elsewhere", budget=3)
+        except RaystealError as err:  # not this process's server: no token to find
+            refused = str(err)
+        return refused, client_for(handle, "elsewhere", budget=3, owner=owner).remaining_budget
+
+    refused, remaining = ray.get(open_account.remote(server, owner_token(server)))
+    assert "did not start" in refused and remaining == 3
+    ray.kill(server)
+
+
 def test_actor_client_pickles_without_tensors(ray_session, spec):
     from raysteal.oracle.server import client_for, start_target_server
 
@@ -103,7 +140,7 @@ def test_actor_client_pickles_without_tensors(ray_session, spec):
 
 def test_refused_requests_cost_the_attacker_nothing(ray_session, spec):
     from raysteal.errors import ConfigError
-    from raysteal.oracle.server import client_for, start_target_server
+    from raysteal.oracle.server import client_for, owner_token, start_target_server
 
     server = start_target_server(spec)
     client = client_for(server, "a", budget=5)
@@ -113,6 +150,6 @@ def test_refused_requests_cost_the_attacker_nothing(ray_session, spec):
         client.query([0.5, 1.7], k=3)  # never cast to [0, 1] on the way
     assert client.spent == 0 and client.remaining_budget == 5
     assert client.query([0, 1], k=3).shape == (2, 3) and client.spent == 2
-    table = ray_session.get(server.query_log.remote())
+    table = ray_session.get(server.query_log.remote(owner_token(server)))
     assert table.column("granted").to_pylist() == [False, False, True]
     ray_session.kill(server)

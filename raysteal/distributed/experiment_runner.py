@@ -301,7 +301,7 @@ def run_experiment(
 
     from raysteal.distributed.progress import RunProgress
     from raysteal.distributed.runtime import gpu_share, init_ray
-    from raysteal.oracle.server import client_for, start_target_server, stop_target_server
+    from raysteal.oracle.server import client_for, owner_token, start_target_server, stop_target_server
 
     if max_concurrent is not None:
         concurrency_limit(max_concurrent)  # a bad limit fails before any work (None needs Ray up)
@@ -364,7 +364,7 @@ def run_experiment(
             name = run_id({"group": list(key), "defenses": defense_key})[:12]
             server = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
             servers[(key, defense_key)] = (name, server)
-            ledger = ray.get(server.ledger.remote())  # accounts of earlier invocations (a resumed experiment)
+            ledger = ray.get(server.ledger.remote(owner_token(server)))  # accounts of earlier invocations (a resumed experiment)
             for run in druns:
                 submit(run, costs[run["k"]], server, ledger, data_ref)
 
@@ -404,7 +404,7 @@ def run_experiment(
         if news is not None:
             news.shutdown()  # the queue actor goes with the loop, also when it fails
     for (name, server) in servers.values():
-        store.write_query_log(name, ray.get(server.query_log.remote()))
+        store.write_query_log(name, ray.get(server.query_log.remote(owner_token(server))))
         stop_target_server(server)
     _export(store)  # the finished rows in one file, failures or not
     if failures:

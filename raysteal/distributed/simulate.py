@@ -176,7 +176,7 @@ def run_simulation(
     from raysteal.distributed.progress import RunProgress
     from raysteal.distributed.runtime import check_fits, gpu_share, init_ray
     from raysteal.oracle.client import QueryClient
-    from raysteal.oracle.server import start_target_server, stop_target_server
+    from raysteal.oracle.server import owner_token, start_target_server, stop_target_server
 
     out = Path(out_dir).resolve()
     store = ResultStore(out)
@@ -201,8 +201,9 @@ def run_simulation(
         servers.append(start_target_server(spec, state_dir=out / "ledgers" / names[-1], num_gpus=share, num_cpus=0))
     try:
         ids = [run_id(r) for r in runs]
-        infos = ray.get([servers[r["simulation"]["server"]].register_attacker.remote(rid, _ledger_budget(r)) for r, rid in zip(runs, ids)])
-        clients = [QueryClient(rid, info, actor=servers[r["simulation"]["server"]]) for r, rid, info in zip(runs, ids, infos)]
+        owned = [servers[r["simulation"]["server"]] for r in runs]
+        accounts = ray.get([s.register_attacker.remote(rid, _ledger_budget(r), owner_token(s)) for s, r, rid in zip(owned, runs, ids)])
+        clients = [QueryClient(rid, info, key, actor=s) for s, rid, (info, key) in zip(owned, ids, accounts)]
         gpus = settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0)
         task = ray.remote(_attacker).options(num_cpus=settings.cpus_per_attacker, num_gpus=gpus, max_retries=0)
         aux_cache = str(Path(cache_dir) if cache_dir else out / "cache")
@@ -227,8 +228,8 @@ def run_simulation(
                     latencies.extend(lat)
                     bar.advance(f"attacker {row['attacker']}: {row['queries']} queries, agr@k={row['agr@k']:.4f}")
         wall = time.perf_counter() - started
-        ledgers = ray.get([s.ledger.remote() for s in servers])
-        logs = ray.get([s.query_log.remote() for s in servers])
+        ledgers = ray.get([s.ledger.remote(owner_token(s)) for s in servers])
+        logs = ray.get([s.query_log.remote(owner_token(s)) for s in servers])
         stats = ray.get([s.stats.remote() for s in servers])
         info = ray.get([s.info.remote() for s in servers])
     finally:

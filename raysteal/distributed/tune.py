@@ -135,6 +135,7 @@ class TrialSetup:
     sweep: str
     base_run: dict[str, Any]
     server: Any  # TargetServer actor handle
+    server_owner: str  # its owner token: trials open their own accounts (runner code; attack code gets only its client)
     report_epochs: bool  # per-epoch reports (the metric is a probe metric)
     costs: dict[int, dict[str, float]] = field(default_factory=dict)  # defense cost columns by k
     aux_cache: str | None = None
@@ -174,7 +175,7 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     run = trial_run(setup.base_run, setup.sweep, config, trial_id)
     rid = run_id(run)
     device = worker_device()
-    client = client_for(setup.server, rid, _budget(run))
+    client = client_for(setup.server, rid, _budget(run), owner=setup.server_owner)
     sequential = isinstance(data, SequentialRunData)
     probe_cls = SequentialEpochProbe if sequential else EpochProbe
     users = min(setup.probe_users, 1024) if sequential else setup.probe_users  # a student scores long histories
@@ -433,7 +434,7 @@ def run_tune(
     (``s3://...``, ``gs://...``) every node can reach."""
     from raysteal.distributed.experiment_runner import _defense_cost, _prepare_target, prepare_one_target
     from raysteal.distributed.runtime import check_fits, gpu_share, init_ray
-    from raysteal.oracle.server import start_target_server, stop_target_server
+    from raysteal.oracle.server import owner_token, start_target_server, stop_target_server
 
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
@@ -459,6 +460,7 @@ def run_tune(
         sweep=tune_exp.name,
         base_run=base,
         server=server,
+        server_owner=owner_token(server),
         report_epochs=settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS),
         costs=costs,
         aux_cache=str(Path(cache_dir) if cache_dir else out / "cache"),
@@ -495,7 +497,7 @@ def run_tune(
         grid = tuner.fit()
     finally:
         try:
-            ResultStore(out).write_query_log(server_name, ray.get(server.query_log.remote()))
+            ResultStore(out).write_query_log(server_name, ray.get(server.query_log.remote(owner_token(server))))
         finally:
             stop_target_server(server)
     return _finish(tune_exp, grid, out, path, resumed)

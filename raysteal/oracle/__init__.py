@@ -13,7 +13,7 @@ from raysteal.oracle.defenses import (
     parse_defenses,
 )
 from raysteal.oracle.engine import RankingEngine, pad_sequences
-from raysteal.oracle.errors import QueryBudgetExceeded, RateLimitExceeded, UnknownAttacker
+from raysteal.oracle.errors import AccessDenied, QueryBudgetExceeded, RateLimitExceeded, UnknownAttacker
 from raysteal.oracle.ledger import UNLIMITED, BudgetLedger
 from raysteal.oracle.target import TargetSpec, build_oracle_core
 
@@ -24,6 +24,7 @@ def in_process_oracle(spec: TargetSpec, state_dir=None, seed: int = 0, device: s
 
 
 __all__ = [
+    "AccessDenied",
     "BudgetLedger",
     "DefenseChain",
     "InProcessOracle",

@@ -1,8 +1,9 @@
 """The query client: the only thing an attack receives.
 
-It carries the attacker's id and a handle to a black box (a ``TargetServer`` actor, or an
-in-process oracle looked up by key in this process), and exposes ranked answers only: no scores,
-no model, no weights. Its attributes and its pickled bytes hold no tensors.
+It carries the attacker's id, that attacker's account key (:mod:`raysteal.oracle.accounts`) and a
+handle to a black box (a ``TargetServer`` actor, or an in-process oracle looked up by key in this
+process), and exposes ranked answers only: no scores, no model, no weights. Its attributes and
+its pickled bytes hold no tensors, and its key opens no account but its own.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ class QueryClient:
     charged), ``RateLimitExceeded``, or ``ConfigError`` for bad input.
     """
 
-    __slots__ = ("attacker_id", "_local_key", "_actor", "info")
+    __slots__ = ("attacker_id", "_account_key", "_local_key", "_actor", "info")
 
-    def __init__(self, attacker_id: str, info: TargetInfo, local_key: str | None = None, actor: Any = None):
+    def __init__(self, attacker_id: str, info: TargetInfo, account_key: str, local_key: str | None = None, actor: Any = None):
         if (local_key is None) == (actor is None):
             raise ValueError("a QueryClient needs exactly one of local_key or actor")
         self.attacker_id = attacker_id
         self.info = info
+        self._account_key = account_key
         self._local_key = local_key
         self._actor = actor
 
@@ -47,12 +49,12 @@ class QueryClient:
     def query(self, inputs, k: int) -> np.ndarray:
         request_id = uuid.uuid4().hex
         if self._local_key is not None:
-            return self._local().query(self.attacker_id, inputs, k, request_id)
+            return self._local().query(self.attacker_id, self._account_key, inputs, k, request_id)
         import ray
 
         payload = inputs if isinstance(inputs, np.ndarray) else _as_payload(inputs, self.info.sequential)
         try:
-            return ray.get(self._actor.query.remote(self.attacker_id, payload, _wire_k(k), request_id))
+            return ray.get(self._actor.query.remote(self.attacker_id, self._account_key, payload, _wire_k(k), request_id))
         except ray.exceptions.RayTaskError as err:
             raise _unwrap_ray_error(err) from None
 
@@ -61,7 +63,7 @@ class QueryClient:
         if self._actor is None:
             raise RaystealError("query_async needs a client of a TargetServer actor")
         payload = inputs if isinstance(inputs, np.ndarray) else _as_payload(inputs, self.info.sequential)
-        return self._actor.query.remote(self.attacker_id, payload, _wire_k(k), uuid.uuid4().hex)
+        return self._actor.query.remote(self.attacker_id, self._account_key, payload, _wire_k(k), uuid.uuid4().hex)
 
     @property
     def remaining_budget(self) -> int:
@@ -94,16 +96,17 @@ class QueryClient:
 
     def _call(self, method: str) -> int:
         if self._local_key is not None:
-            return getattr(self._local(), method)(self.attacker_id)
+            return getattr(self._local(), method)(self.attacker_id, self._account_key)
         import ray
 
         try:
-            return ray.get(getattr(self._actor, method).remote(self.attacker_id))
+            return ray.get(getattr(self._actor, method).remote(self.attacker_id, self._account_key))
         except ray.exceptions.RayTaskError as err:
             raise _unwrap_ray_error(err) from None
 
     def __getstate__(self):
-        return {"attacker_id": self.attacker_id, "info": self.info, "_local_key": self._local_key, "_actor": self._actor}
+        return {"attacker_id": self.attacker_id, "info": self.info, "_account_key": self._account_key,
+                "_local_key": self._local_key, "_actor": self._actor}
 
     def __setstate__(self, state):
         for key, value in state.items():
@@ -144,8 +147,8 @@ class InProcessOracle:
 
     def register_attacker(self, attacker: str, budget: int = -1) -> QueryClient:
         """Open an account and return the attacker's client."""
-        self._core.register(attacker, budget)
-        return QueryClient(attacker, self._core.info, local_key=self._key)
+        key = self._core.register(attacker, budget)
+        return QueryClient(attacker, self._core.info, key, local_key=self._key)
 
     def query_log(self):
         return self._core.query_log()

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from raysteal.errors import RaystealError
+from raysteal.oracle.accounts import AccountKeys
 from raysteal.oracle.defenses import DefenseChain
 from raysteal.oracle.engine import RankingEngine
 from raysteal.oracle.ledger import UNLIMITED, BudgetLedger
@@ -49,8 +50,10 @@ class OracleCore:
         defenses: DefenseChain | None = None,
         state_dir: str | Path | None = None,
         seed: int = 0,
+        secret: bytes | None = None,
     ):
         self.engine = engine
+        self.accounts = AccountKeys(secret)
         self.defenses = defenses or DefenseChain()
         self.ledger = BudgetLedger(Path(state_dir) / "ledger.jsonl" if state_dir else None)
         self.log = QueryLog()
@@ -63,13 +66,16 @@ class OracleCore:
             defense=self.defenses.describe(),
         )
 
-    def register(self, attacker: str, budget: int = UNLIMITED) -> None:
+    def register(self, attacker: str, budget: int = UNLIMITED) -> str:
+        """Open (or confirm) ``attacker``'s account; returns its key (:mod:`raysteal.oracle.accounts`)."""
         self.ledger.register(attacker, budget)
+        return self.accounts.key_for(attacker)
 
-    def admit(self, attacker: str, inputs, k: int, request_id: str) -> np.ndarray:
-        """Validate and admit a request (defenses' width check, rate limit, then budget), or raise
-        and log the refusal; a refused request is never charged."""
+    def admit(self, attacker: str, key: str, inputs, k: int, request_id: str) -> np.ndarray:
+        """Validate and admit a request (account key, defenses' width check, rate limit, then
+        budget), or raise and log the refusal; a refused request is never charged."""
         try:
+            self.accounts.check_key(attacker, key)
             self.ledger.check(attacker)
             arr = self.engine.validate(inputs, k)
             self.defenses.check(k)  # e.g. popular mixing of n > k items: refuse before any charge
@@ -87,19 +93,21 @@ class OracleCore:
     def record(self, attacker: str, request_id: str, count: int, k: int, started: float) -> None:
         self.log.append(attacker, request_id, count, k, True, "", self.info.defense, (time.perf_counter() - started) * 1e3)
 
-    def query(self, attacker: str, inputs, k: int, request_id: str | None = None) -> np.ndarray:
+    def query(self, attacker: str, key: str, inputs, k: int, request_id: str | None = None) -> np.ndarray:
         """Answer one request synchronously (the in-process path)."""
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
-        arr = self.admit(attacker, inputs, k, request_id)
+        arr = self.admit(attacker, key, inputs, k, request_id)
         lists = self.defend(self.engine.topk(arr, k))
         self.record(attacker, request_id, len(arr), k, started)
         return lists
 
-    def remaining(self, attacker: str) -> int:
+    def remaining(self, attacker: str, key: str) -> int:
+        self.accounts.check_key(attacker, key)
         return self.ledger.remaining(attacker)
 
-    def spent(self, attacker: str) -> int:
+    def spent(self, attacker: str, key: str) -> int:
+        self.accounts.check_key(attacker, key)
         return self.ledger.spent(attacker)
 
     def query_log(self) -> pa.Table:

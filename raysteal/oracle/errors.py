@@ -36,3 +36,15 @@ class UnknownAttacker(RaystealError):
 
     def __reduce__(self):
         return (type(self), (self.attacker,))
+
+
+class AccessDenied(RaystealError):
+    """A request with a wrong account key (querying as another attacker) or without the server
+    owner's token (opening accounts, reading the ledger or the query log); nothing was answered or charged."""
+
+    def __init__(self, attacker: str, what: str):
+        self.attacker, self.what = attacker, what
+        super().__init__(f"access denied to {what} for {attacker!r}: wrong key")
+
+    def __reduce__(self):
+        return (type(self), (self.attacker, self.what))

@@ -3,12 +3,15 @@
 Concurrent requests from many attackers are merged into one forward pass (dynamic batching up
 to ``max_batch`` rows or ``max_wait_ms``). Budgets and the query log live server-side; the budget
 ledger is journaled under ``state_dir`` so a restarted actor (``max_restarts``) keeps every
-charge, and a retried request (same request id) is never charged twice.
+charge, and a retried request (same request id) is never charged twice. Each attacker's client
+queries with its account key; opening accounts and reading the ledger or the query log take the
+owner's token, which only the process that started the server holds (:func:`owner_token`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from typing import Any
 import numpy as np
 import ray
 
+from raysteal.errors import RaystealError
+from raysteal.oracle.accounts import AccountKeys
 from raysteal.oracle.client import QueryClient
 from raysteal.oracle.core import OracleCore, TargetInfo
 from raysteal.oracle.target import TargetSpec, build_oracle_core
@@ -24,8 +29,9 @@ from raysteal.oracle.target import TargetSpec, build_oracle_core
 class _TargetServer:
     """Actor body (decorated below); async so requests overlap while a batch computes."""
 
-    def __init__(self, spec: TargetSpec, state_dir: str | None = None, seed: int = 0, max_batch: int = 16384, max_wait_ms: float = 2.0):
-        self._core: OracleCore = build_oracle_core(spec, state_dir=state_dir, seed=seed)
+    def __init__(self, spec: TargetSpec, state_dir: str | None = None, seed: int = 0, max_batch: int = 16384, max_wait_ms: float = 2.0,
+                 secret: bytes | None = None):
+        self._core: OracleCore = build_oracle_core(spec, state_dir=state_dir, seed=seed, secret=secret)
         self._max_batch = int(max_batch)
         self._max_wait = float(max_wait_ms) / 1e3
         self._queue: asyncio.Queue | None = None
@@ -37,20 +43,23 @@ class _TargetServer:
     def info(self) -> TargetInfo:
         return self._core.info
 
-    def register_attacker(self, attacker: str, budget: int = -1) -> TargetInfo:
-        self._core.register(attacker, budget)
-        return self._core.info
+    def register_attacker(self, attacker: str, budget: int, owner: str) -> tuple[TargetInfo, str]:
+        """Open ``attacker``'s account (owner only); returns the target's info and the account key."""
+        self._core.accounts.check_owner(owner, "opening accounts")
+        return self._core.info, self._core.register(attacker, budget)
 
-    def remaining(self, attacker: str) -> int:
-        return self._core.remaining(attacker)
+    def remaining(self, attacker: str, key: str) -> int:
+        return self._core.remaining(attacker, key)
 
-    def spent(self, attacker: str) -> int:
-        return self._core.spent(attacker)
+    def spent(self, attacker: str, key: str) -> int:
+        return self._core.spent(attacker, key)
 
-    def ledger(self) -> dict:
+    def ledger(self, owner: str) -> dict:
+        self._core.accounts.check_owner(owner, "the ledger")
         return self._core.ledger.snapshot()
 
-    def query_log(self):
+    def query_log(self, owner: str):
+        self._core.accounts.check_owner(owner, "the query log")
         return self._core.query_log()
 
     def stats(self) -> dict:
@@ -61,9 +70,9 @@ class _TargetServer:
 
         return os.getpid()
 
-    async def query(self, attacker: str, inputs: Any, k: int, request_id: str) -> np.ndarray:
+    async def query(self, attacker: str, key: str, inputs: Any, k: int, request_id: str) -> np.ndarray:
         started = time.perf_counter()
-        arr = self._core.admit(attacker, inputs, k, request_id)  # raises (and logs) on refusal
+        arr = self._core.admit(attacker, key, inputs, k, request_id)  # raises (and logs) on refusal
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._batcher = asyncio.get_running_loop().create_task(self._run_batches())
@@ -142,23 +151,36 @@ def start_target_server(
     )
     if name:
         options["name"] = name
-    # the spec lives in the object store, pinned here, so a restarted actor can rebuild from it
+    # the spec lives in the object store, pinned here, so a restarted actor can rebuild from it; the
+    # secret goes with the constructor's arguments, so a restarted actor derives the same keys
     spec_ref = ray.put(spec)
-    handle = TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms)
-    _PINNED_SPECS[handle._actor_id.hex()] = spec_ref
+    secret = secrets.token_bytes(32)
+    handle = TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms, secret)
+    _STARTED[handle._actor_id.hex()] = (spec_ref, AccountKeys(secret).owner_token)
     return handle
 
 
-_PINNED_SPECS: dict[str, "ray.ObjectRef"] = {}
+_STARTED: dict[str, tuple["ray.ObjectRef", str]] = {}
+"""Servers this process started: their pinned spec and owner token, by actor id."""
+
+
+def owner_token(server) -> str:
+    """The owner's token of a server this process started (to open accounts from another process,
+    pass it to :func:`client_for` there; never give it to attack code)."""
+    started = _STARTED.get(server._actor_id.hex())
+    if started is None:
+        raise RaystealError("this process did not start that target server: pass its owner token explicitly")
+    return started[1]
 
 
 def stop_target_server(server) -> None:
     """Kill a server for good and release its pinned spec."""
     ray.kill(server)
-    _PINNED_SPECS.pop(server._actor_id.hex(), None)
+    _STARTED.pop(server._actor_id.hex(), None)
 
 
-def client_for(server, attacker: str, budget: int = -1) -> QueryClient:
-    """Register ``attacker`` with ``budget`` queries on ``server`` and return its client."""
-    info = ray.get(server.register_attacker.remote(attacker, budget))
-    return QueryClient(attacker, info, actor=server)
+def client_for(server, attacker: str, budget: int = -1, owner: str | None = None) -> QueryClient:
+    """Register ``attacker`` with ``budget`` queries on ``server`` and return its client
+    (``owner``: the server's owner token, by default the one this process holds)."""
+    info, key = ray.get(server.register_attacker.remote(attacker, budget, owner or owner_token(server)))
+    return QueryClient(attacker, info, key, actor=server)

@@ -59,8 +59,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, seed: int = 0, device: str | None = None) -> OracleCore:
-    """Model + seen items + defenses → an ``OracleCore``."""
+def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, seed: int = 0, device: str | None = None,
+                      secret: bytes | None = None) -> OracleCore:
+    """Model + seen items + defenses → an ``OracleCore`` (``secret``: its accounts' keys; random when None)."""
     model = spec.load_model()
     engine = RankingEngine(
         model,
@@ -69,4 +70,4 @@ def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, see
         exclude_seen=spec.exclude_seen,
         device=device or default_device(),
     )
-    return OracleCore(engine, build_defenses(spec.defenses, spec.item_popularity), state_dir=state_dir, seed=seed)
+    return OracleCore(engine, build_defenses(spec.defenses, spec.item_popularity), state_dir=state_dir, seed=seed, secret=secret)
