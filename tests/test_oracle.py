@@ -130,14 +130,15 @@ def test_a_client_queries_as_its_own_attacker_only(oracle):
 
     mine = oracle.register_attacker("mine", budget=5)
     theirs = oracle.register_attacker("theirs", budget=5)
-    forged = QueryClient("theirs", mine.info, mine._account_key, local_key=mine._local_key)
-    with pytest.raises(AccessDenied, match="'theirs'"):
-        forged.query([0], k=2)
-    with pytest.raises(AccessDenied):
-        forged.remaining_budget
+    for key in (mine._account_key, "é", "\ud800", None):
+        forged = QueryClient("theirs", mine.info, key, local_key=mine._local_key)
+        with pytest.raises(AccessDenied, match="'theirs'"):
+            forged.query([0], k=2)
+        with pytest.raises(AccessDenied):
+            forged.remaining_budget
     assert theirs.remaining_budget == 5 and mine.remaining_budget == 5  # nothing charged to anyone
     table = oracle.query_log()
-    assert table.column("reason").to_pylist() == ["AccessDenied"]  # the attempt is logged, refused
+    assert table.column("reason").to_pylist() == ["AccessDenied"] * 4  # each attempt is logged, refused
     assert theirs.query([0], k=2).shape == (1, 2) and theirs.remaining_budget == 4
 
 
@@ -149,17 +150,27 @@ def test_sequence_requests_are_validated():
     np.testing.assert_array_equal(pad_sequences([[1, 2, 3]], max_len=2), [[2, 3]])
 
 
-def test_ledger_replays_journal_and_ignores_retries(tmp_path):
+def test_ledger_replays_journal_and_charges_a_retry_once(tmp_path):
     ledger = BudgetLedger(tmp_path / "ledger.jsonl")
     ledger.register("a", 10)
+    ledger.register("b", 10)
     ledger.charge("a", 4, "r1")
-    ledger.charge("a", 4, "r1")  # a retry of the same request: charged once
-    assert ledger.remaining("a") == 6
+    for attacker, count in (("a", 4), ("a", 1), ("b", 4)):  # a live server never sees an id twice
+        with pytest.raises(ConfigError, match="'r1' was already answered"):
+            ledger.charge(attacker, count, "r1")
+    assert ledger.remaining("a") == 6 and ledger.remaining("b") == 10
     ledger.close()
     with open(tmp_path / "ledger.jsonl", "a") as fh:
         fh.write('{"op": "charge", "attacker": "a", "cou')  # torn write from a crash
     again = BudgetLedger(tmp_path / "ledger.jsonl")
     assert again.remaining("a") == 6 and again.spent("a") == 4
+    for attacker, count in (("b", 4), ("a", 3)):  # only the same attacker's same-size request is its retry
+        with pytest.raises(ConfigError, match="already answered"):
+            again.charge(attacker, count, "r1")
+    again.charge("a", 4, "r1")  # Ray resends the call the crash cut off: answered, not charged again
+    with pytest.raises(ConfigError, match="already answered"):
+        again.charge("a", 4, "r1")  # once
+    assert again.remaining("a") == 6 and again.remaining("b") == 10
     with pytest.raises(QueryBudgetExceeded):
         again.charge("a", 7, "r2")
 

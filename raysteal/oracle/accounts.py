@@ -4,8 +4,11 @@ opens accounts or reads the ledger and the query log.
 Whoever deploys a black box gives it a secret; an attacker's key is HMAC-SHA256(secret, attacker
 id), handed out once, at registration, inside that attacker's client, and the owner's token is
 HMAC-SHA256(secret, a fixed label). A restarted actor, rebuilt from the same secret, accepts the
-same keys without storing any. What the keys guard against is a client (or anything holding the
-server's handle) spending another attacker's budget or opening accounts of its own.
+same keys without storing any. What the keys guard against is a client being used, by mistake or
+on purpose, as another attacker's through the API, and a handle holder opening accounts or
+reading the ledger. They are not a sandbox: Ray isolates nothing between code of one job (an
+actor handle can run any function on the actor with Ray's built-in ``__ray_call__``), and the
+in-process oracle shares the attacker's process.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ import secrets
 from raysteal.oracle.errors import AccessDenied
 
 _OWNER_LABEL = b"\x00raysteal-owner"
+
+
+def _same(given: object, expected: str) -> bool:
+    """Constant-time comparison of a caller's string (any string: compare_digest refuses non-ASCII str)."""
+    return isinstance(given, str) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 class AccountKeys:
@@ -41,10 +49,10 @@ class AccountKeys:
 
     def check_key(self, attacker: str, key: object) -> None:
         """Raise :class:`AccessDenied` unless ``key`` is ``attacker``'s account key."""
-        if not isinstance(key, str) or not hmac.compare_digest(key, self.key_for(attacker)):
+        if not _same(key, self.key_for(attacker)):
             raise AccessDenied(attacker, "the account")
 
     def check_owner(self, token: object, what: str) -> None:
         """Raise :class:`AccessDenied` unless ``token`` is the owner's token."""
-        if not isinstance(token, str) or not hmac.compare_digest(token, self.owner_token):
+        if not _same(token, self.owner_token):
             raise AccessDenied("(owner)", what)

@@ -2,7 +2,10 @@
 
 Every charge is appended to a write-ahead journal (one JSON line, flushed and fsynced) *before*
 the answer leaves the server, so a restarted server replays the journal and never grants spent
-queries again. A charge carries the request id; a retried request (same id) is not charged twice.
+queries again. A charge carries the request id: a request charged before a restart and retried
+after it (Ray resends an actor call whose actor died) is answered once more without a second
+charge, provided it is the same attacker's request of the same size; any other reuse of an id
+(a repeat to a live server, another attacker, a second retry-free answer) is refused.
 
 Policy: all-or-nothing. A request that would pass the budget is refused whole; partial answers
 are never given (an attacker cannot learn where its budget ends by probing with big requests).
@@ -39,7 +42,8 @@ class BudgetLedger:
     def __init__(self, journal_path: str | os.PathLike | None = None):
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
-        self._charged_requests: set[str] = set()
+        self._answered: set[str] = set()  # request ids charged (or retried) since this ledger opened
+        self._retry_exempt: dict[str, tuple[str, int]] = {}  # charged before a restart: (attacker, count)
         self._journal_path = Path(journal_path) if journal_path else None
         self._journal = None
         if self._journal_path is not None:
@@ -84,7 +88,7 @@ class BudgetLedger:
                 if acct is None:
                     raise DataFileError(f"{where}: charge for attacker {entry['attacker']!r}, who was never registered before it")
                 acct.spent += int(entry["count"])
-                self._charged_requests.add(str(entry["request"]))
+                self._retry_exempt[str(entry["request"])] = (str(entry["attacker"]), int(entry["count"]))
             else:
                 raise DataFileError(f"{where}: unknown entry {raw.decode('utf-8').strip()[:80]!r} (op must be 'register' or 'charge')")
         except (KeyError, TypeError, ValueError) as err:
@@ -110,19 +114,26 @@ class BudgetLedger:
     def charge(self, attacker: str, count: int, request_id: str) -> None:
         """Charge ``count`` queries, or raise ``QueryBudgetExceeded`` charging nothing.
 
-        A request id already charged (a retry after a crash) is accepted without a second charge.
+        A request charged before a restart and retried after it (same id, attacker and size) is
+        accepted once without a second charge; any other reuse of a request id raises
+        ``ConfigError``, charging nothing.
         """
         with self._lock:
             acct = self._accounts.get(attacker)
             if acct is None:
                 raise UnknownAttacker(attacker)
-            if request_id in self._charged_requests:
+            exempt = self._retry_exempt.get(request_id)
+            if request_id in self._answered or (exempt is not None and exempt != (attacker, int(count))):
+                raise ConfigError(f"request id {request_id!r} was already answered: every request needs an id of its own")
+            if exempt is not None:  # the retry of a request charged before the restart
+                del self._retry_exempt[request_id]
+                self._answered.add(request_id)
                 return
             if count > acct.remaining:
                 raise QueryBudgetExceeded(attacker, count, acct.remaining)
             self._write({"op": "charge", "attacker": attacker, "count": int(count), "request": request_id})
             acct.spent += count
-            self._charged_requests.add(request_id)
+            self._answered.add(request_id)
 
     def check(self, attacker: str) -> None:
         """Raise ``UnknownAttacker`` unless ``attacker`` is registered."""
