@@ -30,7 +30,7 @@ def test_step_descends_and_clips_the_gradient_norm():
 def test_step_returns_what_forward_returned():
     _, out = _sgd_on_dot(None, returns_tuple=True)
     loss, parts = out
-    assert float(loss) == 25.0 and float(parts["part"]) == 25.0
+    assert float(loss.detach()) == 25.0 and float(parts["part"]) == 25.0
 
 
 def test_amp_only_on_cuda_and_batches_move_whole():
