@@ -38,9 +38,10 @@ def describe_validation(err: Exception, unknown: str = "unknown key") -> str:
         return str(err)
     parts = []
     for item in errors():
-        key = ".".join(str(p) for p in item.get("loc", ())) or "(top level)"
+        key = ".".join(str(p) for p in item.get("loc", ()))
+        message = str(item.get("msg", "")).removeprefix("Value error, ")
         if item.get("type") == "extra_forbidden":
             parts.append(f"{key}: {unknown}")
-        else:
-            parts.append(f"{key}: {str(item.get('msg', '')).removeprefix('Value error, ')}")
+        else:  # a model-level check names its keys itself
+            parts.append(f"{key}: {message}" if key else message)
     return "; ".join(parts) or str(err)

@@ -57,6 +57,9 @@ def _write(tmp_path: Path, spec: dict) -> Path:
          "datasets.1 and datasets.0 .*could not be told apart"),
         ({"targets": [{"model": "bpr", "train": {"epochs": 2}}, {"model": "bpr", "train": {"epochs": 4}}]},
          "targets.1 and targets.0 .*could not be told apart"),
+        ({"attacks": [{"attack": "ptd", "epochs": 1}, {"attack": "ptd", "epochs": 1}]}, "attacks.1 repeats attacks.0"),
+        ({"defenses": [[], []]}, "defenses.1 repeats defenses.0"),
+        ({"grid": {"budget": [10, 20, 10]}}, "grid.budget.2 repeats grid.budget.0"),
     ],
 )
 def test_malformed_experiment_fails_before_work_naming_the_key(tmp_path, patch, key):

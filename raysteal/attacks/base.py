@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.attacks.registry import get_recipe
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from raysteal.attacks.fitting import EpochCallback
 
 
-class AttackConfig(BaseModel):
+class AttackConfig(NumbersAreNotBooleans):
     """Hyperparameters of one attack run. Defaults follow Zhu et al. App. A.1 (Adam 1e-3, batch
     2048, embedding 64, top-50 lists, margin 0.5); the epoch budgets, which the paper leaves at
     "until convergence", were fixed in advance on ML-1M from data the attacker legitimately holds,

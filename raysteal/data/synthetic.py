@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, describe_validation
 
 _REDRAWS = 6
 _CHUNK_CELLS = 1 << 24  # users-per-chunk x items kept under ~16M booleans
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(NumbersAreNotBooleans):
     """Parameters of the synthetic generator (defaults: a small set for tests and quickstart)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.data.splits import HEAD_FRACTION
 from raysteal.errors import ConfigError, DataFileError, describe_validation
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
@@ -288,7 +289,8 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str) -> None:
     """Two dataset entries with the same name and preprocessing (differing only in options or
     k-core), or two targets with the same model and params (differing only in training or
     checkpoint), would give rows no summary can tell apart: their runs would be averaged as if
-    they were seeds of one cell."""
+    they were seeds of one cell. Two identical attacks, defense settings or grid values would be
+    the same runs, done once."""
     seen: dict[str, int] = {}
     for i, ds in enumerate(config.datasets):
         key = json.dumps([ds.name, ds.preprocess])
@@ -303,6 +305,16 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: targets.{i} and targets.{seen[key]} are both {target.model!r} with the same params: "
                               "their rows could not be told apart; run them as separate experiments")
         seen[key] = i
+    # identical entries would be one run under one id, silently merged
+    for section, entries in (("attacks", config.attacks), ("defenses", config.defenses),
+                             *((f"grid.{key}", values) for key, values in config.grid.items())):
+        seen = {}
+        for i, entry in enumerate(entries):
+            key = json.dumps(entry, sort_keys=True, default=str)
+            if key in seen:
+                raise ConfigError(f"{source}: {section}.{i} repeats {section}.{seen[key]} ({key}): the two would be one run; "
+                                  "remove one, or make them differ")
+            seen[key] = i
 
 
 def _check_overridden_run(run: dict[str, Any], source: str) -> None:

@@ -27,11 +27,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
 from raysteal.experiment.config import ExperimentConfig, _format_validation, attack_queries, expand_runs, parse_experiment
 
 
-class SimulationSettings(BaseModel):
+class SimulationSettings(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     attackers: int = Field(ge=1, description="number of concurrent attackers")

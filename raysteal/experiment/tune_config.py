@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
 from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, expand_runs, parse_experiment
 
@@ -93,7 +94,7 @@ SEQUENTIAL_FINAL_METRICS = SEQUENTIAL_PROBE_METRICS + (
 """Numeric row columns of a sequential-extraction trial (``execute_sequential_run``)."""
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 

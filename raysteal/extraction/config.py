@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, describe_validation
 
 
-class ExtractionConfigBase(BaseModel):
+class ExtractionConfigBase(NumbersAreNotBooleans):
     """Fields shared by every sequential extraction recipe.
 
     Synthesis / querying: ``k`` (length of the ranked list asked of the black box; Yue et al.

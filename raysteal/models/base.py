@@ -17,16 +17,17 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterator
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import nn
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, UnknownNameError, describe_validation
 
 PAD = -1
 """Padding value in sequence inputs (public API). Models shift ids internally as they need."""
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(NumbersAreNotBooleans):
     """Base of every model's hyperparameters; subclasses add fields. Unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())

@@ -23,6 +23,7 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, describe_validation
 from raysteal.oracle.errors import RateLimitExceeded
 
@@ -230,7 +231,7 @@ class DefenseChain:
 
 
 # --------------------------------------------------------------------- configs
-class _DefenseSpec(BaseModel):
+class _DefenseSpec(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, describe_validation
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(NumbersAreNotBooleans):
     """How the generic trainer fits a model. Unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
