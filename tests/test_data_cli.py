@@ -140,3 +140,11 @@ def test_info_reads_a_file_of_the_users(tmp_path):
     assert run("info", "ml-1m", "--format", "table").exit_code != 0  # file options on a registered name
     malformed = run("info", str(path), "--column", "who")
     assert malformed.exit_code != 0 and "--column expects key=value, got 'who'" in str(malformed.exception)
+
+
+def test_info_on_a_mistyped_path_says_file_not_found(tmp_path):
+    missing = run("info", str(tmp_path / "nosuch.csv"))
+    assert isinstance(missing.exception, DataFileError) and "file not found" in str(missing.exception)
+    directory = run("info", str(tmp_path))
+    assert isinstance(directory.exception, DataFileError) and "is a directory" in str(directory.exception)
+    assert isinstance(run("info", "ml-2m").exception, UnknownNameError)  # a name, not a path

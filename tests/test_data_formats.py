@@ -190,6 +190,15 @@ def test_load_file_errors(tmp_path):
         load_file(tmp_path / "mystery.bin", format="nope")
     with pytest.raises(DataFileError, match="file not found"):
         load_file(tmp_path / "absent.csv")
+    with pytest.raises(DataFileError, match="is a directory"):
+        load_file(tmp_path)
+    blank = "user_id,item_id\n1,2\n,3\n2,\n"  # a blank cell would become an id of its own
+    with pytest.raises(DataFileError, match="column 'user_id' has an empty id \\(data row 2\\)"):
+        load_file(write(tmp_path / "blank.csv", blank))
+    with pytest.raises(DataFileError, match="column 'item_id' has an empty id"):
+        load_file(write(tmp_path / "blank_item.csv", "user_id,item_id\n1,2\n2, \n"))
+    with pytest.raises(DataFileError, match="column 'item_id' has an empty id"):
+        load_file(write(tmp_path / "blank.inter", "user_id:token\titem_id:token\n1\t2\n3\t\n"), format="recbole", time_field=None)
     with pytest.raises(DataFileError, match="the file is empty"):
         formats.read_user_item_lines(write(tmp_path / "empty.txt", ""))
     with pytest.raises(DataFileError, match="no data rows"):

@@ -51,6 +51,9 @@ def test_an_experiment_runs_on_a_csv_of_the_users(tmp_path):
         ({"options": {"seed": 1}}, "options are a generated dataset's"),
         ({"preprocess": "kcore-ish"}, "unknown preprocess step"),
         ({"columns": {"user": "who", "format": "table"}}, "columns: format are the entry's own settings"),
+        ({"columns": {"user": "who", "item": "what", "delimiter": ""}}, "delimiter: must be a non-empty string"),
+        ({"columns": {"user": "what", "item": "what", "delimiter": ";"}}, "user and item both name the column 'what'"),
+        ({"path": "."}, "is a directory"),
     ],
 )
 def test_a_bad_file_entry_is_refused_before_any_work(tmp_path, patch, message):

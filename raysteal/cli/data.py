@@ -69,6 +69,13 @@ def _file_recipe(preprocess: str, kcore: int | None):
     return Preprocess.parse(preprocess).with_kcore(kcore)
 
 
+def _names_a_file(name: str) -> bool:
+    """A path rather than a dataset name: it exists, or it has a directory part or an extension
+    (so a mistyped path is reported as a missing file, not as an unknown dataset)."""
+    path = Path(name)
+    return path.exists() or "/" in name or "\\" in name or bool(path.suffix)
+
+
 @app.command("info")
 def info(
     name: str = typer.Argument(..., help="dataset name (see `raysteal data list`), or the path of an interaction file"),
@@ -83,7 +90,7 @@ def info(
     from raysteal.data import dataset_names, load_file, load_table, resolve_preprocess
     from raysteal.data.preprocess import build_interactions
 
-    if name not in dataset_names() and Path(name).is_file():
+    if name not in dataset_names() and _names_a_file(name):
         log = load_file(name, file_format, preprocess, kcore=kcore, **key_values(column, "--column", yaml_values=False))
         recipe, source = _file_recipe(preprocess, kcore), Path(name).resolve()
     else:

@@ -203,15 +203,27 @@ def check_file_arguments(
     known (or guessable from the name), the parser takes ``columns``, the preprocessing parses.
     Returns the format."""
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a directory, not an interaction file")
     fmt = format or _guess_format(path)
     if fmt not in _FORMATS:
         raise UnknownNameError("file format", fmt, list(_FORMATS))
     if not path.is_file():
         raise DataFileError(f"{path}: file not found")
     try:
-        inspect.signature(_FORMATS[fmt]).bind(path, **columns)
+        bound = inspect.signature(_FORMATS[fmt]).bind(path, **columns)
     except TypeError as err:
         raise ConfigError(f"format {fmt!r} does not take those options ({err})") from None
+    bound.apply_defaults()
+    options = {key: value for key, value in list(bound.arguments.items())[1:] if value is not None}
+    for key, value in options.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+    named = {}  # source column -> the option naming it (every option but the separator names a column)
+    for key, value in options.items():
+        if key != "delimiter" and value in named:
+            raise ConfigError(f"{named[value]} and {key} both name the column {value!r}: each needs a column of its own")
+        named.setdefault(value, key)
     Preprocess.parse(preprocess).with_kcore(kcore)
     return fmt
 

@@ -34,6 +34,18 @@ def _canonical(table: pa.Table, mapping: Mapping[str, str]) -> pa.Table:
     return pa.table(cols)
 
 
+def _refuse_empty_ids(table: pa.Table, mapping: Mapping[str, str], path: Path) -> pa.Table:
+    """``table`` (canonical columns) unless a string user or item id is empty (``1,,3``: a blank
+    cell would become an id of its own)."""
+    for canon in ("user", "item"):
+        col = table.column(canon)
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            blank = pc.equal(pc.utf8_trim_whitespace(col), "").to_numpy(zero_copy_only=False)
+            if blank.any():
+                raise DataFileError(f"{path}: column {mapping[canon]!r} has an empty id (data row {int(blank.argmax()) + 1})")
+    return table
+
+
 def _sort_chronologically(table: pa.Table) -> pa.Table:
     """Rows by (user, timestamp, item): ties within one second go by ascending item id.
 
@@ -151,7 +163,7 @@ def read_recbole_inter(
             raise DataFileError(f"{path}, line 1: column {field!r} has type {kind!r}; expected token or float")
         types[field] = RECBOLE_TYPES[kind]
     table = read_delimited(path, delimiter="\t", columns=names, header="skip", types=types, keep=list(wanted.values()), data=data)
-    out = _canonical(table, wanted)
+    out = _refuse_empty_ids(_canonical(table, wanted), wanted, path)
     return out.set_column(0, "user", canonical_ids(out["user"])).set_column(1, "item", canonical_ids(out["item"]))
 
 
@@ -206,7 +218,7 @@ def read_table_file(
                     continue
             else:
                 raise DataFileError(f"{path}: timestamp column {timestamp!r} is neither numeric nor an ISO date-time")
-    out = _canonical(table, wanted)
+    out = _refuse_empty_ids(_canonical(table, wanted), wanted, path)
     if timestamp and not (pa.types.is_integer(out["timestamp"].type) or pa.types.is_floating(out["timestamp"].type)):
         raise ConfigError(f"{path}: timestamp column {timestamp!r} has type {out['timestamp'].type}; expected numbers or dates")
     return out.set_column(0, "user", canonical_ids(out["user"])).set_column(1, "item", canonical_ids(out["item"]))
