@@ -60,6 +60,7 @@ def _write(tmp_path: Path, spec: dict) -> Path:
         ({"attacks": [{"attack": "ptd", "epochs": 1}, {"attack": "ptd", "epochs": 1}]}, "attacks.1 repeats attacks.0"),
         ({"defenses": [[], []]}, "defenses.1 repeats defenses.0"),
         ({"grid": {"budget": [10, 20, 10]}}, "grid.budget.2 repeats grid.budget.0"),
+        ({"attacks": [{"attack": "dfme"}]}, "'dfme' attacks sequential targets"),  # not "unknown attack"
     ],
 )
 def test_malformed_experiment_fails_before_work_naming_the_key(tmp_path, patch, key):
@@ -243,3 +244,12 @@ def test_failed_runs_are_listed_in_the_files_order_not_the_order_they_failed_in(
     text = failures_message([(runs[1], "ConfigError: b"), (runs[0], "ConfigError: a")], runs)
     assert text.splitlines()[1:] == ["  synthetic/bpr/ptq seed 0: ConfigError: a", "  synthetic/bpr/ptd seed 0: ConfigError: b"]
     assert text.startswith("2 run(s) failed")
+
+
+def test_a_collaborative_attack_on_a_sequential_target_names_its_twin():
+    from raysteal.extraction.registry import get_extraction
+
+    with pytest.raises(ConfigError, match="'ptq' attacks collaborative targets.*'seq_ptq'"):
+        get_extraction("ptq")
+    with pytest.raises(ConfigError, match="unknown sequential attack 'nosuch'"):
+        get_extraction("nosuch")

@@ -52,5 +52,10 @@ def get_recipe(name: str) -> Recipe:
     """The recipe named ``name``; ``ConfigError`` naming it (and the known ones) otherwise."""
     _load()
     if name not in _RECIPES:
+        from raysteal.extraction.registry import extraction_names
+
+        if name in extraction_names():
+            raise ConfigError(f"attack: {name!r} attacks sequential targets (SASRec, BERT4Rec, GRU4Rec, NARM, STAMP); this target "
+                              f"is collaborative, whose attacks are: {', '.join(sorted(_RECIPES))}")
         raise ConfigError(f"attack: unknown attack {name!r}; known attacks: {', '.join(sorted(_RECIPES))}")
     return _RECIPES[name]

@@ -58,5 +58,11 @@ def get_extraction(name: str) -> ExtractionRecipe:
     """The recipe named ``name``; ``ConfigError`` listing the known ones otherwise."""
     _load()
     if name not in _RECIPES:
+        from raysteal.attacks.registry import attack_names
+
+        if name in attack_names():
+            twin = f"; Zhu et al.'s on sequences is 'seq_{name}'" if f"seq_{name}" in _RECIPES else ""
+            raise ConfigError(f"attack: {name!r} attacks collaborative targets (BPR-MF, NeuMF, LMF); this target is sequential, "
+                              f"whose attacks are: {', '.join(sorted(_RECIPES))}{twin}")
         raise ConfigError(f"attack: unknown sequential attack {name!r}; known: {', '.join(sorted(_RECIPES))}")
     return _RECIPES[name]
