@@ -61,6 +61,7 @@ def _write(tmp_path: Path, spec: dict) -> Path:
         ({"defenses": [[], []]}, "defenses.1 repeats defenses.0"),
         ({"grid": {"budget": [10, 20, 10]}}, "grid.budget.2 repeats grid.budget.0"),
         ({"attacks": [{"attack": "dfme"}]}, "'dfme' attacks sequential targets"),  # not "unknown attack"
+        ({"seeds": 100_000_000}, r"the grid makes .* runs \(100,000,000 seeds\)"),  # refused at once, not expanded
     ],
 )
 def test_malformed_experiment_fails_before_work_naming_the_key(tmp_path, patch, key):

@@ -218,8 +218,23 @@ def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
         config = config.model_copy(update={"seeds": seeds})
+    _refuse_runaway_grid(config, source)
     validate_entries(config, source)
     return config
+
+
+MAX_RUNS = 1_000_000
+"""More runs than this in one experiment file is taken for a typo (``seeds: 100000000``)."""
+
+
+def _refuse_runaway_grid(config: ExperimentConfig, source: str) -> None:
+    """Count the grid's runs before making any (a runaway grid would hang while it expanded)."""
+    runs = len(config.datasets) * len(config.targets) * len(config.attacks) * len(config.defenses) * config.seeds
+    for values in config.grid.values():
+        runs *= len(values)
+    if runs > MAX_RUNS:
+        raise ConfigError(f"{source}: the grid makes {runs:,} runs ({config.seeds:,} seeds), more than {MAX_RUNS:,}; "
+                          "is a value mistyped? Split a study this large into several experiment files")
 
 
 def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentConfig:
