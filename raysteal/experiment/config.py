@@ -199,7 +199,7 @@ def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
     if raw is None:
         raise ConfigError(f"{path}: the {kind} file is empty")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a {kind} file must be a mapping of keys")
+        raise ConfigError(f"{path}: the {kind} file must be a mapping of keys")
     return raw
 
 
