@@ -261,8 +261,9 @@ def _validate_key(raw: dict[str, Any], key: str, name: str, args: list[Any], sou
                 SplitConfig(**{**raw.get("split", {}), field: value})
             except ValidationError as err:
                 raise ConfigError(_format_validation(err, where)) from None
+    distinct = list({json.dumps(v, sort_keys=True, default=str): v for v in values}.values())  # a grid_search may repeat a value
     try:
-        parse_experiment({**raw, "grid": {**raw.get("grid", {}), key: values}}, source=source, seeds=1)
+        parse_experiment({**raw, "grid": {**raw.get("grid", {}), key: distinct}}, source=source, seeds=1)
     except ConfigError as err:
         raise ConfigError(f"{where} (values {values}): {str(err).removeprefix(f'{source}: ')}") from None
 
