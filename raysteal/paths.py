@@ -29,14 +29,20 @@ def cache_dir() -> Path:
 def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The data directory: ``explicit``, else ``$RAYSTEAL_DATA``, else the per-user cache.
 
-    The directory is not created here (fetching creates it); ``~`` is expanded.
+    The directory is not created here (fetching creates it); ``~`` is expanded. A path that
+    exists and is not a directory raises ``DataFileError``.
     """
     if explicit is not None and str(explicit) != "":
-        return Path(explicit).expanduser()
-    env = os.environ.get(DATA_ENV)
-    if env:
-        return Path(env).expanduser()
-    return cache_dir() / "data"
+        chosen = Path(explicit).expanduser()
+    elif os.environ.get(DATA_ENV):
+        chosen = Path(os.environ[DATA_ENV]).expanduser()
+    else:
+        chosen = cache_dir() / "data"
+    if chosen.exists() and not chosen.is_dir():
+        from raysteal.errors import DataFileError
+
+        raise DataFileError(f"{chosen}: is a file, not a data directory ({data_dir_origin(explicit)})")
+    return chosen
 
 
 def data_dir_origin(explicit: str | os.PathLike[str] | None = None) -> str:

@@ -33,6 +33,9 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_dir() == tmp_path / "home" / ".cache" / "raysteal" / "data"
+    (tmp_path / "afile").write_text("not a directory")
+    with pytest.raises(DataFileError, match="afile: is a file, not a data directory \\(given explicitly\\)"):
+        data_dir(tmp_path / "afile")
 
 
 def test_missing_file_names_paths_and_remedy(monkeypatch, tmp_path):

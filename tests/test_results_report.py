@@ -78,6 +78,9 @@ def test_report_renders_tables_and_pngs(tmp_path):
 def test_report_on_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no results"):
         render_report(tmp_path)
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ConfigError, match="notes.txt: is a file, not a results directory"):
+        render_report(tmp_path / "notes.txt")
 
 
 def test_gain_over_the_teacher_is_derived_from_the_rows_own_accuracies():

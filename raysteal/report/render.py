@@ -122,6 +122,8 @@ def _heatmap(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
 def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Write ``report.md`` (and PNGs) for every experiment found in ``root``; returns the .md path."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: is a file, not a results directory (the --out of raysteal run)")
     frame = with_derived_metrics(ResultStore(root).load())
     if frame.empty:
         raise ConfigError(f"no results under {root / 'runs'}: run an experiment with --out {root} first")
