@@ -120,3 +120,9 @@ def test_an_attacker_shape_the_local_runtime_cannot_hold_is_refused_not_waited_o
     runtime.check_fits(1, 0, "an attacker")
     monkeypatch.setitem(runtime._LOCAL, "started", False)  # a joined cluster may autoscale: not checked
     runtime.check_fits(64, 0, "an attacker")
+
+
+def test_a_bad_attackers_override_names_the_option_not_the_file():
+    for bad in (-3, 0):
+        with pytest.raises(ConfigError, match=r"^--attackers must be an integer >= 1"):
+            parse_simulation(SIM, source="sim.yaml", attackers=bad)

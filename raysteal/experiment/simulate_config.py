@@ -86,6 +86,8 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
         if key in raw:
             raise ConfigError(f"{source}: {key}: does not apply to a simulation (attackers are seeded from their index: simulation.seed)")
     if attackers is not None:
+        if isinstance(attackers, bool) or not isinstance(attackers, int) or attackers < 1:
+            raise ConfigError(f"--attackers must be an integer >= 1, got {attackers!r}")
         sim_raw = {**sim_raw, "attackers": attackers}
     try:
         settings = SimulationSettings(**sim_raw)
