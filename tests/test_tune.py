@@ -93,6 +93,10 @@ def test_cli_refuses_a_bad_file_before_starting_anything(tmp_path):
     result = CliRunner().invoke(app, ["tune", str(bad), "--out", str(out)])
     assert isinstance(result.exception, ConfigError) and "search_space.attack.lr" in str(result.exception)
     assert not out.exists()
+    good = _write(tmp_path / "good.yaml", {**BASE, "search_space": SPACE})
+    empty_storage = CliRunner().invoke(app, ["tune", str(good), "--out", str(out), "--storage", " "])
+    assert empty_storage.exit_code != 0 and "--storage: an empty path" in empty_storage.output  # not quietly OUT/tune
+    assert not out.exists()
 
 
 def test_epoch_callback_numbers_clone_epochs_across_phases_and_can_stop():

@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
         from raysteal.experiment.tune_config import load_tune
 
         tune_exp = load_tune(file)  # validated before anything launches
+        if storage is not None and not storage.strip():
+            raise typer.BadParameter("--storage: an empty path; leave the option out for OUT/tune")
         out_dir = directory_option(out or Path("results") / f"{tune_exp.name}-tune", "--out")
         if storage is not None and "://" not in storage:
             directory_option(Path(storage), "--storage")
