@@ -174,7 +174,7 @@ def _locate_bad_line(
                 names = fields
                 missing = [c for c in (keep or []) + list(types) if c not in names]
                 if missing:
-                    return number, f"header has no column {missing[0]!r} (columns: {', '.join(names)})"
+                    return number, f"header has no column {missing[0]!r} (columns split on {shown or delim!r}: {', '.join(names)})"
             continue
         assert names is not None
         if len(fields) != len(names):
