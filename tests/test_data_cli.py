@@ -151,3 +151,5 @@ def test_info_on_a_mistyped_path_says_file_not_found(tmp_path):
     directory = run("info", str(tmp_path))
     assert isinstance(directory.exception, DataFileError) and "is a directory" in str(directory.exception)
     assert isinstance(run("info", "ml-2m").exception, UnknownNameError)  # a name, not a path
+    dotted = run("info", "amazon.beauty")  # a file here, or a dataset name with a dot: both are said
+    assert isinstance(dotted.exception, DataFileError) and "known datasets: beauty" in str(dotted.exception)

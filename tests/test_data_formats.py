@@ -192,6 +192,16 @@ def test_load_file_errors(tmp_path):
         load_file(tmp_path / "absent.csv")
     with pytest.raises(DataFileError, match="is a directory"):
         load_file(tmp_path)
+    with pytest.raises(DataFileError, match="absent.bin: file not found"):  # before the format is guessed
+        load_file(tmp_path / "absent.bin")
+    import pandas as pd
+
+    categorical = pd.DataFrame({"user_id": pd.Categorical(["1", "", "2"]), "item_id": ["1", "2", "3"]})
+    categorical.to_parquet(tmp_path / "categorical.parquet")  # dictionary-encoded in the file
+    with pytest.raises(DataFileError, match="column 'user_id' has an empty id"):
+        load_file(tmp_path / "categorical.parquet")
+    untimed = write(tmp_path / "untimed.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t3\n2\t3\t4\n")
+    assert load_file(untimed, time_field="").num_interactions == 2  # an empty time_field: read without one
     blank = "user_id,item_id\n1,2\n,3\n2,\n"  # a blank cell would become an id of its own
     with pytest.raises(DataFileError, match="column 'user_id' has an empty id \\(data row 2\\)"):
         load_file(write(tmp_path / "blank.csv", blank))

@@ -140,6 +140,8 @@ def test_a_client_queries_as_its_own_attacker_only(oracle):
     table = oracle.query_log()
     assert table.column("reason").to_pylist() == ["AccessDenied"] * 4  # each attempt is logged, refused
     assert theirs.query([0], k=2).shape == (1, 2) and theirs.remaining_budget == 4
+    odd = oracle.register_attacker("\ud800", budget=1)  # any str is an id, also one that is not valid UTF-8
+    assert odd.query([0], k=2).shape == (1, 2)
 
 
 def test_sequence_requests_are_validated():

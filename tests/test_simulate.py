@@ -126,3 +126,11 @@ def test_a_bad_attackers_override_names_the_option_not_the_file():
     for bad in (-3, 0):
         with pytest.raises(ConfigError, match=r"^--attackers must be an integer >= 1"):
             parse_simulation(SIM, source="sim.yaml", attackers=bad)
+
+
+def test_repeated_attacks_and_defenses_weight_a_simulation():
+    """Attackers are dealt out round-robin, so a repeat is meant (2:1 qsd), unlike in a grid."""
+    sim = parse_simulation({**SIM, "attacks": [SIM["attacks"][0], SIM["attacks"][0], SIM["attacks"][1]], "defenses": [[], []]})
+    runs = sim.attacker_runs()
+    assert [r["attack"]["attack"] for r in runs[:6]] == ["qsd", "qsd", "popularity"] * 2
+    assert {r["simulation"]["server"] for r in runs} == {0, 1}  # two servers, both undefended

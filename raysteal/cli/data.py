@@ -91,6 +91,11 @@ def info(
     from raysteal.data.preprocess import build_interactions
 
     if name not in dataset_names() and _names_a_file(name):
+        if not Path(name).exists() and "/" not in name and "\\" not in name:  # 'ratings.csv' or a dotted typo of a name
+            from raysteal.errors import DataFileError
+
+            raise DataFileError(f"{name}: no such file here, and no registered dataset of that name "
+                                f"(known datasets: {', '.join(dataset_names())})")
         log = load_file(name, file_format, preprocess, kcore=kcore, **key_values(column, "--column", yaml_values=False))
         recipe, source = _file_recipe(preprocess, kcore), Path(name).resolve()
     else:

@@ -192,6 +192,10 @@ def _guess_format(path: Path) -> str:
     raise ConfigError(f"{path}: cannot tell the file format from its name; pass format= one of {', '.join(file_formats())}")
 
 
+OPTIONAL_TIME_OPTIONS = ("timestamp", "time_field")
+"""File options naming a timestamp column; given empty, the file is read without one."""
+
+
 def check_file_arguments(
     path: str | os.PathLike[str],
     format: str | None = None,
@@ -205,17 +209,19 @@ def check_file_arguments(
     path = Path(path)
     if path.is_dir():
         raise DataFileError(f"{path}: is a directory, not an interaction file")
+    if not path.is_file():
+        raise DataFileError(f"{path}: file not found")
     fmt = format or _guess_format(path)
     if fmt not in _FORMATS:
         raise UnknownNameError("file format", fmt, list(_FORMATS))
-    if not path.is_file():
-        raise DataFileError(f"{path}: file not found")
     try:
         bound = inspect.signature(_FORMATS[fmt]).bind(path, **columns)
     except TypeError as err:
         raise ConfigError(f"format {fmt!r} does not take those options ({err})") from None
     bound.apply_defaults()
-    options = {key: value for key, value in list(bound.arguments.items())[1:] if value is not None}
+    # an empty timestamp option means "no timestamp" (the readers' own reading of it)
+    options = {key: value for key, value in list(bound.arguments.items())[1:]
+               if value is not None and not (key in OPTIONAL_TIME_OPTIONS and value == "")}
     for key, value in options.items():
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")

@@ -39,6 +39,8 @@ def _refuse_empty_ids(table: pa.Table, mapping: Mapping[str, str], path: Path) -
     cell would become an id of its own)."""
     for canon in ("user", "item"):
         col = table.column(canon)
+        if pa.types.is_dictionary(col.type):  # e.g. a pandas categorical written to Parquet
+            col = pc.cast(col, col.type.value_type)
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
             blank = pc.equal(pc.utf8_trim_whitespace(col), "").to_numpy(zero_copy_only=False)
             if blank.any():

@@ -208,8 +208,11 @@ def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentCon
     return parse_experiment(read_config_file(path, "experiment"), source=str(path), seeds=seeds)
 
 
-def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int | None = None) -> ExperimentConfig:
-    """Validate a parsed experiment mapping (see :func:`load_experiment`)."""
+def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int | None = None,
+                     repeats_allowed: bool = False) -> ExperimentConfig:
+    """Validate a parsed experiment mapping (see :func:`load_experiment`). ``repeats_allowed``:
+    identical attacks or defense settings are meant (a simulation deals them out round-robin,
+    so a repeat weights the mix), not merged runs."""
     try:
         config = ExperimentConfig(**raw)
     except ValidationError as err:
@@ -219,7 +222,7 @@ def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int
             raise ConfigError("--seeds must be >= 1")
         config = config.model_copy(update={"seeds": seeds})
     _refuse_runaway_grid(config, source)
-    validate_entries(config, source)
+    validate_entries(config, source, repeats_allowed)
     return config
 
 
@@ -249,7 +252,7 @@ def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentCon
     return config.model_copy(update={"targets": [t for t in config.targets if t.model in models]})
 
 
-def validate_entries(config: ExperimentConfig, source: str) -> None:
+def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: bool = False) -> None:
     """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
     from raysteal.data import dataset_names
     from raysteal.models.base import make_config
@@ -271,7 +274,7 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
                 check_file_arguments(ds.path, ds.format, ds.preprocess, ds.kcore, **ds.columns)
         except RaystealError as err:
             raise ConfigError(f"{source}: datasets.{i}: {err}") from None
-    _refuse_indistinct_entries(config, source)
+    _refuse_indistinct_entries(config, source, repeats_allowed)
     from raysteal.experiment.context import target_config
 
     for i, target in enumerate(config.targets):
@@ -300,7 +303,7 @@ def validate_entries(config: ExperimentConfig, source: str) -> None:
             raise ConfigError(f"{source}: defenses.{i}: {err}") from None
 
 
-def _refuse_indistinct_entries(config: ExperimentConfig, source: str) -> None:
+def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_allowed: bool = False) -> None:
     """Two dataset entries with the same name and preprocessing (differing only in options or
     k-core), or two targets with the same model and params (differing only in training or
     checkpoint), would give rows no summary can tell apart: their runs would be averaged as if
@@ -321,8 +324,8 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str) -> None:
                               "their rows could not be told apart; run them as separate experiments")
         seen[key] = i
     # identical entries would be one run under one id, silently merged
-    for section, entries in (("attacks", config.attacks), ("defenses", config.defenses),
-                             *((f"grid.{key}", values) for key, values in config.grid.items())):
+    repeatable = [] if repeats_allowed else [("attacks", config.attacks), ("defenses", config.defenses)]
+    for section, entries in (*repeatable, *((f"grid.{key}", values) for key, values in config.grid.items())):
         seen = {}
         for i, entry in enumerate(entries):
             key = json.dumps(entry, sort_keys=True, default=str)

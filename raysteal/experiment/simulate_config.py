@@ -95,7 +95,7 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
         raise ConfigError(_format_validation(err, source).replace(f"{source}: ", f"{source}: simulation.", 1)) from None
     if settings.budgets is not None and any(b < 0 for b in settings.budgets):
         raise ConfigError(f"{source}: simulation.budgets: budgets must be >= 0, got {settings.budgets}")
-    experiment = parse_experiment({**raw, "seeds": 1}, source=source)
+    experiment = parse_experiment({**raw, "seeds": 1}, source=source, repeats_allowed=True)  # a repeat weights the mix
     if len(experiment.datasets) != 1 or len(experiment.targets) != 1:
         raise ConfigError(f"{source}: a simulation deploys one target: give exactly one dataset and one target")
     if settings.budgets is not None and 0 in settings.budgets:

@@ -45,7 +45,7 @@ class AccountKeys:
 
     def key_for(self, attacker: str) -> str:
         """The account key of ``attacker`` (given to that attacker's client only)."""
-        return self._mac(b"attacker:" + str(attacker).encode())
+        return self._mac(b"attacker:" + str(attacker).encode("utf-8", "surrogatepass"))
 
     def check_key(self, attacker: str, key: object) -> None:
         """Raise :class:`AccessDenied` unless ``key`` is ``attacker``'s account key."""
