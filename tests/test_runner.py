@@ -158,6 +158,12 @@ def test_run_end_to_end_then_resume_and_report(ray_session, tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "report" / "report.md").is_file()
 
+    # a report entry naming no column of the rows is said by `run` itself, after the rows landed
+    misnamed = _write(tmp_path, {**TINY, "report": [{"kind": "table", "metrics": ["agr@kk"]}]})
+    result = runner.invoke(app, ["run", str(misnamed), "--out", str(out), "--cache-dir", str(cache), "--quiet"])
+    assert isinstance(result.exception, ConfigError) and "report.0: none of the metrics ['agr@kk']" in str(result.exception)
+    assert "the runs are done" in str(result.exception) and set(after) == {p.name for p in (out / "runs").glob("*.parquet")}
+
 
 @pytest.mark.ray
 def test_runs_past_the_concurrency_limit_wait_for_a_slot(ray_session, tmp_path):

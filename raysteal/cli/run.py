@@ -55,6 +55,14 @@ def register(app: typer.Typer) -> None:
         frame = frame[frame["experiment"] == config.experiment] if not frame.empty else frame
         typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
         typer.echo(summary_markdown(frame, paper=config.paper))
+        if not frame.empty:
+            from raysteal.errors import ConfigError
+            from raysteal.report.render import check_report_columns
+
+            try:
+                check_report_columns(frame, [entry.model_dump() for entry in config.report], config.experiment)
+            except ConfigError as err:
+                raise ConfigError(f"{err} (the runs are done: their rows are in {out_dir / 'runs'})") from None
 
     @app.command("report")
     def report_command(

@@ -44,6 +44,16 @@ def _check_columns(frame: pd.DataFrame, rspec: dict[str, Any], where: str) -> No
             raise ConfigError(f"{where}.{key}: column {column!r} is not in the results")
 
 
+def check_report_columns(frame: pd.DataFrame, reports: list[dict[str, Any]], experiment: str) -> None:
+    """Every table and figure of an experiment's ``report:`` finds its columns in ``frame`` (its
+    rows, derived metrics added), else a ``ConfigError`` naming the entry -- ``raysteal run``
+    checks this as soon as the rows are in, rather than leaving it to ``raysteal report``."""
+    frame = with_derived_metrics(frame)
+    for i, rspec in enumerate(reports):
+        if isinstance(rspec, dict) and rspec.get("kind", "table") in ("table", "curve", "heatmap"):
+            _check_columns(frame, rspec, f"experiment {experiment!r}: report.{i}")
+
+
 def _label(value: Any) -> str:
     if isinstance(value, str) and value.startswith("["):
         parsed = json.loads(value)
