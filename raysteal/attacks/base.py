@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.attacks.registry import get_recipe
+from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from raysteal.cli.options import key_values
+from raysteal.errors import DataFileError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -69,11 +70,16 @@ def _file_recipe(preprocess: str, kcore: int | None):
     return Preprocess.parse(preprocess).with_kcore(kcore)
 
 
-def _names_a_file(name: str) -> bool:
-    """A path rather than a dataset name: it exists, or it has a directory part or an extension
-    (so a mistyped path is reported as a missing file, not as an unknown dataset)."""
+def _names_a_file(name: str, known: list[str]) -> bool:
+    """Whether ``name`` (not a registered dataset) is a path: it exists or has a directory part.
+    A bare name with an extension that does not exist is either a missing file or a mistyped
+    dataset name: ``DataFileError`` says both (never "unknown dataset" alone)."""
     path = Path(name)
-    return path.exists() or "/" in name or "\\" in name or bool(path.suffix)
+    if path.exists() or "/" in name or "\\" in name:
+        return True
+    if path.suffix:
+        raise DataFileError(f"{name}: no such file here, and no registered dataset of that name (known datasets: {', '.join(known)})")
+    return False
 
 
 @app.command("info")
@@ -90,12 +96,7 @@ def info(
     from raysteal.data import dataset_names, load_file, load_table, resolve_preprocess
     from raysteal.data.preprocess import build_interactions
 
-    if name not in dataset_names() and _names_a_file(name):
-        if not Path(name).exists() and "/" not in name and "\\" not in name:  # 'ratings.csv' or a dotted typo of a name
-            from raysteal.errors import DataFileError
-
-            raise DataFileError(f"{name}: no such file here, and no registered dataset of that name "
-                                f"(known datasets: {', '.join(dataset_names())})")
+    if name not in dataset_names() and _names_a_file(name, dataset_names()):
         log = load_file(name, file_format, preprocess, kcore=kcore, **key_values(column, "--column", yaml_values=False))
         recipe, source = _file_recipe(preprocess, kcore), Path(name).resolve()
     else:
