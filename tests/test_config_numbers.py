@@ -28,6 +28,8 @@ k: 10
     ({"targets": [{"model": "bpr", "params": {"embedding_dim": True}}]}, "embedding_dim: must be a number"),
     ({"targets": [{"model": "bpr", "train": {"lr": True}}]}, "lr: must be a number"),
     ({"defenses": [[{"type": "popular_mixing", "n": True}]]}, "n: must be a number"),
+    ({"seeds": 3, "only_seeds": [1, True]}, "only_seeds: must hold numbers, got true among them"),
+    ({"paper": {"synthetic/bpr/ptd": False}}, "paper: must hold numbers, got false among them"),
 ])
 def test_a_boolean_for_a_number_is_refused_by_name(patch, named):
     with pytest.raises(ConfigError, match=named):
@@ -42,3 +44,6 @@ def test_numbers_and_real_booleans_still_parse():
     assert bahsd.attacks[0]["probing"] is False
     with pytest.raises(ConfigError, match="epochs: must be a number, got true"):
         make_train_config({"epochs": True})
+    with pytest.raises(ConfigError, match="probe_scales: must hold numbers, got true"):
+        parse_experiment({**BASE, "datasets": [{"name": "synthetic", "options": {"max_len": 30}}], "targets": [{"model": "sasrec"}],
+                          "attacks": [{"attack": "bahsd", "probe_scales": [0.5, True]}]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,60 @@ def test_target_selection_keeps_the_full_grids_run_ids():
         select_targets(full, ["narm"])
     with pytest.raises(ConfigError, match="targets"):
         select_targets(full, [])
+
+
+def test_seed_and_attack_selection_keep_the_full_grids_run_ids():
+    from raysteal.experiment.config import select_attacks, select_seeds
+    from raysteal.results.store import run_id
+
+    spec = {**TINY, "seeds": 4, "attacks": [*TINY["attacks"], {"attack": "ptq", "epochs": 5, "finetune_epochs": 5}]}
+    full = parse_experiment(spec)
+    everything = {run_id(r): r for r in expand_runs(full)}
+    later = select_seeds(full, [3, 1])
+    picked = {run_id(r) for r in expand_runs(later)}
+    assert picked == {i for i, r in everything.items() if r["seed"] in (1, 3)} and len(picked) == len(everything) // 2
+    assert later.only_seeds == [1, 3]
+    ptq = select_attacks(full, ["ptq"])  # both ptq entries stay
+    assert {run_id(r) for r in expand_runs(ptq)} == {i for i, r in everything.items() if r["attack"]["attack"] == "ptq"}
+    both = expand_runs(select_seeds(select_attacks(full, ["popularity"]), [0]))
+    assert [(r["attack"]["attack"], r["seed"]) for r in both] == [("popularity", 0)] * 2  # x the two defense settings
+    with pytest.raises(ConfigError, match=r"only_seeds \[4\] outside the experiment's seeds 0\.\.3"):
+        select_seeds(full, [1, 4])
+    with pytest.raises(ConfigError, match="names seed 1 twice"):
+        select_seeds(full, [1, 1])
+    with pytest.raises(ConfigError, match="--only-seeds"):
+        select_seeds(full, [])
+    with pytest.raises(ConfigError, match="attacks are popularity, ptd, ptq"):
+        select_attacks(full, ["dfme"])
+
+
+def test_only_seeds_in_a_file_is_checked_against_the_seed_count():
+    assert {r["seed"] for r in expand_runs(parse_experiment({**TINY, "seeds": 5, "only_seeds": [2, 4]}))} == {2, 4}
+    with pytest.raises(ConfigError, match=r"only_seeds \[2\] outside .*raise it with --seeds"):
+        parse_experiment({**TINY, "only_seeds": [2]})  # TINY has 2 seeds
+    with pytest.raises(ConfigError, match=r"only_seeds \[2\] outside"):
+        parse_experiment({**TINY, "seeds": 5, "only_seeds": [2]}, seeds=2)  # --seeds lowers the count under it
+    with pytest.raises(ConfigError, match="only_seeds"):
+        parse_experiment({**TINY, "only_seeds": []})
+    with pytest.raises(ConfigError, match="only_seeds"):
+        parse_experiment({**TINY, "only_seeds": [True]})
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--only-seeds", "1,x", r"--only-seeds '1,x': seeds are non-negative integers.*not 'x'"),
+    ("--only-seeds", "-1", r"not '-1'"),
+    ("--only-seeds", "7", r"only_seeds \[7\] outside the experiment's seeds 0\.\.1"),
+    ("--attacks", "ptx", r"--attacks ptx: the experiment's attacks are popularity, ptd, ptq"),
+])
+def test_cli_selection_options_refuse_bad_values_before_any_work(tmp_path, option, value, message):
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(_write(tmp_path, TINY)), "--out", str(tmp_path / "out"), option, value])
+    assert isinstance(result.exception, ConfigError)
+    assert re.search(message, str(result.exception)), str(result.exception)
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
 
 
 @pytest.mark.ray

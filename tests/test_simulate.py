@@ -33,6 +33,8 @@ SIM = {
         ({"simulation": {**SIM["simulation"], "request_size": 8}}, r"simulation\.request_size: 8 exceeds the burst \(4\)"),
         ({"simulation": {**SIM["simulation"], "cpus": 1}}, r"simulation\.cpus"),
         ({"seeds": 3}, r"seeds: does not apply"),
+        ({"only_seeds": [0]}, r"only_seeds: does not apply"),
+        ({"simulation": {**SIM["simulation"], "budgets": [5, True]}}, r"simulation\.budgets: must hold numbers, got true"),
         ({"targets": SIM["targets"] + [{"model": "lmf"}]}, r"exactly one dataset and one target"),
         ({"attacks": [{"attack": "qsd", "finetune_epochz": 1}]}, r"finetune_epochz"),
     ],

@@ -63,6 +63,8 @@ def test_bad_search_space_fails_before_launch_naming_the_key(space, tune, key):
 def test_more_than_one_cell_and_heldout_without_heldout_users_are_refused():
     with pytest.raises(ConfigError, match="one run cell"):
         parse_tune({**BASE, "attacks": [*BASE["attacks"], {**BASE["attacks"][0], "epochs": 2}], "search_space": SPACE})
+    with pytest.raises(ConfigError, match=r"only_seeds: does not apply to a tune file"):
+        parse_tune({**BASE, "seeds": 3, "only_seeds": [1], "search_space": SPACE})
     with pytest.raises(ConfigError, match=r"tune\.metric.*query_fraction is 1"):
         parse_tune({**BASE, "split": {"query_fraction": 1.0}, "search_space": SPACE})
     ok = parse_tune({**BASE, "search_space": SPACE, "tune": {"scheduler": None, "metric": "clone_ndcg@k"}})

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds"),
         targets: Optional[str] = typer.Option(None, "--targets", help="run only these targets' runs (comma-separated model names)"),
+        attacks: Optional[str] = typer.Option(None, "--attacks", help="run only these attacks' runs (comma-separated attack names)"),
+        only_seeds: Optional[str] = typer.Option(None, "--only-seeds", help="run only these seeds' runs (comma-separated, e.g. 1,2)"),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
@@ -33,12 +35,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
         from raysteal.distributed.experiment_runner import run_experiment
-        from raysteal.experiment.config import load_experiment, select_targets
+        from raysteal.experiment.config import load_experiment, select_attacks, select_seeds, select_targets
         from raysteal.results.summary import summary_markdown
 
         config = load_experiment(file, seeds=seeds)  # validated before any work starts
         if targets is not None:
-            config = select_targets(config, [name.strip() for name in targets.split(",") if name.strip()])
+            config = select_targets(config, comma_list(targets))
+        if attacks is not None:
+            config = select_attacks(config, comma_list(attacks))
+        if only_seeds is not None:
+            config = select_seeds(config, seed_numbers(only_seeds))
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
         save_experiment(config, out_dir)
         store = run_experiment(
@@ -75,6 +81,22 @@ def register(app: typer.Typer) -> None:
         path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def seed_numbers(text: str) -> list[int]:
+    """``--only-seeds 1,3`` as integers; anything else is a ``ConfigError`` naming the option."""
+    from raysteal.errors import ConfigError
+
+    names = comma_list(text)
+    bad = [n for n in names if not n.isdecimal()]
+    if bad:
+        raise ConfigError(f"--only-seeds {text!r}: seeds are non-negative integers, comma-separated (e.g. 1,2); not {bad[0]!r}")
+    return [int(n) for n in names]
 
 
 def save_experiment(config, out_dir: Path) -> None:

@@ -121,6 +121,9 @@ class ExperimentConfig(_Strict):
                             description="name (letters, digits, '.', '_', '-'; it names files and the default output directory); results rows carry it")
     description: str = ""
     seeds: int = Field(5, ge=1)
+    only_seeds: list[int] | None = Field(None, min_length=1, description=(
+        "run only these of the seeds 0..seeds-1 (e.g. [1, 2]: the rest of a study later, or on another machine); "
+        "None: all of them"))
     datasets: list[DatasetEntry] = Field(min_length=1)
     targets: list[TargetEntry] = Field(min_length=1)
     attacks: list[dict[str, Any]] = Field(min_length=1, description="attack configs (raysteal.attacks)")
@@ -221,6 +224,7 @@ def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
         config = config.model_copy(update={"seeds": seeds})
+    _check_seed_selection(config, source)
     _refuse_runaway_grid(config, source)
     validate_entries(config, source, repeats_allowed)
     return config
@@ -232,12 +236,52 @@ MAX_RUNS = 1_000_000
 
 def _refuse_runaway_grid(config: ExperimentConfig, source: str) -> None:
     """Count the grid's runs before making any (a runaway grid would hang while it expanded)."""
-    runs = len(config.datasets) * len(config.targets) * len(config.attacks) * len(config.defenses) * config.seeds
+    seeds = config.seeds if config.only_seeds is None else len(config.only_seeds)  # counted, never listed
+    runs = len(config.datasets) * len(config.targets) * len(config.attacks) * len(config.defenses) * seeds
     for values in config.grid.values():
         runs *= len(values)
     if runs > MAX_RUNS:
-        raise ConfigError(f"{source}: the grid makes {runs:,} runs ({config.seeds:,} seeds), more than {MAX_RUNS:,}; "
+        raise ConfigError(f"{source}: the grid makes {runs:,} runs ({seeds:,} seeds), more than {MAX_RUNS:,}; "
                           "is a value mistyped? Split a study this large into several experiment files")
+
+
+def run_seeds(config: ExperimentConfig) -> list[int]:
+    """The seeds the grid runs: ``only_seeds`` when given, else ``0 .. seeds - 1``."""
+    return list(config.only_seeds) if config.only_seeds is not None else list(range(config.seeds))
+
+
+def _check_seed_selection(config: ExperimentConfig, source: str) -> None:
+    chosen = config.only_seeds
+    if chosen is None:
+        return
+    outside = [s for s in chosen if not 0 <= s < config.seeds]
+    if outside:
+        raise ConfigError(f"{source}: only_seeds {outside} outside the experiment's seeds 0..{config.seeds - 1} "
+                          f"(seeds: {config.seeds}; raise it with --seeds)")
+    twice = sorted({s for s in chosen if chosen.count(s) > 1})
+    if twice:
+        raise ConfigError(f"{source}: only_seeds names seed {twice[0]} twice")
+
+
+def select_seeds(config: ExperimentConfig, seeds: list[int]) -> ExperimentConfig:
+    """The grid restricted to the given seed numbers (``raysteal run --only-seeds``); like
+    :func:`select_targets`, the selected runs keep the full grid's run ids."""
+    if not seeds:
+        raise ConfigError(f"--only-seeds (empty): name seeds among 0..{config.seeds - 1}")
+    chosen = config.model_copy(update={"only_seeds": sorted(seeds)})
+    _check_seed_selection(chosen, "--only-seeds")
+    return chosen
+
+
+def select_attacks(config: ExperimentConfig, names: list[str]) -> ExperimentConfig:
+    """The grid restricted to the attack entries of the given attack names (``raysteal run
+    --attacks``; every entry of a name is kept, e.g. all six QSD budgets of ``dfme``); the selected
+    runs keep the full grid's run ids."""
+    known = list(dict.fromkeys(str(a.get("attack")) for a in config.attacks))
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(f"--attacks {','.join(names) or '(empty)'}: the experiment's attacks are {', '.join(known)}")
+    return config.model_copy(update={"attacks": [a for a in config.attacks if a.get("attack") in names]})
 
 
 def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentConfig:
@@ -443,6 +487,6 @@ def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[dict
         # keep their own list length (Yue et al.: top-100) and are scored at K
         if "k" not in base["attack"] and not is_sequential_target(base["target"]["model"]):
             base["attack"] = {**base["attack"], "k": base["k"]}
-        for seed in range(config.seeds if seeds is None else seeds):
+        for seed in run_seeds(config) if seeds is None else range(seeds):
             runs.append({**base, "seed": seed})
     return runs

@@ -82,7 +82,7 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
     sim_raw = raw.pop("simulation", None)
     if not isinstance(sim_raw, dict):
         raise ConfigError(f"{source}: simulation: a simulation file needs a 'simulation' mapping (attackers, budgets, ...)")
-    for key in ("seeds", "grid"):
+    for key in ("seeds", "only_seeds", "grid"):
         if key in raw:
             raise ConfigError(f"{source}: {key}: does not apply to a simulation (attackers are seeded from their index: simulation.seed)")
     if attackers is not None:

@@ -279,6 +279,8 @@ def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment
         raise ConfigError(f"{source}: search_space: a tune file needs a non-empty search_space mapping")
     if not isinstance(tune_raw, dict):
         raise ConfigError(f"{source}: tune: expected a mapping, got {tune_raw!r}")
+    if "only_seeds" in raw:
+        raise ConfigError(f"{source}: only_seeds: does not apply to a tune file (a trial's seed is search_space.seed)")
     experiment = parse_experiment(raw, source=source)
     runs = expand_runs(experiment, seeds=1)
     if len(runs) != 1:
