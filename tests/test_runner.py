@@ -63,6 +63,10 @@ def _write(tmp_path: Path, spec: dict) -> Path:
         ({"grid": {"budget": [10, 20, 10]}}, "grid.budget.2 repeats grid.budget.0"),
         ({"attacks": [{"attack": "dfme"}]}, "'dfme' attacks sequential targets"),  # not "unknown attack"
         ({"seeds": 100_000_000}, r"the grid makes .* runs \(100,000,000 seeds\)"),  # refused at once, not expanded
+        # a defense the lists cannot hold is refused here, not after Ray started and the target trained
+        ({"defenses": [[{"type": "popular_mixing", "n": 25}]]}, r"defenses.0: popular mixing: n=25 is more than the 20 items .*'ptq' asks for top-20"),
+        ({"defenses": [[], [{"type": "truncate", "max_items": 4}, {"type": "popular_mixing", "n": 5}]]}, r"defenses.1: .*n=5 is more than the 4 items"),
+        ({"grid": {"k": [40, 10]}, "defenses": [[{"type": "popular_mixing", "n": 15}]]}, r"n=15 is more than the 10 items .*top-10"),
     ],
 )
 def test_malformed_experiment_fails_before_work_naming_the_key(tmp_path, patch, key):

@@ -300,7 +300,7 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
     """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
     from raysteal.data import dataset_names
     from raysteal.models.base import make_config
-    from raysteal.oracle.defenses import parse_defenses
+    from raysteal.oracle.defenses import check_answer_width, parse_defenses
     from raysteal.training.config import make_train_config
 
     from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
@@ -330,21 +330,29 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
                 _check_target_checkpoint(target)
         except RaystealError as err:
             raise ConfigError(f"{source}: targets.{i}: {err}") from None
+    widths: dict[str, dict[int | None, str]] = {}  # defense setting -> list length asked -> an attack asking it
     for run in expand_runs(config, seeds=1):
         if config.grid:  # an override may change what the entries above validated
             _check_overridden_run(run, source)
         try:
-            queries = attack_queries(run)
+            width = queried_list_length(run)
         except ConfigError as err:
             raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
-        if queries and run["budget"] == 0:
+        if width is not None and run["budget"] == 0:
             raise ConfigError(f"{source}: budget: 0 leaves {run['attack'].get('attack')!r} no query to make (it learns from "
                               "the black box's answers); give it a budget or leave the attack out")
+        widths.setdefault(json.dumps(run["defenses"], sort_keys=True), {}).setdefault(width, run["attack"].get("attack"))
     for i, defense in enumerate(config.defenses):
         try:
             parse_defenses(defense)
         except ConfigError as err:
             raise ConfigError(f"{source}: defenses.{i}: {err}") from None
+        for width, attack in widths.get(json.dumps(defense, sort_keys=True), {}).items():
+            try:
+                if width is not None:
+                    check_answer_width(defense, width)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: defenses.{i}: {err} ({attack!r} asks for top-{width} lists)") from None
 
 
 def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_allowed: bool = False) -> None:
@@ -446,12 +454,23 @@ def validate_sequential_attack(attack: dict[str, Any]) -> bool:
 def attack_queries(run: dict[str, Any]) -> bool:
     """Validate a run's attack entry against its target's kind; returns whether the attack
     queries the black box (so a budget of 0 would leave it nothing to learn from)."""
+    return queried_list_length(run) is not None
+
+
+def queried_list_length(run: dict[str, Any]) -> int | None:
+    """Validate a run's attack entry against its target's kind; returns the length of the lists
+    it asks the black box for (its ``k``), or ``None`` when it makes no query."""
     if is_sequential_target(run["target"]["model"]):
-        return validate_sequential_attack(run["attack"])
+        if not validate_sequential_attack(run["attack"]):
+            return None
+        from raysteal.extraction import make_extraction_config
+
+        return make_extraction_config(run["attack"]).k
     from raysteal.attacks import make_attack_config
     from raysteal.attacks.registry import get_recipe
 
-    return "queries" in get_recipe(make_attack_config(run["attack"]).attack).needs
+    attack = make_attack_config(run["attack"])
+    return attack.k if "queries" in get_recipe(attack.attack).needs else None
 
 
 def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:

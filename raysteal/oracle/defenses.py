@@ -73,9 +73,7 @@ class PopularMixing(ListDefense):
         self.pool = np.lexsort((np.arange(len(pop)), -pop))[: self.pool_size].astype(np.int64)
 
     def check(self, k: int) -> int:
-        if self.n > k:
-            raise ConfigError(f"popular mixing: n={self.n} is more than the {k} items a list holds (ask for k >= {self.n})")
-        return k
+        return mixing_width(self.n, k)
 
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rows, k = lists.shape
@@ -274,6 +272,25 @@ def parse_defenses(specs: list[dict] | None) -> list:
         return _SPECS.validate_python(specs or [])
     except Exception as err:
         raise ConfigError(f"invalid defense spec: {describe_validation(err)}") from None
+
+
+def mixing_width(n: int, k: int) -> int:
+    """Popular mixing puts ``n`` items into lists of ``k``: ``k``, or a ``ConfigError`` when ``n > k``."""
+    if n > k:
+        raise ConfigError(f"popular mixing: n={n} is more than the {k} items a list holds (ask for k >= {n})")
+    return k
+
+
+def check_answer_width(specs: list[dict] | None, k: int) -> int:
+    """The width of the answers ``specs``' list defenses return for requests of ``k`` items, or the
+    ``ConfigError`` :meth:`DefenseChain.check` would raise at the first request -- decided from the
+    specs alone (no target needed), so an experiment file is refused before any work."""
+    for spec in parse_defenses(specs):
+        if isinstance(spec, PopularMixingSpec):
+            k = mixing_width(spec.n, k)
+        elif isinstance(spec, TruncateSpec):
+            k = min(k, spec.max_items)
+    return k
 
 
 def build_defenses(specs: list[dict] | list | None, item_popularity: np.ndarray | None = None) -> DefenseChain:
