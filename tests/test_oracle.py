@@ -169,12 +169,33 @@ def test_ledger_replays_journal_and_charges_a_retry_once(tmp_path):
     for attacker, count in (("b", 4), ("a", 3)):  # only the same attacker's same-size request is its retry
         with pytest.raises(ConfigError, match="already answered"):
             again.charge(attacker, count, "r1")
-    again.charge("a", 4, "r1")  # Ray resends the call the crash cut off: answered, not charged again
+    # Ray resends the call the crash cut off: answered, not charged again (the charge was journaled
+    # without a digest, as by an older server, so attacker and size decide)
+    again.charge("a", 4, "r1", digest="anything")
     with pytest.raises(ConfigError, match="already answered"):
         again.charge("a", 4, "r1")  # once
     assert again.remaining("a") == 6 and again.remaining("b") == 10
     with pytest.raises(QueryBudgetExceeded):
         again.charge("a", 7, "r2")
+
+
+def test_a_retry_after_a_restart_must_be_the_request_that_was_charged(log, tmp_path):
+    """Same id, attacker and size are not enough: the journal keeps a digest of the inputs, so a
+    reused id with other inputs after a restart is refused instead of answered free."""
+    from raysteal.oracle.target import build_oracle_core
+
+    spec, secret = TargetSpec.from_training_log(bpr_target(log), log), b"s" * 32
+    first = build_oracle_core(spec, state_dir=tmp_path, secret=secret)
+    key = first.register("a", 10)
+    answer = first.query("a", key, np.array([1, 2, 3]), 5, request_id="r1")
+    first.ledger.close()
+    again = build_oracle_core(spec, state_dir=tmp_path, secret=secret)  # the restarted server
+    with pytest.raises(ConfigError, match="'r1' was already answered"):
+        again.query("a", key, np.array([1, 2, 4]), 5, request_id="r1")  # same size, other users
+    with pytest.raises(ConfigError, match="already answered"):
+        again.query("a", key, np.array([1, 2, 3]), 6, request_id="r1")  # same users, other k
+    np.testing.assert_array_equal(again.query("a", key, np.array([1, 2, 3]), 5, request_id="r1"), answer)
+    assert again.ledger.spent("a") == 3  # the genuine retry was not charged twice
 
 
 # ------------------------------------------------------------------ defenses

@@ -6,6 +6,7 @@ One query = one user id or one sequence; a request is a batch of queries from on
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ def _request_size(inputs: object) -> int:
         return len(inputs)  # type: ignore[arg-type]
     except TypeError:  # a scalar or a 0-d array
         return 0
+
+
+def request_digest(inputs: np.ndarray, k: int) -> str:
+    """A digest of a validated request (its int64 inputs, their shape, and ``k``): a retried
+    request after a server restart must be the very request that was charged."""
+    arr = np.ascontiguousarray(inputs, dtype=np.int64)
+    digest = hashlib.blake2b(np.asarray(arr.shape + (int(k),), dtype=np.int64).tobytes(), digest_size=16)
+    digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
 class OracleCore:
@@ -80,7 +90,7 @@ class OracleCore:
             arr = self.engine.validate(inputs, k)
             self.defenses.check(k)  # e.g. popular mixing of n > k items: refuse before any charge
             self.defenses.admit(attacker, len(arr))
-            self.ledger.charge(attacker, len(arr), request_id)
+            self.ledger.charge(attacker, len(arr), request_id, request_digest(arr, k) if self.ledger.journaled else None)
         except RaystealError as err:
             count = _request_size(inputs)
             self.log.append(attacker, request_id, count, k if isinstance(k, int) else -1, False, type(err).__name__, self.info.defense)

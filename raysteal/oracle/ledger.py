@@ -4,8 +4,9 @@ Every charge is appended to a write-ahead journal (one JSON line, flushed and fs
 the answer leaves the server, so a restarted server replays the journal and never grants spent
 queries again. A charge carries the request id: a request charged before a restart and retried
 after it (Ray resends an actor call whose actor died) is answered once more without a second
-charge, provided it is the same attacker's request of the same size; any other reuse of an id
-(a repeat to a live server, another attacker, a second retry-free answer) is refused.
+charge, provided it is the same attacker's request of the same size and, where the charge
+recorded one, the same inputs (a digest of the request); any other reuse of an id (a repeat to a
+live server, another attacker, other inputs, a second retry-free answer) is refused.
 
 Policy: all-or-nothing. A request that would pass the budget is refused whole; partial answers
 are never given (an attacker cannot learn where its budget ends by probing with big requests).
@@ -34,6 +35,13 @@ class _Account:
     @property
     def remaining(self) -> int:
         return 2**62 if self.budget == UNLIMITED else self.budget - self.spent
+
+
+def _same_request(charged: tuple[str, int, str | None], attacker: str, count: int, digest: str | None) -> bool:
+    """Whether a retry matches the request charged before the restart (a charge journaled
+    without a digest, by an older server, is matched on attacker and size alone)."""
+    who, size, recorded = charged
+    return who == attacker and size == int(count) and (recorded is None or recorded == digest)
 
 
 class BudgetLedger:
@@ -88,7 +96,8 @@ class BudgetLedger:
                 if acct is None:
                     raise DataFileError(f"{where}: charge for attacker {entry['attacker']!r}, who was never registered before it")
                 acct.spent += int(entry["count"])
-                self._retry_exempt[str(entry["request"])] = (str(entry["attacker"]), int(entry["count"]))
+                digest = entry.get("digest")
+                self._retry_exempt[str(entry["request"])] = (str(entry["attacker"]), int(entry["count"]), None if digest is None else str(digest))
             else:
                 raise DataFileError(f"{where}: unknown entry {raw.decode('utf-8').strip()[:80]!r} (op must be 'register' or 'charge')")
         except (KeyError, TypeError, ValueError) as err:
@@ -111,19 +120,24 @@ class BudgetLedger:
             acct.budget = budget
             self._write({"op": "register", "attacker": attacker, "budget": budget})
 
-    def charge(self, attacker: str, count: int, request_id: str) -> None:
+    @property
+    def journaled(self) -> bool:
+        """Whether charges are journaled (only then does a request's digest serve: after a restart)."""
+        return self._journal is not None
+
+    def charge(self, attacker: str, count: int, request_id: str, digest: str | None = None) -> None:
         """Charge ``count`` queries, or raise ``QueryBudgetExceeded`` charging nothing.
 
-        A request charged before a restart and retried after it (same id, attacker and size) is
-        accepted once without a second charge; any other reuse of a request id raises
-        ``ConfigError``, charging nothing.
+        A request charged before a restart and retried after it (same id, attacker and size, and
+        the same ``digest`` of its inputs when the charge recorded one) is accepted once without a
+        second charge; any other reuse of a request id raises ``ConfigError``, charging nothing.
         """
         with self._lock:
             acct = self._accounts.get(attacker)
             if acct is None:
                 raise UnknownAttacker(attacker)
             exempt = self._retry_exempt.get(request_id)
-            if request_id in self._answered or (exempt is not None and exempt != (attacker, int(count))):
+            if request_id in self._answered or (exempt is not None and not _same_request(exempt, attacker, count, digest)):
                 raise ConfigError(f"request id {request_id!r} was already answered: every request needs an id of its own")
             if exempt is not None:  # the retry of a request charged before the restart
                 del self._retry_exempt[request_id]
@@ -131,7 +145,8 @@ class BudgetLedger:
                 return
             if count > acct.remaining:
                 raise QueryBudgetExceeded(attacker, count, acct.remaining)
-            self._write({"op": "charge", "attacker": attacker, "count": int(count), "request": request_id})
+            self._write({"op": "charge", "attacker": attacker, "count": int(count), "request": request_id,
+                         **({} if digest is None else {"digest": digest})})
             acct.spent += count
             self._answered.add(request_id)
 
