@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 
@@ -65,7 +66,11 @@ def _write(tmp_path: Path, spec: dict) -> Path:
         ({"seeds": 100_000_000}, r"the grid makes .* runs \(100,000,000 seeds\)"),  # refused at once, not expanded
         # a defense the lists cannot hold is refused here, not after Ray started and the target trained
         ({"defenses": [[{"type": "popular_mixing", "n": 25}]]}, r"defenses.0: popular mixing: n=25 is more than the 20 items .*'ptq' asks for top-20"),
-        ({"defenses": [[], [{"type": "truncate", "max_items": 4}, {"type": "popular_mixing", "n": 5}]]}, r"defenses.1: .*n=5 is more than the 4 items"),
+        ({"defenses": [[], [{"type": "truncate", "max_items": 4}, {"type": "popular_mixing", "n": 5}]]},
+         r"defenses.1: .*n=5 is more than the 4 items a list holds after the truncation before it"),
+        ({"defenses": [[{"type": "popular_mixing", "n": 15, "pool": 10}]]}, r"defenses.0: .*n=15 is more than the pool of 10"),
+        ({"defenses": [[{"type": "popular_mixing", "n": 150}]]}, r"defenses.0: .*n=150 is more than the pool of 100"),
+        ({"defenses": [[{"type": "truncate", "max_items": datetime.date(2020, 1, 1)}]]}, r"defenses.0: .*max_items"),  # YAML date
         ({"grid": {"k": [40, 10]}, "defenses": [[{"type": "popular_mixing", "n": 15}]]}, r"n=15 is more than the 10 items .*top-10"),
     ],
 )
@@ -124,36 +129,41 @@ def test_target_selection_keeps_the_full_grids_run_ids():
 
 
 def test_seed_and_attack_selection_keep_the_full_grids_run_ids():
-    from raysteal.experiment.config import select_attacks, select_seeds
+    from raysteal.experiment.config import select_attacks
     from raysteal.results.store import run_id
 
     spec = {**TINY, "seeds": 4, "attacks": [*TINY["attacks"], {"attack": "ptq", "epochs": 5, "finetune_epochs": 5}]}
     full = parse_experiment(spec)
     everything = {run_id(r): r for r in expand_runs(full)}
-    later = select_seeds(full, [3, 1])
+    later = parse_experiment(spec, only_seeds=[3, 1])  # raysteal run --only-seeds 3,1
     picked = {run_id(r) for r in expand_runs(later)}
     assert picked == {i for i, r in everything.items() if r["seed"] in (1, 3)} and len(picked) == len(everything) // 2
     assert later.only_seeds == [1, 3]
     ptq = select_attacks(full, ["ptq"])  # both ptq entries stay
     assert {run_id(r) for r in expand_runs(ptq)} == {i for i, r in everything.items() if r["attack"]["attack"] == "ptq"}
-    both = expand_runs(select_seeds(select_attacks(full, ["popularity"]), [0]))
+    both = expand_runs(select_attacks(parse_experiment(spec, only_seeds=[0]), ["popularity"]))
     assert [(r["attack"]["attack"], r["seed"]) for r in both] == [("popularity", 0)] * 2  # x the two defense settings
     with pytest.raises(ConfigError, match=r"only_seeds \[4\] outside the experiment's seeds 0\.\.3"):
-        select_seeds(full, [1, 4])
+        parse_experiment(spec, only_seeds=[1, 4])
     with pytest.raises(ConfigError, match="names seed 1 twice"):
-        select_seeds(full, [1, 1])
+        parse_experiment(spec, only_seeds=[1, 1])
     with pytest.raises(ConfigError, match="--only-seeds"):
-        select_seeds(full, [])
+        parse_experiment(spec, only_seeds=[])
     with pytest.raises(ConfigError, match="attacks are popularity, ptd, ptq"):
         select_attacks(full, ["dfme"])
+    with pytest.raises(ConfigError, match="grid varies attack.attack"):
+        select_attacks(parse_experiment({**TINY, "grid": {"attack.attack": ["ptd", "ptq"]}}), ["ptq"])
 
 
 def test_only_seeds_in_a_file_is_checked_against_the_seed_count():
-    assert {r["seed"] for r in expand_runs(parse_experiment({**TINY, "seeds": 5, "only_seeds": [2, 4]}))} == {2, 4}
-    with pytest.raises(ConfigError, match=r"only_seeds \[2\] outside .*raise it with --seeds"):
+    file = {**TINY, "seeds": 5, "only_seeds": [2, 4]}
+    assert {r["seed"] for r in expand_runs(parse_experiment(file))} == {2, 4}
+    with pytest.raises(ConfigError, match=r"only_seeds \[2\] outside .*seeds: 2, from the file or --seeds"):
         parse_experiment({**TINY, "only_seeds": [2]})  # TINY has 2 seeds
-    with pytest.raises(ConfigError, match=r"only_seeds \[2\] outside"):
-        parse_experiment({**TINY, "seeds": 5, "only_seeds": [2]}, seeds=2)  # --seeds lowers the count under it
+    with pytest.raises(ConfigError, match=r"only_seeds \[4\] outside"):
+        parse_experiment(file, seeds=3)  # --seeds lowers the count under the file's selection
+    lowered = parse_experiment(file, seeds=3, only_seeds=[0, 1])  # --only-seeds replaces the file's selection
+    assert {r["seed"] for r in expand_runs(lowered)} == {0, 1}
     with pytest.raises(ConfigError, match="only_seeds"):
         parse_experiment({**TINY, "only_seeds": []})
     with pytest.raises(ConfigError, match="only_seeds"):

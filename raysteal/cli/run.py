@@ -35,16 +35,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
         from raysteal.distributed.experiment_runner import run_experiment
-        from raysteal.experiment.config import load_experiment, select_attacks, select_seeds, select_targets
+        from raysteal.experiment.config import load_experiment, select_attacks, select_targets
         from raysteal.results.summary import summary_markdown
 
-        config = load_experiment(file, seeds=seeds)  # validated before any work starts
+        chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
+        config = load_experiment(file, seeds=seeds, only_seeds=chosen_seeds)  # validated before any work starts
         if targets is not None:
             config = select_targets(config, comma_list(targets))
         if attacks is not None:
             config = select_attacks(config, comma_list(attacks))
-        if only_seeds is not None:
-            config = select_seeds(config, seed_numbers(only_seeds))
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
         save_experiment(config, out_dir)
         store = run_experiment(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,13 +207,14 @@ def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
     return raw
 
 
-def load_experiment(path: str | Path, seeds: int | None = None) -> ExperimentConfig:
-    """Read and validate an experiment file; every attack and defense entry is validated too."""
-    return parse_experiment(read_config_file(path, "experiment"), source=str(path), seeds=seeds)
+def load_experiment(path: str | Path, seeds: int | None = None, only_seeds: list[int] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment file; every attack and defense entry is validated too.
+    ``seeds`` / ``only_seeds`` override the file's (``raysteal run --seeds`` / ``--only-seeds``)."""
+    return parse_experiment(read_config_file(path, "experiment"), source=str(path), seeds=seeds, only_seeds=only_seeds)
 
 
 def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int | None = None,
-                     repeats_allowed: bool = False) -> ExperimentConfig:
+                     repeats_allowed: bool = False, only_seeds: list[int] | None = None) -> ExperimentConfig:
     """Validate a parsed experiment mapping (see :func:`load_experiment`). ``repeats_allowed``:
     identical attacks or defense settings are meant (a simulation deals them out round-robin,
     so a repeat weights the mix), not merged runs."""
@@ -224,6 +226,11 @@ def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
         config = config.model_copy(update={"seeds": seeds})
+    if only_seeds is not None:
+        if not only_seeds:
+            raise ConfigError(f"--only-seeds (empty): name seeds among 0..{config.seeds - 1}")
+        config = config.model_copy(update={"only_seeds": sorted(only_seeds)})
+        source = f"{source} (--only-seeds)"
     _check_seed_selection(config, source)
     _refuse_runaway_grid(config, source)
     validate_entries(config, source, repeats_allowed)
@@ -256,27 +263,20 @@ def _check_seed_selection(config: ExperimentConfig, source: str) -> None:
         return
     outside = [s for s in chosen if not 0 <= s < config.seeds]
     if outside:
-        raise ConfigError(f"{source}: only_seeds {outside} outside the experiment's seeds 0..{config.seeds - 1} "
-                          f"(seeds: {config.seeds}; raise it with --seeds)")
-    twice = sorted({s for s in chosen if chosen.count(s) > 1})
+        raise ConfigError(f"{source}: only_seeds {outside[:10]} outside the experiment's seeds 0..{config.seeds - 1} "
+                          f"(seeds: {config.seeds}, from the file or --seeds)")
+    twice = sorted(s for s, times in Counter(chosen).items() if times > 1)
     if twice:
         raise ConfigError(f"{source}: only_seeds names seed {twice[0]} twice")
-
-
-def select_seeds(config: ExperimentConfig, seeds: list[int]) -> ExperimentConfig:
-    """The grid restricted to the given seed numbers (``raysteal run --only-seeds``); like
-    :func:`select_targets`, the selected runs keep the full grid's run ids."""
-    if not seeds:
-        raise ConfigError(f"--only-seeds (empty): name seeds among 0..{config.seeds - 1}")
-    chosen = config.model_copy(update={"only_seeds": sorted(seeds)})
-    _check_seed_selection(chosen, "--only-seeds")
-    return chosen
 
 
 def select_attacks(config: ExperimentConfig, names: list[str]) -> ExperimentConfig:
     """The grid restricted to the attack entries of the given attack names (``raysteal run
     --attacks``; every entry of a name is kept, e.g. all six QSD budgets of ``dfme``); the selected
     runs keep the full grid's run ids."""
+    if "attack.attack" in config.grid:
+        raise ConfigError("--attacks: this experiment's grid varies attack.attack, so its entries' names are not its "
+                          "runs' attacks; select with an experiment file of the attacks wanted")
     known = list(dict.fromkeys(str(a.get("attack")) for a in config.attacks))
     unknown = [n for n in names if n not in known]
     if unknown or not names:
@@ -330,6 +330,11 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
                 _check_target_checkpoint(target)
         except RaystealError as err:
             raise ConfigError(f"{source}: targets.{i}: {err}") from None
+    for i, defense in enumerate(config.defenses):
+        try:
+            parse_defenses(defense)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: defenses.{i}: {err}") from None
     widths: dict[str, dict[int | None, str]] = {}  # defense setting -> list length asked -> an attack asking it
     for run in expand_runs(config, seeds=1):
         if config.grid:  # an override may change what the entries above validated
@@ -341,13 +346,9 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
         if width is not None and run["budget"] == 0:
             raise ConfigError(f"{source}: budget: 0 leaves {run['attack'].get('attack')!r} no query to make (it learns from "
                               "the black box's answers); give it a budget or leave the attack out")
-        widths.setdefault(json.dumps(run["defenses"], sort_keys=True), {}).setdefault(width, run["attack"].get("attack"))
+        widths.setdefault(json.dumps(run["defenses"], sort_keys=True, default=str), {}).setdefault(width, run["attack"].get("attack"))
     for i, defense in enumerate(config.defenses):
-        try:
-            parse_defenses(defense)
-        except ConfigError as err:
-            raise ConfigError(f"{source}: defenses.{i}: {err}") from None
-        for width, attack in widths.get(json.dumps(defense, sort_keys=True), {}).items():
+        for width, attack in widths.get(json.dumps(defense, sort_keys=True, default=str), {}).items():
             try:
                 if width is not None:
                     check_answer_width(defense, width)

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, describe_validation
@@ -236,7 +236,14 @@ class _DefenseSpec(NumbersAreNotBooleans):
 class PopularMixingSpec(_DefenseSpec):
     type: Literal["popular_mixing"]
     n: int = Field(ge=0)
-    pool: int | None = Field(None, ge=1)
+    pool: int | None = Field(None, ge=1, description=f"mix from the pool most popular items (None: {DEFAULT_POOL}, or the catalogue if smaller)")
+
+    @model_validator(mode="after")
+    def _n_fits_the_pool(self) -> "PopularMixingSpec":
+        pool = DEFAULT_POOL if self.pool is None else self.pool  # the default pool only shrinks (small catalogue)
+        if self.n > pool:
+            raise ValueError(f"n={self.n} is more than the pool of {pool} popular items it mixes from")
+        return self
 
 
 class ShuffleSpec(_DefenseSpec):
@@ -285,10 +292,15 @@ def check_answer_width(specs: list[dict] | None, k: int) -> int:
     """The width of the answers ``specs``' list defenses return for requests of ``k`` items, or the
     ``ConfigError`` :meth:`DefenseChain.check` would raise at the first request -- decided from the
     specs alone (no target needed), so an experiment file is refused before any work."""
+    truncated = False
     for spec in parse_defenses(specs):
         if isinstance(spec, PopularMixingSpec):
+            if truncated and spec.n > k:
+                raise ConfigError(f"popular mixing: n={spec.n} is more than the {k} items a list holds after the truncation "
+                                  "before it (truncate first and mix fewer, or mix before truncating)")
             k = mixing_width(spec.n, k)
         elif isinstance(spec, TruncateSpec):
+            truncated = truncated or spec.max_items < k
             k = min(k, spec.max_items)
     return k
 

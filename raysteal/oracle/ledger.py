@@ -51,7 +51,7 @@ class BudgetLedger:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._answered: set[str] = set()  # request ids charged (or retried) since this ledger opened
-        self._retry_exempt: dict[str, tuple[str, int]] = {}  # charged before a restart: (attacker, count)
+        self._retry_exempt: dict[str, tuple[str, int, str | None]] = {}  # charged before a restart: (attacker, count, digest)
         self._journal_path = Path(journal_path) if journal_path else None
         self._journal = None
         if self._journal_path is not None:
