@@ -40,12 +40,13 @@ def register(app: typer.Typer) -> None:
 
         chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
         config = load_experiment(file, seeds=seeds, only_seeds=chosen_seeds)  # validated before any work starts
+        whole = config.model_copy(update={"only_seeds": None})  # the file's grid, whatever part of it runs now
         if targets is not None:
             config = select_targets(config, comma_list(targets))
         if attacks is not None:
             config = select_attacks(config, comma_list(attacks))
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
-        save_experiment(config, out_dir)
+        save_experiment(whole, out_dir)  # one results directory may gather several partial runs
         store = run_experiment(
             config,
             out_dir,
