@@ -187,6 +187,37 @@ def test_cli_selection_options_refuse_bad_values_before_any_work(tmp_path, optio
     assert not (tmp_path / "out").exists()  # nothing started, nothing written
 
 
+def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file(tmp_path, monkeypatch):
+    """--targets/--attacks/--only-seeds narrow what runs; the spec kept beside the results is the
+    file's (one results directory gathers several partial invocations)."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    import raysteal.distributed.experiment_runner as runner_module
+    from raysteal.cli import app
+
+    handed = []
+
+    class _NoRows:
+        def load(self):
+            return pd.DataFrame()
+
+    monkeypatch.setattr(runner_module, "run_experiment", lambda config, out_dir, **_: handed.append(config) or _NoRows())
+    spec = {**TINY, "seeds": 4, "targets": [{"model": "bpr"}, {"model": "lmf"}]}
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(_write(tmp_path, spec)), "--out", str(out), "--targets", "lmf",
+                                      "--attacks", "ptq,popularity", "--only-seeds", "2,3"])
+    assert result.exit_code == 0, result.output
+    (ran,) = handed
+    assert [t.model for t in ran.targets] == ["lmf"] and [a["attack"] for a in ran.attacks] == ["popularity", "ptq"]
+    assert sorted({r["seed"] for r in expand_runs(ran)}) == [2, 3]
+    saved = json.loads((out / "experiments" / "tiny.json").read_text())
+    assert [t["model"] for t in saved["targets"]] == ["bpr", "lmf"] and len(saved["attacks"]) == 3
+    assert saved["seeds"] == 4 and saved["only_seeds"] is None
+
+
 @pytest.mark.ray
 def test_run_end_to_end_then_resume_and_report(ray_session, tmp_path):
     from typer.testing import CliRunner
