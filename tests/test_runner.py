@@ -197,6 +197,7 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
 
     import raysteal.distributed.experiment_runner as runner_module
     from raysteal.cli import app
+    from raysteal.results.store import run_id
 
     handed = []
 
@@ -207,7 +208,8 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
     monkeypatch.setattr(runner_module, "run_experiment", lambda config, out_dir, **_: handed.append(config) or _NoRows())
     spec = {**TINY, "seeds": 4, "targets": [{"model": "bpr"}, {"model": "lmf"}]}
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", str(_write(tmp_path, spec)), "--out", str(out), "--targets", "lmf",
+    file = _write(tmp_path, spec)
+    result = CliRunner().invoke(app, ["run", str(file), "--out", str(out), "--targets", "lmf",
                                       "--attacks", "ptq,popularity", "--only-seeds", "2,3"])
     assert result.exit_code == 0, result.output
     (ran,) = handed
@@ -216,6 +218,10 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
     saved = json.loads((out / "experiments" / "tiny.json").read_text())
     assert [t["model"] for t in saved["targets"]] == ["bpr", "lmf"] and len(saved["attacks"]) == 3
     assert saved["seeds"] == 4 and saved["only_seeds"] is None
+    (record,) = [json.loads(path.read_text()) for path in (out / "invocations").glob("*.json")]
+    assert record["selection"] == {"targets": "lmf", "attacks": "ptq,popularity", "only_seeds": [2, 3]}
+    assert record["experiment"] == "tiny" and record["file"] == str(file)
+    assert record["run_ids"] == [run_id(run) for run in expand_runs(ran)] and len(record["run_ids"]) == 8  # 2 attacks x 2 defenses x 2 seeds
 
 
 @pytest.mark.ray

@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
             config = select_attacks(config, comma_list(attacks))
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
         save_experiment(whole, out_dir)  # one results directory may gather several partial runs
+        record_invocation(config, out_dir, file, targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds)
         store = run_experiment(
             config,
             out_dir,
@@ -97,6 +98,35 @@ def seed_numbers(text: str) -> list[int]:
     if bad:
         raise ConfigError(f"--only-seeds {text!r}: seeds are non-negative integers, comma-separated (e.g. 1,2); not {bad[0]!r}")
     return [int(n) for n in names]
+
+
+def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
+    """Write ``OUT/invocations/<UTC time>-<pid>.json``: which file, which part of its grid
+    (``--targets``/``--attacks``/``--only-seeds``/``--seeds``) and which run ids this invocation
+    set out to run. One file each, so invocations sharing a results directory at once never race;
+    with the rows' run ids it tells which sitting made which rows."""
+    import datetime
+    import os
+    import socket
+
+    from raysteal import __version__
+    from raysteal.experiment.config import expand_runs
+    from raysteal.results.store import run_id
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    record = {
+        "started_utc": now.isoformat(timespec="seconds"),
+        "file": str(file),
+        "experiment": config.experiment,
+        "selection": {name: value for name, value in selection.items() if value is not None},
+        "run_ids": [run_id(run) for run in expand_runs(config)],
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "raysteal": __version__,
+    }
+    path = Path(out_dir) / "invocations" / f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{os.getpid()}.json"
+    write_text_atomically(path, json.dumps(record, indent=2))
+    return path
 
 
 def save_experiment(config, out_dir: Path) -> None:

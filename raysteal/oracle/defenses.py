@@ -103,49 +103,51 @@ class PopularMixing(ListDefense):
         return f"popmix(n={self.n},pool={self.pool_size})"
 
 
-class RankShuffle(ListDefense):
-    """Random top-k perturbation: shuffle the order of the first ``depth`` items (all if None, or
-    if the list is shorter than ``depth``)."""
+class _OrderDefense(ListDefense):
+    """Reorders the first ``depth`` items of each list (all if None, or if the list is shorter than
+    ``depth``); the returned set is unchanged and trailing ``-1`` padding stays put."""
+
+    label = ""
 
     def __init__(self, depth: int | None = None):
         if depth is not None and depth < 1:
-            raise ConfigError(f"shuffle: depth must be >= 1, got {depth}")
+            raise ConfigError(f"{self.label}: depth must be >= 1, got {depth}")
         self.depth = depth
+
+    @abstractmethod
+    def _sources(self, span: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Per row, the column each of the first ``d`` places takes its item from; ``span`` [B, 1]
+        is how many of them are real items, ``cols`` [1, d] the column numbers."""
 
     def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         d = lists.shape[1] if self.depth is None else min(self.depth, lists.shape[1])
         out = lists.copy()
-        span = np.minimum(_real_lengths(lists), d)[:, None]  # trailing -1 padding stays put
+        span = np.minimum(_real_lengths(lists), d)[:, None]
         cols = np.arange(d)[None, :]
-        keys = np.where(cols < span, rng.random((lists.shape[0], d)), 2.0 + cols)
-        perm = np.argsort(keys, axis=1)
-        out[:, :d] = np.take_along_axis(lists[:, :d], perm, axis=1)
+        out[:, :d] = np.take_along_axis(lists[:, :d], self._sources(span, cols, rng), axis=1)
         return out
 
     def describe(self) -> str:
-        return f"shuffle(depth={self.depth})"
+        return f"{self.label}(depth={self.depth})"
 
 
-class RankReversal(ListDefense):
-    """Reversed top-k perturbation: the first ``depth`` items (all if None, or if the list is
-    shorter than ``depth``) in reverse order."""
+class RankShuffle(_OrderDefense):
+    """Random top-k perturbation: shuffle the order of the first ``depth`` items."""
 
-    def __init__(self, depth: int | None = None):
-        if depth is not None and depth < 1:
-            raise ConfigError(f"reverse: depth must be >= 1, got {depth}")
-        self.depth = depth
+    label = "shuffle"
 
-    def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        d = lists.shape[1] if self.depth is None else min(self.depth, lists.shape[1])
-        out = lists.copy()
-        span = np.minimum(_real_lengths(lists), d)[:, None]  # trailing -1 padding stays put
-        cols = np.arange(d)[None, :]
-        src = np.where(cols < span, span - 1 - cols, cols)
-        out[:, :d] = np.take_along_axis(lists[:, :d], src, axis=1)
-        return out
+    def _sources(self, span: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        keys = np.where(cols < span, rng.random((span.shape[0], cols.shape[1])), 2.0 + cols)
+        return np.argsort(keys, axis=1)
 
-    def describe(self) -> str:
-        return f"reverse(depth={self.depth})"
+
+class RankReversal(_OrderDefense):
+    """Reversed top-k perturbation: the first ``depth`` items in reverse order."""
+
+    label = "reverse"
+
+    def _sources(self, span: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.where(cols < span, span - 1 - cols, cols)
 
 
 class Truncation(ListDefense):
