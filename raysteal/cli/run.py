@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Optional
 
@@ -105,10 +108,6 @@ def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
     (``--targets``/``--attacks``/``--only-seeds``/``--seeds``) and which run ids this invocation
     set out to run. One file each, so invocations sharing a results directory at once never race;
     with the rows' run ids it tells which sitting made which rows."""
-    import datetime
-    import os
-    import socket
-
     from raysteal import __version__
     from raysteal.experiment.config import expand_runs
     from raysteal.results.store import run_id
