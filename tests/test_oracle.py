@@ -242,6 +242,14 @@ def test_order_perturbations_keep_the_set():
     np.testing.assert_array_equal(Truncation(4).apply(lists, rng), lists[:, :4])
 
 
+@pytest.mark.parametrize("defense, label", [(RankShuffle, "shuffle"), (RankReversal, "reverse")])
+def test_order_perturbations_refuse_a_depth_below_one_naming_themselves(defense, label):
+    for depth in (0, -3):
+        with pytest.raises(ConfigError, match=rf"^{label}: depth must be >= 1, got {depth}$"):
+            defense(depth)
+    assert defense(3).describe() == f"{label}(depth=3)" and defense().describe() == f"{label}(depth=None)"
+
+
 def test_rate_limit_token_bucket():
     limit = RateLimit(rate=10, burst=5)
     limit.admit("a", 5, now=0.0)
