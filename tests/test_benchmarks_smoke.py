@@ -119,3 +119,13 @@ def test_resume_overhead_benchmark_writes_its_json(tmp_path, benchmarks_on_path)
     assert trainer_module.save_loop_state is saver
     with pytest.raises(SystemExit):
         resume_overhead.main(["--epochs", "0"])
+
+
+def test_student_prefixes_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
+    import student_prefixes
+
+    out = tmp_path / "sp.json"
+    result = student_prefixes.main(["--sequences", "3", "--length", "9", "--positions", "4", "--buckets", "3", "--k", "5",
+                                    "--negatives", "4", "--rounds", "1", "--json", str(out)])
+    assert result["prefixes"] == 12 and result["speedup"] > 0 and len(result["grouped_seconds"]) == 1
+    assert json.loads(out.read_text())["buckets"] == 3

@@ -19,6 +19,7 @@ from raysteal.metrics import list_kl
 from raysteal.extraction.student import (
     dfme_objective,
     keep_positions,
+    prefix_buckets,
     prefix_rows,
     sample_negatives,
     scores_in_one_pass,
@@ -239,6 +240,17 @@ def test_one_pass_scoring_equals_scoring_each_prefix():
     assert not scores_in_one_pass(bert)
     with torch.no_grad():  # non-causal students score each prefix as its own sequence
         assert torch.allclose(bert.logits(student_hidden(bert, batch)), bert.score(prefixes), atol=1e-5)
+        for buckets in (1, 3, 100):  # length groups change the padding, never the states
+            assert torch.allclose(bert.logits(student_hidden(bert, batch, buckets=buckets)), bert.score(prefixes), atol=1e-5)
+
+
+def test_prefix_buckets_partition_prefixes_by_length():
+    spans = torch.tensor([5, 1, 4, 1, 6, 2, 3, 6, 2])
+    groups = prefix_buckets(spans, 3)
+    assert sorted(torch.cat(groups).tolist()) == list(range(len(spans)))  # every prefix exactly once
+    assert len(groups) == 3 and all(spans[a].max() <= spans[b].min() for a, b in zip(groups, groups[1:]))
+    assert [len(g) for g in prefix_buckets(spans, 100)] == [1] * len(spans)
+    assert [len(g) for g in prefix_buckets(spans, 0)] == [len(spans)]
 
 
 def _last(x: torch.Tensor):

@@ -44,6 +44,9 @@ from raysteal.training.trainer import _child_seeds, _private_rng, training_devic
 _NEGATIVE_ROUNDS = 4
 """Redraw rounds for negatives that hit the list; any left after them are masked (-1)."""
 
+PREFIX_BUCKETS = 8
+"""Length groups a non-causal student's prefixes are scored in (:func:`student_hidden`)."""
+
 
 # ------------------------------------------------------------------ scoring prefixes
 def scores_in_one_pass(student: SequentialRecommender) -> bool:
@@ -54,27 +57,48 @@ def scores_in_one_pass(student: SequentialRecommender) -> bool:
     return causal and type(student).prepare is SequentialRecommender.prepare
 
 
+def first_columns(inputs: torch.Tensor) -> torch.Tensor:
+    """``[B]``: the column of each row's first item (``L`` for an all-padding row)."""
+    valid = inputs != PAD
+    first = valid.to(torch.int8).argmax(1)
+    return torch.where(valid.any(1), first, torch.full_like(first, inputs.shape[1]))
+
+
 def prefix_rows(inputs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """``[P, W]``: prefix ``inputs[rows[p], :cols[p] + 1]`` of each pair, right-aligned, left-padded
     with ``PAD`` (``W`` = the longest prefix span)."""
     if rows.numel() == 0:
         return inputs.new_full((0, 1), PAD)
-    valid = inputs != PAD
-    first = valid.to(torch.int8).argmax(1)
-    first = torch.where(valid.any(1), first, torch.full_like(first, inputs.shape[1]))
+    first = first_columns(inputs)
     width = int((cols - first[rows]).max()) + 1
     src = cols[:, None] - (width - 1 - torch.arange(width, device=inputs.device))[None, :]
     gathered = inputs[rows[:, None], src.clamp(min=0)]
     return torch.where(src >= 0, gathered, torch.full_like(gathered, PAD))
 
 
-def student_hidden(student: SequentialRecommender, batch: StudentBatch) -> torch.Tensor:
-    """Hidden states ``[P, d]`` predicting the item after each selected prefix of ``batch``."""
+def prefix_buckets(spans: torch.Tensor, buckets: int) -> list[torch.Tensor]:
+    """Indices of ``spans`` (prefix lengths) cut into at most ``buckets`` groups of similar
+    length, shortest first: each group is padded only to its own longest prefix."""
+    order = spans.argsort(stable=True)
+    return [chunk for chunk in order.tensor_split(max(1, min(buckets, spans.numel()))) if chunk.numel()]
+
+
+def student_hidden(student: SequentialRecommender, batch: StudentBatch, buckets: int = PREFIX_BUCKETS) -> torch.Tensor:
+    """Hidden states ``[P, d]`` predicting the item after each selected prefix of ``batch``.
+
+    A non-causal student scores its prefixes in ``buckets`` forward passes of similar-length
+    prefixes (the same states as one pass padded to the longest; less padding to attend over)."""
     if scores_in_one_pass(student):
         return student.represent(shift_items(batch.inputs), batch.rows, batch.cols)
-    indices = student.prepare(prefix_rows(batch.inputs, batch.rows, batch.cols))
-    rows, cols = last_positions(indices)
-    return student.represent(indices, rows, cols)
+    first = first_columns(batch.inputs)
+    parts, places = [], []
+    for group in prefix_buckets(batch.cols - first[batch.rows], buckets):
+        indices = student.prepare(prefix_rows(batch.inputs, batch.rows[group], batch.cols[group]))
+        rows, cols = last_positions(indices)
+        parts.append(student.represent(indices, rows, cols))
+        places.append(group)
+    hidden = torch.cat(parts)
+    return hidden[torch.cat(places).argsort()]
 
 
 def student_scores(student: SequentialRecommender, batch: StudentBatch) -> torch.Tensor:
