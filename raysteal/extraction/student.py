@@ -12,8 +12,9 @@ How prefixes are scored (:func:`student_hidden`):
   prefix ending at ``t``: exactly what ``lists[n, t]`` answers (Yue et al.'s code instead runs one
   forward pass per prefix — the main reason it needs 325 s per epoch).
 * **non-causal students** (BERT4Rec: bidirectional attention, and a ``[MASK]`` appended by its
-  ``prepare``): each selected prefix is scored separately, as its own left-padded sequence
-  (correct, and ``L`` times dearer per prefix: use ``positions_per_sequence``).
+  ``prepare``): each selected prefix is scored separately, as its own left-padded sequence, in
+  :data:`PREFIX_BUCKETS` forward passes of similar-length prefixes (correct, and ``L`` times
+  dearer per prefix: use ``positions_per_sequence``).
 
 Students exclude nothing while training; at evaluation they exclude the input's items like the
 oracle (:mod:`raysteal.extraction.evaluate`).
