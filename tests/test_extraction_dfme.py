@@ -242,6 +242,8 @@ def test_one_pass_scoring_equals_scoring_each_prefix():
         assert torch.allclose(bert.logits(student_hidden(bert, batch)), bert.score(prefixes), atol=1e-5)
         for buckets in (1, 3, 100):  # length groups change the padding, never the states
             assert torch.allclose(bert.logits(student_hidden(bert, batch, buckets=buckets)), bert.score(prefixes), atol=1e-5)
+        none = torch.zeros(0, dtype=torch.long)
+        assert student_hidden(bert, StudentBatch(torch.arange(2), seqs, none, none, none[:, None], none[:, None])).shape == (0, 8)
 
 
 def test_prefix_buckets_partition_prefixes_by_length():
@@ -251,6 +253,8 @@ def test_prefix_buckets_partition_prefixes_by_length():
     assert len(groups) == 3 and all(spans[a].max() <= spans[b].min() for a, b in zip(groups, groups[1:]))
     assert [len(g) for g in prefix_buckets(spans, 100)] == [1] * len(spans)
     assert [len(g) for g in prefix_buckets(spans, 0)] == [len(spans)]
+    (empty,) = prefix_buckets(spans[:0], 3)  # no prefixes: one empty group, not none
+    assert empty.numel() == 0
 
 
 def _last(x: torch.Tensor):

@@ -81,7 +81,7 @@ def prefix_buckets(spans: torch.Tensor, buckets: int) -> list[torch.Tensor]:
     """Indices of ``spans`` (prefix lengths) cut into at most ``buckets`` groups of similar
     length, shortest first: each group is padded only to its own longest prefix."""
     order = spans.argsort(stable=True)
-    return [chunk for chunk in order.tensor_split(max(1, min(buckets, spans.numel()))) if chunk.numel()]
+    return [chunk for chunk in order.tensor_split(max(1, min(buckets, spans.numel()))) if chunk.numel()] or [order]
 
 
 def student_hidden(student: SequentialRecommender, batch: StudentBatch, buckets: int = PREFIX_BUCKETS) -> torch.Tensor:
