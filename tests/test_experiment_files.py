@@ -22,6 +22,11 @@ def _name(path: Path) -> str:
     return path.relative_to(EXPERIMENTS).as_posix()
 
 
+def _is_tune_file(path: Path) -> bool:
+    """A Tune file has a ``search_space`` section (whatever its name)."""
+    return any(line.startswith("search_space:") for line in path.read_text().splitlines())
+
+
 def test_the_experiments_folder_is_found():
     assert len(FILES) >= 20
 
@@ -30,13 +35,13 @@ def test_the_experiments_folder_is_found():
 def test_each_shipped_file_parses(path):
     if path.parent.name == "simulate":
         assert load_simulation(path).attacker_runs()
-    elif path.name.startswith("tune-"):
+    elif _is_tune_file(path):
         assert load_tune(path) is not None
     else:
         assert expand_runs(load_experiment(path))
 
 
-@pytest.mark.parametrize("path", [p for p in FILES if p.parent.name != "simulate" and not p.name.startswith("tune-")], ids=_name)
+@pytest.mark.parametrize("path", [p for p in FILES if p.parent.name != "simulate" and not _is_tune_file(p)], ids=_name)
 def test_each_experiment_grid_reports_the_popularity_floor(path):
     attacks = {run["attack"]["attack"] for run in expand_runs(load_experiment(path))}
     assert ("popularity" in attacks) != (_name(path) in NO_FLOOR), sorted(attacks)

@@ -550,3 +550,154 @@ def test_the_student_state_names_the_objective(tmp_path):
     bahsd = BAHSDObjective.from_config(BAHSDConfig(epochs=3))
     assert repr(bahsd) == repr(BAHSDObjective.from_config(BAHSDConfig(epochs=9)))  # more epochs: still resumable
     assert repr(bahsd) != repr(BAHSDObjective.from_config(BAHSDConfig(epochs=3, margin=0.2)))
+
+
+# ------------------------------------------------------------------ probes that teach
+def test_probe_answer_extras_lay_each_view_at_its_sequence():
+    from raysteal.extraction.probing import probe_answer_extras
+
+    width, k = 4, 3
+    views = np.array([[-1, -1, 5, 6], [-1, -1, -1, 6], [-1, 1, 2, 3]])
+    answers = np.array([[7, 8, 9], [8, 7, -1], [4, 0, 9]])
+    rows, cols, prefix, slot = np.array([2, 2, 0]), np.array([3, 3, 2]), np.array([1, 1, 0]), np.array([0, 1, 0])
+    full = np.array([[7, 9, 8], [7, 9, 8], [4, 9, 0]])
+    items = np.array([[-1, 4, 5, 6], [-1, 4, 5, 6], [-1, 1, 2, 3]])
+    out = probe_answer_extras(3, width, k, views, answers, rows, cols, prefix, slot, np.array([0.9, 0.4, 1.0]), full, items, 2)
+    assert out["probe_views"].shape == (3, 2, width) and out["probe_lists"].shape == (3, 2, k)
+    assert out["probe_views"][2].tolist() == [[-1, -1, 5, 6], [-1, -1, -1, 6]]
+    assert out["probe_lists"][2].tolist() == [[7, 8, 9], [8, 7, -1]] and out["probe_col"][2].tolist() == [3, 3]
+    assert out["probe_lists"][0, 0].tolist() == [4, 0, 9] and out["probe_lists"][0, 1, 0] == -1
+    assert (out["probe_lists"][1] == -1).all() and (out["probe_col"][1] == -1).all()
+    assert out["probe_agree"][2].tolist() == pytest.approx([0.9, 0.4])
+    # view (2, slot 0) answers [7, 8, 9]; the other lists of its prefix: full [7, 9, 8] and view 1 [8, 7] (depth 2)
+    # item 7: in both -> 1; 8: full yes, view 1 yes -> 1; 9 (rank 2): only the full list reaches rank 2 -> 1
+    assert out["probe_stability"][2, 0].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    # view (2, slot 1) answers [8, 7]; the other lists: full [7, 9, 8] and view 0 [7, 8, 9] -> both hold 8 and 7
+    assert out["probe_stability"][2, 1].tolist() == pytest.approx([1.0, 1.0, 0.0])
+    # the only view of sequence 0: full list [4, 9, 0] holds 4 and 0 and 9; nothing else speaks
+    assert out["probe_stability"][0, 0].tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_view_stability_counts_only_the_other_answers():
+    from raysteal.extraction.probing import view_stability
+
+    answers = np.array([[1, 2, 3], [3, 4, -1]])
+    full = np.array([[1, 5, 6], [1, 5, 6]])
+    items = np.full((2, 2), -1)
+    got = view_stability(answers, full, items, np.array([0, 0]), np.array([0, 1]), 2)
+    # view 0 [1, 2, 3]: full [1, 5, 6] (depth 3) and view 1 [3, 4] (depth 2): 1 -> 1/2, 2 -> 0/2, 3 -> 0/1
+    assert got[0].tolist() == pytest.approx([0.5, 0.0, 0.0])
+    # view 1 [3, 4]: full -> 0, view 0 [1, 2, 3] -> 3 yes at depth 3; 4 no
+    assert got[1].tolist() == pytest.approx([0.5, 0.0, 0.0])
+
+
+def _batch_with_views(seed: int = 3):
+    """The probed batch of :func:`_probed_batch` with two probe views per sequence (suffixes of its
+    last prefix) whose answers are random lists."""
+    student, batch = _probed_batch(seed)
+    rng = np.random.default_rng(seed + 1)
+    n, lead = batch.inputs.shape[0], 2
+    full_width = batch.extras["reliability"].shape[1]
+    inputs = batch.inputs.numpy()
+    views = np.full((n, 2, full_width), -1, dtype=np.int32)
+    cols = np.full((n, 2), -1, dtype=np.int64)
+    for r in range(n):
+        items = inputs[r][inputs[r] >= 0]
+        for v, length in enumerate((max(1, len(items) // 2), 1)):
+            views[r, v, full_width - length :] = items[-length:]
+            cols[r, v] = inputs.shape[1] - 1 + lead
+    # the black box never lists an input's own items
+    unseen = [np.setdiff1d(np.arange(NUM_ITEMS), inputs[r]) for r in range(n)]
+    lists = np.stack([[rng.choice(unseen[r], K, replace=False) for _ in range(2)] for r in range(n)]).astype(np.int32)
+    lists[0, 1] = -1  # sequence 0 has one view only
+    batch.extras.update({
+        "probe_views": torch.as_tensor(views), "probe_lists": torch.as_tensor(lists), "probe_col": torch.as_tensor(cols),
+        "probe_agree": torch.as_tensor(rng.random((n, 2)).astype(np.float32)),
+        "probe_stability": torch.as_tensor(rng.random((n, 2, K)).astype(np.float32)),
+        "probe_reliability": torch.as_tensor(rng.random((n, 2)).astype(np.float32)),
+    })
+    return student, batch
+
+
+def test_probe_answers_train_only_when_switched_on():
+    student, batch = _batch_with_views()
+    plain = {key: value for key, value in batch.extras.items() if not key.startswith("probe_")}
+    bare = StudentBatch(batch.sequence_ids, batch.inputs, batch.rows, batch.cols, batch.lists, batch.negatives, plain)
+    torch.manual_seed(0)
+    off = _loss(student, batch, probe_training=False)
+    assert off == pytest.approx(_loss(student, bare))  # switched off: the probe answers are not read
+    torch.manual_seed(0)
+    on = _loss(student, batch)
+    assert math.isfinite(on) and on != pytest.approx(off)
+    # the views' share is L_views times probe_weight, added to the prefixes' loss
+    torch.manual_seed(0)
+    double = _loss(student, batch, probe_weight=2.0)
+    assert double - off == pytest.approx(2.0 * (on - off), rel=1e-4)
+    # other answers, other loss: the answers are the targets
+    batch.extras["probe_lists"] = torch.flip(batch.extras["probe_lists"], dims=[2])
+    torch.manual_seed(0)
+    assert _loss(student, batch) != pytest.approx(on)
+
+
+def test_view_infonce_is_agreement_weighted_infonce_with_the_prefix():
+    from raysteal.extraction.bahsd_losses import info_nce
+
+    student, batch = _batch_with_views()
+    objective = BAHSDObjective.from_config(BAHSDConfig(attack="bahsd"))
+    hidden = torch.randn(batch.rows.numel(), 8, generator=torch.Generator().manual_seed(1))
+    b, v = torch.nonzero(batch.extras["probe_lists"][..., 0] >= 0, as_tuple=True)
+    views = torch.randn(b.numel(), 8, generator=torch.Generator().manual_seed(2))
+    lead = batch.extras["reliability"].shape[1] - batch.inputs.shape[1]
+    owner_cols = batch.extras["probe_col"][b, v] - lead
+    agree = batch.extras["probe_agree"][b, v]
+    got = objective.view_contrast(batch, hidden, views, b, owner_cols, agree)
+    # by hand: each view's prefix is its sequence's last column, selected once per sequence
+    position = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(batch.rows, batch.cols))}
+    owner = torch.tensor([position[(int(r), int(c))] for r, c in zip(b, owner_cols)])
+    expected = agree * info_nce(views, hidden[owner], 0.2, groups=owner)
+    assert got.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    # two views of one prefix: not each other's negatives
+    assert len(set(owner.tolist())) < len(owner)
+
+
+def test_probe_training_spends_no_extra_queries_and_trains_on_the_views(walk_target):
+    oracle, _ = walk_target
+    on, client_on = _run(oracle, "bahsd-teach-on", 400, epochs=1)
+    off, client_off = _run(oracle, "bahsd-teach-off", 400, epochs=1, probe_training=False)
+    assert client_on.spent == client_off.spent == on.queries == off.queries  # charged once, by the probes
+    assert on.info["queries_probes"] == off.info["queries_probes"] > 0
+    assert on.info["probe_views_trained"] == on.info["queries_probes"]  # every probe answer is a training example
+    assert off.info["probe_views_trained"] == 0
+    assert "probe_kl" in on.info["history"][0] and "probe_kl" not in off.info["history"][0]
+
+
+def test_baselines_use_exactly_the_sequences_and_queries_of_bahsd_without_probes(walk_target, tmp_path):
+    from raysteal.extraction.resume import DATA_FILE
+    from raysteal.extraction.student import DFMEObjective
+    from raysteal.extraction.types import SequenceKnowledge
+
+    oracle, test = walk_target
+    knowledge = SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN, sequences=test)
+    saved = {}
+    for name, extra in (("plain", {"probing": False}), ("ranking", {"baseline": "ranking"}), ("kl", {"baseline": "kl"})):
+        result, client = _run(oracle, f"bahsd-base-{name}", 150, knowledge=knowledge, epochs=1, source="real",
+                              workdir=tmp_path / name, **extra)
+        assert client.spent == result.queries == 150 and result.info["queries_probes"] == 0
+        with np.load(tmp_path / name / DATA_FILE) as data:
+            saved[name] = (data["sequences"].copy(), data["lists"].copy())
+    for name in ("ranking", "kl"):
+        assert np.array_equal(saved[name][0], saved["plain"][0]) and np.array_equal(saved[name][1], saved["plain"][1])
+    ranking = BAHSDConfig(attack="bahsd", baseline="ranking", margin=0.3)
+    assert ranking.objective(0.5) == DFMEObjective(0.3)  # Yue et al.'s loss, exactly
+    assert not ranking.probes and ranking.row_labels() == {"setting": "synthetic", "baseline": True, "variant": "ranking-for-all"}
+    kl = BAHSDConfig(attack="bahsd", baseline="kl", source="real", variant="kl-T2").objective(0.5)
+    c = torch.linspace(0, 1, 5)
+    assert torch.all(kl.weight(c) == 1.0) and torch.all(kl.temperature(c) == 2.0)  # the KL branch for every prefix
+    assert BAHSDConfig(attack="bahsd", source="real").row_labels() == {"setting": "real", "baseline": False, "variant": "defaults"}
+
+
+def test_probe_view_sets_can_be_written_as_text():
+    cfg = BAHSDConfig(attack="bahsd", probe_scales="0.75, 0.5,0.25", probe_dropout="")
+    assert cfg.probe_scales == [0.75, 0.5, 0.25] and cfg.probe_dropout == []
+    with pytest.raises(ValueError, match="numbers separated by commas"):
+        BAHSDConfig(attack="bahsd", probe_scales="half")

@@ -94,6 +94,13 @@ class SplitConfig(_Strict):
     query_fraction: float = Field(0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
     target_seed: int = Field(0, ge=0)
     head_fraction: float = Field(HEAD_FRACTION, gt=0, lt=1, description="head users (head/tail metrics): this share of the target's users with the longest histories")
+    attacker_population: float | None = Field(None, gt=0, lt=1, description=(
+        "sequential targets: this share of the target's users (drawn from target_seed, the same for every run) is the "
+        "attacker population, user-disjoint from the scored users; an attacker with real data holds attacker_fraction of "
+        "it, and no attack is scored on it. None: the attacker holds attacker_fraction of all target users (Zhu et al.)"))
+    scored_users: Literal["all", "search", "report"] = Field("all", description=(
+        "sequential targets: score all evaluable users outside the attacker population, or one of two fixed disjoint "
+        "halves of them (from target_seed): tune on 'search', report on 'report'"))
 
 
 class ReportEntry(_Strict):

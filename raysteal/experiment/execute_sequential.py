@@ -25,10 +25,43 @@ from raysteal.experiment.context import SequentialRunData
 from raysteal.experiment.execute import _child_rng, cache_hits, check_list_lengths, finish_row, remembering, row_head
 
 
+def attacker_population(run: dict[str, Any], data: SequentialRunData) -> np.ndarray | None:
+    """The users set apart as the attacker population (``split.attacker_population`` of the
+    target's users, drawn from ``split.target_seed``: the same for every seed and attack), or
+    ``None`` when the split has none."""
+    share = run["split"].get("attacker_population")
+    if not share:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([int(run["split"].get("target_seed", 0)), 0xA77AC]))
+    return np.sort(attacker_users(data.train, fraction=float(share), seed=rng))
+
+
 def known_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
     """The target users whose sequences an attacker with real data holds (``split.attacker_fraction``
-    of them, drawn from the run's seed): Zhu et al.'s 10% of the target users."""
-    return np.sort(attacker_users(data.train, fraction=run["split"]["attacker_fraction"], seed=_child_rng(int(run["seed"]), 1)))
+    of them, drawn from the run's seed): Zhu et al.'s 10% of the target users; with an attacker
+    population, that share of the population (BAHSD's long-tailed setting)."""
+    fraction = run["split"]["attacker_fraction"]
+    population = attacker_population(run, data)
+    if population is None:
+        return np.sort(attacker_users(data.train, fraction=fraction, seed=_child_rng(int(run["seed"]), 1)))
+    n = min(max(int(round(fraction * len(population))), 1), len(population))
+    return np.sort(_child_rng(int(run["seed"]), 1).choice(population, size=n, replace=False))
+
+
+def scored_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
+    """bool ``[U]``: the evaluation users a run may be scored on, whatever its attack — all of them
+    but the attacker population (when the split has one), and of those the ``search`` or ``report``
+    half (``split.scored_users``; each user's half is fixed by ``target_seed``)."""
+    keep = np.ones(len(data.eval_users), dtype=bool)
+    population = attacker_population(run, data)
+    if population is not None:
+        keep &= ~np.isin(data.eval_users, population)
+    half = run["split"].get("scored_users", "all")
+    if half != "all":
+        rng = np.random.default_rng(np.random.SeedSequence([int(run["split"].get("target_seed", 0)), 0x5EA4C]))
+        in_search = rng.random(data.train.num_users)[data.eval_users] < 0.5
+        keep &= in_search if half == "search" else ~in_search
+    return keep
 
 
 def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_data: bool):
@@ -113,6 +146,9 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
     name = run["attack"].get("attack")
     info: dict[str, Any] = {}
     hyper: dict[str, Any] = {}
+    # the popularity floor belongs to the setting of the file it is in
+    labels: dict[str, Any] = {"setting": "real" if run["split"].get("attacker_population") else "synthetic", "baseline": False,
+                              "variant": "popularity"}
     if name == SEQUENTIAL_CALIBRATION:
         knowledge, known_eval = sequential_knowledge(run, data, needs_data=False)
         student = popularity_lists(data, data.eval_sequences, width)
@@ -136,10 +172,16 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         queries, student_model = int(result.queries) - cache_hits(client).get("cache_hits", 0), str(config.student.get("model", "?"))
         hyper = config.model_dump(mode="json")
         info = result.info
-    keep = ~known_eval
+        labels = config.row_labels()
+    keep = ~known_eval & scored_users(run, data)
+    if not keep.any():
+        from raysteal.errors import ConfigError
+
+        raise ConfigError("split: no evaluation user is left to score (attacker_population / scored_users / attacker_fraction leave none)")
     is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))
     row: dict[str, Any] = {
         **row_head(run, name, student_model),
+        **labels,
         "hyperparameters": hyper,
         "eval_users": int(keep.sum()),
         "head_users": int((is_head & keep).sum()),

@@ -37,7 +37,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from raysteal.errors import ConfigError
 from raysteal.extraction.bahsd_losses import (
@@ -64,7 +64,7 @@ from raysteal.extraction.probing import (
 from raysteal.extraction.registry import register_extraction
 from raysteal.extraction.result import ExtractionResult
 from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
-from raysteal.extraction.student import student_hidden, train_student
+from raysteal.extraction.student import dfme_objective, first_columns, sample_negatives, student_hidden, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance, synthesize
 from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
@@ -84,6 +84,12 @@ class BAHSDConfig(ExtractionConfigBase):
     # ---- sequences
     source: Literal["synthetic", "real"] = Field("synthetic", description="synthetic sequences (DFME-style) or knowledge.sequences")
     real_prefixes: Literal["all", "last"] = Field("all", description="with source='real': query every prefix or the whole sequence only")
+    # ---- one-size-fits-all baselines on the same sequences and budget (issue: "the long-tailed setting")
+    baseline: Literal["none", "ranking", "kl"] = Field("none", description=(
+        "none: BAHSD; ranking: Yue et al.'s ranking loss for every prefix; kl: the KL branch (fixed_temperature) for every "
+        "prefix. A baseline sends no probes and spends the whole budget on prefixes"))
+    variant: str | None = Field(None, max_length=60, description="short name of this configuration in result rows (default: "
+                                "'defaults' for BAHSD, 'ranking-for-all' / 'kl-for-all' for the baselines)")
     # ---- probing (design item 1)
     probing: bool = Field(True, description="ablation: False = no probes, c = default_reliability, budget all to sequences")
     probe_scales: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="suffix views, as fractions of the prefix")
@@ -93,6 +99,11 @@ class BAHSDConfig(ExtractionConfigBase):
     probe_metric: Literal["rbo", "jaccard"] = "rbo"
     rbo_p: float = Field(0.9, gt=0.0, lt=1.0, description="RBO persistence")
     default_reliability: float = Field(0.5, ge=0.0, le=1.0, description="c of unprobed sequences")
+    # ---- probes that teach (each probe answer is the black box's top-k for a real input)
+    probe_training: bool = Field(True, description="ablation: False = probe answers only feed the reliability, they train nothing")
+    probe_weight: float = Field(1.0, ge=0.0, description="weight of the probe views' loss beside the prefixes' (L = L_prefixes + this · L_views)")
+    probe_train_views: int | None = Field(4, ge=1, description="probe views trained per sequence per step (drawn anew each step); None = all")
+    probe_infonce: bool = Field(True, description="InfoNCE pulls each view's representation toward its prefix's, weighted by their answers' agreement")
     # ---- high-confidence branch (item 2)
     dynamic_temperature: bool = Field(True, description="ablation: False = fixed_temperature for every prefix")
     t_min: float = Field(1.0, gt=0.0, description="T at c = 0")
@@ -122,6 +133,37 @@ class BAHSDConfig(ExtractionConfigBase):
         """With ``source="real"`` the runner hands the attacker its users' sequences (and never
         scores those users)."""
         return self.source == "real"
+
+    @property
+    def probes(self) -> bool:
+        """Whether this configuration sends probes (BAHSD with ``probing``, never a baseline)."""
+        return self.probing and self.baseline == "none"
+
+    def row_labels(self) -> dict[str, Any]:
+        default = {"none": "defaults", "ranking": "ranking-for-all", "kl": "kl-for-all"}[self.baseline]
+        return {"setting": self.source, "baseline": self.baseline != "none", "variant": self.variant or default}
+
+    def objective(self, threshold: float) -> Any:
+        """The training objective: :class:`BAHSDObjective`, or a baseline's single objective."""
+        if self.baseline == "ranking":
+            return dfme_objective(self.margin)
+        if self.baseline == "kl":
+            kl_only = self.model_copy(update={"adaptive": False, "fixed_weight": 1.0, "dynamic_temperature": False,
+                                              "ranking_consistency": False, "infonce": False, "probe_training": False})
+            return BAHSDObjective.from_config(kl_only, threshold)
+        return BAHSDObjective.from_config(self, threshold)
+
+    @field_validator("probe_scales", "probe_dropout", mode="before")
+    @classmethod
+    def _numbers_from_text(cls, value: Any) -> Any:
+        """``"0.5,0.25"`` is ``[0.5, 0.25]`` and ``""`` is ``[]``: a searcher that takes only scalar
+        choices (Optuna) can choose among sets of views."""
+        if isinstance(value, str):
+            try:
+                return [float(part) for part in value.replace(" ", "").split(",") if part]
+            except ValueError:
+                raise ValueError(f"expected numbers separated by commas, got {value!r}") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> "BAHSDConfig":
@@ -241,7 +283,85 @@ class BAHSDObjective:
             second = student.represent(view, vrows, vcols)
             contrastive = info_nce(hidden.float(), second.float(), cfg.infonce_tau, groups=batch.sequence_ids[rows])
             logs["infonce"] = contrastive.mean().detach()
-        return bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight), logs
+        loss = bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight)
+        if cfg.probes and cfg.probe_training and "probe_lists" in batch.extras and cfg.probe_weight > 0:
+            view_loss = self.view_loss(student, batch, hidden, lead, logs)
+            if view_loss is not None:
+                loss = loss + cfg.probe_weight * view_loss
+        return loss, logs
+
+    def chosen_views(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, v)``: the probe views trained this step — all of each sequence's, or
+        ``probe_train_views`` of them drawn uniformly (from the training loop's private RNG)."""
+        have = batch.extras["probe_lists"][..., 0] >= 0
+        limit = self.config.probe_train_views
+        if limit is not None and have.shape[1] > limit:
+            keys = torch.where(have, torch.rand(have.shape, device=have.device), torch.full(have.shape, 2.0, device=have.device))
+            have &= keys.argsort(1).argsort(1) < limit
+        b, v = torch.nonzero(have, as_tuple=True)
+        return b, v
+
+    def view_loss(self, student: SequentialRecommender, batch: StudentBatch, prefix_hidden: torch.Tensor, lead: int,
+                  logs: dict[str, Any]) -> torch.Tensor | None:
+        """The probes' share of the loss: each chosen view is an input whose target is its own
+        answer, under the same per-branch objective as its prefix (the prefix's reliability sets
+        T(c) and w(c); its listed items weigh by their cross-scale stability), plus — with
+        ``probe_infonce`` — InfoNCE between the view's and its prefix's representations, weighted
+        by the agreement of their answers (views of one prefix are not each other's negatives)."""
+        cfg = self.config
+        b, v = self.chosen_views(batch)
+        if b.numel() == 0:
+            return None
+        views = batch.extras["probe_views"][b, v].long()
+        views = views[:, int(first_columns(views).min().clamp(max=views.shape[1] - 1)):]
+        indices = student.prepare(views)
+        vrows, vcols = last_positions(indices)
+        hidden = student.represent(indices, vrows, vcols)
+        scores = student.logits(hidden).float()
+        lists = batch.extras["probe_lists"][b, v].long()
+        owner_col = batch.extras["probe_col"][b, v].long()
+        reliability = batch.extras["probe_reliability"][b, v].float()
+        temp, w = self.temperature(reliability), self.weight(reliability)
+        exclude = prefix_item_mask(views, vrows, vcols, student.num_items) if cfg.kl_exclude_seen else None
+        kl = kl_rank_distillation(scores, lists, temp, exclude=exclude, scale_t2=cfg.kl_scale_t2)
+        rank = None
+        if cfg.ranking_consistency:
+            valid = lists >= 0
+            stability = batch.extras["probe_stability"][b, v].float()
+            weights = item_weights(stability, cfg.stability_floor) if cfg.stability_weighting else torch.ones_like(stability)
+            generator = torch.Generator(device=scores.device).manual_seed(int(torch.randint(0, 2**62, (1,))))
+            negatives = sample_negatives(lists, batch.negatives.shape[1], student.num_items, generator)
+            list_scores = scores.gather(1, lists.clamp(min=0))
+            neg_scores = scores.gather(1, negatives.clamp(min=0))
+            if cfg.rank_loss == "pairwise":
+                rank = pairwise_consistency(list_scores, neg_scores, valid, weights, cfg.margin, negatives >= 0)
+            else:
+                rank = listwise_consistency(list_scores, neg_scores, valid, weights, negatives >= 0)
+        contrastive = None
+        if cfg.infonce and cfg.probe_infonce and cfg.realign == 0.0:  # a realigned batch moves the prefixes
+            agree = batch.extras["probe_agree"][b, v].float()
+            contrastive = self.view_contrast(batch, prefix_hidden, hidden, b, owner_col - lead, agree)
+        logs["probe_views"] = float(b.numel())
+        logs["probe_kl"] = kl.mean().detach()
+        return bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight)
+
+    def view_contrast(self, batch: StudentBatch, prefix_hidden: torch.Tensor, view_hidden: torch.Tensor, b: torch.Tensor,
+                      owner_cols: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
+        """``[Q]``: ``agree_q`` × InfoNCE between view ``q`` and its prefix (in-batch negatives; the
+        other views of the same prefix are left out of the softmax); 0 for a view whose prefix is
+        not among this step's selected prefixes."""
+        width = batch.inputs.shape[1]
+        device = view_hidden.device
+        where = torch.full((batch.inputs.shape[0], width), -1, dtype=torch.long, device=device)
+        where[batch.rows, batch.cols] = torch.arange(batch.rows.numel(), device=device)
+        inside = (owner_cols >= 0) & (owner_cols < width)
+        owner = torch.where(inside, where[b, owner_cols.clamp(0, width - 1)], torch.full_like(b, -1))
+        found = torch.nonzero(owner >= 0, as_tuple=True)[0]
+        out = torch.zeros(b.numel(), device=device)
+        if found.numel() < 2:
+            return out
+        terms = info_nce(view_hidden[found].float(), prefix_hidden[owner[found]].float(), self.config.infonce_tau, groups=owner[found])
+        return out.index_put((found,), agree[found] * terms)
 
 
 # --------------------------------------------------------------------------- recipe
@@ -325,7 +445,7 @@ def bahsd(
     if knowledge.num_items != client.num_items:
         raise ConfigError(f"knowledge has {knowledge.num_items} items but the black box {client.num_items}")
     data_seed, probe_seed, student_seed, train_seed = np.random.SeedSequence([int(seed), 0xBA45D]).spawn(4)
-    spec = config.probe_spec() if config.probing else None
+    spec = config.probe_spec() if config.probes else None
 
     def gather_and_probe() -> tuple[ExtractionSet, dict[str, Any]]:
         started = time.perf_counter()
@@ -346,6 +466,10 @@ def bahsd(
     max_len = int(meta["max_len"])
     view_len = suffix_lengths(prefix_lengths(data.sequences), config.infonce_scale).astype(np.int32)
     data.extras["view_len"] = view_len
+    if "probe_col" in data.extras:  # each probe view takes the reliability of the prefix it is a view of
+        cols = data.extras["probe_col"]
+        rows = np.broadcast_to(np.arange(len(cols))[:, None], cols.shape)
+        data.extras["probe_reliability"] = np.where(cols >= 0, data.extras["reliability"][rows, cols.clip(0)], 0.0).astype(np.float32)
 
     queried = data.queried
     reliability = data.extras["reliability"]
@@ -353,9 +477,9 @@ def bahsd(
     threshold = config.threshold
     if config.threshold_quantile is not None and measured.any():
         threshold = float(np.quantile(reliability[measured], config.threshold_quantile))
-    objective = BAHSDObjective.from_config(config, threshold)
+    objective = config.objective(threshold)
     c = torch.from_numpy(reliability[queried])
-    w = objective.weight(c)
+    w = objective.weight(c) if isinstance(objective, BAHSDObjective) else torch.zeros_like(c)
 
     student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, int(student_seed.generate_state(1)[0]))
     stats = train_student(
@@ -377,6 +501,7 @@ def bahsd(
         "queries_sequences": meta["queries_sequences"],
         "queries_probes": meta["queries_probes"],
         "probed_prefixes": meta["probed_prefixes"],
+        "probe_views_trained": int((data.extras["probe_lists"][..., 0] >= 0).sum()) if config.probes and config.probe_training and "probe_lists" in data.extras else 0,
         "reliability_mean": float(c.mean()) if len(c) else math.nan,
         "reliability_probed_mean": float(reliability[measured].mean()) if measured.any() else math.nan,
         "threshold": float(threshold),

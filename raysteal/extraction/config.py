@@ -79,6 +79,12 @@ class ExtractionConfigBase(NumbersAreNotBooleans):
             raise ValueError(str(err)) from None
         return dict(value)
 
+    def row_labels(self) -> dict[str, Any]:
+        """Result-row columns naming the configuration: ``setting`` (``synthetic`` or ``real``
+        sequences), ``baseline`` (a one-size-fits-all objective) and ``variant`` (a short name
+        shared by every seed's row of one configuration)."""
+        return {"setting": "synthetic", "baseline": True, "variant": self.attack}
+
     def student_config(self, max_len: int) -> dict[str, Any]:
         """The student's model config with ``max_len`` defaulting to the sequences' length."""
         return {"max_len": int(max_len), **self.student}

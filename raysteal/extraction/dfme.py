@@ -33,6 +33,9 @@ class DFMEConfig(ExtractionConfigBase):
 
     attack: Literal["dfme"] = "dfme"
 
+    def row_labels(self) -> dict[str, Any]:
+        return {"setting": "synthetic", "baseline": True, "variant": "dfme"}
+
 
 def synthesis_plan(config: ExtractionConfigBase, client, max_len: int) -> tuple[int, int | None]:
     """``(num_sequences, query_budget)`` from the config's budgets and the client's remaining one.

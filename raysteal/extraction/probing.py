@@ -89,7 +89,10 @@ class ProbeResult:
     """``data``: the input set with probing ``extras`` added and ``queries`` increased by the probes.
 
     ``extras`` added: ``reliability [N, L] float32``, ``stability [N, L, k] float32`` (0 on padding
-    of a list and on unqueried prefixes), ``probed [N, L] bool`` (prefixes actually measured).
+    of a list and on unqueried prefixes), ``probed [N, L] bool`` (prefixes actually measured), and
+    the probe answers as training data (:func:`probe_answer_extras`): ``probe_views [N, V, L]``,
+    ``probe_lists [N, V, k]``, ``probe_col [N, V]``, ``probe_agree [N, V]``, ``probe_stability
+    [N, V, k]``.
     """
 
     data: ExtractionSet
@@ -291,6 +294,78 @@ def probes_per_sequence(max_len: int, spec: ProbeSpec) -> int:
     return planned_probe_queries(ExtractionSet(seq, lists, 0), spec)
 
 
+# --------------------------------------------------------------------------- probe answers as data
+PROBE_ANSWER_EXTRAS = ("probe_views", "probe_lists", "probe_col", "probe_agree", "probe_stability")
+
+
+def view_stability(answers: np.ndarray, full_lists: np.ndarray, prefix_items: np.ndarray, owner: np.ndarray, slot: np.ndarray,
+                   slots: int) -> np.ndarray:
+    """``float32 [Q, k]``: per item of each view's answer, the share of the *other* answers to the
+    same prefix (its full-scale answer and its other views) that list it (:func:`stability_share`).
+
+    ``answers [Q, k]`` are the views' raw answers, ``full_lists [Q, k]`` / ``prefix_items [Q, L]``
+    the full-scale answer and items of each view's prefix. The full-scale answer cannot hold the
+    prefix's own items, so such items are scored by their row's mean share, as unknowns.
+    """
+    q, k = answers.shape
+    if q == 0:
+        return np.zeros((0, k), dtype=np.float32)
+    owners, index = np.unique(owner, return_inverse=True)
+    table = np.full((len(owners), slots, k), -1, dtype=np.int64)
+    filled = np.zeros((len(owners), slots), dtype=bool)
+    table[index, slot] = answers
+    filled[index, slot] = True
+    out = np.zeros((q, k), dtype=np.float32)
+    unknown = _member(torch.from_numpy(np.ascontiguousarray(answers, dtype=np.int64)),
+                      torch.from_numpy(np.ascontiguousarray(prefix_items, dtype=np.int64))).numpy()
+    for s in range(slots):
+        sel = np.flatnonzero(slot == s)
+        if not len(sel):
+            continue
+        others = np.concatenate([full_lists[sel][:, None, :], table[index[sel]]], axis=1)
+        ok = np.concatenate([np.ones((len(sel), 1), dtype=bool), filled[index[sel]]], axis=1)
+        ok[:, 1 + s] = False  # not the view itself
+        out[sel] = stability_share(answers[sel], others, ok, unknown[sel])
+    return out
+
+
+def probe_answer_extras(n: int, width: int, k: int, views: np.ndarray, answers: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                        prefix: np.ndarray, slot: np.ndarray, agree: np.ndarray, full_lists: np.ndarray, prefix_items: np.ndarray,
+                        slots: int) -> dict[str, np.ndarray]:
+    """The probe answers laid out per sequence, so they can train the student (BAHSD "probes that teach").
+
+    A probe is the black box's top-``k`` for a real input — a view of a prefix — so the pair
+    (view, answer) is one more labelled example. Per sequence ``n`` and view ``v`` (``V`` = the most
+    views any sequence got): ``probe_views [N, V, L] int32`` (the view, right-aligned, ``PAD``-padded),
+    ``probe_lists [N, V, k] int32`` (its raw answer, ``-1`` where no view), ``probe_col [N, V]
+    int64`` (the column of the prefix it is a view of), ``probe_agree [N, V] float32`` (agreement of
+    its answer with the prefix's, as in the reliability) and ``probe_stability [N, V, k] float32``
+    (:func:`view_stability`). ``rows``/``cols``/``prefix`` [Q]: each view's sequence, column and
+    probed-prefix index; ``slot`` [Q] its view slot (< ``slots``).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    count = np.bincount(rows, minlength=n) if len(rows) else np.zeros(n, dtype=np.int64)
+    v_max = max(int(count.max(initial=0)), 1)
+    order = np.lexsort((slot, cols, rows)) if len(rows) else np.zeros(0, dtype=np.int64)
+    r = rows[order]
+    first = np.concatenate([[0], np.cumsum(count)[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    position = np.arange(len(r)) - first[r] if len(r) else np.zeros(0, dtype=np.int64)
+    out_views = np.full((n, v_max, width), PAD, dtype=np.int32)
+    out_lists = np.full((n, v_max, k), -1, dtype=np.int32)
+    out_col = np.full((n, v_max), -1, dtype=np.int64)
+    out_agree = np.zeros((n, v_max), dtype=np.float32)
+    out_stability = np.zeros((n, v_max, k), dtype=np.float32)
+    if len(r):
+        stability = view_stability(answers, full_lists, prefix_items, prefix, slot, slots)
+        out_views[r, position] = views[order]
+        out_lists[r, position] = answers[order]
+        out_col[r, position] = np.asarray(cols)[order]
+        out_agree[r, position] = np.asarray(agree)[order]
+        out_stability[r, position] = stability[order]
+    return {"probe_views": out_views, "probe_lists": out_lists, "probe_col": out_col, "probe_agree": out_agree,
+            "probe_stability": out_stability}
+
+
 # --------------------------------------------------------------------------- probing
 def _views(sequences: np.ndarray, plan: _Plan, spec: ProbeSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All view queries ``[Q, L]``, their prefix index ``[Q]`` and view slot ``[Q]``."""
@@ -350,6 +425,7 @@ def probe(
         got = np.asarray(client.query(chunk, k))
         answers[start : start + len(chunk), : got.shape[1]] = got
     queries = client.spent - spent_before
+    raw_answers = answers.copy()
 
     # answers minus the full prefix's own items, compared with the full-scale list
     full_lists = np.asarray(data.lists[plan.rows[owner], plan.cols[owner]], dtype=np.int64)
@@ -391,7 +467,9 @@ def probe(
         unknown = _member(torch.from_numpy(own), torch.from_numpy(src_items)).numpy()
         stability[r, c] = stability_share(own, probe_lists[s], view_ok[s], unknown)
 
-    extras = {**data.extras, "reliability": reliability, "stability": stability, "probed": probed}
+    answer_extras = probe_answer_extras(n, width, k, views, raw_answers, plan.rows[owner], plan.cols[owner], owner, slot, agree, full_lists,
+                                        prefix_items, spec.max_views)
+    extras = {**data.extras, "reliability": reliability, "stability": stability, "probed": probed, **answer_extras}
     out = replace(data, queries=int(data.queries) + int(queries), extras=extras)
     stats = {
         "probe_queries": float(queries),

@@ -45,6 +45,9 @@ from raysteal.training.trainer import _child_seeds, _private_rng, training_devic
 _NEGATIVE_ROUNDS = 4
 """Redraw rounds for negatives that hit the list; any left after them are masked (-1)."""
 
+PER_VIEW_PREFIX = "probe_"
+"""Extras named so are laid out per probe view, not per position: realignment leaves them alone."""
+
 PREFIX_BUCKETS = 8
 """Length groups a non-causal student's prefixes are scored in (:func:`student_hidden`)."""
 
@@ -183,6 +186,12 @@ def shift_right(values: torch.Tensor, shift: torch.Tensor, fill: int | bool) -> 
     return torch.where(keep, values.gather(1, index), torch.full_like(values, fill))
 
 
+def per_position(name: str, value: torch.Tensor, width: int) -> bool:
+    """Whether extra ``name`` is laid out per prefix position (second axis = the sequence axis);
+    ``probe_*`` extras are per probe view (:func:`raysteal.extraction.probing.probe_answer_extras`)."""
+    return value.ndim >= 2 and value.shape[1] == width and not name.startswith(PER_VIEW_PREFIX)
+
+
 class _BatchMaker:
     """Cuts :class:`StudentBatch` es out of an :class:`ExtractionSet` held on the device."""
 
@@ -208,7 +217,7 @@ class _BatchMaker:
             shift = realign_shifts(queried, self.realign, generator)
             inputs, queried = shift_right(inputs, shift, PAD), shift_right(queried, shift, False)
             extras = {
-                name: shift_right(value, shift, 0) if value.ndim >= 2 and value.shape[1] == self.width else value
+                name: shift_right(value, shift, 0) if per_position(name, value, self.width) else value
                 for name, value in extras.items()
             }
         keep = keep_positions(queried, self.positions, generator)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from raysteal.data.splits import HEAD_FRACTION
 
-CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "clone", "k", "defense", "budget", "attacker_fraction", "auxiliary_size", "item_overlap"]
+CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "setting", "variant", "clone", "k", "defense", "budget", "attacker_fraction", "auxiliary_size", "item_overlap"]
 AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION}
 """Settings that are a cell column only where they vary (a grid axis), with the value rows from
 before the setting existed were computed at."""

@@ -1,0 +1,58 @@
+"""BAHSD's long-tailed setting: an attacker population user-disjoint from the scored users, and
+the search / report halves of the scored users (issue 22, item 2)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from raysteal.data.interactions import Interactions
+from raysteal.experiment.execute_sequential import attacker_population, known_users, scored_users
+
+
+def _data(num_users: int = 400):
+    users = np.repeat(np.arange(num_users), 3)
+    log = Interactions(users=users, items=np.arange(len(users)) % 50, num_users=num_users, num_items=50, name="toy")
+    return SimpleNamespace(train=log, eval_users=np.arange(0, num_users, 2))  # every other user is evaluable
+
+
+def _run(seed: int = 0, **split):
+    return {"seed": seed, "split": {"attacker_fraction": 0.3, "target_seed": 0, **split}}
+
+
+def test_without_a_population_nothing_changes():
+    data = _data()
+    assert attacker_population(_run(), data) is None
+    assert scored_users(_run(), data).all()
+
+
+def test_the_population_is_fixed_by_the_target_seed_and_never_scored():
+    data = _data()
+    population = attacker_population(_run(attacker_population=0.5), data)
+    assert len(population) == 200
+    assert np.array_equal(population, attacker_population(_run(seed=7, attacker_population=0.5), data))  # not the run seed
+    assert not np.array_equal(population, attacker_population(_run(attacker_population=0.5, target_seed=1), data))
+    keep = scored_users(_run(attacker_population=0.5), data)
+    assert not np.isin(data.eval_users[keep], population).any()
+    assert keep.sum() == (~np.isin(data.eval_users, population)).sum()
+
+
+def test_the_attacker_holds_its_share_of_the_population_drawn_per_seed():
+    data = _data()
+    population = attacker_population(_run(attacker_population=0.5), data)
+    for fraction, size in ((0.1, 20), (0.3, 60), (1.0, 200)):
+        held = known_users(_run(attacker_population=0.5, attacker_fraction=fraction), data)
+        assert len(held) == size and np.isin(held, population).all()
+    assert not np.array_equal(known_users(_run(0, attacker_population=0.5), data), known_users(_run(1, attacker_population=0.5), data))
+
+
+def test_search_and_report_halves_partition_the_scored_users():
+    data = _data()
+    split = {"attacker_population": 0.5}
+    everyone = scored_users(_run(**split), data)
+    search = scored_users(_run(**split, scored_users="search"), data)
+    report = scored_users(_run(**split, scored_users="report"), data)
+    assert not (search & report).any() and np.array_equal(search | report, everyone)
+    assert 0.35 < search.sum() / everyone.sum() < 0.65
+    assert np.array_equal(search, scored_users(_run(5, **split, scored_users="search"), data))  # the same for every seed
