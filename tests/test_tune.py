@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -362,3 +363,281 @@ def test_a_sequential_trial_killed_mid_training_resumes_from_its_epoch(ray_sessi
         ledger.close()
     assert sorted(spent.values()) == [0, budget], spent  # the killed sweep paid; the restored one did not
     assert not (out / "partial" / row["run_id"]).exists()
+    # its peak is over every epoch, those the killed sweep reported included (kept in its scratch)
+    trial = json.loads((out / "tune_trials.json").read_text())["trials"][0]
+    assert trial["epochs_reported"] == epochs and trial["epochs_run"] == epochs
+    assert trial["peak_value"] == pytest.approx(row["tune_peak"]) and 1 <= trial["peak_epoch"] <= epochs
+
+
+# ------------------------------------------------------------------ peaks, best.yaml, searchers
+@pytest.mark.parametrize(
+    "tune, key",
+    [
+        ({"searcher": "tpe"}, r"tune\.searcher: unknown searcher 'tpe'; known: optuna"),
+        ({"searcher": 3}, r"tune\.searcher: unknown searcher 3"),
+        ({"searcher": {"optuna": {}}}, r"tune\.searcher: unknown searcher"),
+    ],
+)
+def test_an_unknown_searcher_is_refused_naming_the_key(tune, key):
+    with pytest.raises(ConfigError, match=key):
+        parse_tune({**BASE, "search_space": SPACE, "tune": tune})
+
+
+def test_optuna_refuses_what_it_cannot_sample_naming_the_key():
+    pytest.importorskip("optuna")
+    ok = parse_tune({**BASE, "search_space": SPACE, "tune": {"searcher": "optuna", "max_concurrent": 2}})
+    assert ok.tune.searcher == "optuna" and ok.tune.max_concurrent == 2
+    assert parse_tune({**BASE, "search_space": SPACE, "tune": {"searcher": "random"}}).tune.searcher is None
+    for space, key in [
+        ({"attack.margin": {"randn": [0.5, 0.1]}}, r"search_space\.attack\.margin: randn is not supported with searcher 'optuna'"),
+        ({"attack.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}}, r"search_space\.attack\.lr: qloguniform is not supported with searcher 'optuna'"),
+        ({"attack.lr": {"grid": [1e-3, 1e-2]}}, r"search_space\.attack\.lr: grid is not supported with searcher 'optuna'; use choice"),
+    ]:
+        with pytest.raises(ConfigError, match=key):
+            parse_tune({**BASE, "search_space": space, "tune": {"searcher": "optuna"}})
+
+
+def test_the_optuna_searcher_is_seeded_limited_and_learns_from_the_peak():
+    pytest.importorskip("optuna")
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raysteal.distributed.tune import PEAK_KEY, _searcher
+    from raysteal.experiment.tune_config import TuneSettings
+
+    limited = _searcher(TuneSettings(searcher="optuna", max_concurrent=2, seed=5, mode="min"))
+    assert isinstance(limited, ConcurrencyLimiter) and limited.max_concurrent == 2
+    assert isinstance(limited.searcher, OptunaSearch)
+    assert (limited.searcher.metric, limited.searcher.mode, limited.searcher._seed) == (PEAK_KEY, "min", 5)
+    free = _searcher(TuneSettings(searcher="optuna"))
+    assert isinstance(free, OptunaSearch) and free.metric == PEAK_KEY and free._seed == 0
+
+
+def test_the_peak_tracker_keeps_the_best_epoch_and_survives_a_restart(tmp_path):
+    from raysteal.distributed.tune import PEAK_KEY, PeakTracker
+
+    path = tmp_path / "peaks.json"
+    peaks = PeakTracker("max", path)
+    for epoch, value in enumerate([0.2, 0.5, float("nan"), 0.5, 0.4], start=1):
+        peaks.update(epoch, value, "clone" if epoch <= 3 else "steal", epoch if epoch <= 3 else epoch - 3)
+    got = peaks.fields()
+    # the earliest of equal peaks (cheapest to reproduce); NaN never peaks
+    assert (got[PEAK_KEY], got["tune_peak_epoch"], got["tune_peak_phase"], got["tune_peak_phase_epoch"]) == (0.5, 2, "clone", 2)
+    assert got["tune_last"] == 0.4 and got["tune_epochs_reported"] == 5
+    again = PeakTracker("max", path)  # a trial resumed mid-training knows the epochs it reported
+    assert again.fields() == got
+    again.update(2, 0.3, "clone", 2)  # training restarted at epoch 2: it and every later epoch are replaced
+    assert again.fields()[PEAK_KEY] == 0.3 and again.fields()["tune_epochs_reported"] == 2
+    low = PeakTracker("min")
+    for epoch, value in enumerate([0.4, 0.1, 0.3], start=1):
+        low.update(epoch, value, "student", epoch)
+    assert (low.fields()[PEAK_KEY], low.fields()["tune_peak_epoch"]) == (0.1, 2)
+    assert np.isnan(PeakTracker("max").fields()[PEAK_KEY])
+
+
+class _Result:
+    def __init__(self, trial_id, config, metrics):
+        self.config, self.metrics, self.error, self.path = config, {"trial_id": trial_id, **metrics}, None, f"/x/{trial_id}"
+
+
+class _Grid(list):
+    num_errors = 0
+
+    @property
+    def num_terminated(self):
+        return len(self)
+
+
+def _reported(peak, epoch, phase, phase_epoch, last, epochs, row=None):
+    out = {"tune_peak": peak, "tune_peak_epoch": epoch, "tune_peak_phase": phase, "tune_peak_phase_epoch": phase_epoch,
+           "tune_last": last, "tune_epochs_reported": epochs, "epoch": epochs, "run_id": f"run-{peak}"}
+    if row is not None:
+        out["row"] = json.dumps(row)
+    return out
+
+
+def test_the_best_trial_is_the_best_peak_over_all_epochs_and_best_yaml_trains_to_it(tmp_path):
+    """The issue's case: the completed trial ends lower than it peaked, and a trial ASHA stopped
+    peaked higher still; the best is the stopped one, at its peak epoch."""
+    from raysteal.distributed.tune import _finish
+    from raysteal.experiment.config import load_experiment
+    from raysteal.experiment.tune_config import RULE_PEAK
+
+    sweep = parse_tune({**BASE, "search_space": SPACE, "tune": {"metric": "agr@k/heldout"}})  # ptq: 4 clone + 4 steal epochs
+    grid = _Grid([
+        _Result("t-done", {"attack.lr": 1e-3, "attack.margin": 0.5, "budget": 40},
+                _reported(0.669, 6, "steal", 2, 0.612, 8, row={"agr@k/heldout": 0.610})),
+        _Result("t-cut", {"attack.lr": 2e-3, "attack.margin": 0.7, "budget": 20}, _reported(0.671, 2, "clone", 2, 0.671, 2)),
+        _Result("t-low", {"attack.lr": 3e-3, "attack.margin": 0.9, "budget": 20}, _reported(0.637, 2, "clone", 2, 0.637, 2)),
+    ])
+    outcome = _finish(sweep, grid, tmp_path, str(tmp_path / "tune"), resumed=False)
+    assert outcome.rule == RULE_PEAK and outcome.best_trial == "t-cut" and outcome.best_status == "stopped_early"
+    assert outcome.best_metric == 0.671 and outcome.best_epoch == 2 and outcome.best_overrides == {"epochs": 2, "finetune_epochs": 0}
+    text = (tmp_path / "best.yaml").read_text()
+    assert f"# Rule: {RULE_PEAK}." in text and "peaked at 0.6710 (max) at epoch 2 of 2 (stopped early)" in text
+    best = load_experiment(tmp_path / "best.yaml")
+    assert best.attacks[0]["epochs"] == 2 and best.attacks[0]["finetune_epochs"] == 0 and best.attacks[0]["lr"] == 2e-3
+    summary = json.loads((tmp_path / "tune_trials.json").read_text())
+    assert summary["rule"] == RULE_PEAK and summary["best"]["trial_id"] == "t-cut"
+    done = next(t for t in summary["trials"] if t["trial_id"] == "t-done")
+    assert (done["peak_value"], done["peak_epoch"], done["last_value"], done["final_value"], done["epochs_run"]) == (0.669, 6, 0.612, 0.610, 8)
+    import pandas as pd
+
+    frame = pd.read_parquet(tmp_path / "tune_trials.parquet")
+    assert set(frame.columns) >= {"trial_id", "config", "peak_value", "peak_epoch", "last_value", "epochs_run", "status", "rule"}
+    assert len(frame) == 3 and json.loads(frame.set_index("trial_id").loc["t-done", "config"])["attack.lr"] == 1e-3
+    # a peak in the stealing phase keeps the clone phase and cuts the stealing phase
+    grid[1].metrics["tune_peak"] = 0.5
+    outcome = _finish(sweep, grid, tmp_path, str(tmp_path / "tune"), resumed=False)
+    assert outcome.best_trial == "t-done" and outcome.best_overrides == {"finetune_epochs": 2}
+    assert load_experiment(tmp_path / "best.yaml").attacks[0]["epochs"] == 4
+
+
+def _epoch_histories(path: Path, metric: str) -> dict[str, list[tuple[int, float]]]:
+    """Every trial's per-epoch reports of ``metric`` as Tune recorded them (its ``result.json``;
+    the final row's report, which carries ``row``, left out)."""
+    out = {}
+    for result_file in path.glob("*/result.json"):
+        reports = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        out[reports[0]["trial_id"]] = [(int(r["epoch"]), float(r[metric])) for r in reports if "row" not in r]
+    return out
+
+
+@pytest.mark.ray
+def test_a_trial_that_peaks_before_its_last_epoch_is_reported_at_its_peak_and_best_yaml_reproduces_it(ray_session, tmp_path, target_cache):
+    """mode: min on an agreement: a clone agrees least with the target early on, so every trial
+    peaks before its last epoch. Each trial's peak and epoch match its per-epoch history as Tune
+    recorded it; best.yaml trains to the peak epoch, and running it gives the peak value."""
+    from raysteal.distributed.experiment_runner import run_experiment
+    from raysteal.distributed.tune import run_tune
+    from raysteal.experiment.config import parse_experiment
+    from raysteal.experiment.tune_config import RULE_PEAK
+    from raysteal.results import ResultStore
+
+    metric = "agr@k/heldout"
+    file = _sweep(tmp_path, "peak", {"attack.lr": {"grid": [1e-2, 3e-3]}},
+                  {"metric": metric, "mode": "min", "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}, "max_concurrent": 2})
+    out = tmp_path / "out"
+    outcome = run_tune(load_tune(file), out, cache_dir=target_cache, verbose=0)
+    summary = json.loads((out / "tune_trials.json").read_text())
+    assert summary["rule"] == RULE_PEAK == outcome.rule and len(summary["trials"]) == 2
+    histories = _epoch_histories(out / "tune" / "peak", metric)
+    for trial in summary["trials"]:
+        history = histories[trial["trial_id"]]
+        low = min(v for _, v in history)
+        assert trial["peak_value"] == pytest.approx(low)
+        assert trial["peak_epoch"] == next(e for e, v in history if v == low)
+        assert trial["last_value"] == pytest.approx(history[-1][1]) and trial["epochs_run"] == history[-1][0]
+    best = min(summary["trials"], key=lambda t: t["peak_value"])
+    assert outcome.best_trial == best["trial_id"] and outcome.best_metric == pytest.approx(best["peak_value"])
+    assert best["peak_epoch"] < best["epochs_run"]  # peaked before its last epoch
+    assert outcome.best_epoch == best["peak_epoch"]
+    rows = ResultStore(out).load().set_index("tune_trial")
+    assert rows.loc[best["trial_id"], "tune_peak"] == pytest.approx(best["peak_value"])
+    assert rows.loc[best["trial_id"], "tune_peak_epoch"] == best["peak_epoch"]
+
+    raw = yaml.safe_load((out / "best.yaml").read_text())
+    attack = raw["attacks"][0]
+    if best["peak_phase"] == "clone":
+        assert (attack["epochs"], attack["finetune_epochs"]) == (best["peak_phase_epoch"], 0)
+    else:
+        assert (attack["epochs"], attack["finetune_epochs"]) == (4, best["peak_phase_epoch"])
+    assert attack["epochs"] + attack["finetune_epochs"] == best["peak_epoch"]
+    # raysteal run OUT/best.yaml (its seed-0 run; the trial's seed) reproduces the peak
+    store = run_experiment(parse_experiment({**raw, "seeds": 1}), tmp_path / "rerun", cache_dir=target_cache, progress=False)
+    row = store.load().iloc[0]
+    assert row[metric] == pytest.approx(best["peak_value"], abs=1e-9)
+
+
+@pytest.mark.ray
+def test_an_optuna_sweep_with_asha_on_a_tiny_case(ray_session, tmp_path, target_cache):
+    pytest.importorskip("optuna")
+    import pickle
+
+    from raysteal.distributed.tune import run_tune
+
+    space = {"attack.lr": {"loguniform": [1e-4, 1e-2]}, "attack.margin": {"uniform": [0.1, 1.0]}, "budget": {"choice": [20, 40]}}
+    file = _sweep(tmp_path, "optuna", space, {"metric": "agr@k/heldout", "searcher": "optuna", "num_samples": 4, "max_concurrent": 2, "seed": 3,
+                                              "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}})
+    out = tmp_path / "out"
+    outcome = run_tune(load_tune(file), out, cache_dir=target_cache, verbose=0)
+    assert outcome.trials == 4 and outcome.errored == 0
+    summary = json.loads((out / "tune_trials.json").read_text())
+    assert summary["searcher"] == "optuna" and len(summary["trials"]) == 4
+    for trial in summary["trials"]:
+        cfg = trial["config"]
+        assert 1e-4 <= cfg["attack.lr"] <= 1e-2 and 0.1 <= cfg["attack.margin"] <= 1.0 and cfg["budget"] in (20, 40)
+    assert len({t["config"]["attack.lr"] for t in summary["trials"]}) == 4
+    # the study (the searcher's saved state) learnt every trial's peak, the stopped ones' too
+    state = pickle.loads(max((out / "tune" / "optuna").glob("searcher-state-*.pkl")).read_bytes())
+    told = sorted(t.value for t in state["_ot_study"].trials if t.state.name == "COMPLETE")
+    assert told == pytest.approx(sorted(t["peak_value"] for t in summary["trials"]))
+    assert (out / "best.yaml").is_file()
+
+
+@pytest.mark.ray
+def test_a_killed_optuna_sweep_resumes_its_study(ray_session, tmp_path, target_cache):
+    """``raysteal tune`` with the Optuna searcher SIGKILLed after a trial finished, then run
+    again on the same --out: Tuner.restore goes on with the saved study; finished trials are not
+    run again, the sweep ends with num_samples trials, at most max_concurrent ran at a time."""
+    pytest.importorskip("optuna")
+    import pickle
+
+    from raysteal.distributed.tune import run_tune
+    from raysteal.results import ResultStore
+
+    samples = 4
+    spec = {
+        **BASE,
+        "experiment": "optuna-resume",
+        "attacks": [{"attack": "ptq", "epochs": 10, "finetune_epochs": 10, "batch_size": 64}],  # ~1 s a trial
+        "split": {"attacker_fraction": 1.0},
+        "search_space": {"attack.lr": {"loguniform": [1e-3, 1e-2]}, "attack.margin": {"uniform": [0.1, 1.0]}},
+        "tune": {"metric": "agr@k/heldout", "scheduler": None, "searcher": "optuna", "num_samples": samples, "max_concurrent": 1},
+    }
+    file = _write(tmp_path / "optuna-resume.yaml", spec)
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
+    address = ray_session.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "raysteal", "tune", str(file), "--out", str(out), "--cache-dir", str(target_cache), "--address", address, "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    runs, state_dir = out / "runs", out / "tune" / "optuna-resume"
+    try:
+        deadline = time.monotonic() + 150
+        while not (any(runs.glob("*.parquet")) and _terminated_trials(state_dir) and list(state_dir.glob("searcher-state-*.pkl"))):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = _terminated_trials(state_dir)
+    assert 1 <= len(finished) < samples, finished
+    before = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.parquet")}
+
+    outcome = run_tune(load_tune(file), out, cache_dir=str(target_cache), verbose=0)
+    assert outcome.resumed and outcome.trials == samples and outcome.completed == samples
+    frame = ResultStore(out).load()
+    assert len(frame) == samples and frame["tune_trial"].nunique() == samples
+    after = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.parquet")}
+    for row in frame[frame.tune_trial.isin(finished)].itertuples():
+        assert after[f"{row.run_id}.parquet"] == before[f"{row.run_id}.parquet"], f"trial {row.tune_trial} ran again"
+    # max_concurrent 1 on a 4-CPU runtime: the trials ran one after another
+    spans = sorted(zip(frame["started_at"], frame["started_at"] + frame["wall_s"]))
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), spans
+    # the resumed study holds every trial, told its peak: the one the killed sweep saved went on
+    state = pickle.loads(max(state_dir.glob("searcher-state-*.pkl")).read_bytes())
+    study = state["_ot_study"].trials
+    assert len(study) == samples and all(t.state.name == "COMPLETE" for t in study)
+    assert sorted(t.value for t in study) == pytest.approx(sorted(frame["tune_peak"]))
+
+
+def test_epoch_overrides_end_training_at_the_reported_phase_epoch():
+    from raysteal.experiment.tune_config import epoch_overrides
+
+    assert epoch_overrides({"attack": "ptaq"}, "clone", 30) == {"epochs": 30, "finetune_epochs": 0}
+    assert epoch_overrides({"attack": "ptaq"}, "steal", 7) == {"finetune_epochs": 7}
+    assert epoch_overrides({"attack": "bahsd"}, "student", 5) == {"epochs": 5}
+    assert epoch_overrides({"attack": "seq_ptd"}, "student", 5) == {"data_epochs": 5}
+    with pytest.raises(ConfigError, match="not known"):
+        epoch_overrides({"attack": "ptq"}, "", 3)

@@ -19,13 +19,20 @@ app = typer.Typer(
 
 def directory_option(path, option: str):
     """``path`` (a ``Path`` or ``None``) for an option naming an output directory: an existing
-    file there is a clear error before any work (``--out base.yaml``)."""
+    file there, or at one of the folders above it, is a clear error before any work
+    (``--out base.yaml``, ``--out base.yaml/sub``)."""
     from pathlib import Path
 
     from raysteal.errors import ConfigError
 
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise ConfigError(f"{option} {path}: is a file, not a directory")
+    if path is None:
+        return path
+    for place in (Path(path), *Path(path).parents):
+        if place.is_dir():
+            break
+        if place.exists() or place.is_symlink():  # a file, or a link to nothing
+            what = "" if place == Path(path) else f"{place} "
+            raise ConfigError(f"{option} {path}: {what}is a file, not a directory")
     return path
 
 

@@ -37,8 +37,11 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
+        from raysteal.atomic import remove_stale_temp_files
         from raysteal.distributed.experiment_runner import run_experiment
         from raysteal.experiment.config import load_experiment, select_attacks, select_targets
+        from raysteal.experiment.preflight import check_experiment_data
+        from raysteal.results.store import run_id
         from raysteal.results.summary import summary_markdown
 
         chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
@@ -49,18 +52,29 @@ def register(app: typer.Typer) -> None:
         if attacks is not None:
             config = select_attacks(config, comma_list(attacks))
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
-        save_experiment(whole, out_dir)  # one results directory may gather several partial runs
-        record_invocation(config, out_dir, file, targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds)
-        store = run_experiment(
-            config,
-            out_dir,
-            address=address,
-            data_dir=path_text(data_dir),
-            cache_dir=path_text(cache_dir),
-            num_cpus=num_cpus,
-            progress=not quiet,
-            max_concurrent=max_concurrent,
-        )
+        resume = resume_command(file, out_dir, seeds=seeds, targets=targets, attacks=attacks, only_seeds=only_seeds,
+                                address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
+                                max_concurrent=max_concurrent, quiet=quiet)
+        finished_before = finished_runs(config, out_dir)
+        try:
+            # the data, the list lengths and the user groups, before Ray starts or anything is written
+            check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run_id(run) not in finished_before)
+            remove_stale_temp_files(out_dir, cache_dir)  # what writers killed mid-write left
+            save_experiment(whole, out_dir)  # one results directory may gather several partial runs
+            record_invocation(config, out_dir, file, targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds)
+            store = run_experiment(
+                config,
+                out_dir,
+                address=address,
+                data_dir=path_text(data_dir),
+                cache_dir=path_text(cache_dir),
+                num_cpus=num_cpus,
+                progress=not quiet,
+                max_concurrent=max_concurrent,
+            )
+        except KeyboardInterrupt:
+            typer.echo(interrupted_message(config, out_dir, finished_before, resume), err=True)
+            raise typer.Exit(130) from None
         frame = store.load()
         frame = frame[frame["experiment"] == config.experiment] if not frame.empty else frame
         typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
@@ -85,6 +99,41 @@ def register(app: typer.Typer) -> None:
         path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")
+
+
+def finished_runs(config, out_dir: Path) -> set[str]:
+    """Ids of ``config``'s runs that have a row in ``out_dir`` (under any id they had)."""
+    from raysteal.experiment.config import expand_runs
+    from raysteal.results.store import ResultStore, run_id
+
+    store = ResultStore(out_dir)
+    done = store.finished()
+    return {run_id(run) for run in expand_runs(config) if store.is_finished(run, done)}
+
+
+def interrupted_message(config, out_dir: Path, finished_before: set[str], resume: str) -> str:
+    """One line after Ctrl-C: how many runs finished (now and in all) and the command that resumes."""
+    from raysteal.experiment.config import expand_runs
+    from raysteal.results.store import run_id
+
+    total = len({run_id(run) for run in expand_runs(config)})
+    finished = finished_runs(config, out_dir)
+    return (f"interrupted: {len(finished - finished_before)} run(s) finished in this sitting, {len(finished)} of {total} in all "
+            f"(their rows are kept in {Path(out_dir) / 'runs'}; unfinished runs start again); resume with: {resume}")
+
+
+def resume_command(file: Path, out_dir: Path, **options) -> str:
+    """The ``raysteal run`` command line that resumes this invocation (its file, ``--out`` and options)."""
+    import shlex
+
+    words = ["raysteal", "run", str(file), "--out", str(out_dir)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is not None and value is not False:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def comma_list(text: str) -> list[str]:

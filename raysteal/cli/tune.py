@@ -26,8 +26,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search an experiment's hyperparameters with Ray Tune (ASHA over clone epochs by default).
 
-        Rows land in OUT/runs/*.parquet beside raysteal run's; Tune's state in OUT/tune; the best
-        configuration is printed and written to OUT/best.yaml (runnable with raysteal run).
+        Rows land in OUT/runs/*.parquet beside raysteal run's; Tune's state in OUT/tune. The best
+        trial is the one whose metric peaked best over all reported epochs (ASHA-stopped trials
+        included); its configuration, epochs set to the peak epoch, is printed and written to
+        OUT/best.yaml (runnable with raysteal run); every trial's peak, peak epoch, last value and
+        epochs run to OUT/tune_trials.json and .parquet. Running the same command again on the
+        same OUT resumes an interrupted sweep (the Optuna searcher's study included).
         """
         from raysteal.cli import directory_option
         from raysteal.cli.run import save_experiment
@@ -56,7 +60,15 @@ def register(app: typer.Typer) -> None:
             f"\n{tune_exp.name}: {outcome.trials} trials ({outcome.completed} completed, {outcome.stopped_early} stopped early)"
             f"{' — resumed' if outcome.resumed else ''}; rows in {out_dir}/runs, Tune state in {outcome.experiment_path}"
         )
-        typer.echo(f"best configuration ({settings.metric} = {outcome.best_metric:.4f}, {settings.mode}; run {outcome.best_run_id}):")
+        typer.echo(f"rule: {outcome.rule}")
+        status = "" if outcome.best_status in ("", "completed") else f", {outcome.best_status.replace('_', ' ')}"
+        typer.echo(
+            f"best configuration ({settings.metric} = {outcome.best_metric:.4f}, {settings.mode}, at epoch {outcome.best_epoch} of "
+            f"{outcome.best_epochs_run}{status}; last {outcome.best_last:.4f}; trial {outcome.best_trial}, run {outcome.best_run_id}):"
+        )
         for key, value in outcome.best_config.items():
             typer.echo(f"  {key}: {value}")
+        for key, value in outcome.best_overrides.items():
+            typer.echo(f"  attack.{key}: {value}  (training ends at the peak epoch)")
+        typer.echo(f"every trial's peak, epoch and last value: {outcome.summary_file}")
         typer.echo(f"written {outcome.best_file} (raysteal run {outcome.best_file})")

@@ -11,7 +11,16 @@ measures as the final row, on at most ``probe_users`` users). A driver-side call
 stopped (``tune_status``). Tune's own experiment directory (``storage_path``) lets a killed sweep
 resume with ``Tuner.restore``: a sequential trial (DFME, BAHSD) that was mid-training then goes on
 from the answers and student epoch it saved in ``OUT/partial/<run id>`` (the trial id is part of
-the run id); the best configuration is written as a runnable experiment file.
+the run id), and a model-based searcher (Optuna) goes on from its saved study.
+
+Agreement often peaks before a trial's last epoch, so every trial keeps its running peak
+(:class:`PeakTracker`: the best value of the metric over all the epochs it reported, and that
+epoch) and reports it with every result (``tune_peak``, ``tune_peak_epoch``, ...). The best trial
+is the one with the best peak, ASHA-stopped trials included, and ``OUT/best.yaml`` is its
+configuration with the attack's epoch counts cut to the peak epoch
+(:func:`~raysteal.experiment.tune_config.epoch_overrides`): students train deterministically from
+the seed, so running it ends where the trial peaked. ``OUT/tune_trials.json`` (and ``.parquet``)
+lists every trial's configuration, peak value and epoch, last value and epochs run, with the rule.
 
 Tuning on ``agr@k/heldout`` uses the simulator's ground truth on users the attacker knows but
 never queried: it measures the attack's hyperparameters, as a researcher would, not an
@@ -36,11 +45,82 @@ from ray.tune import Callback
 from raysteal.atomic import write_text_atomically
 from raysteal.data.splits import HEAD_FRACTION
 from raysteal.errors import ConfigError, RaystealError
-from raysteal.experiment.tune_config import PROBE_METRICS, SEQUENTIAL_PROBE_METRICS, TuneExperiment, apply_sample, best_experiment, candidate_values, is_sequential
+from raysteal.experiment.tune_config import (
+    PROBE_METRICS,
+    RULE_FINAL,
+    RULE_PEAK,
+    SEQUENTIAL_PROBE_METRICS,
+    TuneExperiment,
+    apply_sample,
+    best_experiment,
+    candidate_values,
+    epoch_overrides,
+    is_sequential,
+)
 from raysteal.results.store import ResultStore, run_id
 
 TIME_ATTR = "epoch"
 """The reported field ASHA uses as time: clone-training epochs."""
+
+PEAK_KEY = "tune_peak"
+"""The reported field holding a trial's best value of the metric so far (what a model-based
+searcher optimises; the best trial is chosen by it)."""
+
+PEAK_FILE = "tune_peaks.json"
+"""A resumable trial's reported epochs, in its scratch directory (a trial resumed mid-training
+does not report its earlier epochs again)."""
+
+SUMMARY_FILE = "tune_trials"
+"""``OUT/tune_trials.json`` / ``.parquet``: every trial's peak, last value and epochs."""
+
+
+# -------------------------------------------------------------------------------------- peak
+class PeakTracker:
+    """A trial's metric over the epochs it reported, and its peak.
+
+    ``update(epoch, value, phase, phase_epoch)`` after each epoch; :meth:`fields` are reported
+    with every result: ``tune_peak`` (best value so far; ``mode`` max or min; NaN values never
+    peak; the earliest epoch wins a tie), ``tune_peak_epoch`` (its epoch, counted across phases,
+    Tune's time axis), ``tune_peak_phase`` / ``tune_peak_phase_epoch`` (where in the attack, see
+    :func:`~raysteal.experiment.tune_config.epoch_overrides`), ``tune_last`` (the latest epoch's
+    value) and ``tune_epochs_reported``. With ``path`` the epochs are kept in that JSON file, so
+    a trial resumed mid-training knows the epochs it reported before; an epoch reported again
+    (training restarted from there) replaces it and every later one."""
+
+    def __init__(self, mode: str = "max", path: str | os.PathLike | None = None):
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.path = Path(path) if path is not None else None
+        self.epochs: dict[int, tuple[float, str, int]] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                saved = json.loads(self.path.read_text())
+                self.epochs = {int(e): (float(v), str(ph), int(pe)) for e, (v, ph, pe) in saved.items()}
+            except (ValueError, TypeError):  # unreadable: the epochs reported from now on still count
+                self.epochs = {}
+
+    def update(self, epoch: int, value: Any, phase: str, phase_epoch: int) -> None:
+        epoch = int(epoch)
+        value = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        self.epochs = {e: v for e, v in self.epochs.items() if e < epoch}
+        self.epochs[epoch] = (value, str(phase), int(phase_epoch))
+        if self.path is not None:
+            write_text_atomically(self.path, json.dumps({str(e): list(v) for e, v in self.epochs.items()}))
+
+    def peak(self) -> tuple[int, tuple[float, str, int]] | None:
+        finite = [(e, v) for e, v in sorted(self.epochs.items()) if math.isfinite(v[0])]
+        if not finite:
+            return None
+        return max(finite, key=lambda ev: (self.sign * ev[1][0], -ev[0]))
+
+    def fields(self) -> dict[str, Any]:
+        best = self.peak()
+        last = self.epochs[max(self.epochs)][0] if self.epochs else math.nan
+        if best is None:
+            return {PEAK_KEY: math.nan, "tune_peak_epoch": 0, "tune_peak_phase": "", "tune_peak_phase_epoch": 0,
+                    "tune_last": last, "tune_epochs_reported": len(self.epochs)}
+        epoch, (value, phase, phase_epoch) = best
+        return {PEAK_KEY: value, "tune_peak_epoch": epoch, "tune_peak_phase": phase, "tune_peak_phase_epoch": phase_epoch,
+                "tune_last": last, "tune_epochs_reported": len(self.epochs)}
 
 
 # ------------------------------------------------------------------------------------- probe
@@ -112,9 +192,12 @@ class SequentialEpochProbe:
     :func:`~raysteal.experiment.execute_sequential.execute_sequential_run`."""
 
     def __init__(self, run: dict[str, Any], data, device: str = "cpu", max_users: int = 1024):
-        n = len(data.eval_users)
+        from raysteal.experiment.execute_sequential import scored_users
+
+        scored = np.flatnonzero(scored_users(run, data))  # never the attacker population, only the split's half
+        n = len(scored)
         rng = np.random.default_rng(np.random.SeedSequence([int(run["seed"]), 7]))
-        self.rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, size=max_users, replace=False))
+        self.rows = scored if n <= max_users else scored[np.sort(rng.choice(n, size=max_users, replace=False))]
         self.sequences = data.eval_sequences[self.rows]
         self.teacher = data.teacher_lists[self.rows]
         self.is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))[self.rows]
@@ -141,6 +224,8 @@ class TrialSetup:
     aux_cache: str | None = None
     probe_users: int = 4096
     out_dir: str | None = None  # the sweep's results directory: resumable trials keep their scratch under it
+    metric: str | None = None  # the searched metric: each trial tracks its peak (PeakTracker)
+    mode: str = "max"
 
 
 def trial_run(setup_base: dict[str, Any], sweep: str, config: dict[str, Any], trial_id: str) -> dict[str, Any]:
@@ -181,20 +266,29 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     users = min(setup.probe_users, 1024) if sequential else setup.probe_users  # a student scores long histories
     probe = probe_cls(run, data, device, users) if setup.report_epochs else None
     node = ray_node_id()
-    last: dict[str, Any] = {TIME_ATTR: 0}
+    last: dict[str, Any] = {TIME_ATTR: 0, "phase": "student", "phase_epoch": 0}
     # a trial restarted after a killed sweep (Tuner.restore) goes on from its saved answers and
     # student epoch; the trial id is part of the run id, so the directory is the trial's own
     workdir = str(ResultStore(setup.out_dir).work_dir(rid)) if sequential and setup.out_dir else None
+    # the epochs it reported before are kept beside them (a resumed trial does not report them again)
+    peaks = PeakTracker(setup.mode, Path(workdir) / PEAK_FILE if workdir and probe is not None else None)
 
     def on_epoch(epoch: int, stats: dict[str, Any]) -> None:
-        last[TIME_ATTR] = epoch
+        phase = str(stats.get("phase", "student"))
+        phase_epoch = int(stats.get("phase_epoch", epoch))
+        last.update({TIME_ATTR: epoch, "phase": phase, "phase_epoch": phase_epoch})
         if probe is None:
             return
+        measured = probe(stats["model"])
+        if setup.metric is not None:
+            peaks.update(epoch, measured.get(setup.metric), phase, phase_epoch)
         metrics = {
-            **probe(stats["model"]),
+            **measured,
+            **peaks.fields(),
             TIME_ATTR: epoch,
             "loss": float(stats["loss"]),
-            "phase": stats.get("phase", "student"),
+            "phase": phase,
+            "phase_epoch": phase_epoch,
             "queries": client.spent,
             "run_id": rid,
             "node_id": node,
@@ -208,8 +302,16 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     else:
         row = execute_run(run, data, client, device=device, aux_cache=setup.aux_cache, on_epoch=on_epoch)
     row.update(setup.costs.get(int(run["k"]), {}))
-    row.update(sweep=setup.sweep, tune_trial=trial_id, tune_epochs=int(last[TIME_ATTR]), tune_config=json.dumps({k: _py(v) for k, v in config.items()}))
-    tune.report({**_numeric(row), TIME_ATTR: last[TIME_ATTR], "run_id": rid, "node_id": node, "row": json.dumps(row, default=str)})
+    if probe is None and setup.metric is not None:  # a metric of the final row only: its one value is the peak
+        peaks.update(int(last[TIME_ATTR]), row.get(setup.metric), last["phase"], int(last["phase_epoch"]) or int(last[TIME_ATTR]))
+    peak = peaks.fields()
+    row.update(sweep=setup.sweep, tune_trial=trial_id, tune_epochs=int(last[TIME_ATTR]), tune_config=json.dumps({k: _py(v) for k, v in config.items()}),
+               **{key: peak[key] for key in ROW_PEAK_FIELDS})
+    tune.report({**_numeric(row), **peak, TIME_ATTR: last[TIME_ATTR], "run_id": rid, "node_id": node, "row": json.dumps(row, default=str)})
+
+
+ROW_PEAK_FIELDS = (PEAK_KEY, "tune_peak_epoch", "tune_last")
+"""Peak columns every tune row carries (the trial's peak of the metric, its epoch, its last value)."""
 
 
 def ray_node_id() -> str:
@@ -282,6 +384,7 @@ class RowWriter(Callback):
             "tune_epochs": int(result.get(TIME_ATTR, 0)),
             "tune_config": json.dumps({k: _py(v) for k, v in config.items()}),
             "tune_status": "stopped_early",
+            **{key: result[key] for key in ROW_PEAK_FIELDS if key in result},
         }
         for key, value in cfg.model_dump(mode="json").items():
             if isinstance(value, (int, float, str, bool)) and key not in ("attack", "clone", "k"):
@@ -342,6 +445,9 @@ def _scheduler(tune_exp: TuneExperiment):
 
     asha = settings.scheduler
     return ASHAScheduler(
+        # ASHA compares the metric itself at its rungs; the searcher learns from the trial's peak
+        metric=settings.metric,
+        mode=settings.mode,
         time_attr=TIME_ATTR,
         # default: one past the longest attack, so a trial that trains to its end is never cut at its last epoch
         max_t=asha.max_t or max(planned_epochs(tune_exp) + 1, asha.grace_period),
@@ -352,6 +458,9 @@ def _scheduler(tune_exp: TuneExperiment):
 
 
 def _searcher(settings):
+    """The search algorithm: random/grid sampling, or a model-based searcher that learns from each
+    trial's peak (``tune_peak``, the value the best trial is chosen by), at most
+    ``max_concurrent`` trials at a time (a model-based searcher suggests from what finished)."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if settings.searcher is None:
@@ -360,10 +469,16 @@ def _searcher(settings):
     if settings.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=settings.seed)
-    from ray.tune.search.hyperopt import HyperOptSearch
+        searcher = OptunaSearch(metric=PEAK_KEY, mode=settings.mode, seed=settings.seed)  # TPESampler(seed=seed)
+    else:
+        from ray.tune.search.hyperopt import HyperOptSearch
 
-    return HyperOptSearch(random_state_seed=settings.seed)
+        searcher = HyperOptSearch(metric=PEAK_KEY, mode=settings.mode, random_state_seed=settings.seed)
+    if settings.max_concurrent:
+        from ray.tune.search import ConcurrencyLimiter
+
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
+    return searcher
 
 
 def _possible_ks(tune_exp: TuneExperiment, base_k: int) -> list[int] | None:
@@ -393,7 +508,7 @@ class TuneOutcome:
     """What a sweep produced."""
 
     best_config: dict[str, Any]
-    best_metric: float
+    best_metric: float  # the best trial's peak (RULE_PEAK) or final value (RULE_FINAL)
     best_run_id: str
     best_file: Path
     trials: int
@@ -402,6 +517,14 @@ class TuneOutcome:
     errored: int
     experiment_path: str
     resumed: bool
+    rule: str = RULE_PEAK
+    best_trial: str = ""
+    best_epoch: int = 0  # the epoch the best trial peaked at (best.yaml trains to it)
+    best_last: float = math.nan  # the best trial's value at its last reported epoch
+    best_epochs_run: int = 0
+    best_status: str = ""  # completed / stopped_early
+    best_overrides: dict[str, Any] = field(default_factory=dict)  # epoch counts written into best.yaml
+    summary_file: Path | None = None
 
 
 def _storage_root(out_dir: Path, storage: str | None) -> str:
@@ -465,6 +588,8 @@ def run_tune(
         costs=costs,
         aux_cache=str(Path(cache_dir) if cache_dir else out / "cache"),
         out_dir=str(out),
+        metric=settings.metric,
+        mode=settings.mode,
     )
     gpu = share if settings.resources.gpu is None else settings.resources.gpu
     trainable = tune.with_resources(tune.with_parameters(tune_trial, data=data, setup=setup), {"cpu": settings.resources.cpu, "gpu": gpu})
@@ -479,12 +604,10 @@ def run_tune(
                 trainable,
                 param_space=tune_param_space(tune_exp.search_space),
                 tune_config=tune.TuneConfig(
-                    metric=settings.metric,
-                    mode=settings.mode,
+                    # no sweep-wide metric: ASHA is given settings.metric, a searcher the trial's peak
                     scheduler=_scheduler(tune_exp),
-                    search_alg=_searcher(settings),
+                    search_alg=_searcher(settings),  # its own concurrency limit (max_concurrent)
                     num_samples=settings.num_samples,
-                    max_concurrent_trials=settings.max_concurrent if settings.searcher else None,
                     reuse_actors=True,  # a trial's worker (torch, raysteal imported) serves the next trial
                 ),
                 run_config=tune.RunConfig(
@@ -503,8 +626,58 @@ def run_tune(
     return _finish(tune_exp, grid, out, path, resumed)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trial_summary(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], metric: str, status: str) -> dict[str, Any]:
+    """One trial of the sweep: its configuration, the peak of ``metric`` and its epoch, the last
+    reported value and the epochs run (from the trial's last result)."""
+    final = json.loads(metrics["row"]).get(metric) if "row" in metrics else None
+    if PEAK_KEY not in metrics:  # reported by code older than peak tracking: only its last value is known
+        value = metrics.get(metric)
+        metrics = {**metrics, PEAK_KEY: value, "tune_peak_epoch": metrics.get(TIME_ATTR), "tune_last": value}
+    peak = metrics.get(PEAK_KEY)
+    return {
+        "trial_id": trial_id,
+        "status": status,
+        "run_id": str(metrics.get("run_id", "")),
+        "config": {k: _py(v) for k, v in config.items()},
+        "peak_value": float(peak) if _is_number(peak) else None,
+        "peak_epoch": int(metrics.get("tune_peak_epoch") or 0),
+        "peak_phase": str(metrics.get("tune_peak_phase", "")),
+        "peak_phase_epoch": int(metrics.get("tune_peak_phase_epoch") or 0),
+        "last_value": float(metrics["tune_last"]) if _is_number(metrics.get("tune_last")) else None,
+        "final_value": float(final) if _is_number(final) else None,  # the finished row's value (all scored users)
+        "epochs_run": int(metrics.get(TIME_ATTR) or 0),
+        "epochs_reported": int(metrics.get("tune_epochs_reported") or 0),
+    }
+
+
+def write_trial_summary(out: Path, summary: dict[str, Any]) -> Path:
+    """``OUT/tune_trials.json`` (the rule, the best trial and every trial) and
+    ``OUT/tune_trials.parquet`` (one row per trial, the configuration as JSON)."""
+    import pandas as pd
+
+    path = write_text_atomically(out / f"{SUMMARY_FILE}.json", json.dumps(summary, indent=2, default=str))
+    frame = pd.DataFrame([{**t, "config": json.dumps(t["config"], sort_keys=True), "metric": summary["metric"], "rule": summary["rule"]}
+                          for t in summary["trials"]])
+    tmp = out / f".{SUMMARY_FILE}.parquet.tmp"
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, out / f"{SUMMARY_FILE}.parquet")
+    return path
+
+
+def _probe_scope(tune_exp: TuneExperiment) -> str:
+    if is_sequential(tune_exp):
+        return ("at most 1,024 seeded users of those the row scores: the row's own value when it scores no more; "
+                "else the row of raysteal run can differ by that sampling of users")
+    return "at most 4,096 of the attacker's known users: the row's own value when it knows no more"
+
+
 def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool) -> TuneOutcome:
-    """Pick the best finished trial and write ``best.yaml``."""
+    """Pick the best trial by its peak over all reported epochs (ASHA-stopped trials included),
+    write ``best.yaml`` with the attack's epochs set to that peak epoch, and the trial summary."""
     settings = tune_exp.tune
     sign = 1.0 if settings.mode == "max" else -1.0
     total, errored = len(grid), grid.num_errors
@@ -515,18 +688,56 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         raise RaystealError(f"{errored} of {total} trial(s) of {tune_exp.name!r} failed (run the same command again to retry them); first error: {first!r}")
     if grid.num_terminated < total:
         raise RaystealError(f"sweep {tune_exp.name!r} did not finish ({grid.num_terminated} of {total} trials done); run the same command again to resume it")
-    scored = [r for r in finished if isinstance(r.metrics.get(settings.metric), (int, float)) and not math.isnan(r.metrics[settings.metric])]
+    per_epoch = settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS)
+    rule = RULE_PEAK if per_epoch else RULE_FINAL
+    trials = []
+    for r in grid:
+        metrics = dict(r.metrics or {})
+        trial_id = str(metrics.get("trial_id") or Path(str(r.path)).name)
+        trials.append(trial_summary(trial_id, dict(r.config or {}), metrics, settings.metric, "completed" if "row" in metrics else "stopped_early"))
+    scored = [t for t in trials if t["peak_value"] is not None]
     if not scored:
-        raise RaystealError(f"no finished trial of {tune_exp.name!r} reported {settings.metric!r}")
-    best = max(scored, key=lambda r: sign * r.metrics[settings.metric])
-    sample = {k: _py(v) for k, v in best.config.items()}
-    value = float(best.metrics[settings.metric])
-    raw = best_experiment(tune_exp, sample, note=f"{settings.metric} = {value:.4f} ({settings.mode}) over {total} trials, trial {best.metrics.get('trial_id', '')}.")
-    best_file = write_text_atomically(out / "best.yaml", yaml.safe_dump(raw, sort_keys=False))
+        raise RaystealError(f"no trial of {tune_exp.name!r} reported {settings.metric!r}")
+    best = max(scored, key=lambda t: (sign * t["peak_value"], t["status"] == "completed", -t["peak_epoch"]))
+    sample = dict(best["config"])
+    overrides: dict[str, Any] = {}
+    if per_epoch:
+        try:
+            overrides = epoch_overrides(apply_sample(tune_exp.base_run(), sample)["attack"], best["peak_phase"], best["peak_phase_epoch"])
+        except ConfigError as err:  # say so: this best.yaml trains past the peak
+            rule = f"best over all reported epochs; epochs left as searched ({err})"
+    where = f"epoch {best['peak_epoch']} of {best['epochs_run']}" + (f" ({best['status'].replace('_', ' ')})" if best["status"] != "completed" else "")
+    last = f"{best['last_value']:.4f}" if best["last_value"] is not None else "n/a"
+    note = (f"{settings.metric} = {best['peak_value']:.4f} ({settings.mode}) at {where}, trial {best['trial_id']}, "
+            f"over {total} trials; its last epoch gave {last}. Rule: {rule}.")
+    raw = best_experiment(tune_exp, sample, note=note, attack_overrides=overrides)
+    header = [
+        f"Best configuration of the tune sweep {tune_exp.name!r} (raysteal tune).",
+        f"Rule: {rule}.",
+        f"Trial {best['trial_id']}: {settings.metric} peaked at {best['peak_value']:.4f} ({settings.mode}) at {where}; last reported value {last}.",
+    ]
+    if overrides:
+        seed = int(sample.get("seed", tune_exp.base_run()["seed"]))
+        header.append("Epochs set to the peak epoch: " + ", ".join(f"attack.{k}: {v}" for k, v in overrides.items())
+                      + f"; the run of seed {seed} (the trial's) trains to that epoch, deterministically from the seed.")
+        header.append(f"The peak was measured by the per-epoch probe ({_probe_scope(tune_exp)}).")
+    header.append(f"Every trial: {SUMMARY_FILE}.json / {SUMMARY_FILE}.parquet beside this file.")
+    text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(raw, sort_keys=False)
+    best_file = write_text_atomically(out / "best.yaml", text)
+    summary = {
+        "sweep": tune_exp.name,
+        "metric": settings.metric,
+        "mode": settings.mode,
+        "rule": rule,
+        "searcher": settings.searcher or "random",
+        "best": {**best, "attack_overrides": overrides, "best_file": str(best_file)},
+        "trials": trials,
+    }
+    summary_file = write_trial_summary(out, summary)
     return TuneOutcome(
         best_config=sample,
-        best_metric=value,
-        best_run_id=str(best.metrics.get("run_id", "")),
+        best_metric=float(best["peak_value"]),
+        best_run_id=best["run_id"],
         best_file=best_file,
         trials=total,
         completed=len(finished),
@@ -534,4 +745,12 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         errored=errored,
         experiment_path=path,
         resumed=resumed,
+        rule=rule,
+        best_trial=best["trial_id"],
+        best_epoch=best["peak_epoch"],
+        best_last=math.nan if best["last_value"] is None else best["last_value"],
+        best_epochs_run=best["epochs_run"],
+        best_status=best["status"],
+        best_overrides=overrides,
+        summary_file=summary_file,
     )

@@ -28,11 +28,20 @@ class DatasetContext:
     loo: LeaveOneOut
 
 
-def prepare_dataset(entry: DatasetEntry, split: SplitConfig, data_dir: str | None = None) -> DatasetContext:
+def load_log(entry: DatasetEntry, data_dir: str | None = None) -> Interactions:
+    """The dataset entry's whole log, loaded (or generated) and preprocessed."""
     if entry.path is not None:  # the user's own file (its label is the entry's name)
-        log = load_file(entry.path, entry.format, entry.preprocess, name=entry.name, kcore=entry.kcore, **entry.columns)
-    else:
-        log = load_dataset(entry.name, data_dir=data_dir, preprocess=entry.preprocess, kcore=entry.kcore, **entry.options)
+        return load_file(entry.path, entry.format, entry.preprocess, name=entry.name, kcore=entry.kcore, **entry.columns)
+    return load_dataset(entry.name, data_dir=data_dir, preprocess=entry.preprocess, kcore=entry.kcore, **entry.options)
+
+
+def prepare_dataset(entry: DatasetEntry, split: SplitConfig, data_dir: str | None = None) -> DatasetContext:
+    """Load the entry's log and cut it into the target and auxiliary halves of ``split``."""
+    return split_log(load_log(entry, data_dir), entry, split)
+
+
+def split_log(log: Interactions, entry: DatasetEntry, split: SplitConfig) -> DatasetContext:
+    """``log`` cut into the target half and the auxiliary half of ``split`` (seeded)."""
     if split.aux_fraction == 0:  # the whole log is the target's (data-free extraction needs no auxiliary half)
         empty = log.select_users(np.zeros(0, dtype=np.int64), name=f"{log.name}/auxiliary")
         return DatasetContext(label=entry.label, target=log, auxiliary=empty, loo=leave_one_out(log))

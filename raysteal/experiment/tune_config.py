@@ -12,9 +12,10 @@
       mode: max
       num_samples: 16
       scheduler: {asha: {grace_period: 5, reduction_factor: 2}}   # the default; null = FIFO
-      searcher: null                  # optuna | hyperopt (when installed) | null (random/grid)
+      searcher: optuna                # optuna (TPE) | hyperopt (when installed) | null or random (random/grid)
       max_concurrent: 4
       resources: {cpu: 1, gpu: null}  # gpu null: a quarter GPU when the cluster has GPUs
+      seed: 0                         # seeds the sampling order and the searcher (Optuna's TPESampler)
 
 Distributions are Ray Tune's own (``uniform``, ``quniform``, ``loguniform``, ``qloguniform``,
 ``randint``, ``qrandint``, ``lograndint``, ``randn``, ``choice``, ``grid``). Everything is
@@ -27,6 +28,12 @@ Every trial shares one deployed target, so the experiment must describe exactly 
 (one dataset, target, attack and defense setting), and keys that would change the target
 (``target.*``, ``split.aux_fraction``, ``split.item_overlap``, ``split.target_seed``) cannot be
 searched. Trials run seed 0 unless ``seed`` is in the search space.
+
+The best trial is the one whose metric peaked highest (``mode: min``: lowest) over all the epochs
+it reported, ASHA-stopped trials included, and the best configuration is written with the
+attack's epoch counts cut to that peak epoch (:func:`epoch_overrides`), so running it trains the
+same student to the same point (:data:`RULE_PEAK`). A model-based searcher learns from the same
+peak value (``tune_peak``), not from the trial's last epoch.
 """
 
 from __future__ import annotations
@@ -94,6 +101,30 @@ SEQUENTIAL_FINAL_METRICS = SEQUENTIAL_PROBE_METRICS + (
 """Numeric row columns of a sequential-extraction trial (``execute_sequential_run``)."""
 
 
+SEARCHERS: dict[str, str] = {
+    "optuna": "Optuna's TPE sampler (model-based), seeded from tune.seed",
+    "hyperopt": "HyperOpt's TPE (model-based), seeded from tune.seed",
+}
+"""Model-based searchers (``tune.searcher``); ``null`` or ``random`` samples the space at random
+(grid points crossed), seeded from ``tune.seed``."""
+
+SEARCHER_UNSUPPORTED: dict[str, dict[str, str]] = {
+    "optuna": {
+        "grid": "use choice",
+        "randn": "Optuna has no normal distribution; use uniform",
+        "qloguniform": "Optuna drops the quantisation of a log-scale float; use loguniform or lograndint",
+    },
+    "hyperopt": {"grid": "use choice"},
+}
+"""Distributions a searcher cannot sample (validated before launch, naming the key)."""
+
+RULE_PEAK = "best over all reported epochs; epochs set to the peak epoch"
+"""How the best trial is chosen when the metric is reported after every epoch."""
+
+RULE_FINAL = "best final value (the metric is reported only when a trial ends); epochs as searched"
+"""How the best trial is chosen when the metric is reported once, at the end."""
+
+
 class _Strict(NumbersAreNotBooleans):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
@@ -118,7 +149,7 @@ class TuneSettings(_Strict):
     mode: Literal["max", "min"] = "max"
     num_samples: int = Field(1, ge=1, description="samples of the search space (each grid point is repeated this often)")
     scheduler: AshaSettings | None = Field(default_factory=AshaSettings, description="ASHA (default) or None for FIFO")
-    searcher: Literal["optuna", "hyperopt"] | None = None
+    searcher: Literal["optuna", "hyperopt"] | None = Field(None, description="model-based searcher (SEARCHERS) or None: random/grid sampling")
     max_concurrent: int | None = Field(None, ge=1)
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(0, ge=0, description="seed of the search (sampling order, searcher)")
@@ -158,6 +189,16 @@ def _parse_scheduler(raw: Any, source: str) -> Any:
     if isinstance(raw, dict) and set(raw) == {"fifo"}:
         return None
     raise ConfigError(f"{source}: tune.scheduler: expected {{asha: {{max_t, grace_period, reduction_factor}}}}, 'fifo' or null, got {raw!r}")
+
+
+def _parse_searcher(raw: Any, source: str) -> str | None:
+    """``optuna`` / ``hyperopt`` → that searcher; ``None`` / ``"random"`` → random (and grid) sampling."""
+    if raw is None or raw == "random":
+        return None
+    if isinstance(raw, str) and raw in SEARCHERS:
+        return raw
+    known = "; ".join(f"{name} ({what})" for name, what in SEARCHERS.items())
+    raise ConfigError(f"{source}: tune.searcher: unknown searcher {raw!r}; known: {known}; or null / random (random sampling)")
 
 
 def _check_distribution(key: str, spec: Any, source: str) -> tuple[str, list[Any]]:
@@ -296,6 +337,8 @@ def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment
     tune_raw = dict(tune_raw)
     if "scheduler" in tune_raw:
         tune_raw["scheduler"] = _parse_scheduler(tune_raw["scheduler"], source)
+    if "searcher" in tune_raw:
+        tune_raw["searcher"] = _parse_searcher(tune_raw["searcher"], source)
     try:
         settings = TuneSettings(**tune_raw)
     except ValidationError as err:
@@ -333,9 +376,11 @@ def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]],
     if settings.searcher is not None:
         if importlib.util.find_spec(settings.searcher) is None:
             raise ConfigError(f"{source}: tune.searcher: {settings.searcher!r} is not installed (pip install {settings.searcher}), or set it to null")
-        grids = [k for k, spec in space.items() if "grid" in spec]
-        if grids:
-            raise ConfigError(f"{source}: search_space.{grids[0]}: grid is not supported with searcher {settings.searcher!r}; use choice")
+        unsupported = SEARCHER_UNSUPPORTED.get(settings.searcher, {})
+        for key, spec in space.items():
+            (name, _), = spec.items()
+            if name in unsupported:
+                raise ConfigError(f"{source}: search_space.{key}: {name} is not supported with searcher {settings.searcher!r}; {unsupported[name]}")
 
 
 def load_tune(path: str | Path) -> TuneExperiment:
@@ -346,9 +391,33 @@ def load_tune(path: str | Path) -> TuneExperiment:
     return parse_tune(raw, source=str(path))
 
 
-def best_experiment(tune: TuneExperiment, sample: dict[str, Any], note: str = "") -> dict[str, Any]:
+def epoch_overrides(attack: dict[str, Any], phase: str, phase_epoch: int) -> dict[str, int]:
+    """The attack's epoch counts that end its student/clone training at epoch ``phase_epoch`` of
+    ``phase`` (what a trial's epoch report names), every later phase left out.
+
+    Training is deterministic from the seed and no schedule depends on the epoch count, so a run
+    with these counts ends with the model the trial had at that epoch. Zhu et al.'s attacks
+    train the clone on the attacker's data (``clone``: ``epochs``), then on the queried lists
+    (``steal``: ``finetune_epochs``; the queries are still sent); sequential students train for
+    ``epochs`` (``seq_ptd`` reports its data phase: ``data_epochs``; with ``data_patience`` its
+    final model is the best-validated one, not the last epoch's, so that case is not reproduced
+    exactly)."""
+    epoch = int(phase_epoch)
+    if phase == "clone":
+        return {"epochs": epoch, "finetune_epochs": 0}
+    if phase == "steal":
+        return {"finetune_epochs": epoch}
+    if phase == "student":
+        return {"data_epochs": epoch} if attack.get("attack") == "seq_ptd" else {"epochs": epoch}
+    if not phase:
+        raise ConfigError("the trial's peak epoch is not known (it reported before peaks were tracked)")
+    raise ConfigError(f"no epoch count of attack {attack.get('attack')!r} ends its phase {phase!r}")
+
+
+def best_experiment(tune: TuneExperiment, sample: dict[str, Any], note: str = "", attack_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """A ready-to-run experiment mapping: the tune file's experiment with ``sample`` written in
-    (``seed`` is not: the best configuration is meant to be re-run over the file's seeds)."""
+    (``seed`` is not: the best configuration is meant to be re-run over the file's seeds), then
+    ``attack_overrides`` (e.g. :func:`epoch_overrides` of the trial's peak)."""
     raw = copy.deepcopy(tune.raw_experiment)
     for key, value in sample.items():
         value = _plain(value)
@@ -361,6 +430,8 @@ def best_experiment(tune: TuneExperiment, sample: dict[str, Any], note: str = ""
             raw["attacks"] = [{**raw["attacks"][0], field: value}]
         elif section == "split":
             raw["split"] = {**raw.get("split", {}), field: value}
+    if attack_overrides:
+        raw["attacks"] = [{**raw["attacks"][0], **{key: _plain(value) for key, value in attack_overrides.items()}}]
     description = (str(raw.pop("description", "")).strip() + f"\nBest configuration of the tune sweep {tune.name!r}. {note}").strip()
     raw.pop("experiment", None)
     raw = {"experiment": f"{tune.name}-best", "description": description, **raw}

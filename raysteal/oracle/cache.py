@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from raysteal.models.base import PAD
-from raysteal.oracle.engine import pad_sequences, user_ids
+from raysteal.oracle.engine import checked_k, pad_sequences, user_ids
 
 
 _PASSED_ON = frozenset({"attacker_id", "info", "spent", "remaining_budget", "num_items", "num_users", "sequential"})
@@ -34,7 +34,7 @@ class CachingClient:
         self.hits = 0
 
     def query(self, inputs: Any, k: int) -> np.ndarray:
-        keys, rows = self._keys(inputs, int(k))
+        keys, rows = self._keys(inputs, checked_k(k))  # a bad k is refused, never served from memory
         missing = [i for i, key in enumerate(keys) if key not in self._memory]
         first = {}  # a row asked twice in one request is bought once
         for i in missing:

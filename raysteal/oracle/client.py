@@ -159,4 +159,4 @@ class InProcessOracle:
     def close(self) -> None:
         """Retire this oracle: its clients stop answering and its memory can be freed."""
         _LOCAL_ORACLES.pop(self._key, None)
-        self._core.ledger.close()
+        self._core.close()

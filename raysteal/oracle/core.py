@@ -19,8 +19,8 @@ from raysteal.errors import RaystealError
 from raysteal.oracle.accounts import AccountKeys
 from raysteal.oracle.defenses import DefenseChain
 from raysteal.oracle.engine import RankingEngine
-from raysteal.oracle.ledger import UNLIMITED, BudgetLedger
-from raysteal.oracle.querylog import QueryLog
+from raysteal.oracle.ledger import UNLIMITED, BudgetLedger, session_charges
+from raysteal.oracle.querylog import QueryLog, journal_name, new_session
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ def _request_size(inputs: object) -> int:
         return 0
 
 
+def logged_k(k: object) -> int:
+    """``k`` as the log records it: the int asked for, or -1 when it is not one (a bool included)."""
+    return int(k) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else -1
+
+
 def request_digest(inputs: np.ndarray, k: int) -> str:
     """A digest of a validated request (its int64 inputs, their shape, and ``k``): a retried
     request after a server restart must be the very request that was charged."""
@@ -52,7 +57,11 @@ def request_digest(inputs: np.ndarray, k: int) -> str:
 
 
 class OracleCore:
-    """Everything a black box does, minus transport. Thread-safe."""
+    """Everything a black box does, minus transport. Thread-safe.
+
+    With a ``state_dir`` the ledger and the query log are journaled there; ``session`` (one per
+    server start, the same across its restarts) names this start's log, which a restart replays.
+    """
 
     def __init__(
         self,
@@ -61,12 +70,11 @@ class OracleCore:
         state_dir: str | Path | None = None,
         seed: int = 0,
         secret: bytes | None = None,
+        session: str | None = None,
     ):
         self.engine = engine
         self.accounts = AccountKeys(secret)
         self.defenses = defenses or DefenseChain()
-        self.ledger = BudgetLedger(Path(state_dir) / "ledger.jsonl" if state_dir else None)
-        self.log = QueryLog()
         self._rng = np.random.default_rng(seed)
         self.info = TargetInfo(
             num_users=engine.num_users,
@@ -75,6 +83,12 @@ class OracleCore:
             max_len=engine.max_len,
             defense=self.defenses.describe(),
         )
+        self.session = session or new_session()
+        ledger_path = Path(state_dir) / "ledger.jsonl" if state_dir else None
+        self.ledger = BudgetLedger(ledger_path, session=self.session)
+        self.log = QueryLog(Path(state_dir) / journal_name(self.session) if state_dir else None, self.session, self.info.defense)
+        if ledger_path is not None:  # charges a crash kept from the log (after a restart)
+            self.log.reconcile(session_charges(ledger_path, self.session))
 
     def register(self, attacker: str, budget: int = UNLIMITED) -> str:
         """Open (or confirm) ``attacker``'s account; returns its key (:mod:`raysteal.oracle.accounts`)."""
@@ -90,12 +104,16 @@ class OracleCore:
             arr = self.engine.validate(inputs, k)
             self.defenses.check(k)  # e.g. popular mixing of n > k items: refuse before any charge
             self.defenses.admit(attacker, len(arr))
-            self.ledger.charge(attacker, len(arr), request_id, request_digest(arr, k) if self.ledger.journaled else None)
+            self.ledger.charge(attacker, len(arr), request_id, request_digest(arr, k) if self.ledger.journaled else None, k=k)
         except RaystealError as err:
-            count = _request_size(inputs)
-            self.log.append(attacker, request_id, count, k if isinstance(k, int) else -1, False, type(err).__name__, self.info.defense)
+            self.log.append(attacker, request_id, _request_size(inputs), logged_k(k), False, type(err).__name__, self.info.defense)
             raise
         return arr
+
+    def fail(self, attacker: str, request_id: str, count: int, k: int, err: BaseException) -> None:
+        """A charged request failed before its answer left: refund it and log it refused."""
+        self.ledger.refund(attacker, request_id)
+        self.log.append(attacker, request_id, count, logged_k(k), False, type(err).__name__, self.info.defense, settles=True)
 
     def defend(self, lists: np.ndarray) -> np.ndarray:
         return self.defenses.apply(lists, self._rng)
@@ -108,7 +126,11 @@ class OracleCore:
         request_id = request_id or uuid.uuid4().hex
         started = time.perf_counter()
         arr = self.admit(attacker, key, inputs, k, request_id)
-        lists = self.defend(self.engine.topk(arr, k))
+        try:
+            lists = self.defend(self.engine.topk(arr, k))
+        except Exception as err:  # nothing answered: nothing charged
+            self.fail(attacker, request_id, len(arr), k, err)
+            raise
         self.record(attacker, request_id, len(arr), k, started)
         return lists
 
@@ -122,3 +144,8 @@ class OracleCore:
 
     def query_log(self) -> pa.Table:
         return self.log.to_arrow()
+
+    def close(self) -> None:
+        """Close the journals (the in-process oracle's end; an actor's go with its process)."""
+        self.ledger.close()
+        self.log.close()

@@ -67,6 +67,14 @@ def pad_sequences(sequences: Sequence[Sequence[int]] | np.ndarray, max_len: int 
     return out
 
 
+def checked_k(k: object) -> int:
+    """``k`` as an int, or ``ConfigError`` unless it is an integer >= 1 (a bool is refused: ``True``
+    is no list length, and ``int(2.5)`` would hide a bad one)."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be an integer >= 1, got {k!r} ({type(k).__name__})")
+    return int(k)
+
+
 DENSE_SEEN_LIMIT = 1 << 28
 """Largest users x items table kept as a dense seen-item mask (256 MiB of bools)."""
 
@@ -111,8 +119,7 @@ class RankingEngine:
     # ------------------------------------------------------------ validation
     def validate(self, inputs: np.ndarray, k: int) -> np.ndarray:
         """Check a request; returns the normalised int64 input array. Raises ``ConfigError``."""
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be an integer >= 1, got {k!r}")
+        k = checked_k(k)
         if k > self.num_items:
             raise ConfigError(f"k={k} is larger than the catalogue ({self.num_items} items)")
         if self.sequential:

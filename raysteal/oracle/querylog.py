@@ -1,11 +1,28 @@
-"""The query log: one row per request (granted or refused), as an Arrow table results can join."""
+"""The query log: one row per request (granted or refused), as an Arrow table results can join.
+
+A log opened with a journal (``querylog-<session>.jsonl`` beside the budget ledger, one per server
+start, kept across its restarts) appends each row as a JSON line (flushed) and replays them when
+reopened. Granted rows are as durable as the ledger: a charge the journal of the ledger holds but
+the log does not (a crash between charging and answering) gets a row rebuilt from the charge
+(:meth:`QueryLog.reconcile`, reason :data:`UNCONFIRMED`); the retry that answers it replaces that
+row, so every charged request has exactly one granted row.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
 import threading
 import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
 
 import pyarrow as pa
+
+from raysteal.errors import DataFileError
 
 QUERY_LOG_SCHEMA = pa.schema(
     [
@@ -21,14 +38,113 @@ QUERY_LOG_SCHEMA = pa.schema(
     ]
 )
 
+UNCONFIRMED = "charged; answer unconfirmed (server lost)"
+"""Reason of a granted row rebuilt from the ledger: charged, then the server died before logging."""
+
+SESSION_KEY = b"raysteal.session"
+"""Arrow schema metadata key naming the log's session (its part file is named after it)."""
+
+_SESSION = re.compile(r"\d+-[0-9a-f]{8}")
+
+
+def new_session() -> str:
+    """A writer id unique per process and call (``<pid>-<8 hex>``): names a journal and a part."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def journal_name(session: str) -> str:
+    """The file name of ``session``'s query-log journal, in its server's ledger directory."""
+    return f"querylog-{session}.jsonl"
+
+
+def part_name(server: str, session: str) -> str:
+    """The file name of a query-log part: unique per server start, so writers never collide."""
+    return f"{server}.{session}.parquet"
+
+
+def part_session(path: Path) -> str | None:
+    """The session a part file was named after (``None`` for parts of older versions)."""
+    stem = path.name.removesuffix(".parquet")
+    tail = stem.rsplit(".", 1)[-1] if "." in stem else ""
+    return tail if _SESSION.fullmatch(tail) else None
+
+
+def part_server(path: Path) -> str:
+    """The server a part file belongs to (its name less the session, or the part number of older parts)."""
+    stem = path.name.removesuffix(".parquet")
+    return stem.rsplit(".", 1)[0] if part_session(path) else stem.split(".")[0]
+
 
 class QueryLog:
-    """Append-only, thread-safe request log held column-wise (cheap appends, one Arrow build)."""
+    """Append-only, thread-safe request log held column-wise (cheap appends, one Arrow build),
+    journaled to ``journal_path`` when given (``read_only``: replay it, never write)."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal_path: str | os.PathLike | None = None, session: str = "", defense: str = "",
+                 read_only: bool = False) -> None:
         self._lock = threading.Lock()
         self._cols: dict[str, list] = {f.name: [] for f in QUERY_LOG_SCHEMA}
+        self._granted: dict[str, int] = {}  # request id -> index of its granted row
+        self.session, self.defense = session, defense
+        self._path = Path(journal_path) if journal_path else None
+        self._journal = None
+        if self._path is None:
+            return
+        complete = self._replay() if self._path.exists() else 0
+        if read_only:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if self._path.exists() and complete < self._path.stat().st_size:
+            os.truncate(self._path, complete)  # a torn last line: that row was never written whole
+        fresh = not self._path.exists() or complete == 0
+        self._journal = open(self._path, "a", encoding="utf-8")
+        if fresh:
+            self._write({"op": "open", "session": session, "defense": defense})
 
+    # ------------------------------------------------------------- journal
+    def _replay(self) -> int:
+        """Rebuild rows from the journal; returns the bytes of its complete lines."""
+        complete = 0
+        with open(self._path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.endswith(b"\n"):
+                    break
+                self._apply(raw, number)
+                complete += len(raw)
+        return complete
+
+    def _apply(self, raw: bytes, number: int) -> None:
+        where = f"query log journal {self._path}, line {number}"
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+            if entry["op"] == "open":
+                self.session, self.defense = self.session or str(entry["session"]), self.defense or str(entry["defense"])
+            elif entry["op"] == "row":
+                self._put({f.name: entry[f.name] for f in QUERY_LOG_SCHEMA}, bool(entry.get("settles", False)))
+            else:
+                raise ValueError(f"unknown op {entry['op']!r}")
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise DataFileError(f"{where}: not a query-log entry ({type(err).__name__}: {err}); the journal is corrupt") from None
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        if self._journal is not None:
+            self._journal.write(json.dumps(entry) + "\n")
+            self._journal.flush()  # no fsync: granted rows are rebuilt from the (fsynced) ledger
+
+    def _put(self, row: dict[str, Any], settles: bool = False) -> None:
+        """Add a row; a granted row (a retry's answer) or a row that ``settles`` the request (its
+        failure after the charge: refunded) replaces the request's granted row."""
+        at = self._granted.pop(row["request_id"], None) if row["granted"] or settles else None
+        if at is None:
+            at = len(self._cols["attacker"])
+            for key, value in row.items():
+                self._cols[key].append(value)
+        else:
+            for key, value in row.items():
+                self._cols[key][at] = value
+        if row["granted"]:
+            self._granted[row["request_id"]] = at
+
+    # ------------------------------------------------------------- public
     def append(
         self,
         attacker: str,
@@ -40,7 +156,9 @@ class QueryLog:
         defense: str,
         latency_ms: float = 0.0,
         at: float | None = None,
+        settles: bool = False,
     ) -> None:
+        """Log one request (``settles``: a charged request's final refusal, see :meth:`_put`)."""
         row = {
             "attacker": attacker,
             "request_id": request_id,
@@ -53,12 +171,51 @@ class QueryLog:
             "latency_ms": float(latency_ms),
         }
         with self._lock:
-            for key, value in row.items():
-                self._cols[key].append(value)
+            self._put(row, settles)
+            self._write({"op": "row", **row, **({"settles": True} if settles else {})})
+
+    def reconcile(self, charges: dict[str, dict]) -> int:
+        """Add a granted row (reason :data:`UNCONFIRMED`, no latency) for each charge in
+        ``charges`` (:func:`raysteal.oracle.ledger.session_charges`) the log has no granted row
+        for; not journaled (rebuilt at every open). Returns how many were added."""
+        with self._lock:
+            missing = [(rid, c) for rid, c in charges.items() if rid not in self._granted]
+            for rid, charge in missing:
+                k = charge.get("k")
+                self._put({"attacker": str(charge["attacker"]), "request_id": rid, "time": int(float(charge.get("t", 0.0)) * 1e6),
+                           "count": int(charge["count"]), "k": -1 if k is None else int(k), "granted": True,
+                           "reason": UNCONFIRMED, "defense": self.defense, "latency_ms": math.nan})
+        return len(missing)
 
     def __len__(self) -> int:
         return len(self._cols["attacker"])
 
     def to_arrow(self) -> pa.Table:
+        """The rows (in the order first logged), the session in the schema's metadata."""
+        schema = QUERY_LOG_SCHEMA.with_metadata({SESSION_KEY: self.session.encode()}) if self.session else QUERY_LOG_SCHEMA
         with self._lock:
-            return pa.table({k: pa.array(v, type=QUERY_LOG_SCHEMA.field(k).type) for k, v in self._cols.items()}, schema=QUERY_LOG_SCHEMA)
+            return pa.table({k: pa.array(v, type=QUERY_LOG_SCHEMA.field(k).type) for k, v in self._cols.items()}, schema=schema)
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+
+def journaled_logs(ledgers_dir: str | os.PathLike, skip: set[str]) -> Iterator[tuple[str, pa.Table]]:
+    """``(server, log)`` of every session journaled under ``ledgers_dir/<server>/`` that is not in
+    ``skip`` (the sessions whose part was written): a killed invocation's log, rebuilt from its
+    journal and its server's ledger."""
+    from raysteal.oracle.ledger import session_charges
+
+    root = Path(ledgers_dir)
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("*/querylog-*.jsonl")):
+        session = path.name.removeprefix("querylog-").removesuffix(".jsonl")
+        if session in skip:
+            continue
+        log = QueryLog(path, session=session, read_only=True)
+        log.reconcile(session_charges(path.parent / "ledger.jsonl", session))
+        if len(log):
+            yield path.parent.name, log.to_arrow()

@@ -1,9 +1,12 @@
 """``TargetServer``: a deployed recommender as a Ray actor answering top-k queries only.
 
 Concurrent requests from many attackers are merged into one forward pass (dynamic batching up
-to ``max_batch`` rows or ``max_wait_ms``). Budgets and the query log live server-side; the budget
-ledger is journaled under ``state_dir`` so a restarted actor (``max_restarts``) keeps every
-charge, and a retried request (same request id) is never charged twice. Each attacker's client
+to ``max_batch`` rows or ``max_wait_ms``); a request is validated and charged alone before it
+joins a batch, and a batch that fails is answered request by request, so one attacker's bad
+request never fails or charges another's. Budgets and the query log live server-side, both
+journaled under ``state_dir`` so a restarted actor (``max_restarts``) keeps every charge and
+every log row, and a retried request (same request id) is never charged twice; without a
+``state_dir`` nothing survives the process, so such a server is never restarted. Each attacker's client
 queries with its account key; opening accounts and reading the ledger or the query log take the
 owner's token, which only the process that started the server holds (:func:`owner_token`).
 """
@@ -19,10 +22,11 @@ from typing import Any
 import numpy as np
 import ray
 
-from raysteal.errors import RaystealError
+from raysteal.errors import ConfigError, RaystealError
 from raysteal.oracle.accounts import AccountKeys
 from raysteal.oracle.client import QueryClient
 from raysteal.oracle.core import OracleCore, TargetInfo
+from raysteal.oracle.querylog import new_session
 from raysteal.oracle.target import TargetSpec, build_oracle_core
 
 
@@ -30,8 +34,8 @@ class _TargetServer:
     """Actor body (decorated below); async so requests overlap while a batch computes."""
 
     def __init__(self, spec: TargetSpec, state_dir: str | None = None, seed: int = 0, max_batch: int = 16384, max_wait_ms: float = 2.0,
-                 secret: bytes | None = None):
-        self._core: OracleCore = build_oracle_core(spec, state_dir=state_dir, seed=seed, secret=secret)
+                 secret: bytes | None = None, session: str | None = None):
+        self._core: OracleCore = build_oracle_core(spec, state_dir=state_dir, seed=seed, secret=secret, session=session)
         self._max_batch = int(max_batch)
         self._max_wait = float(max_wait_ms) / 1e3
         self._queue: asyncio.Queue | None = None
@@ -73,43 +77,67 @@ class _TargetServer:
     async def query(self, attacker: str, key: str, inputs: Any, k: int, request_id: str) -> np.ndarray:
         started = time.perf_counter()
         arr = self._core.admit(attacker, key, inputs, k, request_id)  # raises (and logs) on refusal
+        try:
+            lists = self._core.defend(await self._ranked(arr, k))
+        except (Exception, asyncio.CancelledError) as err:  # nothing answered: refunded, logged refused
+            self._core.fail(attacker, request_id, len(arr), k, err)
+            raise
+        self._core.record(attacker, request_id, len(arr), k, started)
+        return lists
+
+    async def _ranked(self, arr: np.ndarray, k: int) -> np.ndarray:
+        """The top-``k`` lists of an admitted request, computed in the next dynamic batch."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._batcher = asyncio.get_running_loop().create_task(self._run_batches())
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((arr, k, future))
-        lists = await future
-        lists = self._core.defend(lists)
-        self._core.record(attacker, request_id, len(arr), k, started)
-        return lists
+        return await future
 
     # ------------------------------------------------------------- batching
     async def _run_batches(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            rows = len(batch[0][0])
-            deadline = loop.time() + self._max_wait
-            while rows < self._max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0 and self._queue.empty():
-                    break
-                try:
-                    item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                    break
-                batch.append(item)
-                rows += len(item[0])
+            batch = await self._next_batch()
             try:
-                results = await asyncio.to_thread(self._compute, [b[0] for b in batch], max(b[1] for b in batch))
-                offset = 0
-                for arr, k, future in batch:
-                    future.set_result(results[offset : offset + len(arr), :k])
-                    offset += len(arr)
-            except Exception as err:  # surface to every waiting caller
+                await self._answer(batch)
+            except Exception as err:  # a bug in answering: fail this batch's callers, keep serving
                 for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+                    _settle(future, error=err)
+
+    async def _next_batch(self) -> list[tuple[np.ndarray, int, asyncio.Future]]:
+        """Queued requests up to ``max_batch`` rows, waiting at most ``max_wait_ms`` for more."""
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        rows = len(batch[0][0])
+        deadline = loop.time() + self._max_wait
+        while rows < self._max_batch:
+            timeout = deadline - loop.time()
+            if timeout <= 0 and self._queue.empty():
+                break
+            try:
+                item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+            except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                break
+            batch.append(item)
+            rows += len(item[0])
+        return batch
+
+    async def _answer(self, batch: list[tuple[np.ndarray, int, asyncio.Future]]) -> None:
+        """Answer a batch in one forward pass; if that fails, each request alone (a request that
+        fails alone fails only its own caller)."""
+        try:
+            results = await asyncio.to_thread(self._compute, [arr for arr, _, _ in batch], max(k for _, k, _ in batch))
+        except Exception as err:
+            if len(batch) == 1:
+                _settle(batch[0][2], error=err)
+                return
+            for item in batch:
+                await self._answer([item])
+            return
+        offset = 0
+        for arr, k, future in batch:
+            _settle(future, results[offset : offset + len(arr), :k])
+            offset += len(arr)
 
     def _compute(self, parts: list[np.ndarray], k: int) -> np.ndarray:
         if self._core.engine.sequential:
@@ -117,9 +145,20 @@ class _TargetServer:
             merged = np.concatenate([np.pad(p, ((0, 0), (width - p.shape[1], 0)), constant_values=-1) for p in parts])
         else:
             merged = np.concatenate(parts)
+        lists = self._core.engine.topk(merged, k)
         self._batches += 1
         self._rows += len(merged)
-        return self._core.engine.topk(merged, k)
+        return lists
+
+
+def _settle(future: asyncio.Future, result: Any = None, error: Exception | None = None) -> None:
+    """Give a waiting caller its answer or error (a caller gone meanwhile is skipped)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 TargetServer = ray.remote(_TargetServer)
@@ -133,13 +172,17 @@ def start_target_server(
     num_cpus: float = 1,
     max_batch: int = 16384,
     max_wait_ms: float = 2.0,
-    max_restarts: int = 3,
+    max_restarts: int | None = None,
     name: str | None = None,
 ):
     """Start a ``TargetServer`` actor (on a GPU share when the cluster has GPUs).
 
-    ``state_dir`` must be a path every node can reach when the actor may restart elsewhere.
+    ``state_dir`` (the ledger and query-log journals) must be a path every node can reach when the
+    actor may restart elsewhere. ``max_restarts``: 3 by default with a ``state_dir``, 0 without
+    (an in-memory ledger would grant spent budgets again after a restart; asking for restarts
+    without a ``state_dir`` raises ``ConfigError``).
     """
+    max_restarts = _restarts(max_restarts, state_dir)
     if num_gpus is None:
         num_gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     options = dict(
@@ -155,9 +198,22 @@ def start_target_server(
     # secret goes with the constructor's arguments, so a restarted actor derives the same keys
     spec_ref = ray.put(spec)
     secret = secrets.token_bytes(32)
-    handle = TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms, secret)
+    handle = TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms, secret,
+                                                    new_session())
     _STARTED[handle._actor_id.hex()] = (spec_ref, AccountKeys(secret).owner_token)
     return handle
+
+
+def _restarts(max_restarts: int | None, state_dir: str | Path | None) -> int:
+    """The restarts a server may have: none without a ledger directory to restart from."""
+    if max_restarts is None:
+        return 3 if state_dir else 0
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < -1:
+        raise ConfigError(f"max_restarts must be an int >= -1 (-1: unlimited), got {max_restarts!r}")
+    if max_restarts and not state_dir:
+        raise ConfigError(f"max_restarts={max_restarts} needs a state_dir: without one the ledger lives in memory and a restarted "
+                          "server would grant spent budgets again")
+    return max_restarts
 
 
 _STARTED: dict[str, tuple["ray.ObjectRef", str]] = {}

@@ -60,8 +60,9 @@ def default_device() -> str:
 
 
 def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, seed: int = 0, device: str | None = None,
-                      secret: bytes | None = None) -> OracleCore:
-    """Model + seen items + defenses → an ``OracleCore`` (``secret``: its accounts' keys; random when None)."""
+                      secret: bytes | None = None, session: str | None = None) -> OracleCore:
+    """Model + seen items + defenses → an ``OracleCore`` (``secret``: its accounts' keys; random
+    when None; ``session``: names its query log, see :class:`OracleCore`)."""
     model = spec.load_model()
     engine = RankingEngine(
         model,
@@ -70,4 +71,5 @@ def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, see
         exclude_seen=spec.exclude_seen,
         device=device or default_device(),
     )
-    return OracleCore(engine, build_defenses(spec.defenses, spec.item_popularity), state_dir=state_dir, seed=seed, secret=secret)
+    return OracleCore(engine, build_defenses(spec.defenses, spec.item_popularity), state_dir=state_dir, seed=seed, secret=secret,
+                      session=session)

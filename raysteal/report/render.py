@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raysteal.atomic import write_text_atomically
+from raysteal.atomic import remove_stale_temp_files, write_atomically, write_text_atomically
 from raysteal.errors import ConfigError, DataFileError
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import summary_markdown, with_derived_metrics
@@ -86,8 +86,18 @@ def _curve(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(spec.get("title", ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically (a temp file, then ``os.replace``) and close it: a
+    reader, or a report killed mid-write, sees the old figure or the whole new one."""
+    import matplotlib.pyplot as plt
+
+    try:
+        write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def _x_value(value: Any) -> float:
@@ -125,8 +135,7 @@ def _heatmap(frame: pd.DataFrame, spec: dict[str, Any], path: Path) -> None:
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(spec.get("title", ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -139,6 +148,7 @@ def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None)
         raise ConfigError(f"no results under {root / 'runs'}: run an experiment with --out {root} first")
     out_dir = Path(out) if out else root / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)  # what a report killed mid-write left
     specs = _experiments(root)
     sections = ["# raysteal report", ""]
     if "experiment" not in frame.columns:

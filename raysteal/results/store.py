@@ -39,6 +39,8 @@ ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("dataset", "format"), None),
     (("dataset", "columns"), {}),
     (("query_cache",), False),
+    (("split", "attacker_population"), None),
+    (("split", "scored_users"), "all"),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).
@@ -172,13 +174,13 @@ class ResultStore:
     def write_query_log(self, name: str, table: pa.Table) -> Path:
         """Persist a server's query log (joinable on ``attacker`` = run id, ``run id@N`` for a retry).
 
-        One part per invocation (``NAME.parquet``, then ``NAME.1.parquet``, ...): a resumed
-        experiment's server starts a new log, and the queries of earlier invocations are kept."""
-        path = self.logs_dir / f"{name}.parquet"
-        part = 0
-        while path.exists():
-            part += 1
-            path = self.logs_dir / f"{name}.{part}.parquet"
+        One part per server start, ``NAME.<session>.parquet`` (the session the server's log carries,
+        else a fresh one): unique per writer, so invocations sharing one output directory never
+        overwrite each other's part, and writing a session's log again replaces its own part."""
+        from raysteal.oracle.querylog import SESSION_KEY, new_session, part_name
+
+        session = (table.schema.metadata or {}).get(SESSION_KEY, b"").decode() or new_session()
+        path = self.logs_dir / part_name(name, session)
         _atomic_write_table(table, path)
         return path
 
@@ -199,7 +201,12 @@ class ResultStore:
         return self.results_file
 
     def load_query_logs(self) -> pd.DataFrame:
-        if not self.logs_dir.is_dir():
-            return pd.DataFrame()
-        frames = [_read_rows(p, "a query log").assign(server=p.stem.split(".")[0]) for p in sorted(self.logs_dir.glob("*.parquet"))]
+        """Every server's query log: the parts, and the journal (``ledgers/NAME/querylog-*.jsonl``)
+        of each server start that wrote no part (an invocation killed, interrupted or still running)."""
+        from raysteal.oracle.querylog import journaled_logs, part_server, part_session
+
+        parts = sorted(self.logs_dir.glob("*.parquet")) if self.logs_dir.is_dir() else []
+        frames = [_read_rows(p, "a query log").assign(server=part_server(p)) for p in parts]
+        written = {part_session(p) for p in parts} - {None}
+        frames += [table.to_pandas().assign(server=server) for server, table in journaled_logs(self.root / "ledgers", written)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
