@@ -67,3 +67,35 @@ def training_log(args: Any) -> tuple[Any, list[str]]:
         torch.set_num_threads(args.threads)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     return make_split(load_dataset(args.dataset), "leave_one_out").train, names
+
+
+def topk_agreement(lists_a: Any, lists_b: Any) -> dict[str, float]:
+    """How far two ``[rows, k]`` ranked lists of the same inputs agree: the mean share of ``a``'s
+    items that ``b`` also lists (overlap@k) and the share of rows with the same first item."""
+    import numpy as np
+
+    a, b = np.asarray(lists_a), np.asarray(lists_b)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
+        raise ValueError(f"lists must be two non-empty [rows, k] arrays of one shape, got {a.shape} and {b.shape}")
+    overlap = (a[:, :, None] == b[:, None, :]).any(-1).mean()
+    return {"overlap@k": float(overlap), "top1": float((a[:, 0] == b[:, 0]).mean()), "rows": int(a.shape[0]), "k": int(a.shape[1])}
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most ``(start, end)`` intervals open at one moment (how many ran at once)."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda ev: (ev[0], ev[1]))
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub Markdown table (cells converted with ``str``; ``|`` escaped)."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from raysteal.errors import ConfigError
 NO_ITEM = -1
 """Marker in ``valid``/``test`` for users too short to hold an item out."""
 HEAD_FRACTION = 0.2
-"""BAHSD's head group: the longest-history 20% of users (DESIGN.md, metrics)."""
+"""BAHSD's head group: the longest-history 20% of users (the head/tail metrics)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,6 +6,11 @@ lists of ``query_fraction`` of them. ``agr@k`` is Zhu's Agreement@K (Eq. 3) on t
 (the paper's protocol: query fine-tuning is scored on the lists it fitted); ``agr@k/heldout``
 is the agreement on the known users whose lists were never queried — the honest measure of
 what was stolen. Both use all items as candidates with each user's seen items excluded.
+``popularity_agr@k`` is the agreement the popularity recommender's lists reach on the same users
+(the floor of ``agr@k/lift``; :mod:`raysteal.training.guard`). The target's and the clone's own
+accuracy (``target_*`` / ``clone_*`` Recall and NDCG@k) follow the one protocol of
+:mod:`raysteal.training.evaluate`: the test item ranked among the items the user has not
+interacted with in training or validation, ties counted against it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 import raysteal
 from raysteal.data.splits import HEAD_FRACTION, attacker_users, head_tail_groups
 from raysteal.experiment.context import RunData
-from raysteal.metrics import agreement_at_k, mean, ndcg_at_k_sets, recall_at_k
+from raysteal.metrics import agreement_at_k, mean
 from raysteal.results.store import run_id
 
 
@@ -68,6 +73,27 @@ def clone_lists(clone, knowledge, k: int, device: str, chunk: int = 2048) -> np.
             indptr = data.indptr[start : stop + 1] - lo
             out[start:stop] = np.asarray(topk_items(scores, k, exclude=(indptr, data.items[lo:hi])))
     return out
+
+
+def held_out_accuracy(clone, knowledge, data: RunData, k: int, device: str) -> dict[str, float]:
+    """The target's and the clone's Recall/NDCG@k on the known users' test items, one protocol
+    (:func:`raysteal.training.evaluate.held_out_ranks`: training and validation items excluded,
+    ties against the test item); NaN where the target's ranks were not prepared
+    (``data.target_metrics`` lacks ``test_ranks`` / ``valid_items``)."""
+    from raysteal.training.evaluate import append_items, held_out_ranks
+    from raysteal.training.guard import ranked_accuracy
+
+    ranks, valid = data.target_metrics.get("test_ranks"), data.target_metrics.get("valid_items")
+    if ranks is None or valid is None:
+        nan = float("nan")
+        return {"target_recall@k": nan, "target_ndcg@k": nan, "clone_recall@k": nan, "clone_ndcg@k": nan}
+    users = knowledge.target_user_ids
+    known = knowledge.target_data
+    exclude = append_items(known.indptr, known.items, np.asarray(valid)[users])
+    clone_ranks = held_out_ranks(clone, np.arange(len(users)), data.test_items[users], exclude, device=device, batch_size=2048)
+    target_recall, target_ndcg = ranked_accuracy(np.asarray(ranks)[users], k)
+    clone_recall, clone_ndcg = ranked_accuracy(clone_ranks, k)
+    return {"target_recall@k": target_recall, "target_ndcg@k": target_ndcg, "clone_recall@k": clone_recall, "clone_ndcg@k": clone_ndcg}
 
 
 def _ray_node_id() -> str:
@@ -166,8 +192,11 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
     queried[knowledge.query_users] = True
     agr_k = np.asarray(agreement_at_k(truth[:, :k], clone_top[:, :k]))
     agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
-    relevant = data.test_items[knowledge.target_user_ids]
-    # head / tail (BAHSD's groups, DESIGN.md): every known user, as agr@k/all, by the length of
+    from raysteal.training.guard import popularity_lists
+
+    popular = popularity_lists(data.train, knowledge.target_user_ids, k)  # the floor: the same users, the target's log
+    floor_k = np.asarray(agreement_at_k(truth[:, :k], popular))
+    # head / tail (BAHSD's groups): every known user, as agr@k/all, by the length of
     # their history in the target's log
     head = head_tail_groups(data.train.user_lengths, run["split"].get("head_fraction", HEAD_FRACTION)).is_head[knowledge.target_user_ids]
     row = {
@@ -187,10 +216,8 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         "agr@k/tail": mean(agr_k[~head]) if (~head).any() else float("nan"),
         "agr@10": mean(agr_10[queried]),
         "agr@10/heldout": mean(agr_10[~queried]) if (~queried).any() else float("nan"),
-        "target_recall@k": mean(recall_at_k(truth[:, :k], relevant, k)),
-        "target_ndcg@k": mean(ndcg_at_k_sets(truth[:, :k], relevant, k)),
-        "clone_recall@k": mean(recall_at_k(clone_top[:, :k], relevant, k)),
-        "clone_ndcg@k": mean(ndcg_at_k_sets(clone_top[:, :k], relevant, k)),
+        "popularity_agr@k": mean(floor_k[queried]),
+        **held_out_accuracy(output.clone, knowledge, data, k, device),
     }
     return finish_row(row, data=data, queries=output.queries, started=started, started_at=started_at, device=device,
                       hyper=config.model_dump(), info=output.info, skip=("attack", "clone", "k"))

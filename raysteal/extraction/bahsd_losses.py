@@ -1,4 +1,4 @@
-"""BAHSD's loss terms (DESIGN.md "BAHSD" items 2–4), pure and vectorised over examples.
+"""BAHSD's loss terms (the design of docs/attacks/bahsd.md, items 2–4), pure and vectorised over examples.
 
 An *example* is one queried prefix: the teacher's ranked list ``R = (j_0, ..., j_{k-1})``
 (``-1`` pads a shorter answer; padding must trail), the student's catalogue scores ``z`` and the

@@ -1,4 +1,4 @@
-"""An attacker's memory of the answers it already bought (DESIGN.md: query counting, budget and
+"""An attacker's memory of the answers it already bought (the design: query counting, budget and
 caching live in the oracle client; TextAttack's goal function caches its model queries).
 
 :class:`CachingClient` wraps a :class:`~raysteal.oracle.client.QueryClient`: the rows of a request
