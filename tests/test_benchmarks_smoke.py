@@ -129,3 +129,23 @@ def test_student_prefixes_benchmark_writes_its_json(tmp_path, benchmarks_on_path
                                     "--negatives", "4", "--rounds", "1", "--json", str(out)])
     assert result["prefixes"] == 12 and result["speedup"] > 0 and len(result["grouped_seconds"]) == 1
     assert json.loads(out.read_text())["buckets"] == 3
+
+
+def test_student_step_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
+    import student_step
+
+    from raysteal.models import sequence_layers as layers
+
+    before = layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward
+    out = tmp_path / "ss.json"
+    result = student_step.main(["--smoke", "--json", str(out)])
+    assert json.loads(out.read_text())["setting"]["prefixes"] == 4 * 12
+    checks = result["checks"]  # the previous code and today's: the same negatives, loss and gradients
+    assert checks["same_negatives"]
+    for mode in ("eval", "train"):
+        assert abs(checks[mode]["loss_old"] - checks[mode]["loss_new"]) < 1e-6
+        assert checks[mode]["max_grad_abs_diff"] <= 1e-5 * checks[mode]["max_grad_abs"]
+    assert result["speedup"]["cpu"] > 0 and result["gemm"]["gflops_cpu"] > 0
+    assert set(result["new"]["phases_cpu"]) == set(student_step.PHASES)
+    assert result["flops"]["needed"] < result["flops"]["old_path"]
+    assert (layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward) == before  # put back

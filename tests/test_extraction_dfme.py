@@ -182,6 +182,112 @@ def test_ranking_loss_matches_hand_computation():
     assert loss.item() == pytest.approx(0.4)
 
 
+
+def test_fused_hinge_gives_the_composed_ops_value_and_gradients_bit_for_bit():
+    """ranking_loss_terms' fused hinge: the same loss and gradients as relu / masked mean composed."""
+    import torch.nn.functional as F
+
+    def composed(list_scores, neg_scores, list_valid, neg_valid, margin=0.5):
+        def masked_mean(values, mask):
+            weight = mask.to(values.dtype)
+            return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+        pairs = masked_mean(F.relu(margin - (list_scores[:, :-1] - list_scores[:, 1:])), list_valid[:, :-1] & list_valid[:, 1:])
+        k, q = list_scores.shape[1], neg_scores.shape[1]
+        idx = torch.arange(max(k, q))
+        pos, neg = list_scores[:, idx % k], neg_scores[:, idx % q]
+        return pairs, masked_mean(F.relu(margin - (pos - neg)), list_valid[:, idx % k] & neg_valid[:, idx % q])
+
+    gen = torch.Generator().manual_seed(0)
+    for k, q in ((6, 6), (6, 4), (3, 7)):
+        scores = torch.randn(50, k + q, generator=gen)
+        list_valid = torch.rand(50, k, generator=gen) > 0.2
+        neg_valid = torch.rand(50, q, generator=gen) > 0.2
+        results = []
+        for fn in (composed, lambda *a: ranking_loss_terms(*a[:2], margin=0.5, list_valid=a[2], neg_valid=a[3])):
+            leaf = scores.clone().requires_grad_(True)
+            terms = fn(leaf[:, :k], leaf[:, k:], list_valid, neg_valid)
+            sum(terms).backward()
+            results.append(([t.item() for t in terms], leaf.grad))
+        assert results[0][0] == results[1][0] and torch.equal(results[0][1], results[1][1])
+
+
+def test_dfme_objective_on_the_needed_scores_equals_the_full_catalogue_loss():
+    """DFMEObjective scores only the listed items and the negatives (SASRec on a CPU): the same loss
+    and gradients as ranking_loss on the full-catalogue scores, with dropout off and on (same masks),
+    with padded lists, masked negatives and k != q."""
+    from raysteal.extraction.student import DFMEObjective, student_scores
+
+    student = seeded_model({"model": "sasrec", "embedding_dim": 16, "max_len": MAX_LEN}, 0, NUM_ITEMS, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    seqs = torch.randint(0, NUM_ITEMS, (6, MAX_LEN), generator=gen)
+    seqs[:2, :3] = PAD
+    rows, cols = torch.nonzero(seqs != PAD, as_tuple=True)
+    for k, q in ((5, 5), (5, 3)):
+        lists = torch.stack([torch.randperm(NUM_ITEMS, generator=gen)[:k] for _ in range(len(rows))])
+        lists[::4, -2:] = -1  # shorter answers
+        negatives = sample_negatives(lists, q, NUM_ITEMS, gen)
+        negatives[::3, 0] = -1
+        batch = StudentBatch(torch.arange(6), seqs, rows, cols, lists, negatives)
+        for train in (False, True):
+            student.train(train)
+            results = []
+            for objective in (lambda s, b: ranking_loss(student_scores(s, b).float(), b.lists, b.negatives, 0.5), DFMEObjective(0.5)):
+                student.zero_grad(set_to_none=True)
+                torch.manual_seed(3)  # the same dropout masks on both paths
+                loss, parts = objective(student, batch)
+                loss.backward()
+                results.append((loss.detach(), parts, [p.grad.clone() for p in student.parameters()]))
+            (old_loss, old_parts, old_grads), (new_loss, new_parts, new_grads) = results
+            assert torch.allclose(old_loss, new_loss, rtol=1e-6, atol=1e-7)
+            assert all(torch.allclose(old_parts[n], new_parts[n], rtol=1e-6, atol=1e-7) for n in old_parts)
+            for old, new in zip(old_grads, new_grads):
+                assert float((old - new).abs().max()) <= 1e-5 * float(old.abs().max()) + 1e-12  # float rounding only
+    student.eval()
+
+
+def _sort_and_search_negatives(lists, count, num_items, generator):
+    """sample_negatives before the membership bitmap: each list sorted and searched."""
+    rows = lists.shape[0]
+    negatives = torch.randint(0, num_items, (rows, count), generator=generator)
+    if count == 0 or rows == 0 or lists.shape[1] == 0:
+        return negatives
+    ordered = lists.long().sort(dim=1).values.contiguous()
+
+    def in_list(row_ids, values):
+        table = ordered[row_ids]
+        return table.gather(1, torch.searchsorted(table, values).clamp_(max=ordered.shape[1] - 1)) == values
+
+    hit_rows, hit_cols = torch.nonzero(in_list(torch.arange(rows), negatives), as_tuple=True)
+    for _ in range(4):
+        if hit_rows.numel() == 0:
+            return negatives
+        draws = torch.randint(0, num_items, (hit_rows.numel(),), generator=generator)
+        negatives[hit_rows, hit_cols] = draws
+        still = in_list(hit_rows, draws[:, None]).squeeze(1)
+        hit_rows, hit_cols = hit_rows[still], hit_cols[still]
+    negatives[hit_rows, hit_cols] = -1
+    return negatives
+
+
+def test_negatives_are_those_of_the_sort_and_search_version(monkeypatch):
+    """The membership bitmap finds the same collisions: the same draws, the same negatives."""
+    import raysteal.extraction.student as student_module
+
+    monkeypatch.setattr(student_module, "_LISTED_ROWS", 7)  # several bitmap blocks, a ragged last one
+    gen = torch.Generator().manual_seed(0)
+    for catalogue, k, count, dtype in ((40, 8, 30, torch.int64), (10, 8, 12, torch.int32), (25, 6, 0, torch.int64)):
+        lists = torch.stack([torch.randperm(catalogue, generator=gen)[:k] for _ in range(50)]).to(dtype)
+        lists[::5, -3:] = -1  # shorter answers: padding never collides
+        seed = int(torch.randint(0, 2**31, (1,), generator=gen))
+        mine = sample_negatives(lists, count, catalogue, torch.Generator().manual_seed(seed))
+        theirs = _sort_and_search_negatives(lists, count, catalogue, torch.Generator().manual_seed(seed))
+        assert torch.equal(mine, theirs)
+        if catalogue == 10:
+            assert (mine == -1).any()  # the stress case leaves masked collisions, as before
+    empty = torch.zeros(0, 4, dtype=torch.long)
+    assert sample_negatives(empty, 5, 10, gen).shape == (0, 5)
+
 def test_negatives_avoid_the_list_and_positions_are_subsampled():
     gen = torch.Generator().manual_seed(0)
     for catalogue, least_valid in ((40, 0.99), (10, 0.5)):  # 8 listed items of 40, and of 10 (a stress case)

@@ -13,7 +13,15 @@ from raysteal.data import leave_one_out, load_dataset
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import PAD, Recommender, make_config, model_class
-from raysteal.models.sequence_layers import PaddedGRU, attention_mask, prefix_additive_attention, prefix_mask
+from raysteal.models.sequence_layers import (
+    PaddedGRU,
+    additive_attention_mask,
+    attention_mask,
+    dropout_attention,
+    prefix_additive_attention,
+    prefix_mask,
+    sampled_scores,
+)
 from raysteal.models.sequence_samplers import ClozeSampler, NextItemSampler, SeenItems, window_ends, window_matrix
 from raysteal.training import evaluate, fit, seeded_model
 
@@ -224,6 +232,73 @@ def test_attention_mask_handles_padding():
     assert causal[1].diagonal().all() and causal[1].sum() == 4  # pure padding: self only, no NaN
     assert attention_mask(valid, causal=False)[0, 0, 2].tolist() == [False, False, True, True]
 
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_dropout_attention_is_sdpa_with_the_same_dropout_masks(heads):
+    """Training with dropout on a CPU: the same outputs and gradients as scaled_dot_product_attention,
+    whose math kernel draws the same masks from the same generator."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(0)
+    batch, length, width = 3, 7, 4
+    valid = torch.ones(batch, length, dtype=torch.bool)
+    valid[1, :3] = False
+    valid[2, :] = False  # all padding: each query attends to itself only
+    for causal in (True, False):
+        mask = attention_mask(valid, causal)
+        additive = additive_attention_mask(mask)
+        assert torch.equal(additive == 0, mask) and torch.isneginf(additive[~mask]).all()
+        q, k, v = (torch.randn(batch, heads, length, width, generator=gen) for _ in range(3))
+        grad_out = torch.randn(batch, heads, length, width, generator=gen)
+        results = []
+        for attend in (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.3),
+                       lambda q, k, v: dropout_attention(q, k, v, additive, 0.3),
+                       lambda q, k, v: dropout_attention(q, k, v, mask, 0.3)):
+            leaves = [x.clone().requires_grad_(True) for x in (q, k, v)]
+            torch.manual_seed(5)
+            out = attend(*leaves)
+            out.backward(grad_out)
+            results.append((out.detach(), [x.grad for x in leaves]))
+        for out, grads in results[1:]:
+            assert torch.allclose(out, results[0][0], atol=1e-6)
+            assert all(torch.allclose(g, want, atol=1e-5) for g, want in zip(grads, results[0][1]))
+
+
+def test_sampled_scores_equal_the_gathered_full_scores(monkeypatch):
+    """The fused CPU kernel: the values and gradients of gathering the full scores; duplicates add up."""
+    import raysteal.models.sequence_layers as layers
+
+    monkeypatch.setattr(layers, "SAMPLED_SCORES_CHUNK", 3)  # several gradient blocks, a ragged last one
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 6, generator=gen)
+    table = torch.randn(9, 6, generator=gen)
+    indices = torch.randint(0, 9, (10, 5), generator=gen)
+    indices[0, :3] = 4  # the same row scored three times for one prefix
+    grad_out = torch.randn(10, 5, generator=gen)
+    results = []
+    for score in (lambda h, t: (h @ t.t()).gather(1, indices), lambda h, t: sampled_scores(h, t, indices)):
+        h, t = hidden.clone().requires_grad_(True), table.clone().requires_grad_(True)
+        out = score(h, t)
+        out.backward(grad_out)
+        results.append((out.detach(), h.grad, t.grad))
+    for mine, want in zip(results[1], results[0]):
+        assert torch.allclose(mine, want, atol=1e-5)
+    only_hidden = hidden.clone().requires_grad_(True)  # a frozen table gets no gradient
+    sampled_scores(only_hidden, table, indices).sum().backward()
+    assert only_hidden.grad is not None
+    with pytest.raises(IndexError):  # the kernel reads rows unchecked: out-of-range ids are refused
+        sampled_scores(hidden, table, indices + 9)
+
+    sasrec = make("sasrec").eval()  # scores_at of the models: the catalogue scores' columns
+    gru = make("gru4rec").eval()
+    items = torch.randint(0, NUM_ITEMS, (10, 4), generator=gen)
+    for model in (sasrec, gru):
+        states = torch.randn(10, 32, generator=gen)  # both small models have 32-dim states
+        with torch.no_grad():
+            assert torch.allclose(model.scores_at(states, items), model.logits(states).gather(1, items), atol=1e-5)
+    with pytest.raises(IndexError):
+        sasrec.scores_at(torch.randn(10, 32), items + NUM_ITEMS)
 
 @pytest.mark.parametrize("chunks", [1, 3, 8, 100])
 def test_prefix_attention_over_visible_columns_equals_scoring_every_column(chunks):

@@ -1,7 +1,7 @@
 """BAHSD: black-box adaptive distillation of a sequential recommender under long-tailed users.
 
-The source document (``../shared/papers/000_65e5e8feb91654cd.txt``) is an abstract only; this is
-the concrete design of DESIGN.md ("BAHSD", items 1–5):
+The source (arXiv 2606.03091) is available as an abstract only; this is the concrete design
+written from it (docs/attacks/bahsd.md, items 1–5):
 
 1. sequences — synthetic (grown against the black box like DFME,
    :func:`raysteal.extraction.synthesis.synthesize`) or, with ``source="real"``, the attacker's
@@ -255,24 +255,12 @@ class BAHSDObjective:
         reliability = batch.extras["reliability"][rows, ecols].float()
         hidden = student_hidden(student, batch)
         scores = student.logits(hidden).float()
-        temp = self.temperature(reliability)
-        w = self.weight(reliability)
-        exclude = prefix_item_mask(batch.inputs, rows, cols, student.num_items) if cfg.kl_exclude_seen else None
-        kl = kl_rank_distillation(scores, lists, temp, exclude=exclude, scale_t2=cfg.kl_scale_t2)
+        temp, w, kl = self.high_branch(scores, lists, reliability, batch.inputs, rows, cols)
         logs: dict[str, Any] = {"kl": kl.mean().detach(), "w": w.mean().detach(), "temperature": temp.mean().detach()}
 
         rank = None
         if cfg.ranking_consistency:
-            valid = lists >= 0
-            stability = batch.extras["stability"][rows, ecols].float()
-            weights = item_weights(stability, cfg.stability_floor) if cfg.stability_weighting else torch.ones_like(stability)
-            negatives = batch.negatives.long()
-            list_scores = scores.gather(1, lists.clamp(min=0))
-            neg_scores = scores.gather(1, negatives.clamp(min=0))
-            if cfg.rank_loss == "pairwise":
-                rank = pairwise_consistency(list_scores, neg_scores, valid, weights, cfg.margin, negatives >= 0)
-            else:
-                rank = listwise_consistency(list_scores, neg_scores, valid, weights, negatives >= 0)
+            rank = self.ranking_term(scores, lists, batch.negatives.long(), batch.extras["stability"][rows, ecols].float())
             logs["rank"] = rank.mean().detach()
 
         contrastive = None
@@ -289,6 +277,25 @@ class BAHSDObjective:
             if view_loss is not None:
                 loss = loss + cfg.probe_weight * view_loss
         return loss, logs
+
+    def high_branch(self, scores: torch.Tensor, lists: torch.Tensor, reliability: torch.Tensor, inputs: torch.Tensor,
+                    rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(T(c), w(c), KL_T)`` of each example (design item 2); the input's own items are left
+        out of the student's softmax with ``kl_exclude_seen`` (the black box never lists them)."""
+        temp, w = self.temperature(reliability), self.weight(reliability)
+        exclude = prefix_item_mask(inputs, rows, cols, scores.shape[1]) if self.config.kl_exclude_seen else None
+        return temp, w, kl_rank_distillation(scores, lists, temp, exclude=exclude, scale_t2=self.config.kl_scale_t2)
+
+    def ranking_term(self, scores: torch.Tensor, lists: torch.Tensor, negatives: torch.Tensor, stability: torch.Tensor) -> torch.Tensor:
+        """Ranking consistency (design item 3): pairwise or listwise, listed items weighted by
+        their cross-scale stability (``stability_weighting``)."""
+        cfg = self.config
+        weights = item_weights(stability, cfg.stability_floor) if cfg.stability_weighting else torch.ones_like(stability)
+        list_scores = scores.gather(1, lists.clamp(min=0))
+        neg_scores = scores.gather(1, negatives.clamp(min=0))
+        if cfg.rank_loss == "pairwise":
+            return pairwise_consistency(list_scores, neg_scores, lists >= 0, weights, cfg.margin, negatives >= 0)
+        return listwise_consistency(list_scores, neg_scores, lists >= 0, weights, negatives >= 0)
 
     def chosen_views(self, batch: StudentBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(b, v)``: the probe views trained this step — all of each sequence's, or
@@ -321,22 +328,12 @@ class BAHSDObjective:
         lists = batch.extras["probe_lists"][b, v].long()
         owner_col = batch.extras["probe_col"][b, v].long()
         reliability = batch.extras["probe_reliability"][b, v].float()
-        temp, w = self.temperature(reliability), self.weight(reliability)
-        exclude = prefix_item_mask(views, vrows, vcols, student.num_items) if cfg.kl_exclude_seen else None
-        kl = kl_rank_distillation(scores, lists, temp, exclude=exclude, scale_t2=cfg.kl_scale_t2)
+        _, w, kl = self.high_branch(scores, lists, reliability, views, vrows, vcols)
         rank = None
         if cfg.ranking_consistency:
-            valid = lists >= 0
-            stability = batch.extras["probe_stability"][b, v].float()
-            weights = item_weights(stability, cfg.stability_floor) if cfg.stability_weighting else torch.ones_like(stability)
             generator = torch.Generator(device=scores.device).manual_seed(int(torch.randint(0, 2**62, (1,))))
             negatives = sample_negatives(lists, batch.negatives.shape[1], student.num_items, generator)
-            list_scores = scores.gather(1, lists.clamp(min=0))
-            neg_scores = scores.gather(1, negatives.clamp(min=0))
-            if cfg.rank_loss == "pairwise":
-                rank = pairwise_consistency(list_scores, neg_scores, valid, weights, cfg.margin, negatives >= 0)
-            else:
-                rank = listwise_consistency(list_scores, neg_scores, valid, weights, negatives >= 0)
+            rank = self.ranking_term(scores, lists, negatives, batch.extras["probe_stability"][b, v].float())
         contrastive = None
         if cfg.infonce and cfg.probe_infonce and cfg.realign == 0.0:  # a realigned batch moves the prefixes
             agree = batch.extras["probe_agree"][b, v].float()

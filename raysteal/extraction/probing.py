@@ -1,4 +1,4 @@
-"""Multi-scale consistency probing (BAHSD design item 1, DESIGN.md "BAHSD").
+"""Multi-scale consistency probing (BAHSD design item 1, docs/attacks/bahsd.md).
 
 For a queried prefix ``s = sequences[n, :t + 1]`` with full-scale answer ``R(s)`` (already in the
 :class:`ExtractionSet`), the black box is asked again on *views* of the same prefix:

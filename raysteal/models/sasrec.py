@@ -65,6 +65,9 @@ class SASRec(SequentialRecommender):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.encoder.items.logits(hidden)
 
+    def scores_at(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.encoder.items.scores_at(hidden, items)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.config.loss == "ce":
             return self.target_cross_entropy(batch)

@@ -4,10 +4,12 @@
   ``PAD = -1`` left-padded input, keep the last ``max_len`` items, drop the columns that are
   padding in every row of the batch, and shift item ids by one (``PAD -> 0``) for the embedding.
 * :class:`ItemEmbedding` — item table with row 0 reserved for padding (plus optional extra
-  tokens such as BERT4Rec's ``[MASK]``) and the full-catalogue dot-product scores.
+  tokens such as BERT4Rec's ``[MASK]``), the full-catalogue dot-product scores, and the scores
+  of chosen items only (:func:`sampled_scores`).
 * :class:`TransformerBlock` — multi-head self-attention + position-wise FFN (Vaswani et al.
   2017), pre-LN as in SASRec (Kang & McAuley 2018, §3.2) or post-LN as in BERT4Rec (Sun et al.
-  2019, §3.3), attention through ``torch.nn.functional.scaled_dot_product_attention``.
+  2019, §3.3), attention through ``torch.nn.functional.scaled_dot_product_attention`` (training
+  with dropout on a CPU: :func:`dropout_attention`, the same computation and dropout masks).
 * :func:`attention_mask` — vectorised causal / bidirectional masks that ignore padding.
 * :func:`right_aligned_positions` — positions counted from the most recent item, so that
   left padding never changes a position embedding.
@@ -107,6 +109,79 @@ def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
     return allowed | eye
 
 
+SAMPLED_SCORES_CHUNK = 256
+"""Rows of the ``[rows, table]`` gradient block :func:`sampled_scores` scatters into at a time
+(3.8 MB for ML-1M: it stays in cache between the scatter and the matrix product)."""
+
+
+class _SampledScores(torch.autograd.Function):
+    """``scores[p, j] = hidden[p] · table[indices[p, j]]`` without the ``[P, rows]`` score matrix.
+
+    Forward: one fused gather-and-dot (``aten::_embedding_bag_per_sample_weights_backward``, i.e.
+    the ``per_sample_weights`` gradient of an embedding bag, which is exactly these dot products).
+    Backward: ``d hidden[p] = sum_j g[p, j] table[indices[p, j]]`` is an embedding bag with the
+    gradient as ``per_sample_weights``; ``d table = G^T hidden`` with ``G`` the gradient scattered
+    into its columns, built :data:`SAMPLED_SCORES_CHUNK` rows at a time so each block is multiplied
+    while it is still in cache (a dense product: a sparse ``G^T`` needs a sort of every index,
+    which costs more on a CPU than the product it saves).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        rows, width = indices.shape
+        small = torch.int32 if rows * width < 2**31 and table.shape[0] < 2**31 else torch.int64  # int32: cheaper to lay out
+        flat = indices.reshape(-1).to(small)
+        offsets = torch.arange(0, rows * width, width, dtype=small, device=hidden.device)
+        bags = torch.arange(rows, dtype=small, device=hidden.device)[:, None].expand(rows, width).reshape(-1)  # offset2bag
+        scores = torch.ops.aten._embedding_bag_per_sample_weights_backward(hidden, table, flat, offsets, bags, 0, -1)
+        ctx.save_for_backward(hidden, table, indices)
+        return scores.view(rows, width)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        hidden, table, indices = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_hidden = grad_table = None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = F.embedding_bag(indices, table, mode="sum", per_sample_weights=grad)
+        if ctx.needs_input_grad[1]:
+            rows, chunk = indices.shape[0], SAMPLED_SCORES_CHUNK
+            transposed = hidden.new_zeros((hidden.shape[1], table.shape[0]))
+            block = hidden.new_empty((min(chunk, rows), table.shape[0]))
+            for lo in range(0, rows, chunk):
+                hi = min(lo + chunk, rows)
+                part = block[: hi - lo].zero_().scatter_add_(1, indices[lo:hi], grad[lo:hi])
+                transposed.addmm_(hidden[lo:hi].t(), part)
+            grad_table = transposed.t()
+        return grad_hidden, grad_table, None
+
+
+def sampled_scores(hidden: torch.Tensor, table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``[P, m]`` dot products ``hidden[p] · table[indices[p, j]]`` (``hidden [P, d]``, ``table
+    [R, d]``, ``indices`` int64 ``[P, m]`` rows of ``table``), differentiable in ``hidden`` and
+    ``table``: the same values and gradients as ``(hidden @ table.t()).gather(1, indices)``.
+
+    On a CPU, for float32, a fused kernel (:class:`_SampledScores`) that never forms the
+    ``[P, R]`` score matrix: the scores and the gradient of ``hidden`` touch only the chosen items
+    (DFME: 200 of ML-1M's 3,706 per prefix), the table's gradient is one blocked dense product
+    where the full scores need three, and the ``[P, R]`` scores and their gradient are never held
+    in memory. Elsewhere (a GPU, bf16 autocast) the full product is cheap: it is used as before."""
+    indices = indices.long()
+    if not fused_scores(hidden, table, indices):
+        return (hidden @ table.t()).gather(1, indices)
+    low, high = (int(v) for v in torch.aminmax(indices))  # the fused kernel reads rows unchecked
+    if low < 0 or high >= table.shape[0]:
+        raise IndexError(f"sampled_scores: indices must lie in [0, {table.shape[0]}), got [{low}, {high}]")
+    return _SampledScores.apply(hidden.contiguous(), table, indices.contiguous())
+
+
+def fused_scores(hidden: torch.Tensor, table: torch.Tensor, indices: torch.Tensor) -> bool:
+    """Whether :func:`sampled_scores` takes its fused CPU kernel for these operands."""
+    return (hidden.device.type == "cpu" and hidden.dtype == table.dtype == torch.float32 and hidden.ndim == 2
+            and indices.ndim == 2 and indices.shape[0] == hidden.shape[0] and indices.numel() > 0
+            and not torch.is_autocast_enabled("cpu"))
+
+
 class ItemEmbedding(nn.Module):
     """Item embedding table, row ``0`` padding, rows ``1..num_items`` items, then ``extra_tokens``."""
 
@@ -131,6 +206,17 @@ class ItemEmbedding(nn.Module):
         """Dot-product scores of every catalogue item: ``hidden [..., dim] -> [..., num_items]``."""
         return hidden @ self.items.t()
 
+    def scores_at(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``[P, m]`` scores of catalogue items ``items [P, m]`` (ids ``>= 0``) only: equal to
+        ``logits(hidden).gather(1, items)`` (see :func:`sampled_scores`)."""
+        indices = shift_items(items.long())
+        if not fused_scores(hidden, self.table.weight, indices):
+            return self.logits(hidden).gather(1, items.long())  # the full product, exactly as before
+        low, high = (int(v) for v in torch.aminmax(items))  # not the padding row nor extra tokens
+        if low < 0 or high >= self.num_items:
+            raise IndexError(f"scores_at: items must lie in [0, {self.num_items}), got [{low}, {high}]")
+        return _SampledScores.apply(hidden.contiguous(), self.table.weight, indices.contiguous())
+
 
 class MultiHeadSelfAttention(nn.Module):
     """Scaled dot-product multi-head self-attention (Vaswani et al. 2017, Eq. 1) via SDPA."""
@@ -145,10 +231,38 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x [B, L, dim]``; ``mask``: bool ``[B, 1, L, L]`` (``True`` = may attend) or its
+        :func:`additive_attention_mask`."""
         batch, length, dim = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        if self.training and self.dropout > 0.0 and x.device.type == "cpu":
+            attended = dropout_attention(q, k, v, mask, self.dropout)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(attended.transpose(1, 2).reshape(batch, length, dim))
+
+
+def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A bool attention mask (``True`` = may attend) as the ``0`` / ``-inf`` scores it adds."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d_h) + mask)`` with dropout ``dropout``, times ``v`` (``[B, h, L, d_h]``).
+
+    What ``scaled_dot_product_attention`` computes with ``dropout_p > 0`` on a CPU (its math
+    kernel: no fused CPU kernel takes dropout), with the same dropout mask drawn from the same
+    generator (``F.dropout`` of the ``[B, h, L, L]`` weights, as that kernel does), and less
+    around it: the scale and the mask enter one ``baddbmm``, the mask is converted once per
+    encoder pass (:func:`additive_attention_mask`), and the softmax needs no guard for rows with
+    nothing to attend to (:func:`attention_mask` always lets a query attend to itself)."""
+    batch, heads, length, width = q.shape
+    additive = additive_attention_mask(mask, q.dtype) if mask.dtype == torch.bool else mask.to(q.dtype)
+    bias = additive.expand(batch, heads, length, length).reshape(batch * heads, length, length)
+    scores = torch.baddbmm(bias, q.reshape(batch * heads, length, width), k.reshape(batch * heads, length, width).transpose(1, 2),
+                           alpha=1.0 / math.sqrt(width))
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout, training=True)
+    return torch.bmm(weights, v.reshape(batch * heads, length, width)).view(batch, heads, length, width)
 
 
 class TransformerBlock(nn.Module):
@@ -216,6 +330,8 @@ class TransformerEncoder(nn.Module):
         x = self.items(indices) * self.scale + self.positions(pos)[None]
         x = self.drop(self.input_norm(x)) * valid[..., None]
         mask = attention_mask(valid, self.causal)
+        if self.training and self.blocks and self.blocks[0].attention.dropout > 0.0 and x.device.type == "cpu":
+            mask = additive_attention_mask(mask, x.dtype)  # once for all blocks (dropout_attention)
         for block in self.blocks:  # padded positions are never attended to, so need no re-zeroing
             x = block(x, mask)
         return self.output_norm(x)
@@ -335,6 +451,12 @@ class SequentialRecommender(Recommender):
     @abstractmethod
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores ``[N, num_items]`` of hidden states from :meth:`represent`."""
+
+    def scores_at(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``[N, m]`` of the catalogue items ``items [N, m]`` (ids ``>= 0``) only:
+        ``logits(hidden).gather(1, items)``. Models whose logits are an item-table product
+        override it to skip the rest of the catalogue (:meth:`ItemEmbedding.scores_at`)."""
+        return self.logits(hidden).gather(1, items.long())
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         """Next-item scores ``[B, num_items]`` of left-padded sequences ``[B, L]``."""
