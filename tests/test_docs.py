@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,82 @@ def _pages() -> dict[Path, str]:
     return {path: path.read_text(encoding="utf-8") for path in sorted(DOCS.rglob("*.md"))}
 
 
+# ----------------------------------------------------------------------------- links
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+
+
+def _prose(text: str) -> str:
+    """``text`` without fenced code blocks and inline code spans (no links live there)."""
+    return re.sub(r"`[^`\n]*`", "", _FENCE.sub("", text))
+
+
+def internal_links(text: str) -> list[str]:
+    """The relative link targets of Markdown ``text`` (``[label](target)``), in order, each once."""
+    targets = re.findall(r"\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)", _prose(text))
+    return list(dict.fromkeys(t for t in targets if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", t)))
+
+
+def _heading_text(raw: str) -> str:
+    text = re.sub(r"\s*\{[^}]*\}\s*$", "", raw)  # attr_list
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links and images: their text
+    text = re.sub(r"<[^>]+>", "", text).replace("`", "")
+    return re.sub(r"(\*\*|\*|~~)", "", text).strip()
+
+
+def _mkdocs_slug(text: str) -> str:
+    """Python-Markdown's ``toc`` slug (MkDocs' default)."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _github_slug(text: str) -> str:
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str] | None:
+    """The ``#fragments`` a link to ``path`` may name: its headings' ids (generated tables
+    expanded, MkDocs' and GitHub's spellings, repeated headings numbered) and explicit ids;
+    ``None`` for a page mkdocstrings fills (``::: module``), whose ids are not in the source."""
+    text = path.read_text(encoding="utf-8")
+    if re.search(r"^:::\s", text, re.M):
+        return None
+    hooks = _hooks()
+    if hooks.markers(text):
+        text = hooks.expand(text)
+    found: set[str] = set(re.findall(r"""<a\s[^>]*(?:id|name)=["']([^"']+)["']""", text))
+    seen: dict[str, int] = {}
+    for raw in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", _FENCE.sub("", text), re.M):
+        explicit = re.search(r"\{[^}]*#([\w-]+)[^}]*\}\s*$", raw)
+        if explicit:
+            found.add(explicit.group(1))
+            continue
+        words = _heading_text(raw)
+        for slug, suffix in ((_mkdocs_slug(words), "_"), (_github_slug(words), "-")):
+            n = seen.get(slug, 0)
+            found.add(slug if n == 0 else f"{slug}{suffix}{n}")
+        seen[_mkdocs_slug(words)] = seen.get(_mkdocs_slug(words), 0) + 1
+        if _github_slug(words) != _mkdocs_slug(words):
+            seen[_github_slug(words)] = seen.get(_github_slug(words), 0) + 1
+    return found
+
+
+def link_problem(page: Path, target: str, root: Path) -> str | None:
+    """Why the link ``target`` of ``page`` is broken (``None``: it resolves). It must name a file
+    or folder under ``root``; a ``#fragment`` on a Markdown file must be one of its :func:`anchors`."""
+    path_part, _, fragment = target.partition("#")
+    resolved = (page.parent / path_part).resolve() if path_part else page.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        return f"outside {root.name or root}/"
+    if not resolved.exists():
+        return "no such file"
+    if fragment and resolved.suffix == ".md":
+        ids = anchors(resolved)
+        if ids is not None and fragment not in ids:
+            return f"no heading #{fragment} in {resolved.name}"
+    return None
+
+
 # ----------------------------------------------------------------------------- README
 def test_readme_is_short_and_keeps_the_lines_ci_runs():
     lines = README.read_text(encoding="utf-8").splitlines()
@@ -45,11 +122,59 @@ def test_readme_is_short_and_keeps_the_lines_ci_runs():
 
 
 def test_readme_links_point_to_files_that_exist():
-    text = README.read_text(encoding="utf-8")
-    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+://|#|mailto:", t)]
-    assert targets, "the README links into the docs"
-    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
-    assert not missing, f"README.md links to missing files: {missing}"
+    """Every relative link of the README names a file of the repository, and a ``#fragment`` on a
+    Markdown file one of its headings (as GitHub or MkDocs spells it)."""
+    links = internal_links(README.read_text(encoding="utf-8"))
+    assert links, "the README links into the docs"
+    broken = [f"{target}: {problem}" for target in links if (problem := link_problem(README, target, ROOT))]
+    assert not broken, f"README.md has broken links: {broken}"
+
+
+def test_docs_internal_links_resolve():
+    """Every relative link of every docs page names a file under docs/ (the site cannot serve one
+    outside it) and, with a ``#fragment``, a heading of that page — generated tables included."""
+    broken = []
+    for path, text in _pages().items():
+        for target in internal_links(text):
+            problem = link_problem(path, target, DOCS)
+            if problem:
+                broken.append(f"{path.relative_to(ROOT)} -> {target}: {problem}")
+    assert not broken, "broken links in docs/:\n" + "\n".join(broken)
+
+
+def test_mkdocs_nav_names_existing_pages():
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_multi_constructor("", lambda loader, suffix, node: None)  # !!python/name:... tags
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=_Loader)
+
+    def pages(entry):
+        if isinstance(entry, str):
+            yield entry
+        elif isinstance(entry, dict):
+            for value in entry.values():
+                yield from pages(value)
+        elif isinstance(entry, list):
+            for item in entry:
+                yield from pages(item)
+
+    listed = [page for page in pages(config["nav"]) if not re.match(r"[a-z]+://", page)]
+    assert listed
+    missing = [page for page in listed if not (DOCS / page).is_file()]
+    assert not missing, f"mkdocs.yml's nav names pages that do not exist: {missing}"
+
+
+def test_the_link_checker_finds_broken_links(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\n\n## The `floor` (K = 20)\n\n### Custom { #own-id }\n", encoding="utf-8")
+    page = tmp_path / "b.md"
+    text = ("[ok](a.md) [ok](a.md#the-floor-k-20) [ok](a.md#own-id) [bad](a.md#nothing) [bad](missing.md) "
+            "[web](https://example.org/x.md) `[code](nowhere.md)`\n```\n[fenced](nowhere.md)\n```\n")
+    links = internal_links(text)
+    assert links == ["a.md", "a.md#the-floor-k-20", "a.md#own-id", "a.md#nothing", "missing.md"]
+    problems = {target: link_problem(page, target, tmp_path) for target in links}
+    assert [target for target, problem in problems.items() if problem] == ["a.md#nothing", "missing.md"]
+    assert link_problem(page, "../outside.md", tmp_path)
 
 
 def test_readme_experiment_is_the_quickstart_file():
@@ -130,7 +255,7 @@ def test_mkdocs_build_strict(tmp_path):
         except ModuleNotFoundError:
             found = False
         if not found:
-            pytest.skip(f"{module} is not installed (pip install -e '.[dev]' installs mkdocs, mkdocs-material, mkdocstrings[python])")
+            pytest.skip(f"{module} is not installed (pip install -e '.[docs]' installs mkdocs, mkdocs-material, mkdocstrings[python]; '.[dev]' includes it)")
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(

@@ -40,6 +40,7 @@ def _mount() -> None:
     """Attach every command group; imports stay lazy inside each command body."""
     from raysteal.cli import data as data_cli
     from raysteal.cli import models as models_cli
+    from raysteal.cli import reproduce as reproduce_cli
     from raysteal.cli import run as run_cli
     from raysteal.cli import simulate as simulate_cli
     from raysteal.cli import tune as tune_cli
@@ -47,6 +48,7 @@ def _mount() -> None:
     app.add_typer(data_cli.app, name="data", help="List, fetch and inspect datasets.")
     models_cli.register(app)
     run_cli.register(app)
+    reproduce_cli.register(app)
     tune_cli.register(app)
     simulate_cli.register(app)
 

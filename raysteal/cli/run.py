@@ -35,13 +35,13 @@ def register(app: typer.Typer) -> None:
             None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
         ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+        require_target_lift: Optional[float] = typer.Option(
+            None, "--require-target-lift",
+            help="refuse to attack a target whose test NDCG@10 is under X times the popularity recommender's (overrides the file's require_target_lift)",
+        ),
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
-        from raysteal.atomic import remove_stale_temp_files
-        from raysteal.distributed.experiment_runner import run_experiment
         from raysteal.experiment.config import load_experiment, select_attacks, select_targets
-        from raysteal.experiment.preflight import check_experiment_data
-        from raysteal.results.store import run_id
         from raysteal.results.summary import summary_markdown
 
         chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
@@ -51,42 +51,23 @@ def register(app: typer.Typer) -> None:
             config = select_targets(config, comma_list(targets))
         if attacks is not None:
             config = select_attacks(config, comma_list(attacks))
+        if require_target_lift is not None:  # not part of any run's id: only whether a weak target is attacked
+            from raysteal.errors import ConfigError
+
+            if not require_target_lift > 0:
+                raise ConfigError(f"--require-target-lift {require_target_lift:g}: a lift is a multiple of popularity's NDCG@10, > 0")
+            config = config.model_copy(update={"require_target_lift": require_target_lift})
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
         resume = resume_command(file, out_dir, seeds=seeds, targets=targets, attacks=attacks, only_seeds=only_seeds,
                                 address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
-                                max_concurrent=max_concurrent, quiet=quiet)
-        finished_before = finished_runs(config, out_dir)
-        try:
-            # the data, the list lengths and the user groups, before Ray starts or anything is written
-            check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run_id(run) not in finished_before)
-            remove_stale_temp_files(out_dir, cache_dir)  # what writers killed mid-write left
-            save_experiment(whole, out_dir)  # one results directory may gather several partial runs
-            record_invocation(config, out_dir, file, targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds)
-            store = run_experiment(
-                config,
-                out_dir,
-                address=address,
-                data_dir=path_text(data_dir),
-                cache_dir=path_text(cache_dir),
-                num_cpus=num_cpus,
-                progress=not quiet,
-                max_concurrent=max_concurrent,
-            )
-        except KeyboardInterrupt:
-            typer.echo(interrupted_message(config, out_dir, finished_before, resume), err=True)
-            raise typer.Exit(130) from None
-        frame = store.load()
-        frame = frame[frame["experiment"] == config.experiment] if not frame.empty else frame
+                                max_concurrent=max_concurrent, quiet=quiet, require_target_lift=require_target_lift)
+        frame = run_file(file, config, out_dir, whole=whole, resume=resume,
+                         selection=dict(targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds),
+                         address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
+                         max_concurrent=max_concurrent, quiet=quiet)
         typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
         typer.echo(summary_markdown(frame, paper=config.paper))
-        if not frame.empty:
-            from raysteal.errors import ConfigError
-            from raysteal.report.render import check_report_columns
-
-            try:
-                check_report_columns(frame, [entry.model_dump() for entry in config.report], config.experiment)
-            except ConfigError as err:
-                raise ConfigError(f"{err} (the runs are done: their rows are in {out_dir / 'runs'})") from None
+        check_rows_for_report(frame, config, out_dir)
 
     @app.command("report")
     def report_command(
@@ -99,6 +80,57 @@ def register(app: typer.Typer) -> None:
         path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")
+
+
+def run_file(file: Path, config, out_dir: Path, *, resume: str, whole=None, selection: Optional[dict] = None,
+             address: Optional[str] = None, data_dir: Optional[Path] = None, cache_dir: Optional[Path] = None,
+             num_cpus: Optional[int] = None, max_concurrent: Optional[int] = None, quiet: bool = False):
+    """The work of ``raysteal run`` on one validated experiment ``config`` (read from ``file``; ``whole``:
+    the file's full grid, kept beside the results; ``selection``: the part of it asked for, recorded in
+    ``OUT/invocations``): the data checked, the unfinished runs run into ``out_dir``, finished ones
+    skipped. Returns the experiment's rows. On Ctrl-C it says what finished and how to resume
+    (``resume``: the command line) and exits 130; failed runs raise ``RaystealError`` once the rest are done."""
+    from raysteal.atomic import remove_stale_temp_files
+    from raysteal.distributed.experiment_runner import run_experiment
+    from raysteal.experiment.preflight import check_experiment_data
+    from raysteal.results.store import run_id
+
+    finished_before = finished_runs(config, out_dir)
+    try:
+        # the data, the list lengths and the user groups, before Ray starts or anything is written
+        check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run_id(run) not in finished_before)
+        remove_stale_temp_files(out_dir, cache_dir)  # what writers killed mid-write left
+        save_experiment(config if whole is None else whole, out_dir)  # one results directory may gather several partial runs
+        record_invocation(config, out_dir, file, **(selection or {}))
+        store = run_experiment(
+            config,
+            out_dir,
+            address=address,
+            data_dir=path_text(data_dir),
+            cache_dir=path_text(cache_dir),
+            num_cpus=num_cpus,
+            progress=not quiet,
+            max_concurrent=max_concurrent,
+        )
+    except KeyboardInterrupt:
+        typer.echo(interrupted_message(config, out_dir, finished_before, resume), err=True)
+        raise typer.Exit(130) from None
+    frame = store.load()
+    return frame[frame["experiment"] == config.experiment] if not frame.empty else frame
+
+
+def check_rows_for_report(frame, config, out_dir: Path) -> None:
+    """Every table and figure of ``config``'s ``report:`` finds its columns in the rows (a
+    ``ConfigError`` naming the entry, saying the runs are done, otherwise)."""
+    if frame.empty:
+        return
+    from raysteal.errors import ConfigError
+    from raysteal.report.render import check_report_columns
+
+    try:
+        check_report_columns(frame, [entry.model_dump() for entry in config.report], config.experiment)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (the runs are done: their rows are in {Path(out_dir) / 'runs'})") from None
 
 
 def finished_runs(config, out_dir: Path) -> set[str]:
@@ -122,15 +154,19 @@ def interrupted_message(config, out_dir: Path, finished_before: set[str], resume
             f"(their rows are kept in {Path(out_dir) / 'runs'}; unfinished runs start again); resume with: {resume}")
 
 
-def resume_command(file: Path, out_dir: Path, **options) -> str:
-    """The ``raysteal run`` command line that resumes this invocation (its file, ``--out`` and options)."""
+def resume_command(file: Path, out_dir: Path, command: str = "run", **options) -> str:
+    """The ``raysteal run`` (or ``command``) line that resumes this invocation (its file, ``--out``
+    and options; an option given as a list is repeated once per value)."""
     import shlex
 
-    words = ["raysteal", "run", str(file), "--out", str(out_dir)]
+    words = ["raysteal", command, str(file), "--out", str(out_dir)]
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                words += [flag, str(item)]
         elif value is not None and value is not False:
             words += [flag, str(value)]
     return shlex.join(words)

@@ -57,6 +57,7 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
             progress=False,
             on_epoch=_reporter(news, f"{ds_entry.label}/{target_entry.model}"),
         )
+    meta = {**meta, "metrics": _with_guard(model, ctx.loo, meta.get("metrics", {}), split_cfg.target_seed, device)}
     model = model.cpu().eval()
     train = ctx.loo.train
     spec = TargetSpec.from_training_log(model, train, name=f"{ds_entry.name}/{target_entry.model}")
@@ -75,6 +76,44 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
         target_device=device,
     )
     return spec, data
+
+
+def _with_guard(model, loo, metrics: dict, seed: int, device: str) -> dict:
+    """The target's metrics plus the popularity guard (:mod:`raysteal.training.guard`): ``guard``
+    (the target beside the popularity recommender on the same users and protocol, and the lift),
+    ``test_ranks`` (each user's full-ranking test rank, ``-1``: none) and ``valid_items`` (what
+    the rows' accuracy columns exclude besides the training items)."""
+    from raysteal.training.guard import guard_figures
+
+    model.to(device)
+    figures, ranks = guard_figures(model, loo, seed=seed, device=device)
+    return {**metrics, "guard": figures, "test_ranks": ranks, "valid_items": np.asarray(loo.valid, dtype=np.int64)}
+
+
+def guard_target(data, what: str, warn_at: float | None, required: float | None, say) -> str | None:
+    """Report a prepared target beside popularity (``say``: one line), warn when its lift is under
+    ``warn_at``, and return the one-line refusal when it is under ``required`` (else ``None``).
+    ``what`` names the target and the dataset."""
+    import warnings
+
+    from raysteal.training import guard
+
+    figures = getattr(data, "target_metrics", {}).get("guard")
+    if not figures:
+        return None
+    say(guard.describe(figures, what))
+    if guard.below(figures, required):
+        return guard.refusal_text(figures, what, required)
+    if guard.below(figures, warn_at):
+        warnings.warn(guard.warning_text(figures, what, warn_at), RuntimeWarning, stacklevel=2)
+    return None
+
+
+def _target_what(run: dict) -> str:
+    """``MODEL [params] on DATASET`` for the guard's lines."""
+    target = run["target"]
+    params = f" {json.dumps(target['params'], sort_keys=True)}" if target.get("params") else ""
+    return f"{target['model']}{params} on {run['dataset']['name']}"
 
 
 def _reporter(news, target: str):
@@ -137,20 +176,32 @@ def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: 
     )
 
 
+def _target_columns(data) -> dict[str, float]:
+    """The popularity guard's columns of every row of this target (``target_lift``, the target's
+    and popularity's test HR/NDCG@10 on the same users; :func:`raysteal.training.guard.row_columns`)."""
+    from raysteal.training.guard import row_columns
+
+    figures = getattr(data, "target_metrics", {}).get("guard")
+    return row_columns(figures) if figures else {}
+
+
 def _defense_cost(spec, data, k: int) -> dict[str, float]:
-    """The target's own Recall/NDCG@k over all its users, with and without the defense (Fig. 8)."""
+    """The columns every row of this target and ``k`` shares: the popularity guard's
+    (:func:`_target_columns`) and the target's own Recall/NDCG@k over all its users, with and
+    without the defense (Fig. 8)."""
     from raysteal.experiment.context import SequentialRunData
     from raysteal.oracle import RankingEngine, build_defenses
     from raysteal.oracle.cost import defense_cost
 
     if isinstance(data, SequentialRunData):
-        return {}  # sequential rows carry the teacher's own accuracy instead (teacher_ndcg@10)
+        return _target_columns(data)  # sequential rows carry the teacher's own accuracy besides (teacher_ndcg@10)
 
     users = np.flatnonzero(data.test_items >= 0)
     engine = RankingEngine(spec.model, data.train.indptr, data.train.items)
     chain = build_defenses(spec.defenses, spec.item_popularity)
     cost = defense_cost(engine, chain, users, data.test_items[users], k=k)
     return {
+        **_target_columns(data),
         "target_recall@k/all_users": cost[f"recall@{k}"],
         "target_recall@k/defended": cost[f"recall@{k}/defended"],
         "target_ndcg@k/defended": cost[f"ndcg@{k}/defended"],
@@ -338,6 +389,15 @@ def run_experiment(
     failures: list[tuple[dict, str]] = []
     state_root = Path(out_dir) / "ledgers"
     aux_cache = str(Path(cache_dir) if cache_dir else Path(out_dir) / "cache")
+    # the popularity guard (raysteal.training.guard): warn under one lift, refuse to attack under another
+    warn_at, required = config.target_lift_warning, config.require_target_lift
+
+    def say(line: str) -> None:
+        """A target beside popularity: one lasting line on stderr (above the bar on a terminal)."""
+        if progress:
+            import sys
+
+            print(line, file=sys.stderr, flush=True)
 
     def submit(run: dict, cost: dict, server, ledger: dict, data_ref, attempt: int = 0) -> None:
         """One attempt at ``run`` on its own account (``ledger``: the server's accounts so far)."""
@@ -384,6 +444,12 @@ def run_experiment(
                         for run in groups[key]:
                             failures.append((run, f"target preparation failed: {_failure_text(err)}"))
                             bar.advance(f"FAILED target {run['target']['model']}: {err}")
+                        continue
+                    refusal = guard_target(data, _target_what(groups[key][0]), warn_at, required, say)
+                    if refusal is not None:  # not deployed: none of its runs is attempted
+                        for run in groups[key]:
+                            failures.append((run, refusal))
+                            bar.advance(f"REFUSED {run['attack'].get('attack')}: {refusal}")
                         continue
                     deploy(key, spec, data)
                     start_queued()

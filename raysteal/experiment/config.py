@@ -141,6 +141,11 @@ class ExperimentConfig(_Strict):
     k: int = Field(50, ge=1, description="list length K of Agr@K")
     budget: int | None = Field(None, ge=0, description="queries per attacker (None: unlimited)")
     query_cache: bool = Field(False, description="attackers remember their answers: a repeated query is answered from memory, uncharged (raysteal.oracle.cache)")
+    require_target_lift: float | None = Field(None, gt=0, description=(
+        "refuse to attack a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's on "
+        "the same users (the popularity guard, raysteal.training.guard; `raysteal run --require-target-lift`); None: never refuse"))
+    target_lift_warning: float | None = Field(1.2, gt=0, description=(
+        "warn about a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's; None: no warning"))
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="'section.key' -> values, crossed")
     paper: dict[str, float] = Field(default_factory=dict, description="'dataset/target/attack' -> published value")
     report: list[ReportEntry] = Field(default_factory=list, description="tables/figures for raysteal report")

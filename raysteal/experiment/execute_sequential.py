@@ -179,6 +179,11 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
 
         raise ConfigError("split: no evaluation user is left to score (attacker_population / scored_users / attacker_fraction leave none)")
     is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))
+    from raysteal.metrics import agreement_at_k, mean
+
+    # the floor of agr@k/lift: the popularity lists' agreement with the teacher on the same users
+    popular = student[keep] if name == SEQUENTIAL_CALIBRATION else popularity_lists(data, data.eval_sequences[keep], width)
+    floor = mean(np.asarray(agreement_at_k(data.teacher_lists[keep][:, :k], popular[:, :k])))
     row: dict[str, Any] = {
         **row_head(run, name, student_model),
         **labels,
@@ -188,6 +193,7 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         **cache_hits(client),
         **_scored_metrics(student, data, keep, is_head, k),
         **_known_user_agreement(student, data, known_users(run, data), k),
+        "popularity_agr@k": floor,
     }
     return finish_row(row, data=data, queries=queries, started=started, started_at=started_at, device=device,
                       hyper=hyper, info=info, skip=("attack", "k"))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,7 +16,7 @@ CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "setting", "variant
 AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION}
 """Settings that are a cell column only where they vary (a grid axis), with the value rows from
 before the setting existed were computed at."""
-DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10"]
+DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10", "agr@k/lift"]
 VARIANT_COLUMNS = ["preprocess", "target_params"]
 
 
@@ -35,11 +38,16 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
 GAINS = {"gain_over_teacher/ndcg@10": ("student_ndcg@10", "teacher_ndcg@10"), "gain_over_teacher/hr@10": ("student_hr@10", "teacher_hr@10")}
 """Derived per-run columns: the student's own next-item accuracy relative to its teacher's
 (BAHSD's "gain over the teacher"; 0.0498 would be its claimed +4.98%)."""
+LIFTS = {"agr@k/lift": ("agr@k", "popularity_agr@k")}
+"""Derived per-run columns: agreement normalised by the popularity floor of the same users,
+``(agr - floor) / (1 - floor)`` — 0 at the popularity recommender's agreement, 1 at a perfect copy
+(negative below popularity) — so that cells whose targets have different floors compare."""
 
 
 def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` plus the :data:`GAINS` columns its rows can give (``student / teacher - 1``;
-    NaN where the teacher scores 0 or a part is missing); computed, never stored. Rows from
+    NaN where the teacher scores 0 or a part is missing) and the :data:`LIFTS` columns
+    (``(agr - floor) / (1 - floor)``; NaN where the floor is 1 or missing); computed, never stored. Rows from
     before a setting of :data:`AXES_WHEN_VARIED` existed get the value they were computed at."""
     out = frame
     for name, default in AXES_WHEN_VARIED.items():
@@ -53,6 +61,13 @@ def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
             out = frame.copy()
         base = pd.to_numeric(frame[teacher], errors="coerce")
         out[name] = pd.to_numeric(frame[student], errors="coerce") / base.where(base > 0) - 1.0
+    for name, (agr, floor) in LIFTS.items():
+        if name in frame.columns or agr not in frame.columns or floor not in frame.columns:
+            continue
+        if out is frame:
+            out = frame.copy()
+        base = pd.to_numeric(frame[floor], errors="coerce")
+        out[name] = (pd.to_numeric(frame[agr], errors="coerce") - base) / (1.0 - base).where(base < 1)
     return out
 
 
@@ -68,10 +83,129 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict
     out.columns = [f"{m} {stat}" for m, stat in out.columns]
     out["seeds"] = grouped.size()
     out["queries"] = grouped["queries"].mean() if "queries" in frame.columns else np.nan
-    out = out.reset_index()
-    if paper:
-        out["paper"] = [paper.get(f"{r.dataset}/{r.target}/{r.attack}", np.nan) for r in out.itertuples()]
-    return out
+    if paper:  # matched on each cell's rows: a key may name a setting that is not a cell column
+        parsed = [(parse_paper_key(key), value) for key, value in paper.items()]
+        values = [_paper_match(parsed, row) for row in frame.to_dict("records")]
+        # the same grouping as ``out``'s, so its cells come in the same order
+        out["paper"] = frame.assign(_paper=values).groupby(keys, dropna=False, sort=True)["_paper"].first().to_numpy(dtype=float)
+    return out.reset_index()
+
+
+class PaperKey(NamedTuple):
+    """A key of an experiment's ``paper:`` mapping, parsed: ``dataset/target/attack``, optionally
+    ``[column=value, ...]`` naming one setting of a grid (``ml-1m/bpr/ptq[rank_loss=hinge,item_loss=bpr]``,
+    ``ml-1m/lmf/ptaq[auxiliary_size=1.0]``). A column is a row column or an attack hyperparameter
+    (``rank_loss`` is ``hp/rank_loss``); values compare as numbers where both sides are numbers (a
+    defense setting counts as the items it mixes in), else as text."""
+
+    dataset: str
+    target: str
+    attack: str
+    conditions: tuple[tuple[str, str], ...] = ()
+
+
+_PAPER_KEY = re.compile(r"^(?P<base>[^\[\]]+?)(?:\[(?P<conditions>[^\[\]]*)\])?$")
+
+
+def parse_paper_key(key: str) -> PaperKey:
+    """``key`` as a :class:`PaperKey`; a malformed one is a ``ConfigError`` naming it."""
+    from raysteal.errors import ConfigError
+
+    match = _PAPER_KEY.match(str(key).strip())
+    parts = match["base"].split("/") if match else []
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ConfigError(f"paper key {key!r}: expected 'dataset/target/attack', optionally followed by '[column=value, ...]'")
+    conditions = []
+    for item in (match["conditions"] or "").split(","):
+        if not item.strip() and match["conditions"] is not None and match["conditions"].strip():
+            raise ConfigError(f"paper key {key!r}: an empty condition between commas")
+        if not item.strip():
+            continue
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip() or not value.strip():
+            raise ConfigError(f"paper key {key!r}: condition {item.strip()!r} is not column=value")
+        conditions.append((column.strip(), value.strip()))
+    return PaperKey(*(p.strip() for p in parts), tuple(conditions))
+
+
+def setting_number(value: Any) -> float:
+    """A setting as a number: numbers as is; a defense list (or its JSON) as the items it mixes in
+    (``n``); anything else ``float()`` of its JSON (a ``ValueError`` / ``TypeError`` when not a number)."""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if isinstance(parsed, list):
+        return float(sum(d.get("n", 0) for d in parsed))
+    return float(parsed)
+
+
+def _condition_holds(row: Mapping[str, Any], column: str, wanted: str) -> bool:
+    for name in (column, f"hp/{column}"):
+        if name in row:
+            value = row[name]
+            break
+    else:
+        return False
+    try:
+        return math.isclose(setting_number(value), float(wanted), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return _plain(value).lower() == wanted.lower()
+
+
+def paper_key_matches(key: PaperKey, row: Mapping[str, Any], skip: tuple[str, ...] = ()) -> bool:
+    """Whether ``row`` (a results row or a summary cell) is the cell ``key`` gives a value for;
+    conditions on the columns in ``skip`` are not looked at."""
+    if (str(row.get("dataset")), str(row.get("target")), str(row.get("attack"))) != (key.dataset, key.target, key.attack):
+        return False
+    return all(_condition_holds(row, column, wanted) for column, wanted in key.conditions if column not in skip)
+
+
+def _paper_match(keys: list[tuple[PaperKey, float]], row: Mapping[str, Any]) -> float:
+    """The value of the most specific key matching ``row`` (NaN when none does)."""
+    best, found = -1, np.nan
+    for key, value in keys:
+        if len(key.conditions) > best and paper_key_matches(key, row):
+            best, found = len(key.conditions), float(value)
+    return found
+
+
+def paper_value(paper: Mapping[str, float], row: Mapping[str, Any]) -> float:
+    """The published value for ``row``'s cell (the most specific matching key), NaN when none."""
+    return _paper_match([(parse_paper_key(k), v) for k, v in (paper or {}).items()], row)
+
+
+def unmatched_paper_keys(paper: Mapping[str, float], frame: pd.DataFrame) -> list[str]:
+    """The keys of ``paper`` no row of ``frame`` matches (cells the paper gives that were not run)."""
+    rows = frame.to_dict("records") if not frame.empty else []
+    return [key for key in (paper or {}) if not any(paper_key_matches(parse_paper_key(key), row) for row in rows)]
+
+
+FLOOR_ATTACK = "popularity"
+FLOOR_KEYS = ["dataset", "preprocess", "target", "target_params", "k", "attacker_fraction", "auxiliary_size", "item_overlap", "head_fraction"]
+"""The settings the popularity floor of a cell is matched on (it makes no query, so budget and
+defense do not change it: it is scored against the target's true lists)."""
+FLOOR_METRICS = {"target_recall@k/defended": "clone_recall@k", "target_recall@k/all_users": "clone_recall@k"}
+"""Where a metric measures the target itself, the floor is the popularity list's own measure."""
+
+
+def floor_metric(metric: str) -> str:
+    return FLOOR_METRICS.get(metric, metric)
+
+
+def floor_values(cells: pd.DataFrame, floor_rows: pd.DataFrame | None, metric: str) -> list[float]:
+    """Per cell of ``cells`` (summary cells or rows): the mean ``metric`` of the popularity rows of
+    ``floor_rows`` in the same setting (:data:`FLOOR_KEYS`); NaN where none is."""
+    if floor_rows is None or floor_rows.empty or metric not in floor_rows.columns or cells.empty:
+        return [np.nan] * len(cells)
+    values = pd.to_numeric(floor_rows[metric], errors="coerce").to_numpy(dtype=float)
+    keys = [c for c in FLOOR_KEYS if c in cells.columns and c in floor_rows.columns]
+    if not keys:
+        return [float(np.nanmean(values)) if np.isfinite(values).any() else np.nan] * len(cells)
+    right = pd.DataFrame({c: floor_rows[c].map(_plain).to_numpy() for c in keys}).assign(_value=values)
+    means = right.groupby(keys, sort=False)["_value"].mean()
+    left = pd.DataFrame({c: cells[c].map(_plain).to_numpy() for c in keys})
+    wanted = pd.MultiIndex.from_frame(left) if len(keys) > 1 else pd.Index(left[keys[0]])
+    return [float(v) for v in means.reindex(wanted).to_numpy()]
 
 
 def format_cell(mean: float, std: float) -> str:
@@ -81,8 +215,14 @@ def format_cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None) -> str:
-    """The summary as a Markdown table (mean ± std over seeds)."""
+def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None,
+                     *, paper_beside: bool = False, floor_rows: pd.DataFrame | None = None,
+                     extra: dict[str, list[str]] | None = None) -> str:
+    """The summary as a Markdown table (mean ± std over seeds). ``paper_beside``: the paper's value
+    and ``Δ`` (ours − paper) right after the first metric (the one the paper reports), the other
+    metrics (e.g. the held-out measure) after them. ``floor_rows``: popularity rows to give each
+    cell its floor (the first metric's, see :func:`floor_values`). ``extra``: more columns, one
+    text per cell in the table's order (see :func:`summarize`)."""
     table = summarize(frame, metrics, paper)
     if table.empty:
         return "_no results_"
@@ -91,16 +231,27 @@ def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, pape
     # so a hyperparameter one run set and another left unset would look constant
     varying = [c for c in cell_columns(table) if table[c].map(str).nunique() > 1 or c in ("dataset", "target", "attack")]
     queries = [] if "queries" in metrics else ["queries"]  # asked for as a metric: shown once, there
-    header = varying + metrics + (["paper"] if "paper" in table.columns else []) + ["seeds"] + queries
+    has_paper = "paper" in table.columns
+    beside = paper_beside and has_paper and bool(metrics)
+    floors = floor_values(table, floor_rows, floor_metric(metrics[0])) if floor_rows is not None and metrics else None
+    header = varying + ([metrics[0], "paper", "Δ"] + metrics[1:] if beside else metrics + (["paper"] if has_paper else []))
+    header += ([f"floor ({floor_metric(metrics[0])})"] if floors is not None else []) + ["seeds"] + queries + list(extra or {})
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in table.iterrows():
+    for i, (_, r) in enumerate(table.iterrows()):
         cells = [_plain(r[c]) for c in varying]
-        cells += [format_cell(r[f"{m} mean"], r[f"{m} std"]) for m in metrics]
-        if "paper" in table.columns:
-            cells.append("–" if np.isnan(r["paper"]) else f"{r['paper']:.4f}")
+        values = [format_cell(r[f"{m} mean"], r[f"{m} std"]) for m in metrics]
+        shown_paper = "–" if not has_paper or np.isnan(r["paper"]) else f"{r['paper']:.4f}"
+        if beside:
+            delta = r[f"{metrics[0]} mean"] - r["paper"]
+            cells += [values[0], shown_paper, "–" if np.isnan(delta) else f"{delta:+.4f}"] + values[1:]
+        else:
+            cells += values + ([shown_paper] if has_paper else [])
+        if floors is not None:
+            cells.append("–" if np.isnan(floors[i]) else f"{floors[i]:.4f}")
         cells.append(str(int(r["seeds"])))
         if queries:
             cells.append("–" if np.isnan(r["queries"]) else f"{r['queries']:.0f}")
+        cells += [texts[i] for texts in (extra or {}).values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

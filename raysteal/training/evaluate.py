@@ -8,6 +8,11 @@ Collaborative models are given the user id; sequential models the history as a l
 every item the user has not seen (training items, plus the validation item when testing,
 are excluded); the *sampled* protocol ranks it against ``num_negatives`` uniformly drawn
 items the user never interacted with. Users are scored in chunks, never one by one.
+
+This is the one definition of a target's (and a clone's) accuracy in result rows: every
+``target_*`` / ``clone_*`` / ``popularity_test_*`` accuracy column ranks the user's leave-one-out
+test item among the items the user has not interacted with in training or validation, ties
+counted against the test item (:func:`held_out_ranks`, :mod:`raysteal.training.guard`).
 """
 
 from __future__ import annotations
@@ -67,16 +72,57 @@ def seen_csr(split: LeaveOneOut, users: np.ndarray, which: str) -> tuple[np.ndar
     indptr, items = csr_select(split.train.indptr, split.train.items, users)
     if which == "valid":
         return indptr, items
-    # append each user's validation item after its training items
-    counts = np.diff(indptr) + 1
+    return append_items(indptr, items, split.valid[users])  # each user's validation item after its training items
+
+
+def append_items(indptr: np.ndarray, items: np.ndarray, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR ``(indptr, items)`` with ``extra[row]`` appended to each row (rows whose extra is
+    negative, i.e. none, are left as they are)."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    extra = np.asarray(extra, dtype=np.int64)
+    add = (extra >= 0).astype(np.int64)
+    counts = np.diff(indptr) + add
     new_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     out = np.empty(new_ptr[-1], dtype=np.int64)
     last = new_ptr[1:] - 1
     keep = np.ones(out.size, dtype=bool)
-    keep[last] = False
+    keep[last[add == 1]] = False
     out[keep] = items
-    out[last] = split.valid[users]
+    out[last[add == 1]] = extra[add == 1]
     return new_ptr, out
+
+
+def held_out_ranks(
+    model: Recommender,
+    inputs: np.ndarray,
+    held_out: np.ndarray,
+    exclude: tuple[np.ndarray, np.ndarray],
+    device: torch.device | str | None = None,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """0-based full-catalogue rank of each row's ``held_out`` item among the items not in that
+    row's ``exclude`` (a CSR pair over the rows), ties counted against the held-out item: the
+    protocol of :func:`evaluate` (``rank_full``) for any model queried by user index. ``inputs``:
+    the model's user index of each row; rows whose held-out item is negative (none) get ``-1``."""
+    inputs = np.asarray(inputs, dtype=np.int64)
+    held_out = np.asarray(held_out, dtype=np.int64)
+    indptr, items = exclude
+    ranks = np.full(len(inputs), -1, dtype=np.int64)
+    rows = np.flatnonzero(held_out >= 0)
+    dev = torch.device(device) if device is not None else _model_device(model)
+    size = batch_size or default_batch_size(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), size):
+                part = rows[start : start + size]
+                scores = model.score(torch.from_numpy(inputs[part]).to(dev)).float()
+                target = torch.from_numpy(held_out[part]).to(scores.device)
+                ranks[part] = rank_of_target(scores, target, exclude=csr_select(indptr, items, part)).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return ranks
 
 
 def known_csr(split: LeaveOneOut) -> tuple[np.ndarray, np.ndarray]:

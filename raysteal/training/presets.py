@@ -44,6 +44,14 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+NEUMF_PRETRAINED: dict[str, Any] = {"embedding_dim": 64, "pretrain": True}
+"""NeuMF as He et al. built it (§3.4.1, Table 2's best MovieLens row): f = 64 predictive factors,
+GMF and MLP pre-trained with the preset's train settings, then fused with alpha = 0.5. An option
+of the ``neumf`` preset: an experiment file asks for it with
+``{model: neumf, params: {embedding_dim: 64, pretrain: true}}``; ``benchmarks/targets.py`` with
+``--set neumf.embedding_dim=64 --set neumf.pretrain=true``."""
+
+
 def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(model config, train config)`` dicts for a registered model (defaults if no preset)."""
     cls = model_class(name)  # unknown names raise UnknownNameError listing the known ones

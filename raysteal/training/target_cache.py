@@ -38,7 +38,9 @@ def make_split(log: Interactions, split: str = "leave_one_out") -> LeaveOneOut:
     return SPLITS[split](log)
 
 
-_ADDED_FIELDS: dict[str, object] = {"length_buckets": 0, "max_seconds": None}
+_ADDED_FIELDS: dict[str, object] = {"length_buckets": 0, "max_seconds": None, "variant": "neumf", "pretrain": False,
+                                     "pretrain_alpha": 0.5, "pretrain_epochs": None, "pretrain_lr": None,
+                                     "optimizer": "adamw"}
 """Model / train config fields added after targets were cached: left out of the key while at
 their default, so a cache written before the field existed still answers."""
 

@@ -1,7 +1,7 @@
 """The one generic trainer: any registered model, its own sampler and loss, AdamW.
 
 ``fit`` draws each epoch's batches from ``model.make_sampler(split.train, batch_size)`` with
-an explicit ``torch.Generator``, minimises ``model.loss`` with AdamW (bf16 autocast on a GPU
+an explicit ``torch.Generator``, minimises ``model.loss`` with AdamW (or SGD; bf16 autocast on a GPU
 when ``amp`` allows), validates with full-ranking NDCG@10 on the held-out validation items
 (seen training items excluded), stops early after ``patience`` validations without
 improvement and restores the best weights. All randomness (sampling, dropout, the
@@ -28,6 +28,7 @@ from raysteal.models.base import ModelConfig, Recommender, build_model
 from raysteal.training.config import TrainConfig, make_train_config
 from raysteal.training.cpu_memory import retain_freed_memory
 from raysteal.training.loop_state import load_loop_state, save_loop_state
+from raysteal.training.pretrain import pretrain, remove_part_states, wants_pretraining
 from raysteal.training.step import bf16_autocast, to_device, training_step
 from raysteal.training.evaluate import validation_ndcg
 
@@ -48,6 +49,8 @@ class TrainResult:
     amp: bool = False
     stopped_by_time: bool = False  # the ``max_seconds`` time box ended training
     resumed_epoch: int = 0  # the epoch a saved state (``state_path``) let training go on after
+    pretrain: dict[str, Any] = field(default_factory=dict)  # {"parts": per part, "fused_valid_ndcg@10"} (raysteal.training.pretrain)
+    pretrain_seconds: float = 0.0  # of train_seconds, the pre-trainings'
 
     @property
     def samples_per_second(self) -> float:
@@ -69,6 +72,7 @@ class TrainResult:
             "stopped_by_time": self.stopped_by_time,
             "resumed_epoch": self.resumed_epoch,
             "history": self.history,
+            **({"pretrain": self.pretrain, "pretrain_seconds": self.pretrain_seconds} if self.pretrain else {}),
         }
 
 
@@ -158,6 +162,12 @@ def fit(
     is called after each epoch with its log (``epoch``, ``loss``, ``step_seconds``, and
     ``valid_ndcg@10`` / ``best_valid_ndcg@10`` when it validated) plus ``epochs``, the most
     epochs the training can take.
+
+    A model that names parts to pre-train (NeuMF with ``pretrain``) has them trained first and
+    fused into it when training starts from scratch (:mod:`raysteal.training.pretrain`; their
+    epochs reach ``on_epoch`` with a ``phase`` key); the fused model is validated as epoch 0, so
+    early stopping returns it when training on never beats it. ``max_seconds`` boxes each phase
+    alone, and ``train_seconds`` counts them all.
     """
     config = make_train_config(config)
     dev = training_device(device)
@@ -165,7 +175,7 @@ def fit(
     sample_seed, rng_seed, eval_seed = _child_seeds(seed, 3)
     model.to(dev)
     sampler = model.make_sampler(split.train, config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
+    optimizer = make_optimizer(model.parameters(), config)
     generator = _sampling_generator(sampler, dev, sample_seed)
     valid_users = _validation_users(split, config.eval_users, eval_seed)
     steps = len(sampler) if config.max_batches_per_epoch is None else min(len(sampler), config.max_batches_per_epoch)
@@ -180,6 +190,16 @@ def fit(
                                 what="target training state")
         if saved is not None:
             first_epoch, stale, done, elapsed, best_state = _restore_progress(result, saved, dev)
+        elif wants_pretraining(model):  # a fresh start: the parts first (a saved state holds them fused already)
+            t_pre = time.perf_counter()
+            result.pretrain = pretrain(model, split, config, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch)
+            if valid_users.size:  # the fused start is the first candidate: training on must beat it (epoch 0)
+                ndcg = validation_ndcg(model, split, valid_users, device=dev)
+                result.pretrain["fused_valid_ndcg@10"] = result.best_valid_ndcg = ndcg
+                result.best_epoch = 0
+                if config.early_stopping:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.pretrain_seconds = time.perf_counter() - t_pre
         started = time.perf_counter() - elapsed  # the time box counts the earlier attempts' time too
         for epoch in range(first_epoch, 0 if done else config.epochs + 1):
             t0 = time.perf_counter()
@@ -212,25 +232,46 @@ def fit(
                 on_epoch({**log, "epochs": config.epochs, **({"best_valid_ndcg@10": result.best_valid_ndcg} if "valid_ndcg@10" in log else {})})
             if done:
                 break
+    remove_part_states(model, state_path)  # the parts' own states, kept until the model's training is done
     if config.early_stopping and best_state is not None:
         model.load_state_dict(best_state)
     else:  # no validation, or early stopping off: the final weights are what we return
         result.best_epoch = result.epochs_run
         result.best_valid_ndcg = result.history[-1].get("valid_ndcg@10", float("nan"))
     model.eval()
-    result.train_seconds = time.perf_counter() - started
+    result.train_seconds = time.perf_counter() - started + result.pretrain_seconds
     return result
 
 
 STATE_FORMAT = "raysteal-target-training-state/1"
 
 
+def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
+    """The train config's optimiser: AdamW (``lr``, ``weight_decay``, ``betas``), or vanilla SGD."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
+
+
+KEYLESS_DEFAULTS: dict[str, Any] = {"optimizer": "adamw", "variant": "neumf", "pretrain": False, "pretrain_alpha": 0.5,
+                                    "pretrain_epochs": None, "pretrain_lr": None}
+"""Model / train settings added after training states were first saved: left out of a state's key
+while at their default, so a training started before they existed still resumes."""
+
+
+def _at_new_default(name: str, value: Any) -> bool:
+    return name in KEYLESS_DEFAULTS and value == KEYLESS_DEFAULTS[name]
+
+
 def _state_key(model: Recommender, split: LeaveOneOut, config: TrainConfig, seed: int, dev: torch.device, amp: bool,
                steps: int) -> str:
     """What a saved loop state must have been made for (the generator's layout follows the device type)."""
-    spec = json.dumps(model.spec(), sort_keys=True, default=str)
+    spec = model.spec()
+    spec = {**spec, "config": {k: v for k, v in spec["config"].items() if not _at_new_default(k, v)}}
+    spec = json.dumps(spec, sort_keys=True, default=str)
+    train = config.model_dump_json(exclude={k for k in type(config).model_fields if _at_new_default(k, getattr(config, k))})
     log = split.train
-    return (f"seed={seed} model={spec} train={config.model_dump_json()} users={log.num_users} items={log.num_items} "
+    return (f"seed={seed} model={spec} train={train} users={log.num_users} items={log.num_items} "
             f"interactions={log.num_interactions} steps={steps} "
             f"device={dev.type} amp={amp}")
 
@@ -245,6 +286,8 @@ def _progress_fields(result: TrainResult, stale: int, done: bool, elapsed: float
         "step_seconds": result.step_seconds,
         "samples": result.samples,
         "stopped_by_time": result.stopped_by_time,
+        "pretrain": result.pretrain,
+        "pretrain_seconds": result.pretrain_seconds,
         "stale": stale,
         "done": done,
         "elapsed": elapsed,
@@ -262,6 +305,8 @@ def _restore_progress(result: TrainResult, saved: dict[str, Any], dev: torch.dev
     result.step_seconds = float(saved["step_seconds"])
     result.samples = int(saved["samples"])
     result.stopped_by_time = bool(saved["stopped_by_time"])
+    result.pretrain = dict(saved.get("pretrain") or {})
+    result.pretrain_seconds = float(saved.get("pretrain_seconds", 0.0))
     best = saved["best_state"]
     best_state = None if best is None else {k: v.to(dev) for k, v in best.items()}
     return result.epochs_run + 1, int(saved["stale"]), bool(saved["done"]), float(saved["elapsed"]), best_state

@@ -1,0 +1,177 @@
+"""``raysteal reproduce PAPER --out DIR``: every experiment file of ``experiments/PAPER/``, then one report.
+
+Each file runs exactly as ``raysteal run FILE --out DIR/<file stem>`` would (the same checks, the
+same runner, resumable: finished runs are skipped), one file after the other in the order of
+:func:`raysteal.results.reproduction.plan` (files sharing a trained target together, cheap ones
+first; the target cache shares the trained targets, ``DIR/cache`` the auxiliary models). Then
+``DIR/report.md`` (+ PNGs) puts every table and figure beside the paper's values.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``reproduce`` to the top-level app."""
+
+    @app.command("reproduce")
+    def reproduce_command(
+        paper: str = typer.Argument(..., help="a folder of experiments/ (zhu2023, yue2021, bahsd), or the path of a folder of experiment files"),
+        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default results/<PAPER>): a file's runs in OUT/<file stem>/, the report in OUT/report.md"),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds of every file (of the table files where --figure-seeds is given)"),
+        figure_seeds: Optional[int] = typer.Option(None, "--figure-seeds", help="override the number of seeds of the files whose report is figures only"),
+        only: Optional[list[str]] = typer.Option(None, "--only", help="run only these files (file stem, name or glob such as 'fig*'; repeat the option or comma-separate); the report still shows every file"),
+        sources: Optional[list[Path]] = typer.Option(None, "--from", help="a results directory (raysteal run's --out, or an earlier reproduction's) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable"),
+        experiments: Optional[Path] = typer.Option(None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"),
+        report_only: bool = typer.Option(False, "--report-only", help="run nothing (nor import): rewrite OUT/report.md from the rows there"),
+        address: Address = None,
+        data_dir: DataDir = None,
+        cache_dir: CacheDir = None,
+        num_cpus: NumCpus = None,
+        max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+    ) -> None:
+        """Run every experiment file of a paper's folder (Tune and simulate files aside) into OUT/<file stem>/,
+        resumably, then write OUT/report.md: each table with the paper's value beside ours and the
+        held-out measure, each figure as a PNG with the paper's values and the popularity floor, and
+        each file's wall time."""
+        from raysteal.cli import directory_option
+        from raysteal.cli.run import comma_list, finished_runs, resume_command, run_file, check_rows_for_report
+        from raysteal.errors import RaystealError
+        from raysteal.report.reproduction import duration, render_reproduction
+        from raysteal.results.reproduction import (
+            experiment_files,
+            import_rows,
+            import_sources,
+            link_shared_cache,
+            plan,
+            record_sitting,
+            resolve_paper,
+            select_files,
+        )
+
+        folder = resolve_paper(paper, experiments)
+        files = experiment_files(folder)
+        wanted = [name for item in (only or []) for name in comma_list(item)]
+        if only is not None and not wanted:
+            from raysteal.errors import ConfigError
+
+            raise ConfigError(f"--only: name files; the folder's are: {', '.join(p.stem for p in files)}")
+        chosen = select_files(files, wanted)
+        for source in sources or []:
+            if not Path(source).is_dir():
+                from raysteal.errors import ConfigError
+
+                raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce)")
+        out_root = Path(directory_option(out or Path("results") / folder.name, "--out"))
+        entries = load_entries(files, out_root, seeds=seeds, figure_seeds=figure_seeds)  # every file checked before any work
+        command = resume_command(paper, out_root, command="reproduce", seeds=seeds, figure_seeds=figure_seeds, only=wanted or None,
+                                 **{"from": [str(s) for s in sources or []] or None}, experiments=experiments, address=address,
+                                 data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus, max_concurrent=max_concurrent, quiet=quiet)
+        selected = {p.stem for p in chosen}
+        status: dict[str, str] = {}
+        if not report_only:
+            for entry in entries:
+                if entry.stem in selected and sources:
+                    copied = import_rows(entry.config, entry.out_dir, import_sources(list(sources), entry.stem))
+                    for source, count in copied.items():
+                        typer.echo(f"{entry.stem}: {count} finished run(s) taken from {source}")
+        entries = plan(entries)
+        to_run = [e for e in entries if e.stem in selected and not report_only]
+        if to_run:
+            typer.echo(f"reproduce {folder.name}: {len(to_run)} file(s) into {out_root}, in this order:")
+            for i, entry in enumerate(to_run, 1):
+                typer.echo(f"  {i:2d}. {entry.stem:<28} {entry.pending:5d} of {entry.total:5d} runs to go, {entry.config.seeds} seeds")
+        try:  # a Ctrl-C inside a file's runs is said by run_file; between files or in the report, here
+            failed: list[str] = []
+            for i, entry in enumerate(to_run, 1):
+                if entry.pending == 0:
+                    _export_if_missing(entry.out_dir)
+                    continue
+                typer.echo(f"\n[{i}/{len(to_run)}] {entry.stem}: {entry.pending} run(s) -> {entry.out_dir}")
+                if cache_dir is None:  # auxiliary models shared between the files (targets: the target cache)
+                    link_shared_cache(entry.out_dir, out_root / "cache")
+                started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                before = len(finished_runs(entry.config, entry.out_dir))
+                clock = time.perf_counter()
+                outcome = "error"
+                try:
+                    frame = run_file(entry.path, entry.config, entry.out_dir, resume=command,
+                                     selection={"seeds": entry.config.seeds, "reproduce": folder.name},
+                                     address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
+                                     max_concurrent=max_concurrent, quiet=quiet)
+                    check_rows_for_report(frame, entry.config, entry.out_dir)
+                    outcome = "done"
+                except (KeyboardInterrupt, typer.Exit):
+                    outcome = "interrupted"
+                    raise
+                except RaystealError as err:
+                    outcome = "failed"
+                    status[entry.stem] = f"failed: {' '.join(str(err).split())[:500]}"
+                    failed.append(entry.stem)
+                    typer.secho(f"{entry.stem}: {err}", fg=typer.colors.RED, err=True)
+                finally:
+                    wall = time.perf_counter() - clock
+                    after = len(finished_runs(entry.config, entry.out_dir))
+                    record_sitting(entry.out_dir, entry.path, entry.config.experiment, {
+                        "started_utc": started, "wall_s": round(wall, 3), "status": outcome, "runs_before": before,
+                        "runs_after": after, "runs_total": entry.total, "seeds": entry.config.seeds, "command": command})
+                typer.echo(f"{entry.stem}: {after} of {entry.total} runs finished ({after - before} now, {duration(wall)})")
+                render_reproduction(out_root, folder.name, entries, command=command, status=status)  # progress for a long reproduction
+            path = render_reproduction(out_root, folder.name, entries, command=command, status=status)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted; finished runs are kept; resume with: {command}", err=True)
+            raise typer.Exit(130) from None
+        typer.echo(f"\nreport written to {path}")
+        if failed:
+            raise RaystealError(f"{len(failed)} file(s) had failures ({', '.join(failed)}); the others' runs are done and in the "
+                                f"report; fix the cause and resume with: {command}")
+
+
+def load_entries(files: list[Path], out_root: Path, seeds: Optional[int] = None, figure_seeds: Optional[int] = None):
+    """Every file validated (its paper keys included), as plan entries with their seed counts:
+    ``figure_seeds`` for the files whose report is figures only, ``seeds`` for the others (and for
+    all of them where ``figure_seeds`` is not given); ``None``: the file's own."""
+    from raysteal.errors import ConfigError
+    from raysteal.experiment.config import load_experiment
+    from raysteal.results.reproduction import PlanEntry, is_figure_file
+    from raysteal.results.summary import parse_paper_key
+
+    entries = []
+    for path in files:
+        config = load_experiment(path)
+        figure = is_figure_file(config)
+        count = figure_seeds if figure and figure_seeds is not None else seeds
+        if count is not None:
+            config = load_experiment(path, seeds=count)
+        for key in config.paper:
+            try:
+                parse_paper_key(key)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from None
+        entries.append(PlanEntry(path=path, config=config, out_dir=out_root / path.stem, figure=figure))
+    stems = [e.stem for e in entries]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ConfigError(f"two files of the folder share the stem {twice[0]!r} (their results directories would be one)")
+    return entries
+
+
+def _export_if_missing(out_dir: Path) -> None:
+    """``results.parquet`` for a finished file where it is missing or older than a row (rows
+    imported with ``--from``, or never exported)."""
+    from raysteal.results.store import ResultStore
+
+    store = ResultStore(out_dir)
+    rows = list(store.runs_dir.glob("*.parquet")) if store.runs_dir.is_dir() else []
+    newest = max((p.stat().st_mtime for p in rows), default=0.0)
+    if rows and (not store.results_file.is_file() or store.results_file.stat().st_mtime < newest):
+        store.export()

@@ -1,0 +1,297 @@
+"""A paper's reproduction (``raysteal reproduce PAPER --out DIR``): which experiment files of
+``experiments/PAPER/`` it runs and in which order, the rows it takes from earlier results
+directories (``--from``), and the record of each file's sittings (its wall time).
+
+``DIR/<file stem>/`` is an ordinary ``raysteal run`` results directory, plus:
+
+* ``reproduce.json``: one entry per sitting on the file (UTC start, wall seconds, runs finished
+  before and after, status), so the report can give each file's wall time;
+* ``imported.json``: the rows taken from another results directory (row file -> its source),
+  so the report can say which runs came from where.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raysteal.atomic import write_atomically, write_text_atomically
+from raysteal.errors import ConfigError
+
+SITTINGS_FILE = "reproduce.json"
+IMPORTS_FILE = "imported.json"
+
+ATTACK_COST = {"popularity": 0.02, "qsd": 1.0, "ptd": 1.0, "ptq": 1.5, "pta": 2.0, "ptaq": 2.5,
+               "pta_pre": 2.0, "ptaq_pre": 2.5, "aux_frozen": 2.0}
+"""Rough relative cost of one collaborative run per attack (PTD on a 1M-interaction log = 1, about
+20 s of a 2-core machine's wall time); an attack not listed counts 2. Only the order of the files
+depends on these numbers."""
+SEQUENTIAL_COST = {"popularity": 0.02, "dfme": 0.4, "seq_ptd": 24.0, "seq_ptq": 24.0, "seq_ptaq": 50.0}
+"""The same for a run against a sequential target (Table 8 on ML-1M: DFME runs of 7-23 s, PTD/PTQ
+students of ~900 s and PTAQ ones of ~2,000 s, one core each); an attack not listed counts 24."""
+
+
+@dataclass
+class PlanEntry:
+    """One experiment file of a reproduction."""
+
+    path: Path
+    config: Any  # ExperimentConfig, --seeds / --figure-seeds applied
+    out_dir: Path
+    figure: bool  # its report is figures only (curves, heatmaps)
+    target_keys: set[str] = field(default_factory=set)
+    total: int = 0  # runs of the grid
+    pending: int = 0  # runs without a row yet
+    cost: float = 0.0  # estimated cost of the pending runs
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+def default_experiments_root() -> Path:
+    """``./experiments`` when it exists, else the ``experiments/`` folder of this checkout."""
+    here = Path("experiments")
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def file_kind(path: Path) -> str:
+    """``experiment``, ``tune`` (a ``search_space`` section) or ``simulate`` (a ``simulation`` section)."""
+    from raysteal.experiment.config import read_config_file
+
+    raw = read_config_file(path, "experiment")
+    if "search_space" in raw:
+        return "tune"
+    if "simulation" in raw:
+        return "simulate"
+    return "experiment"
+
+
+def experiment_files(folder: Path) -> list[Path]:
+    """The experiment files of ``folder`` (YAML / JSON; Tune and simulate files left out), by name."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+    return [p for p in files if file_kind(p) == "experiment"]
+
+
+def paper_folders(root: Path) -> list[str]:
+    """The folders of ``root`` holding at least one experiment file."""
+    if not root.is_dir():
+        return []
+    names = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            if experiment_files(folder):
+                names.append(folder.name)
+        except ConfigError:  # an unreadable file: the folder is still one to name
+            names.append(folder.name)
+    return names
+
+
+def resolve_paper(paper: str, root: Path | None = None) -> Path:
+    """The folder PAPER names: ``root/PAPER`` (``root``: :func:`default_experiments_root`), or
+    PAPER itself when it is a directory path; anything else is a one-line ``ConfigError`` listing
+    the folders there are."""
+    root = Path(root) if root is not None else default_experiments_root()
+    candidate = root / paper
+    if candidate.is_dir() and "/" not in paper.strip("/"):
+        folder = candidate
+    elif Path(paper).is_dir():
+        folder = Path(paper)
+    else:
+        known = paper_folders(root)
+        listed = ", ".join(known) if known else "none"
+        raise ConfigError(f"no experiments folder {paper!r} under {root}; the folders there are: {listed} "
+                          "(or give the path of a folder of experiment files)")
+    if not experiment_files(folder):
+        raise ConfigError(f"{folder}: holds no experiment file (Tune and simulate files are not run by reproduce)")
+    return folder
+
+
+def select_files(files: list[Path], only: list[str] | None) -> list[Path]:
+    """``files`` narrowed to ``--only`` names: a file's stem or name, or a glob of them
+    (``fig*``); a name matching none is a ``ConfigError`` listing the folder's files."""
+    if not only:
+        return files
+    chosen: list[Path] = []
+    for name in only:
+        hits = [p for p in files if name in (p.stem, p.name) or fnmatch.fnmatch(p.stem, name) or fnmatch.fnmatch(p.name, name)]
+        if not hits:
+            raise ConfigError(f"--only {name}: no such experiment file; the folder's are: {', '.join(p.stem for p in files)}")
+        chosen += [p for p in hits if p not in chosen]
+    return [p for p in files if p in chosen]  # the folder's order; the plan orders them
+
+
+def is_figure_file(config) -> bool:
+    """Whether a file's report is figures only (its seeds follow ``--figure-seeds``)."""
+    kinds = {entry.kind for entry in config.report}
+    return bool(kinds) and kinds <= {"curve", "heatmap"}
+
+
+def _dataset_size(dataset: dict[str, Any]) -> float:
+    """Interactions of a dataset entry, in millions, where the registry knows it (else 0.1)."""
+    from raysteal.data.datasets import dataset_spec
+    from raysteal.errors import RaystealError
+
+    if dataset.get("path") is None:
+        try:
+            expected = dataset_spec(dataset["name"]).expected
+        except RaystealError:
+            expected = {}
+        counts = expected.get(str(dataset.get("preprocess", "none"))) or expected.get("none")
+        if counts:
+            return counts[0] / 1e6
+    return 0.1
+
+
+def run_cost(run: dict[str, Any]) -> float:
+    """The estimated relative cost of one run (see :data:`ATTACK_COST`)."""
+    from raysteal.experiment.config import is_sequential_target
+
+    attack = str(run["attack"].get("attack"))
+    if is_sequential_target(run["target"]["model"]):
+        weight = SEQUENTIAL_COST.get(attack, 24.0)
+    else:
+        weight = ATTACK_COST.get(attack, 2.0)
+    return weight * max(_dataset_size(run["dataset"]), 0.01)
+
+
+def target_identity(run: dict[str, Any]) -> str:
+    """What decides a run's trained target: dataset entry, the split's target half, target entry."""
+    split = run["split"]
+    return json.dumps([run["dataset"], split.get("aux_fraction"), split.get("target_seed"), run["target"]], sort_keys=True, default=str)
+
+
+def plan(entries: list[PlanEntry]) -> list[PlanEntry]:
+    """``entries`` with their pending runs counted and costed, in running order: files sharing a
+    trained target together, the cheaper file first within a group, and the groups in the order
+    that finishes the most files soonest (Smith's rule: the lower estimated cost per file first),
+    so a single file of hours waits behind a group of many short ones."""
+    from raysteal.experiment.config import expand_runs
+    from raysteal.results.store import ResultStore, run_id
+
+    for entry in entries:
+        runs = list({run_id(r): r for r in expand_runs(entry.config)}.values())
+        store = ResultStore(entry.out_dir)
+        done = store.finished()
+        pending = [r for r in runs if not store.is_finished(r, done)]
+        entry.total, entry.pending = len(runs), len(pending)
+        entry.cost = sum(run_cost(r) for r in pending)
+        entry.target_keys = {target_identity(r) for r in runs}
+    # files sharing a target: connected groups
+    group = list(range(len(entries)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i in range(len(entries)):
+        for j in range(i):
+            if entries[i].target_keys & entries[j].target_keys:
+                group[root(i)] = root(j)
+    totals: dict[int, list[float]] = {}
+    for i, entry in enumerate(entries):
+        totals.setdefault(root(i), []).append(entry.cost)
+    per_file = {r: sum(costs) / len(costs) for r, costs in totals.items()}
+    first_name = {r: min(e.stem for i, e in enumerate(entries) if root(i) == r) for r in totals}
+    order = sorted(range(len(entries)), key=lambda i: (per_file[root(i)], first_name[root(i)], entries[i].cost, entries[i].stem))
+    return [entries[i] for i in order]
+
+
+# ------------------------------------------------------------------ rows from elsewhere
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except ValueError as err:
+        from raysteal.errors import DataFileError
+
+        raise DataFileError(f"{path}: not the JSON raysteal reproduce writes ({err}); move it away or restore it") from None
+
+
+def import_sources(sources: list[Path], stem: str) -> list[Path]:
+    """The results directories ``--from`` names for file ``stem``: each source itself and, where
+    it is an earlier reproduction, its ``<stem>/`` directory."""
+    out = []
+    for source in sources:
+        for candidate in (Path(source), Path(source) / stem):
+            if (candidate / "runs").is_dir() and candidate.resolve() not in [p.resolve() for p in out]:
+                out.append(candidate)
+    return out
+
+
+def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
+    """Copy into ``out_dir/runs`` the rows of ``config``'s runs that a source directory holds and
+    ``out_dir`` does not (a run's id is a hash of its whole specification, so a row is taken only
+    for the very run); each is recorded in ``out_dir/imported.json``. Returns rows copied per source."""
+    from raysteal.experiment.config import expand_runs
+    from raysteal.results.store import ResultStore, run_ids
+
+    store = ResultStore(out_dir)
+    done = store.finished()
+    runs = [r for r in expand_runs(config) if not store.is_finished(r, done)]
+    record = _read_json(Path(out_dir) / IMPORTS_FILE, {"runs": {}})
+    copied: dict[str, int] = {}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for source in sources:
+        source_store = ResultStore(source)
+        available = source_store.finished()
+        if Path(source).resolve() == Path(out_dir).resolve():
+            continue
+        for run in list(runs):
+            rid = next((i for i in run_ids(run) if i in available), None)
+            if rid is None:
+                continue
+            data = (source_store.runs_dir / f"{rid}.parquet").read_bytes()
+            write_atomically(store.runs_dir / f"{rid}.parquet", lambda fh, data=data: fh.write(data))
+            record["runs"][rid] = {"from": str(Path(source).resolve()), "imported_utc": now}
+            copied[str(source)] = copied.get(str(source), 0) + 1
+            runs.remove(run)
+    if copied:
+        write_text_atomically(Path(out_dir) / IMPORTS_FILE, json.dumps(record, indent=2, sort_keys=True))
+    return copied
+
+
+def imported_runs(out_dir: Path) -> dict[str, str]:
+    """Row file id -> the directory it was imported from (``--from``), for ``out_dir``."""
+    record = _read_json(Path(out_dir) / IMPORTS_FILE, {"runs": {}})
+    return {rid: entry.get("from", "?") for rid, entry in record.get("runs", {}).items()}
+
+
+# ------------------------------------------------------------------ sittings (wall time)
+def record_sitting(out_dir: Path, file: Path, experiment: str, sitting: dict[str, Any]) -> None:
+    """Append one sitting (``started_utc``, ``wall_s``, ``status``, run counts) to ``out_dir/reproduce.json``."""
+    path = Path(out_dir) / SITTINGS_FILE
+    record = _read_json(path, {})
+    record.update({"file": str(file), "experiment": experiment})
+    record.setdefault("sittings", []).append(sitting)
+    write_text_atomically(path, json.dumps(record, indent=2))
+
+
+def sittings(out_dir: Path) -> list[dict[str, Any]]:
+    """The sittings recorded for ``out_dir`` (oldest first)."""
+    return list(_read_json(Path(out_dir) / SITTINGS_FILE, {}).get("sittings", []))
+
+
+def link_shared_cache(out_dir: Path, shared: Path) -> None:
+    """Let the file's auxiliary-model cache (``out_dir/cache``, where ``raysteal run`` keeps it
+    without ``--cache-dir``) be the reproduction's shared one: a relative symlink to ``shared``,
+    made only where ``out_dir/cache`` does not exist yet (an earlier real one is kept)."""
+    link = Path(out_dir) / "cache"
+    if link.exists() or link.is_symlink():
+        return
+    Path(shared).mkdir(parents=True, exist_ok=True)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        link.symlink_to(os.path.relpath(Path(shared).resolve(), link.parent.resolve()), target_is_directory=True)
+    except OSError:  # a file system without links: the file keeps its own cache
+        pass
