@@ -99,3 +99,28 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(map(cell, headers)) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def load_actors(count: int, threads: int = 1) -> list:
+    """``count`` Ray actors that generate black-box load: ``run(client, inputs, k, until)`` sends
+    ``inputs`` through ``client`` until wall time ``until`` and returns the rows answered; up to
+    ``threads`` such loops run at once per actor. Started and warmed (imports paid) before return,
+    so no clock includes their start."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Load:
+        def ready(self) -> bool:
+            import raysteal.oracle  # noqa: F401  (pay the imports before timing)
+
+            return True
+
+        def run(self, client, inputs, k: int, until: float) -> int:
+            done = 0
+            while time.time() < until:
+                done += len(client.query(inputs, k))
+            return done
+
+    actors = [Load.options(max_concurrency=threads).remote() for _ in range(count)]
+    ray.get([a.ready.remote() for a in actors])
+    return actors

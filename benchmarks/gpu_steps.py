@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_name, max_overlap, rate, topk_agreement, write_json  # noqa: E402
+from _common import device_name, load_actors, max_overlap, rate, topk_agreement, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,26 +223,8 @@ def _inputs(kind: str, log, n: int, rng: np.random.Generator, max_len: int) -> n
 
 
 def _load_pool(n_actors: int, threads: int):
-    """``n_actors`` load-generating actors, each running up to ``threads`` clients at once (each
-    client one request in flight), started and warmed before any clock runs."""
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class Load:
-        def ready(self) -> bool:
-            import raysteal.oracle  # noqa: F401  (pay the imports before timing)
-
-            return True
-
-        def run(self, client, inputs, k: int, until: float) -> int:
-            done = 0
-            while time.time() < until:
-                done += len(client.query(inputs, k))
-            return done
-
-    actors = [Load.options(max_concurrency=threads).remote() for _ in range(n_actors)]
-    ray.get([a.ready.remote() for a in actors])
-    return actors
+    """``n_actors`` load-generating actors, each running up to ``threads`` clients at once."""
+    return load_actors(n_actors, threads)
 
 
 def _actor_rate(pool, server, tag: str, inputs_ref, k: int, clients: int, seconds: float) -> float:

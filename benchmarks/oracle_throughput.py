@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import device_name, rate, write_json  # noqa: E402
+from _common import device_name, load_actors, rate, write_json  # noqa: E402
 
 
 def load_log():
@@ -76,22 +76,8 @@ def actor_rate(server, kind: str, log, k: int, request: int, clients: int, secon
 
     from raysteal.oracle.server import client_for
 
-    @ray.remote(num_cpus=0)
-    class Load:
-        def ready(self) -> bool:
-            import raysteal.oracle  # noqa: F401  (pay the imports before timing)
-
-            return True
-
-        def run(self, client, inputs, k: int, until: float) -> int:
-            done = 0
-            while time.time() < until:
-                done += len(client.query(inputs, k))
-            return done
-
     rng = np.random.default_rng(2)
-    loads = [Load.remote() for _ in range(clients)]
-    ray.get([a.ready.remote() for a in loads])
+    loads = load_actors(clients)
     handles = [client_for(server, f"c{clients}-{request}-{i}") for i in range(clients)]
     inputs = [ray.put(request_inputs(kind, log, request, rng)) for _ in range(clients)]
     ray.get([a.run.remote(h, x, k, time.time() + 0.5) for a, h, x in zip(loads, handles, inputs)])  # warm up
