@@ -218,7 +218,23 @@ def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None)
         spec = specs.get(name, {})
         sections += [f"## {name}", "", spec.get("description", ""), ""]
         sections += experiment_sections(name, part, spec, out_dir)
+    sections += search_section(root, out_dir)
     return write_text_atomically(out_dir / "report.md", "\n".join(sections))
+
+
+def search_section(root: Path, out_dir: Path) -> list[str]:
+    """For a ``raysteal tune`` directory: ``search.md`` (:mod:`raysteal.report.search`) written
+    beside the report, and a line linking it; nothing for other results directories."""
+    spec_path = root / "tune_spec.json"
+    if not (root / "tune").is_dir() or not spec_path.is_file():
+        return []
+    from raysteal.report.search import search_evidence
+
+    tune = json.loads(spec_path.read_text()).get("tune") or {}
+    page = search_evidence(root / "tune", str(tune.get("metric")), str(tune.get("mode", "max")))
+    write_text_atomically(out_dir / "search.md", page)
+    return ["## The search", "", f"Every trial, the best configurations and what each setting does: [search.md](search.md) "
+            f"(metric `{tune.get('metric')}`).", ""]
 
 
 def paper_metric(reports: list[dict[str, Any]]) -> str:

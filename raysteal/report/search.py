@@ -1,0 +1,136 @@
+"""The evidence of a Tune search, from its trials' per-epoch reports: the best configurations and
+what each searched setting does.
+
+Read from Tune's own ``result.json`` files under ``OUT/tune`` (one JSON line per reported epoch),
+so a search that is still running or was interrupted can be read too. Settings are compared at a
+*common epoch* — the latest epoch every trial reached — because ASHA stops most trials early and
+a trial's peak grows with the epochs it was allowed. A model-based searcher (TPE) samples where it
+expects good values, so these marginals are correlations, not ablations: an ablation file (each
+component switched off around the best configuration) measures what a component adds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raysteal.errors import ConfigError
+
+TIME_COLUMN = "training_iteration"
+CATEGORICAL_AT_MOST = 6
+"""A searched setting with at most this many distinct values is compared value by value."""
+
+
+def trial_curves(tune_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per (trial, reported epoch): the trial id, ``epoch``, every numeric metric it
+    reported and its sampled settings as ``config/<key>`` columns. Torn last lines are skipped."""
+    rows = []
+    for path in sorted(Path(tune_dir).rglob("result.json")):
+        for line in path.read_text().splitlines():
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if TIME_COLUMN not in result or "trial_id" not in result:
+                continue
+            row = {"trial_id": result["trial_id"], "epoch": int(result[TIME_COLUMN])}
+            row.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            row.update({f"config/{k}": v for k, v in (result.get("config") or {}).items()})
+            rows.append(row)
+    if not rows:
+        raise ConfigError(f"{tune_dir}: no Tune trial results (result.json) found")
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates(["trial_id", "epoch"], keep="last").sort_values(["trial_id", "epoch"], ignore_index=True)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
+    """Per trial: peak of ``metric`` over its epochs, the epoch of the peak, epochs reported, and
+    its settings; best first."""
+    if metric not in curves.columns:
+        raise ConfigError(f"metric {metric!r} was never reported; reported: {sorted(c for c in curves.columns if '@' in c)}")
+    settings = [c for c in curves.columns if c.startswith("config/")]
+    out = []
+    for trial, part in curves.groupby("trial_id", sort=False):
+        values = part[metric].astype(float)
+        if values.notna().sum() == 0:
+            continue
+        best = values.idxmax() if mode == "max" else values.idxmin()
+        row = {"trial": trial, "peak": float(values[best]), "peak_epoch": int(part.loc[best, "epoch"]),
+               "epochs": int(part["epoch"].max()), "last": float(values.iloc[-1])}
+        row.update({c[len("config/"):]: part[c].iloc[-1] for c in settings})
+        out.append(row)
+    table = pd.DataFrame(out)
+    return table.sort_values("peak", ascending=(mode != "max"), ignore_index=True)
+
+
+def common_epoch(curves: pd.DataFrame) -> int:
+    """The latest epoch every trial reported (at least 1)."""
+    return max(1, int(curves.groupby("trial_id")["epoch"].max().min()))
+
+
+def setting_effects(curves: pd.DataFrame, metric: str, epoch: int) -> pd.DataFrame:
+    """What each searched setting does at ``epoch``: per value of a categorical setting the trials'
+    mean and std of ``metric``; for a numeric one Spearman's rank correlation with ``metric``."""
+    at = curves[curves["epoch"] == epoch].set_index("trial_id")
+    rows = []
+    for column in sorted(c for c in curves.columns if c.startswith("config/")):
+        name = column[len("config/"):]
+        values = at[column]
+        scores = at[metric].astype(float)
+        distinct = values.map(_fmt).nunique()
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if distinct <= CATEGORICAL_AT_MOST or not numeric:
+            for value, group in scores.groupby(values.map(_fmt)):
+                rows.append({"setting": name, "value": value, "trials": int(group.notna().sum()),
+                             "mean": float(group.mean()), "std": float(group.std()) if len(group) > 1 else math.nan,
+                             "spearman": math.nan})
+        else:
+            pair = pd.DataFrame({"x": values.astype(float), "y": scores}).dropna()
+            rho = float(pair["x"].rank().corr(pair["y"].rank())) if len(pair) > 2 else math.nan
+            rows.append({"setting": name, "value": f"{pair['x'].min():.3g} to {pair['x'].max():.3g}", "trials": len(pair),
+                         "mean": float(pair["y"].mean()) if len(pair) else math.nan, "std": math.nan, "spearman": rho})
+    return pd.DataFrame(rows)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    lines = ["| " + " | ".join("–" if isinstance(v, float) and math.isnan(v) else _fmt(v) for v in row) + " |"
+             for row in frame.itertuples(index=False)]
+    return "\n".join([header, *lines])
+
+
+def search_evidence(tune_dir: str | os.PathLike, metric: str, mode: str = "max", top: int = 10) -> str:
+    """A Markdown page: the trials, the ``top`` best by their peak, and what each setting does at
+    the common epoch (module docstring)."""
+    curves = trial_curves(tune_dir)
+    trials = trial_table(curves, metric, mode)
+    epoch = common_epoch(curves)
+    reached = trials["epochs"].value_counts().sort_index(ascending=False)
+    lines = [
+        f"# Search evidence: `{metric}` ({mode})", "",
+        f"{len(trials)} trials; epochs reported → trials: " + ", ".join(f"{e}: {n}" for e, n in reached.items()) + ".", "",
+        f"## The {min(top, len(trials))} best trials by their peak over all reported epochs", "",
+        _markdown(trials.head(top)), "",
+        f"## What each setting does, at epoch {epoch} (the latest epoch every trial reached)", "",
+        "Categorical settings: the trials' mean and std of the metric per value; numeric ones: Spearman's rank "
+        "correlation with it. The searcher chose these values, so read them as correlations, not ablations.", "",
+        _markdown(setting_effects(curves, metric, epoch)), "",
+    ]
+    return "\n".join(lines)
+
+
+def best_value(tune_dir: str | os.PathLike, metric: str, mode: str = "max") -> float:
+    """The best peak of ``metric`` over the trials (NaN when none reported it)."""
+    trials = trial_table(trial_curves(tune_dir), metric, mode)
+    return float(trials["peak"].iloc[0]) if len(trials) else float(np.nan)
