@@ -56,3 +56,24 @@ def test_search_and_report_halves_partition_the_scored_users():
     assert not (search & report).any() and np.array_equal(search | report, everyone)
     assert 0.35 < search.sum() / everyone.sum() < 0.65
     assert np.array_equal(search, scored_users(_run(5, **split, scored_users="search"), data))  # the same for every seed
+
+
+def test_the_tune_probe_never_scores_the_users_a_real_data_attacker_trained_on():
+    from raysteal.distributed.tune import SequentialEpochProbe
+
+    data = _data()
+    users = len(data.eval_users)
+    data.eval_sequences = np.zeros((users, 4), dtype=np.int64)
+    data.teacher_lists = np.zeros((users, 10), dtype=np.int64)
+    data.head_mask = lambda fraction: np.zeros(users, dtype=bool)
+    real = {**_run(attacker_fraction=0.5), "attack": {"attack": "seq_ptd"}}  # no population: Zhu et al.'s protocol
+    rows = SequentialEpochProbe(real, data, max_users=10_000).rows
+    known = known_users(real, data)
+    assert len(rows) and not np.isin(data.eval_users[rows], known).any()
+    assert len(rows) == (~np.isin(data.eval_users, known)).sum()
+    free = {**_run(attacker_fraction=0.5), "attack": {"attack": "dfme", "budget_queries": 10}}  # data-free: everyone
+    assert len(SequentialEpochProbe(free, data, max_users=10_000).rows) == users
+    population = {**_run(attacker_population=0.5), "attack": {"attack": "bahsd", "source": "real"}, "split": {
+        "attacker_fraction": 0.3, "target_seed": 0, "attacker_population": 0.5, "scored_users": "search"}}
+    rows = SequentialEpochProbe(population, data, max_users=10_000).rows
+    assert np.array_equal(rows, np.flatnonzero(scored_users(population, data)))

@@ -654,10 +654,11 @@ def test_view_infonce_is_agreement_weighted_infonce_with_the_prefix():
     # by hand: each view's prefix is its sequence's last column, selected once per sequence
     position = {(int(r), int(c)): i for i, (r, c) in enumerate(zip(batch.rows, batch.cols))}
     owner = torch.tensor([position[(int(r), int(c))] for r, c in zip(b, owner_cols)])
-    expected = agree * info_nce(views, hidden[owner], 0.2, groups=owner)
+    expected = agree * info_nce(views, hidden[owner], 0.2, groups=b)
     assert got.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
-    # two views of one prefix: not each other's negatives
+    # views and prefixes of one sequence are not each other's negatives: grouping by prefix differs
     assert len(set(owner.tolist())) < len(owner)
+    assert got.tolist() != pytest.approx((agree * info_nce(views, hidden[owner], 0.2, groups=None)).tolist(), rel=1e-5)
 
 
 def test_probe_training_spends_no_extra_queries_and_trains_on_the_views(walk_target):
@@ -666,8 +667,8 @@ def test_probe_training_spends_no_extra_queries_and_trains_on_the_views(walk_tar
     off, client_off = _run(oracle, "bahsd-teach-off", 400, epochs=1, probe_training=False)
     assert client_on.spent == client_off.spent == on.queries == off.queries  # charged once, by the probes
     assert on.info["queries_probes"] == off.info["queries_probes"] > 0
-    assert on.info["probe_views_trained"] == on.info["queries_probes"]  # every probe answer is a training example
-    assert off.info["probe_views_trained"] == 0
+    assert on.info["probe_answers_trainable"] == on.info["queries_probes"]  # every probe answer is a training example
+    assert off.info["probe_answers_trainable"] == 0
     assert "probe_kl" in on.info["history"][0] and "probe_kl" not in off.info["history"][0]
 
 

@@ -134,6 +134,13 @@ def test_a_sequential_target_with_no_user_to_score_is_refused(tmp_path):
         check_experiment_data(parse_experiment(spec), "exp.yaml")
 
 
+def test_the_attacker_population_is_refused_on_a_collaborative_target():
+    for split in ({"attacker_population": 0.5}, {"scored_users": "report"}):
+        spec = {**SMALL, "split": split}
+        with pytest.raises(ConfigError, match="apply to sequential targets only; target 'bpr' is collaborative"):
+            check_experiment_data(parse_experiment(spec), "exp.yaml")
+
+
 def test_a_dataset_large_enough_passes(tmp_path):
     config = parse_experiment(SMALL)
     check_experiment_data(config, "exp.yaml")  # 80 users: 40 target, 4 known (3 queried, 1 held out)

@@ -192,9 +192,13 @@ class SequentialEpochProbe:
     :func:`~raysteal.experiment.execute_sequential.execute_sequential_run`."""
 
     def __init__(self, run: dict[str, Any], data, device: str = "cpu", max_users: int = 1024):
-        from raysteal.experiment.execute_sequential import scored_users
+        from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
+        from raysteal.experiment.execute_sequential import known_users, scored_users, uses_real_sequences
 
-        scored = np.flatnonzero(scored_users(run, data))  # never the attacker population, only the split's half
+        keep = scored_users(run, data)  # never the attacker population, only the split's half
+        if run["attack"].get("attack") != SEQUENTIAL_CALIBRATION and uses_real_sequences(run):
+            keep &= ~np.isin(data.eval_users, known_users(run, data))  # nor the users whose histories it trained on
+        scored = np.flatnonzero(keep)
         n = len(scored)
         rng = np.random.default_rng(np.random.SeedSequence([int(run["seed"]), 7]))
         self.rows = scored if n <= max_users else scored[np.sort(rng.choice(n, size=max_users, replace=False))]

@@ -48,6 +48,13 @@ def known_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
     return np.sort(_child_rng(int(run["seed"]), 1).choice(population, size=n, replace=False))
 
 
+def uses_real_sequences(run: dict[str, Any]) -> bool:
+    """Whether the run's attack trains on real users' sequences (its users are then never scored)."""
+    from raysteal.extraction import make_extraction_config
+
+    return bool(getattr(make_extraction_config(run["attack"]), "uses_real_sequences", False))
+
+
 def scored_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
     """bool ``[U]``: the evaluation users a run may be scored on, whatever its attack — all of them
     but the attacker population (when the split has one), and of those the ``search`` or ``report``
@@ -146,9 +153,8 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
     name = run["attack"].get("attack")
     info: dict[str, Any] = {}
     hyper: dict[str, Any] = {}
-    # the popularity floor belongs to the setting of the file it is in
-    labels: dict[str, Any] = {"setting": "real" if run["split"].get("attacker_population") else "synthetic", "baseline": False,
-                              "variant": "popularity"}
+    # the popularity floor is the floor of either setting
+    labels: dict[str, Any] = {"setting": "floor", "baseline": False, "variant": "popularity"}
     if name == SEQUENTIAL_CALIBRATION:
         knowledge, known_eval = sequential_knowledge(run, data, needs_data=False)
         student = popularity_lists(data, data.eval_sequences, width)

@@ -151,7 +151,12 @@ def _attack_k_key(config: ExperimentConfig, attack_index: int, sequential: bool,
 
 # ------------------------------------------------------------------ user groups
 def _check_groups(run: dict[str, Any], ctx: DatasetContext, log: Interactions, where: str) -> None:
-    """Refuse a run one of whose user groups would be empty (its rows would hold NaN)."""
+    """Refuse a run one of whose user groups would be empty (its rows would hold NaN), and the
+    sequential-only split settings on a collaborative target (they would be ignored)."""
+    split = run["split"]
+    if not is_sequential_target(run["target"]["model"]) and (split.get("attacker_population") or split.get("scored_users", "all") != "all"):
+        raise ConfigError(f"{where}: split.attacker_population and split.scored_users apply to sequential targets only; "
+                          f"target {run['target']['model']!r} is collaborative (its attacker holds attacker_fraction of the target users)")
     groups, problem = (_sequential_groups if is_sequential_target(run["target"]["model"]) else _collaborative_groups)(run, ctx)
     if problem:
         raise ConfigError(f"{where}: too small for the protocol ({log.num_users} users after preprocessing): "

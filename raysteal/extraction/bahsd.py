@@ -328,7 +328,8 @@ class BAHSDObjective:
         lists = batch.extras["probe_lists"][b, v].long()
         owner_col = batch.extras["probe_col"][b, v].long()
         reliability = batch.extras["probe_reliability"][b, v].float()
-        _, w, kl = self.high_branch(scores, lists, reliability, views, vrows, vcols)
+        # every item of the view is excluded from its softmax (a student's prepare may trim the input)
+        _, w, kl = self.high_branch(scores, lists, reliability, views, vrows, torch.full_like(vrows, views.shape[1] - 1))
         rank = None
         if cfg.ranking_consistency:
             generator = torch.Generator(device=scores.device).manual_seed(int(torch.randint(0, 2**62, (1,))))
@@ -345,7 +346,7 @@ class BAHSDObjective:
     def view_contrast(self, batch: StudentBatch, prefix_hidden: torch.Tensor, view_hidden: torch.Tensor, b: torch.Tensor,
                       owner_cols: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
         """``[Q]``: ``agree_q`` × InfoNCE between view ``q`` and its prefix (in-batch negatives; the
-        other views of the same prefix are left out of the softmax); 0 for a view whose prefix is
+        other views and prefixes of the same sequence are left out of the softmax); 0 for a view whose prefix is
         not among this step's selected prefixes."""
         width = batch.inputs.shape[1]
         device = view_hidden.device
@@ -357,7 +358,8 @@ class BAHSDObjective:
         out = torch.zeros(b.numel(), device=device)
         if found.numel() < 2:
             return out
-        terms = info_nce(view_hidden[found].float(), prefix_hidden[owner[found]].float(), self.config.infonce_tau, groups=owner[found])
+        # other prefixes of the same sequence share most of its items: not negatives (as for the prefixes' InfoNCE)
+        terms = info_nce(view_hidden[found].float(), prefix_hidden[owner[found]].float(), self.config.infonce_tau, groups=b[found])
         return out.index_put((found,), agree[found] * terms)
 
 
@@ -498,7 +500,8 @@ def bahsd(
         "queries_sequences": meta["queries_sequences"],
         "queries_probes": meta["queries_probes"],
         "probed_prefixes": meta["probed_prefixes"],
-        "probe_views_trained": int((data.extras["probe_lists"][..., 0] >= 0).sum()) if config.probes and config.probe_training and "probe_lists" in data.extras else 0,
+        # probe answers the student may train on (probe_train_views of a sequence's are drawn each step)
+        "probe_answers_trainable": int((data.extras["probe_lists"][..., 0] >= 0).sum()) if config.probes and config.probe_training and "probe_lists" in data.extras else 0,
         "reliability_mean": float(c.mean()) if len(c) else math.nan,
         "reliability_probed_mean": float(reliability[measured].mean()) if measured.any() else math.nan,
         "threshold": float(threshold),

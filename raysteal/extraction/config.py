@@ -83,7 +83,7 @@ class ExtractionConfigBase(NumbersAreNotBooleans):
         """Result-row columns naming the configuration: ``setting`` (``synthetic`` or ``real``
         sequences), ``baseline`` (a one-size-fits-all objective) and ``variant`` (a short name
         shared by every seed's row of one configuration)."""
-        return {"setting": "synthetic", "baseline": True, "variant": self.attack}
+        return {"setting": "real" if self.uses_real_sequences else "synthetic", "baseline": True, "variant": self.attack}
 
     def student_config(self, max_len: int) -> dict[str, Any]:
         """The student's model config with ``max_len`` defaulting to the sequences' length."""
