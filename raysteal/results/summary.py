@@ -44,6 +44,19 @@ LIFTS = {"agr@k/lift": ("agr@k", "popularity_agr@k")}
 (negative below popularity) — so that cells whose targets have different floors compare."""
 
 
+def _gain(student: pd.Series, teacher: pd.Series) -> pd.Series:
+    return student / teacher.where(teacher > 0) - 1.0
+
+
+def _lift(agr: pd.Series, floor: pd.Series) -> pd.Series:
+    return (agr - floor) / (1.0 - floor).where(floor < 1)
+
+
+def _derivations():
+    """``(column, (value, base), formula)`` of every derived column: :data:`GAINS`, then :data:`LIFTS`."""
+    return [(name, cols, _gain) for name, cols in GAINS.items()] + [(name, cols, _lift) for name, cols in LIFTS.items()]
+
+
 def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` plus the :data:`GAINS` columns its rows can give (``student / teacher - 1``;
     NaN where the teacher scores 0 or a part is missing) and the :data:`LIFTS` columns
@@ -54,20 +67,12 @@ def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
         if name in frame.columns and frame[name].isna().any():
             out = frame.copy() if out is frame else out
             out[name] = out[name].fillna(default)
-    for name, (student, teacher) in GAINS.items():
-        if name in frame.columns or student not in frame.columns or teacher not in frame.columns:
+    for name, (value, base), formula in _derivations():
+        if name in frame.columns or value not in frame.columns or base not in frame.columns:
             continue
         if out is frame:
             out = frame.copy()
-        base = pd.to_numeric(frame[teacher], errors="coerce")
-        out[name] = pd.to_numeric(frame[student], errors="coerce") / base.where(base > 0) - 1.0
-    for name, (agr, floor) in LIFTS.items():
-        if name in frame.columns or agr not in frame.columns or floor not in frame.columns:
-            continue
-        if out is frame:
-            out = frame.copy()
-        base = pd.to_numeric(frame[floor], errors="coerce")
-        out[name] = (pd.to_numeric(frame[agr], errors="coerce") - base) / (1.0 - base).where(base < 1)
+        out[name] = formula(pd.to_numeric(frame[value], errors="coerce"), pd.to_numeric(frame[base], errors="coerce"))
     return out
 
 
