@@ -27,6 +27,11 @@ def register(app: typer.Typer) -> None:
         targets: Optional[str] = typer.Option(None, "--targets", help="run only these targets' runs (comma-separated model names)"),
         attacks: Optional[str] = typer.Option(None, "--attacks", help="run only these attacks' runs (comma-separated attack names)"),
         only_seeds: Optional[str] = typer.Option(None, "--only-seeds", help="run only these seeds' runs (comma-separated, e.g. 1,2)"),
+        where: Optional[list[str]] = typer.Option(
+            None, "--where",
+            help="run only the runs whose grid key or attack setting takes these values (KEY=V1,V2; repeatable), "
+                 "e.g. --where split.attacker_fraction=0.3 --where attack.baseline=ranking,none",
+        ),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
@@ -42,6 +47,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
         from raysteal.experiment.config import load_experiment, select_attacks, select_targets
+        from raysteal.experiment.selection import select_all
         from raysteal.results.summary import summary_markdown
 
         chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
@@ -51,6 +57,8 @@ def register(app: typer.Typer) -> None:
             config = select_targets(config, comma_list(targets))
         if attacks is not None:
             config = select_attacks(config, comma_list(attacks))
+        if where:
+            config = select_all(config, where)
         if require_target_lift is not None:  # not part of any run's id: only whether a weak target is attacked
             from raysteal.errors import ConfigError
 
@@ -58,11 +66,11 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--require-target-lift {require_target_lift:g}: a lift is a multiple of popularity's NDCG@10, > 0")
             config = config.model_copy(update={"require_target_lift": require_target_lift})
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
-        resume = resume_command(file, out_dir, seeds=seeds, targets=targets, attacks=attacks, only_seeds=only_seeds,
+        resume = resume_command(file, out_dir, seeds=seeds, targets=targets, attacks=attacks, only_seeds=only_seeds, where=where,
                                 address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
                                 max_concurrent=max_concurrent, quiet=quiet, require_target_lift=require_target_lift)
         frame = run_file(file, config, out_dir, whole=whole, resume=resume,
-                         selection=dict(targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds),
+                         selection=dict(targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds, where=where or None),
                          address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
                          max_concurrent=max_concurrent, quiet=quiet)
         typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
@@ -190,7 +198,7 @@ def seed_numbers(text: str) -> list[int]:
 
 def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
     """Write ``OUT/invocations/<UTC time>-<pid>.json``: which file, which part of its grid
-    (``--targets``/``--attacks``/``--only-seeds``/``--seeds``) and which run ids this invocation
+    (``--targets``/``--attacks``/``--only-seeds``/``--seeds``/``--where``) and which run ids this invocation
     set out to run. One file each, so invocations sharing a results directory at once never race;
     with the rows' run ids it tells which sitting made which rows."""
     from raysteal import __version__
