@@ -25,7 +25,9 @@ from raysteal.oracle import (
     UnknownAttacker,
     build_defenses,
     in_process_oracle,
+    register_defense,
 )
+from raysteal.oracle.defenses import ListDefense, check_answer_width
 from tests.oracle_fixtures import bpr_target, random_log
 
 
@@ -276,6 +278,49 @@ def test_defense_specs_fail_naming_the_key():
         build_defenses([{"type": "popular_mixin", "n": 3}])
     with pytest.raises(ConfigError):
         build_defenses([{"type": "popular_mixing", "n": -1}], np.ones(10))
+
+
+def test_a_defense_is_one_registered_spec_beside_its_class():
+    """A new defense is a ``ListDefense`` and its spec with ``@register_defense``: parsing, the
+    width check and the chain take it with no other edit."""
+    from typing import Literal
+
+    from raysteal.oracle import defenses
+
+    class Head(ListDefense):
+        def __init__(self, keep: int):
+            self.keep = keep
+
+        def check(self, k: int) -> int:
+            return min(k, self.keep)
+
+        def apply(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            return lists[:, : self.keep]
+
+        def describe(self) -> str:
+            return f"head({self.keep})"
+
+    class HeadSpec(defenses._DefenseSpec):
+        type: Literal["head"]
+        keep: int
+
+        def defense(self, item_popularity):
+            return Head(self.keep)
+
+        def answer_width(self, k: int, narrowed: bool) -> int:
+            return min(k, self.keep)
+
+    register_defense(HeadSpec)
+    try:
+        chain = build_defenses([{"type": "shuffle"}, {"type": "head", "keep": 3}])
+        assert chain.describe() == "shuffle(depth=None)+head(3)"
+        assert check_answer_width([{"type": "head", "keep": 3}, {"type": "popular_mixing", "n": 2}], 10) == 3
+        with pytest.raises(ValueError, match="defense 'head' registered twice"):
+            register_defense(HeadSpec)
+    finally:
+        defenses._REGISTRY.pop("head")
+    with pytest.raises(ConfigError, match="'popular_mixing', 'shuffle', 'reverse', 'truncate', 'rate_limit'$"):
+        build_defenses([{"type": "head", "keep": 3}])
 
 
 def test_defense_cost_measures_the_targets_own_loss():

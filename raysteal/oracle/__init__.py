@@ -11,6 +11,7 @@ from raysteal.oracle.defenses import (
     Truncation,
     build_defenses,
     parse_defenses,
+    register_defense,
 )
 from raysteal.oracle.engine import RankingEngine, pad_sequences
 from raysteal.oracle.errors import AccessDenied, QueryBudgetExceeded, RateLimitExceeded, UnknownAttacker
@@ -47,4 +48,5 @@ __all__ = [
     "in_process_oracle",
     "pad_sequences",
     "parse_defenses",
+    "register_defense",
 ]

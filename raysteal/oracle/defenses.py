@@ -11,14 +11,20 @@
 List defenses act on an ``int64 [B, K]`` array of ranked ids and a numpy ``Generator``; a row
 shorter than ``K`` ends in ``-1`` (padding). ``check(k)`` refuses, before any budget is charged, a
 list width a defense could never honour.
+
+Each defense stands beside its spec, the ``defenses:`` entry users write: a pydantic model whose
+``type`` literal names it, registered with ``@register_defense`` and building the defense it
+describes. Adding a defense is that pair, here; parsing, the chain and the width check follow.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+import typing
 from abc import ABC, abstractmethod
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, TypeVar, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -50,7 +56,43 @@ def _real_lengths(lists: np.ndarray) -> np.ndarray:
     return np.where(pad.any(axis=1), pad.argmax(axis=1), lists.shape[1])
 
 
+class _DefenseSpec(NumbersAreNotBooleans):
+    """A ``defenses:`` entry: ``type`` names the defense, the other fields are its arguments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def defense(self, item_popularity: np.ndarray | None) -> "ListDefense | RateLimit":
+        """The defense this entry describes (``item_popularity``: the target's, where one needs it)."""
+        raise NotImplementedError
+
+    def answer_width(self, k: int, narrowed: bool) -> int:
+        """The width of this defense's answers to lists of ``k`` items, decided from the spec alone,
+        or a ``ConfigError``; ``narrowed``: a defense before it in the chain cut the lists."""
+        return k
+
+
+_Spec = TypeVar("_Spec", bound=type[_DefenseSpec])
+_REGISTRY: dict[str, type[_DefenseSpec]] = {}
+"""Registered specs by their ``type``, in registration order (the order pydantic's errors list them)."""
+
+
+def register_defense(spec: _Spec) -> _Spec:
+    """Class decorator: make ``spec`` a ``defenses:`` entry under the name its ``type`` literal gives."""
+    (name,) = typing.get_args(spec.model_fields["type"].annotation)
+    if name in _REGISTRY:
+        raise ValueError(f"defense {name!r} registered twice")
+    _REGISTRY[name] = spec
+    return spec
+
+
 DEFAULT_POOL = 100  # Zhu et al. §6 mix from the 100 most popular items
+
+
+def mixing_width(n: int, k: int) -> int:
+    """Popular mixing puts ``n`` items into lists of ``k``: ``k``, or a ``ConfigError`` when ``n > k``."""
+    if n > k:
+        raise ConfigError(f"popular mixing: n={n} is more than the {k} items a list holds (ask for k >= {n})")
+    return k
 
 
 class PopularMixing(ListDefense):
@@ -103,6 +145,31 @@ class PopularMixing(ListDefense):
         return f"popmix(n={self.n},pool={self.pool_size})"
 
 
+@register_defense
+class PopularMixingSpec(_DefenseSpec):
+    type: Literal["popular_mixing"]
+    n: int = Field(ge=0)
+    pool: int | None = Field(None, ge=1, description=f"mix from the pool most popular items (None: {DEFAULT_POOL}, or the catalogue if smaller)")
+
+    @model_validator(mode="after")
+    def _n_fits_the_pool(self) -> "PopularMixingSpec":
+        pool = DEFAULT_POOL if self.pool is None else self.pool  # the default pool only shrinks (small catalogue)
+        if self.n > pool:
+            raise ValueError(f"n={self.n} is more than the pool of {pool} popular items it mixes from")
+        return self
+
+    def defense(self, item_popularity: np.ndarray | None) -> PopularMixing:
+        if item_popularity is None:
+            raise ConfigError("popular mixing needs the target's item popularity")
+        return PopularMixing(self.n, item_popularity, self.pool)
+
+    def answer_width(self, k: int, narrowed: bool) -> int:
+        if narrowed and self.n > k:
+            raise ConfigError(f"popular mixing: n={self.n} is more than the {k} items a list holds after the truncation "
+                              "before it (truncate first and mix fewer, or mix before truncating)")
+        return mixing_width(self.n, k)
+
+
 class _OrderDefense(ListDefense):
     """Reorders the first ``depth`` items of each list (all if None, or if the list is shorter than
     ``depth``); the returned set is unchanged and trailing ``-1`` padding stays put."""
@@ -141,6 +208,15 @@ class RankShuffle(_OrderDefense):
         return np.argsort(keys, axis=1)
 
 
+@register_defense
+class ShuffleSpec(_DefenseSpec):
+    type: Literal["shuffle"]
+    depth: int | None = Field(None, ge=1)
+
+    def defense(self, item_popularity: np.ndarray | None) -> RankShuffle:
+        return RankShuffle(self.depth)
+
+
 class RankReversal(_OrderDefense):
     """Reversed top-k perturbation: the first ``depth`` items in reverse order."""
 
@@ -148,6 +224,15 @@ class RankReversal(_OrderDefense):
 
     def _sources(self, span: np.ndarray, cols: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.where(cols < span, span - 1 - cols, cols)
+
+
+@register_defense
+class ReverseSpec(_DefenseSpec):
+    type: Literal["reverse"]
+    depth: int | None = Field(None, ge=1)
+
+    def defense(self, item_popularity: np.ndarray | None) -> RankReversal:
+        return RankReversal(self.depth)
 
 
 class Truncation(ListDefense):
@@ -166,6 +251,18 @@ class Truncation(ListDefense):
 
     def describe(self) -> str:
         return f"truncate({self.max_items})"
+
+
+@register_defense
+class TruncateSpec(_DefenseSpec):
+    type: Literal["truncate"]
+    max_items: int = Field(ge=1)
+
+    def defense(self, item_popularity: np.ndarray | None) -> Truncation:
+        return Truncation(self.max_items)
+
+    def answer_width(self, k: int, narrowed: bool) -> int:
+        return min(k, self.max_items)
 
 
 class RateLimit:
@@ -201,6 +298,16 @@ class RateLimit:
         return f"ratelimit({self.rate:g}/s,burst={self.burst})"
 
 
+@register_defense
+class RateLimitSpec(_DefenseSpec):
+    type: Literal["rate_limit"]
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+    def defense(self, item_popularity: np.ndarray | None) -> RateLimit:
+        return RateLimit(self.rate, self.burst)
+
+
 class DefenseChain:
     """List defenses applied in order, plus an optional rate limit at admission."""
 
@@ -230,80 +337,32 @@ class DefenseChain:
         return "+".join(parts) if parts else "none"
 
 
-# --------------------------------------------------------------------- configs
-class _DefenseSpec(NumbersAreNotBooleans):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def defense_spec_type() -> object:
+    """The type of one ``defenses:`` entry: every registered spec, told apart by its ``type``."""
+    return Annotated[Union[tuple(_REGISTRY.values())], Field(discriminator="type")]
 
 
-class PopularMixingSpec(_DefenseSpec):
-    type: Literal["popular_mixing"]
-    n: int = Field(ge=0)
-    pool: int | None = Field(None, ge=1, description=f"mix from the pool most popular items (None: {DEFAULT_POOL}, or the catalogue if smaller)")
-
-    @model_validator(mode="after")
-    def _n_fits_the_pool(self) -> "PopularMixingSpec":
-        pool = DEFAULT_POOL if self.pool is None else self.pool  # the default pool only shrinks (small catalogue)
-        if self.n > pool:
-            raise ValueError(f"n={self.n} is more than the pool of {pool} popular items it mixes from")
-        return self
-
-
-class ShuffleSpec(_DefenseSpec):
-    type: Literal["shuffle"]
-    depth: int | None = Field(None, ge=1)
-
-
-class ReverseSpec(_DefenseSpec):
-    type: Literal["reverse"]
-    depth: int | None = Field(None, ge=1)
-
-
-class TruncateSpec(_DefenseSpec):
-    type: Literal["truncate"]
-    max_items: int = Field(ge=1)
-
-
-class RateLimitSpec(_DefenseSpec):
-    type: Literal["rate_limit"]
-    rate: float = Field(gt=0)
-    burst: int = Field(ge=1)
-
-
-DefenseSpec = Annotated[
-    Union[PopularMixingSpec, ShuffleSpec, ReverseSpec, TruncateSpec, RateLimitSpec], Field(discriminator="type")
-]
-_SPECS = TypeAdapter(list[DefenseSpec])
+@functools.lru_cache(maxsize=None)
+def _adapter(specs: tuple[type[_DefenseSpec], ...]) -> TypeAdapter:
+    return TypeAdapter(list[defense_spec_type()])  # type: ignore[misc]  # a type built from the registry
 
 
 def parse_defenses(specs: list[dict] | None) -> list:
     """Validate defense specs (``[{"type": "popular_mixing", "n": 10}, ...]``) with clear errors."""
     try:
-        return _SPECS.validate_python(specs or [])
+        return _adapter(tuple(_REGISTRY.values())).validate_python(specs or [])
     except Exception as err:
         raise ConfigError(f"invalid defense spec: {describe_validation(err)}") from None
-
-
-def mixing_width(n: int, k: int) -> int:
-    """Popular mixing puts ``n`` items into lists of ``k``: ``k``, or a ``ConfigError`` when ``n > k``."""
-    if n > k:
-        raise ConfigError(f"popular mixing: n={n} is more than the {k} items a list holds (ask for k >= {n})")
-    return k
 
 
 def check_answer_width(specs: list[dict] | None, k: int) -> int:
     """The width of the answers ``specs``' list defenses return for requests of ``k`` items, or the
     ``ConfigError`` :meth:`DefenseChain.check` would raise at the first request -- decided from the
     specs alone (no target needed), so an experiment file is refused before any work."""
-    truncated = False
+    narrowed = False
     for spec in parse_defenses(specs):
-        if isinstance(spec, PopularMixingSpec):
-            if truncated and spec.n > k:
-                raise ConfigError(f"popular mixing: n={spec.n} is more than the {k} items a list holds after the truncation "
-                                  "before it (truncate first and mix fewer, or mix before truncating)")
-            k = mixing_width(spec.n, k)
-        elif isinstance(spec, TruncateSpec):
-            truncated = truncated or spec.max_items < k
-            k = min(k, spec.max_items)
+        width = spec.answer_width(k, narrowed)
+        narrowed, k = narrowed or width < k, width
     return k
 
 
@@ -311,18 +370,15 @@ def build_defenses(specs: list[dict] | list | None, item_popularity: np.ndarray 
     """A ``DefenseChain`` from specs; popular mixing needs the target's item popularity."""
     chain = DefenseChain()
     for spec in parse_defenses([s.model_dump() if isinstance(s, BaseModel) else s for s in (specs or [])]):
-        if isinstance(spec, PopularMixingSpec):
-            if item_popularity is None:
-                raise ConfigError("popular mixing needs the target's item popularity")
-            chain.list_defenses.append(PopularMixing(spec.n, item_popularity, spec.pool))
-        elif isinstance(spec, ShuffleSpec):
-            chain.list_defenses.append(RankShuffle(spec.depth))
-        elif isinstance(spec, ReverseSpec):
-            chain.list_defenses.append(RankReversal(spec.depth))
-        elif isinstance(spec, TruncateSpec):
-            chain.list_defenses.append(Truncation(spec.max_items))
-        elif isinstance(spec, RateLimitSpec):
+        defense = spec.defense(item_popularity)
+        if isinstance(defense, RateLimit):
             if chain.rate_limit is not None:
                 raise ConfigError("only one rate_limit defense per target")
-            chain.rate_limit = RateLimit(spec.rate, spec.burst)
+            chain.rate_limit = defense
+        else:
+            chain.list_defenses.append(defense)
     return chain
+
+
+DefenseSpec = defense_spec_type()
+"""One ``defenses:`` entry, as shipped (the reference pages render each of its specs)."""
