@@ -26,6 +26,23 @@ def test_all_collaborative_models_registered():
     assert all(not model_class(n).sequential for n in COLLAB)
 
 
+def test_a_model_is_one_registered_class_in_one_module():
+    """Every ``Recommender`` a module of the package defines is registered by its own decorator
+    (the package imports its modules: no list to edit), and its aliases with it."""
+    import importlib
+    import pkgutil
+
+    import raysteal.models
+    from raysteal.models.base import Recommender
+
+    defined = {cls for info in pkgutil.iter_modules(raysteal.models.__path__)
+               for cls in vars(importlib.import_module(f"raysteal.models.{info.name}")).values()
+               if isinstance(cls, type) and issubclass(cls, Recommender) and "name" in vars(cls)}
+    assert {cls.name for cls in defined} == set(model_names())
+    assert all(model_class(alias) is cls for cls in defined for alias in cls.aliases)
+    assert model_names() == sorted(model_names())
+
+
 @pytest.mark.parametrize("name", COLLAB)
 def test_score_shape_and_dtype(name):
     model = build_model({"model": name, "embedding_dim": 8}, num_users=7, num_items=13)

@@ -2,10 +2,13 @@
 
 Collaborative: ``bpr`` (BPR-MF), ``lmf`` (logistic MF), ``neumf`` (alias ``ncf``).
 Sequential: ``sasrec``, ``bert4rec``, ``gru4rec``, ``narm``, ``stamp``.
-A new model is one module defining a ``@register_model`` class, imported here.
+A new model is one module of this package defining a ``@register_model`` class: importing the
+package imports every module in it (in name order, the registry's order), so nothing else is edited.
 """
 
-from raysteal.models import bert4rec, bpr, gru4rec, lmf, narm, neumf, sasrec, stamp  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from raysteal.models.base import (
     PAD,
     BatchSampler,
@@ -18,6 +21,9 @@ from raysteal.models.base import (
     register_alias,
     register_model,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")  # a model module registers its class on import
 
 __all__ = [
     "PAD",

@@ -14,7 +14,7 @@ out), so one generic trainer (:mod:`raysteal.training`) fits every model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, TypeVar
 
 import torch
 from pydantic import ConfigDict, Field
@@ -54,6 +54,8 @@ class Recommender(nn.Module, ABC):
     name: ClassVar[str]
     sequential: ClassVar[bool]
     Config: ClassVar[type[ModelConfig]]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names the model answers to (``ncf`` for ``neumf``)."""
 
     def __init__(self, config: ModelConfig, num_users: int, num_items: int):
         super().__init__()
@@ -84,11 +86,16 @@ _REGISTRY: dict[str, type[Recommender]] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_model(cls: type[Recommender]) -> type[Recommender]:
-    """Class decorator: add a model to the registry under ``cls.name``."""
+_Model = TypeVar("_Model", bound=type[Recommender])
+
+
+def register_model(cls: _Model) -> _Model:
+    """Class decorator: add a model to the registry under ``cls.name`` (and its ``aliases``)."""
     if cls.name in _REGISTRY:
         raise ValueError(f"model {cls.name!r} registered twice")
     _REGISTRY[cls.name] = cls
+    for alias in cls.aliases:
+        register_alias(alias, cls.name)
     return cls
 
 

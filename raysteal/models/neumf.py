@@ -30,7 +30,7 @@ from torch import nn
 
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
-from raysteal.models.base import ModelConfig, Recommender, register_alias, register_model
+from raysteal.models.base import ModelConfig, Recommender, register_model
 from raysteal.models.pair_samplers import PairSampler
 
 _SCORE_CHUNK_ELEMENTS = 1 << 24
@@ -72,6 +72,7 @@ class NeuMF(Recommender):
     """GMF and MLP towers fused by one output layer (He et al. 2017, Fig. 3)."""
 
     name = "neumf"
+    aliases = ("ncf",)
     sequential = False
     Config = NeuMFConfig
 
@@ -176,6 +177,3 @@ class NeuMF(Recommender):
 
     def make_sampler(self, train: Interactions, batch_size: int) -> PairSampler:
         return PairSampler(train, batch_size, self.config.num_negatives, self.config.reject_seen)
-
-
-register_alias("ncf", "neumf")
