@@ -215,3 +215,25 @@ def test_load_file_errors(tmp_path):
         formats.read_caserec(write(tmp_path / "header_only.dat", "User_ID\tGame_ID\tPurchase\n"))
     with pytest.raises(DataFileError, match="cannot read"):
         formats.read_ml100k(write(tmp_path / "broken.gz", b"not gzip at all"))
+
+
+def test_a_file_format_is_one_registered_reader(tmp_path):
+    """``@file_format(name)`` on a reader makes ``name`` a ``format:`` of ``load_file``: nothing else to edit."""
+    from raysteal.data import file_formats
+
+    assert file_formats() == sorted(formats.FILE_FORMATS)
+    assert formats.FILE_FORMATS["grouplens-dat"] is formats.read_grouplens_ratings
+
+    @formats.file_format("pairs-csv")
+    def read_pairs(path: Path) -> pa.Table:
+        return formats.read_table_file(path, user="u", item="i")
+
+    try:
+        (tmp_path / "log.txt").write_text("u,i\n1,7\n1,8\n2,7\n")
+        log = load_file(tmp_path / "log.txt", format="pairs-csv")
+        assert (log.num_users, log.num_items, log.num_interactions) == (2, 2, 3)
+        with pytest.raises(ValueError, match="file format 'pairs-csv' registered twice"):
+            formats.file_format("pairs-csv")(read_pairs)
+    finally:
+        formats.FILE_FORMATS.pop("pairs-csv")
+    assert "pairs-csv" not in file_formats()

@@ -7,6 +7,7 @@
 
 from raysteal.data.datasets import (
     DatasetSpec,
+    FetchSpec,
     dataset_names,
     dataset_spec,
     file_formats,
@@ -17,7 +18,7 @@ from raysteal.data.datasets import (
     register_dataset,
     resolve_preprocess,
 )
-from raysteal.data.fetch import FetchResult, FetchSpec, fetch
+from raysteal.data.fetch import FetchResult, fetch
 from raysteal.data.interactions import Interactions
 from raysteal.data.preprocess import Preprocess, build_interactions, first_occurrence_mask, kcore_mask
 from raysteal.data.splits import (

@@ -16,7 +16,6 @@ from typing import Any, Callable
 import pyarrow as pa
 
 from raysteal.data import formats
-from raysteal.data.fetch import FetchSpec
 from raysteal.data.interactions import Interactions
 from raysteal.data.preprocess import Preprocess, build_interactions
 from raysteal.data.synthetic import generate as generate_synthetic
@@ -26,6 +25,24 @@ from raysteal.paths import data_dir as resolve_data_dir
 from raysteal.paths import data_dir_origin
 
 Reader = Callable[[Path], pa.Table]
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """Where a dataset's official file lives and how to install it.
+
+    ``kind="zip"``: the archive's members are extracted under ``target`` (a folder relative to
+    the data directory; ``"."`` when the archive already holds a top folder like ``ml-1m/``).
+    ``kind="file"``: the download is saved as ``target`` (a path relative to the data dir).
+    ``sha256`` is ``None`` when no published hash is known: fetching then needs ``--sha256``.
+    """
+
+    url: str
+    sha256: str | None
+    kind: str
+    target: str
+    size: int | None = None
+    hash_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -161,17 +178,7 @@ def load_dataset(
 
 
 # ------------------------------------------------------------------ one file
-_FORMATS: dict[str, Callable[..., pa.Table]] = {
-    "grouplens-dat": formats.read_grouplens_ratings,
-    "ml-100k": formats.read_ml100k,
-    "user-item-tsv": formats.read_user_item_tsv,
-    "user-item-lines": formats.read_user_item_lines,
-    "sequence-lines": formats.read_sequence_lines,
-    "tafeng": formats.read_tafeng,
-    "caserec": formats.read_caserec,
-    "recbole": formats.read_recbole_inter,
-    "table": formats.read_table_file,
-}
+_FORMATS = formats.FILE_FORMATS  # the readers registered with @formats.file_format
 
 
 def file_formats() -> list[str]:

@@ -19,29 +19,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from raysteal.data.datasets import dataset_spec
 from raysteal.errors import ConfigError, DataFileError
 from raysteal.paths import data_dir as resolve_data_dir
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class FetchSpec:
-    """Where a dataset's official file lives and how to install it.
-
-    ``kind="zip"``: the archive's members are extracted under ``target`` (a folder relative to
-    the data directory; ``"."`` when the archive already holds a top folder like ``ml-1m/``).
-    ``kind="file"``: the download is saved as ``target`` (a path relative to the data dir).
-    ``sha256`` is ``None`` when no published hash is known: fetching then needs ``--sha256``.
-    """
-
-    url: str
-    sha256: str | None
-    kind: str
-    target: str
-    size: int | None = None
-    hash_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,15 +35,6 @@ class FetchResult:
     paths: tuple[Path, ...]
     downloaded: bool
     sha256: str | None = None
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download(url: str, dest: Path, timeout: float) -> str:
@@ -137,8 +111,6 @@ def fetch(
     known hash and is required when none is known. When a usable file is already present and
     ``force`` is false nothing is downloaded.
     """
-    from raysteal.data.datasets import dataset_spec
-
     spec = dataset_spec(name)
     if spec.fetch is None and url is None:
         raise ConfigError(f"dataset {name!r} has no download: {spec.description}")

@@ -4,21 +4,43 @@ Every reader returns a *canonical* Arrow table in file order with columns ``user
 ``item`` (original ids: ``int64``, or ``string`` where ids are not plain integers) and, when
 the file has them, ``timestamp`` (``int64`` seconds, or ``float64``) and ``rating``. Dense
 re-indexing, ordering and filtering happen afterwards in :mod:`raysteal.data.preprocess`.
+
+A reader registered with ``@file_format(name)`` is also a ``format:`` a user's ``path:`` file may
+name (:func:`raysteal.data.datasets.load_file`): a new format is one function here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from raysteal.data.readers import canonical_ids, first_line, read_bytes, read_delimited, split_lines_of_ints
 from raysteal.errors import ConfigError, DataFileError
 
 I64, F64, STR = pa.int64(), pa.float64(), pa.string()
+
+FILE_FORMATS: dict[str, Callable[..., pa.Table]] = {}
+"""The readers a ``path:`` file may name as its ``format:``, by that name, in registration order."""
+
+
+_Reader = TypeVar("_Reader", bound=Callable[..., pa.Table])
+
+
+def file_format(name: str) -> Callable[[_Reader], _Reader]:
+    """Decorator: register a reader as the file format ``name``."""
+
+    def register(reader: _Reader) -> _Reader:
+        if name in FILE_FORMATS:
+            raise ValueError(f"file format {name!r} registered twice")
+        FILE_FORMATS[name] = reader
+        return reader
+
+    return register
 
 
 def _canonical(table: pa.Table, mapping: Mapping[str, str]) -> pa.Table:
@@ -58,6 +80,7 @@ def _sort_chronologically(table: pa.Table) -> pa.Table:
 
 
 # ------------------------------------------------------------------ MovieLens
+@file_format("grouplens-dat")
 def read_grouplens_ratings(path: Path) -> pa.Table:
     """GroupLens ML-1M/10M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp``, no header."""
     names = ["user", "item", "rating", "timestamp"]
@@ -65,6 +88,7 @@ def read_grouplens_ratings(path: Path) -> pa.Table:
     return _sort_chronologically(_canonical(table, {n: n for n in names}))
 
 
+@file_format("ml-100k")
 def read_ml100k(path: Path) -> pa.Table:
     """GroupLens ML-100K ``u.data``: ``user item rating timestamp``, tab-separated, no header."""
     names = ["user", "item", "rating", "timestamp"]
@@ -72,6 +96,7 @@ def read_ml100k(path: Path) -> pa.Table:
     return _sort_chronologically(_canonical(table, {n: n for n in names}))
 
 
+@file_format("user-item-tsv")
 def read_user_item_tsv(path: Path) -> pa.Table:
     """Two tab-separated integer columns under a header line (``user_id<TAB>movie_id``), rows in
     chronological order per user (the shared ``ml-1m.seq.tsv.gz``)."""
@@ -81,6 +106,7 @@ def read_user_item_tsv(path: Path) -> pa.Table:
 
 
 # --------------------------------------------------------- SASRec / BERT4Rec
+@file_format("user-item-lines")
 def read_user_item_lines(path: Path) -> pa.Table:
     """SASRec/BERT4Rec format (Amazon Beauty, Steam, ML-1M ``.txt``): ``user item`` per line,
     space-separated, chronological per user."""
@@ -89,6 +115,7 @@ def read_user_item_lines(path: Path) -> pa.Table:
     return _canonical(table, {"user": "user", "item": "item"})
 
 
+@file_format("sequence-lines")
 def read_sequence_lines(path: Path) -> pa.Table:
     """S3-Rec/ICLRec format: ``user item item ...`` (one chronological sequence per line)."""
     values, lengths = split_lines_of_ints(path)
@@ -106,6 +133,7 @@ def read_sequence_lines(path: Path) -> pa.Table:
 TAFENG_DATE_FORMAT = "%m/%d/%Y"
 
 
+@file_format("tafeng")
 def read_tafeng(path: Path) -> pa.Table:
     """The raw Kaggle Ta-Feng CSV (UTF-8 BOM, CRLF, every field quoted, header
     ``TRANSACTION_DT,CUSTOMER_ID,...,PRODUCT_ID,...``). Ids stay strings (leading zeros kept);
@@ -124,6 +152,7 @@ def read_tafeng(path: Path) -> pa.Table:
 
 
 # ------------------------------------------------------------ CaseRecommender
+@file_format("caserec")
 def read_caserec(path: Path) -> pa.Table:
     """CaseRecommender ``.dat`` (Steam-200k ``game_purchase.dat``): ``user<TAB>item<TAB>value``
     under a header line; rows in file order (no timestamps)."""
@@ -136,6 +165,7 @@ def read_caserec(path: Path) -> pa.Table:
 RECBOLE_TYPES = {"token": STR, "float": F64}
 
 
+@file_format("recbole")
 def read_recbole_inter(
     path: Path, user_field: str = "user_id", item_field: str = "item_id", time_field: str | None = "timestamp"
 ) -> pa.Table:
@@ -170,6 +200,7 @@ def read_recbole_inter(
 
 
 # -------------------------------------------------------- generic CSV/Parquet
+@file_format("table")
 def read_table_file(
     path: Path,
     user: str = "user_id",
@@ -190,8 +221,6 @@ def read_table_file(
         wanted["timestamp"] = timestamp
     name = path.name.lower()
     if name.endswith(".parquet") or name.endswith(".pq"):
-        import pyarrow.parquet as pq
-
         try:
             schema = pq.read_schema(path)
         except FileNotFoundError:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import pyarrow as pa
 
 from raysteal.errors import ConfigError
 
@@ -131,29 +130,6 @@ class Interactions:
             timestamps=None if self.timestamps is None else self.timestamps[mask],
             user_labels=self.user_labels,
             item_labels=self.item_labels,
-        )
-
-    # ------------------------------------------------------------ interchange
-    def to_arrow(self) -> pa.Table:
-        cols = {"user": pa.array(self.users), "item": pa.array(self.items)}
-        if self.timestamps is not None:
-            cols["timestamp"] = pa.array(self.timestamps)
-        meta = {b"name": self.name.encode(), b"num_users": str(self.num_users).encode(), b"num_items": str(self.num_items).encode()}
-        return pa.table(cols).replace_schema_metadata(meta)
-
-    @classmethod
-    def from_arrow(cls, table: pa.Table) -> "Interactions":
-        meta = table.schema.metadata or {}
-        users = table.column("user").to_numpy()
-        items = table.column("item").to_numpy()
-        ts = table.column("timestamp").to_numpy() if "timestamp" in table.column_names else None
-        return cls(
-            users=users,
-            items=items,
-            num_users=int(meta.get(b"num_users", users.max() + 1 if users.size else 0)),
-            num_items=int(meta.get(b"num_items", items.max() + 1 if items.size else 0)),
-            name=meta.get(b"name", b"interactions").decode(),
-            timestamps=ts,
         )
 
     def fingerprint(self) -> str:
