@@ -11,6 +11,7 @@ import torch
 from raysteal.errors import ConfigError
 from raysteal.oracle import QueryBudgetExceeded, TargetSpec, in_process_oracle
 from raysteal.oracle.cache import CachingClient
+from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training import seeded_model
 from tests.oracle_fixtures import bpr_target, random_log, untrained_run_data
 
@@ -19,6 +20,20 @@ from tests.oracle_fixtures import bpr_target, random_log, untrained_run_data
 def oracle():
     log = random_log()
     return in_process_oracle(TargetSpec.from_training_log(bpr_target(log), log))
+
+
+def test_the_client_and_its_cache_answer_what_an_attack_may_ask(oracle):
+    """``BlackBoxClient`` is the whole seam: the oracle's client and the cache both provide it."""
+    members = {name for name in vars(BlackBoxClient) if not name.startswith("_")}
+    assert members == {"query", "remaining_budget", "spent", "num_items", "info"}
+    plain = oracle.register_attacker("seam", budget=5)
+    cached = CachingClient(plain)
+    for client in (plain, cached):
+        assert client.remaining_budget == 5 and client.spent == 0 and client.attacker_id == "seam"
+        assert client.num_items == client.info.num_items == oracle.info.num_items
+    assert cached.query([1], 3).shape == plain.query([1], 3).shape == (1, 3)
+    assert cached.query([1], 3).shape == (1, 3)  # from memory
+    assert plain.spent == cached.spent == 2 and cached.remaining_budget == 3
 
 
 def test_repeated_rows_are_answered_from_memory_uncharged(oracle):

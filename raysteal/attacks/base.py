@@ -19,7 +19,7 @@ from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender
-from raysteal.oracle.client import QueryClient
+from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.trainer import resolve_device
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class Knowledge:
         """Indices of the known users that may be queried."""
         return np.arange(self.num_users) if self.query_users is None else self.query_users
 
-    def num_items(self, client: QueryClient | None = None) -> int:
+    def num_items(self, client: BlackBoxClient | None = None) -> int:
         """Catalogue size, from the attacker's data or else the black box's public shape."""
         for log in (self.target_data, self.auxiliary, self.auxiliary_model):
             if log is not None:
@@ -212,7 +212,7 @@ class AttackOutput:
 def run_attack(
     config: AttackConfig | dict[str, Any],
     knowledge: Knowledge,
-    client: QueryClient | None,
+    client: BlackBoxClient | None,
     seed: int,
     device: str | torch.device = "auto",
     on_epoch: "EpochCallback | None" = None,

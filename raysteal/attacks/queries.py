@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from raysteal.errors import ConfigError
-from raysteal.oracle.client import QueryClient
 from raysteal.oracle.errors import QueryBudgetExceeded
+from raysteal.oracle.protocol import BlackBoxClient
 
 REQUEST_SIZE = 65_536
 """Users per request (one request answers a whole ML-1M-sized attacker at once)."""
@@ -30,7 +30,7 @@ class QueriedLists:
 
 
 def query_top_k(
-    client: QueryClient,
+    client: BlackBoxClient | None,
     target_user_ids: np.ndarray,
     query_users: np.ndarray,
     k: int,

@@ -38,7 +38,7 @@ from raysteal.attacks.registry import register_attack
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import Recommender
-from raysteal.oracle.client import QueryClient
+from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.trainer import resolve_device
 
 
@@ -47,7 +47,7 @@ def _config(cfg: AttackConfig):
     return cfg.clone_config()
 
 
-def _new_clone(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def _new_clone(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return plain_clone(_config(cfg), kn.num_users, kn.num_items(client), ctx.child_seed("clone_init"))
 
 
@@ -93,7 +93,7 @@ def train_auxiliary_model(
     return _train_auxiliary(cfg, auxiliary, ctx)
 
 
-def _steal(clone: Recommender, cfg: AttackConfig, kn: Knowledge, client: QueryClient, ctx: AttackContext, use_data: bool = True) -> Recommender:
+def _steal(clone: Recommender, cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext, use_data: bool = True) -> Recommender:
     """Query the known users' top-K lists and fit them with the stealing loss (Alg. 1 lines 14–30)."""
     rng = np.random.default_rng(ctx.child_seed("query_subset"))
     answered = query_top_k(client, kn.target_user_ids, kn.queryable(), cfg.k, rng)
@@ -120,49 +120,49 @@ def _fused_clone(cfg: AttackConfig, kn: Knowledge, ctx: AttackContext) -> FusedC
 
 # ----------------------------------------------------------------------------- recipes
 @register_attack("ptd", needs=("target_data",), summary="BPR on the attacker's partial target data (§4.1)")
-def ptd(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def ptd(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _fit_target_data(_new_clone(cfg, kn, client, ctx), cfg, kn, ctx)
 
 
 @register_attack("pta", needs=("target_data", "auxiliary"), summary="attention fusion of auxiliary item embeddings (Eq. 5-8)")
-def pta(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def pta(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _fused_clone(cfg, kn, ctx)
 
 
 @register_attack("pta_pre", needs=("target_data", "auxiliary"), summary="auxiliary item embeddings as initialisation (Table 5)")
-def pta_pre(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def pta_pre(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     aux = _auxiliary_model(cfg, kn, ctx)
     clone = pretrained_clone(_config(cfg), aux, kn.num_users, ctx.child_seed("clone_init"))
     return _fit_target_data(clone, cfg, kn, ctx)
 
 
 @register_attack("aux_frozen", needs=("target_data", "auxiliary"), summary="ablation: frozen auxiliary item side, user embeddings only")
-def aux_frozen(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def aux_frozen(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     aux = _auxiliary_model(cfg, kn, ctx)
     clone = frozen_aux_clone(_config(cfg), aux, kn.num_users, ctx.child_seed("clone_init"))
     return _fit_target_data(clone, cfg, kn, ctx)
 
 
 @register_attack("ptq", needs=("target_data", "queries"), summary="PTD, then the stealing loss on queried lists (Eq. 10-12)")
-def ptq(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def ptq(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _steal(ptd(cfg, kn, client, ctx), cfg, kn, client, ctx)
 
 
 @register_attack("ptaq", needs=("target_data", "auxiliary", "queries"), summary="PTA, then the stealing loss (Alg. 1)")
-def ptaq(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def ptaq(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _steal(pta(cfg, kn, client, ctx), cfg, kn, client, ctx)
 
 
 @register_attack("ptaq_pre", needs=("target_data", "auxiliary", "queries"), summary="PTA(Pre), then the stealing loss (Table 5)")
-def ptaq_pre(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def ptaq_pre(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _steal(pta_pre(cfg, kn, client, ctx), cfg, kn, client, ctx)
 
 
 @register_attack("qsd", needs=("queries",), summary="query feedback only: stealing loss on the known users' lists (App. A.1)")
-def qsd(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def qsd(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _steal(_new_clone(cfg, kn, client, ctx), cfg, kn, client, ctx, use_data=False)
 
 
 @register_attack("popularity", needs=(), summary="calibration: the most popular items of the attacker's own data")
-def popularity(cfg: AttackConfig, kn: Knowledge, client: QueryClient | None, ctx: AttackContext) -> Recommender:
+def popularity(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return PopularityClone(popularity_counts(kn.target_data, kn.auxiliary), kn.num_users)

@@ -25,6 +25,7 @@ from raysteal.extraction.resume import gathered_once, run_key, student_resume_op
 from raysteal.extraction.student import dfme_objective, train_student
 from raysteal.extraction.synthesis import query_allowance, synthesize
 from raysteal.extraction.types import SequenceKnowledge
+from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.trainer import seeded_model
 
 
@@ -37,7 +38,7 @@ class DFMEConfig(ExtractionConfigBase):
         return {"setting": "synthetic", "baseline": True, "variant": "dfme"}
 
 
-def synthesis_plan(config: ExtractionConfigBase, client, max_len: int) -> tuple[int, int | None]:
+def synthesis_plan(config: ExtractionConfigBase, client: BlackBoxClient, max_len: int) -> tuple[int, int | None]:
     """``(num_sequences, query_budget)`` from the config's budgets and the client's remaining one.
 
     ``budget_sequences`` fixes the number of sequences; with a query budget only, there are
@@ -52,7 +53,7 @@ def synthesis_plan(config: ExtractionConfigBase, client, max_len: int) -> tuple[
     return max(1, math.ceil(allowance / max_len)), allowance
 
 
-def sequence_length(config: ExtractionConfigBase, knowledge: SequenceKnowledge, client) -> int:
+def sequence_length(config: ExtractionConfigBase, knowledge: SequenceKnowledge, client: BlackBoxClient) -> int:
     """Synthetic sequence length: ``config.max_len``, else the teacher's (knowledge, then client)."""
     length = config.max_len or knowledge.max_len or getattr(client.info, "max_len", None)
     if not length:
@@ -64,7 +65,7 @@ def sequence_length(config: ExtractionConfigBase, knowledge: SequenceKnowledge, 
 def dfme(
     config: DFMEConfig,
     knowledge: SequenceKnowledge,
-    client,
+    client: BlackBoxClient,
     *,
     seed: int,
     device: str = "cpu",

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from raysteal.extraction.config import ExtractionConfigBase, make_extraction_config
 from raysteal.extraction.registry import get_extraction
 from raysteal.extraction.types import SequenceKnowledge
+from raysteal.oracle.protocol import BlackBoxClient
 
 
 @dataclass
@@ -24,7 +25,7 @@ class ExtractionResult:
 def run_extraction(
     config: ExtractionConfigBase | dict[str, Any],
     knowledge: SequenceKnowledge,
-    client,
+    client: BlackBoxClient,
     *,
     seed: int,
     device: str = "cpu",

@@ -24,13 +24,14 @@ from raysteal.errors import ConfigError
 from raysteal.extraction.types import ExtractionSet
 from raysteal.models.base import PAD
 from raysteal.oracle.errors import QueryBudgetExceeded
+from raysteal.oracle.protocol import BlackBoxClient
 
 Strategy = Literal["autoregressive", "random"]
 _KEY_CELLS = 1 << 24
 """Random keys drawn at once when sampling distinct items (rows x catalogue)."""
 
 
-def query_allowance(client, query_budget: int | None = None) -> int | None:
+def query_allowance(client: BlackBoxClient, query_budget: int | None = None) -> int | None:
     """Queries this attack may still spend: the smaller of ``query_budget`` and the client's
     remaining budget; ``None`` when both are unlimited."""
     if query_budget is not None and query_budget < 0:
@@ -46,7 +47,7 @@ def _check_positive(**values: int) -> None:
             raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _ask(client, prefixes: np.ndarray, k: int, query_batch: int, lists_out: np.ndarray) -> int:
+def _ask(client: BlackBoxClient, prefixes: np.ndarray, k: int, query_batch: int, lists_out: np.ndarray) -> int:
     """Query ``prefixes [m, W]`` in requests of ``query_batch`` rows, writing answers into
     ``lists_out [m, k]`` (right-padded with -1). Returns how many rows were answered (fewer than
     ``m`` only if the black box refused a request for lack of budget)."""
@@ -104,7 +105,7 @@ def _right_align(values: np.ndarray, lengths: np.ndarray, fill: int) -> np.ndarr
 
 
 def synthesize(
-    client,
+    client: BlackBoxClient,
     *,
     strategy: Strategy,
     num_sequences: int,
@@ -171,7 +172,7 @@ def synthesize(
 
 
 def label_sequences(
-    client,
+    client: BlackBoxClient,
     sequences: np.ndarray,
     *,
     k: int,

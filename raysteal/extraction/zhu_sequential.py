@@ -35,6 +35,7 @@ from raysteal.extraction.student import student_scores, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance
 from raysteal.extraction.types import SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
+from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.loop import optimize
 from raysteal.training.trainer import _private_rng, resolve_device, seeded_model
 
@@ -142,7 +143,7 @@ def _fit_with_early_stopping(student, log: Interactions, *, epochs: int, batch_s
     return [float(entry["loss"]) for entry in result.history]
 
 
-def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client, *, seed: int, device: str,
+def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str,
          on_epoch: Callable | None, progress: bool, auxiliary: bool, steal: bool) -> ExtractionResult:
     if knowledge.sequences is None or len(knowledge.sequences) == 0:
         raise ConfigError(f"{config.attack} needs the attacker's real sequences (knowledge.sequences)")
@@ -177,15 +178,18 @@ def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client, *, 
 
 
 @register_extraction("seq_ptd", SeqPTDConfig, "Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences")
-def seq_ptd(config, knowledge, client, *, seed, device="cpu", on_epoch=None, progress=False) -> ExtractionResult:
+def seq_ptd(config: SeqPTDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
+            on_epoch: Callable | None = None, progress: bool = False) -> ExtractionResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=False)
 
 
 @register_extraction("seq_ptq", SeqPTQConfig, "Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists")
-def seq_ptq(config, knowledge, client, *, seed, device="cpu", on_epoch=None, progress=False) -> ExtractionResult:
+def seq_ptq(config: SeqPTQConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
+            on_epoch: Callable | None = None, progress: bool = False) -> ExtractionResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=True)
 
 
 @register_extraction("seq_ptaq", SeqPTAQConfig, "Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ")
-def seq_ptaq(config, knowledge, client, *, seed, device="cpu", on_epoch=None, progress=False) -> ExtractionResult:
+def seq_ptaq(config: SeqPTAQConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
+             on_epoch: Callable | None = None, progress: bool = False) -> ExtractionResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=True, steal=True)

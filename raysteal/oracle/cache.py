@@ -1,7 +1,7 @@
 """An attacker's memory of the answers it already bought (the design: query counting, budget and
 caching live in the oracle client; TextAttack's goal function caches its model queries).
 
-:class:`CachingClient` wraps a :class:`~raysteal.oracle.client.QueryClient`: the rows of a request
+:class:`CachingClient` wraps a :class:`~raysteal.oracle.protocol.BlackBoxClient`: the rows of a request
 it has answered before (same input, same ``k``) come from memory and cost nothing; only the
 others reach the black box, as one request, and are charged there. A cached answer is the first
 one: an attacker re-asking a randomising defense (rank shuffle) keeps what it already holds.
@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from raysteal.models.base import PAD
+from raysteal.oracle.core import TargetInfo
 from raysteal.oracle.engine import checked_k, pad_sequences, user_ids
+from raysteal.oracle.protocol import BlackBoxClient
 
-
-_PASSED_ON = frozenset({"attacker_id", "info", "spent", "remaining_budget", "num_items", "num_users", "sequential"})
+_PASSED_ON = frozenset({"attacker_id", "num_users", "sequential"})
 
 
 class CachingClient:
@@ -28,7 +29,7 @@ class CachingClient:
     one dimension per user list / sequence) before any row is looked up.
     """
 
-    def __init__(self, client: Any):
+    def __init__(self, client: BlackBoxClient):
         self._client = client
         self._memory: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
         self.hits = 0
@@ -60,8 +61,24 @@ class CachingClient:
         rows = user_ids(inputs)
         return [(k, (int(u),)) for u in rows], rows
 
+    @property
+    def remaining_budget(self) -> int:
+        return self._client.remaining_budget
+
+    @property
+    def spent(self) -> int:
+        return self._client.spent
+
+    @property
+    def num_items(self) -> int:
+        return self._client.num_items
+
+    @property
+    def info(self) -> TargetInfo:
+        return self._client.info
+
     def __getattr__(self, name: str) -> Any:
-        """The wrapped client's read-only facts (budget, spending, catalogue, attacker id)."""
+        """The wrapped client's other read-only facts (attacker id, users, kind), where it has them."""
         if name in _PASSED_ON:
             return getattr(self._client, name)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")

@@ -27,7 +27,8 @@ def _unwrap_ray_error(err: Exception) -> Exception:
 
 
 class QueryClient:
-    """Black-box access for one attacker: ``query(inputs, k)`` → ranked item ids ``int64 [B, <=k]``.
+    """Black-box access for one attacker: ``query(inputs, k)`` → ranked item ids ``int64 [B, <=k]``
+    (the oracle's :class:`~raysteal.oracle.protocol.BlackBoxClient`).
 
     ``inputs`` are user ids (collaborative target) or item sequences (sequential target; ragged
     lists or a left-padded array with -1). Raises ``QueryBudgetExceeded`` (nothing answered or
@@ -46,11 +47,11 @@ class QueryClient:
         self._actor = actor
 
     # -------------------------------------------------------------- queries
-    def query(self, inputs, k: int) -> np.ndarray:
+    def query(self, inputs: Any, k: int) -> np.ndarray:
         request_id = uuid.uuid4().hex
         if self._local_key is not None:
             return self._local().query(self.attacker_id, self._account_key, inputs, k, request_id)
-        import ray
+        import ray  # the actor path only: an in-process client never loads Ray (heavy)
 
         payload = inputs if isinstance(inputs, np.ndarray) else _as_payload(inputs, self.info.sequential)
         try:
@@ -58,7 +59,7 @@ class QueryClient:
         except ray.exceptions.RayTaskError as err:
             raise _unwrap_ray_error(err) from None
 
-    def query_async(self, inputs, k: int):
+    def query_async(self, inputs: Any, k: int) -> Any:
         """Actor clients only: an ``ObjectRef`` to the answer (for many requests in flight)."""
         if self._actor is None:
             raise RaystealError("query_async needs a client of a TargetServer actor")
@@ -97,7 +98,7 @@ class QueryClient:
     def _call(self, method: str) -> int:
         if self._local_key is not None:
             return getattr(self._local(), method)(self.attacker_id, self._account_key)
-        import ray
+        import ray  # the actor path only, as in query()
 
         try:
             return ray.get(getattr(self._actor, method).remote(self.attacker_id, self._account_key))
