@@ -28,6 +28,7 @@ sequences the budget is split in proportion to the labelling and probing queries
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -69,6 +70,7 @@ from raysteal.extraction.synthesis import label_sequences, query_allowance, synt
 from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions
+from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.trainer import seeded_model
 
 
@@ -390,7 +392,7 @@ def _queried_mask(seqs: np.ndarray, prefixes: str) -> ExtractionSet:
     return ExtractionSet(seqs, lists, 0)
 
 
-def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng: np.random.Generator, spec: ProbeSpec | None) -> tuple[ExtractionSet, int | None, int]:
+def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, rng: np.random.Generator, spec: ProbeSpec | None) -> tuple[ExtractionSet, int | None, int]:
     """Sequences and their labels under the split budget; returns ``(data, probe_budget, max_len)``."""
     allowance = query_allowance(client, config.budget_queries)
     if allowance is not None and allowance < 1:
@@ -424,12 +426,43 @@ def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client, rng:
     return data, probe_budget, max_len
 
 
+def _gather_and_probe(config: BAHSDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, data_seed: np.random.SeedSequence,
+                      probe_seed: np.random.SeedSequence) -> tuple[ExtractionSet, dict[str, Any]]:
+    """Sequences and their labels, then the probes (or constant reliability without them); the
+    data and what the row reports of their gathering (queries, prefixes probed, seconds)."""
+    spec = config.probe_spec() if config.probes else None
+    started = time.perf_counter()
+    data, probe_budget, max_len = _gather_data(config, knowledge, client, np.random.default_rng(data_seed), spec)
+    data_queries, gather_seconds = data.queries, time.perf_counter() - started
+    started = time.perf_counter()
+    if spec is not None:
+        result = probe(client, data, spec, rng=np.random.default_rng(probe_seed), query_batch=config.query_batch, query_budget=probe_budget)
+        data, probe_queries, probed = result.data, result.queries, result.probed_prefixes
+    else:
+        data = ExtractionSet(data.sequences, data.lists, data.queries, {**data.extras, **constant_extras(data, config.default_reliability)})
+        probe_queries, probed = 0, 0
+    return data, {"max_len": max_len, "queries_sequences": int(data_queries), "queries_probes": int(probe_queries),
+                  "probed_prefixes": int(probed), "synthesis_seconds": gather_seconds,
+                  "probe_seconds": time.perf_counter() - started}
+
+
+def _add_view_extras(data: ExtractionSet, config: BAHSDConfig) -> None:
+    """The InfoNCE view length of every prefix and, where probes were kept, each probe view's
+    reliability (that of the prefix it is a view of); derived, so added after the gathered data
+    is saved or taken up again."""
+    data.extras["view_len"] = suffix_lengths(prefix_lengths(data.sequences), config.infonce_scale).astype(np.int32)
+    if "probe_col" in data.extras:
+        cols = data.extras["probe_col"]
+        rows = np.broadcast_to(np.arange(len(cols))[:, None], cols.shape)
+        data.extras["probe_reliability"] = np.where(cols >= 0, data.extras["reliability"][rows, cols.clip(0)], 0.0).astype(np.float32)
+
+
 @register_extraction("bahsd", BAHSDConfig, "BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation",
                      resumable=True)
 def bahsd(
     config: BAHSDConfig,
     knowledge: SequenceKnowledge,
-    client,
+    client: BlackBoxClient,
     *,
     seed: int,
     device: str = "cpu",
@@ -444,31 +477,10 @@ def bahsd(
     if knowledge.num_items != client.num_items:
         raise ConfigError(f"knowledge has {knowledge.num_items} items but the black box {client.num_items}")
     data_seed, probe_seed, student_seed, train_seed = np.random.SeedSequence([int(seed), 0xBA45D]).spawn(4)
-    spec = config.probe_spec() if config.probes else None
-
-    def gather_and_probe() -> tuple[ExtractionSet, dict[str, Any]]:
-        started = time.perf_counter()
-        data, probe_budget, max_len = _gather_data(config, knowledge, client, np.random.default_rng(data_seed), spec)
-        data_queries, gather_seconds = data.queries, time.perf_counter() - started
-        started = time.perf_counter()
-        if spec is not None:
-            result = probe(client, data, spec, rng=np.random.default_rng(probe_seed), query_batch=config.query_batch, query_budget=probe_budget)
-            data, probe_queries, probed = result.data, result.queries, result.probed_prefixes
-        else:
-            data = ExtractionSet(data.sequences, data.lists, data.queries, {**data.extras, **constant_extras(data, config.default_reliability)})
-            probe_queries, probed = 0, 0
-        return data, {"max_len": max_len, "queries_sequences": int(data_queries), "queries_probes": int(probe_queries),
-                      "probed_prefixes": int(probed), "synthesis_seconds": gather_seconds,
-                      "probe_seconds": time.perf_counter() - started}
-
-    data, meta, reused = gathered_once(workdir, run_key(config, seed, knowledge.num_items), gather_and_probe)
+    gather = functools.partial(_gather_and_probe, config, knowledge, client, data_seed, probe_seed)
+    data, meta, reused = gathered_once(workdir, run_key(config, seed, knowledge.num_items), gather)
     max_len = int(meta["max_len"])
-    view_len = suffix_lengths(prefix_lengths(data.sequences), config.infonce_scale).astype(np.int32)
-    data.extras["view_len"] = view_len
-    if "probe_col" in data.extras:  # each probe view takes the reliability of the prefix it is a view of
-        cols = data.extras["probe_col"]
-        rows = np.broadcast_to(np.arange(len(cols))[:, None], cols.shape)
-        data.extras["probe_reliability"] = np.where(cols >= 0, data.extras["reliability"][rows, cols.clip(0)], 0.0).astype(np.float32)
+    _add_view_extras(data, config)
 
     queried = data.queried
     reliability = data.extras["reliability"]

@@ -42,6 +42,7 @@ from raysteal.errors import ConfigError
 from raysteal.extraction.types import ExtractionSet
 from raysteal.metrics import jaccard_at_k, rank_biased_overlap
 from raysteal.models.base import PAD
+from raysteal.oracle.protocol import BlackBoxClient
 
 ProbeMetric = Literal["rbo", "jaccard"]
 
@@ -388,8 +389,43 @@ def _views(sequences: np.ndarray, plan: _Plan, spec: ProbeSpec, rng: np.random.G
     return np.concatenate(blocks), np.concatenate(owner), np.concatenate(slot)
 
 
+def _ask_views(client: BlackBoxClient, views: np.ndarray, k: int, query_batch: int) -> tuple[np.ndarray, int]:
+    """The black box's answers to ``views`` (``int64 [V, k]``, -1 padded), asked in requests of
+    ``query_batch``, and the queries the client charged for them."""
+    answers = np.full((len(views), k), -1, dtype=np.int64)
+    spent_before = client.spent
+    for start in range(0, len(views), query_batch):
+        chunk = views[start : start + query_batch]
+        got = np.asarray(client.query(chunk, k))
+        answers[start : start + len(chunk), : got.shape[1]] = got
+    return answers, client.spent - spent_before
+
+
+def _stability(data: ExtractionSet, sequences: np.ndarray, plan: _Plan, src: np.ndarray, probe_lists: np.ndarray,
+               view_ok: np.ndarray) -> np.ndarray:
+    """Per queried prefix and list item, the share of the probe views of its nearest probed prefix
+    (``src``: that prefix's row in ``plan``, -1 for none) whose answers keep the item; a prefix
+    with no probed neighbour keeps every listed item (1)."""
+    n, width, k = data.lists.shape
+    stability = np.zeros((n, width, k), dtype=np.float32)
+    qr, qc = np.nonzero(data.queried)
+    has = src[qr, qc] >= 0
+    stability[qr[~has], qc[~has]] = (data.lists[qr[~has], qc[~has]] >= 0).astype(np.float32)
+    qr, qc = qr[has], qc[has]
+    step = 65536
+    for start in range(0, len(qr), step):
+        r, c = qr[start : start + step], qc[start : start + step]
+        s = src[r, c]
+        own = data.lists[r, c].astype(np.int64)
+        # items of the probed prefix (not of this one) cannot be in its probe answers
+        src_items = np.where(np.arange(width)[None, :] <= plan.cols[s][:, None], sequences[plan.rows[s]], PAD)
+        unknown = _member(torch.from_numpy(own), torch.from_numpy(src_items)).numpy()
+        stability[r, c] = stability_share(own, probe_lists[s], view_ok[s], unknown)
+    return stability
+
+
 def probe(
-    client,
+    client: BlackBoxClient,
     data: ExtractionSet,
     spec: ProbeSpec,
     *,
@@ -418,13 +454,7 @@ def probe(
     plan = _Plan(*(getattr(plan, f)[:take] for f in ("rows", "cols", "level", "view_len", "dropout_ok", "cost")))
 
     views, owner, slot = _views(sequences, plan, spec, rng)
-    answers = np.full((len(views), k), -1, dtype=np.int64)
-    spent_before = client.spent
-    for start in range(0, len(views), query_batch):
-        chunk = views[start : start + query_batch]
-        got = np.asarray(client.query(chunk, k))
-        answers[start : start + len(chunk), : got.shape[1]] = got
-    queries = client.spent - spent_before
+    answers, queries = _ask_views(client, views, k, query_batch)
     raw_answers = answers.copy()
 
     # answers minus the full prefix's own items, compared with the full-scale list
@@ -451,21 +481,8 @@ def probe(
     src = np.where(near >= 0, index[np.arange(n)[:, None], np.clip(near, 0, None)], -1)
     reliability = np.where(src >= 0, rel_probed[np.clip(src, 0, None)] if m else 0.0, spec.default_reliability).astype(np.float32)
 
-    stability = np.zeros((n, width, k), dtype=np.float32)
     queried = data.queried
-    qr, qc = np.nonzero(queried)
-    has = src[qr, qc] >= 0
-    stability[qr[~has], qc[~has]] = (data.lists[qr[~has], qc[~has]] >= 0).astype(np.float32)
-    qr, qc = qr[has], qc[has]
-    step = 65536
-    for start in range(0, len(qr), step):
-        r, c = qr[start : start + step], qc[start : start + step]
-        s = src[r, c]
-        own = data.lists[r, c].astype(np.int64)
-        # items of the probed prefix (not of this one) cannot be in its probe answers
-        src_items = np.where(np.arange(width)[None, :] <= plan.cols[s][:, None], sequences[plan.rows[s]], PAD)
-        unknown = _member(torch.from_numpy(own), torch.from_numpy(src_items)).numpy()
-        stability[r, c] = stability_share(own, probe_lists[s], view_ok[s], unknown)
+    stability = _stability(data, sequences, plan, src, probe_lists, view_ok)
 
     answer_extras = probe_answer_extras(n, width, k, views, raw_answers, plan.rows[owner], plan.cols[owner], owner, slot, agree, full_lists,
                                         prefix_items, spec.max_views)

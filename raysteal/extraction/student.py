@@ -22,6 +22,7 @@ oracle (:mod:`raysteal.extraction.evaluate`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -278,6 +279,45 @@ def _mean(total: Any, steps: int) -> float:
     return value / max(steps, 1)
 
 
+def _check_options(*, realign: float, epochs: int, batch_size: int, num_negatives: int,
+                   positions_per_sequence: int | None) -> None:
+    if not 0.0 <= realign <= 1.0:
+        raise ConfigError(f"realign must lie in [0, 1], got {realign}")
+    if epochs < 0:
+        raise ConfigError(f"epochs must be >= 0, got {epochs}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if num_negatives < 0:
+        raise ConfigError(f"num_negatives must be >= 0, got {num_negatives}")
+    if positions_per_sequence is not None and positions_per_sequence < 1:
+        raise ConfigError(f"positions_per_sequence must be >= 1 or None, got {positions_per_sequence}")
+
+
+def _run_epoch(student: SequentialRecommender, objective: StudentObjective, step: Callable[..., Any],
+               make_batch: "_BatchMaker", generator: torch.Generator, batch_size: int) -> tuple[dict[str, float], int, int]:
+    """One pass over the sequences in a fresh shuffled order, a ``step(loss_fn)`` per batch: the
+    epoch's stats (mean loss and objective logs, seconds, prefixes), its steps and its prefixes."""
+    started = time.perf_counter()
+    student.train()
+    total = torch.zeros((), device=make_batch.device)
+    logs: dict[str, Any] = {}
+    n_steps = n_prefixes = 0
+    order = torch.randperm(len(make_batch.sequences), generator=generator, device=make_batch.device)
+    for lo in range(0, len(order), batch_size):
+        batch = make_batch(order[lo : lo + batch_size], generator)
+        if batch is None:
+            continue
+        loss, parts = step(lambda: objective(student, batch))
+        total += loss.detach().float()
+        for name, value in parts.items():
+            logs[name] = logs.get(name, 0.0) + (value.detach().float() if isinstance(value, torch.Tensor) else float(value))
+        n_steps += 1
+        n_prefixes += int(batch.rows.numel())
+    stats = {"loss": _mean(total, n_steps), **{name: _mean(v, n_steps) for name, v in logs.items()}}
+    stats.update(epoch_seconds=time.perf_counter() - started, prefixes=float(n_prefixes))
+    return stats, n_steps, n_prefixes
+
+
 def train_student(
     student: SequentialRecommender,
     data: ExtractionSet,
@@ -323,16 +363,8 @@ def train_student(
     margin); a state made for other ones is a ``ConfigError``, or, with ``restart_if_unusable``
     (a run directory of the runner), ignored with a warning.
     """
-    if not 0.0 <= realign <= 1.0:
-        raise ConfigError(f"realign must lie in [0, 1], got {realign}")
-    if epochs < 0:
-        raise ConfigError(f"epochs must be >= 0, got {epochs}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if num_negatives < 0:
-        raise ConfigError(f"num_negatives must be >= 0, got {num_negatives}")
-    if positions_per_sequence is not None and positions_per_sequence < 1:
-        raise ConfigError(f"positions_per_sequence must be >= 1 or None, got {positions_per_sequence}")
+    _check_options(realign=realign, epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
+                   positions_per_sequence=positions_per_sequence)
     _check_student(student, data)
     dev = training_device(device)
     student.to(dev)
@@ -342,60 +374,32 @@ def train_student(
     make_batch = _BatchMaker(data, dev, student.num_items, num_negatives, positions_per_sequence, realign)
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    step = functools.partial(training_step, optimizer, params, device=dev, amp=use_amp, grad_clip=grad_clip)
     state_key = (f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
                  f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
                  f"parameters={sum(p.numel() for p in params)} device={dev.type} amp={use_amp} grad_clip={grad_clip} "
-                 f"objective={objective!r}")
+                 f"objective={objective!r}")  # what a saved state must have been made with
     stopped = False
     started = time.perf_counter()
     with _private_rng(rng_seed, dev):
         so_far = load_training_state(state_path, state_key, student, optimizer, generator, dev, restart_if_unusable)
-        resumed_epoch, history = so_far.epoch, so_far.history
+        resumed_epoch = so_far.epoch
         for epoch in range(so_far.epoch + 1, epochs + 1):
-            t0 = time.perf_counter()
-            student.train()
-            total = torch.zeros((), device=dev)
-            logs: dict[str, Any] = {}
-            n_steps = n_prefixes = 0
-            order = torch.randperm(data.num_sequences, generator=generator, device=dev)
-            for lo in range(0, len(order), batch_size):
-                batch = make_batch(order[lo : lo + batch_size], generator)
-                if batch is None:
-                    continue
-                loss, parts = training_step(optimizer, params, lambda: objective(student, batch), device=dev, amp=use_amp,
-                                            grad_clip=grad_clip)
-                total += loss.detach().float()
-                for name, value in parts.items():
-                    logs[name] = logs.get(name, 0.0) + (value.detach().float() if isinstance(value, torch.Tensor) else float(value))
-                n_steps += 1
-                n_prefixes += int(batch.rows.numel())
-            stats = {"loss": _mean(total, n_steps), **{name: _mean(v, n_steps) for name, v in logs.items()}}
+            stats, n_steps, n_prefixes = _run_epoch(student, objective, step, make_batch, generator, batch_size)
             if not math.isfinite(stats["loss"]):
                 raise ConfigError(f"student training diverged (loss {stats['loss']}); lower lr (now {lr})")
-            stats.update(epoch_seconds=time.perf_counter() - t0, prefixes=float(n_prefixes))
-            history.append(stats)
-            so_far.steps += n_steps
-            so_far.prefixes += n_prefixes
+            so_far.add_epoch(epoch, stats, n_steps, n_prefixes)
             if progress:
                 print(f"epoch {epoch}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), file=sys.stderr)
             student.eval()
             # the student rides along (eval mode) so a caller can score it, e.g. Ray Tune's probe
             stopped = on_epoch is not None and on_epoch(epoch, {**stats, "model": student}) is True
-            so_far.epoch = epoch
             if state_path is not None:
                 save_training_state(state_path, state_key, so_far, student, optimizer, generator, dev)
             if stopped:
                 break
     student.eval()
-    return {
-        "epochs_run": len(history),
-        "resumed_epoch": resumed_epoch,
-        "steps": so_far.steps,
-        "prefixes": so_far.prefixes,
-        "train_seconds": time.perf_counter() - started,
-        "final_loss": history[-1]["loss"] if history else float("nan"),
-        "stopped_early": stopped,
-        "history": history,
-        "device": str(dev),
-        "amp": use_amp,
-    }
+    history = so_far.history
+    return {"epochs_run": len(history), "resumed_epoch": resumed_epoch, "steps": so_far.steps, "prefixes": so_far.prefixes,
+            "train_seconds": time.perf_counter() - started, "final_loss": history[-1]["loss"] if history else float("nan"),
+            "stopped_early": stopped, "history": history, "device": str(dev), "amp": use_amp}

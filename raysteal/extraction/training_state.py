@@ -28,6 +28,13 @@ class TrainingProgress:
     steps: int = 0
     prefixes: int = 0
 
+    def add_epoch(self, epoch: int, stats: dict[str, float], steps: int, prefixes: int) -> None:
+        """Count a finished epoch in: its stats, the steps it took and the prefixes it trained on."""
+        self.epoch = epoch
+        self.history.append(stats)
+        self.steps += steps
+        self.prefixes += prefixes
+
 
 def save_training_state(
     path: str | os.PathLike,

@@ -165,6 +165,17 @@ def _row_duplicates(out: np.ndarray) -> np.ndarray:
     return dup
 
 
+def _negative_weights(num_items: int, popularity: ArrayLike | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """``(weights, cdf, eligible)`` of the negatives' distribution: uniform (no weights, no cdf,
+    every item eligible), or ∝ ``popularity`` (items of weight 0 never drawn)."""
+    if popularity is None:
+        return None, None, np.ones(num_items, dtype=bool)
+    weights = np.asarray(popularity, dtype=np.float64).reshape(-1)
+    if weights.size != num_items or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
+        raise ConfigError(f"popularity must hold {num_items} finite non-negative weights, not all zero")
+    return weights, np.cumsum(weights) / weights.sum(), weights > 0
+
+
 def sample_negatives(
     num_items: int,
     seen_indptr: ArrayLike,
@@ -198,15 +209,7 @@ def sample_negatives(
     rows = user_ids.size
     keys = _seen_keys(seen_indptr, seen_indices, user_ids, num_items)
     seen_rows, seen_items = np.divmod(keys, num_items)
-    if popularity is None:
-        weights, cdf = None, None
-        eligible = np.ones(num_items, dtype=bool)
-    else:
-        weights = np.asarray(popularity, dtype=np.float64).reshape(-1)
-        if weights.size != num_items or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
-            raise ConfigError(f"popularity must hold {num_items} finite non-negative weights, not all zero")
-        cdf = np.cumsum(weights) / weights.sum()
-        eligible = weights > 0
+    weights, cdf, eligible = _negative_weights(num_items, popularity)
     available = int(eligible.sum()) - np.bincount(seen_rows, weights=eligible[seen_items], minlength=rows)
     need = 1 if replace else n
     short = np.flatnonzero(available < need)
