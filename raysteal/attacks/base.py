@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from raysteal.attacks.registry import get_recipe
+from raysteal.attacks.clones import arch_of, clone_model_config
+from raysteal.attacks.fitting import AttackContext
+from raysteal.attacks.registry import attack_names, get_recipe
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
@@ -74,8 +76,6 @@ class AttackConfig(NumbersAreNotBooleans):
     @field_validator("clone")
     @classmethod
     def _known_clone(cls, value: str) -> str:
-        from raysteal.attacks.clones import arch_of
-
         return arch_of(value).name
 
     @model_validator(mode="after")
@@ -85,8 +85,6 @@ class AttackConfig(NumbersAreNotBooleans):
 
     def clone_config(self) -> ModelConfig:
         """The clone's (and auxiliary model's) validated model config."""
-        from raysteal.attacks.clones import clone_model_config
-
         try:
             return clone_model_config(self.clone, self.embedding_dim, self.clone_options)
         except ConfigError as err:
@@ -118,13 +116,6 @@ def make_attack_config(config: AttackConfig | dict[str, Any]) -> AttackConfig:
             else:
                 problems.append(f"{key}: {msg}" if key else msg)
         raise ConfigError(f"invalid attack config: {'; '.join(problems)}") from None
-
-
-def attack_names() -> list[str]:
-    """Registered attack names, sorted."""
-    from raysteal.attacks.registry import attack_names as names
-
-    return names()
 
 
 @dataclass
@@ -221,8 +212,6 @@ def run_attack(
 
     ``on_epoch(epoch, stats) -> bool | None`` (optional) sees every clone-training epoch
     (:data:`raysteal.attacks.fitting.EpochCallback`); returning ``True`` stops training early."""
-    from raysteal.attacks.fitting import AttackContext
-
     cfg = make_attack_config(config)
     recipe = get_recipe(cfg.attack)
     missing = [

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysteal.attacks.objectives import data_loss
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, make_config
@@ -224,8 +225,6 @@ class FusedClone(Recommender):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """BPR (Eq. 4) on a ``PairSampler`` batch: Alg. 1 lines 3–13."""
-        from raysteal.attacks.objectives import data_loss
-
         items = torch.cat([batch["pos"][:, None], batch["neg"]], dim=1)
         s = self.pair_scores(batch["users"], items)
         return data_loss("bpr", s[:, 0], s[:, 1:])

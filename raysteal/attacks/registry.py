@@ -1,4 +1,7 @@
-"""The attack registry: recipe name → recipe function and the knowledge it needs."""
+"""The attack registry: recipe name → recipe function and the knowledge it needs.
+
+Recipes register with ``@register_attack`` where they are defined; importing ``raysteal.attacks``
+(which any import of this module does first) imports them."""
 
 from __future__ import annotations
 
@@ -38,20 +41,15 @@ def register_attack(name: str, needs: tuple[str, ...], summary: str) -> Callable
     return wrap
 
 
-def _load() -> None:
-    import raysteal.attacks.recipes  # noqa: F401  (registers the recipes)
-
-
 def attack_names() -> list[str]:
     """Registered attack names, sorted."""
-    _load()
     return sorted(_RECIPES)
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe named ``name``; ``ConfigError`` naming it (and the known ones) otherwise."""
-    _load()
     if name not in _RECIPES:
+        # imported here: the two families' registries name each other only to word this error
         from raysteal.extraction.registry import extraction_names
 
         if name in extraction_names():

@@ -12,7 +12,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from raysteal.config_numbers import NumbersAreNotBooleans
-from raysteal.errors import ConfigError, describe_validation
+from raysteal.errors import ConfigError, RaystealError, describe_validation
+from raysteal.extraction.registry import get_extraction
+from raysteal.models.base import make_config, model_class
 
 
 class ExtractionConfigBase(NumbersAreNotBooleans):
@@ -68,9 +70,6 @@ class ExtractionConfigBase(NumbersAreNotBooleans):
         if "model" not in value:
             raise ValueError("needs a 'model' key naming a registered sequential model")
         # checked now, not after the budget is spent on answers the student could not use
-        from raysteal.errors import RaystealError
-        from raysteal.models.base import make_config, model_class
-
         try:
             if not getattr(model_class(str(value["model"])), "sequential", False):
                 raise ValueError(f"model {value['model']!r} is not a sequential model (the student reads item sequences)")
@@ -116,8 +115,6 @@ def make_extraction_config(config: dict[str, Any] | ExtractionConfigBase) -> Ext
         raise ConfigError(f"attack: an extraction config must be a mapping, got {type(config).__name__}")
     if "attack" not in config:
         raise ConfigError("attack: missing key naming the sequential extraction recipe (e.g. 'dfme')")
-    from raysteal.extraction.registry import get_extraction
-
     recipe = get_extraction(str(config["attack"]))
     try:
         return recipe.config_cls(**config)

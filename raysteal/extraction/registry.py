@@ -58,6 +58,7 @@ def get_extraction(name: str) -> ExtractionRecipe:
     """The recipe named ``name``; ``ConfigError`` listing the known ones otherwise."""
     _load()
     if name not in _RECIPES:
+        # imported here: the two families' registries name each other only to word this error
         from raysteal.attacks.registry import attack_names
 
         if name in attack_names():

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from raysteal.attacks.objectives import stealing_loss
 from raysteal.data.interactions import Interactions
+from raysteal.data.splits import leave_one_out
 from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
 from raysteal.extraction.registry import register_extraction
@@ -37,7 +38,7 @@ from raysteal.extraction.types import SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
 from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.loop import optimize
-from raysteal.training.trainer import _private_rng, resolve_device, seeded_model
+from raysteal.training.trainer import _private_rng, fit, resolve_device, seeded_model
 
 
 class _ZhuSequentialConfig(ExtractionConfigBase):
@@ -133,9 +134,6 @@ def fit_next_item(student, sequences: np.ndarray, num_items: int, *, epochs: int
 
 def _fit_with_early_stopping(student, log: Interactions, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
                              seed: int, device: str, amp: bool, on_epoch, patience: int, eval_every: int) -> list[float]:
-    from raysteal.data.splits import leave_one_out
-    from raysteal.training.trainer import fit
-
     config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "patience": patience,
               "eval_every": eval_every, "amp": "auto" if amp else "off"}
     report = None if on_epoch is None else (lambda entry: on_epoch(int(entry["epoch"]), float(entry["loss"])))

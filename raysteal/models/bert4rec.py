@@ -31,6 +31,7 @@ from raysteal.models.sequence_layers import (
     shift_items,
     trim_sequences,
 )
+from raysteal.models.sequence_samplers import ClozeSampler
 
 
 class BERT4RecConfig(TransformerConfig):
@@ -94,7 +95,5 @@ class BERT4Rec(SequentialRecommender):
         return self.target_cross_entropy(batch)
 
     def make_sampler(self, train: Any, batch_size: int) -> BatchSampler:
-        from raysteal.models.sequence_samplers import ClozeSampler
-
         cfg = self.config
         return ClozeSampler(train, batch_size, cfg.max_len, cfg.mask_prob, self.mask_token, last_item_prob=cfg.last_item_prob, **self.sampler_options())

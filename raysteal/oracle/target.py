@@ -14,6 +14,7 @@ from raysteal.errors import ConfigError
 from raysteal.oracle.core import OracleCore
 from raysteal.oracle.defenses import build_defenses
 from raysteal.oracle.engine import RankingEngine
+from raysteal.training.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -49,8 +50,6 @@ class TargetSpec:
             raise ConfigError("a TargetSpec needs exactly one of model or checkpoint")
         if self.model is not None:
             return self.model
-        from raysteal.training.checkpoint import load_checkpoint
-
         model, _meta = load_checkpoint(Path(self.checkpoint))
         return model
 
