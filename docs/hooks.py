@@ -258,11 +258,11 @@ def datasets_table(_: str = "") -> str:
 
 def formats_table(_: str = "") -> str:
     """File formats of ``path:`` datasets and the ``columns:`` options each parser takes."""
-    from raysteal.data import datasets
+    from raysteal.data import datasets, formats
 
     rows = ["| `format:` | parser | `columns:` options (default) |", "|---|---|---|"]
     for name in datasets.file_formats():
-        fn = datasets._FORMATS[name]
+        fn = formats.FILE_FORMATS[name]
         params = list(inspect.signature(fn).parameters.values())[1:]
         options = ", ".join(f"`{p.name}` ({json.dumps(p.default)})" for p in params) or "none"
         doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
