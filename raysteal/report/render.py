@@ -214,7 +214,8 @@ def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None)
     sections = ["# raysteal report", ""]
     if "experiment" not in frame.columns:
         raise DataFileError(f"{root / 'runs'}: the rows have no 'experiment' column (not written by raysteal run)")
-    for name, part in frame.groupby("experiment", sort=True):
+    for key, part in frame.groupby("experiment", sort=True):
+        name = str(key)  # the column holds the experiment names raysteal run wrote
         spec = specs.get(name, {})
         sections += [f"## {name}", "", spec.get("description", ""), ""]
         sections += experiment_sections(name, part, spec, out_dir)
@@ -237,7 +238,7 @@ def search_section(root: Path, out_dir: Path) -> list[str]:
             f"(metric `{tune.get('metric')}`).", ""]
 
 
-def paper_metric(reports: list[dict[str, Any]]) -> str:
+def paper_metric(reports: list[Any]) -> str:
     """The measure an experiment's ``paper:`` values are: the first metric of its first table
     (``agr@k`` where it has none); tables and figures of other measures are shown without them."""
     for rspec in reports:
@@ -255,7 +256,7 @@ def experiment_sections(name: str, part: pd.DataFrame, spec: dict[str, Any], out
     (per cell of ``part``): see :func:`raysteal.results.summary.summary_markdown`; ``floor_rows``
     also gives the figures their floor where the experiment has no popularity rows of its own."""
     sections: list[str] = []
-    reports = spec.get("report") or [{"kind": "table"}]
+    reports: list[Any] = spec.get("report") or [{"kind": "table"}]  # as written: each entry is checked below
     measure = paper_metric(reports)
     for i, rspec in enumerate(reports):
         if not isinstance(rspec, dict):

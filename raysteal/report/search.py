@@ -65,8 +65,9 @@ def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.Data
         values = part[metric].astype(float)
         if values.notna().sum() == 0:
             continue
-        best = values.idxmax() if mode == "max" else values.idxmin()
-        row = {"trial": trial, "peak": float(values[best]), "peak_epoch": int(part.loc[best, "epoch"]),
+        # by position (the first peak, NaN skipped: what idxmax/idxmin pick), not by index label
+        best = int(np.nanargmax(values.to_numpy()) if mode == "max" else np.nanargmin(values.to_numpy()))
+        row = {"trial": trial, "peak": float(values.iloc[best]), "peak_epoch": int(part["epoch"].iloc[best]),
                "epochs": int(part["epoch"].max()), "last": float(values.iloc[-1])}
         row.update({c[len("config/"):]: part[c].iloc[-1] for c in settings})
         out.append(row)

@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 from raysteal.atomic import write_atomically
 from raysteal.errors import DataFileError
 
-
 # Settings added to run specifications after results were first stored, oldest first, each with
 # the value that reproduces the specification from before it existed. While a setting is at that
 # value it stays out of the id, so a new optional setting does not turn finished runs into
@@ -207,6 +206,6 @@ class ResultStore:
 
         parts = sorted(self.logs_dir.glob("*.parquet")) if self.logs_dir.is_dir() else []
         frames = [_read_rows(p, "a query log").assign(server=part_server(p)) for p in parts]
-        written = {part_session(p) for p in parts} - {None}
+        written = {session for p in parts if (session := part_session(p)) is not None}
         frames += [table.to_pandas().assign(server=server) for server, table in journaled_logs(self.root / "ledgers", written)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Hashable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -118,7 +119,7 @@ def parse_paper_key(key: str) -> PaperKey:
 
     match = _PAPER_KEY.match(str(key).strip())
     parts = match["base"].split("/") if match else []
-    if len(parts) != 3 or not all(p.strip() for p in parts):
+    if match is None or len(parts) != 3 or not all(p.strip() for p in parts):
         raise ConfigError(f"paper key {key!r}: expected 'dataset/target/attack', optionally followed by '[column=value, ...]'")
     conditions = []
     for item in (match["conditions"] or "").split(","):
@@ -130,7 +131,8 @@ def parse_paper_key(key: str) -> PaperKey:
         if not sep or not column.strip() or not value.strip():
             raise ConfigError(f"paper key {key!r}: condition {item.strip()!r} is not column=value")
         conditions.append((column.strip(), value.strip()))
-    return PaperKey(*(p.strip() for p in parts), tuple(conditions))
+    dataset, target, attack = (p.strip() for p in parts)
+    return PaperKey(dataset, target, attack, tuple(conditions))
 
 
 def setting_number(value: Any) -> float:
@@ -144,7 +146,7 @@ def setting_number(value: Any) -> float:
     return float(parsed)
 
 
-def _condition_holds(row: Mapping[str, Any], column: str, wanted: str) -> bool:
+def _condition_holds(row: Mapping[Hashable, Any], column: str, wanted: str) -> bool:
     for name in (column, f"hp/{column}"):
         if name in row:
             value = row[name]
@@ -157,7 +159,7 @@ def _condition_holds(row: Mapping[str, Any], column: str, wanted: str) -> bool:
         return _plain(value).lower() == wanted.lower()
 
 
-def paper_key_matches(key: PaperKey, row: Mapping[str, Any], skip: tuple[str, ...] = ()) -> bool:
+def paper_key_matches(key: PaperKey, row: Mapping[Hashable, Any], skip: tuple[str, ...] = ()) -> bool:
     """Whether ``row`` (a results row or a summary cell) is the cell ``key`` gives a value for;
     conditions on the columns in ``skip`` are not looked at."""
     if (str(row.get("dataset")), str(row.get("target")), str(row.get("attack"))) != (key.dataset, key.target, key.attack):
@@ -165,7 +167,7 @@ def paper_key_matches(key: PaperKey, row: Mapping[str, Any], skip: tuple[str, ..
     return all(_condition_holds(row, column, wanted) for column, wanted in key.conditions if column not in skip)
 
 
-def _paper_match(keys: list[tuple[PaperKey, float]], row: Mapping[str, Any]) -> float:
+def _paper_match(keys: list[tuple[PaperKey, float]], row: Mapping[Hashable, Any]) -> float:
     """The value of the most specific key matching ``row`` (NaN when none does)."""
     best, found = -1, np.nan
     for key, value in keys:
@@ -174,7 +176,7 @@ def _paper_match(keys: list[tuple[PaperKey, float]], row: Mapping[str, Any]) -> 
     return found
 
 
-def paper_value(paper: Mapping[str, float], row: Mapping[str, Any]) -> float:
+def paper_value(paper: Mapping[str, float], row: Mapping[Hashable, Any]) -> float:
     """The published value for ``row``'s cell (the most specific matching key), NaN when none."""
     return _paper_match([(parse_paper_key(k), v) for k, v in (paper or {}).items()], row)
 
