@@ -8,7 +8,7 @@ and a query client — never the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,6 +55,28 @@ def target_cache_labels(entry: DatasetEntry, split: SplitConfig) -> tuple[str, s
         return f"{entry.name}/full", f"{entry.preprocess}/kcore={entry.kcore}/full"
     # the target half depends on the aux fraction and seed only (item overlap trims the aux side)
     return f"{entry.name}/target-half", f"{entry.preprocess}/kcore={entry.kcore}/aux={split.aux_fraction}/seed={split.target_seed}"
+
+
+class AttackerLogs(Protocol):
+    """The logs an attacker's knowledge is drawn from: a :class:`RunData`, or the preflight's
+    view of a split before any target is trained."""
+
+    @property
+    def train(self) -> Interactions: ...
+
+    @property
+    def auxiliary(self) -> Interactions: ...
+
+
+class EvaluationUsers(Protocol):
+    """What a sequential run's known and scored users are drawn from: a :class:`SequentialRunData`,
+    or the preflight's view of a split before any target is trained."""
+
+    @property
+    def train(self) -> Interactions: ...
+
+    @property
+    def eval_users(self) -> np.ndarray: ...
 
 
 @dataclass

@@ -17,23 +17,26 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import torch
 
 import raysteal
 from raysteal.data.splits import HEAD_FRACTION, attacker_users, head_tail_groups
-from raysteal.experiment.context import RunData
+from raysteal.experiment.context import AttackerLogs, RunData
 from raysteal.metrics import agreement_at_k, mean
 from raysteal.results.store import run_id
+
+if TYPE_CHECKING:  # annotations only: the oracle package is not imported here at run time
+    from raysteal.oracle.protocol import BlackBoxClient
 
 
 def _child_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
-def build_knowledge(run: dict[str, Any], data: RunData):
+def build_knowledge(run: dict[str, Any], data: AttackerLogs):
     """The attacker's knowledge for this run (seeded by the run's seed)."""
     from raysteal.attacks import Knowledge
 
@@ -102,7 +105,11 @@ def _ray_node_id() -> str:
     return ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else ""
 
 
-def remembering(run: dict[str, Any], client):
+@overload
+def remembering(run: dict[str, Any], client: None) -> None: ...
+@overload
+def remembering(run: dict[str, Any], client: BlackBoxClient) -> BlackBoxClient: ...
+def remembering(run: dict[str, Any], client: BlackBoxClient | None) -> BlackBoxClient | None:
     """``client`` behind the attacker's answer memory when the experiment sets ``query_cache``."""
     if client is None or not run.get("query_cache"):
         return client

@@ -21,11 +21,11 @@ import numpy as np
 import raysteal
 from raysteal.data.splits import HEAD_FRACTION, attacker_users
 from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
-from raysteal.experiment.context import SequentialRunData
+from raysteal.experiment.context import EvaluationUsers, SequentialRunData
 from raysteal.experiment.execute import _child_rng, cache_hits, check_list_lengths, finish_row, remembering, row_head
 
 
-def attacker_population(run: dict[str, Any], data: SequentialRunData) -> np.ndarray | None:
+def attacker_population(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray | None:
     """The users set apart as the attacker population (``split.attacker_population`` of the
     target's users, drawn from ``split.target_seed``: the same for every seed and attack), or
     ``None`` when the split has none."""
@@ -36,7 +36,7 @@ def attacker_population(run: dict[str, Any], data: SequentialRunData) -> np.ndar
     return np.sort(attacker_users(data.train, fraction=float(share), seed=rng))
 
 
-def known_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
+def known_users(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray:
     """The target users whose sequences an attacker with real data holds (``split.attacker_fraction``
     of them, drawn from the run's seed): Zhu et al.'s 10% of the target users; with an attacker
     population, that share of the population (BAHSD's long-tailed setting)."""
@@ -55,7 +55,7 @@ def uses_real_sequences(run: dict[str, Any]) -> bool:
     return bool(getattr(make_extraction_config(run["attack"]), "uses_real_sequences", False))
 
 
-def scored_users(run: dict[str, Any], data: SequentialRunData) -> np.ndarray:
+def scored_users(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray:
     """bool ``[U]``: the evaluation users a run may be scored on, whatever its attack — all of them
     but the attacker population (when the split has one), and of those the ``search`` or ``report``
     half (``split.scored_users``; each user's half is fixed by ``target_seed``)."""

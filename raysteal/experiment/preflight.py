@@ -12,9 +12,9 @@ the file, the dataset and the key:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -189,6 +189,22 @@ def _target_problem(run: dict[str, Any], ctx: DatasetContext) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class _KnowledgeView:
+    """The split's logs as :func:`raysteal.experiment.execute.build_knowledge` reads them (no target trained yet)."""
+
+    train: Interactions
+    auxiliary: Interactions
+
+
+@dataclass(frozen=True)
+class _EvaluationView:
+    """The split's evaluation users as :mod:`raysteal.experiment.execute_sequential` draws from them."""
+
+    train: Interactions
+    eval_users: np.ndarray
+
+
 def _collaborative_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGroups, str]:
     """A collaborative run's groups, drawn as :func:`raysteal.experiment.execute.build_knowledge` draws them."""
     problem = _target_problem(run, ctx)
@@ -196,7 +212,8 @@ def _collaborative_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[Use
     if ctx.target.num_users:
         from raysteal.experiment.execute import build_knowledge
 
-        knowledge = build_knowledge(run, SimpleNamespace(train=ctx.loo.train, auxiliary=ctx.auxiliary))
+        knowledge = build_knowledge(run, _KnowledgeView(train=ctx.loo.train, auxiliary=ctx.auxiliary))
+        assert knowledge.query_users is not None  # build_knowledge always draws them
         known, queried = len(knowledge.target_user_ids), len(knowledge.query_users)
     held_out = known - queried
     groups = UserGroups(ctx.target.num_users, _auxiliary_held(run, ctx), known, held_out,
@@ -216,7 +233,7 @@ def _sequential_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGr
     if ctx.target.num_users:
         from raysteal.experiment.execute_sequential import known_users, scored_users
 
-        view = SimpleNamespace(train=ctx.loo.train, eval_users=np.asarray(evaluable))
+        view = _EvaluationView(train=ctx.loo.train, eval_users=np.asarray(evaluable))
         scorable = scored_users(run, view)  # outside the attacker population, in the split's half
         if _uses_real_sequences(run):
             known = known_users(run, view)

@@ -43,7 +43,7 @@ import importlib.util
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -133,26 +133,26 @@ class AshaSettings(_Strict):
     """ASHA (Li et al. 2020) over clone-training epochs: ``max_t`` caps a trial's epochs (None: the
     attack's own length), rungs at ``grace_period * reduction_factor**i``."""
 
-    max_t: int | None = Field(None, ge=1)
-    grace_period: int = Field(1, ge=1)
-    reduction_factor: float = Field(2.0, gt=1)
-    brackets: int = Field(1, ge=1)
+    max_t: int | None = Field(default=None, ge=1)
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
+    brackets: int = Field(default=1, ge=1)
 
 
 class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0, description="CPUs per trial")
-    gpu: float | None = Field(None, ge=0, description="GPUs per trial (None: a quarter GPU when the cluster has GPUs, else 0)")
+    cpu: float = Field(default=1.0, gt=0, description="CPUs per trial")
+    gpu: float | None = Field(default=None, ge=0, description="GPUs per trial (None: a quarter GPU when the cluster has GPUs, else 0)")
 
 
 class TuneSettings(_Strict):
-    metric: str = Field("agr@k/heldout", description="row metric to optimise")
+    metric: str = Field(default="agr@k/heldout", description="row metric to optimise")
     mode: Literal["max", "min"] = "max"
-    num_samples: int = Field(1, ge=1, description="samples of the search space (each grid point is repeated this often)")
+    num_samples: int = Field(default=1, ge=1, description="samples of the search space (each grid point is repeated this often)")
     scheduler: AshaSettings | None = Field(default_factory=AshaSettings, description="ASHA (default) or None for FIFO")
-    searcher: Literal["optuna", "hyperopt"] | None = Field(None, description="model-based searcher (SEARCHERS) or None: random/grid sampling")
-    max_concurrent: int | None = Field(None, ge=1)
+    searcher: Literal["optuna", "hyperopt"] | None = Field(default=None, description="model-based searcher (SEARCHERS) or None: random/grid sampling")
+    max_concurrent: int | None = Field(default=None, ge=1)
     resources: Resources = Field(default_factory=Resources)
-    seed: int = Field(0, ge=0, description="seed of the search (sampling order, searcher)")
+    seed: int = Field(default=0, ge=0, description="seed of the search (sampling order, searcher)")
 
 
 class TuneExperiment(BaseModel):
@@ -292,10 +292,9 @@ def _validate_key(raw: dict[str, Any], key: str, name: str, args: list[Any], sou
     values = candidate_values(name, args)
     field = key.partition(".")[2]
     for value in values:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
-        if key == "budget" and value is not None and not (number and value >= 0):
+        if key == "budget" and value is not None and not (_whole_number(value) and value >= 0):
             raise ConfigError(f"{where}: budgets must be integers >= 0 (or null), got {value!r}")
-        if key == "k" and not (number and value >= 1):
+        if key == "k" and not (_whole_number(value) and value >= 1):
             raise ConfigError(f"{where}: k must be an integer >= 1, got {value!r}")
         if section == "split":
             try:
@@ -307,6 +306,11 @@ def _validate_key(raw: dict[str, Any], key: str, name: str, args: list[Any], sou
         parse_experiment({**raw, "grid": {**raw.get("grid", {}), key: distinct}}, source=source, seeds=1)
     except ConfigError as err:
         raise ConfigError(f"{where} (values {values}): {str(err).removeprefix(f'{source}: ')}") from None
+
+
+def _whole_number(value: object) -> TypeGuard[int | float]:
+    """An int or a float with no fraction (a boolean is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
 
 
 def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment:
@@ -361,7 +365,7 @@ def reported_metrics(run: dict[str, Any], per_epoch: bool) -> tuple[str, ...]:
     return PROBE_METRICS if per_epoch else FINAL_METRICS
 
 
-def is_sequential(tune: "TuneExperiment") -> bool:
+def is_sequential(tune: TuneExperiment) -> bool:
     """Whether the sweep's target is sequential (its trials run ``raysteal.extraction``)."""
     return _is_sequential(tune.base_run()["target"]["model"])
 
