@@ -17,8 +17,9 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 _UMASK = os.umask(0o022)  # reading the umask means setting it: put it straight back
 os.umask(_UMASK)

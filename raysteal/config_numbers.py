@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, model_validator
 
 
-@lru_cache(maxsize=None)
+@cache
 def _numeric_not_boolean(annotation: Any) -> bool:
     """True when ``annotation`` admits int or float and not bool (unions and ``Annotated`` looked through)."""
     seen: set[Any] = set()
@@ -36,7 +36,7 @@ def _numeric_not_boolean(annotation: Any) -> bool:
     return bool(seen & {int, float}) and not seen & {bool, Any}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _numeric_items(annotation: Any) -> bool:
     """True when ``annotation`` is (or optionally is) a list, tuple or mapping of numbers that are
     not booleans: its items (a mapping's values) are checked one by one."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RaystealError(Exception):
     """Base class: an error caused by the user's input or environment, reported without a traceback."""
@@ -37,7 +39,8 @@ def describe_validation(err: Exception, unknown: str = "unknown key") -> str:
     if not callable(errors):
         return str(err)
     parts = []
-    for item in errors():
+    items: Any = errors()  # pydantic's list of error dicts
+    for item in items:
         key = ".".join(str(p) for p in item.get("loc", ()))
         message = str(item.get("msg", "")).removeprefix("Value error, ")
         if item.get("type") == "extra_forbidden":

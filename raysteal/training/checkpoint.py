@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.atomic import write_atomically
 from raysteal.errors import DataFileError
-import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.models.base import Recommender, build_model
 
 FORMAT = "raysteal-checkpoint/1"

@@ -35,10 +35,9 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # only glibc has it (musl does not)
-        return libc
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None  # only glibc has it (musl does not)
 
 
 def _set(libc: ctypes.CDLL, values: dict[int, int]) -> bool:

@@ -17,18 +17,47 @@ counted against the test item (:func:`held_out_ranks`, :mod:`raysteal.training.g
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from raysteal.data.splits import LeaveOneOut
 from raysteal.errors import ConfigError
 from raysteal.metrics.ranking import csr_select, rank_of_target, sample_negatives, sampled_rank_of_target
-from raysteal.models.base import PAD, Recommender
+from raysteal.models.base import PAD
 
 _SCORE_ELEMENTS = 1 << 23
 """Upper bound on ``users x items`` scores held at once (32 MiB of float32)."""
+
+
+class Scorer(Protocol):
+    """What scoring reads of a model: a :class:`~raysteal.models.base.Recommender`, or another
+    ``nn.Module`` that scores the catalogue the same way (the popularity recommender of
+    :mod:`raysteal.training.guard`). A sequential one also has ``config.max_len``."""
+
+    sequential: ClassVar[bool]
+
+    @property
+    def num_items(self) -> int: ...
+
+    @property
+    def training(self) -> bool: ...
+
+    def score(self, inputs: torch.Tensor) -> torch.Tensor: ...
+
+    def eval(self) -> object: ...
+
+    def train(self, mode: bool = True) -> object: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+
+def _host(ranks: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Ranks from :mod:`raysteal.metrics.ranking` (a tensor here: the scores are one) as numpy."""
+    return ranks.cpu().numpy() if isinstance(ranks, torch.Tensor) else np.asarray(ranks)
 
 
 def _hit(ranks: np.ndarray, k: int) -> np.ndarray:
@@ -55,11 +84,12 @@ def targets_of(split: LeaveOneOut, users: np.ndarray, which: str) -> np.ndarray:
     return (split.test if which == "test" else split.valid)[users]
 
 
-def model_inputs(model: Recommender, split: LeaveOneOut, users: np.ndarray, which: str) -> torch.Tensor:
+def model_inputs(model: Scorer, split: LeaveOneOut, users: np.ndarray, which: str) -> torch.Tensor:
     """What the model is queried with: user ids, or histories left-padded to ``max_len``."""
     if not model.sequential:
         return torch.from_numpy(np.asarray(users, dtype=np.int64))
-    max_len = int(getattr(model.config, "max_len"))
+    config: Any = getattr(model, "config", None)  # a sequential model's hyperparameters
+    max_len = int(config.max_len)
     if which == "valid":
         return torch.from_numpy(split.train.padded_sequences(max_len, users, pad=PAD))
     seqs = split.train.padded_sequences(max_len, users, pad=PAD)
@@ -93,7 +123,7 @@ def append_items(indptr: np.ndarray, items: np.ndarray, extra: np.ndarray) -> tu
 
 
 def held_out_ranks(
-    model: Recommender,
+    model: Scorer,
     inputs: np.ndarray,
     held_out: np.ndarray,
     exclude: tuple[np.ndarray, np.ndarray],
@@ -119,7 +149,7 @@ def held_out_ranks(
                 part = rows[start : start + size]
                 scores = model.score(torch.from_numpy(inputs[part]).to(dev)).float()
                 target = torch.from_numpy(held_out[part]).to(scores.device)
-                ranks[part] = rank_of_target(scores, target, exclude=csr_select(indptr, items, part)).cpu().numpy()
+                ranks[part] = _host(rank_of_target(scores, target, exclude=csr_select(indptr, items, part)))
     finally:
         model.train(was_training)
     return ranks
@@ -136,20 +166,20 @@ def known_csr(split: LeaveOneOut) -> tuple[np.ndarray, np.ndarray]:
     return indptr, items[order]
 
 
-def _model_device(model: Recommender) -> torch.device:
+def _model_device(model: Scorer) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
 
 
-def default_batch_size(model: Recommender) -> int:
+def default_batch_size(model: Scorer) -> int:
     """Users per scoring chunk: bounded by the score matrix size, and by 256 for sequence models."""
     rows = max(1, _SCORE_ELEMENTS // model.num_items)
     return min(rows, 256 if model.sequential else 4096)
 
 
 def score_chunks(
-    model: Recommender,
+    model: Scorer,
     split: LeaveOneOut,
     users: np.ndarray,
     which: str,
@@ -172,7 +202,7 @@ def score_chunks(
 
 
 def full_ranks(
-    model: Recommender,
+    model: Scorer,
     split: LeaveOneOut,
     users: np.ndarray,
     which: str,
@@ -185,12 +215,12 @@ def full_ranks(
     for part, scores in score_chunks(model, split, users, which, device, batch_size):
         exclude = seen_csr(split, users[part], which)
         target = torch.from_numpy(targets[part]).to(scores.device)
-        ranks[part] = rank_of_target(scores, target, exclude=exclude).cpu().numpy()
+        ranks[part] = _host(rank_of_target(scores, target, exclude=exclude))
     return ranks
 
 
 def validation_ndcg(
-    model: Recommender,
+    model: Scorer,
     split: LeaveOneOut,
     users: np.ndarray | None = None,
     k: int = 10,
@@ -204,7 +234,7 @@ def validation_ndcg(
 
 
 def evaluate(
-    model: Recommender,
+    model: Scorer,
     split: LeaveOneOut,
     which: str = "test",
     k: int = 10,
@@ -240,12 +270,15 @@ def evaluate(
     rank_sampled = np.empty(len(users), dtype=np.int64)
     for part, scores in score_chunks(model, split, users, which, dev, batch_size):
         target = torch.from_numpy(targets[part]).to(scores.device)
-        rank_full[part] = rank_of_target(scores, target, exclude=seen_csr(split, users[part], which)).cpu().numpy()
+        rank_full[part] = _host(rank_of_target(scores, target, exclude=seen_csr(split, users[part], which)))
         neg = torch.from_numpy(negatives[part]).to(scores.device)
-        rank_sampled[part] = sampled_rank_of_target(scores, target, neg).cpu().numpy()
+        rank_sampled[part] = _host(sampled_rank_of_target(scores, target, neg))
     tag = f"{num_negatives}neg"
     rank_sampled[~has_negatives] = -1
-    mean = (lambda a: float(a.mean()) if a.size else float("nan"))
+
+    def mean(a: np.ndarray) -> float:
+        return float(a.mean()) if a.size else float("nan")
+
     return {
         f"hr@{k}_{tag}": mean(_hit(rank_sampled[has_negatives], k)),
         f"ndcg@{k}_{tag}": mean(_ndcg(rank_sampled[has_negatives], k)),

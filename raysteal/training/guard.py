@@ -18,7 +18,7 @@ all distinct and its lists deterministic.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,7 +49,8 @@ class PopularityRecommender(nn.Module):
     """The popularity recommender in the shape :func:`evaluate` scores: every user (or input
     sequence) gets the same :func:`popularity_scores`."""
 
-    sequential = False
+    sequential: ClassVar[bool] = False
+    scores: torch.Tensor  # a buffer (moves with the module)
 
     def __init__(self, item_counts: np.ndarray):
         super().__init__()

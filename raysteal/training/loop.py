@@ -11,8 +11,10 @@ autocast. The loss is synchronised once per epoch, never per step.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,12 +57,13 @@ def trainable_parameters(model_or_params: nn.Module | Iterable[torch.Tensor]) ->
     return out
 
 
-def _epochs_of(source: EpochSource | Any) -> EpochSource:
+def _epochs_of(source: Any) -> EpochSource:
     """Accept a callable ``generator -> batches`` or a sampler with ``.epoch(generator)``."""
     if hasattr(source, "epoch"):
         return source.epoch
-    if callable(source):
-        return source
+    epochs: EpochSource = source
+    if callable(epochs):
+        return epochs
     raise ConfigError(f"sampler_epochs must be callable or have .epoch(generator), got {type(source).__name__}")
 
 
@@ -102,7 +105,7 @@ def optimize(
         n = 0
         for batch in draw(generator):
             batch = to_device(batch, dev)
-            loss = training_step(optimizer, params, lambda: loss_fn(batch), device=dev, amp=use_amp, grad_clip=grad_clip)
+            loss = training_step(optimizer, params, partial(loss_fn, batch), device=dev, amp=use_amp, grad_clip=grad_clip)
             total += loss.detach().float()
             n += 1
             result.rows += int(next(iter(batch.values())).shape[0])

@@ -13,8 +13,9 @@ killed pre-training goes on from its last epoch too.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -23,8 +24,27 @@ from raysteal.data.splits import LeaveOneOut
 from raysteal.models.base import Recommender
 from raysteal.training.config import TrainConfig, make_train_config
 
+if TYPE_CHECKING:  # only in annotations (typing.TypeIs is Python 3.13's)
+    from typing_extensions import TypeIs
 
-def wants_pretraining(model: Recommender) -> bool:
+
+class Pretrainable(Protocol):
+    """A model that names parts to pre-train (see the module docstring)."""
+
+    @property
+    def num_users(self) -> int: ...
+
+    @property
+    def num_items(self) -> int: ...
+
+    def pretraining(self) -> dict[str, Any]: ...
+
+    def pretraining_settings(self, train: TrainConfig) -> dict[str, Any]: ...
+
+    def fuse_pretrained(self, parts: dict[str, Recommender]) -> None: ...
+
+
+def wants_pretraining(model: object) -> TypeIs[Pretrainable]:
     """Whether ``model`` names parts to pre-train."""
     parts = getattr(model, "pretraining", None)
     return callable(parts) and bool(parts())
@@ -42,7 +62,7 @@ def part_seed(seed: int, index: int) -> int:
 
 
 def pretrain(
-    model: Recommender,
+    model: Pretrainable,
     split: LeaveOneOut,
     config: TrainConfig,
     *,

@@ -9,12 +9,13 @@ gradient clipping, AdamW step -- is this module's.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
-Result = TypeVar("Result")
+Result = TypeVar("Result", bound="torch.Tensor | tuple[Any, ...]")  # the loss, or a tuple that starts with it
 
 
 def bf16_autocast(amp: bool, device: torch.device) -> bool:

@@ -16,8 +16,10 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +29,10 @@ from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, build_model
 from raysteal.training.config import TrainConfig, make_train_config
 from raysteal.training.cpu_memory import retain_freed_memory
+from raysteal.training.evaluate import validation_ndcg
 from raysteal.training.loop_state import load_loop_state, save_loop_state
 from raysteal.training.pretrain import pretrain, remove_part_states, wants_pretraining
 from raysteal.training.step import bf16_autocast, to_device, training_step
-from raysteal.training.evaluate import validation_ndcg
 
 
 @dataclass
@@ -328,7 +330,7 @@ def _run_epoch(
     amp: bool,
     config: TrainConfig,
     steps: int,
-    bar: "_Progress",
+    bar: _Progress,
 ) -> tuple[float, int, int]:
     """One pass; returns (summed loss, training rows, steps). Loss is synced once, at the end."""
     model.train()
@@ -338,7 +340,7 @@ def _run_epoch(
         if n >= steps:
             break
         batch = to_device(batch, dev)
-        loss = training_step(optimizer, model.parameters(), lambda: model.loss(batch), device=dev, amp=amp, grad_clip=config.grad_clip)
+        loss = training_step(optimizer, model.parameters(), partial(model.loss, batch), device=dev, amp=amp, grad_clip=config.grad_clip)
         total += loss.detach().float()
         rows += _batch_rows(batch)
         n += 1
@@ -356,7 +358,7 @@ class _Progress:
         self.enabled, self.epochs, self.steps = enabled, epochs, steps
         self._bar: Any = None
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
