@@ -44,6 +44,7 @@ def _mount() -> None:
     from raysteal.cli import run as run_cli
     from raysteal.cli import simulate as simulate_cli
     from raysteal.cli import tune as tune_cli
+    from raysteal.cli import verify as verify_cli
 
     app.add_typer(data_cli.app, name="data", help="List, fetch and inspect datasets.")
     models_cli.register(app)
@@ -51,6 +52,7 @@ def _mount() -> None:
     reproduce_cli.register(app)
     tune_cli.register(app)
     simulate_cli.register(app)
+    verify_cli.register(app)
 
 
 _mount()

@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
         cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse a target trained before"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default $RAYSTEAL_CACHE/targets"),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)"),
+        watermark_key: int | None = typer.Option(None, "--watermark-key", help="train in the ownership watermark of this secret key (sequential models; see `raysteal verify`)"),
+        watermark_sequences: int = typer.Option(8, "--watermark-sequences", help="watermark sequences the key draws"),
+        watermark_length: int = typer.Option(12, "--watermark-length", help="items per watermark sequence"),
+        watermark_copies: int = typer.Option(20, "--watermark-copies", help="strength: training copies of each watermark sequence"),
     ) -> None:
         """Train a target on a leave-one-out split, evaluate it and save its checkpoint in OUT."""
         import torch
@@ -77,6 +81,12 @@ def register(app: typer.Typer) -> None:
         directory_option(out, "--out")
         make_config(model_cfg)  # a bad override fails before the data is read
         make_train_config(train_cfg)
+        watermark = None
+        if watermark_key is not None:  # so does a bad watermark
+            from raysteal.training.target_cache import checked_watermark
+
+            watermark = checked_watermark({"key": watermark_key, "sequences": watermark_sequences, "length": watermark_length,
+                                           "copies": watermark_copies}, make_config(model_cfg))
         log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
         out.mkdir(parents=True, exist_ok=True)
         if cache:
@@ -85,20 +95,24 @@ def register(app: typer.Typer) -> None:
             dataset_label, preprocess_label = target_cache_labels(DatasetEntry(name=dataset, preprocess=preprocess), SplitConfig(aux_fraction=0.0))
             target, meta = get_or_train_target(
                 log, model_cfg, train_cfg, seed=seed, dataset=dataset_label, preprocess=preprocess_label,
-                cache_dir=cache_dir, device=device,
+                cache_dir=cache_dir, device=device, watermark=watermark,
             )
             shutil.copyfile(meta["path"], out / "checkpoint.pt")
             metrics, cached = meta["metrics"], meta["cache_hit"]
         else:
-            target, metrics = train_target(log, model_cfg, train_cfg, seed=seed, device=device)
-            save_checkpoint(out / "checkpoint.pt", target, fingerprint=log.fingerprint(), metrics=metrics,
-                            extra={"dataset": dataset, "preprocess": preprocess, "seed": seed})
+            target, metrics = train_target(log, model_cfg, train_cfg, seed=seed, device=device, watermark=watermark)
+            extra = {"dataset": dataset, "preprocess": preprocess, "seed": seed}
+            if watermark is not None:  # the owner's checkpoint: `raysteal verify --target` reads the watermark here
+                extra["watermark"] = watermark.model_dump(mode="json")
+            save_checkpoint(out / "checkpoint.pt", target, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
             cached = False
         report = {"model": target.name, "dataset": dataset, "preprocess": preprocess, "seed": seed,
                   "spec": target.spec(), "fingerprint": log.fingerprint(), "cache_hit": cached, **metrics}
         write_text_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
         test = metrics["test"]
         how = "from cache" if cached else f"trained in {metrics['train']['train_seconds']:.1f}s"
+        if watermark is not None:
+            how += f", watermark key {watermark.key} ({watermark.sequences}x{watermark.length} items, {watermark.copies} copies)"
         typer.echo(
             f"{target.name} on {dataset}: HR@10 {test['hr@10_100neg']:.4f} NDCG@10 {test['ndcg@10_100neg']:.4f} "
             f"(100 neg), NDCG@10 {test['ndcg@10_full']:.4f} (full); "

@@ -56,6 +56,7 @@ def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_d
             device=device,
             progress=False,
             on_epoch=_reporter(news, f"{ds_entry.label}/{target_entry.model}"),
+            watermark=target_entry.watermark,
         )
     meta = {**meta, "metrics": _with_guard(model, ctx.loo, meta.get("metrics", {}), split_cfg.target_seed, device)}
     model = model.cpu().eval()

@@ -73,11 +73,33 @@ class TargetEntry(_Strict):
         " used instead of training one; it must have been trained on this experiment's target log",
     )
 
+    watermark: dict[str, Any] | None = Field(
+        None,
+        description="sequential targets: an ownership watermark trained in (key, sequences, length, copies;"
+        " raysteal.watermark, `raysteal verify`); part of the target's cache key",
+    )
+
     @field_validator("checkpoint")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         # Ray workers may not share the driver's working directory: pin the path now
         return None if value is None else str(Path(value).expanduser().resolve())
+
+    @field_validator("watermark")
+    @classmethod
+    def _valid_watermark(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from raysteal.watermark.spec import make_watermark_config
+
+        try:
+            return None if value is None else make_watermark_config(value).model_dump()
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("watermark: ")) from None
+
+    @model_validator(mode="after")
+    def _watermark_needs_training(self) -> TargetEntry:
+        if self.watermark is not None and self.checkpoint is not None:
+            raise ValueError("watermark: a checkpoint target is trained already; train the watermark in with `raysteal train-target --watermark-key`")
+        return self
 
     @property
     def label(self) -> str:
@@ -338,6 +360,10 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
             model_cfg, train_cfg = target_config(target)
             make_config(model_cfg)
             make_train_config(train_cfg)
+            if target.watermark is not None:
+                from raysteal.training.target_cache import checked_watermark
+
+                checked_watermark(target.watermark, make_config(model_cfg))
             if target.checkpoint is not None:
                 _check_target_checkpoint(target)
         except RaystealError as err:

@@ -1,11 +1,11 @@
 """Train each target once: a checkpoint cache keyed by everything that determines the weights.
 
 The key hashes (dataset name, preprocessing label, the log's content fingerprint, the validated
-model config, the split, the seed and the train config). A hit loads the checkpoint; a miss
-trains with :func:`raysteal.training.fit` (its per-epoch state kept beside the checkpoint, so a
-killed training goes on from its last epoch), evaluates on the test items and saves atomically,
-so concurrent workers may race but never read half a file (the last writer wins, and both
-wrote the same deterministic target on a CPU).
+model config, the split, the seed, the train config and, when there is one, the watermark). A
+hit loads the checkpoint; a miss trains with :func:`raysteal.training.fit` (its per-epoch state
+kept beside the checkpoint, so a killed training goes on from its last epoch), evaluates on the
+test items and saves atomically, so concurrent workers may race but never read half a file (the
+last writer wins, and both wrote the same deterministic target on a CPU).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from raysteal.data.interactions import Interactions
 from raysteal.data.splits import LeaveOneOut, leave_one_out
 from raysteal.errors import ConfigError, UnknownNameError
 import raysteal.models  # noqa: F401  (registers every model)
-from raysteal.models.base import ModelConfig, Recommender, make_config
+from raysteal.models.base import ModelConfig, Recommender, make_config, model_class
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
 from raysteal.training.config import TrainConfig, make_train_config
 from raysteal.training.evaluate import evaluate
 from raysteal.training.trainer import fit, seeded_model
+from raysteal.watermark.embed import watermarked_split
+from raysteal.watermark.spec import WatermarkConfig, make_watermark_config
 
 SPLITS: dict[str, Callable[[Interactions], LeaveOneOut]] = {"leave_one_out": leave_one_out}
 
@@ -64,8 +66,10 @@ def target_key(
     split: str,
     dataset: str,
     preprocess: str,
+    watermark: WatermarkConfig | None = None,
 ) -> str:
-    """Hex digest naming one target (see module docstring for what goes in)."""
+    """Hex digest naming one target (see module docstring for what goes in; no watermark leaves
+    the key as it was before watermarks existed)."""
     model = _without_added_fields(model_config.model_dump(mode="json"))
     train = _without_added_fields(train_config.model_dump(mode="json"))
     spec = {
@@ -77,6 +81,8 @@ def target_key(
         "seed": int(seed),
         "train": train,
     }
+    if watermark is not None:
+        spec["watermark"] = watermark.model_dump(mode="json")
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -96,14 +102,18 @@ def train_target(
     progress: bool | None = None,
     state_path: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    watermark: dict[str, Any] | WatermarkConfig | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
     """Train and evaluate one target (no cache): ``(model, metrics)``. ``state_path``: where
     training keeps its per-epoch state and, when it exists, resumes from (see :func:`fit`; an
-    unusable file there is replaced with a warning); ``on_epoch``: see :func:`fit`."""
+    unusable file there is replaced with a warning); ``on_epoch``: see :func:`fit`;
+    ``watermark``: trained in with the real users (:mod:`raysteal.watermark`; sequential models
+    only), who alone are validated and evaluated."""
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
+    mark = checked_watermark(watermark, cfg)
     data = make_split(log, split)
     model = seeded_model(cfg, log.num_users, log.num_items, seed)
-    result = fit(model, data, tcfg, seed=seed, device=device, progress=progress, state_path=state_path,
+    result = fit(model, data if mark is None else watermarked_split(data, mark), tcfg, seed=seed, device=device, progress=progress, state_path=state_path,
                  restart_if_unusable=state_path is not None, on_epoch=on_epoch)
     metrics = {
         "train": result.summary(),
@@ -126,16 +136,18 @@ def get_or_train_target(
     device: str | torch.device = "auto",
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    watermark: dict[str, Any] | WatermarkConfig | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
-    """The target for this (dataset, preprocess, model, split, seed, train config), trained once.
+    """The target for this (dataset, preprocess, model, split, seed, train config, watermark), trained once.
 
     Returns ``(model, meta)``; ``meta`` has ``metrics`` (train/valid/test), ``fingerprint``,
     ``spec``, ``extra`` (the key's ingredients), plus ``path`` and ``cache_hit``. ``on_epoch`` is
     called after each training epoch (not on a hit; see :func:`fit`).
     """
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
+    mark = checked_watermark(watermark, cfg)
     dataset = dataset or log.name
-    key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess)
+    key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess, watermark=mark)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"{cfg.model}-{key[:20]}.pt"
     state = training_state_path(path)
@@ -145,14 +157,30 @@ def get_or_train_target(
         return model, {**meta, "path": str(path), "cache_hit": True}
     # a target whose training was killed goes on from its last epoch (the state sits beside the checkpoint)
     model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state,
-                                  on_epoch=on_epoch)
+                                  on_epoch=on_epoch, watermark=mark)
     extra = {"key": key, "dataset": dataset, "preprocess": preprocess, "split": split, "seed": int(seed),
              "train_config": tcfg.model_dump(mode="json")}
+    if mark is not None:  # the owner's own checkpoint: `raysteal verify --target` reads the watermark here
+        extra["watermark"] = mark.model_dump(mode="json")
     save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
     state.unlink(missing_ok=True)
     model.to("cpu").eval()
     meta = {"spec": model.spec(), "fingerprint": log.fingerprint(), "metrics": metrics, "extra": extra}
     return model, {**meta, "path": str(path), "cache_hit": False}
+
+
+def checked_watermark(watermark: dict[str, Any] | WatermarkConfig | None, cfg: ModelConfig) -> WatermarkConfig | None:
+    """The validated watermark, or ``None``; refused for a model that is not queried by sequence,
+    or whose window (``max_len``) is shorter than the watermark."""
+    if watermark is None:
+        return None
+    mark = make_watermark_config(watermark)
+    if not getattr(model_class(cfg.model), "sequential", False):
+        raise ConfigError(f"watermark: {cfg.model!r} is not a sequential model; a watermark is a sequence of items")
+    max_len = getattr(cfg, "max_len", None)
+    if max_len is not None and mark.length > max_len:
+        raise ConfigError(f"watermark: length {mark.length} exceeds the model's max_len {max_len}")
+    return mark
 
 
 def training_state_path(checkpoint: Path) -> Path:
