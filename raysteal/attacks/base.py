@@ -1,14 +1,16 @@
-"""The contract between attacks and their callers: config, knowledge, output, ``run_attack``.
+"""The contract between collaborative attacks and their callers: config, knowledge, ``run_attack``.
 
-An attack run = a recipe (``raysteal.attacks.recipes``) applied to the attacker's knowledge,
-optionally with a query client (the black box), under one seed. It runs in-process, no Ray.
+An attack run = a registered recipe (:mod:`raysteal.attacks.registry`; Zhu et al.'s in
+:mod:`raysteal.attacks.zhu2023`) applied to the attacker's knowledge, optionally with a query client
+(the black box), under one seed; it returns an :class:`~raysteal.attacks.result.AttackResult`. It
+runs in-process, no Ray.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 from raysteal.attacks.clones import arch_of, clone_model_config
 from raysteal.attacks.fitting import AttackContext
 from raysteal.attacks.registry import attack_names, get_recipe
+from raysteal.attacks.result import AttackResult
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
@@ -39,6 +42,9 @@ class AttackConfig(NumbersAreNotBooleans):
     recipe does not use are ignored by it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: ClassVar[str] = "collaborative"
+    """The recipe family whose recipes this config validates (:data:`raysteal.attacks.registry.FAMILIES`)."""
 
     attack: str = Field(description="registered attack name (see attack_names())")
     clone: str = Field("bpr", description="clone architecture: bpr | lmf | neumf (ncf); independent of the target")
@@ -70,7 +76,7 @@ class AttackConfig(NumbersAreNotBooleans):
     @field_validator("attack")
     @classmethod
     def _known_attack(cls, value: str) -> str:
-        get_recipe(value)
+        get_recipe(value, cls.family)
         return value
 
     @field_validator("clone")
@@ -126,7 +132,7 @@ class Knowledge:
     ``target_user_ids``: those users' ids in the target system (sent to the black box);
     ``auxiliary``: user-disjoint data over the same item space; ``query_users``: indices
     ``0..n-1`` of known users it may query (``None``: all of them); ``auxiliary_model``: an
-    auxiliary model already trained on ``auxiliary`` (``recipes.train_auxiliary_model``), shared
+    auxiliary model already trained on ``auxiliary`` (``zhu2023.train_auxiliary_model``), shared
     between runs instead of training one per run.
     """
 
@@ -190,14 +196,8 @@ class Knowledge:
         return cls(target_train.select_users(known, name=f"{target_train.name}/attacker"), known, auxiliary, query)
 
 
-@dataclass
-class AttackOutput:
-    """A finished run: the clone (scores known users ``0..n-1`` over the full catalogue), the
-    queries the client charged, and what is worth logging."""
-
-    clone: Recommender
-    queries: int
-    info: dict[str, Any] = field(default_factory=dict)
+AttackOutput = AttackResult
+"""The name callers of :func:`run_attack` know its result by."""
 
 
 def run_attack(
@@ -207,13 +207,13 @@ def run_attack(
     seed: int,
     device: str | torch.device = "auto",
     on_epoch: "EpochCallback | None" = None,
-) -> AttackOutput:
-    """Run one attack recipe: validate, check the knowledge it needs, build and train the clone.
+) -> AttackResult:
+    """Run one collaborative attack recipe: validate, check the knowledge it needs, build and train the clone.
 
     ``on_epoch(epoch, stats) -> bool | None`` (optional) sees every clone-training epoch
     (:data:`raysteal.attacks.fitting.EpochCallback`); returning ``True`` stops training early."""
     cfg = make_attack_config(config)
-    recipe = get_recipe(cfg.attack)
+    recipe = get_recipe(cfg.attack, cfg.family)
     missing = [
         need
         for need, have in (
@@ -241,4 +241,4 @@ def run_attack(
     }
     if on_epoch is not None:
         info.update(clone_epochs=ctx.epoch, stopped_early=ctx.stopped)
-    return AttackOutput(clone=clone, queries=ctx.queries, info=info)
+    return AttackResult(clone=clone, queries=ctx.queries, info=info)

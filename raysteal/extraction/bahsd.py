@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 
+from raysteal.attacks.registry import register_recipe
+from raysteal.attacks.result import AttackResult
 from raysteal.errors import ConfigError
 from raysteal.extraction.bahsd_losses import (
     bahsd_loss,
@@ -62,8 +64,6 @@ from raysteal.extraction.probing import (
     probes_per_sequence,
     suffix_lengths,
 )
-from raysteal.extraction.registry import register_extraction
-from raysteal.extraction.result import ExtractionResult
 from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
 from raysteal.extraction.student import dfme_objective, first_columns, sample_negatives, student_hidden, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance, synthesize
@@ -457,8 +457,8 @@ def _add_view_extras(data: ExtractionSet, config: BAHSDConfig) -> None:
         data.extras["probe_reliability"] = np.where(cols >= 0, data.extras["reliability"][rows, cols.clip(0)], 0.0).astype(np.float32)
 
 
-@register_extraction("bahsd", BAHSDConfig, "BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation",
-                     resumable=True)
+@register_recipe("bahsd", BAHSDConfig, needs=("queries",), resumable=True,
+                 summary="BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation")
 def bahsd(
     config: BAHSDConfig,
     knowledge: SequenceKnowledge,
@@ -469,7 +469,7 @@ def bahsd(
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     progress: bool = False,
     workdir: str | os.PathLike | None = None,
-) -> ExtractionResult:
+) -> AttackResult:
     """Sequences → probes → :class:`BAHSDObjective` training of a fresh ``config.student``.
 
     ``workdir``: the run's directory; the sequences, probes and student epochs saved there by an
@@ -525,4 +525,4 @@ def bahsd(
         **{key: value for key, value in stats.items() if key != "history"},
         "history": stats["history"],
     }
-    return ExtractionResult(student=student, queries=data.queries, info=info)
+    return AttackResult(clone=student, queries=data.queries, info=info)

@@ -11,9 +11,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from raysteal.attacks.registry import get_recipe
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError, RaystealError, describe_validation
-from raysteal.extraction.registry import get_extraction
 from raysteal.models.base import make_config, model_class
 
 
@@ -40,6 +40,8 @@ class ExtractionConfigBase(NumbersAreNotBooleans):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    family: ClassVar[str] = "sequential"
+    """The recipe family whose recipes these configs validate (:data:`raysteal.attacks.registry.FAMILIES`)."""
     uses_real_sequences: ClassVar[bool] = False
     """Whether the recipe needs the attacker's real sequences (``SequenceKnowledge.sequences``)."""
     uses_queries: ClassVar[bool] = True
@@ -115,7 +117,7 @@ def make_extraction_config(config: dict[str, Any] | ExtractionConfigBase) -> Ext
         raise ConfigError(f"attack: an extraction config must be a mapping, got {type(config).__name__}")
     if "attack" not in config:
         raise ConfigError("attack: missing key naming the sequential extraction recipe (e.g. 'dfme')")
-    recipe = get_extraction(str(config["attack"]))
+    recipe = get_recipe(str(config["attack"]), ExtractionConfigBase.family)
     try:
         return recipe.config_cls(**config)
     except ValidationError as err:

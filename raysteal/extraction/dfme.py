@@ -17,10 +17,10 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from raysteal.attacks.registry import register_recipe
+from raysteal.attacks.result import AttackResult
 from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
-from raysteal.extraction.registry import register_extraction
-from raysteal.extraction.result import ExtractionResult
 from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
 from raysteal.extraction.student import dfme_objective, train_student
 from raysteal.extraction.synthesis import query_allowance, synthesize
@@ -61,7 +61,8 @@ def sequence_length(config: ExtractionConfigBase, knowledge: SequenceKnowledge, 
     return int(length)
 
 
-@register_extraction("dfme", DFMEConfig, "Yue et al. 2021: data-free synthetic sequences + ranking-loss distillation", resumable=True)
+@register_recipe("dfme", DFMEConfig, needs=("queries",), summary="Yue et al. 2021: data-free synthetic sequences + ranking-loss distillation",
+                 resumable=True)
 def dfme(
     config: DFMEConfig,
     knowledge: SequenceKnowledge,
@@ -72,7 +73,7 @@ def dfme(
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     progress: bool = False,
     workdir: str | os.PathLike | None = None,
-) -> ExtractionResult:
+) -> AttackResult:
     """Synthesize under the budget, then distil a fresh ``config.student`` with the ranking loss.
 
     ``workdir``: the run's directory; the synthesis and the student's epochs saved there by an
@@ -119,4 +120,4 @@ def dfme(
         **{key: value for key, value in stats.items() if key != "history"},
         "history": stats["history"],
     }
-    return ExtractionResult(student=student, queries=data.queries, info=info)
+    return AttackResult(clone=student, queries=data.queries, info=info)

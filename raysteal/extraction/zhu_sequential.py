@@ -26,12 +26,12 @@ import torch
 from pydantic import Field
 
 from raysteal.attacks.objectives import stealing_loss
+from raysteal.attacks.registry import register_recipe
+from raysteal.attacks.result import AttackResult
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import leave_one_out
 from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
-from raysteal.extraction.registry import register_extraction
-from raysteal.extraction.result import ExtractionResult
 from raysteal.extraction.student import student_scores, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance
 from raysteal.extraction.types import SequenceKnowledge, StudentBatch
@@ -142,7 +142,7 @@ def _fit_with_early_stopping(student, log: Interactions, *, epochs: int, batch_s
 
 
 def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str,
-         on_epoch: Callable | None, progress: bool, auxiliary: bool, steal: bool) -> ExtractionResult:
+         on_epoch: Callable | None, progress: bool, auxiliary: bool, steal: bool) -> AttackResult:
     if knowledge.sequences is None or len(knowledge.sequences) == 0:
         raise ConfigError(f"{config.attack} needs the attacker's real sequences (knowledge.sequences)")
     if auxiliary and (knowledge.auxiliary is None or len(knowledge.auxiliary) == 0):
@@ -172,22 +172,25 @@ def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client: Bla
                               progress=progress, **config.training_options())
         info.update({key: value for key, value in stats.items()}, queried_prefixes=int(data.queried.sum()))
     student.eval()
-    return ExtractionResult(student=student, queries=queries, info=info)
+    return AttackResult(clone=student, queries=queries, info=info)
 
 
-@register_extraction("seq_ptd", SeqPTDConfig, "Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences")
+@register_recipe("seq_ptd", SeqPTDConfig, needs=("target_data",),
+                 summary="Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences")
 def seq_ptd(config: SeqPTDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
-            on_epoch: Callable | None = None, progress: bool = False) -> ExtractionResult:
+            on_epoch: Callable | None = None, progress: bool = False) -> AttackResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=False)
 
 
-@register_extraction("seq_ptq", SeqPTQConfig, "Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists")
+@register_recipe("seq_ptq", SeqPTQConfig, needs=("target_data", "queries"),
+                 summary="Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists")
 def seq_ptq(config: SeqPTQConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
-            on_epoch: Callable | None = None, progress: bool = False) -> ExtractionResult:
+            on_epoch: Callable | None = None, progress: bool = False) -> AttackResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=True)
 
 
-@register_extraction("seq_ptaq", SeqPTAQConfig, "Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ")
+@register_recipe("seq_ptaq", SeqPTAQConfig, needs=("target_data", "auxiliary", "queries"),
+                 summary="Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ")
 def seq_ptaq(config: SeqPTAQConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
-             on_epoch: Callable | None = None, progress: bool = False) -> ExtractionResult:
+             on_epoch: Callable | None = None, progress: bool = False) -> AttackResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=True, steal=True)
