@@ -103,9 +103,9 @@ def guard_target(data, what: str, warn_at: float | None, required: float | None,
     if not figures:
         return None
     say(guard.describe(figures, what))
-    if guard.below(figures, required):
+    if required is not None and guard.below(figures, required):
         return guard.refusal_text(figures, what, required)
-    if guard.below(figures, warn_at):
+    if warn_at is not None and guard.below(figures, warn_at):
         warnings.warn(guard.warning_text(figures, what, warn_at), RuntimeWarning, stacklevel=2)
     return None
 
@@ -346,7 +346,7 @@ def run_experiment(
     num_cpus: int | None = None,
     progress: bool = True,
     max_concurrent: int | None = None,
-) -> "ResultStore":
+) -> ResultStore:
     """Run every unfinished run of ``config``, at most :func:`concurrency_limit` at once (the
     rest queue in grid order); returns the result store."""
     import ray
@@ -369,11 +369,12 @@ def run_experiment(
         return store
     init_ray(address, num_cpus=num_cpus)
     share = gpu_share()
-    prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
+    # Any: Ray's stubs type a task by arity and refuse its full call (a defaulted parameter)
+    prepare: Any = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     # no Ray-level retry: a retried attempt must open a fresh account (``_attempt_account``).
     # SPREAD: runs are CPU-heavy; Ray's default packs short tasks onto the driver's node while
     # it has a free CPU, leaving a cluster's other nodes idle
-    execute = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=0, scheduling_strategy="SPREAD")
+    execute: Any = ray.remote(_execute).options(num_cpus=1, num_gpus=share, max_retries=0, scheduling_strategy="SPREAD")
 
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in pending:
@@ -423,9 +424,11 @@ def run_experiment(
             spec.defenses = json.loads(defense_key)
             costs = {k: _defense_cost(spec, data, k) for k in sorted({r["k"] for r in druns})}
             name = run_id({"group": list(key), "defenses": defense_key})[:12]
-            server = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
+            # an actor handle (Any: Ray's stubs infer the handle or the actor class)
+            server: Any = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
             servers[(key, defense_key)] = (name, server)
-            ledger = ray.get(server.ledger.remote(owner_token(server)))  # accounts of earlier invocations (a resumed experiment)
+            ledger_ref: ray.ObjectRef[dict[str, Any]] = server.ledger.remote(owner_token(server))
+            ledger = ray.get(ledger_ref)  # accounts of earlier invocations (a resumed experiment)
             for run in druns:
                 submit(run, costs[run["k"]], server, ledger, data_ref)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -18,7 +19,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs = dict(ignore_reinit_error=True, log_to_driver=not quiet, include_dashboard=False)
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": not quiet, "include_dashboard": False}
     if address:
         if address not in ("auto", "local"):
             check_reachable(address)

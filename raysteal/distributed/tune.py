@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import yaml
@@ -149,6 +149,7 @@ class EpochProbe:
         self.k = int(run["k"])
         self.width = max(self.k, 10)
         self.truth = data.truth_lists[knowledge.target_user_ids[self.rows]]
+        assert knowledge.target_data is not None  # build_knowledge always gives the known users' data
         self.seen = knowledge.target_data.select_users(self.rows, name="probe")
         self.device = device
 
@@ -260,6 +261,8 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     from raysteal.experiment.execute_sequential import execute_sequential_run
     from raysteal.oracle.server import client_for
 
+    if data is None or setup is None:  # both given by tune.with_parameters
+        raise TypeError("tune_trial needs data= and setup= (tune.with_parameters(tune_trial, data=..., setup=...))")
     trial_id = tune.get_context().get_trial_id()
     run = trial_run(setup.base_run, setup.sweep, config, trial_id)
     rid = run_id(run)
@@ -361,9 +364,11 @@ class RowWriter(Callback):
         if sequential:
             from raysteal.extraction import make_extraction_config
 
-            cfg = make_extraction_config(run["attack"])
+            extraction_cfg = make_extraction_config(run["attack"])
+            cfg, clone = extraction_cfg, str(extraction_cfg.student.get("model"))
         else:
             cfg = make_attack_config(run["attack"])
+            clone = cfg.clone
         measured = SEQUENTIAL_PROBE_METRICS if sequential else PROBE_METRICS
         row: dict[str, Any] = {
             "run_id": str(result.get("run_id") or run_id(run)),
@@ -373,7 +378,7 @@ class RowWriter(Callback):
             "target": run["target"]["model"],
             "target_params": run["target"]["params"],
             "attack": cfg.attack,
-            "clone": str(cfg.student.get("model")) if sequential else cfg.clone,
+            "clone": clone,
             "seed": int(run["seed"]),
             "k": int(run["k"]),
             "defense": run["defenses"],
@@ -575,14 +580,16 @@ def run_tune(
     base = tune_exp.base_run()
     share = gpu_share()
     check_fits(settings.resources.cpu, share if settings.resources.gpu is None else settings.resources.gpu, "tune.resources: a trial")
-    prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
+    # Any: Ray's stubs type a task by arity and refuse its full call (a defaulted parameter)
+    prepare: Any = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     spec, data = prepare_one_target(prepare, (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir),
                                     show=verbose > 0)
     spec.defenses = list(base["defenses"])
     costs = {k: _defense_cost(spec, data, k) for k in (_possible_ks(tune_exp, int(base["k"])) or [])}
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     server_name = f"tune-{tune_exp.name}-{session}"
-    server = start_target_server(spec, state_dir=out / "ledgers" / server_name, num_gpus=share, num_cpus=0)
+    # an actor handle (Any: Ray's stubs infer the handle or the actor class)
+    server: Any = start_target_server(spec, state_dir=out / "ledgers" / server_name, num_gpus=share, num_cpus=0)
     setup = TrialSetup(
         sweep=tune_exp.name,
         base_run=base,
@@ -630,7 +637,7 @@ def run_tune(
     return _finish(tune_exp, grid, out, path, resumed)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
