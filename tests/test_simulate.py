@@ -37,6 +37,13 @@ SIM = {
         ({"simulation": {**SIM["simulation"], "budgets": [5, True]}}, r"simulation\.budgets: must hold numbers, got true"),
         ({"targets": SIM["targets"] + [{"model": "lmf"}]}, r"exactly one dataset and one target"),
         ({"attacks": [{"attack": "qsd", "finetune_epochz": 1}]}, r"finetune_epochz"),
+        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "rate": -1}}}, r"simulation\.benign\.rate: Input should be greater than 0"),
+        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 0}}}, r"simulation\.benign\.accounts"),
+        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "queries": 0}}}, r"simulation\.benign\.queries"),
+        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "source": "everyone"}}}, r"simulation\.benign\.source"),
+        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "rate": True}}}, r"simulation\.benign: rate: must be a number"),
+        ({"simulation": {**SIM["simulation"], "detection": {"fpr": 0.01}}}, r"simulation\.detection: needs simulation\.benign"),
+        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10}, "detection": {"fpr": 1.5}}}, r"simulation\.detection\.fpr"),
     ],
 )
 def test_bad_simulation_files_fail_naming_the_key(patch, key):
@@ -136,3 +143,67 @@ def test_repeated_attacks_and_defenses_weight_a_simulation():
     runs = sim.attacker_runs()
     assert [r["attack"]["attack"] for r in runs[:6]] == ["qsd", "qsd", "popularity"] * 2
     assert {r["simulation"]["server"] for r in runs} == {0, 1}  # two servers, both undefended
+
+
+SEQ_SIM = {
+    "experiment": "sim-detect",
+    "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
+    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 3, "batch_size": 64}}],
+    "attacks": [
+        {"attack": "dfme", "k": 20, "max_len": 10, "epochs": 1, "batch_size": 64, "query_batch": 20,
+         "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+        {"attack": "seq_ptq", "k": 20, "epochs": 1, "data_epochs": 1, "batch_size": 64, "budget_sequences": 20,
+         "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+    ],
+    "split": {"aux_fraction": 0.0, "attacker_fraction": 0.2},
+    "k": 10,
+    "simulation": {"attackers": 4, "budgets": [100, 100, 200, 200], "cpus_per_attacker": 0.5, "request_size": 20,
+                   "benign": {"accounts": 24, "queries": 5, "rate": 20.0, "source": "target"}, "detection": {"fpr": 0.1}},
+}
+
+
+@pytest.mark.ray
+def test_benign_traffic_and_detection_beside_the_attackers(ray_session, tmp_path):
+    import pandas as pd
+
+    from raysteal.distributed.simulate import run_simulation
+    from raysteal.results import ResultStore
+
+    out = tmp_path / "out"
+    summary = run_simulation(parse_simulation(SEQ_SIM), out, cache_dir=str(tmp_path / "cache"), progress=False)
+    assert summary["budget_overspend"] == 0 and summary["failed"] == 0
+    labels = pd.read_parquet(out / "accounts.parquet")
+    assert (labels.role == "benign").sum() == 24 and (labels.role == "attacker").sum() == 4
+    sent = labels[labels.role == "benign"].set_index("account")["budget"]  # min(5, its history's length)
+    assert sent.between(2, 5).all() and (sent == 5).sum() > 12
+    assert summary["benign"]["accounts"] == 24 and summary["benign"]["requests"] == sent.sum() and summary["benign"]["failed"] == 0
+    logs = ResultStore(out).load_query_logs()
+    benign = logs[logs.attacker.str.startswith("benign-") & logs.granted]
+    assert benign.groupby("attacker")["count"].sum().sort_index().equals(sent.sort_index().rename("count"))
+    # each benign request is a real history's prefix: lengths grow by one per request
+    first = benign[benign.attacker == benign.attacker.min()].sort_values("time")
+    lengths = [int(row[0]) for row in first["lengths"]]
+    assert (np.diff(lengths) == 1).all() or max(lengths) == 20  # (the server's window caps at max_len)
+    scores = pd.read_parquet(out / "detection" / "scores.parquet")
+    assert (scores.role == "benign").sum() == 12  # the other 12 calibrated the detector
+    dfme = scores[scores.attack == "dfme"]
+    assert len(dfme) == 2 and (dfme.autoregressive > 0.8).all()
+    results = pd.read_parquet(out / "detection" / "results.parquet")
+    budgets = results.groupby("attack")["budget"].apply(set).to_dict()
+    assert budgets == {"dfme": {100, 200}, "seq_ptq": {20}}  # seq_ptq's own budget_sequences caps its account's
+    assert results.auc.between(0, 1).all() and (results.set_index("attack").loc["dfme", "auc"] == 1.0).all()
+    assert "| dfme | 100 |" in (out / "detection" / "report.md").read_text()
+    assert [g["attack"] for g in summary["detection"]] == list(results.attack)
+
+
+def test_accounts_are_labelled_with_attack_and_planned_queries():
+    from raysteal.distributed.benign import BenignAccount
+    from raysteal.distributed.simulate import account_labels
+
+    runs = parse_simulation(SEQ_SIM).attacker_runs()
+    benign = [BenignAccount("benign-0", 7, [np.array([1])] * 3), BenignAccount("benign-1", 9, [np.array([2])] * 2)]
+    labels = account_labels(runs, benign, servers=1)
+    assert labels.role.tolist() == ["attacker"] * 4 + ["benign"] * 2
+    assert labels.attack.tolist() == ["dfme", "seq_ptq", "dfme", "seq_ptq", "benign", "benign"]
+    assert labels.budget.tolist() == [100, 20, 200, 20, 3, 2]  # seq_ptq: its 20 sequences, not its account's 100
+    assert labels.user.tolist()[-2:] == [7, 9]

@@ -23,20 +23,32 @@ def register(app: typer.Typer) -> None:
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+        rescore: bool = typer.Option(False, "--rescore", help="score the accounts of the finished run in --out again (no attacker runs)"),
     ) -> None:
         """Run N attackers at once (own knowledge and budget each) against one or more TargetServers.
 
         Per-attacker rows land in OUT/runs/*.parquet, the servers' query logs in OUT/query_logs, and
         OUT/summary.json holds attackers, queries, qps, latency_ms {p50, p99} and budget_overspend.
+        With simulation.benign and simulation.detection, real users' traffic runs beside the
+        attackers and OUT/detection/ holds each account's score from the query log, ROC/AUC per
+        attack and budget, and the fidelity each attacker reached before it was flagged.
         """
         import json
 
         from raysteal.cli import directory_option
-        from raysteal.distributed.simulate import run_simulation
+        from raysteal.distributed.simulate import detect, run_simulation
+        from raysteal.errors import ConfigError
         from raysteal.experiment.simulate_config import load_simulation
 
         sim = load_simulation(file, attackers=attackers)  # validated before anything launches
         out_dir = directory_option(out or Path("results") / sim.name, "--out")
+        if rescore:
+            if sim.simulation.detection is None:
+                raise ConfigError(f"--rescore: {file} has no simulation.detection section (its false-positive rate)")
+            for g in detect(out_dir, sim.simulation.detection.fpr):
+                typer.echo(_detection_line(g))
+            typer.echo(f"detection report: {Path(out_dir) / 'detection' / 'report.md'}")
+            return
         summary = run_simulation(
             sim,
             out_dir,
@@ -55,5 +67,22 @@ def register(app: typer.Typer) -> None:
         )
         if agr:
             typer.echo(f"agreement agr@k/heldout: mean {agr['mean']:.4f} (p10 {agr['p10']:.4f}, p50 {agr['p50']:.4f}, p90 {agr['p90']:.4f})")
+        if "benign" in summary:
+            b = summary["benign"]
+            typer.echo(f"benign: {b['accounts']} accounts replayed {b['requests']} requests ({b['source']} users, offered "
+                       f"{b['offered_qps']:.0f} queries/s, {b['failed']} failed)")
+        for g in summary.get("detection", []):
+            typer.echo(_detection_line(g))
+        if "detection" in summary:
+            typer.echo(f"detection report: {Path(out_dir) / 'detection' / 'report.md'}")
         typer.echo(f"summary: {Path(out_dir) / 'summary.json'}")
         typer.echo(json.dumps({k: summary[k] for k in ("attackers", "queries", "qps", "latency_ms", "budget_overspend")}))
+
+
+def _detection_line(g: dict) -> str:
+    """One attack and budget of the detection results, as the CLI prints it."""
+    before = g["fidelity_before_flag"]
+    before = "before any measured budget" if before != before else f"{before:.4f}"  # NaN: flagged before the smallest budget finished
+    return (f"detection {g['attack']} budget {g['budget']}: AUC {g['auc']:.3f} (content only {g['auc_content']:.3f}), flagged "
+            f"{g['flagged']:.0%} at {g['fpr_target']:.0%} FPR after {g['queries_to_flag_p50']:.0f} queries (p50), fidelity before flag "
+            f"{before} (final {g['fidelity_final']:.4f})")

@@ -8,6 +8,12 @@ and its own knowledge (seeded from its index). Its queries go out as requests of
 (:class:`PatientClient`). Per-attacker rows land in the ResultStore, the servers' query logs
 beside them, and ``summary.json`` holds what the servers saw: queries, queries/s, latency
 percentiles, budget overspend (always 0 unless the ledger is broken) and the agreement reached.
+
+With ``simulation.benign``, real users' histories are replayed beside the attackers
+(:mod:`raysteal.distributed.benign`); ``accounts.parquet`` labels every account (attacker or
+benign, attack, budget). With ``simulation.detection``, every account is then scored from the
+query log alone (:mod:`raysteal.detection`): ``OUT/detection/`` holds the scores, ROC/AUC per
+attack and budget and the fidelity each attacker reached before it was flagged.
 """
 
 from __future__ import annotations
@@ -207,6 +213,7 @@ def run_simulation(
         gpus = settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0)
         task = ray.remote(_attacker).options(num_cpus=settings.cpus_per_attacker, num_gpus=gpus, max_retries=0)
         aux_cache = str(Path(cache_dir) if cache_dir else out / "cache")
+        benign, benign_refs = _start_benign(sim, data, runs, servers, ray.get(servers[0].info.remote()))
         started = time.perf_counter()
         pending = {
             task.remote(r, data_ref, c, settings.request_size, settings.rate_limit_patience_s, aux_cache): r for r, c in zip(runs, clients)
@@ -227,6 +234,7 @@ def run_simulation(
                     rows.append(row)
                     latencies.extend(lat)
                     bar.advance(f"attacker {row['attacker']}: {row['queries']} queries, agr@k={row['agr@k']:.4f}")
+        benign_stats = [ray.get(ref) for ref in benign_refs]
         wall = time.perf_counter() - started
         ledgers = ray.get([s.ledger.remote(owner_token(s)) for s in servers])
         logs = ray.get([s.query_log.remote(owner_token(s)) for s in servers])
@@ -243,8 +251,133 @@ def run_simulation(
     ]
     summary = summarize_simulation(rows, ledgers, logs, latencies, wall, len(runs), len(failures), per_server)
     summary.update(experiment=sim.name, dataset=base["dataset"]["name"], target=base["target"]["model"], session=session)
+    labels = account_labels(runs, benign, len(servers))
+    write_table_atomically(out / "accounts.parquet", labels)
+    if benign:
+        summary["benign"] = _benign_summary(benign, benign_stats, settings)
+    summary["catalogue"] = int(info[0].num_items if info[0].sequential else info[0].num_users)  # inputs the server accepts
     write_text_atomically(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    if settings.detection is not None:  # after the summary is safe: the log and the labels are written
+        summary["detection"] = detect(out, settings.detection.fpr)
+        write_text_atomically(out / "summary.json", json.dumps(summary, indent=2, default=float))
     if failures:
         lines = "\n".join(f"  attacker {r['simulation']['attacker']}: {e}" for r, e in failures[:10])
         raise RaystealError(f"{len(failures)} of {len(runs)} attacker(s) failed (summary.json covers the others):\n{lines}")
     return summary
+
+
+def attack_label(run: dict) -> str:
+    """An attacker's attack as the detection tables name it (``dfme`` / ``dfme-random``, ``seq_ptq``)."""
+    attack = run["attack"]
+    name = str(attack["attack"])
+    return f"{name}-{attack['synthesis']}" if attack.get("synthesis", "autoregressive") != "autoregressive" else name
+
+
+def planned_queries(run: dict) -> int:
+    """The queries an attacker may spend: the least of its account's budget and its attack's own
+    ``budget_queries`` / ``budget_sequences`` (-1: unlimited)."""
+    from raysteal.distributed.experiment_runner import _ledger_budget
+
+    caps = [b for b in (_ledger_budget(run), run["attack"].get("budget_queries"), run["attack"].get("budget_sequences")) if b is not None and b >= 0]
+    return int(min(caps)) if caps else -1
+
+
+def account_labels(runs: list[dict], benign: list, servers: int):
+    """``accounts.parquet``: every account's ground truth (never shown to the detector): ``account,
+    role`` (attacker / benign), ``attack``, ``budget`` (:func:`planned_queries`; a benign account's
+    queries), ``server``, ``user`` (the replayed user)."""
+    import pandas as pd
+
+    rows = [{"account": run_id(r), "role": "attacker", "attack": attack_label(r), "budget": planned_queries(r),
+             "server": int(r["simulation"]["server"]), "user": -1} for r in runs]
+    rows += [{"account": b.account, "role": "benign", "attack": "benign", "budget": len(b.inputs), "server": i % servers, "user": b.user}
+             for i, b in enumerate(benign)]
+    return pd.DataFrame(rows)
+
+
+def write_table_atomically(path: Path, frame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysteal.atomic import write_atomically
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_atomically(path, lambda fh: pq.write_table(table, fh))
+
+
+def _start_benign(sim: SimulationConfig, data, runs: list[dict], servers: list, target) -> tuple[list, list]:
+    """Open the benign accounts (account ``i`` on server ``i % S``) and start their drivers."""
+    import ray
+
+    from raysteal.distributed.benign import benign_accounts, drive, schedule
+    from raysteal.oracle.client import QueryClient
+    from raysteal.oracle.server import owner_token
+
+    traffic = sim.simulation.benign
+    if traffic is None:
+        return [], []
+    accounts = benign_accounts(data, traffic, bool(target.sequential), target.max_len)
+    owned = [servers[i % len(servers)] for i in range(len(accounts))]
+    keys = ray.get([s.register_attacker.remote(a.account, len(a.inputs), owner_token(s)) for s, a in zip(owned, accounts)])
+    clients = [QueryClient(a.account, info, key, actor=s) for s, a, (info, key) in zip(owned, accounts, keys)]
+    events = schedule(accounts, traffic.rate, traffic.seed)
+    k = int(runs[0]["k"])
+    task = ray.remote(drive).options(num_cpus=traffic.cpus_per_driver, max_retries=0)
+    refs = []
+    for d in range(traffic.drivers):
+        mine = [e for e in events if e[1] % traffic.drivers == d]
+        refs.append(task.remote(clients, accounts, mine, k))
+    return accounts, refs
+
+
+def _benign_summary(benign: list, stats: list[dict], settings) -> dict[str, Any]:
+    requests = sum(s["requests"] for s in stats)
+    return {"accounts": len(benign), "requests": requests, "failed": sum(s["failed"] for s in stats),
+            "offered_qps": settings.benign.rate * len(benign), "span_s": max((s["span_s"] for s in stats), default=0.0),
+            "max_lag_s": max((s["max_lag_s"] for s in stats), default=0.0), "source": settings.benign.source}
+
+
+def detect(out_dir: str | Path, fpr: float) -> list[dict]:
+    """Score every account of a finished simulation's query logs (:mod:`raysteal.detection`),
+    each server's log on its own; writes ``OUT/detection/{scores,results}.parquet`` and
+    ``report.md`` and returns the per-group rows. Reads ``OUT/query_logs``, ``OUT/accounts.parquet``
+    (the labels, joined after scoring) and the attackers' rows (their agreement), so a finished
+    run can be scored again (``raysteal simulate FILE --out OUT --rescore``)."""
+    import pandas as pd
+
+    from raysteal.detection import evaluate_detection, render_detection
+
+    out = Path(out_dir)
+    store = ResultStore(out)
+    if not (out / "accounts.parquet").is_file():
+        raise RaystealError(f"{out}: no accounts.parquet; not the output of a simulation with benign traffic")
+    labels = pd.read_parquet(out / "accounts.parquet")
+    logs = store.load_query_logs()
+    if logs.empty:
+        raise RaystealError(f"{out}: no query log to score")
+    frame = store.load()
+    metric = "agr@k" if "agr@k" in frame.columns else "agr@10"
+    outcomes = (pd.DataFrame({"account": frame["run_id"].astype(str), "queries": frame["queries"].astype(int), "fidelity": frame[metric].astype(float)})
+                if not frame.empty else pd.DataFrame(columns=["account", "queries", "fidelity"]))
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    scores, results = [], []
+    for name, table in logs.groupby("server", sort=True):
+        d = int(str(name).rsplit("-", 1)[-1])
+        catalogue = int(summary.get("catalogue") or _largest_input(table) + 1)
+        per_account, per_group, _ = evaluate_detection(table.drop(columns=["server"]), labels[labels["server"] == d], outcomes, catalogue, fpr=fpr)
+        scores.append(per_account.assign(server=name))
+        results.append(per_group.assign(server=name, metric=metric))
+    scores_frame = pd.concat(scores, ignore_index=True)
+    scores_frame["flagged_at"] = pd.to_numeric(scores_frame["flagged_at"], errors="coerce")
+    results_frame = pd.concat(results, ignore_index=True)
+    (out / "detection").mkdir(parents=True, exist_ok=True)
+    write_table_atomically(out / "detection" / "scores.parquet", scores_frame)
+    write_table_atomically(out / "detection" / "results.parquet", results_frame)
+    write_text_atomically(out / "detection" / "report.md", render_detection(results_frame, note=f"Fidelity: {metric} (agreement with the target)."))
+    return results_frame.to_dict("records")
+
+
+def _largest_input(log) -> int:
+    """The largest item (or user) id any query of ``log`` ended with (catalogue size of an older summary)."""
+    items = [max(v) for v in log["last_items"] if v is not None and len(v)]
+    return int(max(items)) if items else 0

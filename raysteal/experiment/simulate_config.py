@@ -12,6 +12,12 @@
       cpus_per_attacker: 0.25          # fractional Ray CPUs per attacker task
       request_size: 16                 # users per request: an attacker's queries arrive as several requests
       seed: 0                          # attacker i draws its knowledge with seed + i
+      benign:                          # optional: real users' traffic beside the attackers
+        accounts: 1000                 # one account per real user replayed
+        queries: 20                    # each replays the last 20 prefixes of its history, one query a request
+        rate: 0.5                      # queries/s per account
+        source: auxiliary              # whose histories: auxiliary (held out of the target's training) or target
+      detection: {fpr: 0.01}           # the flagging threshold: this share of calibration benign accounts
 
 Attacker ``i`` uses attack ``attacks[i % A]`` and server ``(i // A) % S`` (``A`` attacks, ``S``
 defense settings: every attack meets every server) and its own seed ``seed + i`` (its known users, queried users and clone initialisation), so every
@@ -23,13 +29,40 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
 from raysteal.experiment.config import ExperimentConfig, _format_validation, attack_queries, expand_runs, parse_experiment
+
+
+class BenignTraffic(NumbersAreNotBooleans):
+    """Real users' histories replayed through the same API beside the attackers (accounts named
+    ``benign-<i>``): each account is one real user, asking for recommendations after each of the
+    last ``queries`` interactions of its history (the prefixes ending there, oldest first) at
+    ``rate`` queries/s; a collaborative target is asked for the user's own id each time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accounts: int = Field(ge=1, description="benign accounts, one real user each")
+    queries: int = Field(20, ge=1, description="queries per account: the prefixes ending at its last `queries` interactions")
+    rate: float = Field(0.5, gt=0, description="queries per second per account")
+    source: Literal["auxiliary", "target"] = Field(
+        "auxiliary", description="auxiliary: users held out of the target's training (the split's user-disjoint half); "
+        "target: the target's own users (a target trained on every user)")
+    drivers: int = Field(1, ge=1, description="Ray tasks sending the benign requests")
+    cpus_per_driver: float = Field(0.25, gt=0, description="Ray CPUs per driver task")
+    seed: int = Field(0, ge=0, description="which users are replayed and when each starts")
+
+
+class DetectionSettings(NumbersAreNotBooleans):
+    """Query-log detection after the run (:mod:`raysteal.detection`); needs benign traffic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fpr: float = Field(0.01, gt=0, lt=1, description="share of calibration benign accounts the threshold flags")
 
 
 class SimulationSettings(NumbersAreNotBooleans):
@@ -42,6 +75,8 @@ class SimulationSettings(NumbersAreNotBooleans):
     request_size: int = Field(64, ge=1, description="users per request")
     rate_limit_patience_s: float = Field(120.0, ge=0, description="how long an attacker keeps retrying rate-limited requests")
     seed: int = Field(0, ge=0, description="attacker i uses seed + i")
+    benign: BenignTraffic | None = Field(None, description="real users' traffic beside the attackers")
+    detection: DetectionSettings | None = Field(None, description="score every account from the query log (needs benign)")
 
 
 class SimulationConfig(BaseModel):
@@ -93,6 +128,9 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
         settings = SimulationSettings(**sim_raw)
     except ValidationError as err:
         raise ConfigError(_format_validation(err, source).replace(f"{source}: ", f"{source}: simulation.", 1)) from None
+    if settings.detection is not None and (settings.benign is None or settings.benign.accounts < 4):
+        raise ConfigError(f"{source}: simulation.detection: needs simulation.benign with at least 4 accounts "
+                          "(half calibrate the detector, half are scored beside the attackers)")
     if settings.budgets is not None and any(b < 0 for b in settings.budgets):
         raise ConfigError(f"{source}: simulation.budgets: budgets must be >= 0, got {settings.budgets}")
     experiment = parse_experiment({**raw, "seeds": 1}, source=source, repeats_allowed=True)  # a repeat weights the mix

@@ -82,7 +82,7 @@ class _TargetServer:
         except (Exception, asyncio.CancelledError) as err:  # nothing answered: refunded, logged refused
             self._core.fail(attacker, request_id, len(arr), k, err)
             raise
-        self._core.record(attacker, request_id, len(arr), k, started)
+        self._core.record(attacker, request_id, len(arr), k, started, arr, lists)
         return lists
 
     async def _ranked(self, arr: np.ndarray, k: int) -> np.ndarray:
