@@ -32,6 +32,7 @@ CHECKED = [
     "raysteal/experiment/execute_sequential.py",
     "raysteal/experiment/preflight.py",
     "raysteal/experiment/tune_config.py",
+    "raysteal/models",
     "raysteal/report",
     "raysteal/results",
     "raysteal/training/__init__.py",

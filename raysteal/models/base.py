@@ -14,7 +14,8 @@ out), so one generic trainer (:mod:`raysteal.training`) fits every model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from pydantic import ConfigDict, Field
@@ -27,10 +28,14 @@ PAD = -1
 """Padding value in sequence inputs (public API). Models shift ids internally as they need."""
 
 
-class ModelConfig(NumbersAreNotBooleans):
+# frozen as a class keyword, which type checkers read (they ignore model_config): the fields are
+# read-only, so a subclass (which repeats frozen=True) may narrow `model` to its Literal name.
+# pyright's dataclass rule refuses a frozen class over the non-frozen NumbersAreNotBooleans; pydantic
+# allows it, and that base adds a validator, no field.
+class ModelConfig(NumbersAreNotBooleans, frozen=True):  # pyright: ignore[reportGeneralTypeIssues]
     """Base of every model's hyperparameters; subclasses add fields. Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field(description="registered model name")
     embedding_dim: int = Field(64, ge=1)
@@ -48,7 +53,11 @@ class BatchSampler(ABC):
         """Number of batches per epoch."""
 
 
-class Recommender(nn.Module, ABC):
+ConfigT = TypeVar("ConfigT", bound=ModelConfig)
+"""A model's config class (``Recommender[BPRConfig]``: ``self.config`` is a ``BPRConfig``)."""
+
+
+class Recommender(nn.Module, ABC, Generic[ConfigT]):
     """Base class of all models (see module docstring for the input convention)."""
 
     name: ClassVar[str]
@@ -57,11 +66,11 @@ class Recommender(nn.Module, ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     """Other names the model answers to (``ncf`` for ``neumf``)."""
 
-    def __init__(self, config: ModelConfig, num_users: int, num_items: int):
+    def __init__(self, config: ConfigT, num_users: int, num_items: int):
         super().__init__()
         if num_items < 1 or num_users < 0:
             raise ConfigError("num_items must be >= 1 and num_users >= 0")
-        self.config = config
+        self.config: ConfigT = config
         self.num_users = int(num_users)
         self.num_items = int(num_items)
 

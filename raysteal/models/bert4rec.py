@@ -34,7 +34,7 @@ from raysteal.models.sequence_layers import (
 from raysteal.models.sequence_samplers import ClozeSampler
 
 
-class BERT4RecConfig(TransformerConfig):
+class BERT4RecConfig(TransformerConfig, frozen=True):
     """BERT4Rec hyperparameters (paper, ML-1M: d=64, 2 layers, 2 heads, dropout 0.1, mask 0.2, N=200)."""
 
     model: Literal["bert4rec"] = "bert4rec"
@@ -46,7 +46,7 @@ class BERT4RecConfig(TransformerConfig):
 
 
 @register_model
-class BERT4Rec(SequentialRecommender):
+class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
     """Bidirectional transformer trained with the cloze objective (Sun et al. 2019)."""
 
     name = "bert4rec"

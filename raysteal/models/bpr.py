@@ -20,7 +20,7 @@ from raysteal.models.base import ModelConfig, Recommender, register_model
 from raysteal.models.pair_samplers import PairSampler
 
 
-class BPRConfig(ModelConfig):
+class BPRConfig(ModelConfig, frozen=True):
     """Hyperparameters of BPR-MF (defaults: embedding size 64 as in Zhu et al. App. A.1)."""
 
     model: Literal["bpr"] = "bpr"
@@ -31,7 +31,7 @@ class BPRConfig(ModelConfig):
 
 
 @register_model
-class BPR(Recommender):
+class BPR(Recommender[BPRConfig]):
     """BPR-MF: user and item embeddings, dot-product score."""
 
     name = "bpr"

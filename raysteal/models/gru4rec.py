@@ -21,10 +21,10 @@ from pydantic import Field
 from torch import nn
 
 from raysteal.models.base import register_model
-from raysteal.models.sequence_layers import ItemEmbedding, PaddedGRU, SequentialConfig, SequentialRecommender, PAD_INDEX
+from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, PaddedGRU, SequentialConfig, SequentialRecommender
 
 
-class GRU4RecConfig(SequentialConfig):
+class GRU4RecConfig(SequentialConfig, frozen=True):
     """GRU4Rec hyperparameters."""
 
     model: Literal["gru4rec"] = "gru4rec"
@@ -35,7 +35,7 @@ class GRU4RecConfig(SequentialConfig):
 
 
 @register_model
-class GRU4Rec(SequentialRecommender):
+class GRU4Rec(SequentialRecommender[GRU4RecConfig]):
     """GRU over the item sequence with a feed-forward output layer (Hidasi et al. 2016)."""
 
     name = "gru4rec"

@@ -23,7 +23,7 @@ from raysteal.models.base import ModelConfig, Recommender, register_model
 from raysteal.models.pair_samplers import PairSampler
 
 
-class LMFConfig(ModelConfig):
+class LMFConfig(ModelConfig, frozen=True):
     """Hyperparameters of LMF (embedding size 64 as in Zhu et al. App. A.1)."""
 
     model: Literal["lmf"] = "lmf"
@@ -36,7 +36,7 @@ class LMFConfig(ModelConfig):
 
 
 @register_model
-class LMF(Recommender):
+class LMF(Recommender[LMFConfig]):
     """Logistic MF: dot product plus user and item biases, logistic likelihood."""
 
     name = "lmf"

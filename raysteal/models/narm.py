@@ -21,10 +21,17 @@ from pydantic import Field
 from torch import nn
 
 from raysteal.models.base import register_model
-from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, PaddedGRU, SequentialConfig, SequentialRecommender, prefix_additive_attention
+from raysteal.models.sequence_layers import (
+    PAD_INDEX,
+    ItemEmbedding,
+    PaddedGRU,
+    SequentialConfig,
+    SequentialRecommender,
+    prefix_additive_attention,
+)
 
 
-class NARMConfig(SequentialConfig):
+class NARMConfig(SequentialConfig, frozen=True):
     """NARM hyperparameters (paper: d=50, 100 hidden units, dropout 0.25 / 0.5)."""
 
     model: Literal["narm"] = "narm"
@@ -37,7 +44,7 @@ class NARMConfig(SequentialConfig):
 
 
 @register_model
-class NARM(SequentialRecommender):
+class NARM(SequentialRecommender[NARMConfig]):
     """GRU encoder with global and attentive local summaries, bilinear decoder (Li et al. 2017)."""
 
     name = "narm"

@@ -21,7 +21,7 @@ item half is computed once per item and broadcast against the users, item chunk 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ _SCORE_CHUNK_ELEMENTS = 1 << 24
 """Upper bound on ``users x items x hidden`` activations materialised at once by ``score``."""
 
 
-class NeuMFConfig(ModelConfig):
+class NeuMFConfig(ModelConfig, frozen=True):
     """Hyperparameters of NeuMF; ``embedding_dim`` is the number of predictive factors f."""
 
     model: Literal["neumf"] = "neumf"
@@ -55,7 +55,7 @@ class NeuMFConfig(ModelConfig):
     pretrain_lr: float | None = Field(None, gt=0.0, description="learning rate of the pre-trainings (None: the train config's lr)")
 
     @model_validator(mode="after")
-    def _positive_layers(self) -> "NeuMFConfig":
+    def _positive_layers(self) -> NeuMFConfig:
         if self.mlp_layers is not None and (not self.mlp_layers or min(self.mlp_layers) < 1):
             raise ValueError(f"mlp_layers must be non-empty positive sizes, got {self.mlp_layers}")
         if self.pretrain and self.variant != "neumf":
@@ -67,8 +67,13 @@ class NeuMFConfig(ModelConfig):
         return self.mlp_layers or (4 * f, 2 * f, f)
 
 
+def _linears(tower: nn.ModuleList) -> list[nn.Linear]:
+    """The tower's layers, typed: torch's ``nn.ModuleList`` is not generic, its items type as ``Module``."""
+    return cast("list[nn.Linear]", list(tower))
+
+
 @register_model
-class NeuMF(Recommender):
+class NeuMF(Recommender[NeuMFConfig]):
     """GMF and MLP towers fused by one output layer (He et al. 2017, Fig. 3)."""
 
     name = "neumf"
@@ -117,7 +122,7 @@ class NeuMF(Recommender):
             out = out + (self.user_gmf(inputs) * w_out[:f]) @ self.item_gmf.weight.T  # [B, I]
         if not self.has_mlp:
             return out
-        first = self.tower[0]
+        first = _linears(self.tower)[0]
         h_user = self.user_mlp(inputs) @ first.weight[:, : self.mlp_dim].T + first.bias  # [B, H1]
         h_item = self.item_mlp.weight @ first.weight[:, self.mlp_dim :].T  # [I, H1]
         chunk = max(1, _SCORE_CHUNK_ELEMENTS // max(1, inputs.shape[0] * h_user.shape[1]))
@@ -149,7 +154,7 @@ class NeuMF(Recommender):
         over = {"optimizer": "adamw"}
         return {**over, **{k: v for k, v in (("epochs", cfg.pretrain_epochs), ("lr", cfg.pretrain_lr)) if v is not None}}
 
-    def fuse_pretrained(self, parts: dict[str, "NeuMF"]) -> None:
+    def fuse_pretrained(self, parts: dict[str, NeuMF]) -> None:
         """Start from the pre-trained GMF and MLP (He et al. §3.4.1): their embeddings and towers
         as they are, the output layer ``[α h^GMF; (1 − α) h^MLP]`` with bias ``α b^GMF + (1 − α) b^MLP``."""
         gmf, mlp = parts["gmf"], parts["mlp"]
@@ -160,7 +165,7 @@ class NeuMF(Recommender):
                 getattr(self, name).weight.copy_(getattr(gmf, name).weight)
             for name in ("user_mlp", "item_mlp"):
                 getattr(self, name).weight.copy_(getattr(mlp, name).weight)
-            for mine, theirs in zip(self.tower, mlp.tower):
+            for mine, theirs in zip(_linears(self.tower), _linears(mlp.tower)):
                 mine.weight.copy_(theirs.weight)
                 mine.bias.copy_(theirs.bias)
             self.predict.weight[:, :f].copy_(alpha * gmf.predict.weight)

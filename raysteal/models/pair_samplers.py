@@ -12,7 +12,7 @@ No per-sample Python loop anywhere.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ class PairSampler(BatchSampler):
     def __len__(self) -> int:
         return -(-self.users.numel() // self.batch_size)
 
-    def to(self, device: torch.device | str) -> "PairSampler":
+    def to(self, device: torch.device | str) -> PairSampler:
         """Keep the log on ``device`` and draw batches there (pass a generator on that device)."""
         for name in ("users", "items", "counts", "keys"):
             value = getattr(self, name)

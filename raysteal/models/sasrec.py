@@ -28,7 +28,7 @@ from raysteal.models.base import register_model
 from raysteal.models.sequence_layers import SequentialRecommender, TransformerConfig, TransformerEncoder, shift_items, target_positions
 
 
-class SASRecConfig(TransformerConfig):
+class SASRecConfig(TransformerConfig, frozen=True):
     """SASRec hyperparameters (paper defaults for ML-1M: d=50, 2 blocks, 1 head, dropout 0.2, n=200)."""
 
     model: Literal["sasrec"] = "sasrec"
@@ -37,7 +37,7 @@ class SASRecConfig(TransformerConfig):
 
 
 @register_model
-class SASRec(SequentialRecommender):
+class SASRec(SequentialRecommender[SASRecConfig]):
     """Causal transformer over the item sequence (Kang & McAuley 2018)."""
 
     name = "sasrec"

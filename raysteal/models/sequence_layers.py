@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ PAD_INDEX = 0
 """Embedding row of padding once ids are shifted (``item + 1``)."""
 
 
-class SequentialConfig(ModelConfig):
+class SequentialConfig(ModelConfig, frozen=True):
     """Fields every sequential model has."""
 
     max_len: int = Field(200, ge=1, description="longest history the model reads (last max_len items)")
@@ -47,14 +47,14 @@ class SequentialConfig(ModelConfig):
     )
 
 
-class TransformerConfig(SequentialConfig):
+class TransformerConfig(SequentialConfig, frozen=True):
     """Fields of the transformer models (SASRec, BERT4Rec)."""
 
     num_blocks: int = Field(2, ge=1)
     num_heads: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _heads_divide_dim(self) -> "TransformerConfig":
+    def _heads_divide_dim(self) -> TransformerConfig:
         if self.embedding_dim % self.num_heads:
             raise ValueError(f"embedding_dim ({self.embedding_dim}) must be divisible by num_heads ({self.num_heads})")
         return self
@@ -138,9 +138,9 @@ class _SampledScores(torch.autograd.Function):
         return scores.view(rows, width)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+    def backward(ctx, *grad_outputs: torch.Tensor):  # noqa: D102
         hidden, table, indices = ctx.saved_tensors
-        grad = grad.contiguous()
+        grad = grad_outputs[0].contiguous()
         grad_hidden = grad_table = None
         if ctx.needs_input_grad[0]:
             grad_hidden = F.embedding_bag(indices, table, mode="sum", per_sample_weights=grad)
@@ -330,7 +330,7 @@ class TransformerEncoder(nn.Module):
         x = self.items(indices) * self.scale + self.positions(pos)[None]
         x = self.drop(self.input_norm(x)) * valid[..., None]
         mask = attention_mask(valid, self.causal)
-        if self.training and self.blocks and self.blocks[0].attention.dropout > 0.0 and x.device.type == "cpu":
+        if self.training and self.blocks and cast(TransformerBlock, self.blocks[0]).attention.dropout > 0.0 and x.device.type == "cpu":
             mask = additive_attention_mask(mask, x.dtype)  # once for all blocks (dropout_attention)
         for block in self.blocks:  # padded positions are never attended to, so need no re-zeroing
             x = block(x, mask)
@@ -424,7 +424,10 @@ def last_positions(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, torch.full_like(rows, length - 1)
 
 
-class SequentialRecommender(Recommender):
+SequentialConfigT = TypeVar("SequentialConfigT", bound=SequentialConfig)
+
+
+class SequentialRecommender(Recommender[SequentialConfigT]):
     """Base of the sequential models: the shared ``score`` path and training-target helpers.
 
     Subclasses implement :meth:`represent` (hidden states at chosen positions) and
@@ -433,7 +436,6 @@ class SequentialRecommender(Recommender):
     """
 
     sequential = True
-    config: Any
 
     @property
     def device(self) -> torch.device:

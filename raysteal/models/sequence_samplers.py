@@ -28,7 +28,7 @@ dropped (the models count positions from the right, so this changes nothing).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class SeenItems:
         self.num_items = train.num_items
         self.keys = torch.from_numpy(np.unique(train.users * train.num_items + train.items))
 
-    def to(self, device: torch.device | str) -> "SeenItems":
+    def to(self, device: torch.device | str) -> SeenItems:
         self.keys = self.keys.to(device)
         return self
 
@@ -138,7 +138,7 @@ class _WindowSampler(BatchSampler):
     def __len__(self) -> int:
         return -(-len(self.windows) // self.batch_size)
 
-    def to(self, device: torch.device | str) -> "_WindowSampler":
+    def to(self, device: torch.device | str) -> _WindowSampler:
         """Keep the windows on ``device`` and draw there (the generator must live there too)."""
         self.windows = self.windows.to(device)
         self.owners = self.owners.to(device)
@@ -185,7 +185,7 @@ class NextItemSampler(_WindowSampler):
         self.positions = positions_per_sequence
         self.seen = SeenItems(train) if num_negatives > 0 else None
 
-    def to(self, device: torch.device | str) -> "NextItemSampler":
+    def to(self, device: torch.device | str) -> NextItemSampler:
         if self.seen is not None:
             self.seen.to(device)
         super().to(device)

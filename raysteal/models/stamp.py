@@ -25,7 +25,7 @@ from raysteal.models.base import register_model
 from raysteal.models.sequence_layers import PAD_INDEX, ItemEmbedding, SequentialConfig, SequentialRecommender, prefix_additive_attention
 
 
-class STAMPConfig(SequentialConfig):
+class STAMPConfig(SequentialConfig, frozen=True):
     """STAMP hyperparameters (paper: d=100)."""
 
     model: Literal["stamp"] = "stamp"
@@ -35,7 +35,7 @@ class STAMPConfig(SequentialConfig):
 
 
 @register_model
-class STAMP(SequentialRecommender):
+class STAMP(SequentialRecommender[STAMPConfig]):
     """Attention over the prefix, memory of the last item, trilinear scoring (Liu et al. 2018)."""
 
     name = "stamp"
