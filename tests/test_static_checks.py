@@ -32,6 +32,7 @@ CHECKED = [
     "raysteal/experiment/execute_sequential.py",
     "raysteal/experiment/preflight.py",
     "raysteal/experiment/tune_config.py",
+    "raysteal/metrics",
     "raysteal/models",
     "raysteal/report",
     "raysteal/results",

@@ -3,17 +3,15 @@ row-wise set operations on ranked lists (``int64 [B, K]``, best first, negative 
 
 from __future__ import annotations
 
-from typing import Union
-
 import numpy as np
 import torch
 
 from raysteal.errors import ConfigError
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 CSRPair = tuple[ArrayLike, ArrayLike]
 """``(indptr, indices)``: row ``r`` holds ``indices[indptr[r]:indptr[r+1]]``."""
-ItemSets = Union[ArrayLike, CSRPair]
+ItemSets = ArrayLike | CSRPair
 """Per-row item sets: a bool mask ``[B, N]`` / padded id matrix ``[B, M]``, or a CSR pair."""
 
 

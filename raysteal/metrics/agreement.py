@@ -139,20 +139,20 @@ def rank_biased_overlap(a: ArrayLike, b: ArrayLike, p: float = 0.9, k: int | Non
     overlap = counts.cumsum(1)[:, : width + 1]  # overlap[:, d] = X_d, d = 0..width
 
     len_a, len_b = (ta >= 0).sum(1), (tb >= 0).sum(1)
-    s, l = torch.minimum(len_a, len_b), torch.maximum(len_a, len_b)
+    s, long = torch.minimum(len_a, len_b), torch.maximum(len_a, len_b)
     depth = torch.arange(1, width + 1, device=ta.device, dtype=torch.float64)
     weight = torch.pow(torch.tensor(float(p), dtype=torch.float64, device=ta.device), depth)
     x_s = overlap.gather(1, s[:, None]).squeeze(1)
-    x_l = overlap.gather(1, l[:, None]).squeeze(1)
-    s_f, l_f = s.to(torch.float64).clamp(min=1)[:, None], l.to(torch.float64).clamp(min=1)
-    upto_l = depth[None, :] <= l[:, None]
+    x_l = overlap.gather(1, long[:, None]).squeeze(1)
+    s_f, l_f = s.to(torch.float64).clamp(min=1)[:, None], long.to(torch.float64).clamp(min=1)
+    upto_l = depth[None, :] <= long[:, None]
     beyond_s = upto_l & (depth[None, :] > s[:, None])
     term1 = torch.where(upto_l, overlap[:, 1:] / depth * weight, 0.0).sum(1)
     term2 = torch.where(beyond_s, x_s[:, None] * (depth - s_f) / (s_f * depth) * weight, 0.0).sum(1)
     tail = ((x_l - x_s) / l_f + x_s / s_f.squeeze(1)) * torch.pow(torch.full_like(l_f, float(p)), l_f)
     rbo = (1.0 - p) / p * (term1 + term2) + tail
     rbo = torch.where(s == 0, torch.zeros_like(rbo), rbo)
-    return finish(_nan_where(rbo, l == 0), not any_torch(a, b))
+    return finish(_nan_where(rbo, long == 0), not any_torch(a, b))
 
 
 def list_kl(

@@ -10,6 +10,7 @@ no argument was a torch tensor, else as tensors on the scores' device.
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import numpy as np
 import torch
@@ -68,6 +69,12 @@ def csr_select(indptr: ArrayLike, indices: ArrayLike, rows: ArrayLike) -> tuple[
     return new_ptr, idx[gather].astype(np.int64, copy=False)
 
 
+@overload
+def topk_items(scores: torch.Tensor, k: int, exclude: ItemSets | None = None) -> torch.Tensor: ...
+@overload
+def topk_items(scores: np.ndarray, k: int, exclude: np.ndarray | tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray: ...
+@overload
+def topk_items(scores: ArrayLike, k: int, exclude: ItemSets | None = None) -> ArrayLike: ...
 def topk_items(scores: ArrayLike, k: int, exclude: ItemSets | None = None) -> ArrayLike:
     """The ``k`` best-scored items per row, best first: ``int64 [B, k]``.
 

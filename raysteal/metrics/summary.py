@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Hashable
+from collections.abc import Hashable
 
 import numpy as np
 import torch
