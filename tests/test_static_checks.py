@@ -22,6 +22,7 @@ CHECKED = [
     "raysteal/config_numbers.py",
     "raysteal/errors.py",
     "raysteal/paths.py",
+    "raysteal/attacks",
     "raysteal/distributed/experiment_runner.py",
     "raysteal/distributed/progress.py",
     "raysteal/distributed/runtime.py",

@@ -85,7 +85,7 @@ class AttackConfig(NumbersAreNotBooleans):
         return arch_of(value).name
 
     @model_validator(mode="after")
-    def _valid_clone_options(self) -> "AttackConfig":
+    def _valid_clone_options(self) -> AttackConfig:
         self.clone_config()
         return self
 
@@ -183,7 +183,7 @@ class Knowledge:
         auxiliary: Interactions | None = None,
         query_fraction: float = 0.8,
         seed: int | np.random.Generator = 0,
-    ) -> "Knowledge":
+    ) -> Knowledge:
         """Knowledge of the attacker holding ``known_users`` of the target's training log: their
         rows (re-indexed), the auxiliary log, and a seeded ``query_fraction`` of them to query
         (the rest are the held-out users of protocol (b))."""
@@ -206,7 +206,7 @@ def run_attack(
     client: BlackBoxClient | None,
     seed: int,
     device: str | torch.device = "auto",
-    on_epoch: "EpochCallback | None" = None,
+    on_epoch: EpochCallback | None = None,
 ) -> AttackResult:
     """Run one collaborative attack recipe: validate, check the knowledge it needs, build and train the clone.
 

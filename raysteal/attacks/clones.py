@@ -26,8 +26,9 @@ is not linear in ``q^f``, so its scores are computed item chunk by item chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from raysteal.attacks.objectives import data_loss
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, make_config
+from raysteal.models.bpr import BPR
+from raysteal.models.lmf import LMF
+from raysteal.models.neumf import NeuMF
 from raysteal.models.pair_samplers import PairSampler
 from raysteal.training.trainer import seeded_model
 
@@ -48,16 +52,16 @@ VecFn = Callable[[str], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- architectures
-def _bpr_pair(model: nn.Module, users: torch.Tensor, items: torch.Tensor, vec: VecFn) -> torch.Tensor:
+def _bpr_pair(model: BPR, users: torch.Tensor, items: torch.Tensor, vec: VecFn) -> torch.Tensor:
     return (model.user_emb(users)[:, None, :] * vec("item_emb")).sum(-1)
 
 
-def _lmf_pair(model: nn.Module, users: torch.Tensor, items: torch.Tensor, vec: VecFn) -> torch.Tensor:
+def _lmf_pair(model: LMF, users: torch.Tensor, items: torch.Tensor, vec: VecFn) -> torch.Tensor:
     dots = (model.user_emb(users)[:, None, :] * vec("item_emb")).sum(-1)
     return dots + model.user_bias(users) + model.item_bias(items)[..., 0]
 
 
-def _neumf_pair(model: nn.Module, users: torch.Tensor, items: torch.Tensor, vec: VecFn) -> torch.Tensor:
+def _neumf_pair(model: NeuMF, users: torch.Tensor, items: torch.Tensor, vec: VecFn) -> torch.Tensor:
     gmf = model.user_gmf(users)[:, None, :] * vec("item_gmf")
     p_mlp = model.user_mlp(users)[:, None, :].expand(-1, items.shape[1], -1)
     h = torch.cat([p_mlp, vec("item_mlp")], dim=-1)
@@ -66,7 +70,7 @@ def _neumf_pair(model: nn.Module, users: torch.Tensor, items: torch.Tensor, vec:
     return model.predict(torch.cat([gmf, h], dim=-1))[..., 0]
 
 
-def _lmf_bias(model: nn.Module, users: torch.Tensor) -> torch.Tensor:
+def _lmf_bias(model: LMF, users: torch.Tensor) -> torch.Tensor:
     return model.user_bias(users) + model.item_bias.weight.T
 
 
@@ -75,14 +79,15 @@ class Arch:
     """How attacks see one registered architecture."""
 
     name: str
-    pair: Callable[[nn.Module, torch.Tensor, torch.Tensor, VecFn], torch.Tensor]
+    pair: Callable[[Any, torch.Tensor, torch.Tensor, VecFn], torch.Tensor]
+    """Pair scores of the architecture's model (its registered class: ``BPR``, ``LMF``, ``NeuMF``)."""
     fused: tuple[tuple[str, str], ...]
     """(user table, item table) pairs that the PTA fusion applies to."""
     user_side: tuple[str, ...]
     """Parameters owned by users (re-learned by every clone; all else is model-wide)."""
     item_side: tuple[str, ...]
     """Item parameters copied by PTA(Pre)."""
-    dot_bias: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    dot_bias: Callable[[Any, torch.Tensor], torch.Tensor] | None = None
     closed_form: bool = True
     """Whether the score is ``p·q`` (+ ``dot_bias``): full-catalogue fused scoring in closed form."""
 
@@ -153,7 +158,7 @@ def frozen_aux_clone(config: ModelConfig, aux: Recommender, num_users: int, seed
 
 
 # ----------------------------------------------------------------------------- PTA fusion
-class FusedClone(Recommender):
+class FusedClone(Recommender[ModelConfig]):
     """PTA's clone (Eq. 5–8): a base clone whose item tables are fused with frozen auxiliary ones."""
 
     name: ClassVar[str] = "pta_fused"
@@ -244,20 +249,21 @@ def chunked_scores(pair_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- popularity
-class PopularityConfig(ModelConfig):
+class PopularityConfig(ModelConfig, frozen=True):
     """The popularity clone has no hyperparameters."""
 
     model: Literal["popularity"] = "popularity"
     embedding_dim: int = 1
 
 
-class PopularityClone(Recommender):
+class PopularityClone(Recommender[PopularityConfig]):
     """Calibration clone: every user's score of item ``j`` is its interaction count in the
     attacker's own data (target share + auxiliary); ranking excludes seen items downstream."""
 
     name: ClassVar[str] = "popularity"
     sequential: ClassVar[bool] = False
     Config: ClassVar[type[ModelConfig]] = PopularityConfig
+    popularity: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, popularity: np.ndarray, num_users: int):
         pop = np.asarray(popularity, dtype=np.float32)

@@ -12,20 +12,20 @@ phases but the auxiliary model's), numbered across phases; it is the time axis o
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from raysteal.attacks.clones import pair_scores
-from raysteal.attacks.objectives import data_loss, stealing_loss
+from raysteal.attacks.objectives import DataLoss, PairLoss, data_loss, stealing_loss
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import BatchSampler, Recommender
 from raysteal.models.pair_samplers import PairSampler, is_seen
 from raysteal.training.loop import optimize
-
 
 EpochCallback = Callable[[int, dict[str, Any]], "bool | None"]
 """``on_epoch(epoch, stats) -> bool | None``: called after each clone-training epoch. ``epoch``
@@ -72,14 +72,15 @@ class AttackContext:
 
     def epoch_hook(self, phase: str, model: Recommender, inner: Callable[[int, float], None] | None) -> Callable[[int, float], None] | None:
         """The ``optimize`` callback of ``phase``: ``inner`` then, for clone phases, ``on_epoch``."""
-        if self.on_epoch is None or phase in AUXILIARY_PHASES:
+        on_epoch = self.on_epoch
+        if on_epoch is None or phase in AUXILIARY_PHASES:
             return inner
 
         def hook(phase_epoch: int, loss: float) -> None:
             if inner is not None:
                 inner(phase_epoch, loss)
             self.epoch += 1
-            if self.on_epoch(self.epoch, {"phase": phase, "phase_epoch": phase_epoch, "loss": loss, "model": model}) is True:
+            if on_epoch(self.epoch, {"phase": phase, "phase_epoch": phase_epoch, "loss": loss, "model": model}) is True:
                 self.stopped = True
                 raise StopTraining(phase_epoch)
 
@@ -108,7 +109,7 @@ def fit_interactions(
     lr: float,
     batch_size: int,
     num_negatives: int,
-    loss: str = "bpr",
+    loss: DataLoss = "bpr",
     weight_decay: float = 0.0,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> None:
@@ -197,8 +198,8 @@ def fit_lists(
     lr: float,
     batch_size: int,
     num_negatives: int,
-    rank_loss: str,
-    item_loss: str,
+    rank_loss: PairLoss,
+    item_loss: PairLoss,
     margin: float,
     known: Interactions | None = None,
     weight_decay: float = 0.0,

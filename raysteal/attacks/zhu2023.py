@@ -46,6 +46,8 @@ def _new_clone(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, 
 
 
 def _fit_target_data(clone: Recommender, cfg: AttackConfig, kn: Knowledge, ctx: AttackContext) -> Recommender:
+    if kn.target_data is None:  # run_attack refuses this earlier: the recipes that get here need target_data
+        raise ConfigError(f"attack {cfg.attack!r} needs knowledge.target_data")
     fit_interactions(
         clone, kn.target_data, ctx, "clone", epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
         num_negatives=cfg.num_negatives, loss=cfg.data_loss, weight_decay=cfg.weight_decay,
