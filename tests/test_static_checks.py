@@ -33,6 +33,7 @@ CHECKED = [
     "raysteal/experiment/execute_sequential.py",
     "raysteal/experiment/preflight.py",
     "raysteal/experiment/tune_config.py",
+    "raysteal/extraction",
     "raysteal/metrics",
     "raysteal/models",
     "raysteal/report",

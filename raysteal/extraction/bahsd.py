@@ -33,8 +33,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -65,13 +66,19 @@ from raysteal.extraction.probing import (
     suffix_lengths,
 )
 from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
-from raysteal.extraction.student import dfme_objective, first_columns, sample_negatives, student_hidden, train_student
+from raysteal.extraction.student import (
+    dfme_objective,
+    first_columns,
+    sample_negatives,
+    seeded_student,
+    student_hidden,
+    train_student,
+)
 from raysteal.extraction.synthesis import label_sequences, query_allowance, synthesize
 from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions
 from raysteal.oracle.protocol import BlackBoxClient
-from raysteal.training.trainer import seeded_model
 
 
 class BAHSDConfig(ExtractionConfigBase):
@@ -82,7 +89,7 @@ class BAHSDConfig(ExtractionConfigBase):
     ``ranking_consistency``, ``stability_weighting``, ``adaptive``) each remove one component.
     """
 
-    attack: Literal["bahsd"] = "bahsd"
+    attack: Literal["bahsd"] = "bahsd"  # pyright: ignore[reportIncompatibleVariableOverride]  # see ExtractionConfigBase.attack
     # ---- sequences
     source: Literal["synthetic", "real"] = Field("synthetic", description="synthetic sequences (DFME-style) or knowledge.sequences")
     real_prefixes: Literal["all", "last"] = Field("all", description="with source='real': query every prefix or the whole sequence only")
@@ -168,7 +175,7 @@ class BAHSDConfig(ExtractionConfigBase):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "BAHSDConfig":
+    def _check(self) -> BAHSDConfig:
         if self.t_max < self.t_min:
             raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
         if self.probing:
@@ -231,7 +238,7 @@ class BAHSDObjective:
         return f"BAHSDObjective(threshold={self.threshold!r}, {json.dumps(own, sort_keys=True)})"
 
     @classmethod
-    def from_config(cls, config: BAHSDConfig, threshold: float | None = None) -> "BAHSDObjective":
+    def from_config(cls, config: BAHSDConfig, threshold: float | None = None) -> BAHSDObjective:
         return cls(config, float(config.threshold if threshold is None else threshold))
 
     def temperature(self, reliability: torch.Tensor) -> torch.Tensor:
@@ -492,7 +499,7 @@ def bahsd(
     c = torch.from_numpy(reliability[queried])
     w = objective.weight(c) if isinstance(objective, BAHSDObjective) else torch.zeros_like(c)
 
-    student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, int(student_seed.generate_state(1)[0]))
+    student = seeded_student(config.student_config(max_len), knowledge.num_items, int(student_seed.generate_state(1)[0]))
     stats = train_student(
         student,
         data,

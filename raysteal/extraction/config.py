@@ -48,6 +48,8 @@ class ExtractionConfigBase(NumbersAreNotBooleans):
     """Whether the recipe queries the black box (a budget of 0 leaves it nothing to learn from)."""
 
     attack: str
+    # each recipe's config narrows `attack` to its Literal name, the tag that tells the configs apart;
+    # pyright calls that an incompatible override of a mutable field, hence the ignore beside each
     student: dict[str, Any] = Field(default_factory=lambda: {"model": "sasrec"})
     k: int = Field(100, ge=1)
     epochs: int = Field(30, ge=0)

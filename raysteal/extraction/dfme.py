@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -22,17 +23,16 @@ from raysteal.attacks.result import AttackResult
 from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
 from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
-from raysteal.extraction.student import dfme_objective, train_student
+from raysteal.extraction.student import dfme_objective, seeded_student, train_student
 from raysteal.extraction.synthesis import query_allowance, synthesize
 from raysteal.extraction.types import SequenceKnowledge
 from raysteal.oracle.protocol import BlackBoxClient
-from raysteal.training.trainer import seeded_model
 
 
 class DFMEConfig(ExtractionConfigBase):
     """DFME hyperparameters (all fields of :class:`ExtractionConfigBase`)."""
 
-    attack: Literal["dfme"] = "dfme"
+    attack: Literal["dfme"] = "dfme"  # pyright: ignore[reportIncompatibleVariableOverride]  # see ExtractionConfigBase.attack
 
     def row_labels(self) -> dict[str, Any]:
         return {"setting": "synthetic", "baseline": True, "variant": "dfme"}
@@ -99,7 +99,7 @@ def dfme(
         return grown, {"synthesis_seconds": time.perf_counter() - started}
 
     data, meta, reused = gathered_once(workdir, run_key(config, seed, knowledge.num_items), grow)
-    student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, int(student_seed.generate_state(1)[0]))
+    student = seeded_student(config.student_config(max_len), knowledge.num_items, int(student_seed.generate_state(1)[0]))
     stats = train_student(
         student,
         data,

@@ -49,9 +49,9 @@ class _HingeMean(torch.autograd.Function):
         return total / count
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+    def backward(ctx, *grad_outputs: torch.Tensor):  # noqa: D102
         weight, active, count = ctx.saved_tensors
-        grad_pos = (grad / count * weight).masked_fill_(~active, 0.0).neg_()
+        grad_pos = (grad_outputs[0] / count * weight).masked_fill_(~active, 0.0).neg_()
         needs_pos, needs_neg = ctx.needs_input_grad[:2]
         return (grad_pos if needs_pos else None), (grad_pos.neg() if needs_neg else None), None, None
 

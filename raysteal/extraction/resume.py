@@ -18,8 +18,9 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +39,10 @@ def save_extraction_set(path: str | os.PathLike, key: str, data: ExtractionSet, 
     """Write ``data`` (sequences, answers, query count, extras) and JSON-able ``meta`` to an
     ``.npz`` at ``path`` atomically (:func:`raysteal.atomic.write_atomically`)."""
     arrays = {f"{_EXTRA}{name}": np.asarray(value) for name, value in data.extras.items()}
+    # allow_pickle=True is numpy's default, named so that a type checker sees no key of arrays can fill it
     return write_atomically(path, lambda fh: np.savez(fh, format=FORMAT, key=key, meta=json.dumps(meta or {}),
                                                       sequences=data.sequences, lists=data.lists,
-                                                      queries=np.int64(data.queries), **arrays))
+                                                      queries=np.int64(data.queries), allow_pickle=True, **arrays))
 
 
 def load_extraction_set(path: str | os.PathLike | None, key: str) -> tuple[ExtractionSet, dict[str, Any]] | None:

@@ -27,8 +27,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +38,11 @@ from raysteal.errors import ConfigError
 from raysteal.extraction.losses import ranking_loss_scored, scored_items
 from raysteal.extraction.training_state import load_training_state, save_training_state
 from raysteal.extraction.types import ExtractionSet, StudentBatch, StudentObjective
-from raysteal.models.base import PAD
+from raysteal.models.base import PAD, ModelConfig
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions, shift_items
 from raysteal.models.sequence_samplers import leading_padding
 from raysteal.training.step import bf16_autocast, training_step
-from raysteal.training.trainer import _child_seeds, _private_rng, training_device
+from raysteal.training.trainer import _child_seeds, _private_rng, seeded_model, training_device
 
 _NEGATIVE_ROUNDS = 4
 """Redraw rounds for negatives that hit the list; any left after them are masked (-1)."""
@@ -294,7 +295,7 @@ def _check_options(*, realign: float, epochs: int, batch_size: int, num_negative
 
 
 def _run_epoch(student: SequentialRecommender, objective: StudentObjective, step: Callable[..., Any],
-               make_batch: "_BatchMaker", generator: torch.Generator, batch_size: int) -> tuple[dict[str, float], int, int]:
+               make_batch: _BatchMaker, generator: torch.Generator, batch_size: int) -> tuple[dict[str, float], int, int]:
     """One pass over the sequences in a fresh shuffled order, a ``step(loss_fn)`` per batch: the
     epoch's stats (mean loss and objective logs, seconds, prefixes), its steps and its prefixes."""
     started = time.perf_counter()
@@ -307,7 +308,7 @@ def _run_epoch(student: SequentialRecommender, objective: StudentObjective, step
         batch = make_batch(order[lo : lo + batch_size], generator)
         if batch is None:
             continue
-        loss, parts = step(lambda: objective(student, batch))
+        loss, parts = step(functools.partial(objective, student, batch))
         total += loss.detach().float()
         for name, value in parts.items():
             logs[name] = logs.get(name, 0.0) + (value.detach().float() if isinstance(value, torch.Tensor) else float(value))
@@ -316,6 +317,15 @@ def _run_epoch(student: SequentialRecommender, objective: StudentObjective, step
     stats = {"loss": _mean(total, n_steps), **{name: _mean(v, n_steps) for name, v in logs.items()}}
     stats.update(epoch_seconds=time.perf_counter() - started, prefixes=float(n_prefixes))
     return stats, n_steps, n_prefixes
+
+
+def seeded_student(config: dict[str, Any] | ModelConfig, num_items: int, seed: int) -> SequentialRecommender:
+    """A fresh student with no users (``seeded_model``, initialisation drawn from ``seed``); the
+    extraction configs check that ``config`` names a sequential model."""
+    student = seeded_model(config, 0, num_items, seed)
+    if not isinstance(student, SequentialRecommender):
+        raise ConfigError(f"the student must be a sequential model, got {student.name!r}")
+    return student
 
 
 def train_student(
@@ -331,7 +341,7 @@ def train_student(
     num_negatives: int = 100,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
+    on_epoch: Callable[[int, dict[str, Any]], bool | None] | None = None,
     progress: bool = False,
     amp: bool = True,
     grad_clip: float | None = 5.0,

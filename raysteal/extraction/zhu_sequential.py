@@ -18,27 +18,28 @@ The stealing loss is Zhu et al.'s: per queried list ``L_r + L_p`` with ``L_rank`
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from raysteal.attacks.objectives import stealing_loss
+from raysteal.attacks.objectives import PairLoss, stealing_loss
 from raysteal.attacks.registry import register_recipe
 from raysteal.attacks.result import AttackResult
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import leave_one_out
 from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
-from raysteal.extraction.student import student_scores, train_student
+from raysteal.extraction.student import seeded_student, student_scores, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance
 from raysteal.extraction.types import SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
 from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.loop import optimize
-from raysteal.training.trainer import _private_rng, fit, resolve_device, seeded_model
+from raysteal.training.trainer import _private_rng, fit, resolve_device
 
 
 class _ZhuSequentialConfig(ExtractionConfigBase):
@@ -64,24 +65,24 @@ class _ZhuSequentialConfig(ExtractionConfigBase):
 
 
 class SeqPTDConfig(_ZhuSequentialConfig):
-    attack: Literal["seq_ptd"] = "seq_ptd"
+    attack: Literal["seq_ptd"] = "seq_ptd"  # pyright: ignore[reportIncompatibleVariableOverride]  # see ExtractionConfigBase.attack
     uses_queries: ClassVar[bool] = False
 
 
 class SeqPTQConfig(_ZhuSequentialConfig):
-    attack: Literal["seq_ptq"] = "seq_ptq"
+    attack: Literal["seq_ptq"] = "seq_ptq"  # pyright: ignore[reportIncompatibleVariableOverride]  # see ExtractionConfigBase.attack
 
 
 class SeqPTAQConfig(_ZhuSequentialConfig):
-    attack: Literal["seq_ptaq"] = "seq_ptaq"
+    attack: Literal["seq_ptaq"] = "seq_ptaq"  # pyright: ignore[reportIncompatibleVariableOverride]  # see ExtractionConfigBase.attack
 
 
 @dataclass(frozen=True)
 class ZhuStealingObjective:
     """Zhu et al.'s stealing loss (Eq. 10–12) per queried list, averaged over the batch."""
 
-    rank_loss: str = "bpr"
-    item_loss: str = "hinge"
+    rank_loss: PairLoss = "bpr"
+    item_loss: PairLoss = "hinge"
     margin: float = 0.5
 
     def __call__(self, student, batch: StudentBatch) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -141,22 +142,36 @@ def _fit_with_early_stopping(student, log: Interactions, *, epochs: int, batch_s
     return [float(entry["loss"]) for entry in result.history]
 
 
+class _FitOptions(TypedDict):
+    """The keyword arguments that both :func:`fit_next_item` phases share."""
+
+    num_items: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    device: str
+    amp: bool
+    patience: int | None
+    eval_every: int
+
+
 def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str,
          on_epoch: Callable | None, progress: bool, auxiliary: bool, steal: bool) -> AttackResult:
     if knowledge.sequences is None or len(knowledge.sequences) == 0:
         raise ConfigError(f"{config.attack} needs the attacker's real sequences (knowledge.sequences)")
-    if auxiliary and (knowledge.auxiliary is None or len(knowledge.auxiliary) == 0):
+    aux_sequences = knowledge.auxiliary if auxiliary else None
+    if auxiliary and (aux_sequences is None or len(aux_sequences) == 0):
         raise ConfigError(f"{config.attack} needs auxiliary sequences (knowledge.auxiliary)")
     max_len = config.max_len or knowledge.max_len
     init_seed, aux_seed, data_seed, train_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence([int(seed), 0x2A0]).spawn(4))
-    student = seeded_model(config.student_config(max_len), 0, knowledge.num_items, init_seed)
+    student = seeded_student(config.student_config(max_len), knowledge.num_items, init_seed)
     info: dict[str, Any] = {}
     started = time.perf_counter()
-    common = dict(num_items=knowledge.num_items, batch_size=config.data_batch_size, lr=config.data_lr,
-                  weight_decay=config.weight_decay, device=device, amp=config.amp, patience=config.data_patience,
-                  eval_every=config.data_eval_every)
-    if auxiliary:
-        info["aux_losses"] = fit_next_item(student, knowledge.auxiliary, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common)
+    common = _FitOptions(num_items=knowledge.num_items, batch_size=config.data_batch_size, lr=config.data_lr,
+                         weight_decay=config.weight_decay, device=device, amp=config.amp, patience=config.data_patience,
+                         eval_every=config.data_eval_every)
+    if aux_sequences is not None:
+        info["aux_losses"] = fit_next_item(student, aux_sequences, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common)
     report = None if steal or on_epoch is None else (lambda epoch, loss: on_epoch(epoch, {"loss": loss}))
     info["data_losses"] = fit_next_item(student, knowledge.sequences, epochs=config.data_epochs, seed=data_seed,
                                         name="attacker", on_epoch=report, **common)
