@@ -23,6 +23,7 @@ CHECKED = [
     "raysteal/errors.py",
     "raysteal/paths.py",
     "raysteal/attacks",
+    "raysteal/data",
     "raysteal/distributed/experiment_runner.py",
     "raysteal/distributed/progress.py",
     "raysteal/distributed/runtime.py",

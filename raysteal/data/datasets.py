@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -106,7 +107,7 @@ def dataset_spec(name: str) -> DatasetSpec:
         raise UnknownNameError("dataset", name, list(_REGISTRY)) from None
 
 
-def resolve_preprocess(name: str, preprocess: "str | Preprocess | None" = "none", kcore: int | None = None) -> Preprocess:
+def resolve_preprocess(name: str, preprocess: str | Preprocess | None = "none", kcore: int | None = None) -> Preprocess:
     """The recipe for dataset ``name``: ``"paper"`` is expanded to its registered recipe (it may
     be combined, e.g. ``"paper+kcore5"``); ``kcore`` overrides the k-core threshold."""
     spec = dataset_spec(name)
@@ -144,7 +145,7 @@ def load_table(name: str, data_dir: str | os.PathLike[str] | None = None, **opti
     return spec.reader_for(path)(path), path
 
 
-def check_dataset_arguments(name: str, preprocess: "str | Preprocess | None" = "none", kcore: int | None = None,
+def check_dataset_arguments(name: str, preprocess: str | Preprocess | None = "none", kcore: int | None = None,
                             **options: Any) -> None:
     """Validate :func:`load_dataset`'s arguments without reading or generating anything: an unknown
     dataset or preprocessing step, options a file dataset does not take, a generator's bad options
@@ -161,7 +162,7 @@ def check_dataset_arguments(name: str, preprocess: "str | Preprocess | None" = "
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
-    preprocess: "str | Preprocess | None" = "none",
+    preprocess: str | Preprocess | None = "none",
     kcore: int | None = None,
     **options: Any,
 ) -> Interactions:
@@ -206,7 +207,7 @@ OPTIONAL_TIME_OPTIONS = ("timestamp", "time_field")
 def check_file_arguments(
     path: str | os.PathLike[str],
     format: str | None = None,
-    preprocess: "str | Preprocess | None" = "none",
+    preprocess: str | Preprocess | None = "none",
     kcore: int | None = None,
     **columns: Any,
 ) -> str:
@@ -244,7 +245,7 @@ def check_file_arguments(
 def load_file(
     path: str | os.PathLike[str],
     format: str | None = None,
-    preprocess: "str | Preprocess | None" = "none",
+    preprocess: str | Preprocess | None = "none",
     name: str | None = None,
     kcore: int | None = None,
     **columns: Any,

@@ -11,16 +11,21 @@ name (:func:`raysteal.data.datasets.load_file`): a new format is one function he
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.compute as _compute
 import pyarrow.parquet as pq
 
 from raysteal.data.readers import canonical_ids, first_line, read_bytes, read_delimited, split_lines_of_ints
 from raysteal.errors import ConfigError, DataFileError
+
+# pyarrow.compute makes most of its kernels (equal, sort_indices, ...) at import time, so a type
+# checker does not see them: the module is typed Any here.
+pc: Any = _compute
 
 I64, F64, STR = pa.int64(), pa.float64(), pa.string()
 
@@ -231,7 +236,7 @@ def read_table_file(
         if missing:
             raise DataFileError(f"{path}: no column {missing[0]!r} (columns: {', '.join(schema.names)})")
         table = pq.read_table(path, columns=list(wanted.values()))
-        for canon, col in wanted.items():
+        for col in wanted.values():
             if table.column(col).null_count:
                 raise DataFileError(f"{path}: column {col!r} has missing values")
     else:

@@ -101,7 +101,7 @@ class Interactions:
         return out
 
     # ------------------------------------------------------------ subsetting
-    def select_users(self, users: np.ndarray, name: str | None = None) -> "Interactions":
+    def select_users(self, users: np.ndarray, name: str | None = None) -> Interactions:
         """A new log holding only ``users`` (re-indexed densely in the given order); items keep their ids."""
         users = np.asarray(users, dtype=np.int64)
         lengths = self.user_lengths[users]
@@ -119,7 +119,7 @@ class Interactions:
             item_labels=self.item_labels,
         )
 
-    def select_rows(self, mask: np.ndarray, name: str | None = None) -> "Interactions":
+    def select_rows(self, mask: np.ndarray, name: str | None = None) -> Interactions:
         """A new log keeping rows where ``mask`` is true; ids and id spaces unchanged."""
         return Interactions(
             users=self.users[mask],

@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.compute as _compute
 
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError, DataFileError
+
+# pyarrow.compute makes most of its kernels (equal, sort_indices, ...) at import time, so a type
+# checker does not see them: the module is typed Any here.
+pc: Any = _compute
 
 _KCORE = re.compile(r"^(?:kcore|k)(\d+)$|^(\d+)-?core$")
 
@@ -51,7 +56,7 @@ class Preprocess:
         return "+".join(parts) or "none"
 
     @classmethod
-    def parse(cls, spec: "str | Preprocess | None") -> "Preprocess":
+    def parse(cls, spec: str | Preprocess | None) -> Preprocess:
         """Parse ``"none"``, ``"dedupe"``, ``"kcoreN"`` (also ``"N-core"``), joined by ``+``."""
         if spec is None:
             return cls()
@@ -72,7 +77,7 @@ class Preprocess:
             kcore = int(m.group(1) or m.group(2))
         return cls(dedupe=dedupe, kcore=kcore)
 
-    def with_kcore(self, k: int | None) -> "Preprocess":
+    def with_kcore(self, k: int | None) -> Preprocess:
         """This recipe with its k-core threshold replaced by ``k`` (``None`` keeps it)."""
         return self if k is None else Preprocess(dedupe=self.dedupe, kcore=int(k))
 
@@ -135,7 +140,7 @@ def _compact(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
     return new_of_old[ids], kept, int(kept.size)
 
 
-def build_interactions(table: pa.Table, name: str, preprocess: "str | Preprocess | None" = None) -> Interactions:
+def build_interactions(table: pa.Table, name: str, preprocess: str | Preprocess | None = None) -> Interactions:
     """Turn a canonical table (``user``, ``item``, optional ``timestamp``) into an :class:`Interactions`
     log, applying ``preprocess`` (see module docstring for the exact steps)."""
     recipe = Preprocess.parse(preprocess)

@@ -13,13 +13,18 @@ import re
 import zlib
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.compute as _compute
 import pyarrow.csv as pacsv
 
 from raysteal.errors import DataFileError
+
+# pyarrow.compute makes most of its kernels (equal, sort_indices, ...) at import time, so a type
+# checker does not see them: the module is typed Any here.
+pc: Any = _compute
 
 _INT = re.compile(r"^[+-]?\d+$")
 _CANONICAL_INT = re.compile(r"^(0|-?[1-9]\d{0,17})$")

@@ -22,6 +22,8 @@ memory-bounded chunks) and fully determined by ``seed``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -51,7 +53,7 @@ class SyntheticConfig(NumbersAreNotBooleans):
     p_stay: float = Field(0.6, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "SyntheticConfig":
+    def _check(self) -> SyntheticConfig:
         if self.max_len < self.min_len:
             raise ValueError(f"max_len ({self.max_len}) must be >= min_len ({self.min_len})")
         if self.min_len > self.num_items:
@@ -61,7 +63,7 @@ class SyntheticConfig(NumbersAreNotBooleans):
         return self
 
 
-def make_config(**params: object) -> SyntheticConfig:
+def make_config(**params: Any) -> SyntheticConfig:
     """Validate generator parameters (unknown or invalid keys raise :class:`ConfigError`)."""
     try:
         return SyntheticConfig(**params)
