@@ -52,11 +52,12 @@ class QueryClient:
         if self._local_key is not None:
             return self._local().query(self.attacker_id, self._account_key, inputs, k, request_id)
         import ray  # the actor path only: an in-process client never loads Ray (heavy)
+        from ray.exceptions import RayTaskError
 
         payload = inputs if isinstance(inputs, np.ndarray) else _as_payload(inputs, self.info.sequential)
         try:
             return ray.get(self._actor.query.remote(self.attacker_id, self._account_key, payload, _wire_k(k), request_id))
-        except ray.exceptions.RayTaskError as err:
+        except RayTaskError as err:
             raise _unwrap_ray_error(err) from None
 
     def query_async(self, inputs: Any, k: int) -> Any:
@@ -90,7 +91,7 @@ class QueryClient:
 
     # -------------------------------------------------------------- plumbing
     def _local(self) -> OracleCore:
-        oracle = _LOCAL_ORACLES.get(self._local_key)
+        oracle = None if self._local_key is None else _LOCAL_ORACLES.get(self._local_key)
         if oracle is None:
             raise RaystealError("this client's in-process oracle does not exist in this process (use a TargetServer across processes)")
         return oracle
@@ -99,10 +100,11 @@ class QueryClient:
         if self._local_key is not None:
             return getattr(self._local(), method)(self.attacker_id, self._account_key)
         import ray  # the actor path only, as in query()
+        from ray.exceptions import RayTaskError
 
         try:
             return ray.get(getattr(self._actor, method).remote(self.attacker_id, self._account_key))
-        except ray.exceptions.RayTaskError as err:
+        except RayTaskError as err:
             raise _unwrap_ray_error(err) from None
 
     def __getstate__(self):

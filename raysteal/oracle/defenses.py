@@ -61,7 +61,7 @@ class _DefenseSpec(NumbersAreNotBooleans):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def defense(self, item_popularity: np.ndarray | None) -> "ListDefense | RateLimit":
+    def defense(self, item_popularity: np.ndarray | None) -> ListDefense | RateLimit:
         """The defense this entry describes (``item_popularity``: the target's, where one needs it)."""
         raise NotImplementedError
 
@@ -152,7 +152,7 @@ class PopularMixingSpec(_DefenseSpec):
     pool: int | None = Field(None, ge=1, description=f"mix from the pool most popular items (None: {DEFAULT_POOL}, or the catalogue if smaller)")
 
     @model_validator(mode="after")
-    def _n_fits_the_pool(self) -> "PopularMixingSpec":
+    def _n_fits_the_pool(self) -> PopularMixingSpec:
         pool = DEFAULT_POOL if self.pool is None else self.pool  # the default pool only shrinks (small catalogue)
         if self.n > pool:
             raise ValueError(f"n={self.n} is more than the pool of {pool} popular items it mixes from")
@@ -339,10 +339,11 @@ class DefenseChain:
 
 def defense_spec_type() -> object:
     """The type of one ``defenses:`` entry: every registered spec, told apart by its ``type``."""
-    return Annotated[Union[tuple(_REGISTRY.values())], Field(discriminator="type")]
+    # Union[(A, B, ...)] is the union A | B | ...; ruff's UP007 fix would drop the Union and break it
+    return Annotated[Union[tuple(_REGISTRY.values())], Field(discriminator="type")]  # noqa: UP007
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _adapter(specs: tuple[type[_DefenseSpec], ...]) -> TypeAdapter:
     return TypeAdapter(list[defense_spec_type()])  # type: ignore[misc]  # a type built from the registry
 

@@ -23,9 +23,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from raysteal.errors import ConfigError, DataFileError
 from raysteal.oracle.errors import QueryBudgetExceeded, UnknownAttacker
@@ -102,22 +102,22 @@ class BudgetLedger:
         self._journal = None
         if self._journal_path is not None:
             self._journal_path.parent.mkdir(parents=True, exist_ok=True)
-            self._replay()
+            self._replay(self._journal_path)
             self._journal = open(self._journal_path, "a", encoding="utf-8")
 
     # ------------------------------------------------------------- journal
-    def _replay(self) -> None:
+    def _replay(self, path: Path) -> None:
         """Rebuild accounts from the journal; a torn last line (a write that never completed, so
         never answered) is cut off so the next entry starts on a line of its own. Any other bad
         line raises ``DataFileError`` naming the file and line."""
-        if not self._journal_path.exists():
+        if not path.exists():
             return
         complete = 0  # bytes up to the end of the last complete line
-        for number, raw in _entries(self._journal_path):
+        for number, raw in _entries(path):
             self._apply(raw, number)
             complete += len(raw)
-        if complete < self._journal_path.stat().st_size:
-            with open(self._journal_path, "r+b") as fh:
+        if complete < path.stat().st_size:
+            with open(path, "r+b") as fh:
                 fh.truncate(complete)
                 fh.flush()
                 os.fsync(fh.fileno())

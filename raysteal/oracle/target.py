@@ -35,7 +35,7 @@ class TargetSpec:
     name: str = "target"
 
     @classmethod
-    def from_training_log(cls, model: Any, train, **kwargs) -> "TargetSpec":
+    def from_training_log(cls, model: Any, train, **kwargs) -> TargetSpec:
         """Spec for a model trained on ``train`` (an ``Interactions``): seen items and popularity from it."""
         return cls(
             model=model,
@@ -46,12 +46,12 @@ class TargetSpec:
         )
 
     def load_model(self):
-        if (self.model is None) == (self.checkpoint is None):
-            raise ConfigError("a TargetSpec needs exactly one of model or checkpoint")
-        if self.model is not None:
+        if self.model is not None and self.checkpoint is None:
             return self.model
-        model, _meta = load_checkpoint(Path(self.checkpoint))
-        return model
+        if self.model is None and self.checkpoint is not None:
+            model, _meta = load_checkpoint(Path(self.checkpoint))
+            return model
+        raise ConfigError("a TargetSpec needs exactly one of model or checkpoint")
 
 
 def default_device() -> str:
