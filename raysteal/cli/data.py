@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ DATA_DIR_HELP = "data directory (default: $RAYSTEAL_DATA, else ~/.cache/raysteal
 
 @app.command("list")
 def list_datasets(
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """List the registered datasets, their paper recipe and whether their file is present."""
@@ -46,9 +45,9 @@ def list_datasets(
 @app.command("fetch")
 def fetch_dataset(
     name: str = typer.Argument(..., help="dataset name (see `raysteal data list`)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    url: Optional[str] = typer.Option(None, "--url", help="download from this URL instead (a mirror or file://)"),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="expected sha256 of the download (overrides the known one)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    url: str | None = typer.Option(None, "--url", help="download from this URL instead (a mirror or file://)"),
+    sha256: str | None = typer.Option(None, "--sha256", help="expected sha256 of the download (overrides the known one)"),
     force: bool = typer.Option(False, "--force", help="download even if a data file is already present"),
 ) -> None:
     """Download a dataset's official file, verify its sha256 and install it in the data directory."""
@@ -85,10 +84,10 @@ def _names_a_file(name: str, known: list[str]) -> bool:
 @app.command("info")
 def info(
     name: str = typer.Argument(..., help="dataset name (see `raysteal data list`), or the path of an interaction file"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     preprocess: str = typer.Option("none", "--preprocess", "-p", help="none | paper | dedupe | kcoreN, joined by '+'"),
-    kcore: Optional[int] = typer.Option(None, "--kcore", min=0, help="iterative k-core threshold (overrides the recipe's)"),
-    file_format: Optional[str] = typer.Option(None, "--format", help="a file's format (default: guessed from its name)"),
+    kcore: int | None = typer.Option(None, "--kcore", min=0, help="iterative k-core threshold (overrides the recipe's)"),
+    file_format: str | None = typer.Option(None, "--format", help="a file's format (default: guessed from its name)"),
     column: list[str] = typer.Option([], "--column", help="a file's parser option KEY=VALUE, e.g. user=who item=what delimiter=';'"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:

@@ -4,19 +4,19 @@ one help text, one check each; and the parser of repeated ``KEY=VALUE`` options.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from raysteal.errors import ConfigError
 
-Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")]
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="datasets directory")]
-CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="trained-target cache")]
-NumCpus = Annotated[Optional[int], typer.Option("--num-cpus", min=1, help="CPUs for a local Ray runtime")]
+Address = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="datasets directory")]
+CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="trained-target cache")]
+NumCpus = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs for a local Ray runtime")]
 
 
-def path_text(path: Optional[Path]) -> Optional[str]:
+def path_text(path: Path | None) -> str | None:
     """An optional path option as the string the runners take (None stays None)."""
     return str(path) if path else None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,18 +24,18 @@ def register(app: typer.Typer) -> None:
     @app.command("reproduce")
     def reproduce_command(
         paper: str = typer.Argument(..., help="a folder of experiments/ (zhu2023, yue2021, bahsd), or the path of a folder of experiment files"),
-        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default results/<PAPER>): a file's runs in OUT/<file stem>/, the report in OUT/report.md"),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds of every file (of the table files where --figure-seeds is given)"),
-        figure_seeds: Optional[int] = typer.Option(None, "--figure-seeds", help="override the number of seeds of the files whose report is figures only"),
-        only: Optional[list[str]] = typer.Option(None, "--only", help="run only these files (file stem, name or glob such as 'fig*'; repeat the option or comma-separate); the report still shows every file"),
-        sources: Optional[list[Path]] = typer.Option(None, "--from", help="a results directory (raysteal run's --out, or an earlier reproduction's) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable"),
-        experiments: Optional[Path] = typer.Option(None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"),
+        out: Path | None = typer.Option(None, "--out", help="results directory (default results/<PAPER>): a file's runs in OUT/<file stem>/, the report in OUT/report.md"),
+        seeds: int | None = typer.Option(None, "--seeds", help="override the number of seeds of every file (of the table files where --figure-seeds is given)"),
+        figure_seeds: int | None = typer.Option(None, "--figure-seeds", help="override the number of seeds of the files whose report is figures only"),
+        only: list[str] | None = typer.Option(None, "--only", help="run only these files (file stem, name or glob such as 'fig*'; repeat the option or comma-separate); the report still shows every file"),
+        sources: list[Path] | None = typer.Option(None, "--from", help="a results directory (raysteal run's --out, or an earlier reproduction's) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable"),
+        experiments: Path | None = typer.Option(None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"),
         report_only: bool = typer.Option(False, "--report-only", help="run nothing (nor import): rewrite OUT/report.md from the rows there"),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"),
+        max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     ) -> None:
         """Run every experiment file of a paper's folder (Tune and simulate files aside) into OUT/<file stem>/,
@@ -44,7 +43,7 @@ def register(app: typer.Typer) -> None:
         held-out measure, each figure as a PNG with the paper's values and the popularity floor, and
         each file's wall time."""
         from raysteal.cli import directory_option
-        from raysteal.cli.run import comma_list, finished_runs, resume_command, run_file, check_rows_for_report
+        from raysteal.cli.run import check_rows_for_report, comma_list, finished_runs, resume_command, run_file
         from raysteal.errors import RaystealError
         from raysteal.report.reproduction import duration, render_reproduction
         from raysteal.results.reproduction import (
@@ -136,7 +135,7 @@ def register(app: typer.Typer) -> None:
                                 f"report; fix the cause and resume with: {command}")
 
 
-def load_entries(files: list[Path], out_root: Path, seeds: Optional[int] = None, figure_seeds: Optional[int] = None):
+def load_entries(files: list[Path], out_root: Path, seeds: int | None = None, figure_seeds: int | None = None):
     """Every file validated (its paper keys included), as plan entries with their seed counts:
     ``figure_seeds`` for the files whose report is figures only, ``seeds`` for the others (and for
     all of them where ``figure_seeds`` is not given); ``None``: the file's own."""

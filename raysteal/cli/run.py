@@ -7,7 +7,6 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,12 +21,12 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_command(
         file: Path = typer.Argument(..., help="experiment file (YAML or JSON)"),
-        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
-        seeds: Optional[int] = typer.Option(None, "--seeds", help="override the number of seeds"),
-        targets: Optional[str] = typer.Option(None, "--targets", help="run only these targets' runs (comma-separated model names)"),
-        attacks: Optional[str] = typer.Option(None, "--attacks", help="run only these attacks' runs (comma-separated attack names)"),
-        only_seeds: Optional[str] = typer.Option(None, "--only-seeds", help="run only these seeds' runs (comma-separated, e.g. 1,2)"),
-        where: Optional[list[str]] = typer.Option(
+        out: Path | None = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
+        seeds: int | None = typer.Option(None, "--seeds", help="override the number of seeds"),
+        targets: str | None = typer.Option(None, "--targets", help="run only these targets' runs (comma-separated model names)"),
+        attacks: str | None = typer.Option(None, "--attacks", help="run only these attacks' runs (comma-separated attack names)"),
+        only_seeds: str | None = typer.Option(None, "--only-seeds", help="run only these seeds' runs (comma-separated, e.g. 1,2)"),
+        where: list[str] | None = typer.Option(
             None, "--where",
             help="run only the runs whose grid key or attack setting takes these values (KEY=V1,V2; repeatable), "
                  "e.g. --where split.attacker_fraction=0.3 --where attack.baseline=ranking,none",
@@ -36,11 +35,11 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        max_concurrent: Optional[int] = typer.Option(
+        max_concurrent: int | None = typer.Option(
             None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
         ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
-        require_target_lift: Optional[float] = typer.Option(
+        require_target_lift: float | None = typer.Option(
             None, "--require-target-lift",
             help="refuse to attack a target whose test NDCG@10 is under X times the popularity recommender's (overrides the file's require_target_lift)",
         ),
@@ -80,7 +79,7 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_command(
         results: Path = typer.Argument(..., help="results directory written by raysteal run"),
-        out: Optional[Path] = typer.Option(None, "--out", help="where report.md and the PNGs go (default RESULTS/report)"),
+        out: Path | None = typer.Option(None, "--out", help="where report.md and the PNGs go (default RESULTS/report)"),
     ) -> None:
         """Render tables (Markdown) and figures (PNG) from a results directory."""
         from raysteal.report import render_report
@@ -90,9 +89,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"\nreport written to {path}")
 
 
-def run_file(file: Path, config, out_dir: Path, *, resume: str, whole=None, selection: Optional[dict] = None,
-             address: Optional[str] = None, data_dir: Optional[Path] = None, cache_dir: Optional[Path] = None,
-             num_cpus: Optional[int] = None, max_concurrent: Optional[int] = None, quiet: bool = False):
+def run_file(file: Path, config, out_dir: Path, *, resume: str, whole=None, selection: dict | None = None,
+             address: str | None = None, data_dir: Path | None = None, cache_dir: Path | None = None,
+             num_cpus: int | None = None, max_concurrent: int | None = None, quiet: bool = False):
     """The work of ``raysteal run`` on one validated experiment ``config`` (read from ``file``; ``whole``:
     the file's full grid, kept beside the results; ``selection``: the part of it asked for, recorded in
     ``OUT/invocations``): the data checked, the unfinished runs run into ``out_dir``, finished ones
@@ -162,7 +161,7 @@ def interrupted_message(config, out_dir: Path, finished_before: set[str], resume
             f"(their rows are kept in {Path(out_dir) / 'runs'}; unfinished runs start again); resume with: {resume}")
 
 
-def resume_command(file: Path, out_dir: Path, command: str = "run", **options) -> str:
+def resume_command(file: str | Path, out_dir: Path, command: str = "run", **options) -> str:
     """The ``raysteal run`` (or ``command``) line that resumes this invocation (its file, ``--out``
     and options; an option given as a list is repeated once per value)."""
     import shlex

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,12 +15,12 @@ def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune_command(
         file: Path = typer.Argument(..., help="tune file: an experiment file plus search_space and tune sections"),
-        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>-tune)"),
+        out: Path | None = typer.Option(None, "--out", help="results directory (default: results/<experiment>-tune)"),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        storage: Optional[str] = typer.Option(None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"),
+        storage: str | None = typer.Option(None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"),
         quiet: bool = typer.Option(False, "--quiet", help="no Tune progress tables"),
     ) -> None:
         """Search an experiment's hyperparameters with Ray Tune (ASHA over clone epochs by default).

@@ -31,14 +31,14 @@ class _Strict(NumbersAreNotBooleans):
 class DatasetEntry(_Strict):
     name: str = Field(description="a registered dataset (`raysteal data list`), or with `path` the label of the user's file")
     preprocess: str = "none"
-    kcore: int | None = Field(None, ge=1)
+    kcore: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict, description="generator options (synthetic)")
     path: str | None = Field(
-        None,
+        default=None,
         description="an interaction file of the user's instead of a registered dataset (GroupLens ratings.dat / u.data,"
         " RecBole .inter, CSV / TSV / Parquet, ...; see raysteal.data.load_file); every Ray node must see it at this path",
     )
-    format: str | None = Field(None, description="with path: the file's format (default: guessed from its name)")
+    format: str | None = Field(default=None, description="with path: the file's format (default: guessed from its name)")
     columns: dict[str, Any] = Field(default_factory=dict, description="with path: parser options (CSV: user, item, timestamp, delimiter)")
 
     @field_validator("path")
@@ -48,7 +48,7 @@ class DatasetEntry(_Strict):
         return None if value is None else str(Path(value).expanduser().resolve())
 
     @model_validator(mode="after")
-    def _file_settings_need_a_file(self) -> "DatasetEntry":
+    def _file_settings_need_a_file(self) -> DatasetEntry:
         if self.path is None and (self.format is not None or self.columns):
             raise ValueError("format / columns describe a file: set path too")
         if self.path is not None and self.options:
@@ -108,19 +108,19 @@ class TargetEntry(_Strict):
 
 class SplitConfig(_Strict):
     aux_fraction: float = Field(
-        0.5, ge=0, lt=1, description="share of users in the auxiliary half (0: the whole log is the target's, no auxiliary data — Yue et al.'s data-free setting)"
+        default=0.5, ge=0, lt=1, description="share of users in the auxiliary half (0: the whole log is the target's, no auxiliary data — Yue et al.'s data-free setting)"
     )
-    item_overlap: float = Field(1.0, gt=0, le=1, description="Fig. 5: share of items the halves share")
-    attacker_fraction: float = Field(0.1, gt=0, le=1, description="share of target users the attacker knows")
-    auxiliary_size: float = Field(1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
-    query_fraction: float = Field(0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
-    target_seed: int = Field(0, ge=0)
-    head_fraction: float = Field(HEAD_FRACTION, gt=0, lt=1, description="head users (head/tail metrics): this share of the target's users with the longest histories")
-    attacker_population: float | None = Field(None, gt=0, lt=1, description=(
+    item_overlap: float = Field(default=1.0, gt=0, le=1, description="Fig. 5: share of items the halves share")
+    attacker_fraction: float = Field(default=0.1, gt=0, le=1, description="share of target users the attacker knows")
+    auxiliary_size: float = Field(default=1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
+    query_fraction: float = Field(default=0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
+    target_seed: int = Field(default=0, ge=0)
+    head_fraction: float = Field(default=HEAD_FRACTION, gt=0, lt=1, description="head users (head/tail metrics): this share of the target's users with the longest histories")
+    attacker_population: float | None = Field(default=None, gt=0, lt=1, description=(
         "sequential targets: this share of the target's users (drawn from target_seed, the same for every run) is the "
         "attacker population, user-disjoint from the scored users; an attacker with real data holds attacker_fraction of "
         "it, and no attack is scored on it. None: the attacker holds attacker_fraction of all target users (Zhu et al.)"))
-    scored_users: Literal["all", "search", "report"] = Field("all", description=(
+    scored_users: Literal["all", "search", "report"] = Field(default="all", description=(
         "sequential targets: score all evaluable users outside the attacker population, or one of two fixed disjoint "
         "halves of them (from target_seed): tune on 'search', report on 'report'"))
 
@@ -140,7 +140,7 @@ class ReportEntry(_Strict):
     cols: str = Field("clone", description="heatmap: column column")
 
     @model_validator(mode="after")
-    def _curve_has_x(self) -> "ReportEntry":
+    def _curve_has_x(self) -> ReportEntry:
         if self.kind == "curve" and not self.x:
             raise ValueError("a curve needs 'x' (the column on its x axis)")
         return self
@@ -333,12 +333,11 @@ def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentCon
 def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: bool = False) -> None:
     """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
     from raysteal.data import dataset_names
+    from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
+    from raysteal.errors import RaystealError
     from raysteal.models.base import make_config
     from raysteal.oracle.defenses import check_answer_width, parse_defenses
     from raysteal.training.config import make_train_config
-
-    from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
-    from raysteal.errors import RaystealError
 
     known = dataset_names()
     for i, ds in enumerate(config.datasets):
@@ -457,6 +456,8 @@ def _check_target_checkpoint(target: TargetEntry) -> None:
 
     if target.params or target.train:
         raise ConfigError("checkpoint: a checkpoint fixes the model and its training; drop params/train")
+    if target.checkpoint is None:  # the caller checks checkpoint targets only
+        raise ConfigError("checkpoint: no checkpoint file named")
     try:
         spec = read_checkpoint(target.checkpoint)["spec"]
     except DataFileError as err:  # missing, unreadable or not ours: named, before any work starts
