@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,8 +15,8 @@ def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_command(
         file: Path = typer.Argument(..., help="simulation file: an experiment file plus a simulation section"),
-        out: Optional[Path] = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
-        attackers: Optional[int] = typer.Option(None, "--attackers", help="override simulation.attackers"),
+        out: Path | None = typer.Option(None, "--out", help="results directory (default: results/<experiment>)"),
+        attackers: int | None = typer.Option(None, "--attackers", help="override simulation.attackers"),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,

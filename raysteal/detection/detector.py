@@ -142,11 +142,11 @@ def fit_detector(benign_log: pa.Table | pd.DataFrame, catalogue: int, features: 
     length_mass = np.bincount(length_bins(lengths), minlength=LENGTH_BINS).astype(np.float64)
     length_mass /= length_mass.sum()
     base = Detector(bins, mass, length_mass, int(catalogue), {f: 0.0 for f in FEATURES}, {f: 1.0 for f in FEATURES}, tuple(features))
-    table = pd.DataFrame([base.account_features(q) for q in accounts.values()])
+    records = [base.account_features(q) for q in accounts.values()]
+    table = pd.DataFrame(records)
     median = {f: float(table[f].median()) for f in FEATURES}
     scale = {f: max(1.4826 * float((table[f] - median[f]).abs().median()), SCALE_FLOOR[f]) for f in FEATURES}
     fitted = Detector(bins, mass, length_mass, int(catalogue), median, scale, tuple(features))
-    records = table.to_dict("records")
     scores = np.array([fitted.score_features(row) for row in records])
     content = np.array([fitted.score_features(row, CONTENT_FEATURES) for row in records])
     return Detector(bins, mass, length_mass, int(catalogue), median, scale, tuple(features), scores, content)

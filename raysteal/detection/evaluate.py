@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -66,7 +65,7 @@ def evaluate_detection(
     calibration's false-positive rate that sets the flagging threshold.
     """
     fpr = checked_fpr(fpr)
-    frame = log.to_pandas() if isinstance(log, pa.Table) else log
+    frame = log if isinstance(log, pd.DataFrame) else log.to_pandas()
     missing = [c for c in ("account", "role", "attack", "budget") if c not in accounts.columns]
     if missing:
         raise ConfigError(f"accounts: no column(s) {', '.join(missing)}")
@@ -143,10 +142,11 @@ def render_detection(results: pd.DataFrame, title: str = "Query-log detection", 
     head = ["attack", "budget", "accounts", "queries", "AUC", "flagged", "queries to flag (p50)", "fidelity before flag",
             "AUC content", "flagged by content", "queries to content flag (p50)", "fidelity before content flag", "fidelity final"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results.itertuples():
-        lines.append(f"| {r.attack} | {r.budget} | {r.attackers} | {r.queries:.0f} | {r.auc:.3f} | {r.flagged:.0%} | {count(r.queries_to_flag_p50)} | "
-                     f"{fid(r.fidelity_before_flag)} | {r.auc_content:.3f} | {r.content_flagged:.0%} | {count(r.queries_to_content_flag_p50)} | "
-                     f"{fid(r.fidelity_before_content_flag)} | {r.fidelity_final:.4f} |")
+    for r in results.to_dict("records"):
+        lines.append(f"| {r['attack']} | {r['budget']} | {r['attackers']} | {r['queries']:.0f} | {r['auc']:.3f} | {r['flagged']:.0%} | "
+                     f"{count(r['queries_to_flag_p50'])} | {fid(r['fidelity_before_flag'])} | {r['auc_content']:.3f} | "
+                     f"{r['content_flagged']:.0%} | {count(r['queries_to_content_flag_p50'])} | {fid(r['fidelity_before_content_flag'])} | "
+                     f"{r['fidelity_final']:.4f} |")
     lines += ["", "*flagged first*: flagged before the smallest budget of that attack had finished, so no agreement was measured "
               "at that point (it is at most the agreement of that smallest budget).", ""]
     lines += ["", "AUC of each feature alone:", ""]

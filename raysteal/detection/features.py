@@ -46,7 +46,7 @@ class AccountQueries:
 
 
 def _frame(log: pa.Table | pd.DataFrame) -> pd.DataFrame:
-    frame = log.to_pandas() if isinstance(log, pa.Table) else log
+    frame = log if isinstance(log, pd.DataFrame) else log.to_pandas()
     missing = [c for c in ("attacker", "time", "granted", *CONTENT_COLUMNS) if c not in frame.columns]
     if missing:
         raise DataFileError(f"query log: no column(s) {', '.join(missing)}; written by an older raysteal (no per-query content to score)")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raysteal.experiment.config import DatasetEntry, ExperimentConfig, SplitConfig, TargetEntry, expand_runs
 from raysteal.results.store import ResultStore, run_id
+
+if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where an experiment runs
+    from raysteal.oracle.server import TargetServerHandle
 
 
 def _group_key(run: dict[str, Any]) -> tuple:
@@ -384,8 +387,8 @@ def run_experiment(
         key: prepare.remote(rs[0]["dataset"], rs[0]["split"], rs[0]["target"], max(max(r["k"] for r in rs), 10), data_dir, cache_dir, news)
         for key, rs in groups.items()
     }
-    servers: dict[tuple, Any] = {}
-    in_flight: dict[Any, tuple[dict, dict, Any, dict, Any, int]] = {}
+    servers: dict[tuple, tuple[str, TargetServerHandle]] = {}
+    in_flight: dict[Any, tuple[dict, dict, TargetServerHandle, dict, Any, int]] = {}
     queued: deque[tuple[dict, Any, Any, tuple]] = deque()  # (run, data_ref, client, in_flight entry) waiting for a slot
     waiting = {ref: key for key, ref in prepared.items()}
     failures: list[tuple[dict, str]] = []
@@ -401,7 +404,7 @@ def run_experiment(
 
             print(line, file=sys.stderr, flush=True)
 
-    def submit(run: dict, cost: dict, server, ledger: dict, data_ref, attempt: int = 0) -> None:
+    def submit(run: dict, cost: dict, server: TargetServerHandle, ledger: dict, data_ref, attempt: int = 0) -> None:
         """One attempt at ``run`` on its own account (``ledger``: the server's accounts so far)."""
         account = _attempt_account(run_id(run), ledger)
         ledger[account] = {"budget": _ledger_budget(run), "spent": 0}
@@ -424,8 +427,7 @@ def run_experiment(
             spec.defenses = json.loads(defense_key)
             costs = {k: _defense_cost(spec, data, k) for k in sorted({r["k"] for r in druns})}
             name = run_id({"group": list(key), "defenses": defense_key})[:12]
-            # an actor handle (Any: Ray's stubs infer the handle or the actor class)
-            server: Any = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
+            server = start_target_server(spec, state_dir=state_root / name, num_gpus=share, num_cpus=0)
             servers[(key, defense_key)] = (name, server)
             ledger_ref: ray.ObjectRef[dict[str, Any]] = server.ledger.remote(owner_token(server))
             ledger = ray.get(ledger_ref)  # accounts of earlier invocations (a resumed experiment)

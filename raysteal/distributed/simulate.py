@@ -23,7 +23,7 @@ import math
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,12 @@ from raysteal.errors import RaystealError
 from raysteal.experiment.simulate_config import SimulationConfig
 from raysteal.oracle.errors import RateLimitExceeded
 from raysteal.results.store import ResultStore, run_id
+
+if TYPE_CHECKING:  # annotations only: Ray and the servers are imported where a simulation runs
+    from ray import ObjectRef
+
+    from raysteal.distributed.benign import BenignAccount
+    from raysteal.oracle.server import TargetServerHandle
 
 
 class PatientClient:
@@ -305,7 +311,8 @@ def write_table_atomically(path: Path, frame) -> None:
     write_atomically(path, lambda fh: pq.write_table(table, fh))
 
 
-def _start_benign(sim: SimulationConfig, data, runs: list[dict], servers: list, target) -> tuple[list, list]:
+def _start_benign(sim: SimulationConfig, data, runs: list[dict], servers: list[TargetServerHandle],
+                  target) -> tuple[list[BenignAccount], list[ObjectRef[dict]]]:
     """Open the benign accounts (account ``i`` on server ``i % S``) and start their drivers."""
     import ray
 
@@ -323,7 +330,7 @@ def _start_benign(sim: SimulationConfig, data, runs: list[dict], servers: list, 
     events = schedule(accounts, traffic.rate, traffic.seed)
     k = int(runs[0]["k"])
     task = ray.remote(drive).options(num_cpus=traffic.cpus_per_driver, max_retries=0)
-    refs = []
+    refs: list[ObjectRef[dict]] = []
     for d in range(traffic.drivers):
         mine = [e for e in events if e[1] % traffic.drivers == d]
         refs.append(task.remote(clients, accounts, mine, k))

@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import yaml
@@ -58,6 +58,9 @@ from raysteal.experiment.tune_config import (
     is_sequential,
 )
 from raysteal.results.store import ResultStore, run_id
+
+if TYPE_CHECKING:  # annotations only: the server module is imported where a sweep runs
+    from raysteal.oracle.server import TargetServerHandle
 
 TIME_ATTR = "epoch"
 """The reported field ASHA uses as time: clone-training epochs."""
@@ -222,7 +225,7 @@ class TrialSetup:
 
     sweep: str
     base_run: dict[str, Any]
-    server: Any  # TargetServer actor handle
+    server: TargetServerHandle
     server_owner: str  # its owner token: trials open their own accounts (runner code; attack code gets only its client)
     report_epochs: bool  # per-epoch reports (the metric is a probe metric)
     costs: dict[int, dict[str, float]] = field(default_factory=dict)  # defense cost columns by k
@@ -588,8 +591,7 @@ def run_tune(
     costs = {k: _defense_cost(spec, data, k) for k in (_possible_ks(tune_exp, int(base["k"])) or [])}
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     server_name = f"tune-{tune_exp.name}-{session}"
-    # an actor handle (Any: Ray's stubs infer the handle or the actor class)
-    server: Any = start_target_server(spec, state_dir=out / "ledgers" / server_name, num_gpus=share, num_cpus=0)
+    server = start_target_server(spec, state_dir=out / "ledgers" / server_name, num_gpus=share, num_cpus=0)
     setup = TrialSetup(
         sweep=tune_exp.name,
         base_run=base,

@@ -7,7 +7,7 @@ in a query sequence (configurable).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator  # noqa: UP035  # typing's, not collections.abc's: tests/test_detection.py pins this module's imports
 
 import numpy as np
 import pyarrow as pa
@@ -193,7 +193,7 @@ class QueryLog:
         self._journal = None
         if self._path is None:
             return
-        complete = self._replay() if self._path.exists() else 0
+        complete = self._replay(self._path) if self._path.exists() else 0
         if read_only:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,10 +205,10 @@ class QueryLog:
             self._write({"op": "open", "session": session, "defense": defense})
 
     # ------------------------------------------------------------- journal
-    def _replay(self) -> int:
-        """Rebuild rows from the journal; returns the bytes of its complete lines."""
+    def _replay(self, path: Path) -> int:
+        """Rebuild rows from the journal at ``path``; returns the bytes of its complete lines."""
         complete = 0
-        with open(self._path, "rb") as fh:
+        with open(path, "rb") as fh:
             for number, raw in enumerate(fh, start=1):
                 if not raw.endswith(b"\n"):
                     break

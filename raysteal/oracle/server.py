@@ -17,10 +17,11 @@ import asyncio
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
+from ray.actor import ActorHandle
 
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.oracle.accounts import AccountKeys
@@ -28,6 +29,9 @@ from raysteal.oracle.client import QueryClient
 from raysteal.oracle.core import OracleCore, TargetInfo
 from raysteal.oracle.querylog import new_session
 from raysteal.oracle.target import TargetSpec, build_oracle_core
+
+_Request = tuple[np.ndarray, int, asyncio.Future[np.ndarray]]
+"""A queued request: its admitted inputs, its k, and the future its caller awaits."""
 
 
 class _TargetServer:
@@ -38,8 +42,8 @@ class _TargetServer:
         self._core: OracleCore = build_oracle_core(spec, state_dir=state_dir, seed=seed, secret=secret, session=session)
         self._max_batch = int(max_batch)
         self._max_wait = float(max_wait_ms) / 1e3
-        self._queue: asyncio.Queue | None = None
-        self._batcher: asyncio.Task | None = None
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._batcher: asyncio.Task[None] | None = None
         self._batches = 0
         self._rows = 0
 
@@ -89,40 +93,40 @@ class _TargetServer:
         """The top-``k`` lists of an admitted request, computed in the next dynamic batch."""
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._batcher = asyncio.get_running_loop().create_task(self._run_batches())
-        future = asyncio.get_running_loop().create_future()
+            self._batcher = asyncio.get_running_loop().create_task(self._run_batches(self._queue))
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         await self._queue.put((arr, k, future))
         return await future
 
     # ------------------------------------------------------------- batching
-    async def _run_batches(self) -> None:
+    async def _run_batches(self, queue: asyncio.Queue[_Request]) -> None:
         while True:
-            batch = await self._next_batch()
+            batch = await self._next_batch(queue)
             try:
                 await self._answer(batch)
             except Exception as err:  # a bug in answering: fail this batch's callers, keep serving
                 for _, _, future in batch:
                     _settle(future, error=err)
 
-    async def _next_batch(self) -> list[tuple[np.ndarray, int, asyncio.Future]]:
-        """Queued requests up to ``max_batch`` rows, waiting at most ``max_wait_ms`` for more."""
+    async def _next_batch(self, queue: asyncio.Queue[_Request]) -> list[_Request]:
+        """Requests queued on ``queue`` up to ``max_batch`` rows, waiting at most ``max_wait_ms`` for more."""
         loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
+        batch = [await queue.get()]
         rows = len(batch[0][0])
         deadline = loop.time() + self._max_wait
         while rows < self._max_batch:
             timeout = deadline - loop.time()
-            if timeout <= 0 and self._queue.empty():
+            if timeout <= 0 and queue.empty():
                 break
             try:
-                item = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+                item = queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(queue.get(), timeout)
             except (asyncio.TimeoutError, asyncio.QueueEmpty):
                 break
             batch.append(item)
             rows += len(item[0])
         return batch
 
-    async def _answer(self, batch: list[tuple[np.ndarray, int, asyncio.Future]]) -> None:
+    async def _answer(self, batch: list[_Request]) -> None:
         """Answer a batch in one forward pass; if that fails, each request alone (a request that
         fails alone fails only its own caller)."""
         try:
@@ -151,7 +155,7 @@ class _TargetServer:
         return lists
 
 
-def _settle(future: asyncio.Future, result: Any = None, error: Exception | None = None) -> None:
+def _settle(future: asyncio.Future[np.ndarray], result: Any = None, error: Exception | None = None) -> None:
     """Give a waiting caller its answer or error (a caller gone meanwhile is skipped)."""
     if future.done():
         return
@@ -162,6 +166,9 @@ def _settle(future: asyncio.Future, result: Any = None, error: Exception | None 
 
 
 TargetServer = ray.remote(_TargetServer)
+
+TargetServerHandle = ActorHandle[_TargetServer]
+"""A started ``TargetServer`` (:func:`start_target_server`); call its methods as ``server.info.remote()``."""
 
 
 def start_target_server(
@@ -174,7 +181,7 @@ def start_target_server(
     max_wait_ms: float = 2.0,
     max_restarts: int | None = None,
     name: str | None = None,
-):
+) -> TargetServerHandle:
     """Start a ``TargetServer`` actor (on a GPU share when the cluster has GPUs).
 
     ``state_dir`` (the ledger and query-log journals) must be a path every node can reach when the
@@ -185,7 +192,7 @@ def start_target_server(
     max_restarts = _restarts(max_restarts, state_dir)
     if num_gpus is None:
         num_gpus = 0.25 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    options = dict(
+    options: dict[str, Any] = dict(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         max_restarts=max_restarts,
@@ -198,8 +205,9 @@ def start_target_server(
     # secret goes with the constructor's arguments, so a restarted actor derives the same keys
     spec_ref = ray.put(spec)
     secret = secrets.token_bytes(32)
-    handle = TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms, secret,
-                                                    new_session())
+    # cast: Ray's stubs type .remote() as the handle or the actor class (ActorProxy); it returns the handle
+    handle = cast(TargetServerHandle, TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed,
+                                                                              max_batch, max_wait_ms, secret, new_session()))
     _STARTED[handle._actor_id.hex()] = (spec_ref, AccountKeys(secret).owner_token)
     return handle
 
@@ -216,11 +224,11 @@ def _restarts(max_restarts: int | None, state_dir: str | Path | None) -> int:
     return max_restarts
 
 
-_STARTED: dict[str, tuple["ray.ObjectRef", str]] = {}
+_STARTED: dict[str, tuple[ray.ObjectRef[TargetSpec], str]] = {}
 """Servers this process started: their pinned spec and owner token, by actor id."""
 
 
-def owner_token(server) -> str:
+def owner_token(server: TargetServerHandle) -> str:
     """The owner's token of a server this process started (to open accounts from another process,
     pass it to :func:`client_for` there; never give it to attack code)."""
     started = _STARTED.get(server._actor_id.hex())
@@ -229,13 +237,13 @@ def owner_token(server) -> str:
     return started[1]
 
 
-def stop_target_server(server) -> None:
+def stop_target_server(server: TargetServerHandle) -> None:
     """Kill a server for good and release its pinned spec."""
     ray.kill(server)
     _STARTED.pop(server._actor_id.hex(), None)
 
 
-def client_for(server, attacker: str, budget: int = -1, owner: str | None = None) -> QueryClient:
+def client_for(server: TargetServerHandle, attacker: str, budget: int = -1, owner: str | None = None) -> QueryClient:
     """Register ``attacker`` with ``budget`` queries on ``server`` and return its client
     (``owner``: the server's owner token, by default the one this process holds)."""
     info, key = ray.get(server.register_attacker.remote(attacker, budget, owner or owner_token(server)))
