@@ -226,7 +226,7 @@ def test_detection_reads_only_the_log(mixed_log):
                     assert name in allowed or name.startswith("raysteal.detection"), f"{path.name} imports {name}"
     querylog = Path(raysteal.detection.__file__).parent.parent / "oracle" / "querylog.py"
     imported = {n.module for n in ast.walk(ast.parse(querylog.read_text())) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"__future__", "pathlib", "typing", "raysteal.errors", "raysteal.oracle.ledger"}
+    assert imported <= {"__future__", "collections.abc", "pathlib", "typing", "raysteal.errors", "raysteal.oracle.ledger"}
     detector = fit_detector(mixed_log[mixed_log.attacker.str.startswith("benign")], NUM_ITEMS)
     bare = mixed_log[[f.name for f in QUERY_LOG_SCHEMA]]
     a = detector.score(mixed_log.assign(secret_label=1)).drop(columns=[]).set_index("account")

@@ -24,8 +24,9 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator  # noqa: UP035  # typing's, not collections.abc's: tests/test_detection.py pins this module's imports
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
