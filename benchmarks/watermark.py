@@ -187,12 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomically(args.out / "results.parquet", lambda fh: pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), fh))
-    write_text_atomically(args.out / "report.md", _report(frame, args, marked_metrics, clean_metrics, time.perf_counter() - started))
+    write_text_atomically(args.out / "report.md", _report(frame, args, marked_metrics, clean_metrics, time.perf_counter() - started,
+                                                          len(eval_users)))
     print(f"wrote {args.out / 'results.parquet'} ({len(frame)} rows) in {time.perf_counter() - started:.0f}s")
     return 0
 
 
-def _report(frame: pd.DataFrame, args, marked: dict, clean: dict, seconds: float) -> str:
+def _report(frame: pd.DataFrame, args, marked: dict, clean: dict, seconds: float, eval_users: int) -> str:
     def fmt(value: Any) -> str:
         if value is None or (isinstance(value, float) and np.isnan(value)):
             return "–"
@@ -218,7 +219,7 @@ def _report(frame: pd.DataFrame, args, marked: dict, clean: dict, seconds: float
     return f"""# Watermark ownership verification — {args.dataset}
 
 Regenerate (with `RAYSTEAL_DATA` naming the data folder): `{command}`
-({seconds / 60:.0f} min on {device_name('cpu')}, shared with other jobs).
+({seconds / 60:.0f} min on {device_name('cpu')}, shared with other jobs; targets already in the cache are not retrained).
 
 Watermark: key {args.key}, {args.sequences} sequences × {args.length} items, {args.copies} training copies
 each; verification asks every prefix (length 1..{args.length - 1}) for its top-{args.k} and applies the
@@ -233,7 +234,7 @@ per suspect give the empirical null hit rate.
 
 {chr(10).join(lines)}
 
-`agr@10`: the suspect's top-10 agreement with the watermarked target on {args.eval_users} real users
+`agr@10`: the suspect's top-10 agreement with the watermarked target on {eval_users} real users
 (the independent DFME clone: with the clean target it copied).
 
 ## Cost to the target (test, leave-one-out, same seed, at most {args.target_epochs} epochs, best validation NDCG@10 kept)
