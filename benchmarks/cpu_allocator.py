@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import torch
-
 from _common import device_name, sequence_benchmark_parser, training_log, write_json
 
 

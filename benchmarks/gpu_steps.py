@@ -361,15 +361,13 @@ def step_table4(sizes: Sizes, part: Part, work: Path) -> None:
 def step_tune(sizes: Sizes, part: Part, work: Path) -> None:
     """Four trials of ``raysteal tune`` (PTAQ on ML-1M / BPR, FIFO) at a quarter GPU each on one
     GPU: whether they ran at once, each on the GPU, and what sharing cost."""
+    import ray
     import yaml
 
+    from raysteal.distributed.runtime import gpu_share, init_ray
     from raysteal.distributed.tune import run_tune
     from raysteal.experiment.tune_config import parse_tune
     from raysteal.results import ResultStore
-
-    import ray
-
-    from raysteal.distributed.runtime import gpu_share, init_ray
 
     init_ray()
     gpus, server_share = float(ray.cluster_resources().get("GPU", 0)), gpu_share()  # the sweep's TargetServer holds a share too

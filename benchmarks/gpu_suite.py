@@ -57,8 +57,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _common import markdown_table, write_json  # noqa: E402  (the driver imports torch but never touches CUDA)
 import gpu_carry  # noqa: E402
+from _common import markdown_table, write_json  # noqa: E402  (the driver imports torch but never touches CUDA)
 
 ORDER = ("training", "serving", "table4", "tune", "dfme")
 CAPS = {"training": 45, "serving": 110, "table4": 150, "tune": 90, "dfme": 200}

@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import torch
-
 from _common import device_name, sequence_benchmark_parser, sync, training_log, write_json
 
 

@@ -39,8 +39,8 @@ ML1M_ITEMS = 3706
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from raysteal.extraction.resume import load_extraction_set, save_extraction_set
     import raysteal.extraction.student as student_module
+    from raysteal.extraction.resume import load_extraction_set, save_extraction_set
     from raysteal.extraction.student import dfme_objective, train_student
     from raysteal.extraction.types import ExtractionSet
     from raysteal.training.trainer import seeded_model
@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def target_state_overhead(model: str, dataset: str, epochs: int) -> dict[str, Any]:
     """Train ``model`` (paper preset) on ``dataset`` for ``epochs`` epochs with a training state,
     timing the trainer's own per-epoch saves."""
+    import raysteal.training.trainer as trainer_module
     from raysteal.data import load_dataset
     from raysteal.data.splits import leave_one_out
     from raysteal.training import preset
-    import raysteal.training.trainer as trainer_module
     from raysteal.training.trainer import fit, seeded_model
 
     log = load_dataset(dataset, preprocess="paper") if dataset != "synthetic" else load_dataset("synthetic")

@@ -75,8 +75,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, A
 def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epochs: int | None,
                 overrides: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     """Train, evaluate and time one model; the JSON row for it."""
-    from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
     from raysteal.models import make_config
+    from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
 
     model_cfg, train_cfg = preset(name)
     model_cfg.update(overrides[0])

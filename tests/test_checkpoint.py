@@ -18,7 +18,8 @@ from raysteal.errors import DataFileError
 from raysteal.models import make_config, model_names
 from raysteal.training import fit, get_or_train_target, load_checkpoint, make_train_config, save_checkpoint, seeded_model
 from raysteal.training.evaluate import model_inputs
-from tests.model_fixtures import small_config as _small_config, toy_log
+from tests.model_fixtures import small_config as _small_config
+from tests.model_fixtures import toy_log
 
 
 def small_config(name: str) -> dict:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-
-import functools
 
 from raysteal.data import (
     dataset_names,
@@ -25,7 +25,7 @@ def counts(log) -> tuple[int, int, int]:
     return log.num_interactions, log.num_users, log.num_items
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def raw_table(name: str, root):
     """Each real file is parsed once per test session."""
     return load_table(name, root)[0]

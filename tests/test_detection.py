@@ -11,6 +11,7 @@ from raysteal.detection import FEATURES, account_queries, evaluate_detection, fi
 from raysteal.detection.features import gtest_z, query_flags
 from raysteal.errors import ConfigError, DataFileError, RaystealError
 from raysteal.oracle.core import OracleCore
+from raysteal.oracle.errors import QueryBudgetExceeded
 from raysteal.oracle.querylog import QUERY_LOG_SCHEMA, QueryLog
 
 NUM_ITEMS = 200
@@ -78,14 +79,14 @@ def mixed_log() -> pd.DataFrame:
 
 
 def test_the_log_records_what_was_asked_and_answered():
-    from tests.oracle_fixtures import bpr_target, random_log
     from raysteal.oracle import TargetSpec, in_process_oracle
+    from tests.oracle_fixtures import bpr_target, random_log
 
     data = random_log()
     oracle = in_process_oracle(TargetSpec.from_training_log(bpr_target(data), data))
     client = oracle.register_attacker("a", budget=10)
     lists = client.query(np.array([3, 5, 3]), 4)
-    with pytest.raises(Exception):
+    with pytest.raises(QueryBudgetExceeded):
         client.query(np.arange(20), 4)  # over budget: refused, no content
     frame = oracle.query_log().to_pandas()
     granted = frame[frame.granted].iloc[0]

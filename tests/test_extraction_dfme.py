@@ -8,14 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import toy_log
+
 from raysteal.data.splits import leave_one_out
 from raysteal.errors import ConfigError
 from raysteal.extraction import ExtractionSet, SequenceKnowledge, make_extraction_config, run_extraction
 from raysteal.extraction.evaluate import extraction_metrics, ndcg_agreement, next_item_metrics, student_lists
 from raysteal.extraction.losses import ranking_loss, ranking_loss_terms
-from raysteal.metrics import list_kl
 from raysteal.extraction.student import (
     dfme_objective,
     keep_positions,
@@ -28,6 +27,7 @@ from raysteal.extraction.student import (
 )
 from raysteal.extraction.synthesis import label_sequences, synthesize
 from raysteal.extraction.types import StudentBatch
+from raysteal.metrics import list_kl
 from raysteal.models.base import PAD
 from raysteal.oracle import TargetSpec, in_process_oracle
 from raysteal.training import fit, seeded_model

@@ -106,8 +106,8 @@ def test_rbo_uneven_depth_and_edge_rows():
 def _rbo_reference(a: list[int], b: list[int], p: float) -> float:
     """Loop-by-loop Webber Eq. 30 on Python lists (checks the vectorised version)."""
     short, long_ = (a, b) if len(a) <= len(b) else (b, a)
-    s, l = len(short), len(long_)
-    if l == 0:
+    s, ln = len(short), len(long_)
+    if ln == 0:
         return NAN
     if s == 0:
         return 0.0
@@ -115,9 +115,9 @@ def _rbo_reference(a: list[int], b: list[int], p: float) -> float:
     def x(d: int) -> int:
         return len(set(short[:d]) & set(long_[:d]))
 
-    sum1 = sum(x(d) / d * p**d for d in range(1, l + 1))
-    sum2 = sum(x(s) * (d - s) / (s * d) * p**d for d in range(s + 1, l + 1))
-    return (1 - p) / p * (sum1 + sum2) + ((x(l) - x(s)) / l + x(s) / s) * p**l
+    sum1 = sum(x(d) / d * p**d for d in range(1, ln + 1))
+    sum2 = sum(x(s) * (d - s) / (s * d) * p**d for d in range(s + 1, ln + 1))
+    return (1 - p) / p * (sum1 + sum2) + ((x(ln) - x(s)) / ln + x(s) / s) * p**ln
 
 
 def test_rbo_matches_loop_reference_on_random_padded_lists():

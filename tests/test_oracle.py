@@ -137,7 +137,7 @@ def test_a_client_queries_as_its_own_attacker_only(oracle):
         with pytest.raises(AccessDenied, match="'theirs'"):
             forged.query([0], k=2)
         with pytest.raises(AccessDenied):
-            forged.remaining_budget
+            _ = forged.remaining_budget
     assert theirs.remaining_budget == 5 and mine.remaining_budget == 5  # nothing charged to anyone
     table = oracle.query_log()
     assert table.column("reason").to_pylist() == ["AccessDenied"] * 4  # each attempt is logged, refused

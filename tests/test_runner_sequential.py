@@ -87,6 +87,7 @@ def test_sequential_run_writes_head_tail_rows(ray_session, tmp_path):
 def _tiny_sequential_data(max_len: int = 8):
     """A SequentialRunData for an untrained SASRec on the toy log (plumbing, not accuracy)."""
     from model_fixtures import toy_log
+
     from raysteal.data.interactions import Interactions
     from raysteal.data.splits import leave_one_out
     from raysteal.experiment.context import SequentialRunData

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 WRITER = """
 import sys, time
 from raysteal.atomic import write_atomically

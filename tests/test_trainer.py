@@ -12,7 +12,8 @@ from raysteal.errors import ConfigError
 from raysteal.models import PAD, Recommender, model_class, model_names
 from raysteal.training import TrainConfig, evaluate, fit, make_train_config, seeded_model, validation_ndcg
 from raysteal.training.evaluate import model_inputs, seen_csr
-from tests.model_fixtures import small_config as _small_config, toy_log
+from tests.model_fixtures import small_config as _small_config
+from tests.model_fixtures import toy_log
 
 
 def small_config(name: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -46,15 +46,15 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option(..., "--dataset", help="registered dataset name, e.g. ml-1m"),
         model: str = typer.Option(..., "--model", help="registered model name (see `raysteal models`)"),
         out: Path = typer.Option(..., "--out", help="directory for checkpoint.pt and metrics.json"),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum epochs (default: the preset)"),
+        epochs: int | None = typer.Option(None, "--epochs", help="maximum epochs (default: the preset)"),
         seed: int = typer.Option(0, "--seed", min=0, help="seed of initialisation, sampling and evaluation"),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]"),
         preprocess: str = typer.Option("none", "--preprocess", help="none, dedupe, kcoreN, paper, ..."),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="default $RAYSTEAL_DATA, then the cache"),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help="default $RAYSTEAL_DATA, then the cache"),
         overrides: list[str] = typer.Option([], "--set", help="config override key=value; train.key for the trainer"),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse a target trained before"),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default $RAYSTEAL_CACHE/targets"),
-        threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)"),
+        cache_dir: Path | None = typer.Option(None, "--cache-dir", help="default $RAYSTEAL_CACHE/targets"),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)"),
         watermark_key: int | None = typer.Option(None, "--watermark-key", help="train in the ownership watermark of this secret key (sequential models; see `raysteal verify`)"),
         watermark_sequences: int = typer.Option(8, "--watermark-sequences", help="watermark sequences the key draws"),
         watermark_length: int = typer.Option(12, "--watermark-length", help="items per watermark sequence"),

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import LeaveOneOut, leave_one_out
 from raysteal.errors import ConfigError, UnknownNameError
-import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.models.base import ModelConfig, Recommender, make_config, model_class
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
 from raysteal.training.config import TrainConfig, make_train_config
