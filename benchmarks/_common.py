@@ -94,6 +94,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
     """A GitHub Markdown table (cells converted with ``str``; ``|`` escaped)."""
+
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 

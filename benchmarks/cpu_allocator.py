@@ -32,8 +32,12 @@ def replay(model: Any, batches: list[dict[str, torch.Tensor]], optimizer: torch.
         loss.backward()
         optimizer.step()
     seconds, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
-    return {"seconds": seconds, "minor_faults": after.ru_minflt - before.ru_minflt,
-            "system_seconds": after.ru_stime - before.ru_stime, "user_seconds": after.ru_utime - before.ru_utime}
+    return {
+        "seconds": seconds,
+        "minor_faults": after.ru_minflt - before.ru_minflt,
+        "system_seconds": after.ru_stime - before.ru_stime,
+        "user_seconds": after.ru_utime - before.ru_utime,
+    }
 
 
 def bench(name: str, log: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -57,13 +61,19 @@ def bench(name: str, log: Any, args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit("retain_freed_memory() is not available here (needs glibc on Linux)")
             stats = replay(model, batches, optimizer)
             phases[phase].append(stats)
-            print(f"{name:>9}  round {round_}  {phase:>8}  {stats['seconds']:.2f}s  faults {stats['minor_faults']:,}  "
-                  f"sys {stats['system_seconds']:.2f}s  user {stats['user_seconds']:.2f}s", flush=True)
+            print(
+                f"{name:>9}  round {round_}  {phase:>8}  {stats['seconds']:.2f}s  faults {stats['minor_faults']:,}  "
+                f"sys {stats['system_seconds']:.2f}s  user {stats['user_seconds']:.2f}s",
+                flush=True,
+            )
     restore_malloc_defaults()
     median = {p: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for p, runs in phases.items()}
     speedup = median["default"]["seconds"] / median["retained"]["seconds"]
-    print(f"{name:>9}  median {median['default']['seconds']:.2f}s -> {median['retained']['seconds']:.2f}s  "
-          f"speedup {speedup:.2f}x  faults {median['default']['minor_faults']:,.0f} -> {median['retained']['minor_faults']:,.0f}", flush=True)
+    print(
+        f"{name:>9}  median {median['default']['seconds']:.2f}s -> {median['retained']['seconds']:.2f}s  "
+        f"speedup {speedup:.2f}x  faults {median['default']['minor_faults']:,.0f} -> {median['retained']['minor_faults']:,.0f}",
+        flush=True,
+    )
     return {"model": name, "steps": len(batches), "rounds": args.rounds, "phases": phases, "median": median, "speedup": speedup}
 
 
@@ -76,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --rounds must be >= 1")
     train, names = training_log(args)
     rows = [bench(name, train, args) for name in names]
-    write_json(args.json, {"benchmark": "cpu_allocator", "dataset": args.dataset, "device": device_name("cpu"),
-                           "threads": torch.get_num_threads(), "models": rows})
+    write_json(
+        args.json,
+        {
+            "benchmark": "cpu_allocator",
+            "dataset": args.dataset,
+            "device": device_name("cpu"),
+            "threads": torch.get_num_threads(),
+            "models": rows,
+        },
+    )
     return 0
 
 

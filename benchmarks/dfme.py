@@ -111,7 +111,9 @@ def _quick_teacher(split, device: str, seed: int, epochs: int) -> str:
     from raysteal.training import fit, save_checkpoint, seeded_model
 
     teacher = seeded_model({"model": "sasrec", "embedding_dim": 32, "max_len": 50}, split.train.num_users, split.train.num_items, seed)
-    result = fit(teacher, split, {"epochs": epochs, "batch_size": 256, "lr": 3e-3, "eval_users": 1000}, seed=seed, device=device, progress=False)
+    result = fit(
+        teacher, split, {"epochs": epochs, "batch_size": 256, "lr": 3e-3, "eval_users": 1000}, seed=seed, device=device, progress=False
+    )
     path = Path(tempfile.mkdtemp(prefix="dfme-bench-")) / "quick-sasrec.pt"
     save_checkpoint(path, result.model, metrics={"valid_ndcg@10": result.best_valid_ndcg})
     print(f"quick teacher: {epochs} epochs, valid NDCG@10 {result.best_valid_ndcg:.4f} -> {path}", flush=True)
@@ -172,7 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     teacher, meta = load_checkpoint(Path(args.teacher).expanduser(), device=device)
     teacher_max_len = int(teacher.config.max_len)
     max_len = args.max_len or teacher_max_len
-    log, _, eval_seqs, test_items, is_head, popularity = _eval_data(args.dataset, args.data_dir, args.preprocess, teacher_max_len, args.eval_users, args.seed)
+    log, _, eval_seqs, test_items, is_head, popularity = _eval_data(
+        args.dataset, args.data_dir, args.preprocess, teacher_max_len, args.eval_users, args.seed
+    )
     if log.num_items != teacher.num_items:
         raise SystemExit(f"teacher knows {teacher.num_items} items, {args.dataset} has {log.num_items}")
 
@@ -184,21 +188,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     config = DFMEConfig(
         student={"model": args.student or teacher.config.model, **({} if args.student else _arch(teacher))},
-        k=args.k, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        positions_per_sequence=args.positions_per_sequence, num_negatives=args.num_negatives,
-        budget_sequences=args.sequences, max_len=max_len, synthesis=args.synthesis, query_batch=args.query_batch,
+        k=args.k,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        positions_per_sequence=args.positions_per_sequence,
+        num_negatives=args.num_negatives,
+        budget_sequences=args.sequences,
+        max_len=max_len,
+        synthesis=args.synthesis,
+        query_batch=args.query_batch,
         realign=args.realign,
     )
-    print(f"device {device_name(device)}; teacher {args.teacher} ({teacher.config.model}, max_len {teacher_max_len}); "
-          f"{len(eval_seqs)} eval users; popularity floor agr@10 {floor['agr@10']:.4f}", flush=True)
+    print(
+        f"device {device_name(device)}; teacher {args.teacher} ({teacher.config.model}, max_len {teacher_max_len}); "
+        f"{len(eval_seqs)} eval users; popularity floor agr@10 {floor['agr@10']:.4f}",
+        flush=True,
+    )
 
     cache_key = _synthesis_key(args, max_len, config.k)
     cached = _load_synthesis(args.synthesis_cache, cache_key)
     if cached is None:
         sync(device)
         t0 = time.perf_counter()
-        data = synthesize(attacker, strategy=config.synthesis, num_sequences=args.sequences, max_len=max_len, k=config.k,
-                          rng=np.random.default_rng(args.seed), query_batch=config.query_batch)
+        data = synthesize(
+            attacker,
+            strategy=config.synthesis,
+            num_sequences=args.sequences,
+            max_len=max_len,
+            k=config.k,
+            rng=np.random.default_rng(args.seed),
+            query_batch=config.query_batch,
+        )
         sync(device)
         synthesis_seconds = time.perf_counter() - t0
         _save_synthesis(args.synthesis_cache, cache_key, data, synthesis_seconds)
@@ -217,14 +238,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def on_epoch(epoch: int, stats: dict[str, float]) -> bool:
         sync(device)
         t_eval = time.perf_counter()
-        metrics = extraction_metrics(student_lists(student, eval_seqs, 10, device=device), teacher_lists, head=is_head, test_items=test_items)
+        metrics = extraction_metrics(
+            student_lists(student, eval_seqs, 10, device=device), teacher_lists, head=is_head, test_items=test_items
+        )
         epochs[:] = [e for e in epochs if e["epoch"] < epoch]  # rows scored after the state was saved are redone
         train_seconds = sum(e["epoch_seconds"] for e in epochs) + stats["epoch_seconds"]
         figures = {k: v for k, v in stats.items() if k != "model"}  # stats also carry the student itself
         row = {"epoch": epoch, **figures, "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t_eval, **metrics}
         epochs.append(row)
-        print(f"epoch {epoch}: loss {stats['loss']:.4f} {stats['epoch_seconds']:.1f}s  agr@1 {metrics['agr@1']:.4f} "
-              f"agr@10 {metrics['agr@10']:.4f} (head {metrics['agr@10/head']:.4f} tail {metrics['agr@10/tail']:.4f})", flush=True)
+        print(
+            f"epoch {epoch}: loss {stats['loss']:.4f} {stats['epoch_seconds']:.1f}s  agr@1 {metrics['agr@1']:.4f} "
+            f"agr@10 {metrics['agr@10']:.4f} (head {metrics['agr@10/head']:.4f} tail {metrics['agr@10/tail']:.4f})",
+            flush=True,
+        )
         newly = not reached and metrics["agr@10"] >= args.target_agr
         if newly:
             reached.update(epoch=epoch, seconds=synthesis_seconds + train_seconds, agr10=metrics["agr@10"])
@@ -260,11 +286,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
 
     if not reached or args.no_stop:  # a resumed run that had reached its target is done
-        train_student(student, data, dfme_objective(config.margin), seed=args.seed, device=device, on_epoch=on_epoch,
-                      state_path=args.state, **config.training_options())
+        train_student(
+            student,
+            data,
+            dfme_objective(config.margin),
+            seed=args.seed,
+            device=device,
+            on_epoch=on_epoch,
+            state_path=args.state,
+            **config.training_options(),
+        )
     result = summary(finished=True)
-    status = (f"reached agr@10 {reached['agr10']:.4f} >= {args.target_agr} after {reached['epoch']} epochs in {reached['seconds']:.1f}s"
-              if reached else f"did not reach agr@10 {args.target_agr}; best {result['best_agr@10']}")
+    status = (
+        f"reached agr@10 {reached['agr10']:.4f} >= {args.target_agr} after {reached['epoch']} epochs in {reached['seconds']:.1f}s"
+        if reached
+        else f"did not reach agr@10 {args.target_agr}; best {result['best_agr@10']}"
+    )
     print(status, flush=True)
     write_json(args.json, result)
     return result

@@ -35,8 +35,19 @@ REPO = Path(__file__).resolve().parent.parent
 MANIFEST = "MANIFEST.json"
 FORMAT = "raysteal-gpu-carry/1"
 TRAVEL_LIMIT = 64 * 2**20
-WHEELS = ("ray-2.60.0-", "pydantic-", "pydantic_core-", "jsonschema-", "referencing-", "rpds_py-", "annotated_types-",
-          "typing_inspection-", "tensorboardx-", "typing_extensions-", "packaging-")
+WHEELS = (
+    "ray-2.60.0-",
+    "pydantic-",
+    "pydantic_core-",
+    "jsonschema-",
+    "referencing-",
+    "rpds_py-",
+    "annotated_types-",
+    "typing_inspection-",
+    "tensorboardx-",
+    "typing_extensions-",
+    "packaging-",
+)
 """Name prefixes of the wheels the GPU machine lacks: ``gpu-carry.sh``'s, plus :data:`EXTRA_WHEELS`."""
 EXTRA_WHEELS = ("typing_extensions>=4.16.0", "packaging>=24.2")
 """Small pure-Python wheels pydantic 2.14 / Ray 2.60 need newer than the GPU image may hold (pip
@@ -61,8 +72,9 @@ def travel_bytes(repo: Path = REPO) -> int:
     """Bytes of the working tree that travels to the GPU machine: tracked files and untracked files
     git does not ignore (carried folders are counted separately)."""
     try:
-        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                                capture_output=True, check=True).stdout.split(b"\0")
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo, capture_output=True, check=True
+        ).stdout.split(b"\0")
     except (OSError, subprocess.CalledProcessError):
         return 0
     total = 0
@@ -82,8 +94,10 @@ def check_carry(carry: str | os.PathLike, need_wheels: bool = True) -> tuple[dic
     Ray: it runs in a second on a bare machine). ``need_wheels=False`` where Ray is already installed."""
     carry = Path(carry)
     if not carry.is_dir():
-        return None, [f"carry folder {carry} is missing (build it here with `python benchmarks/gpu_carry.py --teacher PATH` "
-                      "and name it in the run's carry)"]
+        return None, [
+            f"carry folder {carry} is missing (build it here with `python benchmarks/gpu_carry.py --teacher PATH` "
+            "and name it in the run's carry)"
+        ]
     problems: list[str] = []
     manifest = None
     try:
@@ -93,8 +107,10 @@ def check_carry(carry: str | os.PathLike, need_wheels: bool = True) -> tuple[dic
     except (OSError, ValueError) as err:
         problems.append(f"{carry / MANIFEST} is missing or unreadable ({err.__class__.__name__}); rebuild with benchmarks/gpu_carry.py")
     if need_wheels:
-        problems += [f"wheel {name} is missing from {carry} (run ../shared/tools/gpu-carry.sh or benchmarks/gpu_carry.py)"
-                     for name in missing_wheels(carry)]
+        problems += [
+            f"wheel {name} is missing from {carry} (run ../shared/tools/gpu-carry.sh or benchmarks/gpu_carry.py)"
+            for name in missing_wheels(carry)
+        ]
     if manifest:
         for what in ("dataset", "teacher"):
             entry = manifest.get(what) or {}
@@ -108,9 +124,28 @@ def check_carry(carry: str | os.PathLike, need_wheels: bool = True) -> tuple[dic
 
 def download_wheels(carry: Path, specs: tuple[str, ...]) -> None:
     """``pip download`` pure-Python or manylinux wheels for the GPU machine's Python 3.12 (x86_64)."""
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-           "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-           "--platform", "manylinux_2_28_x86_64", "-d", str(carry), *specs]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "-d",
+        str(carry),
+        *specs,
+    ]
     subprocess.run(cmd, check=True)
 
 
@@ -125,8 +160,7 @@ def copy_dataset(carry: Path, name: str, data_dir: str | None) -> dict[str, Any]
     folder.mkdir(parents=True)
     shutil.copyfile(source, folder / source.name)
     dest = folder / source.name
-    return {"name": name, "file": str(dest.relative_to(carry)), "source": str(source), "bytes": dest.stat().st_size,
-            "sha256": sha256(dest)}
+    return {"name": name, "file": str(dest.relative_to(carry)), "source": str(source), "bytes": dest.stat().st_size, "sha256": sha256(dest)}
 
 
 def copy_teacher(carry: Path, teacher: str | os.PathLike, dataset: str, preprocess: str) -> dict[str, Any]:
@@ -136,15 +170,19 @@ def copy_teacher(carry: Path, teacher: str | os.PathLike, dataset: str, preproce
 
     teacher = Path(teacher).expanduser()
     if not teacher.is_file():
-        raise SystemExit(f"teacher checkpoint {teacher} does not exist (train one with `raysteal train-target --dataset "
-                         f"{dataset} --preprocess {preprocess} --model sasrec --out DIR`, then pass DIR/checkpoint.pt)")
+        raise SystemExit(
+            f"teacher checkpoint {teacher} does not exist (train one with `raysteal train-target --dataset "
+            f"{dataset} --preprocess {preprocess} --model sasrec --out DIR`, then pass DIR/checkpoint.pt)"
+        )
     model, meta = load_checkpoint(teacher)
     if not model.sequential:
         raise SystemExit(f"teacher {teacher} is a {model.config.model} model: the DFME step needs a sequential teacher")
     log = load_dataset(dataset, data_dir=carry / "data", preprocess=preprocess)
     if model.num_items != log.num_items:
-        raise SystemExit(f"teacher {teacher} knows {model.num_items} items; {dataset} (preprocess {preprocess}) has "
-                         f"{log.num_items}: it was trained on another log")
+        raise SystemExit(
+            f"teacher {teacher} knows {model.num_items} items; {dataset} (preprocess {preprocess}) has "
+            f"{log.num_items}: it was trained on another log"
+        )
     folder = carry / "teacher"
     if folder.exists():
         shutil.rmtree(folder)
@@ -152,16 +190,31 @@ def copy_teacher(carry: Path, teacher: str | os.PathLike, dataset: str, preproce
     dest = folder / f"{model.config.model}-{dataset}.pt"
     shutil.copyfile(teacher, dest)
     metrics = meta.get("metrics") or {}
-    return {"file": str(dest.relative_to(carry)), "source": str(teacher.resolve()), "bytes": dest.stat().st_size,
-            "sha256": sha256(dest), "model": model.config.model, "config": model.config.model_dump(mode="json"),
-            "num_items": int(model.num_items), "preprocess": preprocess,
-            "test": metrics.get("test") if isinstance(metrics.get("test"), dict) else None,
-            "dataset_counts": {"users": int(log.num_users), "items": int(log.num_items), "interactions": int(log.num_interactions)}}
+    return {
+        "file": str(dest.relative_to(carry)),
+        "source": str(teacher.resolve()),
+        "bytes": dest.stat().st_size,
+        "sha256": sha256(dest),
+        "model": model.config.model,
+        "config": model.config.model_dump(mode="json"),
+        "num_items": int(model.num_items),
+        "preprocess": preprocess,
+        "test": metrics.get("test") if isinstance(metrics.get("test"), dict) else None,
+        "dataset_counts": {"users": int(log.num_users), "items": int(log.num_items), "interactions": int(log.num_interactions)},
+    }
 
 
-def build_carry(carry: str | os.PathLike, teacher: str | os.PathLike, data_dir: str | None = None, dataset: str = "ml-1m",
-                preprocess: str = "paper", wheels: bool = True, wheels_script: str | os.PathLike = DEFAULT_WHEELS_SCRIPT,
-                limit: int = TRAVEL_LIMIT, repo: Path = REPO) -> dict[str, Any]:
+def build_carry(
+    carry: str | os.PathLike,
+    teacher: str | os.PathLike,
+    data_dir: str | None = None,
+    dataset: str = "ml-1m",
+    preprocess: str = "paper",
+    wheels: bool = True,
+    wheels_script: str | os.PathLike = DEFAULT_WHEELS_SCRIPT,
+    limit: int = TRAVEL_LIMIT,
+    repo: Path = REPO,
+) -> dict[str, Any]:
     """Fill ``carry`` (wheels, dataset file, teacher, manifest) and check what travels fits ``limit``."""
     carry = Path(carry).resolve()
     carry.mkdir(parents=True, exist_ok=True)
@@ -177,16 +230,17 @@ def build_carry(carry: str | os.PathLike, teacher: str | os.PathLike, data_dir: 
             raise SystemExit(f"{script} left wheels missing: {', '.join(missing_wheels(carry))}")
     data = copy_dataset(carry, dataset, data_dir)
     teacher_entry = copy_teacher(carry, teacher, dataset, preprocess)
-    manifest = {"format": FORMAT, "dataset": data, "teacher": teacher_entry,
-                "wheels": sorted(p.name for p in carry.glob("*.whl"))}
+    manifest = {"format": FORMAT, "dataset": data, "teacher": teacher_entry, "wheels": sorted(p.name for p in carry.glob("*.whl"))}
     carry_size = folder_bytes(carry)
     tree = travel_bytes(repo)
     manifest.update(carry_bytes=carry_size, tree_bytes=tree, travel_bytes=carry_size + tree, travel_limit_bytes=limit)
     (carry / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     total = folder_bytes(carry) + tree
     if total > limit:
-        raise SystemExit(f"too large to travel: carry {folder_bytes(carry) / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB "
-                         f"= {total / 2**20:.1f} MiB > {limit / 2**20:.0f} MiB")
+        raise SystemExit(
+            f"too large to travel: carry {folder_bytes(carry) / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB "
+            f"= {total / 2**20:.1f} MiB > {limit / 2**20:.0f} MiB"
+        )
     return manifest
 
 
@@ -212,12 +266,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return manifest or {}
     if not args.teacher:
         parser.error("--teacher PATH is required (or --check)")
-    manifest = build_carry(args.carry, args.teacher, args.data_dir, args.dataset, args.preprocess, wheels=not args.no_wheels,
-                           wheels_script=args.wheels_script)
-    print(f"{args.carry}: {manifest['dataset']['file']}, {manifest['teacher']['file']} ({manifest['teacher']['model']}), "
-          f"{len(manifest['wheels'])} wheels; carry {manifest['carry_bytes'] / 2**20:.1f} MiB + working tree "
-          f"{manifest['tree_bytes'] / 2**20:.1f} MiB = {manifest['travel_bytes'] / 2**20:.1f} MiB of "
-          f"{TRAVEL_LIMIT / 2**20:.0f} MiB")
+    manifest = build_carry(
+        args.carry, args.teacher, args.data_dir, args.dataset, args.preprocess, wheels=not args.no_wheels, wheels_script=args.wheels_script
+    )
+    print(
+        f"{args.carry}: {manifest['dataset']['file']}, {manifest['teacher']['file']} ({manifest['teacher']['model']}), "
+        f"{len(manifest['wheels'])} wheels; carry {manifest['carry_bytes'] / 2**20:.1f} MiB + working tree "
+        f"{manifest['tree_bytes'] / 2**20:.1f} MiB = {manifest['travel_bytes'] / 2**20:.1f} MiB of "
+        f"{TRAVEL_LIMIT / 2**20:.0f} MiB"
+    )
     return manifest
 
 

@@ -69,12 +69,29 @@ class Sizes:
 
 FULL = Sizes()
 SMOKE = Sizes(
-    mf_requests=(64, 256), mf_raw_batch=256, seq_k=10, seq_requests=(16, 64), seq_raw_batch=64, clients=(1, 2), load_actors=2,
-    actor_seconds=0.2, min_seconds=0.1, agreement_rows=64, train_batches=(0, 1024), train_epochs=(2, 2), eval_users=50,
-    dfme_sequences=12, dfme_epochs=1, dfme_eval_users=30, dfme_batch_size=8,
+    mf_requests=(64, 256),
+    mf_raw_batch=256,
+    seq_k=10,
+    seq_requests=(16, 64),
+    seq_raw_batch=64,
+    clients=(1, 2),
+    load_actors=2,
+    actor_seconds=0.2,
+    min_seconds=0.1,
+    agreement_rows=64,
+    train_batches=(0, 1024),
+    train_epochs=(2, 2),
+    eval_users=50,
+    dfme_sequences=12,
+    dfme_epochs=1,
+    dfme_eval_users=30,
+    dfme_batch_size=8,
     table4_overrides={"epochs": 1, "finetune_epochs": 1, "aux_epochs": 1, "batch_size": 512},
     table4_target_train={"epochs": 1, "batch_size": 1024, "eval_users": 50, "min_epochs": 1},
-    tune_trials=2, tune_gpu=0.0, tune_cpu=0.5, tune_attack={"epochs": 1, "finetune_epochs": 1, "aux_epochs": 1, "batch_size": 512},
+    tune_trials=2,
+    tune_gpu=0.0,
+    tune_cpu=0.5,
+    tune_attack={"epochs": 1, "finetune_epochs": 1, "aux_epochs": 1, "batch_size": 512},
     threads=1,
 )
 
@@ -141,9 +158,14 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
         for precision in ("fp32", "bf16"):
             model = build_model(model_cfg, log.num_users, log.num_items).to(device).train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=0.0)
-            drawn = [{"users": torch.randint(0, log.num_users, (batch,), device=device, generator=gen),
-                      "pos": torch.randint(0, log.num_items, (batch,), device=device, generator=gen),
-                      "neg": torch.randint(0, log.num_items, (batch, 1), device=device, generator=gen)} for _ in range(4)]
+            drawn = [
+                {
+                    "users": torch.randint(0, log.num_users, (batch,), device=device, generator=gen),
+                    "pos": torch.randint(0, log.num_items, (batch,), device=device, generator=gen),
+                    "neg": torch.randint(0, log.num_items, (batch, 1), device=device, generator=gen),
+                }
+                for _ in range(4)
+            ]
             turn = [0]
 
             amp = bf16_autocast(precision == "bf16", torch.device(device))  # as fit decides: bf16 on a CUDA device only
@@ -161,21 +183,44 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
     for batch, epochs in zip(batches, sizes.train_epochs):
         for precision in ("fp32", "bf16"):
             model = seeded_model(model_cfg, log.num_users, log.num_items, 0)
-            config = {**train_cfg, "epochs": epochs, "batch_size": batch, "amp": "off" if precision == "fp32" else "bf16",
-                      "eval_every": epochs, "eval_users": sizes.eval_users, "min_epochs": 1, "patience": 1}
+            config = {
+                **train_cfg,
+                "epochs": epochs,
+                "batch_size": batch,
+                "amp": "off" if precision == "fp32" else "bf16",
+                "eval_every": epochs,
+                "eval_users": sizes.eval_users,
+                "min_epochs": 1,
+                "patience": 1,
+            }
             result = fit(model, split, config, seed=0, device=device, progress=False)
             rows_per_epoch = result.samples / max(result.epochs_run, 1)
             timed = result.history[1:] or result.history  # the first epoch warms up (kernels, allocator)
             seconds = sum(h["step_seconds"] for h in timed)
-            part.append("fit", {"batch": batch, "precision": precision, "epochs": result.epochs_run, "amp_used": result.amp,
-                                "triples_per_s": rows_per_epoch * len(timed) / seconds if seconds > 0 else None,
-                                "epoch_seconds": [h["step_seconds"] for h in result.history],
-                                "valid_ndcg@10": result.history[-1].get("valid_ndcg@10"), "last_loss": result.history[-1]["loss"]})
-            _say(f"training fit  batch {batch:>6} {precision}: {part.data['fit'][-1]['triples_per_s'] or 0:,.0f} triples/s, "
-                 f"valid NDCG@10 {part.data['fit'][-1]['valid_ndcg@10']}")
+            part.append(
+                "fit",
+                {
+                    "batch": batch,
+                    "precision": precision,
+                    "epochs": result.epochs_run,
+                    "amp_used": result.amp,
+                    "triples_per_s": rows_per_epoch * len(timed) / seconds if seconds > 0 else None,
+                    "epoch_seconds": [h["step_seconds"] for h in result.history],
+                    "valid_ndcg@10": result.history[-1].get("valid_ndcg@10"),
+                    "last_loss": result.history[-1]["loss"],
+                },
+            )
+            _say(
+                f"training fit  batch {batch:>6} {precision}: {part.data['fit'][-1]['triples_per_s'] or 0:,.0f} triples/s, "
+                f"valid NDCG@10 {part.data['fit'][-1]['valid_ndcg@10']}"
+            )
             if batch == batches[0] and precision == "fp32":
-                path = save_checkpoint(work / "bpr-trained.pt", model.cpu(), fingerprint=split.train.fingerprint(),
-                                       metrics={"epochs": result.epochs_run, "valid_ndcg@10": result.history[-1].get("valid_ndcg@10")})
+                path = save_checkpoint(
+                    work / "bpr-trained.pt",
+                    model.cpu(),
+                    fingerprint=split.train.fingerprint(),
+                    metrics={"epochs": result.epochs_run, "valid_ndcg@10": result.history[-1].get("valid_ndcg@10")},
+                )
                 part.put(checkpoint=str(path))
 
 
@@ -257,12 +302,20 @@ def step_serving(sizes: Sizes, part: Part, work: Path, carry: Path) -> None:
     init_ray(object_store_mb=512)
     threads = max(1, math.ceil(max(sizes.clients) / sizes.load_actors))
     pool = _load_pool(min(sizes.load_actors, max(sizes.clients)), threads)
-    for kind, k, requests, raw_batch in (("mf", sizes.mf_k, sizes.mf_requests, sizes.mf_raw_batch),
-                                         ("sasrec", sizes.seq_k, sizes.seq_requests, sizes.seq_raw_batch)):
+    for kind, k, requests, raw_batch in (
+        ("mf", sizes.mf_k, sizes.mf_requests, sizes.mf_raw_batch),
+        ("sasrec", sizes.seq_k, sizes.seq_requests, sizes.seq_raw_batch),
+    ):
         model, train, weights = _serving_target(kind, sizes, log, work, carry)
         max_len = int(getattr(model.config, "max_len", 0) or 0)
-        entry: dict[str, Any] = {"k": k, "weights": weights, "model": model.config.model, "max_len": max_len or None,
-                                 "raw": [], "cases": []}
+        entry: dict[str, Any] = {
+            "k": k,
+            "weights": weights,
+            "model": model.config.model,
+            "max_len": max_len or None,
+            "raw": [],
+            "cases": [],
+        }
         part.data["targets"][kind] = entry
         rng = np.random.default_rng(0)
         model = model.to(device)
@@ -274,8 +327,9 @@ def step_serving(sizes: Sizes, part: Part, work: Path, carry: Path) -> None:
                 part.put()
                 _say(f"serving {kind} raw {precision} batch {batch}: {per_s:,.0f} queries/s")
         x = torch.as_tensor(_inputs(kind, log, sizes.agreement_rows, rng, max_len), device=device)
-        entry["bf16_agreement"] = topk_agreement(_raw_lists(model, x, k, "fp32", device).cpu().numpy(),
-                                                 _raw_lists(model, x, k, "bf16", device).cpu().numpy())
+        entry["bf16_agreement"] = topk_agreement(
+            _raw_lists(model, x, k, "fp32", device).cpu().numpy(), _raw_lists(model, x, k, "bf16", device).cpu().numpy()
+        )
         part.put()
         model = model.cpu()
         seen = {} if train is None else {"seen_indptr": train.indptr, "seen_items": train.items, "item_popularity": train.item_counts}
@@ -313,11 +367,28 @@ def step_dfme(sizes: Sizes, part: Part, work: Path, carry: Path) -> None:
     import dfme
 
     manifest = json.loads((carry / "MANIFEST.json").read_text())
-    args = ["--teacher", str(carry / manifest["teacher"]["file"]), "--dataset", sizes.dataset,
-            "--preprocess", manifest["teacher"].get("preprocess", sizes.preprocess),
-            "--sequences", str(sizes.dfme_sequences), "--epochs", str(sizes.dfme_epochs), "--target-agr", str(sizes.dfme_target_agr),
-            "--eval-users", str(sizes.dfme_eval_users), "--batch-size", str(sizes.dfme_batch_size), "--lr", str(sizes.dfme_lr),
-            "--json", part.path]
+    args = [
+        "--teacher",
+        str(carry / manifest["teacher"]["file"]),
+        "--dataset",
+        sizes.dataset,
+        "--preprocess",
+        manifest["teacher"].get("preprocess", sizes.preprocess),
+        "--sequences",
+        str(sizes.dfme_sequences),
+        "--epochs",
+        str(sizes.dfme_epochs),
+        "--target-agr",
+        str(sizes.dfme_target_agr),
+        "--eval-users",
+        str(sizes.dfme_eval_users),
+        "--batch-size",
+        str(sizes.dfme_batch_size),
+        "--lr",
+        str(sizes.dfme_lr),
+        "--json",
+        part.path,
+    ]
     if sizes.threads:
         args += ["--threads", str(sizes.threads)]
     dfme.main(args)
@@ -346,8 +417,13 @@ def step_table4(sizes: Sizes, part: Part, work: Path) -> None:
     config = parse_experiment(raw, source="table4-ml1m (BPR, one seed)")
     out = work / "table4"
     cached = any((work / "cache").glob("bpr-*.pt"))
-    part.put(runs_planned=len(config.attacks), attacks=[a["attack"] for a in config.attacks], out=str(out), target_cached=cached,
-             shrunk=bool(sizes.table4_overrides))
+    part.put(
+        runs_planned=len(config.attacks),
+        attacks=[a["attack"] for a in config.attacks],
+        out=str(out),
+        target_cached=cached,
+        shrunk=bool(sizes.table4_overrides),
+    )
     started = time.perf_counter()
     store = run_experiment(config, out, cache_dir=str(work / "cache"), progress=False)
     wall = time.perf_counter() - started
@@ -376,23 +452,51 @@ def step_tune(sizes: Sizes, part: Part, work: Path) -> None:
     raw["experiment"] = "gpu-suite-tune"
     raw["attacks"] = [{**a, **sizes.tune_attack} for a in raw["attacks"]]
     raw = _shrunk(raw, None, sizes.table4_target_train)  # Table 4's very target: found in the cache it left
-    raw["tune"].update(num_samples=sizes.tune_trials, max_concurrent=sizes.tune_trials, scheduler=None, searcher=None,
-                       resources={"cpu": sizes.tune_cpu, "gpu": trial_gpu or None})
+    raw["tune"].update(
+        num_samples=sizes.tune_trials,
+        max_concurrent=sizes.tune_trials,
+        scheduler=None,
+        searcher=None,
+        resources={"cpu": sizes.tune_cpu, "gpu": trial_gpu or None},
+    )
     tune_exp = parse_tune(raw, source="tune-ptaq-ml1m (gpu suite)")
     out = work / "tune"
-    part.put(trials_planned=sizes.tune_trials, gpu_per_trial=trial_gpu, cpu_per_trial=sizes.tune_cpu, out=str(out),
-             attack=sizes.tune_attack, target_cached=any((work / "cache").glob("bpr-*.pt")))
+    part.put(
+        trials_planned=sizes.tune_trials,
+        gpu_per_trial=trial_gpu,
+        cpu_per_trial=sizes.tune_cpu,
+        out=str(out),
+        attack=sizes.tune_attack,
+        target_cached=any((work / "cache").glob("bpr-*.pt")),
+    )
     started = time.perf_counter()
     outcome = run_tune(tune_exp, out, cache_dir=str(work / "cache"), verbose=0)
     wall = time.perf_counter() - started
     fit = sizes.tune_trials if not trial_gpu else min(sizes.tune_trials, int((gpus - server_share) / trial_gpu + 1e-9))
     frame = ResultStore(out).load()
-    rows = [{"run_id": r["run_id"], "device": r.get("device"), "started_at": float(r["started_at"]), "wall_s": float(r["wall_s"]),
-             "agr@k/heldout": float(r["agr@k/heldout"])} for r in frame.to_dict("records")]
+    rows = [
+        {
+            "run_id": r["run_id"],
+            "device": r.get("device"),
+            "started_at": float(r["started_at"]),
+            "wall_s": float(r["wall_s"]),
+            "agr@k/heldout": float(r["agr@k/heldout"]),
+        }
+        for r in frame.to_dict("records")
+    ]
     spans = [(r["started_at"], r["started_at"] + r["wall_s"]) for r in rows]
-    part.put(wall_s=wall, trials=outcome.trials, completed=outcome.completed, rows=rows, max_concurrent_seen=max_overlap(spans),
-             cluster_gpus=gpus, server_gpu=server_share, trials_that_fit=fit,
-             trial_seconds=sum(r["wall_s"] for r in rows), finished=True)
+    part.put(
+        wall_s=wall,
+        trials=outcome.trials,
+        completed=outcome.completed,
+        rows=rows,
+        max_concurrent_seen=max_overlap(spans),
+        cluster_gpus=gpus,
+        server_gpu=server_share,
+        trials_that_fit=fit,
+        trial_seconds=sum(r["wall_s"] for r in rows),
+        finished=True,
+    )
     _say(f"tune: {outcome.completed}/{outcome.trials} trials in {wall:.1f} s, at most {max_overlap(spans)} at once")
 
 

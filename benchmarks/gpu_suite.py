@@ -71,9 +71,13 @@ RESERVE = {"training": 20, "serving": 45, "table4": 60, "tune": 40, "dfme": 90}
 SMOKE_CAP = 150
 
 ANCHORS = {  # DESIGN.md "Practical facts" and the issue: one H100, raw torch, no Ray
-    "mf_raw_fp32": 11e6, "mf_raw_bf16": 20e6, "sasrec_raw": 0.26e6,
-    "bpr_raw_65536": 38e6, "bpr_raw_2048": 1.7e6,
-    "yue_synthesis_s": 117.0, "yue_epoch_s": 325.0,
+    "mf_raw_fp32": 11e6,
+    "mf_raw_bf16": 20e6,
+    "sasrec_raw": 0.26e6,
+    "bpr_raw_65536": 38e6,
+    "bpr_raw_2048": 1.7e6,
+    "yue_synthesis_s": 117.0,
+    "yue_epoch_s": 325.0,
 }
 CPU_REFERENCE = {"table4_runs_per_min": 1.21}  # README: one seed, 15 runs (3 targets) in 744 s on the 2-core CPU
 
@@ -86,8 +90,10 @@ def have(module: str) -> bool:
 def check_gpu(timeout: float = 60) -> tuple[int, str]:
     """How many GPUs torch sees (and their name), asked in a child process (the driver keeps no
     CUDA context)."""
-    code = ("import torch; print(torch.__version__); "
-            "print(f'{torch.cuda.device_count()}:{torch.cuda.get_device_name(0)}' if torch.cuda.is_available() else '')")
+    code = (
+        "import torch; print(torch.__version__); "
+        "print(f'{torch.cuda.device_count()}:{torch.cuda.get_device_name(0)}' if torch.cuda.is_available() else '')"
+    )
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -104,8 +110,7 @@ def preflight(carry: Path, steps: list[str], smoke: bool, allow_cpu: bool) -> tu
     need_wheels = not (have("ray") and have("pydantic") and have("jsonschema"))
     manifest, problems = gpu_carry.check_carry(carry, need_wheels=need_wheels)
     gpu, what = check_gpu()
-    facts = {"torch": what, "gpu": gpu, "python": platform.python_version(), "ray_installed": not need_wheels,
-             "manifest": manifest}
+    facts = {"torch": what, "gpu": gpu, "python": platform.python_version(), "ray_installed": not need_wheels, "manifest": manifest}
     if "torch does not import" in what:
         problems.append(what)
     elif not gpu and not (smoke or allow_cpu):
@@ -130,7 +135,9 @@ def install(carry: Path) -> str:
     if done.returncode != 0:
         raise SystemExit(f"installing from {carry} failed ({' '.join(cmd)}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
     importlib.invalidate_caches()
-    check = "import ray, ray.tune, pydantic, yaml, raysteal.oracle.server, raysteal.distributed.tune, raysteal.distributed.experiment_runner"
+    check = (
+        "import ray, ray.tune, pydantic, yaml, raysteal.oracle.server, raysteal.distributed.tune, raysteal.distributed.experiment_runner"
+    )
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=child_env(os.environ))
     if done.returncode != 0:
         raise SystemExit(f"after installing, raysteal's Ray side does not import:\n{done.stderr[-3000:]}")
@@ -142,8 +149,12 @@ def child_env(base: dict[str, str] | os._Environ) -> dict[str, str]:
     paths = [str(REPO), str(HERE)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    for key, value in {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                       "RAY_DEDUP_LOGS": "0"}.items():
+    for key, value in {
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "0",
+    }.items():
         env.setdefault(key, value)
     return env
 
@@ -195,8 +206,7 @@ class Tee:
 def run_child(name: str, cmd: list[str], env: dict[str, str], timeout: float, say: Tee) -> dict[str, Any]:
     """Run a step's process, echoing its output; on its cap, stop its whole process group."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     tail: list[str] = []
 
     def pump() -> None:
@@ -226,8 +236,13 @@ def run_child(name: str, cmd: list[str], env: dict[str, str], timeout: float, sa
     reader.join(timeout=5)
     if status == "ok" and proc.returncode != 0:
         status = "failed"
-    return {"status": status, "seconds": time.perf_counter() - started, "returncode": proc.returncode,
-            "cap_s": timeout, "error_tail": tail[-15:] if status == "failed" else None}
+    return {
+        "status": status,
+        "seconds": time.perf_counter() - started,
+        "returncode": proc.returncode,
+        "cap_s": timeout,
+        "error_tail": tail[-15:] if status == "failed" else None,
+    }
 
 
 def step_timeout(name: str, remaining_steps: list[str], deadline: float, smoke: bool) -> float:
@@ -256,10 +271,30 @@ def _ratio(value: float | None, limit: float | None) -> float | None:
     return value / limit
 
 
-def figure(rows: list[dict[str, Any]], group: str, name: str, value: Any, unit: str, limit: float | None = None,
-           limit_what: str = "", anchor: float | None = None, note: str = "") -> None:
-    rows.append({"group": group, "figure": name, "value": value, "unit": unit, "raw_limit": limit, "raw_limit_is": limit_what,
-                 "ratio": _ratio(value, limit) if isinstance(value, (int, float)) else None, "h100_anchor": anchor, "note": note})
+def figure(
+    rows: list[dict[str, Any]],
+    group: str,
+    name: str,
+    value: Any,
+    unit: str,
+    limit: float | None = None,
+    limit_what: str = "",
+    anchor: float | None = None,
+    note: str = "",
+) -> None:
+    rows.append(
+        {
+            "group": group,
+            "figure": name,
+            "value": value,
+            "unit": unit,
+            "raw_limit": limit,
+            "raw_limit_is": limit_what,
+            "ratio": _ratio(value, limit) if isinstance(value, (int, float)) else None,
+            "h100_anchor": anchor,
+            "note": note,
+        }
+    )
 
 
 def training_figures(raw: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -270,8 +305,17 @@ def training_figures(raw: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         limit = by.get((r["batch"], "fp32"))
         what = "the raw fp32 step, same batch" if r["precision"] == "bf16" else "itself (the raw limit)"
         note = "bf16 autocast not used (no CUDA bf16): an fp32 step" if r["precision"] == "bf16" and not r.get("amp_used") else ""
-        figure(rows, "target training (BPR-MF)", f"raw step, batch {r['batch']:,}, {r['precision']}", r["triples_per_s"], "triples/s",
-               limit, what, anchor, note)
+        figure(
+            rows,
+            "target training (BPR-MF)",
+            f"raw step, batch {r['batch']:,}, {r['precision']}",
+            r["triples_per_s"],
+            "triples/s",
+            limit,
+            what,
+            anchor,
+            note,
+        )
     fits = {(r["batch"], r["precision"]): r for r in raw.get("fit", [])}
     for r in raw.get("fit", []):
         tag = " (preset)" if r["batch"] == preset else ""
@@ -284,8 +328,16 @@ def training_figures(raw: dict[str, Any], rows: list[dict[str, Any]]) -> None:
                 note += f", NDCG {_fmt(r['valid_ndcg@10'] / base['valid_ndcg@10'])}x fp32's"
             if not r.get("amp_used"):
                 note += " (bf16 autocast was not used: no CUDA bf16)"
-        figure(rows, "target training (BPR-MF)", f"raysteal fit, batch {r['batch']:,}{tag}, {r['precision']}", r.get("triples_per_s"),
-               "triples/s", by.get((r["batch"], r["precision"])), f"the raw {r['precision']} step, same batch", note=note)
+        figure(
+            rows,
+            "target training (BPR-MF)",
+            f"raysteal fit, batch {r['batch']:,}{tag}, {r['precision']}",
+            r.get("triples_per_s"),
+            "triples/s",
+            by.get((r["batch"], r["precision"])),
+            f"the raw {r['precision']} step, same batch",
+            note=note,
+        )
 
 
 def serving_figures(raw: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -303,24 +355,55 @@ def serving_figures(raw: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str
         for r in raws:
             anchor = None
             if r["batch"] == top:
-                anchor = {("mf", "fp32"): ANCHORS["mf_raw_fp32"], ("mf", "bf16"): ANCHORS["mf_raw_bf16"],
-                          ("sasrec", "fp32"): ANCHORS["sasrec_raw"]}.get((kind, r["precision"]))
+                anchor = {
+                    ("mf", "fp32"): ANCHORS["mf_raw_fp32"],
+                    ("mf", "bf16"): ANCHORS["mf_raw_bf16"],
+                    ("sasrec", "fp32"): ANCHORS["sasrec_raw"],
+                }.get((kind, r["precision"]))
             what = "itself (the raw limit)" if (r["batch"], r["precision"]) == (top, "fp32") else f"raw fp32 at batch {top:,}"
             note = "anchor is top-50 of a SASRec-like model" if kind == "sasrec" and anchor else ""
-            figure(rows, group, f"raw score+top-{entry['k']}, batch {r['batch']:,}, {r['precision']}", r["qps"], "queries/s",
-                   limit, what, anchor, note)
+            figure(
+                rows,
+                group,
+                f"raw score+top-{entry['k']}, batch {r['batch']:,}, {r['precision']}",
+                r["qps"],
+                "queries/s",
+                limit,
+                what,
+                anchor,
+                note,
+            )
         agreement = entry.get("bf16_agreement")
         if agreement:
-            figure(rows, group, f"bf16 vs fp32 top-{entry['k']} overlap", agreement["overlap@k"], "share", note=(
-                f"same first item in {agreement['top1']:.4f} of {agreement['rows']:,} inputs; weights: {entry.get('weights')}"))
+            figure(
+                rows,
+                group,
+                f"bf16 vs fp32 top-{entry['k']} overlap",
+                agreement["overlap@k"],
+                "share",
+                note=(f"same first item in {agreement['top1']:.4f} of {agreement['rows']:,} inputs; weights: {entry.get('weights')}"),
+            )
         for c in entry.get("cases", []):
             who = "in-process oracle" if c["mode"] == "inprocess" else f"TargetServer actor, {c['clients']} client(s)"
-            figure(rows, group, f"{who}, request {c['request']:,}, {c['precision']}", c["qps"], "queries/s", limit,
-                   f"raw fp32 at batch {top:,}")
+            figure(
+                rows,
+                group,
+                f"{who}, request {c['request']:,}, {c['precision']}",
+                c["qps"],
+                "queries/s",
+                limit,
+                f"raw fp32 at batch {top:,}",
+            )
         if entry.get("server_batches"):
             b = entry["server_batches"]
-            figure(rows, group, "server: mean rows per forward pass", b.get("mean_batch_rows"), "rows",
-                   note=f"{b.get('batches')} passes (dynamic batching across clients)")
+            figure(
+                rows,
+                group,
+                "server: mean rows per forward pass",
+                b.get("mean_batch_rows"),
+                "rows",
+                note=f"{b.get('batches')} passes (dynamic batching across clients)",
+            )
     return limits
 
 
@@ -329,29 +412,68 @@ def dfme_figures(raw: dict[str, Any], rows: list[dict[str, Any]], limits: dict[s
     if "synthesis_seconds" not in raw:
         return
     qps = raw.get("synthesis_queries_per_s")
-    figure(rows, group, f"synthesis of {raw.get('sequences'):,} sequences ({raw.get('queries'):,} queries)", raw["synthesis_seconds"],
-           "s", anchor=ANCHORS["yue_synthesis_s"], note="anchor: Yue et al.'s released code on an H100")
-    figure(rows, group, "synthesis queries/s (top-100 answers)", qps, "queries/s", limits.get("sasrec"),
-           "raw SASRec fp32 score+top-k (serving step)")
+    figure(
+        rows,
+        group,
+        f"synthesis of {raw.get('sequences'):,} sequences ({raw.get('queries'):,} queries)",
+        raw["synthesis_seconds"],
+        "s",
+        anchor=ANCHORS["yue_synthesis_s"],
+        note="anchor: Yue et al.'s released code on an H100",
+    )
+    figure(
+        rows,
+        group,
+        "synthesis queries/s (top-100 answers)",
+        qps,
+        "queries/s",
+        limits.get("sasrec"),
+        "raw SASRec fp32 score+top-k (serving step)",
+    )
     epochs = raw.get("epochs") or []
     if epochs:
         seconds = [e["epoch_seconds"] for e in epochs]
         steady = seconds[1:] or seconds
-        figure(rows, group, f"seconds per epoch (batch {raw.get('config', {}).get('batch_size')}, mean of epochs "
-               f"{2 if len(seconds) > 1 else 1}..{len(seconds)})", sum(steady) / len(steady), "s", anchor=ANCHORS["yue_epoch_s"],
-               note="anchor: Yue et al.'s code, batch 128, H100")
+        figure(
+            rows,
+            group,
+            f"seconds per epoch (batch {raw.get('config', {}).get('batch_size')}, mean of epochs "
+            f"{2 if len(seconds) > 1 else 1}..{len(seconds)})",
+            sum(steady) / len(steady),
+            "s",
+            anchor=ANCHORS["yue_epoch_s"],
+            note="anchor: Yue et al.'s code, batch 128, H100",
+        )
         best = max(epochs, key=lambda e: e["agr@10"])
         target = raw.get("target_agr@10")
         if raw.get("reached_target"):
-            figure(rows, group, f"time to Agr@10 >= {target}", raw.get("time_to_target_s"), "s",
-                   note=f"{raw.get('epochs_to_target')} epochs; synthesis included, evaluation excluded")
+            figure(
+                rows,
+                group,
+                f"time to Agr@10 >= {target}",
+                raw.get("time_to_target_s"),
+                "s",
+                note=f"{raw.get('epochs_to_target')} epochs; synthesis included, evaluation excluded",
+            )
         else:
-            figure(rows, group, f"time to Agr@10 >= {target}", None, "s",
-                   note=f"not reached: best Agr@10 {best['agr@10']:.4f} after {len(epochs)} epochs"
-                        + ("" if raw.get("finished") else " (stopped at the step's cap)"))
-        figure(rows, group, "best Agr@10", best["agr@10"], "share",
-               note=f"epoch {best['epoch']}; popularity floor {raw.get('popularity_floor', {}).get('agr@10', float('nan')):.4f}; "
-                    f"Yue et al. 0.662")
+            figure(
+                rows,
+                group,
+                f"time to Agr@10 >= {target}",
+                None,
+                "s",
+                note=f"not reached: best Agr@10 {best['agr@10']:.4f} after {len(epochs)} epochs"
+                + ("" if raw.get("finished") else " (stopped at the step's cap)"),
+            )
+        figure(
+            rows,
+            group,
+            "best Agr@10",
+            best["agr@10"],
+            "share",
+            note=f"epoch {best['epoch']}; popularity floor {raw.get('popularity_floor', {}).get('agr@10', float('nan')):.4f}; "
+            f"Yue et al. 0.662",
+        )
 
 
 def table4_figures(raw: dict[str, Any], rows: list[dict[str, Any]], out_runs: int | None) -> None:
@@ -359,11 +481,23 @@ def table4_figures(raw: dict[str, Any], rows: list[dict[str, Any]], out_runs: in
     planned = raw.get("runs_planned")
     if raw.get("finished"):
         runs, wall = raw["runs"], raw["wall_s"]
-        figure(rows, group, f"wall time, {runs} runs (every attack), target trained in the run", wall, "s",
-               note=f"{60 * runs / wall:.2f} runs/min (CPU, 2 cores: {CPU_REFERENCE['table4_runs_per_min']} runs/min incl. 3 targets)")
+        figure(
+            rows,
+            group,
+            f"wall time, {runs} runs (every attack), target trained in the run",
+            wall,
+            "s",
+            note=f"{60 * runs / wall:.2f} runs/min (CPU, 2 cores: {CPU_REFERENCE['table4_runs_per_min']} runs/min incl. 3 targets)",
+        )
         for r in raw.get("rows", []):
-            figure(rows, group, f"{r['attack']}: Agr@50 held-out (sanity)", r.get("agr@k/heldout"), "share",
-                   note=f"Agr@50 queried {_fmt(r.get('agr@k'))}; run {_fmt(r.get('wall_s'), 's')} s on {r.get('device')}")
+            figure(
+                rows,
+                group,
+                f"{r['attack']}: Agr@50 held-out (sanity)",
+                r.get("agr@k/heldout"),
+                "share",
+                note=f"Agr@50 queried {_fmt(r.get('agr@k'))}; run {_fmt(r.get('wall_s'), 's')} s on {r.get('device')}",
+            )
     elif planned:
         figure(rows, group, "wall time", None, "s", note=f"stopped at the cap after {out_runs or 0} of {planned} runs")
 
@@ -379,13 +513,29 @@ def tune_figures(raw: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     share = raw.get("gpu_per_trial") or 0
     note = f"devices {', '.join(devices)}; {raw['completed']} completed"
     if share and fit < n:
-        note += (f"; the sweep's TargetServer holds {raw.get('server_gpu', 0):g} of the {raw.get('cluster_gpus', 0):g} GPU(s), "
-                 f"so {fit} trials of {share:g} fit at once")
-    figure(rows, group, f"{n} PTAQ trials at {share:g} GPU each: most running at once", raw["max_concurrent_seen"],
-           "trials", float(fit), f"trials that fit at once ({fit})", note=note)
-    figure(rows, group, "sweep wall time", raw["wall_s"], "s",
-           note=f"trial seconds summed {raw['trial_seconds']:.1f} = {raw['trial_seconds'] / raw['wall_s']:.2f}x the wall"
-                + ("; target from the cache" if raw.get("target_cached") else "; target trained in the sweep"))
+        note += (
+            f"; the sweep's TargetServer holds {raw.get('server_gpu', 0):g} of the {raw.get('cluster_gpus', 0):g} GPU(s), "
+            f"so {fit} trials of {share:g} fit at once"
+        )
+    figure(
+        rows,
+        group,
+        f"{n} PTAQ trials at {share:g} GPU each: most running at once",
+        raw["max_concurrent_seen"],
+        "trials",
+        float(fit),
+        f"trials that fit at once ({fit})",
+        note=note,
+    )
+    figure(
+        rows,
+        group,
+        "sweep wall time",
+        raw["wall_s"],
+        "s",
+        note=f"trial seconds summed {raw['trial_seconds']:.1f} = {raw['trial_seconds'] / raw['wall_s']:.2f}x the wall"
+        + ("; target from the cache" if raw.get("target_cached") else "; target trained in the sweep"),
+    )
 
 
 def assemble(state: dict[str, Any]) -> dict[str, Any]:
@@ -406,10 +556,14 @@ def assemble(state: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(state: dict[str, Any]) -> str:
     facts = state["facts"]
-    head = [f"# GPU suite ({'smoke test, toy sizes, CPU' if state['smoke'] else 'full sizes'})", "",
-            f"Device: **{state.get('device') or facts.get('torch')}**; Python {facts.get('python')}; {facts.get('torch')}; "
-            f"Ray {state.get('ray_version', '?')}; started {state['started']}; wall {state.get('wall_s', 0):.0f} s of a "
-            f"{state['budget_s']:.0f} s budget.", ""]
+    head = [
+        f"# GPU suite ({'smoke test, toy sizes, CPU' if state['smoke'] else 'full sizes'})",
+        "",
+        f"Device: **{state.get('device') or facts.get('torch')}**; Python {facts.get('python')}; {facts.get('torch')}; "
+        f"Ray {state.get('ray_version', '?')}; started {state['started']}; wall {state.get('wall_s', 0):.0f} s of a "
+        f"{state['budget_s']:.0f} s budget.",
+        "",
+    ]
     if state["smoke"]:
         head += ["Smoke run: toy data and models on the CPU; these numbers say the script works, not how fast a GPU is.", ""]
     steps = [[name, s["status"], _fmt(s.get("seconds"), "s"), _fmt(s.get("cap_s"), "s")] for name, s in state["steps"].items()]
@@ -418,10 +572,22 @@ def markdown(state: dict[str, Any]) -> str:
     for row in state.get("figures", []):
         groups.setdefault(row["group"], []).append(row)
     for group, rows in groups.items():
-        table = [[r["figure"], _fmt(r["value"], r["unit"]), r["unit"], _fmt(r["raw_limit"], r["unit"]), r["raw_limit_is"] or "–",
-                  _fmt(r["ratio"]), _fmt(r["h100_anchor"], r["unit"]), r["note"] or ""] for r in rows]
+        table = [
+            [
+                r["figure"],
+                _fmt(r["value"], r["unit"]),
+                r["unit"],
+                _fmt(r["raw_limit"], r["unit"]),
+                r["raw_limit_is"] or "–",
+                _fmt(r["ratio"]),
+                _fmt(r["h100_anchor"], r["unit"]),
+                r["note"] or "",
+            ]
+            for r in rows
+        ]
         text += f"\n## {group}\n\n" + markdown_table(
-            ["figure", "value", "unit", "raw limit (same run)", "limit is", "ratio", "H100 anchor", "note"], table)
+            ["figure", "value", "unit", "raw limit (same run)", "limit is", "ratio", "H100 anchor", "note"], table
+        )
     return text
 
 
@@ -433,8 +599,9 @@ def write_report(out: Path, state: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------------------- main
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
+    )
     parser.add_argument("--carry", default=None, help="carried folder (default: REPO/.carry; with --smoke a toy one in --work)")
     parser.add_argument("--out", default=str(REPO / "results" / "gpu-suite"), help="where gpu_suite.json/.md/.log go")
     parser.add_argument("--work", default=None, help="scratch: step parts, caches, runs (default OUT/work)")
@@ -442,8 +609,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", default=",".join(ORDER), help=f"comma-separated subset of {','.join(ORDER)}")
     parser.add_argument("--smoke", action="store_true", help="every step at toy size on the CPU (CI)")
     parser.add_argument("--allow-cpu", action="store_true", help="full sizes without a GPU (slow; for debugging)")
-    parser.add_argument("--set", action="append", default=[], dest="sets", metavar="FIELD=JSON",
-                        help="override a size of gpu_steps.Sizes, e.g. --set dfme_sequences=2000 --set 'clients=[1,8]'")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="sets",
+        metavar="FIELD=JSON",
+        help="override a size of gpu_steps.Sizes, e.g. --set dfme_sequences=2000 --set 'clients=[1,8]'",
+    )
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -512,11 +685,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     say(install(carry))
     os.environ["RAYSTEAL_DATA"] = str(carry / "data")
     os.environ.setdefault("RAYSTEAL_RAY_TMP", "/tmp/ray")
-    state: dict[str, Any] = {"suite": "gpu_suite", "smoke": args.smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                             "budget_s": budget, "facts": {k: v for k, v in facts.items() if k != "manifest"},
-                             "carry": facts.get("manifest"), "device": facts["torch"].partition(", ")[2] if facts["gpu"] else "CPU",
-                             "sizes": dataclasses.asdict(sizes), "overrides": list(args.sets), "steps": {}, "parts": {},
-                             "anchors": ANCHORS}
+    state: dict[str, Any] = {
+        "suite": "gpu_suite",
+        "smoke": args.smoke,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "budget_s": budget,
+        "facts": {k: v for k, v in facts.items() if k != "manifest"},
+        "carry": facts.get("manifest"),
+        "device": facts["torch"].partition(", ")[2] if facts["gpu"] else "CPU",
+        "sizes": dataclasses.asdict(sizes),
+        "overrides": list(args.sets),
+        "steps": {},
+        "parts": {},
+        "anchors": ANCHORS,
+    }
     sys.path.insert(0, str(REPO))
     from raysteal.distributed.runtime import init_ray
 
@@ -525,12 +707,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     state["ray_version"] = ray.__version__
     env = child_env(os.environ)
     env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    say(f"Ray {ray.__version__} up ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs) "
-        f"at {time.perf_counter() - t0:.1f} s")
+    say(
+        f"Ray {ray.__version__} up ({ray.cluster_resources().get('CPU', 0):g} CPUs, {ray.cluster_resources().get('GPU', 0):g} GPUs) "
+        f"at {time.perf_counter() - t0:.1f} s"
+    )
     try:
         steps = [s for s in ORDER if s in args.steps]
         for i, name in enumerate(steps):
-            timeout = step_timeout(name, steps[i + 1:], deadline, args.smoke)
+            timeout = step_timeout(name, steps[i + 1 :], deadline, args.smoke)
             part = args.work / "parts" / f"{name}.json"
             part.unlink(missing_ok=True)
             if timeout < 10:
@@ -538,8 +722,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 say(f"== {name}: skipped, {timeout:.0f} s left")
                 continue
             say(f"== {name} (cap {timeout:.0f} s, {deadline - time.perf_counter():.0f} s of the budget left)")
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--part", str(part), "--carry", str(carry),
-                   "--out", str(args.out), "--work", str(args.work)] + (["--smoke"] if args.smoke else [])
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--step",
+                name,
+                "--part",
+                str(part),
+                "--carry",
+                str(carry),
+                "--out",
+                str(args.out),
+                "--work",
+                str(args.work),
+            ] + (["--smoke"] if args.smoke else [])
             cmd += [arg for item in args.sets for arg in ("--set", item)]
             result = run_child(name, cmd, env, timeout, say)
             if part.is_file():
@@ -557,8 +753,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ray.shutdown()
     state["wall_s"] = time.perf_counter() - t0
     write_report(args.out, state)
-    say(f"gpu_suite: {sum(s['status'] == 'ok' for s in state['steps'].values())}/{len(state['steps'])} steps ok in "
-        f"{state['wall_s']:.0f} s -> {args.out / 'gpu_suite.json'}, {args.out / 'gpu_suite.md'}")
+    say(
+        f"gpu_suite: {sum(s['status'] == 'ok' for s in state['steps'].values())}/{len(state['steps'])} steps ok in "
+        f"{state['wall_s']:.0f} s -> {args.out / 'gpu_suite.json'}, {args.out / 'gpu_suite.md'}"
+    )
     say("")
     say((args.out / "gpu_suite.md").read_text())
     return state

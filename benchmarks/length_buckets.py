@@ -40,11 +40,20 @@ def time_epochs(name: str, log: Any, buckets: int, args: argparse.Namespace) -> 
     tokens = padded_tokens(sampler, torch.Generator().manual_seed(args.seed))
     sync(dev)
     started = time.perf_counter()
-    result = optimize(model, sampler, model.loss, args.epochs, train_cfg.get("lr", 1e-3), torch.Generator().manual_seed(args.seed), device=dev)
+    result = optimize(
+        model, sampler, model.loss, args.epochs, train_cfg.get("lr", 1e-3), torch.Generator().manual_seed(args.seed), device=dev
+    )
     sync(dev)
     seconds = (time.perf_counter() - started) / args.epochs
-    return {"model": cfg.model, "length_buckets": buckets, "seconds_per_epoch": seconds, "padded_tokens_per_epoch": tokens,
-            "windows": len(sampler.windows), "batches": len(sampler), "mean_loss": result.losses[-1]}
+    return {
+        "model": cfg.model,
+        "length_buckets": buckets,
+        "seconds_per_epoch": seconds,
+        "padded_tokens_per_epoch": tokens,
+        "windows": len(sampler.windows),
+        "batches": len(sampler),
+        "mean_loss": result.losses[-1],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +74,23 @@ def main(argv: list[str] | None = None) -> int:
         bucketed = time_epochs(name, train, args.buckets, args)
         speedup = plain["seconds_per_epoch"] / bucketed["seconds_per_epoch"]
         token_ratio = bucketed["padded_tokens_per_epoch"] / plain["padded_tokens_per_epoch"]
-        print(f"{name:>9}  uniform {plain['seconds_per_epoch']:.1f}s/epoch  buckets={args.buckets} "
-              f"{bucketed['seconds_per_epoch']:.1f}s/epoch  speedup {speedup:.2f}x  padded tokens x{token_ratio:.2f}  "
-              f"loss {plain['mean_loss']:.4f} / {bucketed['mean_loss']:.4f}", flush=True)
-        rows.append({"model": name, "dataset": args.dataset, "device": device_name(resolve_device(args.device)),
-                     "uniform": plain, "bucketed": bucketed, "speedup": speedup, "padded_token_ratio": token_ratio})
+        print(
+            f"{name:>9}  uniform {plain['seconds_per_epoch']:.1f}s/epoch  buckets={args.buckets} "
+            f"{bucketed['seconds_per_epoch']:.1f}s/epoch  speedup {speedup:.2f}x  padded tokens x{token_ratio:.2f}  "
+            f"loss {plain['mean_loss']:.4f} / {bucketed['mean_loss']:.4f}",
+            flush=True,
+        )
+        rows.append(
+            {
+                "model": name,
+                "dataset": args.dataset,
+                "device": device_name(resolve_device(args.device)),
+                "uniform": plain,
+                "bucketed": bucketed,
+                "speedup": speedup,
+                "padded_token_ratio": token_ratio,
+            }
+        )
     write_json(args.json, rows)
     return 0
 

@@ -65,10 +65,20 @@ def bench(name: str, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         module.prefix_additive_attention = prefix_additive_attention
     full, chunked = statistics.median(times[1]), statistics.median(times[args.chunks])
-    row = {"model": name, "prefixes": int(rows.numel()), "length": args.length, "chunks": args.chunks,
-           "full_seconds": times[1], "chunked_seconds": times[args.chunks], "speedup": full / chunked}
-    print(f"{name}: {rows.numel()} prefixes of up to {args.length} items; step full {full:.3f}s, "
-          f"chunked ({args.chunks}) {chunked:.3f}s, speedup {full / chunked:.2f}x", flush=True)
+    row = {
+        "model": name,
+        "prefixes": int(rows.numel()),
+        "length": args.length,
+        "chunks": args.chunks,
+        "full_seconds": times[1],
+        "chunked_seconds": times[args.chunks],
+        "speedup": full / chunked,
+    }
+    print(
+        f"{name}: {rows.numel()} prefixes of up to {args.length} items; step full {full:.3f}s, "
+        f"chunked ({args.chunks}) {chunked:.3f}s, speedup {full / chunked:.2f}x",
+        flush=True,
+    )
     return row
 
 

@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
-    data = ExtractionSet(rng.integers(0, args.items, (args.sequences, args.length)),
-                         rng.integers(0, args.items, (args.sequences, args.length, args.k)).astype(np.int32),
-                         args.sequences * args.length)
+    data = ExtractionSet(
+        rng.integers(0, args.items, (args.sequences, args.length)),
+        rng.integers(0, args.items, (args.sequences, args.length, args.k)).astype(np.int32),
+        args.sequences * args.length,
+    )
     student = seeded_model({"model": "sasrec", "max_len": args.length}, 0, args.items, 0)
     with tempfile.TemporaryDirectory(prefix="resume-bench-") as tmp:
         state = Path(tmp) / "student.state"
@@ -80,8 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         real_save = student_module.save_training_state
         student_module.save_training_state = timed_save  # the loop's own calls, timed where they happen
         try:
-            stats = train_student(student, data, dfme_objective(), epochs=args.epochs, batch_size=args.batch_size,
-                                  lr=3e-3, state_path=state)
+            stats = train_student(
+                student, data, dfme_objective(), epochs=args.epochs, batch_size=args.batch_size, lr=3e-3, state_path=state
+            )
         finally:
             student_module.save_training_state = real_save
         epoch_seconds = sum(h["epoch_seconds"] for h in stats["history"]) / args.epochs
@@ -101,7 +104,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "resume_overhead",
         "device": device_name("cpu"),
         "threads": torch.get_num_threads(),
-        "sequences": args.sequences, "length": args.length, "k": args.k, "items": args.items, "epochs": args.epochs,
+        "sequences": args.sequences,
+        "length": args.length,
+        "k": args.k,
+        "items": args.items,
+        "epochs": args.epochs,
         "epoch_seconds": epoch_seconds,
         "state_save_seconds_per_epoch": save_seconds,
         "state_mb": state_mb,
@@ -110,15 +117,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "data_load_seconds": data_load,
         "data_mb": data_mb,
     }
-    print(f"{result['device']}, {result['threads']} thread(s): epoch {epoch_seconds:.2f}s; state {state_mb:.1f} MB "
-          f"saved in {save_seconds:.3f}s an epoch ({100 * (result['overhead_ratio'] or 0):.2f}% of an epoch); "
-          f"extraction set {data_mb:.1f} MB: save {data_save:.2f}s, load {data_load:.2f}s")
+    print(
+        f"{result['device']}, {result['threads']} thread(s): epoch {epoch_seconds:.2f}s; state {state_mb:.1f} MB "
+        f"saved in {save_seconds:.3f}s an epoch ({100 * (result['overhead_ratio'] or 0):.2f}% of an epoch); "
+        f"extraction set {data_mb:.1f} MB: save {data_save:.2f}s, load {data_load:.2f}s"
+    )
     if args.target_model:
         target = target_state_overhead(args.target_model, args.target_dataset, args.target_epochs)
         result["target"] = target
-        print(f"target {args.target_model} on {args.target_dataset}: epoch {target['epoch_seconds']:.2f}s; state "
-              f"{target['state_mb']:.1f} MB saved in {target['state_save_seconds_per_epoch']:.3f}s an epoch "
-              f"({100 * target['overhead_ratio']:.2f}% of an epoch)")
+        print(
+            f"target {args.target_model} on {args.target_dataset}: epoch {target['epoch_seconds']:.2f}s; state "
+            f"{target['state_mb']:.1f} MB saved in {target['state_save_seconds_per_epoch']:.3f}s an epoch "
+            f"({100 * target['overhead_ratio']:.2f}% of an epoch)"
+        )
     write_json(args.json, result)
     return result
 
@@ -155,9 +166,17 @@ def target_state_overhead(model: str, dataset: str, epochs: int) -> dict[str, An
         state_mb = state.stat().st_size / 2**20
     epoch_seconds = result.step_seconds / result.epochs_run  # optimisation steps only: the smaller, stricter base
     save_seconds = sum(saves) / len(saves)
-    return {"model": model, "dataset": dataset, "users": log.num_users, "items": log.num_items,
-            "epochs": result.epochs_run, "epoch_seconds": epoch_seconds, "state_save_seconds_per_epoch": save_seconds,
-            "state_mb": state_mb, "overhead_ratio": save_seconds / epoch_seconds}
+    return {
+        "model": model,
+        "dataset": dataset,
+        "users": log.num_users,
+        "items": log.num_items,
+        "epochs": result.epochs_run,
+        "epoch_seconds": epoch_seconds,
+        "state_save_seconds_per_epoch": save_seconds,
+        "state_mb": state_mb,
+        "overhead_ratio": save_seconds / epoch_seconds,
+    }
 
 
 if __name__ == "__main__":

@@ -113,9 +113,13 @@ def measure(server, actors: list, kind: str, log, k: int, request: int, seq_len:
     latency = (times[:, 1] - times[:, 0]) * 1e3
     span = max(float(times[:, 1].max() - start), seconds)  # the offered window, or longer when answers lag behind it
     return {
-        "offered_qps": offered_qps, "clients": len(actors), "requests": sent, "answered": int(len(times)),
+        "offered_qps": offered_qps,
+        "clients": len(actors),
+        "requests": sent,
+        "answered": int(len(times)),
         "achieved_qps": len(times) * request / span,
-        "p50_ms": float(np.percentile(latency, 50)), "p99_ms": float(np.percentile(latency, 99)),
+        "p50_ms": float(np.percentile(latency, 50)),
+        "p99_ms": float(np.percentile(latency, 99)),
     }
 
 
@@ -128,7 +132,9 @@ def main() -> None:
     parser.add_argument("--request", type=int, default=64, help="queries per request")
     parser.add_argument("--seq-len", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each point")
-    parser.add_argument("--loads", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0], help="offered load / raw rate")
+    parser.add_argument(
+        "--loads", type=float, nargs="+", default=[0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0], help="offered load / raw rate"
+    )
     parser.add_argument("--load-clients", type=int, default=4, help="clients of the offered-load sweep")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64], help="clients of the second sweep")
     parser.add_argument("--clients-load", type=float, default=0.5, help="offered load / raw rate of the clients sweep")
@@ -148,29 +154,72 @@ def main() -> None:
     raw_qps, raw_request_ms = raw_figures(model, args.target, log, args.k, args.request, args.seq_len)
     init_ray(num_cpus=max(os.cpu_count() or 2, 4), object_store_mb=500)
     server = start_target_server(TargetSpec.from_training_log(model, log))
-    report = {"device": device_name("cpu"), "target": args.target, "k": args.k, "request": args.request, "seq_len": args.seq_len,
-              "raw_qps": raw_qps, "raw_request_ms": raw_request_ms, "load_curve": [], "clients_curve": []}
+    report = {
+        "device": device_name("cpu"),
+        "target": args.target,
+        "k": args.k,
+        "request": args.request,
+        "seq_len": args.seq_len,
+        "raw_qps": raw_qps,
+        "raw_request_ms": raw_request_ms,
+        "load_curve": [],
+        "clients_curve": [],
+    }
     actors = open_load_actors(max(args.load_clients, max(args.clients)))
 
     def add(point: dict, curve: str) -> None:
-        point.update(ratio_to_raw=point.get("achieved_qps", float("nan")) / raw_qps, offered_ratio=point["offered_qps"] / raw_qps,
-                     p50_ratio_to_raw=point.get("p50_ms", float("nan")) / raw_request_ms,
-                     p99_ratio_to_raw=point.get("p99_ms", float("nan")) / raw_request_ms)
+        point.update(
+            ratio_to_raw=point.get("achieved_qps", float("nan")) / raw_qps,
+            offered_ratio=point["offered_qps"] / raw_qps,
+            p50_ratio_to_raw=point.get("p50_ms", float("nan")) / raw_request_ms,
+            p99_ratio_to_raw=point.get("p99_ms", float("nan")) / raw_request_ms,
+        )
         report[curve].append(point)
-        print(f"{curve:<14}{point['clients']:>8}{point['offered_qps']:>12,.0f}{point.get('achieved_qps', float('nan')):>12,.0f}"
-              f"{point['ratio_to_raw']:>8.2f}{point.get('p50_ms', float('nan')):>10.1f}{point.get('p99_ms', float('nan')):>10.1f}"
-              f"{point['p50_ratio_to_raw']:>8.1f}{point['p99_ratio_to_raw']:>8.1f}", flush=True)
+        print(
+            f"{curve:<14}{point['clients']:>8}{point['offered_qps']:>12,.0f}{point.get('achieved_qps', float('nan')):>12,.0f}"
+            f"{point['ratio_to_raw']:>8.2f}{point.get('p50_ms', float('nan')):>10.1f}{point.get('p99_ms', float('nan')):>10.1f}"
+            f"{point['p50_ratio_to_raw']:>8.1f}{point['p99_ratio_to_raw']:>8.1f}",
+            flush=True,
+        )
         write_json(args.json, report)  # after every point: a cut-short run keeps its figures
 
-    print(f"{args.target} target on {report['device']}: raw score+top-{args.k} {raw_qps:,.0f} queries/s; one request of "
-          f"{args.request} queries {raw_request_ms:.1f} ms")
+    print(
+        f"{args.target} target on {report['device']}: raw score+top-{args.k} {raw_qps:,.0f} queries/s; one request of "
+        f"{args.request} queries {raw_request_ms:.1f} ms"
+    )
     print(f"{'curve':<14}{'clients':>8}{'offered':>12}{'achieved':>12}{'xraw':>8}{'p50 ms':>10}{'p99 ms':>10}{'p50 x':>8}{'p99 x':>8}")
     for i, load in enumerate(args.loads):
-        add(measure(server, actors[: args.load_clients], args.target, log, args.k, args.request, args.seq_len, load * raw_qps,
-                    args.seconds, f"load{i}"), "load_curve")
+        add(
+            measure(
+                server,
+                actors[: args.load_clients],
+                args.target,
+                log,
+                args.k,
+                args.request,
+                args.seq_len,
+                load * raw_qps,
+                args.seconds,
+                f"load{i}",
+            ),
+            "load_curve",
+        )
     for n in args.clients:
-        add(measure(server, actors[:n], args.target, log, args.k, args.request, args.seq_len, args.clients_load * raw_qps,
-                    args.seconds, f"clients{n}"), "clients_curve")
+        add(
+            measure(
+                server,
+                actors[:n],
+                args.target,
+                log,
+                args.k,
+                args.request,
+                args.seq_len,
+                args.clients_load * raw_qps,
+                args.seconds,
+                f"clients{n}",
+            ),
+            "clients_curve",
+        )
     report["server_batches"] = ray.get(server.stats.remote())
     write_json(args.json, report)
     stop_target_server(server)

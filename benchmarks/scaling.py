@@ -119,7 +119,9 @@ def main() -> None:
         base = base or rate / w
         entry = {"workers": w, "runs": runs, "wall_s": wall, "runs_per_min": rate, "efficiency": rate / (w * base)}
         report["workers"].append(entry)
-        print(f"grid  {w:3d} workers: {runs} runs in {wall:6.1f} s = {rate:6.2f} runs/min, efficiency {entry['efficiency']:.2f}", flush=True)
+        print(
+            f"grid  {w:3d} workers: {runs} runs in {wall:6.1f} s = {rate:6.2f} runs/min, efficiency {entry['efficiency']:.2f}", flush=True
+        )
         write_json(args.json, report)
 
     previous = None

@@ -43,8 +43,9 @@ def random_batch(args: argparse.Namespace, generator: torch.Generator):
     lists = torch.rand(rows.numel(), ML1M_ITEMS, generator=generator).argsort(1)[:, : args.k]
     negatives = sample_negatives(lists, args.negatives, ML1M_ITEMS, generator)
     move = {"device": args.device}
-    return StudentBatch(torch.arange(args.sequences, **move), inputs.to(**move), rows.to(**move), cols.to(**move),
-                        lists.to(**move), negatives.to(**move))
+    return StudentBatch(
+        torch.arange(args.sequences, **move), inputs.to(**move), rows.to(**move), cols.to(**move), lists.to(**move), negatives.to(**move)
+    )
 
 
 def step_seconds(student: Any, batch: Any, buckets: int, device: str) -> float:
@@ -90,11 +91,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             step_seconds(student, batch, buckets, args.device)  # warm-up at this setting
             times[buckets].append(step_seconds(student, batch, buckets, args.device))
     one, grouped = statistics.median(times[1]), statistics.median(times[args.buckets])
-    result = {"benchmark": "student_prefixes", "device": device_name(args.device), "model": "bert4rec",
-              "prefixes": int(batch.rows.numel()), "length": args.length, "buckets": args.buckets,
-              "one_pass_seconds": times[1], "grouped_seconds": times[args.buckets], "speedup": one / grouped}
-    print(f"device {result['device']}; bert4rec student, {result['prefixes']} prefixes of up to {args.length} items; "
-          f"step one pass {one:.3f}s, {args.buckets} length groups {grouped:.3f}s, speedup {one / grouped:.2f}x", flush=True)
+    result = {
+        "benchmark": "student_prefixes",
+        "device": device_name(args.device),
+        "model": "bert4rec",
+        "prefixes": int(batch.rows.numel()),
+        "length": args.length,
+        "buckets": args.buckets,
+        "one_pass_seconds": times[1],
+        "grouped_seconds": times[args.buckets],
+        "speedup": one / grouped,
+    }
+    print(
+        f"device {result['device']}; bert4rec student, {result['prefixes']} prefixes of up to {args.length} items; "
+        f"step one pass {one:.3f}s, {args.buckets} length groups {grouped:.3f}s, speedup {one / grouped:.2f}x",
+        flush=True,
+    )
     write_json(args.json, result)
     return result
 

@@ -95,8 +95,9 @@ def _reference_masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return (values * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def reference_ranking_loss(list_scores: torch.Tensor, neg_scores: torch.Tensor, lists: torch.Tensor, negatives: torch.Tensor,
-                           margin: float = 0.5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def reference_ranking_loss(
+    list_scores: torch.Tensor, neg_scores: torch.Tensor, lists: torch.Tensor, negatives: torch.Tensor, margin: float = 0.5
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``ranking_loss_terms`` as it was (composed ops), summed as ``ranking_loss`` sums them."""
     list_valid, neg_valid = lists >= 0, negatives >= 0
     pairs = F.relu(margin - (list_scores[:, :-1] - list_scores[:, 1:]))
@@ -183,8 +184,13 @@ def step_flops(sequences: int, length: int, dim: int, blocks: int, ffn: int, pre
     encoder = 3 * blocks * block
     needed_scores = 3 * 2 * prefixes * scored * dim
     full_scores = 3 * 2 * prefixes * items * dim
-    return {"encoder": float(encoder), "needed_scores": float(needed_scores), "full_scores": float(full_scores),
-            "needed": float(encoder + needed_scores), "old_path": float(encoder + full_scores)}
+    return {
+        "encoder": float(encoder),
+        "needed_scores": float(needed_scores),
+        "full_scores": float(full_scores),
+        "needed": float(encoder + needed_scores),
+        "old_path": float(encoder + full_scores),
+    }
 
 
 def make_setting(args: argparse.Namespace):
@@ -198,8 +204,11 @@ def make_setting(args: argparse.Namespace):
     rows = torch.arange(args.sequences).repeat_interleave(args.length)
     cols = torch.arange(args.length).repeat(args.sequences)
     # distinct listed items per prefix, as the black box answers (k of the catalogue, random order)
-    lists = torch.cat([torch.rand(len(part), args.items, generator=gen).argsort(1)[:, : args.k]
-                       for part in rows.split(4096)]) if rows.numel() else torch.zeros(0, args.k, dtype=torch.long)
+    lists = (
+        torch.cat([torch.rand(len(part), args.items, generator=gen).argsort(1)[:, : args.k] for part in rows.split(4096)])
+        if rows.numel()
+        else torch.zeros(0, args.k, dtype=torch.long)
+    )
     batch = StudentBatch(torch.arange(args.sequences), inputs, rows, cols, lists, torch.zeros(len(rows), 0, dtype=torch.long))
     return student, batch
 
@@ -220,8 +229,15 @@ class Clock:
         self._mark = (wall, cpu)
 
 
-def one_step(path: str, student: Any, optimizer: torch.optim.Optimizer, batch: Any, args: argparse.Namespace,
-             seed: int = 1, clock: Clock | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def one_step(
+    path: str,
+    student: Any,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    args: argparse.Namespace,
+    seed: int = 1,
+    clock: Clock | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step along ``path``: negatives, encoder, scores, loss, backward, clip + AdamW."""
     from raysteal.extraction.student import student_hidden
 
@@ -281,8 +297,9 @@ def check_same(student: Any, batch: Any, args: argparse.Namespace) -> dict[str, 
     from raysteal.extraction.student import DFMEObjective, sample_negatives
 
     negatives = sample_negatives(batch.lists, args.negatives, args.items, torch.Generator().manual_seed(7))
-    same_negatives = torch.equal(negatives, reference_sample_negatives(batch.lists, args.negatives, args.items,
-                                                                       torch.Generator().manual_seed(7)))
+    same_negatives = torch.equal(
+        negatives, reference_sample_negatives(batch.lists, args.negatives, args.items, torch.Generator().manual_seed(7))
+    )
     with_negatives = copy.copy(batch)
     with_negatives.negatives = negatives
     out: dict[str, Any] = {"same_negatives": bool(same_negatives)}
@@ -298,9 +315,12 @@ def check_same(student: Any, batch: Any, args: argparse.Namespace) -> dict[str, 
             loss.backward()
             results[path] = (loss.detach(), [p.grad.clone() for p in student.parameters()])
         (old_loss, old_grads), (new_loss, new_grads) = results["old"], results["new"]
-        out[mode] = {"loss_old": float(old_loss), "loss_new": float(new_loss),
-                     "max_grad_abs_diff": max(float((a - b).abs().max()) for a, b in zip(old_grads, new_grads)),
-                     "max_grad_abs": max(float(g.abs().max()) for g in old_grads)}
+        out[mode] = {
+            "loss_old": float(old_loss),
+            "loss_new": float(new_loss),
+            "max_grad_abs_diff": max(float((a - b).abs().max()) for a, b in zip(old_grads, new_grads)),
+            "max_grad_abs": max(float(g.abs().max()) for g in old_grads),
+        }
     student.train()
     student.zero_grad(set_to_none=True)
     return out
@@ -344,8 +364,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     student, batch = make_setting(args)
     cfg = student.config
-    flops = step_flops(args.sequences, args.length, args.dim, cfg.num_blocks, args.dim, int(batch.rows.numel()),
-                       args.k + args.negatives, args.items)
+    flops = step_flops(
+        args.sequences, args.length, args.dim, cfg.num_blocks, args.dim, int(batch.rows.numel()), args.k + args.negatives, args.items
+    )
     same = check_same(student, batch, args)
     start = {name: value.clone() for name, value in student.state_dict().items()}
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
@@ -375,48 +396,89 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rate_cpu = statistics.median(r[1] for r in rates)
     limit_wall, limit_cpu = flops["needed"] / (rate_wall * 1e9), flops["needed"] / (rate_cpu * 1e9)
     result: dict[str, Any] = {
-        "benchmark": "student_step", "device": device_name("cpu"), "threads": args.threads, "torch": torch.__version__,
-        "setting": {"model": "sasrec", "dim": args.dim, "blocks": cfg.num_blocks, "heads": cfg.num_heads, "dropout": cfg.dropout,
-                    "sequences": args.sequences, "length": args.length, "prefixes": int(batch.rows.numel()),
-                    "items": args.items, "k": args.k, "negatives": args.negatives, "smoke": args.smoke},
-        "checks": same, "flops": flops,
+        "benchmark": "student_step",
+        "device": device_name("cpu"),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "setting": {
+            "model": "sasrec",
+            "dim": args.dim,
+            "blocks": cfg.num_blocks,
+            "heads": cfg.num_heads,
+            "dropout": cfg.dropout,
+            "sequences": args.sequences,
+            "length": args.length,
+            "prefixes": int(batch.rows.numel()),
+            "items": args.items,
+            "k": args.k,
+            "negatives": args.negatives,
+            "smoke": args.smoke,
+        },
+        "checks": same,
+        "flops": flops,
         "gemm": {"size": args.gemm, "gflops_wall": rate_wall, "gflops_cpu": rate_cpu, "rounds": [list(r) for r in rates]},
         "raw_limit_seconds": {"wall": limit_wall, "cpu": limit_cpu},
         "dropout_draw_seconds": {"wall": statistics.median(d[0] for d in draws), "cpu": statistics.median(d[1] for d in draws)},
         "load_average": {"before": list(load_before), "after": list(os.getloadavg()), "cores": os.cpu_count()},
     }
     for path in ("old", "new"):
-        result[path] = {"step_seconds_wall": median_step(wall[path]), "step_seconds_cpu": median_step(cpu[path]),
-                        "phases_wall": median_phases(wall[path]), "phases_cpu": median_phases(cpu[path]),
-                        "rounds_wall": [sum(r.values()) for r in wall[path]], "rounds_cpu": [sum(r.values()) for r in cpu[path]]}
-        result[path]["ratio_to_raw_limit"] = {"wall": result[path]["step_seconds_wall"] / limit_wall,
-                                              "cpu": result[path]["step_seconds_cpu"] / limit_cpu}
-    result["speedup"] = {"wall": result["old"]["step_seconds_wall"] / result["new"]["step_seconds_wall"],
-                         "cpu": result["old"]["step_seconds_cpu"] / result["new"]["step_seconds_cpu"]}
+        result[path] = {
+            "step_seconds_wall": median_step(wall[path]),
+            "step_seconds_cpu": median_step(cpu[path]),
+            "phases_wall": median_phases(wall[path]),
+            "phases_cpu": median_phases(cpu[path]),
+            "rounds_wall": [sum(r.values()) for r in wall[path]],
+            "rounds_cpu": [sum(r.values()) for r in cpu[path]],
+        }
+        result[path]["ratio_to_raw_limit"] = {
+            "wall": result[path]["step_seconds_wall"] / limit_wall,
+            "cpu": result[path]["step_seconds_cpu"] / limit_cpu,
+        }
+    result["speedup"] = {
+        "wall": result["old"]["step_seconds_wall"] / result["new"]["step_seconds_wall"],
+        "cpu": result["old"]["step_seconds_cpu"] / result["new"]["step_seconds_cpu"],
+    }
 
-    print(f"device {result['device']}, {args.threads} thread(s), torch {torch.__version__}; sasrec d={args.dim}, "
-          f"{args.sequences} x {args.length} = {result['setting']['prefixes']} prefixes, {args.items} items, "
-          f"top-{args.k}, {args.negatives} negatives")
-    print(f"checks: negatives identical {same['same_negatives']}; " + "; ".join(
-        f"{mode}: loss old {same[mode]['loss_old']:.7f} new {same[mode]['loss_new']:.7f}, max |grad diff| "
-        f"{same[mode]['max_grad_abs_diff']:.2e} (max |grad| {same[mode]['max_grad_abs']:.2e})" for mode in ("eval", "train")))
-    print(f"matrix products: {flops['needed'] / 1e9:.2f} GFLOP needed (encoder {flops['encoder'] / 1e9:.2f}, "
-          f"listed+negative scores {flops['needed_scores'] / 1e9:.2f}); the old path's full scores {flops['full_scores'] / 1e9:.2f}")
-    print(f"raw fp32 product ({args.gemm}^3): {rate_wall:.1f} GFLOP/s wall, {rate_cpu:.1f} GFLOP/s CPU time "
-          f"-> raw limit {limit_wall:.3f} s wall, {limit_cpu:.3f} s CPU")
-    print(f"drawing the step's dropout masks alone: {result['dropout_draw_seconds']['wall']:.3f} s wall, "
-          f"{result['dropout_draw_seconds']['cpu']:.3f} s CPU")
+    print(
+        f"device {result['device']}, {args.threads} thread(s), torch {torch.__version__}; sasrec d={args.dim}, "
+        f"{args.sequences} x {args.length} = {result['setting']['prefixes']} prefixes, {args.items} items, "
+        f"top-{args.k}, {args.negatives} negatives"
+    )
+    print(
+        f"checks: negatives identical {same['same_negatives']}; "
+        + "; ".join(
+            f"{mode}: loss old {same[mode]['loss_old']:.7f} new {same[mode]['loss_new']:.7f}, max |grad diff| "
+            f"{same[mode]['max_grad_abs_diff']:.2e} (max |grad| {same[mode]['max_grad_abs']:.2e})"
+            for mode in ("eval", "train")
+        )
+    )
+    print(
+        f"matrix products: {flops['needed'] / 1e9:.2f} GFLOP needed (encoder {flops['encoder'] / 1e9:.2f}, "
+        f"listed+negative scores {flops['needed_scores'] / 1e9:.2f}); the old path's full scores {flops['full_scores'] / 1e9:.2f}"
+    )
+    print(
+        f"raw fp32 product ({args.gemm}^3): {rate_wall:.1f} GFLOP/s wall, {rate_cpu:.1f} GFLOP/s CPU time "
+        f"-> raw limit {limit_wall:.3f} s wall, {limit_cpu:.3f} s CPU"
+    )
+    print(
+        f"drawing the step's dropout masks alone: {result['dropout_draw_seconds']['wall']:.3f} s wall, "
+        f"{result['dropout_draw_seconds']['cpu']:.3f} s CPU"
+    )
     header = f"{'phase':<11}" + "".join(f"{p + ' ' + u:>14}" for p in ("old", "new") for u in ("wall", "cpu"))
     print(header)
     for phase in PHASES:
         print(f"{phase:<11}" + "".join(f"{result[p]['phases_' + u][phase]:>14.4f}" for p in ("old", "new") for u in ("wall", "cpu")))
     print(f"{'step':<11}" + "".join(f"{result[p]['step_seconds_' + u]:>14.4f}" for p in ("old", "new") for u in ("wall", "cpu")))
     ratio = {p: result[p]["ratio_to_raw_limit"] for p in ("old", "new")}
-    print(f"speedup old/new: {result['speedup']['wall']:.2f}x wall, {result['speedup']['cpu']:.2f}x CPU; ratio to the raw limit: "
-          f"old {ratio['old']['wall']:.2f}x / new {ratio['new']['wall']:.2f}x (wall), "
-          f"old {ratio['old']['cpu']:.2f}x / new {ratio['new']['cpu']:.2f}x (CPU)")
-    print(f"load average (1 min) {load_before[0]:.2f} before, {result['load_average']['after'][0]:.2f} after, "
-          f"on {os.cpu_count()} cores", flush=True)
+    print(
+        f"speedup old/new: {result['speedup']['wall']:.2f}x wall, {result['speedup']['cpu']:.2f}x CPU; ratio to the raw limit: "
+        f"old {ratio['old']['wall']:.2f}x / new {ratio['new']['wall']:.2f}x (wall), "
+        f"old {ratio['old']['cpu']:.2f}x / new {ratio['new']['cpu']:.2f}x (CPU)"
+    )
+    print(
+        f"load average (1 min) {load_before[0]:.2f} before, {result['load_average']['after'][0]:.2f} after, on {os.cpu_count()} cores",
+        flush=True,
+    )
     if args.profile:
         for path in ("old", "new"):
             print(f"\n--- torch.profiler, one {path} step ---\n" + profile_table(path, student, optimizer, batch, args))

@@ -72,8 +72,9 @@ def _parse_sets(pairs: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, A
     return out
 
 
-def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epochs: int | None,
-                overrides: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+def bench_model(
+    name: str, log: Any, split: Any, args: argparse.Namespace, epochs: int | None, overrides: tuple[dict[str, Any], dict[str, Any]]
+) -> dict[str, Any]:
     """Train, evaluate and time one model; the JSON row for it."""
     from raysteal.models import make_config
     from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
@@ -113,9 +114,13 @@ def bench_model(name: str, log: Any, split: Any, args: argparse.Namespace, epoch
         from raysteal.training.checkpoint import save_checkpoint
 
         path = args.save_dir / f"{args.dataset}-{cfg.model}-seed{args.seed}.pt"
-        save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics={"train": result.summary(), "test": {k: v for k, v in test.items() if k != "per_user"}},
-                        extra={"dataset": args.dataset, "preprocess": args.preprocess, "seed": args.seed,
-                               "train_config": tcfg.model_dump(mode="json")})
+        save_checkpoint(
+            path,
+            model,
+            fingerprint=log.fingerprint(),
+            metrics={"train": result.summary(), "test": {k: v for k, v in test.items() if k != "per_user"}},
+            extra={"dataset": args.dataset, "preprocess": args.preprocess, "seed": args.seed, "train_config": tcfg.model_dump(mode="json")},
+        )
         row["checkpoint"] = str(path)
     limit = RAW_LIMITS.get(cfg.model)
     if limit is not None:
@@ -156,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     log = load_dataset(args.dataset, data_dir=args.data_dir, preprocess=args.preprocess)
     split = make_split(log, "leave_one_out")
-    print(f"{args.dataset}: {log.num_users} users, {log.num_items} items, {log.num_interactions} rows "
-          f"(loaded + split in {time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    print(
+        f"{args.dataset}: {log.num_users} users, {log.num_items} items, {log.num_interactions} rows "
+        f"(loaded + split in {time.perf_counter() - t0:.1f}s)",
+        file=sys.stderr,
+    )
     rows = []
     for m in models:
         row = bench_model(m, log, split, args, epochs.get(m), sets.get(m, ({}, {})))

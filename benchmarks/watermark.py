@@ -84,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--max-len", type=int, default=50, help="SASRec/GRU4Rec/NARM window (the paper's 200 is slower on a CPU)")
     ap.add_argument("--target-epochs", type=int, default=12, help="most epochs of each target (early stopping on validation NDCG@10)")
-    ap.add_argument("--target-seconds", type=float, default=None, help="optional time box of each target's training (unequal CPU shares make it unfair between twins)")
+    ap.add_argument(
+        "--target-seconds",
+        type=float,
+        default=None,
+        help="optional time box of each target's training (unequal CPU shares make it unfair between twins)",
+    )
     ap.add_argument("--independent", default="sasrec:1,gru4rec:0,narm:0", help="model:seed of the unwatermarked models")
     ap.add_argument("--budgets", default="5000,20000", help="DFME query budgets of the clones")
     ap.add_argument("--clone-epochs", type=int, default=10)
@@ -116,10 +121,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.target_seconds:
             train_cfg["max_seconds"] = args.target_seconds
         t0 = time.perf_counter()
-        net, meta = get_or_train_target(log, model_cfg, train_cfg, seed=seed, dataset=labels[0], preprocess=labels[1],
-                                        cache_dir=args.cache_dir, device="cpu", progress=False, watermark=watermark)
-        print(f"{model} seed {seed} watermark {watermark is not None}: {time.perf_counter() - t0:.0f}s "
-              f"(cache hit {meta['cache_hit']})", flush=True)
+        net, meta = get_or_train_target(
+            log,
+            model_cfg,
+            train_cfg,
+            seed=seed,
+            dataset=labels[0],
+            preprocess=labels[1],
+            cache_dir=args.cache_dir,
+            device="cpu",
+            progress=False,
+            watermark=watermark,
+        )
+        print(
+            f"{model} seed {seed} watermark {watermark is not None}: {time.perf_counter() - t0:.0f}s (cache hit {meta['cache_hit']})",
+            flush=True,
+        )
         return net, meta["metrics"]
 
     def row(kind: str, name: str, model, extra: dict[str, Any], teacher_lists=None) -> None:
@@ -127,68 +144,134 @@ def main(argv: list[str] | None = None) -> int:
         found = _verify(model, mark, args)
         agreement = {}
         if teacher_lists is not None:
-            agreement = {k: v for k, v in extraction_metrics(student_lists(model, eval_seqs, 10), teacher_lists,
-                                                             head=np.zeros(len(eval_users), bool)).items()
-                         if k in ("agr@1", "agr@10")}
-        rows.append({"experiment": f"watermark-{args.dataset}", "dataset": args.dataset, "kind": kind, "suspect": name,
-                     "model": model.name, "defense": "watermark", "key": args.key, "watermark_sequences": mark.sequences,
-                     "watermark_length": mark.length, "watermark_copies": mark.copies, **extra, **agreement,
-                     **{k: v for k, v in found.items() if k != "alpha"}, "alpha": args.alpha,
-                     "verify_seconds": time.perf_counter() - t0})
-        print(f"  {kind:11s} {name:28s} hits {found['hits']}/{found['trials']} p {found['p_value']:.3g} "
-              f"decoys {found['decoy_hit_rate']} {agreement}", flush=True)
+            agreement = {
+                k: v
+                for k, v in extraction_metrics(
+                    student_lists(model, eval_seqs, 10), teacher_lists, head=np.zeros(len(eval_users), bool)
+                ).items()
+                if k in ("agr@1", "agr@10")
+            }
+        rows.append(
+            {
+                "experiment": f"watermark-{args.dataset}",
+                "dataset": args.dataset,
+                "kind": kind,
+                "suspect": name,
+                "model": model.name,
+                "defense": "watermark",
+                "key": args.key,
+                "watermark_sequences": mark.sequences,
+                "watermark_length": mark.length,
+                "watermark_copies": mark.copies,
+                **extra,
+                **agreement,
+                **{k: v for k, v in found.items() if k != "alpha"},
+                "alpha": args.alpha,
+                "verify_seconds": time.perf_counter() - t0,
+            }
+        )
+        print(
+            f"  {kind:11s} {name:28s} hits {found['hits']}/{found['trials']} p {found['p_value']:.3g} "
+            f"decoys {found['decoy_hit_rate']} {agreement}",
+            flush=True,
+        )
 
     marked, marked_metrics = target("sasrec", 0, mark)
     clean, clean_metrics = target("sasrec", 0)
     teacher = student_lists(marked, eval_seqs, 10)
     for name, metrics in (("sasrec-0+watermark", marked_metrics), ("sasrec-0", clean_metrics)):
         test = metrics["test"]
-        print(f"{name}: test HR@10 {test['hr@10_100neg']:.4f} NDCG@10 {test['ndcg@10_100neg']:.4f} (100 neg), "
-              f"NDCG@10 {test['ndcg@10_full']:.4f} (full), epochs {metrics['train']['epochs_run']}", flush=True)
+        print(
+            f"{name}: test HR@10 {test['hr@10_100neg']:.4f} NDCG@10 {test['ndcg@10_100neg']:.4f} (100 neg), "
+            f"NDCG@10 {test['ndcg@10_full']:.4f} (full), epochs {metrics['train']['epochs_run']}",
+            flush=True,
+        )
     accuracy = lambda m: {f"target_{k}": m["test"][k] for k in ("hr@10_100neg", "ndcg@10_100neg", "hr@10_full", "ndcg@10_full")}  # noqa: E731
-    row("target", "sasrec-0+watermark", marked, {"seed": 0, "budget": None, **accuracy(marked_metrics),
-                                                 "epochs": marked_metrics["train"]["epochs_run"]})
-    row("independent", "sasrec-0 (clean twin)", clean, {"seed": 0, "budget": None, **accuracy(clean_metrics),
-                                                        "epochs": clean_metrics["train"]["epochs_run"]}, teacher)
+    row(
+        "target",
+        "sasrec-0+watermark",
+        marked,
+        {"seed": 0, "budget": None, **accuracy(marked_metrics), "epochs": marked_metrics["train"]["epochs_run"]},
+    )
+    row(
+        "independent",
+        "sasrec-0 (clean twin)",
+        clean,
+        {"seed": 0, "budget": None, **accuracy(clean_metrics), "epochs": clean_metrics["train"]["epochs_run"]},
+        teacher,
+    )
     for spec in filter(None, args.independent.split(",")):
         model, seed = spec.split(":")
         net, metrics = target(model, int(seed))
-        row("independent", f"{model}-{seed}", net, {"seed": int(seed), "budget": None, **accuracy(metrics),
-                                                    "epochs": metrics["train"]["epochs_run"]}, teacher)
+        row(
+            "independent",
+            f"{model}-{seed}",
+            net,
+            {"seed": int(seed), "budget": None, **accuracy(metrics), "epochs": metrics["train"]["epochs_run"]},
+            teacher,
+        )
 
     real = log.select_users(np.sort(rng.choice(log.num_users, size=args.finetune_users, replace=False)), name="thief")
     thief = leave_one_out(real)
     knowledge = SequenceKnowledge(num_items=log.num_items, max_len=args.max_len)
-    for victim_name, victim, budgets, kind in (("sasrec-0+watermark", marked, args.budgets, "clone"),
-                                               ("sasrec-0", clean, args.budgets.split(",")[-1], "independent")):
+    for victim_name, victim, budgets, kind in (
+        ("sasrec-0+watermark", marked, args.budgets, "clone"),
+        ("sasrec-0", clean, args.budgets.split(",")[-1], "independent"),
+    ):
         for budget in (int(b) for b in str(budgets).split(",")):
             oracle = in_process_oracle(TargetSpec(model=victim, name=victim_name), device="cpu")
             t0 = time.perf_counter()
             try:
-                result = run_extraction({"attack": "dfme", "budget_queries": budget, "epochs": args.clone_epochs,
-                                         "student": {"model": "sasrec", "max_len": args.max_len}},
-                                        knowledge, oracle.register_attacker("thief", budget), seed=0, device="cpu")
+                result = run_extraction(
+                    {
+                        "attack": "dfme",
+                        "budget_queries": budget,
+                        "epochs": args.clone_epochs,
+                        "student": {"model": "sasrec", "max_len": args.max_len},
+                    },
+                    knowledge,
+                    oracle.register_attacker("thief", budget),
+                    seed=0,
+                    device="cpu",
+                )
             finally:
                 oracle.close()
             student = result.student.cpu().eval()
             seconds = time.perf_counter() - t0
             lists = teacher if kind == "clone" else student_lists(clean, eval_seqs, 10)
-            row(kind, f"dfme-{budget} of {victim_name}", student, {"seed": 0, "budget": budget, "queries": result.queries,
-                                                                  "attack_seconds": seconds}, lists)
+            row(
+                kind,
+                f"dfme-{budget} of {victim_name}",
+                student,
+                {"seed": 0, "budget": budget, "queries": result.queries, "attack_seconds": seconds},
+                lists,
+            )
             if kind != "clone":
                 continue
             tuned = copy.deepcopy(student)
             t0 = time.perf_counter()
-            fit(tuned, thief, {"epochs": args.finetune_epochs, "batch_size": 128, "lr": 1e-3, "early_stopping": False},
-                seed=1, device="cpu", progress=False)
-            row("finetuned", f"dfme-{budget} + finetune {args.finetune_users}u/{args.finetune_epochs}ep", tuned.eval(),
-                {"seed": 0, "budget": budget, "queries": result.queries, "finetune_seconds": time.perf_counter() - t0}, teacher)
+            fit(
+                tuned,
+                thief,
+                {"epochs": args.finetune_epochs, "batch_size": 128, "lr": 1e-3, "early_stopping": False},
+                seed=1,
+                device="cpu",
+                progress=False,
+            )
+            row(
+                "finetuned",
+                f"dfme-{budget} + finetune {args.finetune_users}u/{args.finetune_epochs}ep",
+                tuned.eval(),
+                {"seed": 0, "budget": budget, "queries": result.queries, "finetune_seconds": time.perf_counter() - t0},
+                teacher,
+            )
 
     frame = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     write_atomically(args.out / "results.parquet", lambda fh: pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), fh))
-    write_text_atomically(args.out / "report.md", _report(frame, args, marked_metrics, clean_metrics, time.perf_counter() - started,
-                                                          len(eval_users)))
+    write_text_atomically(
+        args.out / "report.md", _report(frame, args, marked_metrics, clean_metrics, time.perf_counter() - started, len(eval_users))
+    )
     print(f"wrote {args.out / 'results.parquet'} ({len(frame)} rows) in {time.perf_counter() - started:.0f}s")
     return 0
 
@@ -212,14 +295,17 @@ def _report(frame: pd.DataFrame, args, marked: dict, clean: dict, seconds: float
     cost = "\n".join(
         f"| {name} | {m['test']['hr@10_100neg']:.4f} | {m['test']['ndcg@10_100neg']:.4f} | {m['test']['hr@10_full']:.4f} | "
         f"{m['test']['ndcg@10_full']:.4f} | {m['train']['epochs_run']} |"
-        for name, m in (("SASRec + watermark", marked), ("SASRec (clean twin)", clean)))
+        for name, m in (("SASRec + watermark", marked), ("SASRec (clean twin)", clean))
+    )
     command = "python benchmarks/watermark.py --out docs/results/defenses/watermark " + " ".join(
-        f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in sorted(vars(args).items())
-        if k not in ("out", "data_dir", "cache_dir", "threads") and v is not None)
+        f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+        for k, v in sorted(vars(args).items())
+        if k not in ("out", "data_dir", "cache_dir", "threads") and v is not None
+    )
     return f"""# Watermark ownership verification — {args.dataset}
 
 Regenerate (with `RAYSTEAL_DATA` naming the data folder): `{command}`
-({seconds / 60:.0f} min on {device_name('cpu')}, shared with other jobs; targets already in the cache are not retrained).
+({seconds / 60:.0f} min on {device_name("cpu")}, shared with other jobs; targets already in the cache are not retrained).
 
 Watermark: key {args.key}, {args.sequences} sequences × {args.length} items, {args.copies} training copies
 each; verification asks every prefix (length 1..{args.length - 1}) for its top-{args.k} and applies the

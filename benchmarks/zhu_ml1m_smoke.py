@@ -81,14 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = {**train_cfg, "early_stopping": False, "eval_every": 5}
     t0 = time.perf_counter()
     target, meta = get_or_train_target(
-        split.target, model_cfg, train_cfg, seed=args.seed, dataset="ml-1m",
-        preprocess=f"none/target-half-seed{args.seed}", device=args.device, progress=False,
+        split.target,
+        model_cfg,
+        train_cfg,
+        seed=args.seed,
+        dataset="ml-1m",
+        preprocess=f"none/target-half-seed{args.seed}",
+        device=args.device,
+        progress=False,
     )
     target_seconds = time.perf_counter() - t0
     test = meta["metrics"]["test"]
-    print(f"target: BPR on {loo.train.num_users} users / {loo.train.num_interactions} rows; "
-          f"test HR@10 (100 neg) {test['hr@10_100neg']:.4f}, NDCG@10 full {test['ndcg@10_full']:.4f}; "
-          f"{'cached' if meta['cache_hit'] else f'trained in {target_seconds:.0f}s'}")
+    print(
+        f"target: BPR on {loo.train.num_users} users / {loo.train.num_interactions} rows; "
+        f"test HR@10 (100 neg) {test['hr@10_100neg']:.4f}, NDCG@10 full {test['ndcg@10_full']:.4f}; "
+        f"{'cached' if meta['cache_hit'] else f'trained in {target_seconds:.0f}s'}"
+    )
 
     known = attacker_users(loo.train, 0.1, seed=args.seed)
     knowledge = Knowledge.from_split(loo.train, known, split.auxiliary, args.query_fraction, seed=args.seed)
@@ -96,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     held = np.setdiff1d(np.arange(knowledge.num_users), queried)
     oracle = in_process_oracle(TargetSpec.from_training_log(target, loo.train), device=args.device)
     truth = top_k_lists(target, known, K, loo.train, device=args.device)
-    print(f"attacker: {knowledge.num_users} known users ({knowledge.target_data.num_interactions} rows), "
-          f"{queried.size} queried, {held.size} held out; auxiliary {split.auxiliary.num_users} users / "
-          f"{split.auxiliary.num_interactions} rows; device {device_name(args.device)}, {torch.get_num_threads()} threads")
+    print(
+        f"attacker: {knowledge.num_users} known users ({knowledge.target_data.num_interactions} rows), "
+        f"{queried.size} queried, {held.size} held out; auxiliary {split.auxiliary.num_users} users / "
+        f"{split.auxiliary.num_interactions} rows; device {device_name(args.device)}, {torch.get_num_threads()} threads"
+    )
 
     aux_seconds = None
     if not args.no_share_aux:  # one auxiliary model for every recipe that uses one, as the runner does
@@ -122,22 +132,45 @@ def main(argv: list[str] | None = None) -> int:
         agr = agreement_at_k(truth, lists)
         agr10 = agreement_at_k(truth[:, :10], lists[:, :10])
         row = {
-            "attack": attack, "clone": args.clone, "seed": args.seed, "k": K,
-            "agr@k": _mean(agr[queried]), "agr@k/heldout": _mean(agr[held]), "agr@k/all": _mean(agr),
-            "agr@10": _mean(agr10[queried]), "paper": PAPER_BPR.get(attack), "queries": out.queries,
-            "wall_s": seconds, "info": out.info,
+            "attack": attack,
+            "clone": args.clone,
+            "seed": args.seed,
+            "k": K,
+            "agr@k": _mean(agr[queried]),
+            "agr@k/heldout": _mean(agr[held]),
+            "agr@k/all": _mean(agr),
+            "agr@10": _mean(agr10[queried]),
+            "paper": PAPER_BPR.get(attack),
+            "queries": out.queries,
+            "wall_s": seconds,
+            "info": out.info,
         }
         rows.append(row)
         paper = f"{row['paper']:.4f}" if row["paper"] is not None else "-"
-        print(f"{attack:<11}{row['agr@k']:>8.4f}{row['agr@k/heldout']:>9.4f}{row['agr@k/all']:>8.4f}"
-              f"{row['agr@10']:>8.4f}{paper:>8}{out.queries:>9d}{seconds:>9.1f}", flush=True)
+        print(
+            f"{attack:<11}{row['agr@k']:>8.4f}{row['agr@k/heldout']:>9.4f}{row['agr@k/all']:>8.4f}"
+            f"{row['agr@10']:>8.4f}{paper:>8}{out.queries:>9d}{seconds:>9.1f}",
+            flush=True,
+        )
     total = time.perf_counter() - started
     print(f"total {total:.0f}s (target {'cached' if meta['cache_hit'] else f'{target_seconds:.0f}s'})")
-    write_json(args.json, {
-        "dataset": "ml-1m", "target": "bpr", "seed": args.seed, "device": device_name(args.device),
-        "threads": torch.get_num_threads(), "target_metrics": test, "target_cache_hit": meta["cache_hit"],
-        "target_seconds": target_seconds, "aux_seconds": aux_seconds, "total_seconds": total, "overrides": overrides, "rows": rows,
-    })
+    write_json(
+        args.json,
+        {
+            "dataset": "ml-1m",
+            "target": "bpr",
+            "seed": args.seed,
+            "device": device_name(args.device),
+            "threads": torch.get_num_threads(),
+            "target_metrics": test,
+            "target_cache_hit": meta["cache_hit"],
+            "target_seconds": target_seconds,
+            "aux_seconds": aux_seconds,
+            "total_seconds": total,
+            "overrides": overrides,
+            "rows": rows,
+        },
+    )
     return 0
 
 

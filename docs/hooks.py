@@ -23,13 +23,15 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 HERE = Path(__file__).resolve().parent
 NOTES_FILE = HERE / "field_notes.yml"
+DOCS = Path(__file__).resolve().parent
 MARKER = re.compile(r"^<!--[ \t]*gen:([a-z-]+)[ \t]*(.*?)[ \t]*-->[ \t]*$", re.MULTILINE)
 
 
@@ -185,8 +187,20 @@ def documented_classes() -> list[type]:
     from raysteal.oracle import defenses
     from raysteal.training.config import TrainConfig
 
-    classes: list[type] = [ExperimentConfig, DatasetEntry, TargetEntry, SplitConfig, ReportEntry, SyntheticConfig,
-                           AttackConfig, TrainConfig, TuneSettings, AshaSettings, Resources, SimulationSettings]
+    classes: list[type] = [
+        ExperimentConfig,
+        DatasetEntry,
+        TargetEntry,
+        SplitConfig,
+        ReportEntry,
+        SyntheticConfig,
+        AttackConfig,
+        TrainConfig,
+        TuneSettings,
+        AshaSettings,
+        Resources,
+        SimulationSettings,
+    ]
     classes += [get_extraction(name).config_cls for name in extraction_names()]
     classes += [model_class(name).Config for name in model_names()]
     classes += list(typing.get_args(typing.get_args(defenses.DefenseSpec)[0]))
@@ -221,8 +235,10 @@ def extractions_table(_: str = "") -> str:
             real = "with `source: real`"
         else:
             real = "yes" if cls.uses_real_sequences else "no"
-        rows.append(f"| `{name}` | `{cls.__name__}` | {real} | {'yes' if cls.uses_queries else 'no'} | "
-                    f"{'yes' if recipe.resumable else 'no'} | {cell(rst_to_md(recipe.summary))} |")
+        rows.append(
+            f"| `{name}` | `{cls.__name__}` | {real} | {'yes' if cls.uses_queries else 'no'} | "
+            f"{'yes' if recipe.resumable else 'no'} | {cell(rst_to_md(recipe.summary))} |"
+        )
     return "\n".join(rows)
 
 
@@ -236,8 +252,10 @@ def models_table(_: str = "") -> str:
         cls = model_class(name)
         model_cfg, train_cfg = preset(name)
         extra = {k: v for k, v in model_cfg.items() if k != "model"}
-        rows.append(f"| `{name}` | {'sequential' if cls.sequential else 'collaborative'} | `{cls.Config.__name__}` | "
-                    f"{cell(value_text(extra)) if extra else '–'} | {cell(value_text(train_cfg)) if train_cfg else '–'} |")
+        rows.append(
+            f"| `{name}` | {'sequential' if cls.sequential else 'collaborative'} | `{cls.Config.__name__}` | "
+            f"{cell(value_text(extra)) if extra else '–'} | {cell(value_text(train_cfg)) if train_cfg else '–'} |"
+        )
     return "\n".join(rows)
 
 
@@ -245,8 +263,10 @@ def datasets_table(_: str = "") -> str:
     """Registered datasets: files looked for, the paper recipe, download."""
     from raysteal.data.datasets import dataset_names, dataset_spec
 
-    rows = ["| `name:` | what | files looked for (under the data directory) | `preprocess: paper` | `raysteal data fetch` |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| `name:` | what | files looked for (under the data directory) | `preprocess: paper` | `raysteal data fetch` |",
+        "|---|---|---|---|---|",
+    ]
     for name in dataset_names():
         spec = dataset_spec(name)
         files = ", ".join(f"`{spec.folder}/{f}`" for f, _ in spec.files) if spec.files else "none (generated)"
@@ -291,13 +311,15 @@ def tune_metrics_table(_: str = "") -> str:
     def names(values: tuple[str, ...]) -> str:
         return ", ".join(f"`{v}`" for v in values)
 
-    return "\n".join([
-        "| target | reported after every epoch (usable with ASHA) | reported at the end (FIFO only) |",
-        "|---|---|---|",
-        f"| collaborative | {names(tc.PROBE_METRICS)} | {names(tuple(m for m in tc.FINAL_METRICS if m not in tc.PROBE_METRICS))} |",
-        f"| sequential | {names(tc.SEQUENTIAL_PROBE_METRICS)} | "
-        f"{names(tuple(m for m in tc.SEQUENTIAL_FINAL_METRICS if m not in tc.SEQUENTIAL_PROBE_METRICS))} |",
-    ])
+    return "\n".join(
+        [
+            "| target | reported after every epoch (usable with ASHA) | reported at the end (FIFO only) |",
+            "|---|---|---|",
+            f"| collaborative | {names(tc.PROBE_METRICS)} | {names(tuple(m for m in tc.FINAL_METRICS if m not in tc.PROBE_METRICS))} |",
+            f"| sequential | {names(tc.SEQUENTIAL_PROBE_METRICS)} | "
+            f"{names(tuple(m for m in tc.SEQUENTIAL_FINAL_METRICS if m not in tc.SEQUENTIAL_PROBE_METRICS))} |",
+        ]
+    )
 
 
 def cli_reference(_: str = "") -> str:
@@ -333,6 +355,24 @@ def cli_reference(_: str = "") -> str:
     return "\n".join(out)
 
 
+def report_tables(arg: str) -> str:
+    """The tables of a committed report, ``<!-- gen:report results/bahsd/real-ml1m -->``: the
+    ``report.md`` that ``raysteal report`` wrote, copied beside its ``results.parquet`` under
+    ``docs/`` (so the page's numbers are the file's). Each table keeps its title, in bold."""
+    path = DOCS / arg.strip() / "report.md"
+    if not arg.strip() or not path.is_file():
+        raise ValueError(f"gen:report needs a folder under docs/ holding report.md, got {arg!r}")
+    out: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("### "):
+            out += ["", f"**{line[4:].strip()}**", ""]
+        elif line.startswith("|"):
+            out.append(line)
+    if not any(line.startswith("|") for line in out):
+        raise ValueError(f"gen:report {arg}: {path} holds no table")
+    return "\n".join(out)
+
+
 GENERATORS: dict[str, Callable[[str], str]] = {
     "fields": lambda arg: fields_table(load_class(arg.split()[0]), tuple(arg.split()[1:])),
     "attacks": attacks_table,
@@ -343,6 +383,7 @@ GENERATORS: dict[str, Callable[[str], str]] = {
     "distributions": distributions_table,
     "tune-metrics": tune_metrics_table,
     "cli": cli_reference,
+    "report": report_tables,
 }
 
 

@@ -73,7 +73,10 @@ def test_the_tune_probe_never_scores_the_users_a_real_data_attacker_trained_on()
     assert len(rows) == (~np.isin(data.eval_users, known)).sum()
     free = {**_run(attacker_fraction=0.5), "attack": {"attack": "dfme", "budget_queries": 10}}  # data-free: everyone
     assert len(SequentialEpochProbe(free, data, max_users=10_000).rows) == users
-    population = {**_run(attacker_population=0.5), "attack": {"attack": "bahsd", "source": "real"}, "split": {
-        "attacker_fraction": 0.3, "target_seed": 0, "attacker_population": 0.5, "scored_users": "search"}}
+    population = {
+        **_run(attacker_population=0.5),
+        "attack": {"attack": "bahsd", "source": "real"},
+        "split": {"attacker_fraction": 0.3, "target_seed": 0, "attacker_population": 0.5, "scored_users": "search"},
+    }
     rows = SequentialEpochProbe(population, data, max_users=10_000).rows
     assert np.array_equal(rows, np.flatnonzero(scored_users(population, data)))

@@ -43,8 +43,16 @@ def test_a_sequential_recipe_needs_what_its_config_says():
 @pytest.mark.parametrize(
     ("name", "family", "message"),
     [
-        ("dfme", "collaborative", r"^attack: 'dfme' attacks sequential targets \(SASRec.*\); this target is collaborative, whose attacks are: aux_frozen, popularity,"),
-        ("ptq", "sequential", r"^attack: 'ptq' attacks collaborative targets \(BPR-MF, NeuMF, LMF\); this target is sequential, whose attacks are: bahsd, .*'seq_ptq'$"),
+        (
+            "dfme",
+            "collaborative",
+            r"^attack: 'dfme' attacks sequential targets \(SASRec.*\); this target is collaborative, whose attacks are: aux_frozen, popularity,",
+        ),
+        (
+            "ptq",
+            "sequential",
+            r"^attack: 'ptq' attacks collaborative targets \(BPR-MF, NeuMF, LMF\); this target is sequential, whose attacks are: bahsd, .*'seq_ptq'$",
+        ),
         ("nosuch", "sequential", r"^attack: unknown sequential attack 'nosuch'; known: bahsd, dfme, seq_ptaq, seq_ptd, seq_ptq$"),
         ("nosuch", "collaborative", r"^attack: unknown attack 'nosuch'; known attacks: aux_frozen, .*, qsd$"),
         ("nosuch", None, r"^attack: unknown attack 'nosuch'; known attacks: aux_frozen, bahsd, .*seq_ptq$"),

@@ -21,11 +21,17 @@ def test_cached_auxiliary_model_gives_the_same_row(tmp_path):
     fit(target, loo, make_train_config(epochs=3, batch_size=256), seed=0, progress=False)
     truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 20)
     data = RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth)
-    spec = parse_experiment({
-        "experiment": "aux", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
-        "attacks": [{"attack": "pta", "epochs": 5, "aux_epochs": 5, "embedding_dim": 16, "batch_size": 256}],
-        "split": {"attacker_fraction": 0.3}, "k": 20,
-    })
+    spec = parse_experiment(
+        {
+            "experiment": "aux",
+            "seeds": 1,
+            "datasets": [{"name": "synthetic"}],
+            "targets": [{"model": "bpr"}],
+            "attacks": [{"attack": "pta", "epochs": 5, "aux_epochs": 5, "embedding_dim": 16, "batch_size": 256}],
+            "split": {"attacker_fraction": 0.3},
+            "k": 20,
+        }
+    )
     run = expand_runs(spec)[0]
 
     def row(cache):

@@ -31,9 +31,28 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     fit(teacher, leave_one_out(log), {"epochs": 1, "batch_size": 256, "eval_users": 50}, progress=False)
     path = save_checkpoint(tmp_path / "teacher.pt", teacher)
     out, cache = tmp_path / "dfme.json", tmp_path / "synthesis.npz"
-    args = ["--teacher", str(path), "--dataset", "ml-100k", "--data-dir", str(shared_data), "--preprocess", "none",
-            "--sequences", "16", "--epochs", "2", "--eval-users", "40", "--threads", "1", "--json", str(out),
-            "--synthesis-cache", str(cache)]
+    args = [
+        "--teacher",
+        str(path),
+        "--dataset",
+        "ml-100k",
+        "--data-dir",
+        str(shared_data),
+        "--preprocess",
+        "none",
+        "--sequences",
+        "16",
+        "--epochs",
+        "2",
+        "--eval-users",
+        "40",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+        "--synthesis-cache",
+        str(cache),
+    ]
     dfme.main(args)
     result = json.loads(out.read_text())
     assert result["finished"] and result["queries"] == 16 * 10 and len(result["epochs"]) == 2
@@ -55,8 +74,17 @@ def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_pat
     resumed = dfme.main([*resumable, "--epochs", "2"])
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
     assert [e["agr@10"] for e in resumed["epochs"]] == [e["agr@10"] for e in result["epochs"]]
-    stop_early = [*args[:-4], "--json", str(tmp_path / "early.json"), "--synthesis-cache", str(cache),
-                  "--state", str(tmp_path / "early.state"), "--target-agr", "0"]
+    stop_early = [
+        *args[:-4],
+        "--json",
+        str(tmp_path / "early.json"),
+        "--synthesis-cache",
+        str(cache),
+        "--state",
+        str(tmp_path / "early.state"),
+        "--target-agr",
+        "0",
+    ]
     assert [e["epoch"] for e in dfme.main(stop_early)["epochs"]] == [1]  # reached at once: stops
     again_early = dfme.main([*stop_early, "--epochs", "3"])  # resumed after reaching it: nothing more to train
     assert [e["epoch"] for e in again_early["epochs"]] == [1] and again_early["epochs_to_target"] == 1
@@ -75,8 +103,14 @@ def test_length_buckets_benchmark_writes_its_json(shared_data, tmp_path, benchma
 
     real_preset = training.preset
     monkeypatch.setenv("RAYSTEAL_DATA", str(shared_data))
-    monkeypatch.setattr(training, "preset", lambda name: (  # the preset is ML-1M sized: a small GRU4Rec
-        {**real_preset(name)[0], "embedding_dim": 8, "hidden_size": 8}, {**real_preset(name)[1], "batch_size": 128}))
+    monkeypatch.setattr(
+        training,
+        "preset",
+        lambda name: (  # the preset is ML-1M sized: a small GRU4Rec
+            {**real_preset(name)[0], "embedding_dim": 8, "hidden_size": 8},
+            {**real_preset(name)[1], "batch_size": 128},
+        ),
+    )
     out = tmp_path / "lb.json"
     length_buckets.main(["--dataset", "ml-100k", "--models", "gru4rec", "--buckets", "4", "--epochs", "1", "--json", str(out)])
     (row,) = json.loads(out.read_text())
@@ -91,8 +125,9 @@ def test_prefix_attention_benchmark_writes_its_json(tmp_path, benchmarks_on_path
 
     before = narm.prefix_additive_attention
     out = tmp_path / "pa.json"
-    (row,) = prefix_attention.main(["--models", "narm", "--sequences", "3", "--length", "9", "--chunks", "3",
-                                    "--rounds", "1", "--json", str(out)])
+    (row,) = prefix_attention.main(
+        ["--models", "narm", "--sequences", "3", "--length", "9", "--chunks", "3", "--rounds", "1", "--json", str(out)]
+    )
     assert row["prefixes"] == 27 and row["speedup"] > 0 and len(row["chunked_seconds"]) == 1
     assert json.loads(out.read_text())["results"][0]["model"] == "narm"
     assert narm.prefix_additive_attention is before  # the model's attention is put back
@@ -105,16 +140,35 @@ def test_resume_overhead_benchmark_writes_its_json(tmp_path, benchmarks_on_path)
 
     before = student_module.save_training_state
     out = tmp_path / "ro.json"
-    result = resume_overhead.main(["--sequences", "6", "--length", "5", "--k", "4", "--items", "30", "--epochs", "2",
-                                   "--batch-size", "3", "--json", str(out)])
+    result = resume_overhead.main(
+        ["--sequences", "6", "--length", "5", "--k", "4", "--items", "30", "--epochs", "2", "--batch-size", "3", "--json", str(out)]
+    )
     assert result["state_mb"] > 0 and result["data_mb"] > 0 and result["epoch_seconds"] > 0
     assert result["overhead_ratio"] > 0 and json.loads(out.read_text())["epochs"] == 2
     assert student_module.save_training_state is before  # the loop's save is put back
     import raysteal.training.trainer as trainer_module
 
     saver = trainer_module.save_loop_state
-    target = resume_overhead.main(["--sequences", "6", "--length", "5", "--k", "4", "--items", "30", "--epochs", "1",
-                                   "--batch-size", "3", "--target-model", "bpr", "--target-dataset", "synthetic"])["target"]
+    target = resume_overhead.main(
+        [
+            "--sequences",
+            "6",
+            "--length",
+            "5",
+            "--k",
+            "4",
+            "--items",
+            "30",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "3",
+            "--target-model",
+            "bpr",
+            "--target-dataset",
+            "synthetic",
+        ]
+    )["target"]
     assert target["epochs"] == 1 and target["state_mb"] > 0 and target["overhead_ratio"] > 0
     assert trainer_module.save_loop_state is saver
     with pytest.raises(SystemExit):
@@ -125,8 +179,26 @@ def test_student_prefixes_benchmark_writes_its_json(tmp_path, benchmarks_on_path
     import student_prefixes
 
     out = tmp_path / "sp.json"
-    result = student_prefixes.main(["--sequences", "3", "--length", "9", "--positions", "4", "--buckets", "3", "--k", "5",
-                                    "--negatives", "4", "--rounds", "1", "--json", str(out)])
+    result = student_prefixes.main(
+        [
+            "--sequences",
+            "3",
+            "--length",
+            "9",
+            "--positions",
+            "4",
+            "--buckets",
+            "3",
+            "--k",
+            "5",
+            "--negatives",
+            "4",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     assert result["prefixes"] == 12 and result["speedup"] > 0 and len(result["grouped_seconds"]) == 1
     assert json.loads(out.read_text())["buckets"] == 3
 

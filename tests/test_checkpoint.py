@@ -52,8 +52,9 @@ def _scores(model, split):
 def test_checkpoint_round_trips_bit_for_bit(name, trained, log, tmp_path):
     split, models = trained
     model = models[name]
-    path = save_checkpoint(tmp_path / "ckpt" / "m.pt", model, fingerprint=log.fingerprint(),
-                           metrics={"ndcg@10_full": 0.5}, extra={"note": "x"})
+    path = save_checkpoint(
+        tmp_path / "ckpt" / "m.pt", model, fingerprint=log.fingerprint(), metrics={"ndcg@10_full": 0.5}, extra={"note": "x"}
+    )
     assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temp file left behind
     loaded, meta = load_checkpoint(path)
     assert type(loaded) is type(model) and not loaded.training
@@ -93,10 +94,8 @@ def test_target_cache_trains_once_per_key(log, tmp_path, monkeypatch):
     real_fit = target_cache.fit
     monkeypatch.setattr(target_cache, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
     train = {"epochs": 1, "batch_size": 64}
-    first, meta1 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, train, seed=0, cache_dir=tmp_path,
-                                       progress=False)
-    second, meta2 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, train, seed=0, cache_dir=tmp_path,
-                                        progress=False)
+    first, meta1 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, train, seed=0, cache_dir=tmp_path, progress=False)
+    second, meta2 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, train, seed=0, cache_dir=tmp_path, progress=False)
     assert len(calls) == 1 and not meta1["cache_hit"] and meta2["cache_hit"]
     assert meta1["path"] == meta2["path"]
     assert meta2["fingerprint"] == log.fingerprint()
@@ -104,10 +103,10 @@ def test_target_cache_trains_once_per_key(log, tmp_path, monkeypatch):
     assert "ndcg@10_100neg" in meta2["metrics"]["test"]
     users = torch.arange(5)
     assert torch.equal(first.score(users), second.score(users))
-    _, meta3 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, train, seed=1, cache_dir=tmp_path,
-                                   progress=False)
-    _, meta4 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, {**train, "lr": 0.01}, seed=0,
-                                   cache_dir=tmp_path, progress=False)
+    _, meta3 = get_or_train_target(log, {"model": "bpr", "embedding_dim": 8}, train, seed=1, cache_dir=tmp_path, progress=False)
+    _, meta4 = get_or_train_target(
+        log, {"model": "bpr", "embedding_dim": 8}, {**train, "lr": 0.01}, seed=0, cache_dir=tmp_path, progress=False
+    )
     assert len(calls) == 3 and len({meta1["path"], meta3["path"], meta4["path"]}) == 3
 
 
@@ -116,7 +115,11 @@ def test_target_key_ignores_fields_added_at_their_defaults(log):
     model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
     train_cfg = make_train_config({"epochs": 1})
     old_spec = {
-        "dataset": "walks", "preprocess": "none", "fingerprint": log.fingerprint(), "split": "leave_one_out", "seed": 0,
+        "dataset": "walks",
+        "preprocess": "none",
+        "fingerprint": log.fingerprint(),
+        "split": "leave_one_out",
+        "seed": 0,
         "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "length_buckets"},
         "train": {k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in ("max_seconds", "optimizer")},
     }
@@ -125,8 +128,10 @@ def test_target_key_ignores_fields_added_at_their_defaults(log):
     assert key == old_key
     bucketed = make_config({"model": "sasrec", "embedding_dim": 8, "length_buckets": 4})
     boxed = make_train_config({"epochs": 1, "max_seconds": 60})
-    keys = {target_cache.target_key(log, m, t, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
-            for m, t in [(bucketed, train_cfg), (model_cfg, boxed)]}
+    keys = {
+        target_cache.target_key(log, m, t, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
+        for m, t in [(bucketed, train_cfg), (model_cfg, boxed)]
+    }
     assert old_key not in keys and len(keys) == 2  # set away from the default, they do count
 
 
@@ -140,9 +145,23 @@ def test_cli_lists_models():
 
 
 def test_cli_train_target_writes_checkpoint_and_uses_the_cache(tmp_path):
-    args = ["train-target", "--dataset", "synthetic", "--model", "bpr", "--out", str(tmp_path / "out"),
-            "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--set", "embedding_dim=8",
-            "--set", "train.batch_size=4096"]
+    args = [
+        "train-target",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "bpr",
+        "--out",
+        str(tmp_path / "out"),
+        "--epochs",
+        "1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--set",
+        "embedding_dim=8",
+        "--set",
+        "train.batch_size=4096",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     assert "trained in" in first.output
@@ -157,6 +176,12 @@ def test_cli_train_target_writes_checkpoint_and_uses_the_cache(tmp_path):
     from raysteal.distributed.experiment_runner import _prepare_target
 
     cached = sorted((tmp_path / "cache").rglob("*.pt"))
-    _prepare_target({"name": "synthetic"}, {"aux_fraction": 0.0}, {"model": "bpr", "params": {"embedding_dim": 8},
-                    "train": {"epochs": 1, "batch_size": 4096}}, 10, None, str(tmp_path / "cache"))
+    _prepare_target(
+        {"name": "synthetic"},
+        {"aux_fraction": 0.0},
+        {"model": "bpr", "params": {"embedding_dim": 8}, "train": {"epochs": 1, "batch_size": 4096}},
+        10,
+        None,
+        str(tmp_path / "cache"),
+    )
     assert sorted((tmp_path / "cache").rglob("*.pt")) == cached  # nothing trained again

@@ -21,8 +21,17 @@ def world():
 
 def _run(head_fraction=None):
     split = {"attacker_fraction": 0.5, **({} if head_fraction is None else {"head_fraction": head_fraction})}
-    spec = parse_experiment({"experiment": "ht", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
-                             "attacks": [{"attack": "popularity"}], "split": split, "k": 20})
+    spec = parse_experiment(
+        {
+            "experiment": "ht",
+            "seeds": 1,
+            "datasets": [{"name": "synthetic"}],
+            "targets": [{"model": "bpr"}],
+            "attacks": [{"attack": "popularity"}],
+            "split": split,
+            "k": 20,
+        }
+    )
     return expand_runs(spec)[0]
 
 
@@ -52,9 +61,20 @@ def test_head_fraction_is_checked_and_stays_out_of_the_run_id_at_its_default():
 
 def test_a_catalogue_smaller_than_ten_items_is_scored_on_what_it_has():
     target, loo, data = untrained_run_data(5, num_users=120, num_items=8, num_clusters=2, max_len=6, seed=1)
-    spec = parse_experiment({"experiment": "tiny", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
-                             "attacks": [{"attack": "popularity"}], "split": {"attacker_fraction": 0.5}, "k": 5})
-    row = execute_run(expand_runs(spec)[0], data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("tiny"))
+    spec = parse_experiment(
+        {
+            "experiment": "tiny",
+            "seeds": 1,
+            "datasets": [{"name": "synthetic"}],
+            "targets": [{"model": "bpr"}],
+            "attacks": [{"attack": "popularity"}],
+            "split": {"attacker_fraction": 0.5},
+            "k": 5,
+        }
+    )
+    row = execute_run(
+        expand_runs(spec)[0], data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("tiny")
+    )
     assert 0.0 <= row["agr@k"] <= 1.0 and 0.0 <= row["agr@10"] <= 1.0
 
 

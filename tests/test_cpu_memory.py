@@ -64,8 +64,13 @@ def test_cpu_training_applies_it_once():
     restore_malloc_defaults()
     try:
         split = leave_one_out(toy_log())
-        fit(seeded_model({"model": "bpr", "embedding_dim": 4}, split.train.num_users, split.train.num_items, 0), split,
-            {"epochs": 1}, device="cpu", progress=False)
+        fit(
+            seeded_model({"model": "bpr", "embedding_dim": 4}, split.train.num_users, split.train.num_items, 0),
+            split,
+            {"epochs": 1},
+            device="cpu",
+            progress=False,
+        )
         assert cpu_memory._applied and retain_freed_memory()  # idempotent
     finally:
         restore_malloc_defaults()

@@ -133,8 +133,19 @@ def test_console_entry_point_reports_errors_cleanly(tmp_path, monkeypatch, capsy
 def test_info_reads_a_file_of_the_users(tmp_path):
     path = tmp_path / "clicks.csv"
     path.write_text("who;what;when\n" + "".join(f"u{u};i{(u + t) % 7};{t}\n" for u in range(5) for t in range(4)))
-    result = run("info", str(path), "--column", "user=who", "--column", "item=what", "--column", "timestamp=when",
-                 "--column", "delimiter=;", "--json")
+    result = run(
+        "info",
+        str(path),
+        "--column",
+        "user=who",
+        "--column",
+        "item=what",
+        "--column",
+        "timestamp=when",
+        "--column",
+        "delimiter=;",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert (out["users"], out["interactions"]) == (5, 20) and out["source"] == str(path.resolve())

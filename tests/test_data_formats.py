@@ -161,7 +161,7 @@ def test_recbole_inter(tmp_path):
 
 # ------------------------------------------------------------ CSV / Parquet
 def test_csv_with_column_mapping(tmp_path):
-    text = "uid,sku,when,extra\n7,0042,2020-01-02T00:00:00,x\n7,0043,2020-01-01T00:00:00,\"a,b\"\n8,0042,2020-01-01T00:00:00,y\n"
+    text = 'uid,sku,when,extra\n7,0042,2020-01-02T00:00:00,x\n7,0043,2020-01-01T00:00:00,"a,b"\n8,0042,2020-01-01T00:00:00,y\n'
     log = load_file(write(tmp_path / "log.csv", text), user="uid", item="sku", timestamp="when")
     assert pairs(log) == [(7, "0043"), (7, "0042"), (8, "0042")]
     log = load_file(write(tmp_path / "log.tsv.gz", "u\ti\tt\n1\t2\t5\n1\t3\t4\n", gz=True), user="u", item="i", timestamp="t")

@@ -31,7 +31,7 @@ def pad(seqs: list[np.ndarray]) -> np.ndarray:
     width = max(len(s) for s in seqs)
     out = np.full((len(seqs), width), -1, dtype=np.int64)
     for r, s in enumerate(seqs):
-        out[r, width - len(s):] = s
+        out[r, width - len(s) :] = s
     return out
 
 
@@ -147,8 +147,9 @@ def test_evaluation_reports_auc_and_fidelity_before_the_flag(mixed_log):
     attackers = accounts[accounts.role == "attacker"].account
     # an attacker of the same attack that stopped after 2 queries (it has no rows in this log)
     accounts = pd.concat([accounts, pd.DataFrame([{"account": "dfme-small", "role": "attacker", "attack": "dfme", "budget": 2}])])
-    outcomes = pd.DataFrame({"account": list(attackers) + ["dfme-small"], "queries": [90] * len(attackers) + [2],
-                             "fidelity": [0.6] * len(attackers) + [0.05]})
+    outcomes = pd.DataFrame(
+        {"account": list(attackers) + ["dfme-small"], "queries": [90] * len(attackers) + [2], "fidelity": [0.6] * len(attackers) + [0.05]}
+    )
     per_account, per_group, _ = evaluate_detection(mixed_log, accounts, outcomes, NUM_ITEMS, fpr=0.05)
     assert set(per_group.attack) == {"dfme", "ptq"}
     assert (per_group.auc == 1.0).all() and (per_group.benign == 20).all()

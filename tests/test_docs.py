@@ -168,8 +168,10 @@ def test_mkdocs_nav_names_existing_pages():
 def test_the_link_checker_finds_broken_links(tmp_path):
     (tmp_path / "a.md").write_text("# Title\n\n## The `floor` (K = 20)\n\n### Custom { #own-id }\n", encoding="utf-8")
     page = tmp_path / "b.md"
-    text = ("[ok](a.md) [ok](a.md#the-floor-k-20) [ok](a.md#own-id) [bad](a.md#nothing) [bad](missing.md) "
-            "[web](https://example.org/x.md) `[code](nowhere.md)`\n```\n[fenced](nowhere.md)\n```\n")
+    text = (
+        "[ok](a.md) [ok](a.md#the-floor-k-20) [ok](a.md#own-id) [bad](a.md#nothing) [bad](missing.md) "
+        "[web](https://example.org/x.md) `[code](nowhere.md)`\n```\n[fenced](nowhere.md)\n```\n"
+    )
     links = internal_links(text)
     assert links == ["a.md", "a.md#the-floor-k-20", "a.md#own-id", "a.md#nothing", "missing.md"]
     problems = {target: link_problem(page, target, tmp_path) for target in links}
@@ -185,8 +187,10 @@ def test_readme_experiment_is_the_quickstart_file():
     assert 10 <= len(block.group(1).strip().splitlines()) <= 15
     quickstart = yaml.safe_load((ROOT / "experiments" / "quickstart.yaml").read_text(encoding="utf-8"))
     expected = {key: value for key, value in quickstart.items() if key not in ("description", "report")}
-    assert shown == expected, ("README.md's experiment file no longer matches experiments/quickstart.yaml: update the "
-                               "README's file (and the table it prints) together with the quickstart")
+    assert shown == expected, (
+        "README.md's experiment file no longer matches experiments/quickstart.yaml: update the "
+        "README's file (and the table it prints) together with the quickstart"
+    )
 
 
 def test_no_page_points_readers_outside_the_repository():
@@ -212,15 +216,18 @@ def test_every_config_field_is_rendered_with_a_description():
         for name, field in cls.model_fields.items():
             assert f"| `{name}` |" in table, f"{cls.__name__}.{name} has no row in the generated reference"
             assert hooks.field_description(cls, name, field, notes), (
-                f"{cls.__name__}.{name} has no description: give it Field(description=...) in the code "
-                f"(or a note in docs/field_notes.yml)")
+                f"{cls.__name__}.{name} has no description: give it Field(description=...) in the code (or a note in docs/field_notes.yml)"
+            )
 
 
 def test_field_notes_name_existing_fields():
     hooks = _hooks()
     bases = {base.__name__: base for cls in hooks.documented_classes() for base in cls.__mro__ if hasattr(base, "model_fields")}
-    stale = [key for key in hooks.field_notes()
-             if key.partition(".")[0] not in bases or key.partition(".")[2] not in bases[key.partition(".")[0]].model_fields]
+    stale = [
+        key
+        for key in hooks.field_notes()
+        if key.partition(".")[0] not in bases or key.partition(".")[2] not in bases[key.partition(".")[0]].model_fields
+    ]
     assert not stale, f"docs/field_notes.yml describes fields that no longer exist: {stale}"
 
 
@@ -255,12 +262,18 @@ def test_mkdocs_build_strict(tmp_path):
         except ModuleNotFoundError:
             found = False
         if not found:
-            pytest.skip(f"{module} is not installed (pip install -e '.[docs]' installs mkdocs, mkdocs-material, mkdocstrings[python]; '.[dev]' includes it)")
+            pytest.skip(
+                f"{module} is not installed (pip install -e '.[docs]' installs mkdocs, mkdocs-material, mkdocstrings[python]; '.[dev]' includes it)"
+            )
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(site)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-6000:]

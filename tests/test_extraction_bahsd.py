@@ -302,7 +302,12 @@ def _probed_batch(seed: int = 3):
     lists = torch.as_tensor(data.lists[rows, cols]).long()
     negatives = torch.as_tensor(rng.integers(0, NUM_ITEMS, (len(rows), 5)))
     batch = StudentBatch(
-        torch.arange(n), torch.as_tensor(seqs[:, lead:]), torch.as_tensor(rows), torch.as_tensor(cols), lists, negatives,
+        torch.arange(n),
+        torch.as_tensor(seqs[:, lead:]),
+        torch.as_tensor(rows),
+        torch.as_tensor(cols),
+        lists,
+        negatives,
         {key: torch.as_tensor(v) for key, v in extras.items()},
     )
     student = seeded_model({"model": "sasrec", "max_len": width, "embedding_dim": 16}, 0, NUM_ITEMS, seed=1).eval()
@@ -434,8 +439,16 @@ def _run(oracle, name: str, budget: int, knowledge=None, *, workdir=None, on_epo
 
     client = oracle.register_attacker(name, budget=budget)
     cfg = {
-        "attack": "bahsd", "k": 10, "epochs": 20, "batch_size": 32, "lr": 3e-3, "num_negatives": 10,
-        "budget_queries": budget, "max_len": WALK_LEN, "student": {"model": "sasrec", "embedding_dim": 16}, **overrides,
+        "attack": "bahsd",
+        "k": 10,
+        "epochs": 20,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "num_negatives": 10,
+        "budget_queries": budget,
+        "max_len": WALK_LEN,
+        "student": {"model": "sasrec", "embedding_dim": 16},
+        **overrides,
     }
     knowledge = knowledge or SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN)
     return run_extraction(cfg, knowledge, client, seed=0, workdir=workdir, on_epoch=on_epoch), client
@@ -483,8 +496,14 @@ def test_a_zero_budget_is_refused_before_any_query(walk_target, source):
     oracle, test = walk_target
     free = oracle.register_attacker(f"bahsd-zero-{source}")  # no limit of its own: only the config's 0 binds
     knowledge = SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN, sequences=test)
-    config = {"attack": "bahsd", "k": 10, "epochs": 1, "budget_queries": 0, "source": source,
-              "student": {"model": "sasrec", "embedding_dim": 16}}
+    config = {
+        "attack": "bahsd",
+        "k": 10,
+        "epochs": 1,
+        "budget_queries": 0,
+        "source": source,
+        "student": {"model": "sasrec", "embedding_dim": 16},
+    }
     with pytest.raises(ConfigError, match="budget"):
         run_extraction(config, knowledge, free, seed=0)
     assert free.spent == 0
@@ -497,8 +516,14 @@ def test_tiny_budgets_are_never_overspent(walk_target, budget):
 
     oracle, _ = walk_target
     free = oracle.register_attacker(f"bahsd-tiny-{budget}")
-    config = {"attack": "bahsd", "k": 10, "epochs": 0, "budget_queries": budget, "max_len": WALK_LEN,
-              "student": {"model": "sasrec", "embedding_dim": 16}}
+    config = {
+        "attack": "bahsd",
+        "k": 10,
+        "epochs": 0,
+        "budget_queries": budget,
+        "max_len": WALK_LEN,
+        "student": {"model": "sasrec", "embedding_dim": 16},
+    }
     result = run_extraction(config, SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN), free, seed=0)
     assert free.spent == result.queries <= budget and result.info["queries_sequences"] >= 1
 
@@ -544,8 +569,9 @@ def test_the_student_state_names_the_objective(tmp_path):
     with pytest.raises(ConfigError, match="another run"):  # another gradient clipping
         train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), **{**options, "grad_clip": 1.0})
     with pytest.warns(RuntimeWarning, match="starts afresh"):  # a run directory's own state: trained again
-        fresh = train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.3), restart_if_unusable=True,
-                              **{**options, "epochs": 2})
+        fresh = train_student(
+            seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.3), restart_if_unusable=True, **{**options, "epochs": 2}
+        )
     assert fresh["resumed_epoch"] == 0 and fresh["epochs_run"] == 2
     bahsd = BAHSDObjective.from_config(BAHSDConfig(epochs=3))
     assert repr(bahsd) == repr(BAHSDObjective.from_config(BAHSDConfig(epochs=9)))  # more epochs: still resumable
@@ -610,12 +636,16 @@ def _batch_with_views(seed: int = 3):
     unseen = [np.setdiff1d(np.arange(NUM_ITEMS), inputs[r]) for r in range(n)]
     lists = np.stack([[rng.choice(unseen[r], K, replace=False) for _ in range(2)] for r in range(n)]).astype(np.int32)
     lists[0, 1] = -1  # sequence 0 has one view only
-    batch.extras.update({
-        "probe_views": torch.as_tensor(views), "probe_lists": torch.as_tensor(lists), "probe_col": torch.as_tensor(cols),
-        "probe_agree": torch.as_tensor(rng.random((n, 2)).astype(np.float32)),
-        "probe_stability": torch.as_tensor(rng.random((n, 2, K)).astype(np.float32)),
-        "probe_reliability": torch.as_tensor(rng.random((n, 2)).astype(np.float32)),
-    })
+    batch.extras.update(
+        {
+            "probe_views": torch.as_tensor(views),
+            "probe_lists": torch.as_tensor(lists),
+            "probe_col": torch.as_tensor(cols),
+            "probe_agree": torch.as_tensor(rng.random((n, 2)).astype(np.float32)),
+            "probe_stability": torch.as_tensor(rng.random((n, 2, K)).astype(np.float32)),
+            "probe_reliability": torch.as_tensor(rng.random((n, 2)).astype(np.float32)),
+        }
+    )
     return student, batch
 
 
@@ -681,8 +711,9 @@ def test_baselines_use_exactly_the_sequences_and_queries_of_bahsd_without_probes
     knowledge = SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN, sequences=test)
     saved = {}
     for name, extra in (("plain", {"probing": False}), ("ranking", {"baseline": "ranking"}), ("kl", {"baseline": "kl"})):
-        result, client = _run(oracle, f"bahsd-base-{name}", 150, knowledge=knowledge, epochs=1, source="real",
-                              workdir=tmp_path / name, **extra)
+        result, client = _run(
+            oracle, f"bahsd-base-{name}", 150, knowledge=knowledge, epochs=1, source="real", workdir=tmp_path / name, **extra
+        )
         assert client.spent == result.queries == 150 and result.info["queries_probes"] == 0
         with np.load(tmp_path / name / DATA_FILE) as data:
             saved[name] = (data["sequences"].copy(), data["lists"].copy())

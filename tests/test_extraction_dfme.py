@@ -93,8 +93,9 @@ def _items(row: np.ndarray) -> tuple[int, ...]:
 @pytest.mark.parametrize("strategy", ["autoregressive", "random"])
 def test_query_budget_is_spent_exactly_and_growth_stops(oracle, strategy):
     client = oracle.register_attacker("a")
-    data = synthesize(client, strategy=strategy, num_sequences=10, max_len=5, k=6, rng=np.random.default_rng(0),
-                      query_batch=4, query_budget=37)
+    data = synthesize(
+        client, strategy=strategy, num_sequences=10, max_len=5, k=6, rng=np.random.default_rng(0), query_batch=4, query_budget=37
+    )
     assert data.queries == client.spent == 37 == int(data.queried.sum())
     lengths = (data.sequences != PAD).sum(1)
     assert sorted(lengths.tolist()) == [3, 3, 3] + [4] * 7  # 3 full steps of 10, then 7 of the 4th
@@ -137,7 +138,9 @@ def test_autoregressive_items_come_from_previous_answer_and_lists_are_the_answer
 
 
 def test_random_sequences_have_distinct_items(oracle):
-    data = synthesize(oracle.register_attacker("r"), strategy="random", num_sequences=50, max_len=MAX_LEN, k=3, rng=np.random.default_rng(3))
+    data = synthesize(
+        oracle.register_attacker("r"), strategy="random", num_sequences=50, max_len=MAX_LEN, k=3, rng=np.random.default_rng(3)
+    )
     assert all(len(set(row.tolist())) == MAX_LEN for row in data.sequences)
     assert data.sequences.min() >= 0 and data.sequences.max() < NUM_ITEMS
 
@@ -180,7 +183,6 @@ def test_ranking_loss_matches_hand_computation():
     assert parts["rank_pairs"].item() == pytest.approx(0.4)
     assert parts["rank_negatives"].item() == pytest.approx(0.0)
     assert loss.item() == pytest.approx(0.4)
-
 
 
 def test_fused_hinge_gives_the_composed_ops_value_and_gradients_bit_for_bit():
@@ -288,6 +290,7 @@ def test_negatives_are_those_of_the_sort_and_search_version(monkeypatch):
     empty = torch.zeros(0, 4, dtype=torch.long)
     assert sample_negatives(empty, 5, 10, gen).shape == (0, 5)
 
+
 def test_negatives_avoid_the_list_and_positions_are_subsampled():
     gen = torch.Generator().manual_seed(0)
     for catalogue, least_valid in ((40, 0.99), (10, 0.5)):  # 8 listed items of 40, and of 10 (a stress case)
@@ -335,7 +338,9 @@ def test_batches_align_lists_with_prefixes_also_when_realigned():
 def test_one_pass_scoring_equals_scoring_each_prefix():
     seqs = torch.tensor([[PAD, PAD, 3, 4, 5, 9], [1, 2, 6, 7, 8, 0]])
     rows, cols = torch.nonzero(seqs != PAD, as_tuple=True)
-    batch = StudentBatch(torch.arange(2), seqs, rows, cols, torch.zeros(len(rows), 1, dtype=torch.long), torch.zeros(len(rows), 0, dtype=torch.long))
+    batch = StudentBatch(
+        torch.arange(2), seqs, rows, cols, torch.zeros(len(rows), 1, dtype=torch.long), torch.zeros(len(rows), 0, dtype=torch.long)
+    )
     prefixes = prefix_rows(seqs, rows, cols)
     assert prefixes[0].tolist() == [PAD] * 5 + [3] and prefixes[3].tolist() == [PAD, PAD, 3, 4, 5, 9]
     gru = seeded_model({"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8, "max_len": 6}, 0, 10, seed=0).eval()
@@ -371,8 +376,16 @@ def _last(x: torch.Tensor):
 def test_dfme_beats_a_random_student(toy, oracle):
     log, split, _ = toy
     client = oracle.register_attacker("dfme", budget=200 * MAX_LEN)
-    config = {"attack": "dfme", "student": {"model": "sasrec", "embedding_dim": 16}, "k": 10, "epochs": 12, "batch_size": 50,
-              "lr": 5e-3, "num_negatives": 10, "budget_queries": 200 * MAX_LEN}
+    config = {
+        "attack": "dfme",
+        "student": {"model": "sasrec", "embedding_dim": 16},
+        "k": 10,
+        "epochs": 12,
+        "batch_size": 50,
+        "lr": 5e-3,
+        "num_negatives": 10,
+        "budget_queries": 200 * MAX_LEN,
+    }
     result = run_extraction(config, SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN), client, seed=0)
     assert result.queries == client.spent == 200 * MAX_LEN and result.info["sequences"] == 200
     history = result.info["history"]
@@ -397,8 +410,18 @@ def test_train_student_is_deterministic_and_stops_when_asked():
     for _ in range(2):
         student = seeded_model({"model": "sasrec", "embedding_dim": 8, "max_len": 5}, 0, 20, seed=1)
         seen = []
-        stats = train_student(student, data, dfme_objective(0.5), epochs=5, batch_size=4, lr=1e-2, num_negatives=3, seed=3,
-                              realign=0.5, on_epoch=lambda epoch, s: seen.append((epoch, s)) or epoch == 2)
+        stats = train_student(
+            student,
+            data,
+            dfme_objective(0.5),
+            epochs=5,
+            batch_size=4,
+            lr=1e-2,
+            num_negatives=3,
+            seed=3,
+            realign=0.5,
+            on_epoch=lambda epoch, s: seen.append((epoch, s)) or epoch == 2,
+        )
         assert stats["epochs_run"] == 2 and stats["stopped_early"] and [e for e, _ in seen] == [1, 2]
         assert {"loss", "rank_pairs", "rank_negatives", "epoch_seconds", "prefixes"} <= set(seen[0][1])
         weights.append(torch.cat([p.detach().flatten() for p in student.parameters()]))
@@ -410,8 +433,7 @@ def test_train_student_is_deterministic_and_stops_when_asked():
 
 def test_training_resumed_from_its_state_ends_where_an_uninterrupted_run_does(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    data = ExtractionSet(sequences=rng.integers(0, 20, (12, 5)), lists=rng.integers(0, 20, (12, 5, 4)).astype(np.int32),
-                         queries=60)
+    data = ExtractionSet(sequences=rng.integers(0, 20, (12, 5)), lists=rng.integers(0, 20, (12, 5, 4)).astype(np.int32), queries=60)
     config = {"model": "sasrec", "embedding_dim": 8, "max_len": 5, "dropout": 0.3}  # dropout draws on the global RNG
     options = {"batch_size": 4, "lr": 1e-2, "num_negatives": 3, "seed": 3, "realign": 0.5}
 
@@ -425,16 +447,16 @@ def test_training_resumed_from_its_state_ends_where_an_uninterrupted_run_does(tm
     train_student(first, data, dfme_objective(0.5), epochs=2, state_path=state, **options)  # the first sitting
     resumed_model = seeded_model(config, 0, 20, seed=1)  # a new process: fresh weights, the state on disk
     seen = []
-    resumed = train_student(resumed_model, data, dfme_objective(0.5), epochs=4, state_path=state,
-                            on_epoch=lambda epoch, s: seen.append(epoch), **options)
+    resumed = train_student(
+        resumed_model, data, dfme_objective(0.5), epochs=4, state_path=state, on_epoch=lambda epoch, s: seen.append(epoch), **options
+    )
     assert capsys.readouterr().err == ""  # per-epoch lines only when progress=True
     assert seen == [3, 4] and resumed["epochs_run"] == 4
     assert torch.equal(weights(resumed_model), weights(whole))
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in uninterrupted["history"]]
     assert resumed["prefixes"] == uninterrupted["prefixes"]
     with pytest.raises(ConfigError, match="another run"):  # a state made for other settings is refused
-        train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), epochs=5, state_path=state,
-                      **{**options, "lr": 5e-3})
+        train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), epochs=5, state_path=state, **{**options, "lr": 5e-3})
     state.write_bytes(b"not a state")
     with pytest.raises(ConfigError, match="unreadable"):
         train_student(seeded_model(config, 0, 20, seed=1), data, dfme_objective(0.5), epochs=5, state_path=state, **options)
@@ -476,7 +498,9 @@ def test_extraction_metrics_on_hand_cases():
     assert m["kl@10"] == pytest.approx((0.0 + kl_1 + float(list_kl(teacher[2:], student[2:], 10)[0])) / 3)
     # user 0: item 3 at rank 3 for both; user 1: 95 missed by both; user 2 has no test item
     assert m["student_hr@10"] == pytest.approx(0.5) and m["teacher_ndcg@10"] == pytest.approx(0.5 / np.log2(5))
-    assert next_item_metrics(student, np.array([0, 94, 21]), k=10) == pytest.approx({"hr@10": 1.0, "ndcg@10": (1 + 1 / np.log2(11) + 1 / np.log2(3)) / 3})
+    assert next_item_metrics(student, np.array([0, 94, 21]), k=10) == pytest.approx(
+        {"hr@10": 1.0, "ndcg@10": (1 + 1 / np.log2(11) + 1 / np.log2(3)) / 3}
+    )
 
 
 # ------------------------------------------------------------------ configs
@@ -510,8 +534,16 @@ def test_zhu_sequential_recipes_spend_what_they_query(toy, oracle):
     log, split, _ = toy
     seqs = split.train.padded_sequences(MAX_LEN)
     knowledge = SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN, sequences=seqs[:12], auxiliary=seqs[60:])
-    base = {"student": {"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8}, "epochs": 2, "data_epochs": 2,
-            "aux_epochs": 1, "batch_size": 6, "data_batch_size": 16, "k": 10, "num_negatives": 10}
+    base = {
+        "student": {"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8},
+        "epochs": 2,
+        "data_epochs": 2,
+        "aux_epochs": 1,
+        "batch_size": 6,
+        "data_batch_size": 16,
+        "k": 10,
+        "num_negatives": 10,
+    }
     make_extraction_config({"attack": "seq_ptq", **base})  # validates; Zhu configs need real sequences
     assert make_extraction_config({"attack": "seq_ptq", **base}).uses_real_sequences
     ptd = oracle.register_attacker("ptd")

@@ -34,16 +34,27 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_smoke_runs_every_step_and_writes_ratios(tmp_path):
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, str(SUITE), "--smoke", "--out", str(out), "--budget-s", "400"], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=420)
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--smoke", "--out", str(out), "--budget-s", "400"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads((out / "gpu_suite.json").read_text())
     assert report["smoke"] and list(report["steps"]) == STEPS
     assert {name: s["status"] for name, s in report["steps"].items()} == dict.fromkeys(STEPS, "ok")
     groups = {f["group"] for f in report["figures"]}
-    assert {"target training (BPR-MF)", "black-box serving, MF (BPR), K=50", "black-box serving, SASRec, K=10",
-            "DFME (Yue et al.'s setting), SASRec teacher", "Zhu et al. Table 4, ML-1M, BPR target, one seed",
-            "Ray Tune, fractional GPUs"} <= groups
+    assert {
+        "target training (BPR-MF)",
+        "black-box serving, MF (BPR), K=50",
+        "black-box serving, SASRec, K=10",
+        "DFME (Yue et al.'s setting), SASRec teacher",
+        "Zhu et al. Table 4, ML-1M, BPR target, one seed",
+        "Ray Tune, fractional GPUs",
+    } <= groups
     for row in report["figures"]:  # every figure compared with a limit of the same run carries its ratio
         if row["raw_limit"] and isinstance(row["value"], (int, float)):
             assert row["ratio"] == pytest.approx(row["value"] / row["raw_limit"])
@@ -65,14 +76,26 @@ def test_smoke_runs_every_step_and_writes_ratios(tmp_path):
 
 def test_a_missing_carry_stops_in_seconds_naming_it(tmp_path):
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(SUITE), "--carry", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--carry", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "MISSING: carry folder" in done.stdout and "nothing measured" in done.stdout
     assert time.perf_counter() - started < 60
     assert not (tmp_path / "out" / "gpu_suite.json").exists()
-    done = subprocess.run([sys.executable, str(SUITE), "--carry", str(tmp_path), "--out", str(tmp_path / "out"), "--set", "clientz=[1]"],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--carry", str(tmp_path), "--out", str(tmp_path / "out"), "--set", "clientz=[1]"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and "--set 'clientz=[1]': expected FIELD=JSON" in done.stderr
 
 
@@ -92,8 +115,9 @@ def test_carry_builder_packs_checks_and_refuses(tmp_path, benchmarks_on_path):
         fh.write("user_id\tmovie_id\n")
         fh.writelines(f"{u}\t{i}\n" for u, i in zip(table["user"].to_numpy(), table["item"].to_numpy()))
     log = load_dataset("ml-1m", data_dir=data, preprocess="paper")
-    teacher = save_checkpoint(tmp_path / "t.pt", seeded_model({"model": "sasrec", "embedding_dim": 4, "max_len": 8},
-                                                               log.num_users, log.num_items, 0))
+    teacher = save_checkpoint(
+        tmp_path / "t.pt", seeded_model({"model": "sasrec", "embedding_dim": 4, "max_len": 8}, log.num_users, log.num_items, 0)
+    )
     carry = tmp_path / "carry"
     manifest = gpu_carry.build_carry(carry, teacher, data_dir=str(data), wheels=False)
     assert manifest["dataset"]["file"] == "data/ml-1m/ml-1m.seq.tsv.gz" and manifest["teacher"]["model"] == "sasrec"
@@ -102,8 +126,9 @@ def test_carry_builder_packs_checks_and_refuses(tmp_path, benchmarks_on_path):
     problems = gpu_carry.check_carry(carry, need_wheels=True)[1]
     assert any("ray-2.60.0" in p for p in problems) and any("pydantic" in p for p in problems)
 
-    wrong = save_checkpoint(tmp_path / "w.pt", seeded_model({"model": "sasrec", "embedding_dim": 4, "max_len": 8},
-                                                            log.num_users, log.num_items + 1, 0))
+    wrong = save_checkpoint(
+        tmp_path / "w.pt", seeded_model({"model": "sasrec", "embedding_dim": 4, "max_len": 8}, log.num_users, log.num_items + 1, 0)
+    )
     with pytest.raises(SystemExit, match="trained on another log"):
         gpu_carry.build_carry(tmp_path / "c2", wrong, data_dir=str(data), wheels=False)
     mf = save_checkpoint(tmp_path / "mf.pt", seeded_model({"model": "bpr", "embedding_dim": 4}, log.num_users, log.num_items, 0))

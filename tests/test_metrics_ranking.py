@@ -42,9 +42,7 @@ def test_topk_items_full_and_excluded():
     np.testing.assert_array_equal(topk_items(SCORES, 3, exclude=mask), expected)
     np.testing.assert_array_equal(topk_items(SCORES, 3, exclude=(np.array([0, 1, 3]), np.array([1, 3, 2]))), expected)
     # a slice of a larger CSR pointer works as is (rows 1..2 of a 3-row log)
-    np.testing.assert_array_equal(
-        topk_items(SCORES, 3, exclude=(np.array([2, 3, 5]), np.array([0, 0, 1, 3, 2]))), expected
-    )
+    np.testing.assert_array_equal(topk_items(SCORES, 3, exclude=(np.array([2, 3, 5]), np.array([0, 0, 1, 3, 2]))), expected)
 
 
 def test_topk_items_pads_rows_short_of_candidates():
@@ -74,9 +72,7 @@ def test_rank_of_target_full_ranking():
     mask[0, [1, 2]] = True
     mask[1, [3, 0]] = True
     np.testing.assert_array_equal(rank_of_target(SCORES, [2, 0], exclude=mask), [1, 2])
-    np.testing.assert_array_equal(
-        rank_of_target(SCORES, [2, 0], exclude=(np.array([0, 2, 4]), np.array([1, 2, 3, 0]))), [1, 2]
-    )
+    np.testing.assert_array_equal(rank_of_target(SCORES, [2, 0], exclude=(np.array([0, 2, 4]), np.array([1, 2, 3, 0]))), [1, 2])
 
 
 def test_rank_of_target_ties_are_pessimistic():
@@ -179,9 +175,7 @@ def test_sample_negatives_without_replacement_and_exact_fallback():
     assert sorted(out[0].tolist()) == [3, 4, 5]  # all 3 unseen items, each once
     assert len(set(out[1].tolist())) == 3 and 5 not in out[1]
     # max_rounds=0 skips rejection entirely: every row is finished from its exact complement
-    out = sample_negatives(
-        6, SEEN_PTR, SEEN_IDX, users, n=3, generator=np.random.default_rng(0), replace=False, max_rounds=0
-    )
+    out = sample_negatives(6, SEEN_PTR, SEEN_IDX, users, n=3, generator=np.random.default_rng(0), replace=False, max_rounds=0)
     assert sorted(out[0].tolist()) == [3, 4, 5] and len(set(out[1].tolist())) == 3 and 5 not in out[1]
     with pytest.raises(ConfigError, match="user 0 has 3 eligible unseen items, needs 4"):
         sample_negatives(6, SEEN_PTR, SEEN_IDX, users, n=4, generator=np.random.default_rng(0), replace=False)
@@ -193,8 +187,13 @@ def test_sample_negatives_popularity_weighted():
     # user 0 may draw 3, 4, 5 with weights 0, 1, 3 -> never 3, and 5 about three times as often as 4
     weights = np.array([5.0, 5.0, 5.0, 0.0, 1.0, 3.0])
     out = sample_negatives(
-        6, SEEN_PTR, SEEN_IDX, np.zeros(1000, dtype=np.int64), n=40,
-        generator=np.random.default_rng(11), popularity=weights,
+        6,
+        SEEN_PTR,
+        SEEN_IDX,
+        np.zeros(1000, dtype=np.int64),
+        n=40,
+        generator=np.random.default_rng(11),
+        popularity=weights,
     )
     counts = np.bincount(out.ravel(), minlength=6)
     assert counts[:4].sum() == 0

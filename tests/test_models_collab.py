@@ -35,9 +35,12 @@ def test_a_model_is_one_registered_class_in_one_module():
     import raysteal.models
     from raysteal.models.base import Recommender
 
-    defined = {cls for info in pkgutil.iter_modules(raysteal.models.__path__)
-               for cls in vars(importlib.import_module(f"raysteal.models.{info.name}")).values()
-               if isinstance(cls, type) and issubclass(cls, Recommender) and "name" in vars(cls)}
+    defined = {
+        cls
+        for info in pkgutil.iter_modules(raysteal.models.__path__)
+        for cls in vars(importlib.import_module(f"raysteal.models.{info.name}")).values()
+        if isinstance(cls, type) and issubclass(cls, Recommender) and "name" in vars(cls)
+    }
     assert {cls.name for cls in defined} == set(model_names())
     assert all(model_class(alias) is cls for cls in defined for alias in cls.aliases)
     assert model_names() == sorted(model_names())
@@ -56,8 +59,7 @@ def test_bpr_score_is_dot_product_and_loss_matches_rendle():
     model = build_model({"model": "bpr", "embedding_dim": 4, "reg": 0.1}, num_users=3, num_items=5)
     u, i, j = model.user_emb.weight, model.item_emb.weight, model.item_emb.weight
     assert torch.allclose(model.score(torch.tensor([1])), (u[1] @ i.T)[None])
-    batch = {"users": torch.tensor([1, 2]), "pos": torch.tensor([0, 3]), "neg": torch.tensor([[4], [1]]),
-             "count": torch.ones(2)}
+    batch = {"users": torch.tensor([1, 2]), "pos": torch.tensor([0, 3]), "neg": torch.tensor([[4], [1]]), "count": torch.ones(2)}
     x = torch.stack([u[1] @ i[0] - u[1] @ j[4], u[2] @ i[3] - u[2] @ j[1]])
     reg = (u[[1, 2]].pow(2).sum() + i[[0, 3]].pow(2).sum() + j[[4, 1]].pow(2).sum()) / 2
     expected = -F.logsigmoid(x).mean() + 0.1 * reg
@@ -72,12 +74,10 @@ def test_lmf_score_has_biases_and_confidence_weighted_likelihood():
     x, y = model.user_emb.weight, model.item_emb.weight
     expected_scores = x @ y.T + model.user_bias.weight + model.item_bias.weight.T
     assert torch.allclose(model.score(torch.arange(3)), expected_scores)
-    batch = {"users": torch.tensor([0]), "pos": torch.tensor([2]), "neg": torch.tensor([[1, 4]]),
-             "count": torch.tensor([3.0])}
+    batch = {"users": torch.tensor([0]), "pos": torch.tensor([2]), "neg": torch.tensor([[1, 4]]), "count": torch.tensor([3.0])}
     s = expected_scores[0].detach()
     # Johnson Eq. 3 with sampled negatives: -[α r log σ(s_pos)] - Σ_neg log(1 - σ(s_neg))
-    expected = -(2.0 * 3.0 * math.log(torch.sigmoid(s[2]))) - math.log(1 - torch.sigmoid(s[1])) - math.log(
-        1 - torch.sigmoid(s[4]))
+    expected = -(2.0 * 3.0 * math.log(torch.sigmoid(s[2]))) - math.log(1 - torch.sigmoid(s[1])) - math.log(1 - torch.sigmoid(s[4]))
     assert model.loss(batch).item() == pytest.approx(expected, rel=1e-5)
 
 

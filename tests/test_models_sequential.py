@@ -233,7 +233,6 @@ def test_attention_mask_handles_padding():
     assert attention_mask(valid, causal=False)[0, 0, 2].tolist() == [False, False, True, True]
 
 
-
 @pytest.mark.parametrize("heads", [1, 2])
 def test_dropout_attention_is_sdpa_with_the_same_dropout_masks(heads):
     """Training with dropout on a CPU: the same outputs and gradients as scaled_dot_product_attention,
@@ -252,9 +251,11 @@ def test_dropout_attention_is_sdpa_with_the_same_dropout_masks(heads):
         q, k, v = (torch.randn(batch, heads, length, width, generator=gen) for _ in range(3))
         grad_out = torch.randn(batch, heads, length, width, generator=gen)
         results = []
-        for attend in (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.3),
-                       lambda q, k, v: dropout_attention(q, k, v, additive, 0.3),
-                       lambda q, k, v: dropout_attention(q, k, v, mask, 0.3)):
+        for attend in (
+            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.3),
+            lambda q, k, v: dropout_attention(q, k, v, additive, 0.3),
+            lambda q, k, v: dropout_attention(q, k, v, mask, 0.3),
+        ):
             leaves = [x.clone().requires_grad_(True) for x in (q, k, v)]
             torch.manual_seed(5)
             out = attend(*leaves)
@@ -299,6 +300,7 @@ def test_sampled_scores_equal_the_gathered_full_scores(monkeypatch):
             assert torch.allclose(model.scores_at(states, items), model.logits(states).gather(1, items), atol=1e-5)
     with pytest.raises(IndexError):
         sasrec.scores_at(torch.randn(10, 32), items + NUM_ITEMS)
+
 
 @pytest.mark.parametrize("chunks", [1, 3, 8, 100])
 def test_prefix_attention_over_visible_columns_equals_scoring_every_column(chunks):

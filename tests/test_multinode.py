@@ -54,8 +54,22 @@ class LoopbackCluster:
         ports = _free_ports(6)
         cmd = [str(RAY), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0"]
         cmd += ["--temp-dir", str(self.root / name), "--object-store-memory", str(self.object_store), "--disable-usage-stats"]
-        cmd += ["--node-manager-port", str(ports[0]), "--object-manager-port", str(ports[1]), "--dashboard-agent-listen-port", str(ports[2])]
-        cmd += ["--dashboard-agent-grpc-port", str(ports[3]), "--runtime-env-agent-port", str(ports[4]), "--metrics-export-port", str(ports[5])]
+        cmd += [
+            "--node-manager-port",
+            str(ports[0]),
+            "--object-manager-port",
+            str(ports[1]),
+            "--dashboard-agent-listen-port",
+            str(ports[2]),
+        ]
+        cmd += [
+            "--dashboard-agent-grpc-port",
+            str(ports[3]),
+            "--runtime-env-agent-port",
+            str(ports[4]),
+            "--metrics-export-port",
+            str(ports[5]),
+        ]
         if head:
             cmd += ["--head", "--port", self.address.rsplit(":", 1)[1], "--include-dashboard", "false"]
         else:
@@ -153,7 +167,10 @@ EXPERIMENT = {
     "seeds": 2,
     "datasets": [{"name": "synthetic", "options": {"num_users": 400, "num_items": 300, "max_len": 60, "seed": 1}}],
     "targets": [{"model": "bpr", "train": {"epochs": 8, "batch_size": 512}}],
-    "attacks": [{"attack": "ptd", "epochs": 15, "batch_size": 128}, {"attack": "ptq", "epochs": 10, "finetune_epochs": 10, "batch_size": 128}],
+    "attacks": [
+        {"attack": "ptd", "epochs": 15, "batch_size": 128},
+        {"attack": "ptq", "epochs": 10, "finetune_epochs": 10, "batch_size": 128},
+    ],
     "split": {"attacker_fraction": 0.5},
     "k": 20,
 }
@@ -203,7 +220,15 @@ def test_run_and_tune_through_address_use_both_nodes(cluster, tmp_path):
 def test_cluster_files_parse_and_install_raysteal():
     """The launcher YAML and the KubeRay manifests parse and hold what cluster/README.md relies on."""
     launcher = yaml.safe_load((REPO / "cluster" / "aws-gpu.yaml").read_text())
-    assert {"cluster_name", "provider", "available_node_types", "head_node_type", "setup_commands", "head_start_ray_commands", "worker_start_ray_commands"} <= set(launcher)
+    assert {
+        "cluster_name",
+        "provider",
+        "available_node_types",
+        "head_node_type",
+        "setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    } <= set(launcher)
     nodes = launcher["available_node_types"]
     assert launcher["head_node_type"] in nodes
     assert any(node.get("resources", {}).get("GPU", 0) >= 1 for node in nodes.values()), "a GPU worker type"
@@ -224,7 +249,9 @@ def test_cluster_files_parse_and_install_raysteal():
     assert command[:2] == ["raysteal", "run"] and (REPO / command[2]).is_file()  # the experiment it runs exists
     for spec in (ray_cluster["spec"], job["spec"]["rayClusterSpec"]):
         groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-        assert any(c["resources"]["limits"].get("nvidia.com/gpu") for g in spec["workerGroupSpecs"] for c in g["template"]["spec"]["containers"])
+        assert any(
+            c["resources"]["limits"].get("nvidia.com/gpu") for g in spec["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]
+        )
         for group in groups:
             pod = group["template"]["spec"]
             assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]] == [claim]

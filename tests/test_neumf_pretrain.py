@@ -117,9 +117,16 @@ def test_the_pretrained_preset_is_an_option_experiment_files_can_use():
 
     model_cfg, train_cfg = preset("neumf")
     assert "pretrain" not in model_cfg  # the default preset is unchanged
-    spec = parse_experiment({"experiment": "n", "seeds": 1, "datasets": [{"name": "synthetic"}],
-                             "targets": [{"model": "neumf", "params": dict(NEUMF_PRETRAINED)}],
-                             "attacks": [{"attack": "popularity"}], "k": 10})
+    spec = parse_experiment(
+        {
+            "experiment": "n",
+            "seeds": 1,
+            "datasets": [{"name": "synthetic"}],
+            "targets": [{"model": "neumf", "params": dict(NEUMF_PRETRAINED)}],
+            "attacks": [{"attack": "popularity"}],
+            "k": 10,
+        }
+    )
     model_cfg, _ = target_config(spec.targets[0])
     cfg = make_config(model_cfg)
     assert cfg.pretrain and cfg.embedding_dim == 64 and cfg.pretrain_alpha == 0.5
@@ -138,9 +145,19 @@ def test_sgd_fine_tuning_keeps_adam_for_the_parts_and_needs_their_own_lr(split):
         model.pretraining_settings(sgd)
     model = build_model({"model": "neumf", "embedding_dim": 4, "pretrain": True, "pretrain_lr": 5e-3}, 3, 5)
     assert model.pretraining_settings(sgd) == {"optimizer": "adamw", "lr": 5e-3}
-    result = fit(seeded_model({"model": "neumf", "embedding_dim": 4, "pretrain": True, "pretrain_lr": 5e-3, "pretrain_epochs": 1},
-                              split.train.num_users, split.train.num_items, 0),
-                 split, make_train_config(optimizer="sgd", lr=0.5, epochs=1, batch_size=256), seed=0, device="cpu", progress=False)
+    result = fit(
+        seeded_model(
+            {"model": "neumf", "embedding_dim": 4, "pretrain": True, "pretrain_lr": 5e-3, "pretrain_epochs": 1},
+            split.train.num_users,
+            split.train.num_items,
+            0,
+        ),
+        split,
+        make_train_config(optimizer="sgd", lr=0.5, epochs=1, batch_size=256),
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     assert set(result.pretrain["parts"]) == {"gmf", "mlp"}
 
 
@@ -156,8 +173,10 @@ def test_a_training_state_key_ignores_the_new_settings_at_their_defaults(split):
     spec = model.spec()
     spec["config"] = {k: v for k, v in spec["config"].items() if k not in new}
     log = split.train
-    before = (f"seed=0 model={json.dumps(spec, sort_keys=True, default=str)} train={config.model_dump_json(exclude={'optimizer'})} "
-              f"users={log.num_users} items={log.num_items} interactions={log.num_interactions} steps=2 device=cpu amp=False")
+    before = (
+        f"seed=0 model={json.dumps(spec, sort_keys=True, default=str)} train={config.model_dump_json(exclude={'optimizer'})} "
+        f"users={log.num_users} items={log.num_items} interactions={log.num_interactions} steps=2 device=cpu amp=False"
+    )
     assert _state_key(model, split, config, 0, torch.device("cpu"), False, 2) == before
     assert _state_key(model, split, make_train_config(epochs=3, optimizer="sgd"), 0, torch.device("cpu"), False, 2) != before
 

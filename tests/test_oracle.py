@@ -264,7 +264,9 @@ def test_rate_limit_token_bucket():
 
 
 def test_defended_oracle_logs_the_defense(log):
-    spec = TargetSpec.from_training_log(bpr_target(log), log, defenses=[{"type": "popular_mixing", "n": 3}, {"type": "truncate", "max_items": 8}])
+    spec = TargetSpec.from_training_log(
+        bpr_target(log), log, defenses=[{"type": "popular_mixing", "n": 3}, {"type": "truncate", "max_items": 8}]
+    )
     oracle = in_process_oracle(spec)
     lists = oracle.register_attacker("a").query([0, 1], k=10)
     assert lists.shape == (2, 8)
@@ -477,7 +479,9 @@ def test_ledger_names_file_and_line_of_a_corrupt_line(tmp_path):
     from raysteal.errors import DataFileError
 
     path = tmp_path / "ledger.jsonl"
-    path.write_text('{"op": "register", "attacker": "a", "budget": 10}\nnot json\n{"op": "charge", "attacker": "a", "count": 1, "request": "r"}\n')
+    path.write_text(
+        '{"op": "register", "attacker": "a", "budget": 10}\nnot json\n{"op": "charge", "attacker": "a", "count": 1, "request": "r"}\n'
+    )
     with pytest.raises(DataFileError, match=rf"{re.escape(str(path))}, line 2: not a JSON entry"):
         BudgetLedger(path)
     path.write_text('{"op": "register", "attacker": "a"}\n')

@@ -231,8 +231,17 @@ def test_two_writers_of_one_output_directory_keep_both_parts(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     def table(attacker: str) -> pa.Table:
-        row = {"attacker": attacker, "request_id": attacker, "time": 0, "count": 1, "k": 5, "granted": True, "reason": "",
-               "defense": "none", "latency_ms": 1.0}
+        row = {
+            "attacker": attacker,
+            "request_id": attacker,
+            "time": 0,
+            "count": 1,
+            "k": 5,
+            "granted": True,
+            "reason": "",
+            "defense": "none",
+            "latency_ms": 1.0,
+        }
         return pa.Table.from_pylist([row], schema=QUERY_LOG_SCHEMA)
 
     store = ResultStore(tmp_path)

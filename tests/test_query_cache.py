@@ -83,8 +83,15 @@ def test_an_experiment_with_query_cache_reports_its_hits():
     from raysteal.results.store import run_id
 
     target, loo, data = untrained_run_data(20, num_users=200, num_items=80, max_len=20, seed=1)
-    spec = {"experiment": "cache", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}], "k": 20,
-            "attacks": [{"attack": "qsd", "epochs": 1, "finetune_epochs": 1}], "split": {"attacker_fraction": 0.3}}
+    spec = {
+        "experiment": "cache",
+        "seeds": 1,
+        "datasets": [{"name": "synthetic"}],
+        "targets": [{"model": "bpr"}],
+        "k": 20,
+        "attacks": [{"attack": "qsd", "epochs": 1, "finetune_epochs": 1}],
+        "split": {"attacker_fraction": 0.3},
+    }
     (plain,) = expand_runs(parse_experiment(spec))
     (cached,) = expand_runs(parse_experiment({**spec, "query_cache": True}))
     assert run_id(plain) == run_id({k: v for k, v in plain.items() if k != "query_cache"}) != run_id(cached)

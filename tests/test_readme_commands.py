@@ -28,8 +28,7 @@ SHELL_FENCES = {"bash", "sh", "shell", "console"}
 COMMAND_WORDS = ("raysteal", "python", "python3", "pip", "mkdocs", "ray", "kubectl", "docker", "helm")
 
 SKIPPED = {
-    "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'":
-        "installs from PyPI into a fresh virtual environment: .ci/run runs this line word for word",
+    "python -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]'": "installs from PyPI into a fresh virtual environment: .ci/run runs this line word for word",
     "python -m pytest -q": "it is this test suite: .ci/run runs this line word for word",
     "pip install -e '.[docs]'": "installs from PyPI; test_the_docs_extra_holds_the_site_tools checks what it installs",
     "mkdocs serve": "a development server that never exits; `mkdocs build --strict` builds the same site",
@@ -84,15 +83,30 @@ def readme_commands(text: str | None = None) -> list[str]:
 def _env(tmp: Path) -> dict[str, str]:
     """The commands' environment: this interpreter's scripts first on PATH, a Ray runtime of their
     own (never a cluster a ``RAY_ADDRESS`` names), caches under ``tmp``."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_ADDRESS": "", "XDG_CACHE_HOME": str(tmp / "xdg-cache"), "NO_COLOR": "1", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ADDRESS": "",
+        "XDG_CACHE_HOME": str(tmp / "xdg-cache"),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
 def _run(command: str, tmp: Path, timeout: float, **extra_env: str) -> str:
-    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env={**_env(tmp), **extra_env}, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env={**_env(tmp), **extra_env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"`{command}` exited {done.returncode}:\n{output[-6000:]}"
     return output
@@ -125,8 +139,10 @@ def test_the_readme_shows_its_commands():
 
 
 def test_commands_are_found_in_blocks_and_inline_code():
-    text = ("Run: `raysteal run x.yaml` (see `raysteal/` and `python`)\n\n```bash\n$ raysteal data list   # datasets\n"
-            "echo '# not a comment'\n\n```\n```text\nraysteal not-a-command\n```\n")
+    text = (
+        "Run: `raysteal run x.yaml` (see `raysteal/` and `python`)\n\n```bash\n$ raysteal data list   # datasets\n"
+        "echo '# not a comment'\n\n```\n```text\nraysteal not-a-command\n```\n"
+    )
     assert readme_commands(text) == ["raysteal data list", "echo '# not a comment'", "raysteal run x.yaml", "python"]
 
 
@@ -147,8 +163,12 @@ def quickstart(tmp_path_factory):
     out, cache = tmp / "out", tmp / "cache"
     ray_tmp = Path(tempfile.mkdtemp(prefix="rqs-", dir="/tmp"))  # short: Ray's socket paths
     try:
-        output = _run(f"{command} --out {shlex.quote(str(out))} --cache-dir {shlex.quote(str(cache))}", tmp,
-                      timeout=840, RAYSTEAL_RAY_TMP=str(ray_tmp))
+        output = _run(
+            f"{command} --out {shlex.quote(str(out))} --cache-dir {shlex.quote(str(cache))}",
+            tmp,
+            timeout=840,
+            RAYSTEAL_RAY_TMP=str(ray_tmp),
+        )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     return command, output, out
@@ -161,14 +181,12 @@ def _table(text: str) -> tuple[list[str], dict[tuple[str, str], dict[str, float]
     assert lines, "no results table"
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    body = text.splitlines()[text.splitlines().index(lines[0]) + 2:]
+    body = text.splitlines()[text.splitlines().index(lines[0]) + 2 :]
     for line in body:
         if not line.startswith("|"):
             break
         cells = dict(zip(header, (cell.strip() for cell in line.strip("|").split("|"))))
-        rows[(cells["target"], cells["attack"])] = {
-            name: float(value.split("±")[0]) for name, value in cells.items() if "±" in value
-        }
+        rows[(cells["target"], cells["attack"])] = {name: float(value.split("±")[0]) for name, value in cells.items() if "±" in value}
     return header, rows
 
 
@@ -201,7 +219,8 @@ def test_the_readme_shows_the_table_the_quickstart_prints(quickstart):
         for name, value in metrics.items():
             assert abs(shown[cell][name] - value) <= README_TOLERANCE, (
                 f"README.md shows {name} {shown[cell][name]} for {cell}, the quickstart prints {value}: "
-                f"paste the table it prints into the README (and docs/getting-started.md)")
+                f"paste the table it prints into the README (and docs/getting-started.md)"
+            )
     guide = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     assert _table(guide) == (shown_header, shown), "docs/getting-started.md shows another quickstart table than README.md"
 

@@ -23,8 +23,11 @@ TABLE = {
     "seeds": 2,
     "datasets": [DATASET],
     "targets": [TARGET],
-    "attacks": [{"attack": "popularity"}, {"attack": "ptd", "epochs": 4, "batch_size": 256},
-                {"attack": "ptq", "epochs": 4, "finetune_epochs": 4, "batch_size": 256}],
+    "attacks": [
+        {"attack": "popularity"},
+        {"attack": "ptd", "epochs": 4, "batch_size": 256},
+        {"attack": "ptq", "epochs": 4, "finetune_epochs": 4, "batch_size": 256},
+    ],
     "split": {"attacker_fraction": 0.3},
     "k": 10,
     "paper": {"synthetic/bpr/ptd": 0.5, "synthetic/bpr/ptq": 0.6, "synthetic/bpr/pta": 0.7},
@@ -105,15 +108,15 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
 
     report = (out / "report.md").read_text()
     assert "### Tiny table" in report and "### Tiny figure" in report
-    table = report[report.index("### Tiny table"):]
+    table = report[report.index("### Tiny table") :]
     assert "| dataset | target | attack | agr@k | paper | Δ | agr@k/heldout | floor (agr@k) |" in table
     ptd = next(line for line in table.splitlines() if line.startswith("| synthetic | bpr | ptd |"))
     assert "| 0.5000 |" in ptd and ptd.count("±") == 2  # the paper's value beside ours (2 seeds)
     assert "`synthetic/bpr/pta` 0.7000" in table  # a paper cell with no run is named
-    figure_table = report[report.index("### Tiny figure"):report.index("## tiny-table")]
+    figure_table = report[report.index("### Tiny figure") : report.index("## tiny-table")]
     assert "| 0.6000 |" in figure_table and "(tiny-figure-0-curve.png)" in figure_table
     assert (out / "tiny-figure-0-curve.png").stat().st_size > 5000
-    files = report[report.index("## Files"):report.index("## tiny-figure")]
+    files = report[report.index("## Files") : report.index("## tiny-figure")]
     for stem, runs in (("tiny-figure", "4 / 4"), ("tiny-table", "6 / 6")):
         line = next(line for line in files.splitlines() if f"[{stem}]" in line)
         cells = [c.strip() for c in line.split("|")]
@@ -122,8 +125,10 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
 
     # --only one file, its rows taken from the directory above: nothing runs, the page says where they came from
     fresh = tmp_path / "fresh"
-    result = runner.invoke(app, ["reproduce", str(folder), "--out", str(fresh), "--cache-dir", str(cache), "--quiet",
-                                 "--only", "tiny-table", "--from", str(out)])
+    result = runner.invoke(
+        app,
+        ["reproduce", str(folder), "--out", str(fresh), "--cache-dir", str(cache), "--quiet", "--only", "tiny-table", "--from", str(out)],
+    )
     assert result.exit_code == 0, result.output
     assert "tiny-table: 6 finished run(s) taken from" in result.output and "run(s) ->" not in result.output
     assert not (fresh / "tiny-figure").exists()
@@ -139,8 +144,13 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
 
 
 def test_an_unknown_paper_is_one_line_listing_the_folders(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "raysteal", "reproduce", "nosuch", "--out", str(tmp_path / "o")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "raysteal", "reproduce", "nosuch", "--out", str(tmp_path / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no experiments folder 'nosuch'"), done.stderr
@@ -158,14 +168,37 @@ def _fake_rows(config, seeds: int = 1) -> list[dict]:
     rows = []
     for i, run in enumerate(expand_runs(config, seeds=seeds)):
         attack = run["attack"]
-        row = {"run_id": run_id(run), "experiment": run["experiment"], "dataset": run["dataset"]["name"],
-               "preprocess": run["dataset"]["preprocess"], "target": run["target"]["model"], "target_params": "{}",
-               "attack": attack["attack"], "clone": attack.get("clone", run["target"]["model"]), "seed": run["seed"],
-               "k": run["k"], "defense": json.dumps(run["defenses"]), "budget": -1 if run["budget"] is None else run["budget"],
-               "attacker_fraction": run["split"]["attacker_fraction"], "auxiliary_size": run["split"]["auxiliary_size"],
-               "item_overlap": run["split"]["item_overlap"], "queries": 0, "wall_s": 1.0}
-        for metric in ("agr@k", "agr@k/heldout", "agr@10", "agr@k/known", "agr@10/head", "agr@10/tail",
-                       "clone_ndcg@k", "target_ndcg@k", "target_recall@k/defended", "clone_recall@k"):
+        row = {
+            "run_id": run_id(run),
+            "experiment": run["experiment"],
+            "dataset": run["dataset"]["name"],
+            "preprocess": run["dataset"]["preprocess"],
+            "target": run["target"]["model"],
+            "target_params": "{}",
+            "attack": attack["attack"],
+            "clone": attack.get("clone", run["target"]["model"]),
+            "seed": run["seed"],
+            "k": run["k"],
+            "defense": json.dumps(run["defenses"]),
+            "budget": -1 if run["budget"] is None else run["budget"],
+            "attacker_fraction": run["split"]["attacker_fraction"],
+            "auxiliary_size": run["split"]["auxiliary_size"],
+            "item_overlap": run["split"]["item_overlap"],
+            "queries": 0,
+            "wall_s": 1.0,
+        }
+        for metric in (
+            "agr@k",
+            "agr@k/heldout",
+            "agr@10",
+            "agr@k/known",
+            "agr@10/head",
+            "agr@10/tail",
+            "clone_ndcg@k",
+            "target_ndcg@k",
+            "target_recall@k/defended",
+            "clone_recall@k",
+        ):
             row[metric] = 0.1 + (i % 7) / 10
         row.update({f"hp/{key}": value for key, value in attack.items() if key not in ("attack", "k")})
         rows.append(row)
@@ -188,9 +221,21 @@ def test_zhu2023_paper_values_fill_every_table_cell_and_render(tmp_path):
 
     folder = resolve_paper("zhu2023", REPO / "experiments")
     files = experiment_files(folder)
-    assert {p.stem for p in files} == {"table4-ml1m", "table4-tafeng", "table4-steam", "table5-ml1m", "table7-ml1m", "table8-ml1m",
-                                       "fig2-list-length", "fig3-target-data", "fig4-aux-size", "fig5-item-overlap",
-                                       "fig6-architectures", "fig7-8-defense", "fig9-query-budget"}
+    assert {p.stem for p in files} == {
+        "table4-ml1m",
+        "table4-tafeng",
+        "table4-steam",
+        "table5-ml1m",
+        "table7-ml1m",
+        "table8-ml1m",
+        "fig2-list-length",
+        "fig3-target-data",
+        "fig4-aux-size",
+        "fig5-item-overlap",
+        "fig6-architectures",
+        "fig7-8-defense",
+        "fig9-query-budget",
+    }
     entries = plan(load_entries(files, tmp_path / "out"))
     assert entries[-1].stem == "table8-ml1m"  # the sequential targets' hours come last
     assert entries[0].stem == "table4-steam"  # the smallest dataset first
@@ -216,15 +261,15 @@ def test_zhu2023_paper_values_fill_every_table_cell_and_render(tmp_path):
     report = render_reproduction(tmp_path / "out", "zhu2023", shown).read_text()
     for title in ("Table 4 (ML-1M)", "Table 7 (ML-1M)", "Table 8 (ML-1M)", "Fig. 6", "Fig. 7", "Fig. 8"):
         assert f"### {title}" in report, title
-    table7 = report[report.index("### Table 7"):].splitlines()
+    table7 = report[report.index("### Table 7") :].splitlines()
     assert "| hp/item_loss | hp/rank_loss | agr@k | paper | Δ | agr@k/heldout | floor (agr@k) |" in table7[2]
     bpr_hinge = next(line for line in table7 if line.startswith("| ml-1m | lmf | ptaq | lmf | hinge | bpr |"))
     assert "| 0.5627 |" in bpr_hinge  # Table 7's BPR+Hinge: BPR on the ranking, hinge on the recommended items
     # Table 7 and Fig. 6 have no popularity runs of their own: the files with runs in their setting give the floor
     assert report.count("Floor: popularity runs of `fig7-8-defense`, `table4-ml1m`.") == 2
-    table8 = report[report.index("### Table 8"):]
+    table8 = report[report.index("### Table 8") :]
     assert "| agr@k/known | paper | Δ | agr@k |" in table8 and "| 7260 | 0.2000 | 0.1390 | +0.0610 |" in table8
-    fig8 = report[report.index("### Fig. 8"):].splitlines()
+    fig8 = report[report.index("### Fig. 8") :].splitlines()
     assert "| target_recall@k/defended | floor (clone_recall@k) |" in fig8[4] and "paper" not in fig8[4]  # no agreement on a recall
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert pngs == ["fig6-architectures-0-heatmap.png", "fig7-8-defense-0-curve.png", "fig7-8-defense-1-curve.png"]

@@ -16,9 +16,22 @@ from raysteal.results.summary import summarize, summary_markdown
 
 def _row(attack: str, seed: int, agr: float, k: int = 50, target: str = "bpr") -> dict:
     return {
-        "experiment": "demo", "dataset": "synthetic", "target": target, "attack": attack, "clone": "bpr",
-        "seed": seed, "k": k, "defense": [], "budget": -1, "attacker_fraction": 0.1, "auxiliary_size": 1.0,
-        "item_overlap": 1.0, "agr@k": agr, "agr@k/heldout": agr - 0.1, "agr@10": agr + 0.05, "queries": 100,
+        "experiment": "demo",
+        "dataset": "synthetic",
+        "target": target,
+        "attack": attack,
+        "clone": "bpr",
+        "seed": seed,
+        "k": k,
+        "defense": [],
+        "budget": -1,
+        "attacker_fraction": 0.1,
+        "auxiliary_size": 1.0,
+        "item_overlap": 1.0,
+        "agr@k": agr,
+        "agr@k/heldout": agr - 0.1,
+        "agr@10": agr + 0.05,
+        "queries": 100,
         "hyperparameters": {"margin": 0.5},
     }
 
@@ -62,9 +75,16 @@ def test_report_renders_tables_and_pngs(tmp_path):
         row = _row(attack, 0, agr, k=k, target=target)
         row["clone"] = "lmf" if i % 2 else "bpr"
         store.write_row(f"r{i}", row)
-    spec = {"experiment": "demo", "description": "d", "paper": {}, "report": [
-        {"kind": "table"}, {"kind": "curve", "x": "k", "series": "attack", "title": "Fig. 2"},
-        {"kind": "heatmap", "rows": "target", "cols": "clone", "title": "Fig. 6"}]}
+    spec = {
+        "experiment": "demo",
+        "description": "d",
+        "paper": {},
+        "report": [
+            {"kind": "table"},
+            {"kind": "curve", "x": "k", "series": "attack", "title": "Fig. 2"},
+            {"kind": "heatmap", "rows": "target", "cols": "clone", "title": "Fig. 6"},
+        ],
+    }
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "demo.json").write_text(json.dumps(spec))
     md = render_report(tmp_path)
@@ -86,8 +106,10 @@ def test_report_on_empty_directory_is_a_clear_error(tmp_path):
 def test_gain_over_the_teacher_is_derived_from_the_rows_own_accuracies():
     from raysteal.results.summary import with_derived_metrics
 
-    rows = [{**_row("bahsd", s, 0.5), "defense": "[]", "student_ndcg@10": v, "teacher_ndcg@10": 0.2, "student_hr@10": 0.3, "teacher_hr@10": 0.0}
-            for s, v in enumerate([0.21, 0.19])]
+    rows = [
+        {**_row("bahsd", s, 0.5), "defense": "[]", "student_ndcg@10": v, "teacher_ndcg@10": 0.2, "student_hr@10": 0.3, "teacher_hr@10": 0.0}
+        for s, v in enumerate([0.21, 0.19])
+    ]
     frame = with_derived_metrics(pd.DataFrame(rows))
     assert frame["gain_over_teacher/ndcg@10"].tolist() == pytest.approx([0.05, -0.05])
     assert frame["gain_over_teacher/hr@10"].isna().all()  # a teacher at 0: no ratio
@@ -98,25 +120,32 @@ def test_gain_over_the_teacher_is_derived_from_the_rows_own_accuracies():
 
 
 def test_targets_with_other_params_are_other_cells_not_seeds():
-    rows = [{**_row("ptd", 0, 0.4), "target_params": json.dumps({"embedding_dim": 8})},
-            {**_row("ptd", 0, 0.6), "target_params": json.dumps({"embedding_dim": 64})}]
+    rows = [
+        {**_row("ptd", 0, 0.4), "target_params": json.dumps({"embedding_dim": 8})},
+        {**_row("ptd", 0, 0.6), "target_params": json.dumps({"embedding_dim": 64})},
+    ]
     frame = pd.DataFrame(rows)
     frame["defense"] = frame["defense"].map(json.dumps)
     table = summarize(frame, ["agr@k"])
     assert len(table) == 2 and (table["seeds"] == 1).all()
     assert "target_params" in summary_markdown(frame, ["agr@k"])
     # params that differ only between different target models add no column
-    other = pd.DataFrame([{**_row("ptd", 0, 0.4), "target_params": "{}"}, {**_row("ptd", 0, 0.5, target="lmf"), "target_params": '{"a": 1}'}])
+    other = pd.DataFrame(
+        [{**_row("ptd", 0, 0.4), "target_params": "{}"}, {**_row("ptd", 0, 0.5, target="lmf"), "target_params": '{"a": 1}'}]
+    )
     other["defense"] = other["defense"].map(json.dumps)
     assert "target_params" not in summary_markdown(other, ["agr@k"])
 
 
-@pytest.mark.parametrize("entry, problem", [
-    ({"kind": "curve", "x": "nope"}, r"report\.0\.x: column 'nope' is not in the results"),
-    ({"kind": "heatmap", "rows": "nope"}, r"report\.0\.rows: column 'nope'"),
-    ({"kind": "table", "metrics": ["agr@kk"]}, r"report\.0: none of the metrics \['agr@kk'\]"),
-    ("table", r"report\.0 must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ({"kind": "curve", "x": "nope"}, r"report\.0\.x: column 'nope' is not in the results"),
+        ({"kind": "heatmap", "rows": "nope"}, r"report\.0\.rows: column 'nope'"),
+        ({"kind": "table", "metrics": ["agr@kk"]}, r"report\.0: none of the metrics \['agr@kk'\]"),
+        ("table", r"report\.0 must be a mapping"),
+    ],
+)
 def test_a_report_entry_naming_a_missing_column_is_a_clear_error(tmp_path, entry, problem):
     ResultStore(tmp_path).write_row("r0", _row("ptd", 0, 0.5))
     (tmp_path / "experiments").mkdir()
@@ -139,8 +168,12 @@ def test_report_entries_are_validated_with_the_experiment_file():
     from raysteal.experiment.config import parse_experiment
 
     base = {"experiment": "demo", "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}], "attacks": [{"attack": "popularity"}]}
-    for report, problem in [([{"kind": "curve"}], "a curve needs 'x'"), ([{"kind": "tabel"}], r"report\.0\.kind"),
-                            (["table"], r"report\.0"), ([{"kind": "table", "colums": 1}], r"report\.0\.colums: unknown key")]:
+    for report, problem in [
+        ([{"kind": "curve"}], "a curve needs 'x'"),
+        ([{"kind": "tabel"}], r"report\.0\.kind"),
+        (["table"], r"report\.0"),
+        ([{"kind": "table", "colums": 1}], r"report\.0\.colums: unknown key"),
+    ]:
         with pytest.raises(ConfigError, match=problem):
             parse_experiment({**base, "report": report})
 
@@ -156,8 +189,15 @@ def test_a_report_spec_saved_by_raysteal_run_renders(tmp_path, monkeypatch):
     real_set_xlabel = Axes.set_xlabel
     monkeypatch.setattr(Axes, "set_xlabel", lambda ax, label, *a, **kw: (labels.append(label), real_set_xlabel(ax, label, *a, **kw))[1])
 
-    config = parse_experiment({"experiment": "demo", "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
-                               "attacks": [{"attack": "popularity"}], "report": [{"kind": "curve", "x": "k"}, {"kind": "table"}]})
+    config = parse_experiment(
+        {
+            "experiment": "demo",
+            "datasets": [{"name": "synthetic"}],
+            "targets": [{"model": "bpr"}],
+            "attacks": [{"attack": "popularity"}],
+            "report": [{"kind": "curve", "x": "k"}, {"kind": "table"}],
+        }
+    )
     save_experiment(config, tmp_path)
     store = ResultStore(tmp_path)
     for i, k in enumerate((10, 50)):
@@ -168,8 +208,10 @@ def test_a_report_spec_saved_by_raysteal_run_renders(tmp_path, monkeypatch):
 
 
 def test_a_setting_one_run_left_unset_is_its_own_column_and_one_seed_shows_no_spread():
-    rows = [{**_row("ptq", 0, 0.5), "hp/budget_sequences": np.nan, "queries": 302},
-            {**_row("ptq", 0, 0.4), "hp/budget_sequences": 242.0, "queries": 242}]
+    rows = [
+        {**_row("ptq", 0, 0.5), "hp/budget_sequences": np.nan, "queries": 302},
+        {**_row("ptq", 0, 0.4), "hp/budget_sequences": 242.0, "queries": 242},
+    ]
     frame = pd.DataFrame(rows)
     frame["defense"] = frame["defense"].map(json.dumps)
     lines = summary_markdown(frame, ["agr@k", "queries"]).splitlines()
@@ -196,8 +238,10 @@ def test_a_grid_over_head_fraction_gives_one_cell_per_value_and_old_rows_count_a
 
     from raysteal.results.summary import summarize
 
-    rows = [{"experiment": "e", "dataset": "d", "target": "t", "attack": "dfme", "seed": s, "head_fraction": h, "agr@10/head": v}
-            for s, (h, v) in enumerate([(0.2, 0.5), (0.2, 0.6), (0.5, 0.3)])]
+    rows = [
+        {"experiment": "e", "dataset": "d", "target": "t", "attack": "dfme", "seed": s, "head_fraction": h, "agr@10/head": v}
+        for s, (h, v) in enumerate([(0.2, 0.5), (0.2, 0.6), (0.5, 0.3)])
+    ]
     cells = summarize(pd.DataFrame(rows), metrics=["agr@10/head"]).set_index("head_fraction")
     assert cells.loc[0.2, "seeds"] == 2 and cells.loc[0.5, "seeds"] == 1
     old = summarize(pd.DataFrame([{**rows[0], "head_fraction": float("nan")}, rows[1]]), metrics=["agr@10/head"])

@@ -62,11 +62,14 @@ def _run(tmp_path: Path, spec: dict, *options: str):
 
 
 # ------------------------------------------------------------------ hole 3: k longer than the catalogue
-@pytest.mark.parametrize("patch, key", [
-    ({"k": 100}, r"attack 'popularity': k=100 is larger than the catalogue \(39 items after preprocessing\)"),
-    ({"grid": {"k": [10, 60]}}, r"attack 'popularity': grid\.k=60 is larger than the catalogue"),
-    ({"attacks": [{"attack": "popularity"}, {"attack": "ptd", "epochs": 1, "k": 45}]}, r"attack 'ptd': attacks\.1\.k=45 is larger"),
-])
+@pytest.mark.parametrize(
+    "patch, key",
+    [
+        ({"k": 100}, r"attack 'popularity': k=100 is larger than the catalogue \(39 items after preprocessing\)"),
+        ({"grid": {"k": [10, 60]}}, r"attack 'popularity': grid\.k=60 is larger than the catalogue"),
+        ({"attacks": [{"attack": "popularity"}, {"attack": "ptd", "epochs": 1, "k": 45}]}, r"attack 'ptd': attacks\.1\.k=45 is larger"),
+    ],
+)
 def test_a_k_longer_than_the_catalogue_is_refused_when_the_file_is_read(tmp_path, no_runner, patch, key):
     file, result = _run(tmp_path, {**SMALL, **patch})
     assert isinstance(result.exception, ConfigError), result.output
@@ -77,8 +80,12 @@ def test_a_k_longer_than_the_catalogue_is_refused_when_the_file_is_read(tmp_path
 
 
 def test_a_sequential_attacks_own_default_list_length_is_named(tmp_path):
-    spec = {**SMALL, "targets": [{"model": "sasrec", "params": {"max_len": 10}}], "attacks": [{"attack": "dfme"}],
-            "split": {"aux_fraction": 0.0}}
+    spec = {
+        **SMALL,
+        "targets": [{"model": "sasrec", "params": {"max_len": 10}}],
+        "attacks": [{"attack": "dfme"}],
+        "split": {"aux_fraction": 0.0},
+    }
     with pytest.raises(ConfigError, match=r"attack 'dfme': attacks\.0\.k=100 \(its default\) is larger than the catalogue \(\d+ items"):
         check_experiment_data(parse_experiment(spec), "exp.yaml")
 
@@ -89,13 +96,18 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     empty.write_text("")
     header.write_text("user_id,item_id,timestamp\n")
     pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4]}).to_parquet(parquet)
-    parquet.write_bytes(parquet.read_bytes()[: 40])  # cut short: the footer is gone
+    parquet.write_bytes(parquet.read_bytes()[:40])  # cut short: the footer is gone
     return {"empty": empty, "header": header, "parquet": parquet}
 
 
-@pytest.mark.parametrize("kind, problem", [
-    ("empty", "the file is empty"), ("header", "no data rows"), ("parquet", "not a readable Parquet file"),
-])
+@pytest.mark.parametrize(
+    "kind, problem",
+    [
+        ("empty", "the file is empty"),
+        ("header", "no data rows"),
+        ("parquet", "not a readable Parquet file"),
+    ],
+)
 def test_a_bad_data_file_is_refused_before_ray_with_nothing_written(tmp_path, no_runner, kind, problem):
     path = _bad_files(tmp_path)[kind]
     file, result = _run(tmp_path, {**SMALL, "datasets": [{"name": "mine", "path": str(path)}]})
@@ -128,8 +140,13 @@ def test_a_dataset_too_small_for_the_protocol_is_refused_naming_its_groups(tmp_p
 
 def test_a_sequential_target_with_no_user_to_score_is_refused(tmp_path):
     path = _csv(tmp_path / "short.csv", users=40, per_user=2)  # nobody holds an item out
-    spec = {**SMALL, "datasets": [{"name": "short", "path": str(path)}], "split": {"aux_fraction": 0.0},
-            "targets": [{"model": "sasrec", "params": {"max_len": 10}}], "attacks": [{"attack": "dfme", "k": 20}]}
+    spec = {
+        **SMALL,
+        "datasets": [{"name": "short", "path": str(path)}],
+        "split": {"aux_fraction": 0.0},
+        "targets": [{"model": "sasrec", "params": {"max_len": 10}}],
+        "attacks": [{"attack": "dfme", "k": 20}],
+    }
     with pytest.raises(ConfigError, match=r"too small for the protocol \(40 users.*target 40, auxiliary 0, attacker 0, evaluation 0"):
         check_experiment_data(parse_experiment(spec), "exp.yaml")
 
@@ -175,5 +192,7 @@ def test_ctrl_c_says_what_finished_and_how_to_resume(tmp_path, monkeypatch):
     assert result.exit_code == 130
     (line,) = result.stderr.strip().splitlines()
     out = tmp_path / "out"
-    assert line == (f"interrupted: 1 run(s) finished in this sitting, 1 of 2 in all (their rows are kept in {out / 'runs'}; "
-                    f"unfinished runs start again); resume with: raysteal run {file} --out {out} --only-seeds 1 --quiet")
+    assert line == (
+        f"interrupted: 1 run(s) finished in this sitting, 1 of 2 in all (their rows are kept in {out / 'runs'}; "
+        f"unfinished runs start again); resume with: raysteal run {file} --out {out} --only-seeds 1 --quiet"
+    )

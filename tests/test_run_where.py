@@ -51,14 +51,17 @@ def test_an_attack_setting_keeps_the_entries_that_have_it_and_none_finds_the_oth
     assert _ids(both) <= _ids(full)
 
 
-@pytest.mark.parametrize("clause, message", [
-    ("split.attacker_fraction", r"write KEY=VALUE"),
-    ("=0.3", r"write KEY=VALUE"),
-    ("split.attacker_fraction=", r"write KEY=VALUE"),
-    ("split.attacker_fraction=0.5", r"values of split.attacker_fraction are 0.1, 0.3, 1.0; not 0.5"),
-    ("attack.finetune_epochs=5", r"no attack entry has it; the entries' finetune_epochs values are 15, none"),
-    ("split.aux_fraction=0.2", r"not one of the grid's keys \(split.attacker_fraction, k\)"),
-])
+@pytest.mark.parametrize(
+    "clause, message",
+    [
+        ("split.attacker_fraction", r"write KEY=VALUE"),
+        ("=0.3", r"write KEY=VALUE"),
+        ("split.attacker_fraction=", r"write KEY=VALUE"),
+        ("split.attacker_fraction=0.5", r"values of split.attacker_fraction are 0.1, 0.3, 1.0; not 0.5"),
+        ("attack.finetune_epochs=5", r"no attack entry has it; the entries' finetune_epochs values are 15, none"),
+        ("split.aux_fraction=0.2", r"not one of the grid's keys \(split.attacker_fraction, k\)"),
+    ],
+)
 def test_bad_clauses_are_one_line_errors(clause, message):
     with pytest.raises(ConfigError, match=message):
         select_all(parse_experiment(SPEC), [clause])

@@ -55,19 +55,28 @@ def _write(tmp_path: Path, spec: dict) -> Path:
         ({"grid": {"k.foo": [10]}}, "k.foo"),
         ({"grid": {"split.attacker_fraction": [1.5]}}, "grid .*split.attacker_fraction"),
         ({"grid": {"target.embeding_dim": [8]}}, "grid .*embeding_dim: unknown key"),
-        ({"datasets": [{"name": "synthetic", "options": {"seed": 1}}, {"name": "synthetic", "options": {"seed": 7}}]},
-         "datasets.1 and datasets.0 .*could not be told apart"),
-        ({"targets": [{"model": "bpr", "train": {"epochs": 2}}, {"model": "bpr", "train": {"epochs": 4}}]},
-         "targets.1 and targets.0 .*could not be told apart"),
+        (
+            {"datasets": [{"name": "synthetic", "options": {"seed": 1}}, {"name": "synthetic", "options": {"seed": 7}}]},
+            "datasets.1 and datasets.0 .*could not be told apart",
+        ),
+        (
+            {"targets": [{"model": "bpr", "train": {"epochs": 2}}, {"model": "bpr", "train": {"epochs": 4}}]},
+            "targets.1 and targets.0 .*could not be told apart",
+        ),
         ({"attacks": [{"attack": "ptd", "epochs": 1}, {"attack": "ptd", "epochs": 1}]}, "attacks.1 repeats attacks.0"),
         ({"defenses": [[], []]}, "defenses.1 repeats defenses.0"),
         ({"grid": {"budget": [10, 20, 10]}}, "grid.budget.2 repeats grid.budget.0"),
         ({"attacks": [{"attack": "dfme"}]}, "'dfme' attacks sequential targets"),  # not "unknown attack"
         ({"seeds": 100_000_000}, r"the grid makes .* runs \(100,000,000 seeds\)"),  # refused at once, not expanded
         # a defense the lists cannot hold is refused here, not after Ray started and the target trained
-        ({"defenses": [[{"type": "popular_mixing", "n": 25}]]}, r"defenses.0: popular mixing: n=25 is more than the 20 items .*'ptq' asks for top-20"),
-        ({"defenses": [[], [{"type": "truncate", "max_items": 4}, {"type": "popular_mixing", "n": 5}]]},
-         r"defenses.1: .*n=5 is more than the 4 items a list holds after the truncation before it"),
+        (
+            {"defenses": [[{"type": "popular_mixing", "n": 25}]]},
+            r"defenses.0: popular mixing: n=25 is more than the 20 items .*'ptq' asks for top-20",
+        ),
+        (
+            {"defenses": [[], [{"type": "truncate", "max_items": 4}, {"type": "popular_mixing", "n": 5}]]},
+            r"defenses.1: .*n=5 is more than the 4 items a list holds after the truncation before it",
+        ),
         ({"defenses": [[{"type": "popular_mixing", "n": 15, "pool": 10}]]}, r"defenses.0: .*n=15 is more than the pool of 10"),
         ({"defenses": [[{"type": "popular_mixing", "n": 150}]]}, r"defenses.0: .*n=150 is more than the pool of 100"),
         ({"defenses": [[{"type": "truncate", "max_items": datetime.date(2020, 1, 1)}]]}, r"defenses.0: .*max_items"),  # YAML date
@@ -90,8 +99,11 @@ def test_a_file_that_is_not_text_is_a_clear_error(tmp_path):
 def test_a_sequential_students_config_is_checked_before_any_query():
     from raysteal.extraction import make_extraction_config
 
-    for student, problem in [({"model": "sasrek"}, "unknown model 'sasrek'"), ({"model": "bpr"}, "not a sequential model"),
-                             ({"model": "sasrec", "hiden": 3}, "hiden: unknown key")]:
+    for student, problem in [
+        ({"model": "sasrek"}, "unknown model 'sasrek'"),
+        ({"model": "bpr"}, "not a sequential model"),
+        ({"model": "sasrec", "hiden": 3}, "hiden: unknown key"),
+    ]:
         with pytest.raises(ConfigError, match=problem):
             make_extraction_config({"attack": "dfme", "budget_queries": 50, "student": student})
 
@@ -170,12 +182,15 @@ def test_only_seeds_in_a_file_is_checked_against_the_seed_count():
         parse_experiment({**TINY, "only_seeds": [True]})
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("--only-seeds", "1,x", r"--only-seeds '1,x': seeds are non-negative integers.*not 'x'"),
-    ("--only-seeds", "-1", r"not '-1'"),
-    ("--only-seeds", "7", r"only_seeds \[7\] outside the experiment's seeds 0\.\.1"),
-    ("--attacks", "ptx", r"--attacks ptx: the experiment's attacks are popularity, ptd, ptq"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--only-seeds", "1,x", r"--only-seeds '1,x': seeds are non-negative integers.*not 'x'"),
+        ("--only-seeds", "-1", r"not '-1'"),
+        ("--only-seeds", "7", r"only_seeds \[7\] outside the experiment's seeds 0\.\.1"),
+        ("--attacks", "ptx", r"--attacks ptx: the experiment's attacks are popularity, ptd, ptq"),
+    ],
+)
 def test_cli_selection_options_refuse_bad_values_before_any_work(tmp_path, option, value, message):
     from typer.testing import CliRunner
 
@@ -209,8 +224,9 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
     spec = {**TINY, "seeds": 4, "targets": [{"model": "bpr"}, {"model": "lmf"}]}
     out = tmp_path / "out"
     file = _write(tmp_path, spec)
-    result = CliRunner().invoke(app, ["run", str(file), "--out", str(out), "--targets", "lmf",
-                                      "--attacks", "ptq,popularity", "--only-seeds", "2,3"])
+    result = CliRunner().invoke(
+        app, ["run", str(file), "--out", str(out), "--targets", "lmf", "--attacks", "ptq,popularity", "--only-seeds", "2,3"]
+    )
     assert result.exit_code == 0, result.output
     (ran,) = handed
     assert [t.model for t in ran.targets] == ["lmf"] and [a["attack"] for a in ran.attacks] == ["popularity", "ptq"]
@@ -221,7 +237,9 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
     (record,) = [json.loads(path.read_text()) for path in (out / "invocations").glob("*.json")]
     assert record["selection"] == {"targets": "lmf", "attacks": "ptq,popularity", "only_seeds": [2, 3]}
     assert record["experiment"] == "tiny" and record["file"] == str(file)
-    assert record["run_ids"] == [run_id(run) for run in expand_runs(ran)] and len(record["run_ids"]) == 8  # 2 attacks x 2 defenses x 2 seeds
+    assert (
+        record["run_ids"] == [run_id(run) for run in expand_runs(ran)] and len(record["run_ids"]) == 8
+    )  # 2 attacks x 2 defenses x 2 seeds
 
 
 @pytest.mark.ray
@@ -294,8 +312,14 @@ def test_the_progress_display_reports_each_target_training_epoch(ray_session, tm
     """While a target trains (before any run can start), ``raysteal run`` shows its epochs."""
     from raysteal.distributed.experiment_runner import run_experiment
 
-    spec = {**TINY, "experiment": "tiny-progress", "seeds": 1, "attacks": [{"attack": "popularity"}], "defenses": [[]],
-            "targets": [{"model": "bpr", "train": {"epochs": 4, "batch_size": 512, "eval_every": 2}}]}
+    spec = {
+        **TINY,
+        "experiment": "tiny-progress",
+        "seeds": 1,
+        "attacks": [{"attack": "popularity"}],
+        "defenses": [[]],
+        "targets": [{"model": "bpr", "train": {"epochs": 4, "batch_size": 512, "eval_every": 2}}],
+    }
     run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=True)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "training target synthetic/bpr" in line]
@@ -321,11 +345,14 @@ def test_tune_and_simulate_show_the_one_target_they_prepare_training(ray_session
     assert "training target" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, text, problem", [
-    ("dup.yaml", "experiment: a\nk: 10\nk: 20\n", "key 'k' given twice"),
-    ("dup.json", '{"experiment": "a", "k": 1, "k": 2}', "key 'k' given twice"),
-    ("empty.yaml", "", "the experiment file is empty"),
-])
+@pytest.mark.parametrize(
+    "name, text, problem",
+    [
+        ("dup.yaml", "experiment: a\nk: 10\nk: 20\n", "key 'k' given twice"),
+        ("dup.json", '{"experiment": "a", "k": 1, "k": 2}', "key 'k' given twice"),
+        ("empty.yaml", "", "the experiment file is empty"),
+    ],
+)
 def test_a_key_given_twice_or_an_empty_file_is_refused(tmp_path, name, text, problem):
     path = tmp_path / name
     path.write_text(text)
@@ -340,8 +367,13 @@ def test_a_run_failing_on_its_input_says_so_in_one_line(ray_session, tmp_path):
     from raysteal.distributed.experiment_runner import run_experiment
     from raysteal.errors import RaystealError
 
-    spec = {**TINY, "experiment": "tiny-fail", "seeds": 1, "defenses": [[]],
-            "attacks": [{"attack": "ptq", "k": 100000, "epochs": 1, "finetune_epochs": 1}, {"attack": "ptd", "k": 100000, "epochs": 1}]}
+    spec = {
+        **TINY,
+        "experiment": "tiny-fail",
+        "seeds": 1,
+        "defenses": [[]],
+        "attacks": [{"attack": "ptq", "k": 100000, "epochs": 1, "finetune_epochs": 1}, {"attack": "ptd", "k": 100000, "epochs": 1}],
+    }
     listed = r"2 run\(s\) failed .*\n  synthetic/bpr/ptq seed 0: ConfigError: attack k=100000 is larger than the catalogue .*\n  synthetic/bpr/ptd seed 0: ConfigError"
     with pytest.raises(RaystealError, match=listed) as err:  # in the file's order, whichever failed first
         run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False)

@@ -28,9 +28,23 @@ EXPERIMENT = {
     "experiment": "resume-mid-run",
     "seeds": 1,
     "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
-    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3}}],
-    "attacks": [{"attack": "dfme", "budget_queries": BUDGET, "k": 20, "epochs": 150, "batch_size": 16,
-                 "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}}],
+    "targets": [
+        {
+            "model": "sasrec",
+            "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1},
+            "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3},
+        }
+    ],
+    "attacks": [
+        {
+            "attack": "dfme",
+            "budget_queries": BUDGET,
+            "k": 20,
+            "epochs": 150,
+            "batch_size": 16,
+            "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+        }
+    ],
     "split": {"aux_fraction": 0.0},
     "k": 10,
 }

@@ -12,11 +12,31 @@ SEQ = {
     "experiment": "tiny-seq",
     "seeds": 1,
     "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
-    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 6, "batch_size": 64, "lr": 3e-3}}],
+    "targets": [
+        {
+            "model": "sasrec",
+            "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1},
+            "train": {"epochs": 6, "batch_size": 64, "lr": 3e-3},
+        }
+    ],
     "attacks": [
         {"attack": "popularity"},
-        {"attack": "dfme", "budget_queries": 600, "k": 20, "epochs": 6, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
-        {"attack": "bahsd", "budget_queries": 600, "k": 20, "epochs": 6, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+        {
+            "attack": "dfme",
+            "budget_queries": 600,
+            "k": 20,
+            "epochs": 6,
+            "batch_size": 64,
+            "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+        },
+        {
+            "attack": "bahsd",
+            "budget_queries": 600,
+            "k": 20,
+            "epochs": 6,
+            "batch_size": 64,
+            "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+        },
         {"attack": "seq_ptq", "k": 20, "epochs": 4, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
     ],
     "split": {"aux_fraction": 0.0, "attacker_fraction": 0.2},
@@ -101,9 +121,17 @@ def _tiny_sequential_data(max_len: int = 8):
     sequences = log.padded_sequences(max_len + 1, users)[:, :-1]
     empty = Interactions(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0, log.num_items)
     data = SequentialRunData(
-        dataset="toy", target_name="sasrec", train=split.train, auxiliary=empty, eval_users=users,
-        eval_sequences=sequences, test_items=split.test[users], teacher_lists=np.asarray(RankingEngine(model).topk(sequences, 20)),
-        user_lengths=log.user_lengths, item_popularity=split.train.item_counts, max_len=max_len,
+        dataset="toy",
+        target_name="sasrec",
+        train=split.train,
+        auxiliary=empty,
+        eval_users=users,
+        eval_sequences=sequences,
+        test_items=split.test[users],
+        teacher_lists=np.asarray(RankingEngine(model).topk(sequences, 20)),
+        user_lengths=log.user_lengths,
+        item_popularity=split.train.item_counts,
+        max_len=max_len,
     )
     return model, data
 
@@ -127,8 +155,15 @@ def _run_in_process(attack: dict, budget: int, **experiment):
 def test_bahsd_on_real_sequences_gets_the_attackers_users_from_the_runner():
     """``source: real`` in an experiment file: the runner hands BAHSD the known users' sequences
     (and scores everyone else), as it does for Zhu et al.'s attacks."""
-    attack = {"attack": "bahsd", "source": "real", "budget_queries": 150, "k": 10, "epochs": 1, "batch_size": 16,
-              "student": {"model": "sasrec", "embedding_dim": 8}}
+    attack = {
+        "attack": "bahsd",
+        "source": "real",
+        "budget_queries": 150,
+        "k": 10,
+        "epochs": 1,
+        "batch_size": 16,
+        "student": {"model": "sasrec", "embedding_dim": 8},
+    }
     data, row, spent = _run_in_process(attack, 150, split={"aux_fraction": 0.0, "attacker_fraction": 0.25})
     assert row["known_users"] > 0 and row["eval_users"] + row["known_users"] == len(data.eval_users)
     assert 0 < row["queries"] == spent <= 150
@@ -181,8 +216,15 @@ def test_a_zero_budget_is_refused_for_attacks_that_query():
 
 
 def test_dfme_with_query_cache_is_charged_only_for_what_it_did_not_remember():
-    attack = {"attack": "dfme", "budget_queries": 400, "max_len": 4, "k": 10, "epochs": 1, "batch_size": 16,
-              "student": {"model": "sasrec", "embedding_dim": 8}}
+    attack = {
+        "attack": "dfme",
+        "budget_queries": 400,
+        "max_len": 4,
+        "k": 10,
+        "epochs": 1,
+        "batch_size": 16,
+        "student": {"model": "sasrec", "embedding_dim": 8},
+    }
     _, row, spent = _run_in_process(attack, 400, query_cache=True)
     # 100 sequences start from one of 40 items: their first prefixes repeat
     assert row["cache_hits"] > 0 and row["queries"] == spent == 400 - row["cache_hits"]

@@ -32,9 +32,23 @@ def test_an_address_nothing_answers_at_is_refused_naming_it():
 
 def test_raysteal_run_with_an_unreachable_address_fails_fast_in_one_line(tmp_path):
     exp = tmp_path / "exp.yaml"
-    exp.write_text("experiment: unreachable\nseeds: 1\ndatasets: [{name: synthetic}]\ntargets: [{model: bpr}]\n"
-                   "attacks: [{attack: popularity}]\n")
-    done = subprocess.run([str(Path(sys.executable).with_name("raysteal")), "run", str(exp), "--out", str(tmp_path / "out"),
-                           "--address", f"127.0.0.1:{_closed_port()}", "--quiet"], capture_output=True, text=True, timeout=120)
+    exp.write_text(
+        "experiment: unreachable\nseeds: 1\ndatasets: [{name: synthetic}]\ntargets: [{model: bpr}]\nattacks: [{attack: popularity}]\n"
+    )
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("raysteal")),
+            "run",
+            str(exp),
+            "--out",
+            str(tmp_path / "out"),
+            "--address",
+            f"127.0.0.1:{_closed_port()}",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0  # ray.init on its own would retry for ~2 minutes: past the 120 s timeout above
     assert "no Ray cluster answers at 127.0.0.1:" in done.stderr and "Traceback" not in done.stderr

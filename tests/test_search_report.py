@@ -14,8 +14,9 @@ from raysteal.report.search import common_epoch, search_evidence, setting_effect
 def _trial(root, name, trial_id, values, config, torn=False):
     folder = root / "tune" / "sweep" / name
     folder.mkdir(parents=True)
-    lines = [json.dumps({"trial_id": trial_id, "training_iteration": e + 1, "agr@10/tail": v, "config": config})
-             for e, v in enumerate(values)]
+    lines = [
+        json.dumps({"trial_id": trial_id, "training_iteration": e + 1, "agr@10/tail": v, "config": config}) for e, v in enumerate(values)
+    ]
     text = "\n".join(lines) + "\n" + ('{"trial_id": "' if torn else "")
     (folder / "result.json").write_text(text)
 
@@ -69,7 +70,9 @@ def test_raysteal_report_on_a_tune_directory_writes_the_search_page(sweep):
     from raysteal.report import render_report
     from raysteal.results.store import ResultStore
 
-    ResultStore(sweep).write_row("r1", {"run_id": "r1", "experiment": "sweep", "attack": "bahsd", "seed": 0, "agr@k": 0.6, "agr@10": 0.6, "agr@10/tail": 0.6})
+    ResultStore(sweep).write_row(
+        "r1", {"run_id": "r1", "experiment": "sweep", "attack": "bahsd", "seed": 0, "agr@k": 0.6, "agr@10": 0.6, "agr@10/tail": 0.6}
+    )
     (sweep / "tune_spec.json").write_text(json.dumps({"tune": {"metric": "agr@10/tail", "mode": "max"}}))
     report = render_report(sweep)
     assert "[search.md](search.md)" in report.read_text()

@@ -37,7 +37,10 @@ SIM = {
         ({"simulation": {**SIM["simulation"], "budgets": [5, True]}}, r"simulation\.budgets: must hold numbers, got true"),
         ({"targets": SIM["targets"] + [{"model": "lmf"}]}, r"exactly one dataset and one target"),
         ({"attacks": [{"attack": "qsd", "finetune_epochz": 1}]}, r"finetune_epochz"),
-        ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "rate": -1}}}, r"simulation\.benign\.rate: Input should be greater than 0"),
+        (
+            {"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "rate": -1}}},
+            r"simulation\.benign\.rate: Input should be greater than 0",
+        ),
         ({"simulation": {**SIM["simulation"], "benign": {"accounts": 0}}}, r"simulation\.benign\.accounts"),
         ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "queries": 0}}}, r"simulation\.benign\.queries"),
         ({"simulation": {**SIM["simulation"], "benign": {"accounts": 10, "source": "everyone"}}}, r"simulation\.benign\.source"),
@@ -67,7 +70,9 @@ def test_patient_client_waits_out_a_rate_limit_and_splits_requests():
     from tests.oracle_fixtures import bpr_target, random_log
 
     log = random_log()
-    oracle = in_process_oracle(TargetSpec.from_training_log(bpr_target(log), log, defenses=[{"type": "rate_limit", "rate": 200, "burst": 4}]))
+    oracle = in_process_oracle(
+        TargetSpec.from_training_log(bpr_target(log), log, defenses=[{"type": "rate_limit", "rate": 200, "burst": 4}])
+    )
     client = PatientClient(oracle.register_attacker("a", budget=12), request_size=4)
     lists = client.query(np.arange(12), 5)
     assert lists.shape == (12, 5) and client.requests == 3 and client.spent == 12
@@ -148,17 +153,39 @@ def test_repeated_attacks_and_defenses_weight_a_simulation():
 SEQ_SIM = {
     "experiment": "sim-detect",
     "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
-    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 3, "batch_size": 64}}],
+    "targets": [
+        {"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 3, "batch_size": 64}}
+    ],
     "attacks": [
-        {"attack": "dfme", "k": 20, "max_len": 10, "epochs": 1, "batch_size": 64, "query_batch": 20,
-         "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
-        {"attack": "seq_ptq", "k": 20, "epochs": 1, "data_epochs": 1, "batch_size": 64, "budget_sequences": 20,
-         "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}},
+        {
+            "attack": "dfme",
+            "k": 20,
+            "max_len": 10,
+            "epochs": 1,
+            "batch_size": 64,
+            "query_batch": 20,
+            "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+        },
+        {
+            "attack": "seq_ptq",
+            "k": 20,
+            "epochs": 1,
+            "data_epochs": 1,
+            "batch_size": 64,
+            "budget_sequences": 20,
+            "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+        },
     ],
     "split": {"aux_fraction": 0.0, "attacker_fraction": 0.2},
     "k": 10,
-    "simulation": {"attackers": 4, "budgets": [100, 100, 200, 200], "cpus_per_attacker": 0.5, "request_size": 20,
-                   "benign": {"accounts": 24, "queries": 5, "rate": 20.0, "source": "target"}, "detection": {"fpr": 0.1}},
+    "simulation": {
+        "attackers": 4,
+        "budgets": [100, 100, 200, 200],
+        "cpus_per_attacker": 0.5,
+        "request_size": 20,
+        "benign": {"accounts": 24, "queries": 5, "rate": 20.0, "source": "target"},
+        "detection": {"fpr": 0.1},
+    },
 }
 
 

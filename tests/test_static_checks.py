@@ -38,6 +38,12 @@ def test_ruff_check_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_leaves_the_code_as_it_is():
+    _needs("ruff")
+    result = _run("ruff", "format", "--check", "--no-cache", *RUFF_CHECKED, timeout=120)
+    assert result.returncode == 0, "run `ruff format` on:\n" + result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_pyright_passes():
     _needs("pyright")

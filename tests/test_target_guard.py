@@ -23,7 +23,9 @@ def _log(num_users=60, num_items=40, per_user=6, seed=0) -> Interactions:
     rng = np.random.default_rng(seed)
     users = np.repeat(np.arange(num_users), per_user)
     items = np.concatenate([rng.choice(num_items, per_user, replace=False) for _ in range(num_users)])
-    return Interactions(users=users, items=items, num_users=num_users, num_items=num_items, timestamps=np.tile(np.arange(per_user), num_users))
+    return Interactions(
+        users=users, items=items, num_users=num_users, num_items=num_items, timestamps=np.tile(np.arange(per_user), num_users)
+    )
 
 
 class _Scores(torch.nn.Module):
@@ -52,7 +54,7 @@ def test_popularity_lists_exclude_each_users_training_items():
     lists = guard.popularity_lists(loo.train, np.array([0, 7]), k=5)
     order = np.argsort(-guard.popularity_scores(loo.train.item_counts), kind="stable")
     for row, user in zip(lists, (0, 7)):
-        seen = set(loo.train.items[loo.train.indptr[user]:loo.train.indptr[user + 1]].tolist())
+        seen = set(loo.train.items[loo.train.indptr[user] : loo.train.indptr[user + 1]].tolist())
         assert list(row) == [i for i in order if i not in seen][:5]
 
 
@@ -126,8 +128,14 @@ def test_require_target_lift_is_an_experiment_key_that_leaves_run_ids_alone():
     from raysteal.experiment.config import expand_runs, parse_experiment
     from raysteal.results.store import run_id
 
-    spec = {"experiment": "g", "seeds": 2, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
-            "attacks": [{"attack": "popularity"}], "k": 10}
+    spec = {
+        "experiment": "g",
+        "seeds": 2,
+        "datasets": [{"name": "synthetic"}],
+        "targets": [{"model": "bpr"}],
+        "attacks": [{"attack": "popularity"}],
+        "k": 10,
+    }
     plain = parse_experiment(spec)
     strict = parse_experiment({**spec, "require_target_lift": 1.5, "target_lift_warning": 1.1})
     assert plain.require_target_lift is None and plain.target_lift_warning == 1.2
@@ -151,8 +159,15 @@ def test_the_cli_option_hands_the_runner_the_required_lift(tmp_path, monkeypatch
             return pd.DataFrame()
 
     monkeypatch.setattr(runner_module, "run_experiment", lambda config, out_dir, **_: handed.append(config) or _NoRows())
-    spec = {"experiment": "g", "seeds": 1, "datasets": [{"name": "synthetic", "options": {"num_users": 200, "num_items": 100}}],
-            "targets": [{"model": "bpr"}], "attacks": [{"attack": "popularity"}], "k": 10, "require_target_lift": 1.1}
+    spec = {
+        "experiment": "g",
+        "seeds": 1,
+        "datasets": [{"name": "synthetic", "options": {"num_users": 200, "num_items": 100}}],
+        "targets": [{"model": "bpr"}],
+        "attacks": [{"attack": "popularity"}],
+        "k": 10,
+        "require_target_lift": 1.1,
+    }
     file = tmp_path / "g.yaml"
     file.write_text(yaml.safe_dump(spec))
     result = CliRunner().invoke(app, ["run", str(file), "--out", str(tmp_path / "a")])
@@ -167,11 +182,40 @@ def test_the_cli_option_hands_the_runner_the_required_lift(tmp_path, monkeypatch
 def test_agr_lift_normalises_agreement_by_the_popularity_floor():
     from raysteal.results.summary import summary_markdown, with_derived_metrics
 
-    rows = pd.DataFrame([
-        {"experiment": "e", "dataset": "d", "target": "bpr", "attack": "ptd", "seed": 0, "k": 10, "agr@k": 0.6, "popularity_agr@k": 0.2},
-        {"experiment": "e", "dataset": "d", "target": "bpr", "attack": "ptd", "seed": 1, "k": 10, "agr@k": 0.2, "popularity_agr@k": 0.2},
-        {"experiment": "e", "dataset": "d", "target": "lmf", "attack": "ptd", "seed": 0, "k": 10, "agr@k": 0.5, "popularity_agr@k": 1.0},
-    ])
+    rows = pd.DataFrame(
+        [
+            {
+                "experiment": "e",
+                "dataset": "d",
+                "target": "bpr",
+                "attack": "ptd",
+                "seed": 0,
+                "k": 10,
+                "agr@k": 0.6,
+                "popularity_agr@k": 0.2,
+            },
+            {
+                "experiment": "e",
+                "dataset": "d",
+                "target": "bpr",
+                "attack": "ptd",
+                "seed": 1,
+                "k": 10,
+                "agr@k": 0.2,
+                "popularity_agr@k": 0.2,
+            },
+            {
+                "experiment": "e",
+                "dataset": "d",
+                "target": "lmf",
+                "attack": "ptd",
+                "seed": 0,
+                "k": 10,
+                "agr@k": 0.5,
+                "popularity_agr@k": 1.0,
+            },
+        ]
+    )
     out = with_derived_metrics(rows)
     assert out["agr@k/lift"].tolist()[:2] == pytest.approx([0.5, 0.0])
     assert math.isnan(out["agr@k/lift"].iloc[2])  # a floor of 1 leaves nothing to normalise by
@@ -230,8 +274,17 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 10)
     metrics = _with_guard(target, loo, {}, seed=0, device="cpu")
     data = RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth, target_metrics=metrics)
-    spec = parse_experiment({"experiment": "p", "seeds": 1, "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}],
-                             "attacks": [{"attack": "popularity"}], "split": {"attacker_fraction": 0.5}, "k": 10})
+    spec = parse_experiment(
+        {
+            "experiment": "p",
+            "seeds": 1,
+            "datasets": [{"name": "synthetic"}],
+            "targets": [{"model": "bpr"}],
+            "attacks": [{"attack": "popularity"}],
+            "split": {"attacker_fraction": 0.5},
+            "k": 10,
+        }
+    )
     run = expand_runs(spec)[0]
     row = execute_run(run, data, in_process_oracle(TargetSpec.from_training_log(target, loo.train)).register_attacker("a"))
     knowledge = build_knowledge(run, data)
@@ -258,10 +311,15 @@ def test_run_prints_the_guard_carries_it_in_rows_and_refuses_a_weak_target(ray_s
     from raysteal.experiment.config import parse_experiment
     from raysteal.results.summary import summary_markdown
 
-    spec = {"experiment": "guarded", "seeds": 1,
-            "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 150, "max_len": 40, "seed": 1}}],
-            "targets": [{"model": "bpr", "train": {"epochs": 2, "batch_size": 512}}],
-            "attacks": [{"attack": "popularity"}], "split": {"attacker_fraction": 0.3}, "k": 10}
+    spec = {
+        "experiment": "guarded",
+        "seeds": 1,
+        "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 150, "max_len": 40, "seed": 1}}],
+        "targets": [{"model": "bpr", "train": {"epochs": 2, "batch_size": 512}}],
+        "attacks": [{"attack": "popularity"}],
+        "split": {"attacker_fraction": 0.3},
+        "k": 10,
+    }
     store = run_experiment(parse_experiment(spec), tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=True)
     err = capsys.readouterr().err
     assert "target bpr on synthetic on " in err and "lift " in err and "popularity:" in err

@@ -102,8 +102,11 @@ def test_holding_the_server_handle_is_not_owning_it(ray_session, spec):
 
     server = start_target_server(spec)
     mine, theirs = client_for(server, "mine", budget=10), client_for(server, "theirs", budget=10)
-    for call in (server.register_attacker.remote("mallory", -1, mine._account_key), server.ledger.remote("guess"),
-                 server.query_log.remote(theirs._account_key)):
+    for call in (
+        server.register_attacker.remote("mallory", -1, mine._account_key),
+        server.ledger.remote("guess"),
+        server.query_log.remote(theirs._account_key),
+    ):
         with pytest.raises(AccessDenied):
             ray.get(call)
     forged = QueryClient("theirs", mine.info, mine._account_key, actor=server)

@@ -89,8 +89,14 @@ def test_raysteal_run_cleans_stale_temp_files_of_its_output_directory(tmp_path, 
     monkeypatch.setattr(runner_module, "run_experiment", lambda config, out_dir, **_: _NoRows())
     out = tmp_path / "out"
     killed = _age(_killed_mid_write(out / "runs" / "abc.parquet"), settled)
-    spec = {"experiment": "small", "seeds": 1, "targets": [{"model": "bpr"}], "attacks": [{"attack": "popularity"}], "k": 10,
-            "datasets": [{"name": "synthetic", "options": {"num_users": 80, "num_items": 40, "max_len": 12, "seed": 1}}]}
+    spec = {
+        "experiment": "small",
+        "seeds": 1,
+        "targets": [{"model": "bpr"}],
+        "attacks": [{"attack": "popularity"}],
+        "k": 10,
+        "datasets": [{"name": "synthetic", "options": {"num_users": 80, "num_items": 40, "max_len": 12, "seed": 1}}],
+    }
     file = tmp_path / "exp.yaml"
     file.write_text(yaml.safe_dump(spec))
     result = CliRunner().invoke(app, ["run", str(file), "--out", str(out), "--quiet"])
@@ -107,8 +113,21 @@ def test_report_figures_are_written_atomically(tmp_path, monkeypatch):
 
     store = ResultStore(tmp_path)
     for i, k in enumerate((10, 50)):
-        store.write_row(f"r{i}", {"experiment": "demo", "dataset": "synthetic", "target": "bpr", "attack": "ptd", "clone": "bpr",
-                                  "seed": 0, "k": k, "defense": [], "agr@k": 0.3 + i / 10, "queries": 1})
+        store.write_row(
+            f"r{i}",
+            {
+                "experiment": "demo",
+                "dataset": "synthetic",
+                "target": "bpr",
+                "attack": "ptd",
+                "clone": "bpr",
+                "seed": 0,
+                "k": k,
+                "defense": [],
+                "agr@k": 0.3 + i / 10,
+                "queries": 1,
+            },
+        )
     spec = {"experiment": "demo", "report": [{"kind": "curve", "x": "k"}]}
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "demo.json").write_text(json.dumps(spec))

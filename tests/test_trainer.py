@@ -265,8 +265,15 @@ def test_a_training_state_made_for_another_run_is_refused_or_replaced(split, tmp
     with pytest.raises(ConfigError, match="unreadable"):
         fit(seeded_model(small_config("bpr"), *shape, seed=0), split, other, seed=0, progress=False, state_path=state)
     with pytest.warns(RuntimeWarning, match="training starts afresh"):
-        result = fit(seeded_model(small_config("bpr"), *shape, seed=0), split, other, seed=0, progress=False,
-                     state_path=state, restart_if_unusable=True)
+        result = fit(
+            seeded_model(small_config("bpr"), *shape, seed=0),
+            split,
+            other,
+            seed=0,
+            progress=False,
+            state_path=state,
+            restart_if_unusable=True,
+        )
     assert result.resumed_epoch == 0 and result.epochs_run == 2
 
 

@@ -203,9 +203,28 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(ray_session, tmp
     }
     file = _write(tmp_path / "resume.yaml", spec)
     out, cache = tmp_path / "out", target_cache
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TUNE_GLOBAL_CHECKPOINT_S": "0.5",
+    }
     address = ray_session.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "raysteal", "tune", str(file), "--out", str(out), "--cache-dir", str(cache), "--address", address, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raysteal",
+        "tune",
+        str(file),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--address",
+        address,
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     runs = out / "runs"
     try:
@@ -266,8 +285,23 @@ def test_the_schema_expresses_a_bahsd_sweep():
 SEQ_SWEEP = {
     "experiment": "bahsd-tiny-tune",
     "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 120, "max_len": 30, "seed": 3}}],
-    "targets": [{"model": "sasrec", "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1}, "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3}}],
-    "attacks": [{"attack": "bahsd", "budget_queries": 400, "k": 20, "epochs": 4, "batch_size": 64, "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}}],
+    "targets": [
+        {
+            "model": "sasrec",
+            "params": {"max_len": 20, "embedding_dim": 16, "num_blocks": 1},
+            "train": {"epochs": 4, "batch_size": 64, "lr": 3e-3},
+        }
+    ],
+    "attacks": [
+        {
+            "attack": "bahsd",
+            "budget_queries": 400,
+            "k": 20,
+            "epochs": 4,
+            "batch_size": 64,
+            "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+        }
+    ],
     "split": {"aux_fraction": 0.0},
     "k": 10,
     "search_space": {
@@ -326,16 +360,43 @@ def test_a_sequential_trial_killed_mid_training_resumes_from_its_epoch(ray_sessi
     spec = {
         **SEQ_SWEEP,
         "experiment": "seq-resume",
-        "attacks": [{"attack": "dfme", "budget_queries": budget, "k": 20, "epochs": epochs, "batch_size": 16,
-                     "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}}],
+        "attacks": [
+            {
+                "attack": "dfme",
+                "budget_queries": budget,
+                "k": 20,
+                "epochs": epochs,
+                "batch_size": 16,
+                "student": {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1},
+            }
+        ],
         "search_space": {"attack.lr": {"grid": [3e-3]}},
         "tune": {"metric": "agr@10", "scheduler": None, "max_concurrent": 1},
     }
     file = _write(tmp_path / "seq-resume.yaml", spec)
     out = tmp_path / "out"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TUNE_GLOBAL_CHECKPOINT_S": "0.5",
+    }
     address = ray_session.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "raysteal", "tune", str(file), "--out", str(out), "--cache-dir", str(target_cache), "--address", address, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raysteal",
+        "tune",
+        str(file),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(target_cache),
+        "--address",
+        address,
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -390,7 +451,10 @@ def test_optuna_refuses_what_it_cannot_sample_naming_the_key():
     assert parse_tune({**BASE, "search_space": SPACE, "tune": {"searcher": "random"}}).tune.searcher is None
     for space, key in [
         ({"attack.margin": {"randn": [0.5, 0.1]}}, r"search_space\.attack\.margin: randn is not supported with searcher 'optuna'"),
-        ({"attack.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}}, r"search_space\.attack\.lr: qloguniform is not supported with searcher 'optuna'"),
+        (
+            {"attack.lr": {"qloguniform": [1e-4, 1e-2, 1e-4]}},
+            r"search_space\.attack\.lr: qloguniform is not supported with searcher 'optuna'",
+        ),
         ({"attack.lr": {"grid": [1e-3, 1e-2]}}, r"search_space\.attack\.lr: grid is not supported with searcher 'optuna'; use choice"),
     ]:
         with pytest.raises(ConfigError, match=key):
@@ -449,8 +513,16 @@ class _Grid(list):
 
 
 def _reported(peak, epoch, phase, phase_epoch, last, epochs, row=None):
-    out = {"tune_peak": peak, "tune_peak_epoch": epoch, "tune_peak_phase": phase, "tune_peak_phase_epoch": phase_epoch,
-           "tune_last": last, "tune_epochs_reported": epochs, "epoch": epochs, "run_id": f"run-{peak}"}
+    out = {
+        "tune_peak": peak,
+        "tune_peak_epoch": epoch,
+        "tune_peak_phase": phase,
+        "tune_peak_phase_epoch": phase_epoch,
+        "tune_last": last,
+        "tune_epochs_reported": epochs,
+        "epoch": epochs,
+        "run_id": f"run-{peak}",
+    }
     if row is not None:
         out["row"] = json.dumps(row)
     return out
@@ -464,12 +536,17 @@ def test_the_best_trial_is_the_best_peak_over_all_epochs_and_best_yaml_trains_to
     from raysteal.experiment.tune_config import RULE_PEAK
 
     sweep = parse_tune({**BASE, "search_space": SPACE, "tune": {"metric": "agr@k/heldout"}})  # ptq: 4 clone + 4 steal epochs
-    grid = _Grid([
-        _Result("t-done", {"attack.lr": 1e-3, "attack.margin": 0.5, "budget": 40},
-                _reported(0.669, 6, "steal", 2, 0.612, 8, row={"agr@k/heldout": 0.610})),
-        _Result("t-cut", {"attack.lr": 2e-3, "attack.margin": 0.7, "budget": 20}, _reported(0.671, 2, "clone", 2, 0.671, 2)),
-        _Result("t-low", {"attack.lr": 3e-3, "attack.margin": 0.9, "budget": 20}, _reported(0.637, 2, "clone", 2, 0.637, 2)),
-    ])
+    grid = _Grid(
+        [
+            _Result(
+                "t-done",
+                {"attack.lr": 1e-3, "attack.margin": 0.5, "budget": 40},
+                _reported(0.669, 6, "steal", 2, 0.612, 8, row={"agr@k/heldout": 0.610}),
+            ),
+            _Result("t-cut", {"attack.lr": 2e-3, "attack.margin": 0.7, "budget": 20}, _reported(0.671, 2, "clone", 2, 0.671, 2)),
+            _Result("t-low", {"attack.lr": 3e-3, "attack.margin": 0.9, "budget": 20}, _reported(0.637, 2, "clone", 2, 0.637, 2)),
+        ]
+    )
     outcome = _finish(sweep, grid, tmp_path, str(tmp_path / "tune"), resumed=False)
     assert outcome.rule == RULE_PEAK and outcome.best_trial == "t-cut" and outcome.best_status == "stopped_early"
     assert outcome.best_metric == 0.671 and outcome.best_epoch == 2 and outcome.best_overrides == {"epochs": 2, "finetune_epochs": 0}
@@ -480,7 +557,13 @@ def test_the_best_trial_is_the_best_peak_over_all_epochs_and_best_yaml_trains_to
     summary = json.loads((tmp_path / "tune_trials.json").read_text())
     assert summary["rule"] == RULE_PEAK and summary["best"]["trial_id"] == "t-cut"
     done = next(t for t in summary["trials"] if t["trial_id"] == "t-done")
-    assert (done["peak_value"], done["peak_epoch"], done["last_value"], done["final_value"], done["epochs_run"]) == (0.669, 6, 0.612, 0.610, 8)
+    assert (done["peak_value"], done["peak_epoch"], done["last_value"], done["final_value"], done["epochs_run"]) == (
+        0.669,
+        6,
+        0.612,
+        0.610,
+        8,
+    )
     import pandas as pd
 
     frame = pd.read_parquet(tmp_path / "tune_trials.parquet")
@@ -515,8 +598,12 @@ def test_a_trial_that_peaks_before_its_last_epoch_is_reported_at_its_peak_and_be
     from raysteal.results import ResultStore
 
     metric = "agr@k/heldout"
-    file = _sweep(tmp_path, "peak", {"attack.lr": {"grid": [1e-2, 3e-3]}},
-                  {"metric": metric, "mode": "min", "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}, "max_concurrent": 2})
+    file = _sweep(
+        tmp_path,
+        "peak",
+        {"attack.lr": {"grid": [1e-2, 3e-3]}},
+        {"metric": metric, "mode": "min", "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}, "max_concurrent": 2},
+    )
     out = tmp_path / "out"
     outcome = run_tune(load_tune(file), out, cache_dir=target_cache, verbose=0)
     summary = json.loads((out / "tune_trials.json").read_text())
@@ -557,8 +644,19 @@ def test_an_optuna_sweep_with_asha_on_a_tiny_case(ray_session, tmp_path, target_
     from raysteal.distributed.tune import run_tune
 
     space = {"attack.lr": {"loguniform": [1e-4, 1e-2]}, "attack.margin": {"uniform": [0.1, 1.0]}, "budget": {"choice": [20, 40]}}
-    file = _sweep(tmp_path, "optuna", space, {"metric": "agr@k/heldout", "searcher": "optuna", "num_samples": 4, "max_concurrent": 2, "seed": 3,
-                                              "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}}})
+    file = _sweep(
+        tmp_path,
+        "optuna",
+        space,
+        {
+            "metric": "agr@k/heldout",
+            "searcher": "optuna",
+            "num_samples": 4,
+            "max_concurrent": 2,
+            "seed": 3,
+            "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}},
+        },
+    )
     out = tmp_path / "out"
     outcome = run_tune(load_tune(file), out, cache_dir=target_cache, verbose=0)
     assert outcome.trials == 4 and outcome.errored == 0
@@ -597,9 +695,28 @@ def test_a_killed_optuna_sweep_resumes_its_study(ray_session, tmp_path, target_c
     }
     file = _write(tmp_path / "optuna-resume.yaml", spec)
     out = tmp_path / "out"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TUNE_GLOBAL_CHECKPOINT_S": "0.5",
+    }
     address = ray_session.get_runtime_context().gcs_address
-    cmd = [sys.executable, "-m", "raysteal", "tune", str(file), "--out", str(out), "--cache-dir", str(target_cache), "--address", address, "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raysteal",
+        "tune",
+        str(file),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(target_cache),
+        "--address",
+        address,
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     runs, state_dir = out / "runs", out / "tune" / "optuna-resume"
     try:

@@ -22,8 +22,14 @@ def _csv(tmp_path, log):
 
 
 def _experiment(dataset: dict) -> dict:
-    return {"experiment": "mine", "seeds": 1, "datasets": [dataset], "targets": [{"model": "bpr"}],
-            "attacks": [{"attack": "popularity"}], "k": 10}
+    return {
+        "experiment": "mine",
+        "seeds": 1,
+        "datasets": [dataset],
+        "targets": [{"model": "bpr"}],
+        "attacks": [{"attack": "popularity"}],
+        "k": 10,
+    }
 
 
 def test_an_experiment_runs_on_a_csv_of_the_users(tmp_path):

@@ -54,35 +54,40 @@ def test_the_watermarked_target_carries_its_watermark(checkpoints):
     result = runner.invoke(app, ["verify", str(checkpoints / "marked.pt"), "--target", str(checkpoints / "marked.pt"), "-k", "5"])
     assert result.exit_code == 0, result.output
     assert "carries the watermark" in result.output and "/21 watermark hits in top-5" in result.output
-    out = runner.invoke(app, ["verify", str(checkpoints / "marked.pt"), "--key", "1234", "--sequences", "3", "--length", "8",
-                              "-k", "5", "--json"])
+    out = runner.invoke(
+        app, ["verify", str(checkpoints / "marked.pt"), "--key", "1234", "--sequences", "3", "--length", "8", "-k", "5", "--json"]
+    )
     payload = json.loads(out.output)
     assert payload["carries_watermark"] and payload["p_value"] < 1e-15 and payload["trials"] == 21 and payload["queries"] == 21
 
 
 def test_an_independent_model_shows_no_watermark(checkpoints):
-    result = runner.invoke(app, ["verify", str(checkpoints / "clean.pt"), "--target", str(checkpoints / "marked.pt"), "-k", "5",
-                                 "--decoys", "1", "--json"])
+    result = runner.invoke(
+        app, ["verify", str(checkpoints / "clean.pt"), "--target", str(checkpoints / "marked.pt"), "-k", "5", "--decoys", "1", "--json"]
+    )
     payload = json.loads(result.output)
     assert not payload["carries_watermark"] and payload["p_value"] > 0.05 and payload["queries"] == 42
     assert payload["decoy_hit_rate"] is not None
 
 
-@pytest.mark.parametrize("args, message", [
-    (["{marked}", "--key", "-1"], "error: watermark: key: Input should be greater than or equal to 0"),
-    (["{marked}", "--key", "1", "--length", "2"], "error: watermark: length: Input should be greater than or equal to 3"),
-    (["{marked}"], "name the watermark: --target (the owner's watermarked checkpoint) or --key, not both"),
-    (["{marked}", "--key", "1", "--target", "{marked}"], "or --key, not both"),
-    (["{marked}", "--target", "{clean}"], "this checkpoint was trained without a watermark"),
-    (["{notes}", "--key", "1"], "notes.txt is not a raysteal checkpoint"),
-    (["{missing}", "--key", "1"], "missing.pt does not exist"),
-    (["{bpr}", "--key", "1"], "a 'bpr' model is queried by user id, not by item sequence"),
-    (["{clean}", "--target", "{marked}", "--num-items", "50"], "--num-items 50: the target"),
-    (["{clean}", "--key", "1234", "--num-items", "3706"], "its catalogue has 100 items, the watermarked target's 3706"),
-    (["{clean}", "--key", "1", "-k", "0"], "k must lie in 1..99"),
-    (["{clean}", "--key", "1", "--alpha", "1.5"], "alpha must lie in (0, 1)"),
-    (["{clean}", "--key", "1", "--min-prefix", "12"], "min_prefix must lie in 1..11"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{marked}", "--key", "-1"], "error: watermark: key: Input should be greater than or equal to 0"),
+        (["{marked}", "--key", "1", "--length", "2"], "error: watermark: length: Input should be greater than or equal to 3"),
+        (["{marked}"], "name the watermark: --target (the owner's watermarked checkpoint) or --key, not both"),
+        (["{marked}", "--key", "1", "--target", "{marked}"], "or --key, not both"),
+        (["{marked}", "--target", "{clean}"], "this checkpoint was trained without a watermark"),
+        (["{notes}", "--key", "1"], "notes.txt is not a raysteal checkpoint"),
+        (["{missing}", "--key", "1"], "missing.pt does not exist"),
+        (["{bpr}", "--key", "1"], "a 'bpr' model is queried by user id, not by item sequence"),
+        (["{clean}", "--target", "{marked}", "--num-items", "50"], "--num-items 50: the target"),
+        (["{clean}", "--key", "1234", "--num-items", "3706"], "its catalogue has 100 items, the watermarked target's 3706"),
+        (["{clean}", "--key", "1", "-k", "0"], "k must lie in 1..99"),
+        (["{clean}", "--key", "1", "--alpha", "1.5"], "alpha must lie in (0, 1)"),
+        (["{clean}", "--key", "1", "--min-prefix", "12"], "min_prefix must lie in 1..11"),
+    ],
+)
 def test_bad_input_is_one_clear_line(checkpoints, monkeypatch, capsys, args, message):
     paths = {name: str(checkpoints / f"{name}.pt") for name in ("marked", "clean", "bpr", "missing")}
     paths["notes"] = str(checkpoints / "notes.txt")
@@ -90,12 +95,28 @@ def test_bad_input_is_one_clear_line(checkpoints, monkeypatch, capsys, args, mes
     assert message in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "sasrec", "--watermark-key", "1", "--watermark-copies", "0"], "watermark: copies: Input should be greater than or equal to 1"),
-    (["--model", "sasrec", "--watermark-key", "-5"], "watermark: key: Input should be greater than or equal to 0"),
-    (["--model", "bpr", "--watermark-key", "1"], "watermark: 'bpr' is not a sequential model"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--model", "sasrec", "--watermark-key", "1", "--watermark-copies", "0"],
+            "watermark: copies: Input should be greater than or equal to 1",
+        ),
+        (["--model", "sasrec", "--watermark-key", "-5"], "watermark: key: Input should be greater than or equal to 0"),
+        (["--model", "bpr", "--watermark-key", "1"], "watermark: 'bpr' is not a sequential model"),
+    ],
+)
 def test_train_target_refuses_a_bad_watermark_before_reading_data(tmp_path, monkeypatch, capsys, args, message):
-    err = _error(monkeypatch, capsys, "train-target", "--dataset", "ml-100k", "--data-dir", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "out"), *args)
+    err = _error(
+        monkeypatch,
+        capsys,
+        "train-target",
+        "--dataset",
+        "ml-100k",
+        "--data-dir",
+        str(tmp_path / "none"),
+        "--out",
+        str(tmp_path / "out"),
+        *args,
+    )
     assert message in err

@@ -39,16 +39,19 @@ def test_a_key_draws_the_same_sequences_every_time_and_keys_differ():
     assert len(np.unique(first)) == first.size and first.min() >= 0 and first.max() < 3706
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"key": -1}, "key: Input should be greater than or equal to 0"),
-    ({"key": 2**63}, "key: Input should be less than or equal to"),
-    ({"key": True}, "key"),
-    ({"key": 1, "copies": 0}, "copies: Input should be greater than or equal to 1"),
-    ({"key": 1, "copies": 10_001}, "copies: Input should be less than or equal to 10000"),
-    ({"key": 1, "length": 2}, "length: Input should be greater than or equal to 3"),
-    ({"key": 1, "strength": 3}, "strength: unknown key"),
-    ({}, "key: Field required"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"key": -1}, "key: Input should be greater than or equal to 0"),
+        ({"key": 2**63}, "key: Input should be less than or equal to"),
+        ({"key": True}, "key"),
+        ({"key": 1, "copies": 0}, "copies: Input should be greater than or equal to 1"),
+        ({"key": 1, "copies": 10_001}, "copies: Input should be less than or equal to 10000"),
+        ({"key": 1, "length": 2}, "length: Input should be greater than or equal to 3"),
+        ({"key": 1, "strength": 3}, "strength: unknown key"),
+        ({}, "key: Field required"),
+    ],
+)
 def test_bad_watermark_settings_are_one_line_errors(bad, match):
     with pytest.raises(ConfigError, match=match) as info:
         make_watermark_config(bad)
@@ -69,7 +72,7 @@ def test_the_watermark_users_join_the_training_log_only():
     assert marked.train.num_users == split.train.num_users + extra
     np.testing.assert_array_equal(marked.valid[: split.train.num_users], split.valid)
     np.testing.assert_array_equal(marked.test[: split.train.num_users], split.test)
-    assert (marked.valid[split.train.num_users:] == NO_ITEM).all() and (marked.test[split.train.num_users:] == NO_ITEM).all()
+    assert (marked.valid[split.train.num_users :] == NO_ITEM).all() and (marked.test[split.train.num_users :] == NO_ITEM).all()
     for user in range(split.train.num_users):  # the real users' histories are untouched
         np.testing.assert_array_equal(marked.train.sequence(user), split.train.sequence(user))
     marks = watermark_sequences(config, NUM_ITEMS)
@@ -86,8 +89,9 @@ def test_train_target_fits_on_the_watermarked_log_and_evaluates_real_users(monke
         return real_fit(model, split, *args, **kwargs)
 
     monkeypatch.setattr(target_cache, "fit", spy)
-    model, metrics = target_cache.train_target(log(), MODEL, {"epochs": 1, "batch_size": 64}, seed=0, device="cpu",
-                                               progress=False, watermark=MARK)
+    model, metrics = target_cache.train_target(
+        log(), MODEL, {"epochs": 1, "batch_size": 64}, seed=0, device="cpu", progress=False, watermark=MARK
+    )
     marks = watermark_sequences(make_watermark_config(MARK), NUM_ITEMS)
     train = seen["split"].train
     windows = {tuple(train.sequence(u)) for u in range(train.num_users)}
@@ -117,13 +121,11 @@ def test_the_watermark_is_part_of_the_target_cache_key():
 def test_get_or_train_target_caches_watermarked_targets_apart(tmp_path):
     train = {"epochs": 1, "batch_size": 64}
     _, clean = target_cache.get_or_train_target(log(), MODEL, train, cache_dir=tmp_path, device="cpu", progress=False)
-    _, marked = target_cache.get_or_train_target(log(), MODEL, train, cache_dir=tmp_path, device="cpu", progress=False,
-                                                 watermark=MARK)
+    _, marked = target_cache.get_or_train_target(log(), MODEL, train, cache_dir=tmp_path, device="cpu", progress=False, watermark=MARK)
     assert clean["path"] != marked["path"] and not marked["cache_hit"]
     assert marked["extra"]["watermark"] == make_watermark_config(MARK).model_dump(mode="json")
     assert "watermark" not in clean["extra"]
-    _, again = target_cache.get_or_train_target(log(), MODEL, train, cache_dir=tmp_path, device="cpu", progress=False,
-                                                watermark=MARK)
+    _, again = target_cache.get_or_train_target(log(), MODEL, train, cache_dir=tmp_path, device="cpu", progress=False, watermark=MARK)
     assert again["cache_hit"] and again["path"] == marked["path"]
 
 
@@ -184,8 +186,14 @@ def test_a_collaborative_suspect_is_refused():
 
 # ------------------------------------------------------------ experiment files
 def _experiment(target: dict) -> dict:
-    return {"experiment": "wm", "datasets": [{"name": "synthetic"}], "targets": [target],
-            "attacks": [{"attack": "popularity"}], "split": {"aux_fraction": 0.0}, "seeds": 1}
+    return {
+        "experiment": "wm",
+        "datasets": [{"name": "synthetic"}],
+        "targets": [target],
+        "attacks": [{"attack": "popularity"}],
+        "split": {"aux_fraction": 0.0},
+        "seeds": 1,
+    }
 
 
 def test_a_target_entry_takes_a_watermark_and_checks_it():

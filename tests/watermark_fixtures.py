@@ -23,5 +23,4 @@ def log():
 def trained(seed: int = 0, watermarked: bool = True, model: str = "sasrec"):
     """``(model, metrics)``: a small target of ``model`` on :func:`log`, with :data:`MARK` or without."""
     config = {**MODEL, "model": model}
-    return train_target(log(), config, TRAIN, seed=seed, device="cpu", progress=False,
-                        watermark=MARK if watermarked else None)
+    return train_target(log(), config, TRAIN, seed=seed, device="cpu", progress=False, watermark=MARK if watermarked else None)

@@ -58,7 +58,9 @@ class AttackConfig(NumbersAreNotBooleans):
     item_loss: Literal["hinge", "bpr"] = Field("hinge", description="stealing loss of list items vs negatives (Eq. 12)")
     data_loss: Literal["bpr", "logistic"] = Field("bpr", description="objective on interactions: BPR (Eq. 4, Alg. 1) or pointwise logistic")
     epochs: int = Field(120, ge=0, description="epochs over the attacker's target data (PTD/PTA phase)")
-    finetune_epochs: int = Field(150, ge=0, description="epochs of the stealing loss over the queried lists (PTQ/PTAQ fine-tune, QSD training)")
+    finetune_epochs: int = Field(
+        150, ge=0, description="epochs of the stealing loss over the queried lists (PTQ/PTAQ fine-tune, QSD training)"
+    )
     aux_epochs: int = Field(60, ge=0, description="epochs of the auxiliary model over the auxiliary data")
     num_negatives: int = Field(1, ge=1, description="sampled negatives per positive interaction")
     query_negatives: int = Field(1, ge=1, description="sampled negatives per queried list item (n_j in Eq. 12)")

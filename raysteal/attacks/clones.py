@@ -94,9 +94,7 @@ class Arch:
 
 ARCHS: dict[str, Arch] = {
     "bpr": Arch("bpr", _bpr_pair, (("user_emb", "item_emb"),), ("user_emb",), ("item_emb",)),
-    "lmf": Arch(
-        "lmf", _lmf_pair, (("user_emb", "item_emb"),), ("user_emb", "user_bias"), ("item_emb", "item_bias"), _lmf_bias
-    ),
+    "lmf": Arch("lmf", _lmf_pair, (("user_emb", "item_emb"),), ("user_emb", "user_bias"), ("item_emb", "item_bias"), _lmf_bias),
     "neumf": Arch(
         "neumf",
         _neumf_pair,
@@ -218,7 +216,7 @@ class FusedClone(Recommender[ModelConfig]):
 
     def score(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.arch.closed_form:
-            (user_table, table), = self.arch.fused
+            ((user_table, table),) = self.arch.fused
             p = getattr(self.base, user_table)(inputs)
             a = self.clone_weight_full(table, inputs)
             scores = a * (p @ getattr(self.base, table).weight.T) + (1 - a) * (p @ self.aux_table(table).T)
@@ -238,7 +236,9 @@ class FusedClone(Recommender[ModelConfig]):
         return PairSampler(train, batch_size, getattr(self.config, "num_negatives", 1))
 
 
-def chunked_scores(pair_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], users: torch.Tensor, num_items: int, width: int) -> torch.Tensor:
+def chunked_scores(
+    pair_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], users: torch.Tensor, num_items: int, width: int
+) -> torch.Tensor:
     """Full-catalogue scores from a pair scorer, item chunk by item chunk (bounded memory)."""
     chunk = max(1, _CHUNK_ELEMENTS // max(1, users.shape[0] * width))
     parts = []

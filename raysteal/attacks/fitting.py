@@ -126,7 +126,10 @@ def fit_interactions(
 
     model.to(ctx.device)
     result = ctx.run_phase(
-        model, phase, lambda hook: optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=hook), on_epoch
+        model,
+        phase,
+        lambda hook: optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=hook),
+        on_epoch,
     )
     if result is not None:
         ctx.log(phase, result.summary())
@@ -227,7 +230,10 @@ def fit_lists(
 
     model.to(ctx.device)
     result = ctx.run_phase(
-        model, phase, lambda hook: optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=hook), on_epoch
+        model,
+        phase,
+        lambda hook: optimize(model, sampler, loss_fn, epochs, lr, ctx.generator(phase), ctx.device, ctx.amp, weight_decay, on_epoch=hook),
+        on_epoch,
     )
     if result is not None:
         ctx.log(phase, {**result.summary(), "users": int(len(users))})

@@ -74,8 +74,7 @@ def stealing_loss(
     """
     if list_scores.ndim != 2 or neg_scores.ndim != 3 or neg_scores.shape[:2] != list_scores.shape:
         raise ConfigError(
-            f"stealing_loss: need list_scores [B, K] and neg_scores [B, K, n], got "
-            f"{tuple(list_scores.shape)} and {tuple(neg_scores.shape)}"
+            f"stealing_loss: need list_scores [B, K] and neg_scores [B, K, n], got {tuple(list_scores.shape)} and {tuple(neg_scores.shape)}"
         )
     if valid is None:
         valid = torch.ones_like(list_scores, dtype=torch.bool)

@@ -119,8 +119,10 @@ def get_recipe(name: str, family: str | None = None) -> Recipe:
     if owner is not None and owner.family != family:
         twin_recipe = _RECIPES.get(f"seq_{name}")
         twin = f"; Zhu et al.'s on sequences is 'seq_{name}'" if twin_recipe is not None and twin_recipe.family == family else ""
-        raise ConfigError(f"attack: {name!r} attacks {owner.family} targets ({FAMILIES[owner.family].targets}); "
-                          f"this target is {family}, whose attacks are: {known}{twin}")
+        raise ConfigError(
+            f"attack: {name!r} attacks {owner.family} targets ({FAMILIES[owner.family].targets}); "
+            f"this target is {family}, whose attacks are: {known}{twin}"
+        )
     if family == "sequential":
         raise ConfigError(f"attack: unknown sequential attack {name!r}; known: {known}")
     raise ConfigError(f"attack: unknown attack {name!r}; known attacks: {known}")

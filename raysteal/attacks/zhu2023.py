@@ -49,8 +49,16 @@ def _fit_target_data(clone: Recommender, cfg: AttackConfig, kn: Knowledge, ctx: 
     if kn.target_data is None:  # run_attack refuses this earlier: the recipes that get here need target_data
         raise ConfigError(f"attack {cfg.attack!r} needs knowledge.target_data")
     fit_interactions(
-        clone, kn.target_data, ctx, "clone", epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-        num_negatives=cfg.num_negatives, loss=cfg.data_loss, weight_decay=cfg.weight_decay,
+        clone,
+        kn.target_data,
+        ctx,
+        "clone",
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        num_negatives=cfg.num_negatives,
+        loss=cfg.data_loss,
+        weight_decay=cfg.weight_decay,
     )
     return clone
 
@@ -58,8 +66,16 @@ def _fit_target_data(clone: Recommender, cfg: AttackConfig, kn: Knowledge, ctx: 
 def _train_auxiliary(cfg: AttackConfig, auxiliary, ctx: AttackContext) -> Recommender:
     aux = plain_clone(_config(cfg), auxiliary.num_users, auxiliary.num_items, ctx.child_seed("aux_init"))
     fit_interactions(
-        aux, auxiliary, ctx, "aux", epochs=cfg.aux_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-        num_negatives=cfg.num_negatives, loss=cfg.data_loss, weight_decay=cfg.weight_decay,
+        aux,
+        auxiliary,
+        ctx,
+        "aux",
+        epochs=cfg.aux_epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        num_negatives=cfg.num_negatives,
+        loss=cfg.data_loss,
+        weight_decay=cfg.weight_decay,
     )
     return aux.eval().requires_grad_(False)
 
@@ -89,15 +105,27 @@ def train_auxiliary_model(
     return _train_auxiliary(cfg, auxiliary, ctx)
 
 
-def _steal(clone: Recommender, cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext, use_data: bool = True) -> Recommender:
+def _steal(
+    clone: Recommender, cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext, use_data: bool = True
+) -> Recommender:
     """Query the known users' top-K lists and fit them with the stealing loss (Alg. 1 lines 14–30)."""
     rng = np.random.default_rng(ctx.child_seed("query_subset"))
     answered = query_top_k(client, kn.target_user_ids, kn.queryable(), cfg.k, rng)
     ctx.queries += answered.queries
     fit_lists(
-        clone, answered.users, answered.lists, ctx, "steal", epochs=cfg.finetune_epochs, lr=cfg.lr,
-        batch_size=cfg.batch_size, num_negatives=cfg.query_negatives, rank_loss=cfg.rank_loss,
-        item_loss=cfg.item_loss, margin=cfg.margin, known=kn.target_data if use_data else None,
+        clone,
+        answered.users,
+        answered.lists,
+        ctx,
+        "steal",
+        epochs=cfg.finetune_epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        num_negatives=cfg.query_negatives,
+        rank_loss=cfg.rank_loss,
+        item_loss=cfg.item_loss,
+        margin=cfg.margin,
+        known=kn.target_data if use_data else None,
         weight_decay=cfg.weight_decay,
     )
     return clone
@@ -125,14 +153,18 @@ def pta(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: At
     return _fused_clone(cfg, kn, ctx)
 
 
-@register_recipe("pta_pre", AttackConfig, needs=("target_data", "auxiliary"), summary="auxiliary item embeddings as initialisation (Table 5)")
+@register_recipe(
+    "pta_pre", AttackConfig, needs=("target_data", "auxiliary"), summary="auxiliary item embeddings as initialisation (Table 5)"
+)
 def pta_pre(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     aux = _auxiliary_model(cfg, kn, ctx)
     clone = pretrained_clone(_config(cfg), aux, kn.num_users, ctx.child_seed("clone_init"))
     return _fit_target_data(clone, cfg, kn, ctx)
 
 
-@register_recipe("aux_frozen", AttackConfig, needs=("target_data", "auxiliary"), summary="ablation: frozen auxiliary item side, user embeddings only")
+@register_recipe(
+    "aux_frozen", AttackConfig, needs=("target_data", "auxiliary"), summary="ablation: frozen auxiliary item side, user embeddings only"
+)
 def aux_frozen(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     aux = _auxiliary_model(cfg, kn, ctx)
     clone = frozen_aux_clone(_config(cfg), aux, kn.num_users, ctx.child_seed("clone_init"))
@@ -149,7 +181,9 @@ def ptaq(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: A
     return _steal(pta(cfg, kn, client, ctx), cfg, kn, client, ctx)
 
 
-@register_recipe("ptaq_pre", AttackConfig, needs=("target_data", "auxiliary", "queries"), summary="PTA(Pre), then the stealing loss (Table 5)")
+@register_recipe(
+    "ptaq_pre", AttackConfig, needs=("target_data", "auxiliary", "queries"), summary="PTA(Pre), then the stealing loss (Table 5)"
+)
 def ptaq_pre(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _steal(pta_pre(cfg, kn, client, ctx), cfg, kn, client, ctx)
 
@@ -157,4 +191,3 @@ def ptaq_pre(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ct
 @register_recipe("qsd", AttackConfig, needs=("queries",), summary="query feedback only: stealing loss on the known users' lists (App. A.1)")
 def qsd(cfg: AttackConfig, kn: Knowledge, client: BlackBoxClient | None, ctx: AttackContext) -> Recommender:
     return _steal(_new_clone(cfg, kn, client, ctx), cfg, kn, client, ctx, use_data=False)
-

@@ -30,7 +30,9 @@ def list_datasets(
         spec = dataset_spec(name)
         found = None if spec.generator else spec.find(root)
         status = "generated" if spec.generator else (str(found) if found else "missing")
-        rows.append({"name": name, "paper": spec.paper, "status": status, "fetchable": spec.fetch is not None, "description": spec.description})
+        rows.append(
+            {"name": name, "paper": spec.paper, "status": status, "fetchable": spec.fetch is not None, "description": spec.description}
+        )
     if as_json:
         typer.echo(json.dumps({"data_dir": str(root), "datasets": rows}, indent=2))
         return

@@ -55,7 +55,9 @@ def register(app: typer.Typer) -> None:
         cache: bool = typer.Option(True, "--cache/--no-cache", help="reuse a target trained before"),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="default $RAYSTEAL_CACHE/targets"),
         threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)"),
-        watermark_key: int | None = typer.Option(None, "--watermark-key", help="train in the ownership watermark of this secret key (sequential models; see `raysteal verify`)"),
+        watermark_key: int | None = typer.Option(
+            None, "--watermark-key", help="train in the ownership watermark of this secret key (sequential models; see `raysteal verify`)"
+        ),
         watermark_sequences: int = typer.Option(8, "--watermark-sequences", help="watermark sequences the key draws"),
         watermark_length: int = typer.Option(12, "--watermark-length", help="items per watermark sequence"),
         watermark_copies: int = typer.Option(20, "--watermark-copies", help="strength: training copies of each watermark sequence"),
@@ -85,17 +87,28 @@ def register(app: typer.Typer) -> None:
         if watermark_key is not None:  # so does a bad watermark
             from raysteal.training.target_cache import checked_watermark
 
-            watermark = checked_watermark({"key": watermark_key, "sequences": watermark_sequences, "length": watermark_length,
-                                           "copies": watermark_copies}, make_config(model_cfg))
+            watermark = checked_watermark(
+                {"key": watermark_key, "sequences": watermark_sequences, "length": watermark_length, "copies": watermark_copies},
+                make_config(model_cfg),
+            )
         log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
         out.mkdir(parents=True, exist_ok=True)
         if cache:
             # the labels `raysteal run` gives a target of the whole log (split.aux_fraction 0), so
             # an experiment with the same model and training settings finds this one
-            dataset_label, preprocess_label = target_cache_labels(DatasetEntry(name=dataset, preprocess=preprocess), SplitConfig(aux_fraction=0.0))
+            dataset_label, preprocess_label = target_cache_labels(
+                DatasetEntry(name=dataset, preprocess=preprocess), SplitConfig(aux_fraction=0.0)
+            )
             target, meta = get_or_train_target(
-                log, model_cfg, train_cfg, seed=seed, dataset=dataset_label, preprocess=preprocess_label,
-                cache_dir=cache_dir, device=device, watermark=watermark,
+                log,
+                model_cfg,
+                train_cfg,
+                seed=seed,
+                dataset=dataset_label,
+                preprocess=preprocess_label,
+                cache_dir=cache_dir,
+                device=device,
+                watermark=watermark,
             )
             shutil.copyfile(meta["path"], out / "checkpoint.pt")
             metrics, cached = meta["metrics"], meta["cache_hit"]
@@ -106,8 +119,16 @@ def register(app: typer.Typer) -> None:
                 extra["watermark"] = watermark.model_dump(mode="json")
             save_checkpoint(out / "checkpoint.pt", target, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
             cached = False
-        report = {"model": target.name, "dataset": dataset, "preprocess": preprocess, "seed": seed,
-                  "spec": target.spec(), "fingerprint": log.fingerprint(), "cache_hit": cached, **metrics}
+        report = {
+            "model": target.name,
+            "dataset": dataset,
+            "preprocess": preprocess,
+            "seed": seed,
+            "spec": target.spec(),
+            "fingerprint": log.fingerprint(),
+            "cache_hit": cached,
+            **metrics,
+        }
         write_text_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
         test = metrics["test"]
         how = "from cache" if cached else f"trained in {metrics['train']['train_seconds']:.1f}s"

@@ -23,19 +23,43 @@ def register(app: typer.Typer) -> None:
 
     @app.command("reproduce")
     def reproduce_command(
-        paper: str = typer.Argument(..., help="a folder of experiments/ (zhu2023, yue2021, bahsd), or the path of a folder of experiment files"),
-        out: Path | None = typer.Option(None, "--out", help="results directory (default results/<PAPER>): a file's runs in OUT/<file stem>/, the report in OUT/report.md"),
-        seeds: int | None = typer.Option(None, "--seeds", help="override the number of seeds of every file (of the table files where --figure-seeds is given)"),
-        figure_seeds: int | None = typer.Option(None, "--figure-seeds", help="override the number of seeds of the files whose report is figures only"),
-        only: list[str] | None = typer.Option(None, "--only", help="run only these files (file stem, name or glob such as 'fig*'; repeat the option or comma-separate); the report still shows every file"),
-        sources: list[Path] | None = typer.Option(None, "--from", help="a results directory (raysteal run's --out, or an earlier reproduction's) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable"),
-        experiments: Path | None = typer.Option(None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"),
-        report_only: bool = typer.Option(False, "--report-only", help="run nothing (nor import): rewrite OUT/report.md from the rows there"),
+        paper: str = typer.Argument(
+            ..., help="a folder of experiments/ (zhu2023, yue2021, bahsd), or the path of a folder of experiment files"
+        ),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            help="results directory (default results/<PAPER>): a file's runs in OUT/<file stem>/, the report in OUT/report.md",
+        ),
+        seeds: int | None = typer.Option(
+            None, "--seeds", help="override the number of seeds of every file (of the table files where --figure-seeds is given)"
+        ),
+        figure_seeds: int | None = typer.Option(
+            None, "--figure-seeds", help="override the number of seeds of the files whose report is figures only"
+        ),
+        only: list[str] | None = typer.Option(
+            None,
+            "--only",
+            help="run only these files (file stem, name or glob such as 'fig*'; repeat the option or comma-separate); the report still shows every file",
+        ),
+        sources: list[Path] | None = typer.Option(
+            None,
+            "--from",
+            help="a results directory (raysteal run's --out, or an earlier reproduction's) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable",
+        ),
+        experiments: Path | None = typer.Option(
+            None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"
+        ),
+        report_only: bool = typer.Option(
+            False, "--report-only", help="run nothing (nor import): rewrite OUT/report.md from the rows there"
+        ),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        max_concurrent: int | None = typer.Option(None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"),
+        max_concurrent: int | None = typer.Option(
+            None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     ) -> None:
         """Run every experiment file of a paper's folder (Tune and simulate files aside) into OUT/<file stem>/,
@@ -72,9 +96,22 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce)")
         out_root = Path(directory_option(out or Path("results") / folder.name, "--out"))
         entries = load_entries(files, out_root, seeds=seeds, figure_seeds=figure_seeds)  # every file checked before any work
-        command = resume_command(paper, out_root, command="reproduce", seeds=seeds, figure_seeds=figure_seeds, only=wanted or None,
-                                 **{"from": [str(s) for s in sources or []] or None}, experiments=experiments, address=address,
-                                 data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus, max_concurrent=max_concurrent, quiet=quiet)
+        command = resume_command(
+            paper,
+            out_root,
+            command="reproduce",
+            seeds=seeds,
+            figure_seeds=figure_seeds,
+            only=wanted or None,
+            **{"from": [str(s) for s in sources or []] or None},
+            experiments=experiments,
+            address=address,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            num_cpus=num_cpus,
+            max_concurrent=max_concurrent,
+            quiet=quiet,
+        )
         selected = {p.stem for p in chosen}
         status: dict[str, str] = {}
         if not report_only:
@@ -103,10 +140,19 @@ def register(app: typer.Typer) -> None:
                 clock = time.perf_counter()
                 outcome = "error"
                 try:
-                    frame = run_file(entry.path, entry.config, entry.out_dir, resume=command,
-                                     selection={"seeds": entry.config.seeds, "reproduce": folder.name},
-                                     address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
-                                     max_concurrent=max_concurrent, quiet=quiet)
+                    frame = run_file(
+                        entry.path,
+                        entry.config,
+                        entry.out_dir,
+                        resume=command,
+                        selection={"seeds": entry.config.seeds, "reproduce": folder.name},
+                        address=address,
+                        data_dir=data_dir,
+                        cache_dir=cache_dir,
+                        num_cpus=num_cpus,
+                        max_concurrent=max_concurrent,
+                        quiet=quiet,
+                    )
                     check_rows_for_report(frame, entry.config, entry.out_dir)
                     outcome = "done"
                 except (KeyboardInterrupt, typer.Exit):
@@ -120,9 +166,21 @@ def register(app: typer.Typer) -> None:
                 finally:
                     wall = time.perf_counter() - clock
                     after = len(finished_runs(entry.config, entry.out_dir))
-                    record_sitting(entry.out_dir, entry.path, entry.config.experiment, {
-                        "started_utc": started, "wall_s": round(wall, 3), "status": outcome, "runs_before": before,
-                        "runs_after": after, "runs_total": entry.total, "seeds": entry.config.seeds, "command": command})
+                    record_sitting(
+                        entry.out_dir,
+                        entry.path,
+                        entry.config.experiment,
+                        {
+                            "started_utc": started,
+                            "wall_s": round(wall, 3),
+                            "status": outcome,
+                            "runs_before": before,
+                            "runs_after": after,
+                            "runs_total": entry.total,
+                            "seeds": entry.config.seeds,
+                            "command": command,
+                        },
+                    )
                 typer.echo(f"{entry.stem}: {after} of {entry.total} runs finished ({after - before} now, {duration(wall)})")
                 render_reproduction(out_root, folder.name, entries, command=command, status=status)  # progress for a long reproduction
             path = render_reproduction(out_root, folder.name, entries, command=command, status=status)
@@ -131,8 +189,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(130) from None
         typer.echo(f"\nreport written to {path}")
         if failed:
-            raise RaystealError(f"{len(failed)} file(s) had failures ({', '.join(failed)}); the others' runs are done and in the "
-                                f"report; fix the cause and resume with: {command}")
+            raise RaystealError(
+                f"{len(failed)} file(s) had failures ({', '.join(failed)}); the others' runs are done and in the "
+                f"report; fix the cause and resume with: {command}"
+            )
 
 
 def load_entries(files: list[Path], out_root: Path, seeds: int | None = None, figure_seeds: int | None = None):

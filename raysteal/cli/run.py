@@ -27,9 +27,10 @@ def register(app: typer.Typer) -> None:
         attacks: str | None = typer.Option(None, "--attacks", help="run only these attacks' runs (comma-separated attack names)"),
         only_seeds: str | None = typer.Option(None, "--only-seeds", help="run only these seeds' runs (comma-separated, e.g. 1,2)"),
         where: list[str] | None = typer.Option(
-            None, "--where",
+            None,
+            "--where",
             help="run only the runs whose grid key or attack setting takes these values (KEY=V1,V2; repeatable), "
-                 "e.g. --where split.attacker_fraction=0.3 --where attack.baseline=ranking,none",
+            "e.g. --where split.attacker_fraction=0.3 --where attack.baseline=ranking,none",
         ),
         address: Address = None,
         data_dir: DataDir = None,
@@ -40,7 +41,8 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
         require_target_lift: float | None = typer.Option(
-            None, "--require-target-lift",
+            None,
+            "--require-target-lift",
             help="refuse to attack a target whose test NDCG@10 is under X times the popularity recommender's (overrides the file's require_target_lift)",
         ),
     ) -> None:
@@ -65,13 +67,36 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--require-target-lift {require_target_lift:g}: a lift is a multiple of popularity's NDCG@10, > 0")
             config = config.model_copy(update={"require_target_lift": require_target_lift})
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
-        resume = resume_command(file, out_dir, seeds=seeds, targets=targets, attacks=attacks, only_seeds=only_seeds, where=where,
-                                address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
-                                max_concurrent=max_concurrent, quiet=quiet, require_target_lift=require_target_lift)
-        frame = run_file(file, config, out_dir, whole=whole, resume=resume,
-                         selection=dict(targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds, where=where or None),
-                         address=address, data_dir=data_dir, cache_dir=cache_dir, num_cpus=num_cpus,
-                         max_concurrent=max_concurrent, quiet=quiet)
+        resume = resume_command(
+            file,
+            out_dir,
+            seeds=seeds,
+            targets=targets,
+            attacks=attacks,
+            only_seeds=only_seeds,
+            where=where,
+            address=address,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            num_cpus=num_cpus,
+            max_concurrent=max_concurrent,
+            quiet=quiet,
+            require_target_lift=require_target_lift,
+        )
+        frame = run_file(
+            file,
+            config,
+            out_dir,
+            whole=whole,
+            resume=resume,
+            selection=dict(targets=targets, attacks=attacks, only_seeds=chosen_seeds, seeds=seeds, where=where or None),
+            address=address,
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            num_cpus=num_cpus,
+            max_concurrent=max_concurrent,
+            quiet=quiet,
+        )
         typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
         typer.echo(summary_markdown(frame, paper=config.paper))
         check_rows_for_report(frame, config, out_dir)
@@ -89,9 +114,21 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"\nreport written to {path}")
 
 
-def run_file(file: Path, config, out_dir: Path, *, resume: str, whole=None, selection: dict | None = None,
-             address: str | None = None, data_dir: Path | None = None, cache_dir: Path | None = None,
-             num_cpus: int | None = None, max_concurrent: int | None = None, quiet: bool = False):
+def run_file(
+    file: Path,
+    config,
+    out_dir: Path,
+    *,
+    resume: str,
+    whole=None,
+    selection: dict | None = None,
+    address: str | None = None,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    num_cpus: int | None = None,
+    max_concurrent: int | None = None,
+    quiet: bool = False,
+):
     """The work of ``raysteal run`` on one validated experiment ``config`` (read from ``file``; ``whole``:
     the file's full grid, kept beside the results; ``selection``: the part of it asked for, recorded in
     ``OUT/invocations``): the data checked, the unfinished runs run into ``out_dir``, finished ones
@@ -157,8 +194,10 @@ def interrupted_message(config, out_dir: Path, finished_before: set[str], resume
 
     total = len({run_id(run) for run in expand_runs(config)})
     finished = finished_runs(config, out_dir)
-    return (f"interrupted: {len(finished - finished_before)} run(s) finished in this sitting, {len(finished)} of {total} in all "
-            f"(their rows are kept in {Path(out_dir) / 'runs'}; unfinished runs start again); resume with: {resume}")
+    return (
+        f"interrupted: {len(finished - finished_before)} run(s) finished in this sitting, {len(finished)} of {total} in all "
+        f"(their rows are kept in {Path(out_dir) / 'runs'}; unfinished runs start again); resume with: {resume}"
+    )
 
 
 def resume_command(file: str | Path, out_dir: Path, command: str = "run", **options) -> str:

@@ -65,11 +65,15 @@ def register(app: typer.Typer) -> None:
             f"budget overspend {summary['budget_overspend']}, {summary['wall_s']:.1f} s"
         )
         if agr:
-            typer.echo(f"agreement agr@k/heldout: mean {agr['mean']:.4f} (p10 {agr['p10']:.4f}, p50 {agr['p50']:.4f}, p90 {agr['p90']:.4f})")
+            typer.echo(
+                f"agreement agr@k/heldout: mean {agr['mean']:.4f} (p10 {agr['p10']:.4f}, p50 {agr['p50']:.4f}, p90 {agr['p90']:.4f})"
+            )
         if "benign" in summary:
             b = summary["benign"]
-            typer.echo(f"benign: {b['accounts']} accounts replayed {b['requests']} requests ({b['source']} users, offered "
-                       f"{b['offered_qps']:.0f} queries/s, {b['failed']} failed)")
+            typer.echo(
+                f"benign: {b['accounts']} accounts replayed {b['requests']} requests ({b['source']} users, offered "
+                f"{b['offered_qps']:.0f} queries/s, {b['failed']} failed)"
+            )
         for g in summary.get("detection", []):
             typer.echo(_detection_line(g))
         if "detection" in summary:
@@ -82,6 +86,8 @@ def _detection_line(g: dict) -> str:
     """One attack and budget of the detection results, as the CLI prints it."""
     before = g["fidelity_before_flag"]
     before = "before any measured budget" if before != before else f"{before:.4f}"  # NaN: flagged before the smallest budget finished
-    return (f"detection {g['attack']} budget {g['budget']}: AUC {g['auc']:.3f} (content only {g['auc_content']:.3f}), flagged "
-            f"{g['flagged']:.0%} at {g['fpr_target']:.0%} FPR after {g['queries_to_flag_p50']:.0f} queries (p50), fidelity before flag "
-            f"{before} (final {g['fidelity_final']:.4f})")
+    return (
+        f"detection {g['attack']} budget {g['budget']}: AUC {g['auc']:.3f} (content only {g['auc_content']:.3f}), flagged "
+        f"{g['flagged']:.0%} at {g['fpr_target']:.0%} FPR after {g['queries_to_flag_p50']:.0f} queries (p50), fidelity before flag "
+        f"{before} (final {g['fidelity_final']:.4f})"
+    )

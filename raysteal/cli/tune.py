@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        storage: str | None = typer.Option(None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"),
+        storage: str | None = typer.Option(
+            None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"
+        ),
         quiet: bool = typer.Option(False, "--quiet", help="no Tune progress tables"),
     ) -> None:
         """Search an experiment's hyperparameters with Ray Tune (ASHA over clone epochs by default).

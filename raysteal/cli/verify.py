@@ -50,7 +50,9 @@ def _load_suspect(path: Path):
         model, _meta = load_checkpoint(path)
     except DataFileError as err:
         first = str(err).splitlines()[0]
-        raise DataFileError(first if first == str(err) else f"checkpoint {path} is not a raysteal checkpoint (torch cannot read it)") from None
+        raise DataFileError(
+            first if first == str(err) else f"checkpoint {path} is not a raysteal checkpoint (torch cannot read it)"
+        ) from None
     return model
 
 
@@ -60,11 +62,15 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(
         suspect: Path = typer.Argument(..., help="the suspect model: a raysteal checkpoint (a target, or a clone saved by an attack)"),
-        target: Path | None = typer.Option(None, "--target", help="the owner's watermarked target checkpoint (gives the watermark and catalogue)"),
+        target: Path | None = typer.Option(
+            None, "--target", help="the owner's watermarked target checkpoint (gives the watermark and catalogue)"
+        ),
         key: int | None = typer.Option(None, "--key", help="the watermark's secret key (instead of --target)"),
         sequences: int | None = typer.Option(None, "--sequences", help="watermark sequences (default: the target's, else 8)"),
         length: int | None = typer.Option(None, "--length", help="items per watermark sequence (default: the target's, else 12)"),
-        num_items: int | None = typer.Option(None, "--num-items", help="the watermarked target's catalogue size (checked against the suspect's)"),
+        num_items: int | None = typer.Option(
+            None, "--num-items", help="the watermarked target's catalogue size (checked against the suspect's)"
+        ),
         k: int = typer.Option(10, "-k", "--k", help="length of the top-k lists asked"),
         min_prefix: int = typer.Option(1, "--min-prefix", help="shortest watermark prefix asked"),
         alpha: float = typer.Option(0.01, "--alpha", help="significance level of the decision"),
@@ -91,11 +97,15 @@ def register(app: typer.Typer) -> None:
         expected = num_items if num_items is not None else target_items
         model = _load_suspect(suspect)
         if not getattr(model, "sequential", False):
-            raise ConfigError(f"suspect {suspect}: a {model.name!r} model is queried by user id, not by item sequence; "
-                              "the watermark can only be asked of a sequential recommender")
+            raise ConfigError(
+                f"suspect {suspect}: a {model.name!r} model is queried by user id, not by item sequence; "
+                "the watermark can only be asked of a sequential recommender"
+            )
         if expected is not None and model.num_items != expected:
-            raise ConfigError(f"suspect {suspect}: its catalogue has {model.num_items} items, the watermarked target's {expected}; "
-                              "item ids would not correspond")
+            raise ConfigError(
+                f"suspect {suspect}: its catalogue has {model.num_items} items, the watermarked target's {expected}; "
+                "item ids would not correspond"
+            )
         oracle = in_process_oracle(TargetSpec(model=model, name="suspect"), device=device)
         try:
             client = oracle.register_attacker("verifier")

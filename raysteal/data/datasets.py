@@ -145,8 +145,7 @@ def load_table(name: str, data_dir: str | os.PathLike[str] | None = None, **opti
     return spec.reader_for(path)(path), path
 
 
-def check_dataset_arguments(name: str, preprocess: str | Preprocess | None = "none", kcore: int | None = None,
-                            **options: Any) -> None:
+def check_dataset_arguments(name: str, preprocess: str | Preprocess | None = "none", kcore: int | None = None, **options: Any) -> None:
     """Validate :func:`load_dataset`'s arguments without reading or generating anything: an unknown
     dataset or preprocessing step, options a file dataset does not take, a generator's bad options
     (``ConfigError`` / ``UnknownNameError`` naming them)."""
@@ -228,8 +227,11 @@ def check_file_arguments(
         raise ConfigError(f"format {fmt!r} does not take those options ({err})") from None
     bound.apply_defaults()
     # an empty timestamp option means "no timestamp" (the readers' own reading of it)
-    options = {key: value for key, value in list(bound.arguments.items())[1:]
-               if value is not None and not (key in OPTIONAL_TIME_OPTIONS and value == "")}
+    options = {
+        key: value
+        for key, value in list(bound.arguments.items())[1:]
+        if value is not None and not (key in OPTIONAL_TIME_OPTIONS and value == "")
+    }
     for key, value in options.items():
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")

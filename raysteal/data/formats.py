@@ -243,7 +243,9 @@ def read_table_file(
         if delimiter is None:
             delimiter = "\t" if name.endswith((".tsv", ".tsv.gz", ".inter")) else ","
         types: dict[str, pa.DataType] = {user: STR, item: STR}
-        table = read_delimited(path, delimiter=delimiter, columns=None, header="names", types=types, keep=list(wanted.values()), quoted=True)
+        table = read_delimited(
+            path, delimiter=delimiter, columns=None, header="names", types=types, keep=list(wanted.values()), quoted=True
+        )
         if timestamp and pa.types.is_string(table.column(timestamp).type):
             col = table.column(timestamp)
             for cast_to in (pa.int64(), pa.float64(), pa.timestamp("s")):

@@ -71,9 +71,7 @@ class Preprocess:
                 continue
             m = _KCORE.match(part)
             if m is None:
-                raise ConfigError(
-                    f"unknown preprocess step {part!r} in {spec!r}; use none, dedupe, kcoreN or paper, joined by '+'"
-                )
+                raise ConfigError(f"unknown preprocess step {part!r} in {spec!r}; use none, dedupe, kcoreN or paper, joined by '+'")
             kcore = int(m.group(1) or m.group(2))
         return cls(dedupe=dedupe, kcore=kcore)
 

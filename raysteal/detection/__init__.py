@@ -8,6 +8,13 @@ from raysteal.detection.features import CONTENT_FEATURES, FEATURES, account_quer
 from raysteal.detection.roc import roc_auc, roc_curve
 
 __all__ = [
-    "CONTENT_FEATURES", "FEATURES", "Detector", "account_queries", "evaluate_detection", "fit_detector", "render_detection",
-    "roc_auc", "roc_curve",
+    "CONTENT_FEATURES",
+    "FEATURES",
+    "Detector",
+    "account_queries",
+    "evaluate_detection",
+    "fit_detector",
+    "render_detection",
+    "roc_auc",
+    "roc_curve",
 ]

@@ -34,8 +34,13 @@ POPULARITY_BINS = 10
 """Items are binned by the share of real users' queries they draw: equal-mass bins, rarest first."""
 
 SCALE_FLOOR: dict[str, float] = {
-    "autoregressive": 0.02, "fresh_starts": 0.02, "popularity_gtest": 0.5, "length_gtest": 0.5,
-    "coverage": 1e-3, "rate_qps": 0.01, "volume": 0.05,
+    "autoregressive": 0.02,
+    "fresh_starts": 0.02,
+    "popularity_gtest": 0.5,
+    "length_gtest": 0.5,
+    "coverage": 1e-3,
+    "rate_qps": 0.01,
+    "volume": 0.05,
 }
 """Smallest spread of a feature's z-score (benign accounts that all agree would make any deviation infinite)."""
 
@@ -77,8 +82,16 @@ class Detector:
         for account, q in accounts.items():
             feats = self.account_features(q)
             z = self.zscores(feats)
-            rows.append({"account": account, "queries": len(q), **feats, **{f"z_{f}": v for f, v in z.items()},
-                         "score": self.score_features(feats), "content_score": self.score_features(feats, CONTENT_FEATURES)})
+            rows.append(
+                {
+                    "account": account,
+                    "queries": len(q),
+                    **feats,
+                    **{f"z_{f}": v for f, v in z.items()},
+                    "score": self.score_features(feats),
+                    "content_score": self.score_features(feats, CONTENT_FEATURES),
+                }
+            )
         return pd.DataFrame(rows)
 
     def threshold(self, fpr: float, content: bool = False) -> float:

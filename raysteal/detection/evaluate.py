@@ -81,8 +81,10 @@ def evaluate_detection(
     scored["flagged"] = scored["score"] > threshold
     scored["content_flagged"] = scored["content_score"] > content_threshold
     for column, limit, content in (("flagged_at", threshold, False), ("content_flagged_at", content_threshold, True)):
-        scored[column] = [detector.flagged_at(queries[a], limit, content=content) if role == ATTACKER else None
-                          for a, role in zip(scored["account"], scored["role"])]
+        scored[column] = [
+            detector.flagged_at(queries[a], limit, content=content) if role == ATTACKER else None
+            for a, role in zip(scored["account"], scored["role"])
+        ]
     attackers = scored[scored["role"] == ATTACKER].copy()
     benign = scored[scored["role"] == BENIGN]
     if attackers.empty or benign.empty:
@@ -90,8 +92,9 @@ def evaluate_detection(
     peers = outcomes.merge(labels[["account", "attack"]], on="account")
     for column, flags in (("fidelity_before_flag", "flagged_at"), ("fidelity_before_content_flag", "content_flagged_at")):
         attackers[column] = [
-            _fidelity_before(None if flag is None or (isinstance(flag, float) and math.isnan(flag)) else int(flag), own,
-                             peers[peers["attack"] == attack])
+            _fidelity_before(
+                None if flag is None or (isinstance(flag, float) and math.isnan(flag)) else int(flag), own, peers[peers["attack"] == attack]
+            )
             for flag, own, attack in zip(attackers[flags], attackers["fidelity"], attackers["attack"])
         ]
     scored = scored.merge(attackers[["account", "fidelity_before_flag", "fidelity_before_content_flag"]], on="account", how="left")
@@ -103,16 +106,23 @@ def evaluate_detection(
         flagged_at = pd.to_numeric(group["flagged_at"], errors="coerce")
         content_at = pd.to_numeric(group["content_flagged_at"], errors="coerce")
         row: dict[str, Any] = {
-            "attack": attack, "budget": int(budget), "attackers": len(group), "benign": len(benign),
+            "attack": attack,
+            "budget": int(budget),
+            "attackers": len(group),
+            "benign": len(benign),
             "queries": float(group["queries"].mean()),
-            "auc": roc_auc(both["score"], y), "auc_content": roc_auc(both["content_score"], y),
+            "auc": roc_auc(both["score"], y),
+            "auc_content": roc_auc(both["content_score"], y),
             **{f"auc_{f}": roc_auc(both[f], y) for f in FEATURES},
-            "threshold": threshold, "fpr_target": fpr, "benign_fpr": benign_fpr,
+            "threshold": threshold,
+            "fpr_target": fpr,
+            "benign_fpr": benign_fpr,
             "flagged": float(group["flagged"].mean()),
             "queries_to_flag_p50": float(flagged_at.median()) if flagged_at.notna().any() else math.nan,
             "fidelity_final": float(group["fidelity"].mean()),
             "fidelity_before_flag": _mean(group["fidelity_before_flag"]),
-            "content_threshold": content_threshold, "benign_content_fpr": benign_content_fpr,
+            "content_threshold": content_threshold,
+            "benign_content_fpr": benign_content_fpr,
             "content_flagged": float(group["content_flagged"].mean()),
             "queries_to_content_flag_p50": float(content_at.median()) if content_at.notna().any() else math.nan,
             "fidelity_before_content_flag": _mean(group["fidelity_before_content_flag"]),
@@ -129,9 +139,12 @@ def render_detection(results: pd.DataFrame, title: str = "Query-log detection", 
     if note:
         lines += [note, ""]
     first = results.iloc[0]
-    lines += [f"Thresholds flag {first['fpr_target']:.1%} of the calibration's benign accounts: score {first['threshold']:.2f}, "
-              f"content score {first['content_threshold']:.2f}. Measured on {int(first['benign'])} held-out benign accounts: "
-              f"false-positive rate {first['benign_fpr']:.1%} (score), {first['benign_content_fpr']:.1%} (content score).", ""]
+    lines += [
+        f"Thresholds flag {first['fpr_target']:.1%} of the calibration's benign accounts: score {first['threshold']:.2f}, "
+        f"content score {first['content_threshold']:.2f}. Measured on {int(first['benign'])} held-out benign accounts: "
+        f"false-positive rate {first['benign_fpr']:.1%} (score), {first['benign_content_fpr']:.1%} (content score).",
+        "",
+    ]
 
     def fid(value: float) -> str:
         return "flagged first" if math.isnan(value) else f"{value:.4f}"
@@ -139,16 +152,35 @@ def render_detection(results: pd.DataFrame, title: str = "Query-log detection", 
     def count(value: float) -> str:
         return "-" if math.isnan(value) else f"{value:.0f}"
 
-    head = ["attack", "budget", "accounts", "queries", "AUC", "flagged", "queries to flag (p50)", "fidelity before flag",
-            "AUC content", "flagged by content", "queries to content flag (p50)", "fidelity before content flag", "fidelity final"]
+    head = [
+        "attack",
+        "budget",
+        "accounts",
+        "queries",
+        "AUC",
+        "flagged",
+        "queries to flag (p50)",
+        "fidelity before flag",
+        "AUC content",
+        "flagged by content",
+        "queries to content flag (p50)",
+        "fidelity before content flag",
+        "fidelity final",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results.to_dict("records"):
-        lines.append(f"| {r['attack']} | {r['budget']} | {r['attackers']} | {r['queries']:.0f} | {r['auc']:.3f} | {r['flagged']:.0%} | "
-                     f"{count(r['queries_to_flag_p50'])} | {fid(r['fidelity_before_flag'])} | {r['auc_content']:.3f} | "
-                     f"{r['content_flagged']:.0%} | {count(r['queries_to_content_flag_p50'])} | {fid(r['fidelity_before_content_flag'])} | "
-                     f"{r['fidelity_final']:.4f} |")
-    lines += ["", "*flagged first*: flagged before the smallest budget of that attack had finished, so no agreement was measured "
-              "at that point (it is at most the agreement of that smallest budget).", ""]
+        lines.append(
+            f"| {r['attack']} | {r['budget']} | {r['attackers']} | {r['queries']:.0f} | {r['auc']:.3f} | {r['flagged']:.0%} | "
+            f"{count(r['queries_to_flag_p50'])} | {fid(r['fidelity_before_flag'])} | {r['auc_content']:.3f} | "
+            f"{r['content_flagged']:.0%} | {count(r['queries_to_content_flag_p50'])} | {fid(r['fidelity_before_content_flag'])} | "
+            f"{r['fidelity_final']:.4f} |"
+        )
+    lines += [
+        "",
+        "*flagged first*: flagged before the smallest budget of that attack had finished, so no agreement was measured "
+        "at that point (it is at most the agreement of that smallest budget).",
+        "",
+    ]
     lines += ["", "AUC of each feature alone:", ""]
     lines += ["| attack | budget | " + " | ".join(FEATURES) + " |", "|" + "---|" * (len(FEATURES) + 2)]
     for r in results.to_dict("records"):

@@ -131,8 +131,15 @@ def length_bins(lengths: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(np.log2(np.maximum(lengths, 1))).astype(np.int64), 0, LENGTH_BINS - 1)
 
 
-def features_at(q: AccountQueries, flags: tuple[np.ndarray, np.ndarray], item_bins: np.ndarray, bin_mass: np.ndarray,
-                length_mass: np.ndarray, catalogue: int, n: int | None = None) -> dict[str, float]:
+def features_at(
+    q: AccountQueries,
+    flags: tuple[np.ndarray, np.ndarray],
+    item_bins: np.ndarray,
+    bin_mass: np.ndarray,
+    length_mass: np.ndarray,
+    catalogue: int,
+    n: int | None = None,
+) -> dict[str, float]:
     """The features of the account's first ``n`` queries (all by default):
 
     - ``autoregressive``: share of queries that extend an earlier query by an item its answer held

@@ -44,15 +44,19 @@ def benign_accounts(data, traffic: BenignTraffic, sequential: bool, max_len: int
     """The benign accounts of a simulation (users drawn with ``traffic.seed``); ``RaystealError``
     when the chosen source holds fewer users than ``traffic.accounts``."""
     if not sequential and traffic.source == "auxiliary":
-        raise RaystealError("simulation.benign.source: auxiliary users are unknown to a collaborative target (it answers its "
-                            "own user ids only); use source: target")
+        raise RaystealError(
+            "simulation.benign.source: auxiliary users are unknown to a collaborative target (it answers its "
+            "own user ids only); use source: target"
+        )
     log = data.auxiliary if traffic.source == "auxiliary" else data.train
     lengths = log.user_lengths
     pool = np.flatnonzero(lengths >= (2 if sequential else 1))
     if len(pool) < traffic.accounts:
         hint = " (split.aux_fraction 0 leaves none; use source: target)" if traffic.source == "auxiliary" and len(pool) == 0 else ""
-        raise RaystealError(f"simulation.benign.accounts: {traffic.accounts} accounts, but the {traffic.source} users hold only "
-                            f"{len(pool)} histories to replay{hint}")
+        raise RaystealError(
+            f"simulation.benign.accounts: {traffic.accounts} accounts, but the {traffic.source} users hold only "
+            f"{len(pool)} histories to replay{hint}"
+        )
     rng = np.random.default_rng(traffic.seed)
     users = np.sort(rng.choice(pool, size=traffic.accounts, replace=False))
     width = len(str(traffic.accounts - 1))

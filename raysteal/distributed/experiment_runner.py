@@ -31,8 +31,7 @@ def _group_key(run: dict[str, Any]) -> tuple:
     return (json.dumps(run["dataset"], sort_keys=True), json.dumps(run["split"], sort_keys=True), json.dumps(run["target"], sort_keys=True))
 
 
-def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None,
-                    news=None):
+def _prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None, news=None):
     """Ray task body: load data, train or load the target, compute the truth lists. ``news``: a
     ``ray.util.queue.Queue`` the target's training epochs are reported on (for the progress display)."""
     from raysteal.distributed.runtime import worker_device
@@ -156,8 +155,10 @@ def _sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: 
 
     max_len = int(model.config.max_len)
     if model.num_items < 10:  # before any run: Yue et al.'s metrics rank 10 items
-        raise ConfigError(f"{ds_entry.label}: a sequential target's rows report Agr@10 and NDCG@10, which need at least 10 items; "
-                          f"this catalogue has {model.num_items}")
+        raise ConfigError(
+            f"{ds_entry.label}: a sequential target's rows report Agr@10 and NDCG@10, which need at least 10 items; "
+            f"this catalogue has {model.num_items}"
+        )
     users = ctx.loo.evaluable_users
     # the last max_len items before each user's held-out test item (train + valid)
     sequences = ctx.target.padded_sequences(max_len + 1, users)[:, :-1]
@@ -335,9 +336,12 @@ def _warn_stray_work(store: ResultStore, expected: set[str]) -> None:
         import warnings
 
         shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
-        warnings.warn(f"{store.partial_dir}: {len(stray)} scratch director{'y' if len(stray) == 1 else 'ies'} of runs not among "
-                      f"this invocation's ({shown}), left in place; remove the ones no later run will resume",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{store.partial_dir}: {len(stray)} scratch director{'y' if len(stray) == 1 else 'ies'} of runs not among "
+            f"this invocation's ({shown}), left in place; remove the ones no later run will resume",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def run_experiment(
@@ -475,7 +479,7 @@ def run_experiment(
     finally:
         if news is not None:
             news.shutdown()  # the queue actor goes with the loop, also when it fails
-    for (name, server) in servers.values():
+    for name, server in servers.values():
         store.write_query_log(name, ray.get(server.query_log.remote(owner_token(server))))
         stop_target_server(server)
     _export(store)  # the finished rows in one file, failures or not
@@ -490,7 +494,9 @@ def failures_message(failures: list[tuple[dict, str]], runs: list[dict]) -> str:
     """One line per failed run (the first ten), in the order ``runs`` lists them, not the order they failed in."""
     order = {run_id(run): place for place, run in enumerate(runs)}
     ordered = sorted(failures, key=lambda failure: order.get(run_id(failure[0]), len(order)))
-    lines = "\n".join(f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}"
-                      for r, e in ordered[:10])
-    return (f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry, after fixing "
-            f"the input where the error is one):\n{lines}")
+    lines = "\n".join(
+        f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}" for r, e in ordered[:10]
+    )
+    return (
+        f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry, after fixing the input where the error is one):\n{lines}"
+    )

@@ -8,8 +8,13 @@ from typing import Any
 RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None, quiet: bool = True,
-             num_gpus: int | None = None):
+def init_ray(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    object_store_mb: int | None = None,
+    quiet: bool = True,
+    num_gpus: int | None = None,
+):
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray runtime
     (``num_gpus=0`` hides the GPUs from it, e.g. for a CPU-only measurement)."""
     for key, value in RAY_ENV_DEFAULTS.items():
@@ -49,8 +54,10 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:
-        raise ConfigError(f"no Ray cluster answers at {address} ({err.strerror or err}); start one there with "
-                          f"`ray start --head`, or leave --address out to run locally") from None
+        raise ConfigError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}); start one there with "
+            f"`ray start --head`, or leave --address out to run locally"
+        ) from None
 
 
 _LOCAL = {"started": False}  # whether init_ray started the runtime here (no autoscaler can add nodes)
@@ -69,8 +76,7 @@ def check_fits(cpus: float, gpus: float, what: str) -> None:
     for name, want, option in (("CPU", cpus, "--num-cpus"), ("GPU", gpus, None)):
         if want > have.get(name, 0.0) + 1e-9:
             hint = f"; raise {option}" if option else ""
-            raise ConfigError(f"{what} asks for {want:g} {name}(s) each, but this local Ray runtime has "
-                              f"{have.get(name, 0.0):g}{hint}")
+            raise ConfigError(f"{what} asks for {want:g} {name}(s) each, but this local Ray runtime has {have.get(name, 0.0):g}{hint}")
 
 
 def gpu_share(per_gpu: int = 4) -> float:

@@ -198,8 +198,11 @@ def run_simulation(
     import ray
 
     share = gpu_share()
-    check_fits(settings.cpus_per_attacker, settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0),
-               "simulation.cpus_per_attacker / gpus_per_attacker: an attacker")
+    check_fits(
+        settings.cpus_per_attacker,
+        settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0),
+        "simulation.cpus_per_attacker / gpus_per_attacker: an attacker",
+    )
     base = runs[0]
     prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     max_k = max(max(int(r["k"]) for r in runs), 10)
@@ -252,7 +255,13 @@ def run_simulation(
     for name, table in zip(names, logs):
         store.write_query_log(name, table)
     per_server = [
-        {"server": name, "defense": inf.defense, "attackers": sum(1 for r in runs if r["simulation"]["server"] == d), "queries": int(sum(a["spent"] for a in led.values())), **st}
+        {
+            "server": name,
+            "defense": inf.defense,
+            "attackers": sum(1 for r in runs if r["simulation"]["server"] == d),
+            "queries": int(sum(a["spent"] for a in led.values())),
+            **st,
+        }
         for d, (name, inf, led, st) in enumerate(zip(names, info, ledgers, stats))
     ]
     summary = summarize_simulation(rows, ledgers, logs, latencies, wall, len(runs), len(failures), per_server)
@@ -284,7 +293,11 @@ def planned_queries(run: dict) -> int:
     ``budget_queries`` / ``budget_sequences`` (-1: unlimited)."""
     from raysteal.distributed.experiment_runner import _ledger_budget
 
-    caps = [b for b in (_ledger_budget(run), run["attack"].get("budget_queries"), run["attack"].get("budget_sequences")) if b is not None and b >= 0]
+    caps = [
+        b
+        for b in (_ledger_budget(run), run["attack"].get("budget_queries"), run["attack"].get("budget_sequences"))
+        if b is not None and b >= 0
+    ]
     return int(min(caps)) if caps else -1
 
 
@@ -294,10 +307,21 @@ def account_labels(runs: list[dict], benign: list, servers: int):
     queries), ``server``, ``user`` (the replayed user)."""
     import pandas as pd
 
-    rows = [{"account": run_id(r), "role": "attacker", "attack": attack_label(r), "budget": planned_queries(r),
-             "server": int(r["simulation"]["server"]), "user": -1} for r in runs]
-    rows += [{"account": b.account, "role": "benign", "attack": "benign", "budget": len(b.inputs), "server": i % servers, "user": b.user}
-             for i, b in enumerate(benign)]
+    rows = [
+        {
+            "account": run_id(r),
+            "role": "attacker",
+            "attack": attack_label(r),
+            "budget": planned_queries(r),
+            "server": int(r["simulation"]["server"]),
+            "user": -1,
+        }
+        for r in runs
+    ]
+    rows += [
+        {"account": b.account, "role": "benign", "attack": "benign", "budget": len(b.inputs), "server": i % servers, "user": b.user}
+        for i, b in enumerate(benign)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -311,8 +335,9 @@ def write_table_atomically(path: Path, frame) -> None:
     write_atomically(path, lambda fh: pq.write_table(table, fh))
 
 
-def _start_benign(sim: SimulationConfig, data, runs: list[dict], servers: list[TargetServerHandle],
-                  target) -> tuple[list[BenignAccount], list[ObjectRef[dict]]]:
+def _start_benign(
+    sim: SimulationConfig, data, runs: list[dict], servers: list[TargetServerHandle], target
+) -> tuple[list[BenignAccount], list[ObjectRef[dict]]]:
     """Open the benign accounts (account ``i`` on server ``i % S``) and start their drivers."""
     import ray
 
@@ -339,9 +364,15 @@ def _start_benign(sim: SimulationConfig, data, runs: list[dict], servers: list[T
 
 def _benign_summary(benign: list, stats: list[dict], settings) -> dict[str, Any]:
     requests = sum(s["requests"] for s in stats)
-    return {"accounts": len(benign), "requests": requests, "failed": sum(s["failed"] for s in stats),
-            "offered_qps": settings.benign.rate * len(benign), "span_s": max((s["span_s"] for s in stats), default=0.0),
-            "max_lag_s": max((s["max_lag_s"] for s in stats), default=0.0), "source": settings.benign.source}
+    return {
+        "accounts": len(benign),
+        "requests": requests,
+        "failed": sum(s["failed"] for s in stats),
+        "offered_qps": settings.benign.rate * len(benign),
+        "span_s": max((s["span_s"] for s in stats), default=0.0),
+        "max_lag_s": max((s["max_lag_s"] for s in stats), default=0.0),
+        "source": settings.benign.source,
+    }
 
 
 def detect(out_dir: str | Path, fpr: float) -> list[dict]:
@@ -364,14 +395,21 @@ def detect(out_dir: str | Path, fpr: float) -> list[dict]:
         raise RaystealError(f"{out}: no query log to score")
     frame = store.load()
     metric = "agr@k" if "agr@k" in frame.columns else "agr@10"
-    outcomes = (pd.DataFrame({"account": frame["run_id"].astype(str), "queries": frame["queries"].astype(int), "fidelity": frame[metric].astype(float)})
-                if not frame.empty else pd.DataFrame(columns=["account", "queries", "fidelity"]))
+    outcomes = (
+        pd.DataFrame(
+            {"account": frame["run_id"].astype(str), "queries": frame["queries"].astype(int), "fidelity": frame[metric].astype(float)}
+        )
+        if not frame.empty
+        else pd.DataFrame(columns=["account", "queries", "fidelity"])
+    )
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
     scores, results = [], []
     for name, table in logs.groupby("server", sort=True):
         d = int(str(name).rsplit("-", 1)[-1])
         catalogue = int(summary.get("catalogue") or _largest_input(table) + 1)
-        per_account, per_group, _ = evaluate_detection(table.drop(columns=["server"]), labels[labels["server"] == d], outcomes, catalogue, fpr=fpr)
+        per_account, per_group, _ = evaluate_detection(
+            table.drop(columns=["server"]), labels[labels["server"] == d], outcomes, catalogue, fpr=fpr
+        )
         scores.append(per_account.assign(server=name))
         results.append(per_group.assign(server=name, metric=metric))
     scores_frame = pd.concat(scores, ignore_index=True)
@@ -380,7 +418,9 @@ def detect(out_dir: str | Path, fpr: float) -> list[dict]:
     (out / "detection").mkdir(parents=True, exist_ok=True)
     write_table_atomically(out / "detection" / "scores.parquet", scores_frame)
     write_table_atomically(out / "detection" / "results.parquet", results_frame)
-    write_text_atomically(out / "detection" / "report.md", render_detection(results_frame, note=f"Fidelity: {metric} (agreement with the target)."))
+    write_text_atomically(
+        out / "detection" / "report.md", render_detection(results_frame, note=f"Fidelity: {metric} (agreement with the target).")
+    )
     return results_frame.to_dict("records")
 
 

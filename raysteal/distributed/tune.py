@@ -119,11 +119,23 @@ class PeakTracker:
         best = self.peak()
         last = self.epochs[max(self.epochs)][0] if self.epochs else math.nan
         if best is None:
-            return {PEAK_KEY: math.nan, "tune_peak_epoch": 0, "tune_peak_phase": "", "tune_peak_phase_epoch": 0,
-                    "tune_last": last, "tune_epochs_reported": len(self.epochs)}
+            return {
+                PEAK_KEY: math.nan,
+                "tune_peak_epoch": 0,
+                "tune_peak_phase": "",
+                "tune_peak_phase_epoch": 0,
+                "tune_last": last,
+                "tune_epochs_reported": len(self.epochs),
+            }
         epoch, (value, phase, phase_epoch) = best
-        return {PEAK_KEY: value, "tune_peak_epoch": epoch, "tune_peak_phase": phase, "tune_peak_phase_epoch": phase_epoch,
-                "tune_last": last, "tune_epochs_reported": len(self.epochs)}
+        return {
+            PEAK_KEY: value,
+            "tune_peak_epoch": epoch,
+            "tune_peak_phase": phase,
+            "tune_peak_phase_epoch": phase_epoch,
+            "tune_last": last,
+            "tune_epochs_reported": len(self.epochs),
+        }
 
 
 # ------------------------------------------------------------------------------------- probe
@@ -315,8 +327,13 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     if probe is None and setup.metric is not None:  # a metric of the final row only: its one value is the peak
         peaks.update(int(last[TIME_ATTR]), row.get(setup.metric), last["phase"], int(last["phase_epoch"]) or int(last[TIME_ATTR]))
     peak = peaks.fields()
-    row.update(sweep=setup.sweep, tune_trial=trial_id, tune_epochs=int(last[TIME_ATTR]), tune_config=json.dumps({k: _py(v) for k, v in config.items()}),
-               **{key: peak[key] for key in ROW_PEAK_FIELDS})
+    row.update(
+        sweep=setup.sweep,
+        tune_trial=trial_id,
+        tune_epochs=int(last[TIME_ATTR]),
+        tune_config=json.dumps({k: _py(v) for k, v in config.items()}),
+        **{key: peak[key] for key in ROW_PEAK_FIELDS},
+    )
     tune.report({**_numeric(row), **peak, TIME_ATTR: last[TIME_ATTR], "run_id": rid, "node_id": node, "row": json.dumps(row, default=str)})
 
 
@@ -422,7 +439,7 @@ def tune_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     out = {}
     for key, spec in space.items():
-        (name, args), = spec.items()
+        ((name, args),) = spec.items()
         out[key] = makers[name](args) if name in ("choice", "grid") else makers[name](*args)
     return out
 
@@ -443,7 +460,7 @@ def planned_epochs(tune_exp: TuneExperiment) -> int:
         spec = tune_exp.search_space.get(f"attack.{name}")
         if spec is None:
             return int(getattr(cfg, name))
-        (dist, args), = spec.items()
+        ((dist, args),) = spec.items()
         return int(max(candidate_values(dist, args)))
 
     return most("epochs") + (most("finetune_epochs") if hasattr(cfg, "finetune_epochs") else 0)
@@ -498,7 +515,7 @@ def _possible_ks(tune_exp: TuneExperiment, base_k: int) -> list[int] | None:
     spec = tune_exp.search_space.get("k")
     if spec is None:
         return [base_k]
-    (name, args), = spec.items()
+    ((name, args),) = spec.items()
     if name in ("choice", "grid"):
         return sorted({int(v) for v in args})
     if name in ("randint", "qrandint", "lograndint") and args[1] - args[0] <= 64:
@@ -511,7 +528,7 @@ def _max_k(tune_exp: TuneExperiment, base_k: int) -> int:
     ks = _possible_ks(tune_exp, base_k)
     if ks is not None:
         return max(max(ks), 10)
-    (name, args), = tune_exp.search_space["k"].items()
+    ((name, args),) = tune_exp.search_space["k"].items()
     return max(int(max(candidate_values(name, args))), 10)
 
 
@@ -585,8 +602,9 @@ def run_tune(
     check_fits(settings.resources.cpu, share if settings.resources.gpu is None else settings.resources.gpu, "tune.resources: a trial")
     # Any: Ray's stubs type a task by arity and refuse its full call (a defaulted parameter)
     prepare: Any = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
-    spec, data = prepare_one_target(prepare, (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir),
-                                    show=verbose > 0)
+    spec, data = prepare_one_target(
+        prepare, (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir), show=verbose > 0
+    )
     spec.defenses = list(base["defenses"])
     costs = {k: _defense_cost(spec, data, k) for k in (_possible_ks(tune_exp, int(base["k"])) or [])}
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -673,8 +691,12 @@ def write_trial_summary(out: Path, summary: dict[str, Any]) -> Path:
     import pandas as pd
 
     path = write_text_atomically(out / f"{SUMMARY_FILE}.json", json.dumps(summary, indent=2, default=str))
-    frame = pd.DataFrame([{**t, "config": json.dumps(t["config"], sort_keys=True), "metric": summary["metric"], "rule": summary["rule"]}
-                          for t in summary["trials"]])
+    frame = pd.DataFrame(
+        [
+            {**t, "config": json.dumps(t["config"], sort_keys=True), "metric": summary["metric"], "rule": summary["rule"]}
+            for t in summary["trials"]
+        ]
+    )
     tmp = out / f".{SUMMARY_FILE}.parquet.tmp"
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, out / f"{SUMMARY_FILE}.parquet")
@@ -683,8 +705,10 @@ def write_trial_summary(out: Path, summary: dict[str, Any]) -> Path:
 
 def _probe_scope(tune_exp: TuneExperiment) -> str:
     if is_sequential(tune_exp):
-        return ("at most 1,024 seeded users of those the row scores: the row's own value when it scores no more; "
-                "else the row of raysteal run can differ by that sampling of users")
+        return (
+            "at most 1,024 seeded users of those the row scores: the row's own value when it scores no more; "
+            "else the row of raysteal run can differ by that sampling of users"
+        )
     return "at most 4,096 of the attacker's known users: the row's own value when it knows no more"
 
 
@@ -698,16 +722,22 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
     stopped = grid.num_terminated - len(finished)
     if errored:
         first = next(r.error for r in grid if r.error is not None)
-        raise RaystealError(f"{errored} of {total} trial(s) of {tune_exp.name!r} failed (run the same command again to retry them); first error: {first!r}")
+        raise RaystealError(
+            f"{errored} of {total} trial(s) of {tune_exp.name!r} failed (run the same command again to retry them); first error: {first!r}"
+        )
     if grid.num_terminated < total:
-        raise RaystealError(f"sweep {tune_exp.name!r} did not finish ({grid.num_terminated} of {total} trials done); run the same command again to resume it")
+        raise RaystealError(
+            f"sweep {tune_exp.name!r} did not finish ({grid.num_terminated} of {total} trials done); run the same command again to resume it"
+        )
     per_epoch = settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS)
     rule = RULE_PEAK if per_epoch else RULE_FINAL
     trials = []
     for r in grid:
         metrics = dict(r.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(str(r.path)).name)
-        trials.append(trial_summary(trial_id, dict(r.config or {}), metrics, settings.metric, "completed" if "row" in metrics else "stopped_early"))
+        trials.append(
+            trial_summary(trial_id, dict(r.config or {}), metrics, settings.metric, "completed" if "row" in metrics else "stopped_early")
+        )
     scored = [t for t in trials if t["peak_value"] is not None]
     if not scored:
         raise RaystealError(f"no trial of {tune_exp.name!r} reported {settings.metric!r}")
@@ -719,10 +749,14 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
             overrides = epoch_overrides(apply_sample(tune_exp.base_run(), sample)["attack"], best["peak_phase"], best["peak_phase_epoch"])
         except ConfigError as err:  # say so: this best.yaml trains past the peak
             rule = f"best over all reported epochs; epochs left as searched ({err})"
-    where = f"epoch {best['peak_epoch']} of {best['epochs_run']}" + (f" ({best['status'].replace('_', ' ')})" if best["status"] != "completed" else "")
+    where = f"epoch {best['peak_epoch']} of {best['epochs_run']}" + (
+        f" ({best['status'].replace('_', ' ')})" if best["status"] != "completed" else ""
+    )
     last = f"{best['last_value']:.4f}" if best["last_value"] is not None else "n/a"
-    note = (f"{settings.metric} = {best['peak_value']:.4f} ({settings.mode}) at {where}, trial {best['trial_id']}, "
-            f"over {total} trials; its last epoch gave {last}. Rule: {rule}.")
+    note = (
+        f"{settings.metric} = {best['peak_value']:.4f} ({settings.mode}) at {where}, trial {best['trial_id']}, "
+        f"over {total} trials; its last epoch gave {last}. Rule: {rule}."
+    )
     raw = best_experiment(tune_exp, sample, note=note, attack_overrides=overrides)
     header = [
         f"Best configuration of the tune sweep {tune_exp.name!r} (raysteal tune).",
@@ -731,8 +765,11 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
     ]
     if overrides:
         seed = int(sample.get("seed", tune_exp.base_run()["seed"]))
-        header.append("Epochs set to the peak epoch: " + ", ".join(f"attack.{k}: {v}" for k, v in overrides.items())
-                      + f"; the run of seed {seed} (the trial's) trains to that epoch, deterministically from the seed.")
+        header.append(
+            "Epochs set to the peak epoch: "
+            + ", ".join(f"attack.{k}: {v}" for k, v in overrides.items())
+            + f"; the run of seed {seed} (the trial's) trains to that epoch, deterministically from the seed."
+        )
         header.append(f"The peak was measured by the per-epoch probe ({_probe_scope(tune_exp)}).")
     header.append(f"Every trial: {SUMMARY_FILE}.json / {SUMMARY_FILE}.parquet beside this file.")
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(raw, sort_keys=False)

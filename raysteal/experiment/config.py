@@ -98,7 +98,9 @@ class TargetEntry(_Strict):
     @model_validator(mode="after")
     def _watermark_needs_training(self) -> TargetEntry:
         if self.watermark is not None and self.checkpoint is not None:
-            raise ValueError("watermark: a checkpoint target is trained already; train the watermark in with `raysteal train-target --watermark-key`")
+            raise ValueError(
+                "watermark: a checkpoint target is trained already; train the watermark in with `raysteal train-target --watermark-key`"
+            )
         return self
 
     @property
@@ -108,21 +110,39 @@ class TargetEntry(_Strict):
 
 class SplitConfig(_Strict):
     aux_fraction: float = Field(
-        default=0.5, ge=0, lt=1, description="share of users in the auxiliary half (0: the whole log is the target's, no auxiliary data — Yue et al.'s data-free setting)"
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="share of users in the auxiliary half (0: the whole log is the target's, no auxiliary data — Yue et al.'s data-free setting)",
     )
     item_overlap: float = Field(default=1.0, gt=0, le=1, description="Fig. 5: share of items the halves share")
     attacker_fraction: float = Field(default=0.1, gt=0, le=1, description="share of target users the attacker knows")
     auxiliary_size: float = Field(default=1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
     query_fraction: float = Field(default=0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
     target_seed: int = Field(default=0, ge=0)
-    head_fraction: float = Field(default=HEAD_FRACTION, gt=0, lt=1, description="head users (head/tail metrics): this share of the target's users with the longest histories")
-    attacker_population: float | None = Field(default=None, gt=0, lt=1, description=(
-        "sequential targets: this share of the target's users (drawn from target_seed, the same for every run) is the "
-        "attacker population, user-disjoint from the scored users; an attacker with real data holds attacker_fraction of "
-        "it, and no attack is scored on it. None: the attacker holds attacker_fraction of all target users (Zhu et al.)"))
-    scored_users: Literal["all", "search", "report"] = Field(default="all", description=(
-        "sequential targets: score all evaluable users outside the attacker population, or one of two fixed disjoint "
-        "halves of them (from target_seed): tune on 'search', report on 'report'"))
+    head_fraction: float = Field(
+        default=HEAD_FRACTION,
+        gt=0,
+        lt=1,
+        description="head users (head/tail metrics): this share of the target's users with the longest histories",
+    )
+    attacker_population: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description=(
+            "sequential targets: this share of the target's users (drawn from target_seed, the same for every run) is the "
+            "attacker population, user-disjoint from the scored users; an attacker with real data holds attacker_fraction of "
+            "it, and no attack is scored on it. None: the attacker holds attacker_fraction of all target users (Zhu et al.)"
+        ),
+    )
+    scored_users: Literal["all", "search", "report"] = Field(
+        default="all",
+        description=(
+            "sequential targets: score all evaluable users outside the attacker population, or one of two fixed disjoint "
+            "halves of them (from target_seed): tune on 'search', report on 'report'"
+        ),
+    )
 
 
 class ReportEntry(_Strict):
@@ -147,27 +167,47 @@ class ReportEntry(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=120,
-                            description="name (letters, digits, '.', '_', '-'; it names files and the default output directory); results rows carry it")
+    experiment: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=120,
+        description="name (letters, digits, '.', '_', '-'; it names files and the default output directory); results rows carry it",
+    )
     description: str = ""
     seeds: int = Field(5, ge=1)
-    only_seeds: list[int] | None = Field(None, min_length=1, description=(
-        "run only these of the seeds 0..seeds-1 (e.g. [1, 2]: the rest of a study later, or on another machine); "
-        "None: all of them"))
+    only_seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "run only these of the seeds 0..seeds-1 (e.g. [1, 2]: the rest of a study later, or on another machine); None: all of them"
+        ),
+    )
     datasets: list[DatasetEntry] = Field(min_length=1)
     targets: list[TargetEntry] = Field(min_length=1)
     attacks: list[dict[str, Any]] = Field(min_length=1, description="attack configs (raysteal.attacks)")
-    defenses: list[list[dict[str, Any]]] = Field(default_factory=lambda: [[]], min_length=1,
-                                                 description="defense settings to cross ([[]]: none; an empty list would make no runs)")
+    defenses: list[list[dict[str, Any]]] = Field(
+        default_factory=lambda: [[]], min_length=1, description="defense settings to cross ([[]]: none; an empty list would make no runs)"
+    )
     split: SplitConfig = Field(default_factory=SplitConfig)
     k: int = Field(50, ge=1, description="list length K of Agr@K")
     budget: int | None = Field(None, ge=0, description="queries per attacker (None: unlimited)")
-    query_cache: bool = Field(False, description="attackers remember their answers: a repeated query is answered from memory, uncharged (raysteal.oracle.cache)")
-    require_target_lift: float | None = Field(None, gt=0, description=(
-        "refuse to attack a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's on "
-        "the same users (the popularity guard, raysteal.training.guard; `raysteal run --require-target-lift`); None: never refuse"))
-    target_lift_warning: float | None = Field(1.2, gt=0, description=(
-        "warn about a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's; None: no warning"))
+    query_cache: bool = Field(
+        False, description="attackers remember their answers: a repeated query is answered from memory, uncharged (raysteal.oracle.cache)"
+    )
+    require_target_lift: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "refuse to attack a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's on "
+            "the same users (the popularity guard, raysteal.training.guard; `raysteal run --require-target-lift`); None: never refuse"
+        ),
+    )
+    target_lift_warning: float | None = Field(
+        1.2,
+        gt=0,
+        description=(
+            "warn about a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's; None: no warning"
+        ),
+    )
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="'section.key' -> values, crossed")
     paper: dict[str, float] = Field(default_factory=dict, description="'dataset/target/attack' -> published value")
     report: list[ReportEntry] = Field(default_factory=list, description="tables/figures for raysteal report")
@@ -247,8 +287,13 @@ def load_experiment(path: str | Path, seeds: int | None = None, only_seeds: list
     return parse_experiment(read_config_file(path, "experiment"), source=str(path), seeds=seeds, only_seeds=only_seeds)
 
 
-def parse_experiment(raw: dict[str, Any], source: str = "experiment", seeds: int | None = None,
-                     repeats_allowed: bool = False, only_seeds: list[int] | None = None) -> ExperimentConfig:
+def parse_experiment(
+    raw: dict[str, Any],
+    source: str = "experiment",
+    seeds: int | None = None,
+    repeats_allowed: bool = False,
+    only_seeds: list[int] | None = None,
+) -> ExperimentConfig:
     """Validate a parsed experiment mapping (see :func:`load_experiment`). ``repeats_allowed``:
     identical attacks or defense settings are meant (a simulation deals them out round-robin,
     so a repeat weights the mix), not merged runs."""
@@ -282,8 +327,10 @@ def _refuse_runaway_grid(config: ExperimentConfig, source: str) -> None:
     for values in config.grid.values():
         runs *= len(values)
     if runs > MAX_RUNS:
-        raise ConfigError(f"{source}: the grid makes {runs:,} runs ({seeds:,} seeds), more than {MAX_RUNS:,}; "
-                          "is a value mistyped? Split a study this large into several experiment files")
+        raise ConfigError(
+            f"{source}: the grid makes {runs:,} runs ({seeds:,} seeds), more than {MAX_RUNS:,}; "
+            "is a value mistyped? Split a study this large into several experiment files"
+        )
 
 
 def run_seeds(config: ExperimentConfig) -> list[int]:
@@ -297,8 +344,10 @@ def _check_seed_selection(config: ExperimentConfig, source: str) -> None:
         return
     outside = [s for s in chosen if not 0 <= s < config.seeds]
     if outside:
-        raise ConfigError(f"{source}: only_seeds {outside[:10]} outside the experiment's seeds 0..{config.seeds - 1} "
-                          f"(seeds: {config.seeds}, from the file or --seeds)")
+        raise ConfigError(
+            f"{source}: only_seeds {outside[:10]} outside the experiment's seeds 0..{config.seeds - 1} "
+            f"(seeds: {config.seeds}, from the file or --seeds)"
+        )
     twice = sorted(s for s, times in Counter(chosen).items() if times > 1)
     if twice:
         raise ConfigError(f"{source}: only_seeds names seed {twice[0]} twice")
@@ -309,8 +358,10 @@ def select_attacks(config: ExperimentConfig, names: list[str]) -> ExperimentConf
     --attacks``; every entry of a name is kept, e.g. all six QSD budgets of ``dfme``); the selected
     runs keep the full grid's run ids."""
     if "attack.attack" in config.grid:
-        raise ConfigError("--attacks: this experiment's grid varies attack.attack, so its entries' names are not its "
-                          "runs' attacks; select with an experiment file of the attacks wanted")
+        raise ConfigError(
+            "--attacks: this experiment's grid varies attack.attack, so its entries' names are not its "
+            "runs' attacks; select with an experiment file of the attacks wanted"
+        )
     known = list(dict.fromkeys(str(a.get("attack")) for a in config.attacks))
     unknown = [n for n in names if n not in known]
     if unknown or not names:
@@ -342,8 +393,9 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
     known = dataset_names()
     for i, ds in enumerate(config.datasets):
         if ds.path is None and ds.name not in known:
-            raise ConfigError(f"{source}: datasets.{i}.name: unknown dataset {ds.name!r}; known: {', '.join(known)} "
-                              "(or give the file as path)")
+            raise ConfigError(
+                f"{source}: datasets.{i}.name: unknown dataset {ds.name!r}; known: {', '.join(known)} (or give the file as path)"
+            )
         try:
             if ds.path is None:
                 check_dataset_arguments(ds.name, ds.preprocess, ds.kcore, **ds.options)
@@ -381,8 +433,10 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
         except ConfigError as err:
             raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
         if width is not None and run["budget"] == 0:
-            raise ConfigError(f"{source}: budget: 0 leaves {run['attack'].get('attack')!r} no query to make (it learns from "
-                              "the black box's answers); give it a budget or leave the attack out")
+            raise ConfigError(
+                f"{source}: budget: 0 leaves {run['attack'].get('attack')!r} no query to make (it learns from "
+                "the black box's answers); give it a budget or leave the attack out"
+            )
         widths.setdefault(json.dumps(run["defenses"], sort_keys=True, default=str), {}).setdefault(width, run["attack"].get("attack"))
     for i, defense in enumerate(config.defenses):
         for width, attack in widths.get(json.dumps(defense, sort_keys=True, default=str), {}).items():
@@ -403,15 +457,19 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_al
     for i, ds in enumerate(config.datasets):
         key = json.dumps([ds.name, ds.preprocess])
         if key in seen:
-            raise ConfigError(f"{source}: datasets.{i} and datasets.{seen[key]} are both {ds.name!r} with preprocess "
-                              f"{ds.preprocess!r}: their rows could not be told apart; run them as separate experiments")
+            raise ConfigError(
+                f"{source}: datasets.{i} and datasets.{seen[key]} are both {ds.name!r} with preprocess "
+                f"{ds.preprocess!r}: their rows could not be told apart; run them as separate experiments"
+            )
         seen[key] = i
     seen = {}
     for i, target in enumerate(config.targets):
         key = json.dumps([target.model, target.params], sort_keys=True)
         if key in seen:
-            raise ConfigError(f"{source}: targets.{i} and targets.{seen[key]} are both {target.model!r} with the same params: "
-                              "their rows could not be told apart; run them as separate experiments")
+            raise ConfigError(
+                f"{source}: targets.{i} and targets.{seen[key]} are both {target.model!r} with the same params: "
+                "their rows could not be told apart; run them as separate experiments"
+            )
         seen[key] = i
     # identical entries would be one run under one id, silently merged
     repeatable = [] if repeats_allowed else [("attacks", config.attacks), ("defenses", config.defenses)]
@@ -420,8 +478,10 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_al
         for i, entry in enumerate(entries):
             key = json.dumps(entry, sort_keys=True, default=str)
             if key in seen:
-                raise ConfigError(f"{source}: {section}.{i} repeats {section}.{seen[key]} ({key}): the two would be one run; "
-                                  "remove one, or make them differ")
+                raise ConfigError(
+                    f"{source}: {section}.{i} repeats {section}.{seen[key]} ({key}): the two would be one run; "
+                    "remove one, or make them differ"
+                )
             seen[key] = i
 
 

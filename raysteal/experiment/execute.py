@@ -145,20 +145,32 @@ def row_head(run: dict[str, Any], attack: str, clone: str) -> dict[str, Any]:
     }
 
 
-def finish_row(row: dict[str, Any], *, data, queries: int, started: float, started_at: float, device: str,
-               hyper: dict[str, Any], info: dict[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+def finish_row(
+    row: dict[str, Any],
+    *,
+    data,
+    queries: int,
+    started: float,
+    started_at: float,
+    device: str,
+    hyper: dict[str, Any],
+    info: dict[str, Any],
+    skip: tuple[str, ...],
+) -> dict[str, Any]:
     """Add the target's own accuracy, the cost and provenance columns (queries, start, wall time,
     device, Ray node, code version), and flat ``hp/*`` / ``info/*`` copies of the scalar
     hyperparameters (less ``skip``) and figures; returns ``row``."""
-    row.update({
-        "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
-        "queries": int(queries),
-        "started_at": started_at,
-        "wall_s": time.perf_counter() - started,
-        "device": device,
-        "node_id": _ray_node_id(),
-        "code_version": raysteal.__version__,
-    })
+    row.update(
+        {
+            "target_test_ndcg@10_full": data.target_metrics.get("test", {}).get("ndcg@10_full", float("nan")),
+            "queries": int(queries),
+            "started_at": started_at,
+            "wall_s": time.perf_counter() - started,
+            "device": device,
+            "node_id": _ray_node_id(),
+            "code_version": raysteal.__version__,
+        }
+    )
     row.update({f"hp/{key}": value for key, value in hyper.items() if isinstance(value, (int, float, str, bool)) and key not in skip})
     row.update({f"info/{key}": value for key, value in info.items() if isinstance(value, (int, float, str, bool))})
     return row
@@ -174,7 +186,9 @@ def check_list_lengths(k: int, attack_k: int | None, num_items: int) -> None:
             raise ConfigError(f"{name}={value} is larger than the catalogue ({num_items} items)")
 
 
-def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None, on_epoch=None) -> dict[str, Any]:
+def execute_run(
+    run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None, on_epoch=None
+) -> dict[str, Any]:
     """Run one attack and measure it; returns the results row. With ``aux_cache``, auxiliary
     models are shared between runs through that directory (identical results, less training).
     ``on_epoch`` is passed to :func:`raysteal.attacks.run_attack` (e.g. Ray Tune's reports)."""
@@ -193,7 +207,9 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         knowledge = dataclasses.replace(knowledge, auxiliary_model=aux)
     client = remembering(run, client)
     output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
-    clone_top = clone_lists(output.clone, knowledge, min(max(k, 10), data.train.num_items), device)  # Agr@10 needs 10, a tiny catalogue has fewer
+    clone_top = clone_lists(
+        output.clone, knowledge, min(max(k, 10), data.train.num_items), device
+    )  # Agr@10 needs 10, a tiny catalogue has fewer
     truth = data.truth_lists[knowledge.target_user_ids]
     queried = np.zeros(len(knowledge.target_user_ids), dtype=bool)
     queried[knowledge.query_users] = True
@@ -226,5 +242,14 @@ def execute_run(run: dict[str, Any], data: RunData, client, device: str = "cpu",
         "popularity_agr@k": mean(floor_k[queried]),
         **held_out_accuracy(output.clone, knowledge, data, k, device),
     }
-    return finish_row(row, data=data, queries=output.queries, started=started, started_at=started_at, device=device,
-                      hyper=config.model_dump(), info=output.info, skip=("attack", "clone", "k"))
+    return finish_row(
+        row,
+        data=data,
+        queries=output.queries,
+        started=started,
+        started_at=started_at,
+        device=device,
+        hyper=config.model_dump(),
+        info=output.info,
+        skip=("attack", "clone", "k"),
+    )

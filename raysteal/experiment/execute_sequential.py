@@ -128,9 +128,11 @@ def _known_user_agreement(student: np.ndarray, data: SequentialRunData, known: n
     if not rows.any():
         return {}
     teacher, mine = data.teacher_lists[rows], student[rows]
-    return {"known_users": int(rows.sum()),
-            "agr@k/known": mean(np.asarray(agreement_at_k(teacher[:, :k], mine[:, :k]))),
-            "agr@10/known": mean(np.asarray(agreement_at_k(teacher[:, :10], mine[:, :10])))}
+    return {
+        "known_users": int(rows.sum()),
+        "agr@k/known": mean(np.asarray(agreement_at_k(teacher[:, :k], mine[:, :k]))),
+        "agr@10/known": mean(np.asarray(agreement_at_k(teacher[:, :10], mine[:, :10]))),
+    }
 
 
 def target_fingerprint(data: SequentialRunData) -> str:
@@ -140,8 +142,9 @@ def target_fingerprint(data: SequentialRunData) -> str:
     return f"{data.dataset}/{data.target_name} lists={digest} raysteal={raysteal.__version__}"
 
 
-def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None,
-                           workdir: str | None = None) -> dict[str, Any]:
+def execute_sequential_run(
+    run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None, workdir: str | None = None
+) -> dict[str, Any]:
     """Run one sequential extraction and measure it; returns the results row.
 
     ``workdir``: the run's scratch directory (:meth:`raysteal.results.store.ResultStore.work_dir`);
@@ -201,5 +204,6 @@ def execute_sequential_run(run: dict[str, Any], data: SequentialRunData, client,
         **_known_user_agreement(student, data, known_users(run, data), k),
         "popularity_agr@k": floor,
     }
-    return finish_row(row, data=data, queries=queries, started=started, started_at=started_at, device=device,
-                      hyper=hyper, info=info, skip=("attack", "k"))
+    return finish_row(
+        row, data=data, queries=queries, started=started, started_at=started_at, device=device, hyper=hyper, info=info, skip=("attack", "k")
+    )

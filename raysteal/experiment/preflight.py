@@ -46,12 +46,14 @@ class UserGroups:
     evaluated: str  # what ``evaluation`` counts
 
     def describe(self) -> str:
-        return (f"target {self.target}, auxiliary {self.auxiliary}, attacker {self.attacker}, "
-                f"evaluation {self.evaluation} ({self.evaluated})")
+        return (
+            f"target {self.target}, auxiliary {self.auxiliary}, attacker {self.attacker}, evaluation {self.evaluation} ({self.evaluated})"
+        )
 
 
-def check_experiment_data(config: ExperimentConfig, source: str, data_dir: str | None = None,
-                          wanted: Callable[[dict[str, Any]], bool] | None = None) -> None:
+def check_experiment_data(
+    config: ExperimentConfig, source: str, data_dir: str | None = None, wanted: Callable[[dict[str, Any]], bool] | None = None
+) -> None:
     """Load every dataset of ``config``'s runs (those ``wanted`` keeps: e.g. the unfinished ones)
     and check each run against it; the first problem is a ``ConfigError`` / ``DataFileError``."""
     for index, entry in enumerate(config.datasets):
@@ -112,8 +114,10 @@ def _check_list_lengths(config: ExperimentConfig, run: dict[str, Any], attack_in
     :func:`raysteal.experiment.execute.check_list_lengths` checks in the worker)."""
     sequential = is_sequential_target(run["target"]["model"])
     if sequential and num_items < SEQUENTIAL_MIN_ITEMS:
-        raise ConfigError(f"{where}: a sequential target ({run['target']['model']!r}) reports Agr@10 and NDCG@10, which need "
-                          f"at least {SEQUENTIAL_MIN_ITEMS} items; this catalogue has {num_items} after preprocessing")
+        raise ConfigError(
+            f"{where}: a sequential target ({run['target']['model']!r}) reports Agr@10 and NDCG@10, which need "
+            f"at least {SEQUENTIAL_MIN_ITEMS} items; this catalogue has {num_items} after preprocessing"
+        )
     k_key = "grid.k" if "k" in config.grid else "k"
     lengths = [(k_key, int(run["k"]), "")]
     attack_k = _attack_list_length(run, sequential)
@@ -122,8 +126,10 @@ def _check_list_lengths(config: ExperimentConfig, run: dict[str, Any], attack_in
         lengths.append((key, attack_k, note))
     for key, value, note in lengths:
         if value > num_items:
-            raise ConfigError(f"{where}: {key}={value}{note} is larger than the catalogue ({num_items} items after "
-                              f"preprocessing); lower {key} or use a larger dataset")
+            raise ConfigError(
+                f"{where}: {key}={value}{note} is larger than the catalogue ({num_items} items after "
+                f"preprocessing); lower {key} or use a larger dataset"
+            )
 
 
 def _attack_list_length(run: dict[str, Any], sequential: bool) -> int | None:
@@ -155,13 +161,17 @@ def _check_groups(run: dict[str, Any], ctx: DatasetContext, log: Interactions, w
     sequential-only split settings on a collaborative target (they would be ignored)."""
     split = run["split"]
     if not is_sequential_target(run["target"]["model"]) and (split.get("attacker_population") or split.get("scored_users", "all") != "all"):
-        raise ConfigError(f"{where}: split.attacker_population and split.scored_users apply to sequential targets only; "
-                          f"target {run['target']['model']!r} is collaborative (its attacker holds attacker_fraction of the target users)")
+        raise ConfigError(
+            f"{where}: split.attacker_population and split.scored_users apply to sequential targets only; "
+            f"target {run['target']['model']!r} is collaborative (its attacker holds attacker_fraction of the target users)"
+        )
     groups, problem = (_sequential_groups if is_sequential_target(run["target"]["model"]) else _collaborative_groups)(run, ctx)
     if problem:
-        raise ConfigError(f"{where}: too small for the protocol ({log.num_users} users after preprocessing): "
-                          f"{groups.describe()}; {problem}. Use a larger dataset, or change split "
-                          "(aux_fraction, attacker_fraction, query_fraction)")
+        raise ConfigError(
+            f"{where}: too small for the protocol ({log.num_users} users after preprocessing): "
+            f"{groups.describe()}; {problem}. Use a larger dataset, or change split "
+            "(aux_fraction, attacker_fraction, query_fraction)"
+        )
 
 
 def _groups_key(run: dict[str, Any], split_key: str) -> tuple:
@@ -216,11 +226,12 @@ def _collaborative_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[Use
         assert knowledge.query_users is not None  # build_knowledge always draws them
         known, queried = len(knowledge.target_user_ids), len(knowledge.query_users)
     held_out = known - queried
-    groups = UserGroups(ctx.target.num_users, _auxiliary_held(run, ctx), known, held_out,
-                        f"held-out attacker users; {queried} queried")
+    groups = UserGroups(ctx.target.num_users, _auxiliary_held(run, ctx), known, held_out, f"held-out attacker users; {queried} queried")
     if not problem and run["split"]["query_fraction"] < 1.0 and held_out == 0:
-        problem = (f"no attacker user is held out of the queries (query_fraction {run['split']['query_fraction']} of "
-                   f"{known} known users), so agr@k/heldout would be NaN")
+        problem = (
+            f"no attacker user is held out of the queries (query_fraction {run['split']['query_fraction']} of "
+            f"{known} known users), so agr@k/heldout would be NaN"
+        )
     return groups, problem
 
 
@@ -238,8 +249,13 @@ def _sequential_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGr
         if _uses_real_sequences(run):
             known = known_users(run, view)
     scored = int((scorable & ~np.isin(evaluable, known)).sum())
-    groups = UserGroups(ctx.target.num_users, _auxiliary_held(run, ctx), len(known), scored,
-                        "users with a held-out item the attacker does not know (outside its population and the split's half)")
+    groups = UserGroups(
+        ctx.target.num_users,
+        _auxiliary_held(run, ctx),
+        len(known),
+        scored,
+        "users with a held-out item the attacker does not know (outside its population and the split's half)",
+    )
     if not problem and scored == 0:
         problem = "no user is left to score the student on (a user needs 3 interactions to hold one out), so agr@k would be NaN"
     return groups, problem
@@ -252,4 +268,3 @@ def _uses_real_sequences(run: dict[str, Any]) -> bool:
     from raysteal.extraction import make_extraction_config
 
     return bool(getattr(make_extraction_config(run["attack"]), "uses_real_sequences", False))
-

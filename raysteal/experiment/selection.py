@@ -53,19 +53,23 @@ def select_where(config: ExperimentConfig, key: str, wanted: list[str]) -> Exper
         kept = [v for v in values if any(matches(v, w) for w in wanted)]
         missing = [w for w in wanted if not any(matches(v, w) for v in values)]
         if missing:
-            raise ConfigError(f"--where {key}={','.join(wanted)}: the grid's values of {key} are "
-                              f"{', '.join(str(v) for v in values)}; not {missing[0]}")
+            raise ConfigError(
+                f"--where {key}={','.join(wanted)}: the grid's values of {key} are {', '.join(str(v) for v in values)}; not {missing[0]}"
+            )
         return config.model_copy(update={"grid": {**config.grid, key: kept}})
     section, _, setting = key.partition(".")
     if section == "attack" and setting:
         if any(name.startswith("attack.") for name in config.grid):
-            raise ConfigError(f"--where {key}: this experiment's grid overrides attack settings, so its entries are "
-                              "not its runs' attacks; select with a grid key instead")
+            raise ConfigError(
+                f"--where {key}: this experiment's grid overrides attack settings, so its entries are "
+                "not its runs' attacks; select with a grid key instead"
+            )
         entries = [a for a in config.attacks if any(matches(a.get(setting), w) for w in wanted)]
         if not entries:
             seen = sorted({str(a.get(setting, MISSING)) for a in config.attacks})
-            raise ConfigError(f"--where {key}={','.join(wanted)}: no attack entry has it; the entries' {setting} "
-                              f"values are {', '.join(seen)}")
+            raise ConfigError(
+                f"--where {key}={','.join(wanted)}: no attack entry has it; the entries' {setting} values are {', '.join(seen)}"
+            )
         return config.model_copy(update={"attacks": entries})
     grid_keys = ", ".join(config.grid) or "none"
     raise ConfigError(f"--where {key}: not one of the grid's keys ({grid_keys}) nor an attack setting (attack.<key>)")

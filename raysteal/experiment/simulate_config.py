@@ -50,8 +50,10 @@ class BenignTraffic(NumbersAreNotBooleans):
     queries: int = Field(20, ge=1, description="queries per account: the prefixes ending at its last `queries` interactions")
     rate: float = Field(0.5, gt=0, description="queries per second per account")
     source: Literal["auxiliary", "target"] = Field(
-        "auxiliary", description="auxiliary: users held out of the target's training (the split's user-disjoint half); "
-        "target: the target's own users (a target trained on every user)")
+        "auxiliary",
+        description="auxiliary: users held out of the target's training (the split's user-disjoint half); "
+        "target: the target's own users (a target trained on every user)",
+    )
     drivers: int = Field(1, ge=1, description="Ray tasks sending the benign requests")
     cpus_per_driver: float = Field(0.25, gt=0, description="Ray CPUs per driver task")
     seed: int = Field(0, ge=0, description="which users are replayed and when each starts")
@@ -129,8 +131,10 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
     except ValidationError as err:
         raise ConfigError(_format_validation(err, source).replace(f"{source}: ", f"{source}: simulation.", 1)) from None
     if settings.detection is not None and (settings.benign is None or settings.benign.accounts < 4):
-        raise ConfigError(f"{source}: simulation.detection: needs simulation.benign with at least 4 accounts "
-                          "(half calibrate the detector, half are scored beside the attackers)")
+        raise ConfigError(
+            f"{source}: simulation.detection: needs simulation.benign with at least 4 accounts "
+            "(half calibrate the detector, half are scored beside the attackers)"
+        )
     if settings.budgets is not None and any(b < 0 for b in settings.budgets):
         raise ConfigError(f"{source}: simulation.budgets: budgets must be >= 0, got {settings.budgets}")
     experiment = parse_experiment({**raw, "seeds": 1}, source=source, repeats_allowed=True)  # a repeat weights the mix
@@ -139,8 +143,10 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
     if settings.budgets is not None and 0 in settings.budgets:
         querying = [run["attack"]["attack"] for run in expand_runs(experiment, seeds=1) if attack_queries(run)]
         if querying:
-            raise ConfigError(f"{source}: simulation.budgets: a budget of 0 leaves {querying[0]!r} no query to make "
-                              "(it learns from the black box's answers)")
+            raise ConfigError(
+                f"{source}: simulation.budgets: a budget of 0 leaves {querying[0]!r} no query to make "
+                "(it learns from the black box's answers)"
+            )
     from raysteal.oracle.defenses import RateLimitSpec, parse_defenses
 
     for i, defense in enumerate(experiment.defenses):

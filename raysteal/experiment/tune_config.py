@@ -149,7 +149,9 @@ class TuneSettings(_Strict):
     mode: Literal["max", "min"] = "max"
     num_samples: int = Field(default=1, ge=1, description="samples of the search space (each grid point is repeated this often)")
     scheduler: AshaSettings | None = Field(default_factory=AshaSettings, description="ASHA (default) or None for FIFO")
-    searcher: Literal["optuna", "hyperopt"] | None = Field(default=None, description="model-based searcher (SEARCHERS) or None: random/grid sampling")
+    searcher: Literal["optuna", "hyperopt"] | None = Field(
+        default=None, description="model-based searcher (SEARCHERS) or None: random/grid sampling"
+    )
     max_concurrent: int | None = Field(default=None, ge=1)
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, description="seed of the search (sampling order, searcher)")
@@ -175,7 +177,9 @@ class TuneExperiment(BaseModel):
 
     def to_json(self) -> str:
         """Canonical text of the whole file (a resumed sweep must be the same file)."""
-        return json.dumps({**self.raw_experiment, "search_space": self.search_space, "tune": self.tune.model_dump()}, sort_keys=True, default=str)
+        return json.dumps(
+            {**self.raw_experiment, "search_space": self.search_space, "tune": self.tune.model_dump()}, sort_keys=True, default=str
+        )
 
 
 def _parse_scheduler(raw: Any, source: str) -> Any:
@@ -188,7 +192,9 @@ def _parse_scheduler(raw: Any, source: str) -> Any:
         return raw["asha"] or {}
     if isinstance(raw, dict) and set(raw) == {"fifo"}:
         return None
-    raise ConfigError(f"{source}: tune.scheduler: expected {{asha: {{max_t, grace_period, reduction_factor}}}}, 'fifo' or null, got {raw!r}")
+    raise ConfigError(
+        f"{source}: tune.scheduler: expected {{asha: {{max_t, grace_period, reduction_factor}}}}, 'fifo' or null, got {raw!r}"
+    )
 
 
 def _parse_searcher(raw: Any, source: str) -> str | None:
@@ -205,7 +211,7 @@ def _check_distribution(key: str, spec: Any, source: str) -> tuple[str, list[Any
     where = f"{source}: search_space.{key}"
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(f"{where}: expected one distribution, e.g. {{uniform: [0.1, 1.0]}}; known: {', '.join(DISTRIBUTIONS)}")
-    (name, args), = spec.items()
+    ((name, args),) = spec.items()
     if name not in DISTRIBUTIONS:
         raise ConfigError(f"{where}: unknown distribution {name!r}; known: {', '.join(DISTRIBUTIONS)}")
     if not isinstance(args, list):
@@ -376,15 +382,21 @@ def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]],
         why = "ASHA needs a metric reported after every epoch" if settings.scheduler is not None else "the runs report"
         raise ConfigError(f"{source}: tune.metric: {settings.metric!r} is not reported ({why}: {', '.join(allowed)})")
     if "heldout" in settings.metric and run["split"]["query_fraction"] >= 1.0 and "split.query_fraction" not in space:
-        raise ConfigError(f"{source}: tune.metric: {settings.metric!r} needs held-out users, but split.query_fraction is 1 (every known user is queried)")
+        raise ConfigError(
+            f"{source}: tune.metric: {settings.metric!r} needs held-out users, but split.query_fraction is 1 (every known user is queried)"
+        )
     if settings.searcher is not None:
         if importlib.util.find_spec(settings.searcher) is None:
-            raise ConfigError(f"{source}: tune.searcher: {settings.searcher!r} is not installed (pip install {settings.searcher}), or set it to null")
+            raise ConfigError(
+                f"{source}: tune.searcher: {settings.searcher!r} is not installed (pip install {settings.searcher}), or set it to null"
+            )
         unsupported = SEARCHER_UNSUPPORTED.get(settings.searcher, {})
         for key, spec in space.items():
-            (name, _), = spec.items()
+            ((name, _),) = spec.items()
             if name in unsupported:
-                raise ConfigError(f"{source}: search_space.{key}: {name} is not supported with searcher {settings.searcher!r}; {unsupported[name]}")
+                raise ConfigError(
+                    f"{source}: search_space.{key}: {name} is not supported with searcher {settings.searcher!r}; {unsupported[name]}"
+                )
 
 
 def load_tune(path: str | Path) -> TuneExperiment:
@@ -418,7 +430,9 @@ def epoch_overrides(attack: dict[str, Any], phase: str, phase_epoch: int) -> dic
     raise ConfigError(f"no epoch count of attack {attack.get('attack')!r} ends its phase {phase!r}")
 
 
-def best_experiment(tune: TuneExperiment, sample: dict[str, Any], note: str = "", attack_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def best_experiment(
+    tune: TuneExperiment, sample: dict[str, Any], note: str = "", attack_overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A ready-to-run experiment mapping: the tune file's experiment with ``sample`` written in
     (``seed`` is not: the best configuration is meant to be re-run over the file's seeds), then
     ``attack_overrides`` (e.g. :func:`epoch_overrides` of the trial's peak)."""

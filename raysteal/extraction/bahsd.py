@@ -94,11 +94,19 @@ class BAHSDConfig(ExtractionConfigBase):
     source: Literal["synthetic", "real"] = Field("synthetic", description="synthetic sequences (DFME-style) or knowledge.sequences")
     real_prefixes: Literal["all", "last"] = Field("all", description="with source='real': query every prefix or the whole sequence only")
     # ---- one-size-fits-all baselines on the same sequences and budget (issue: "the long-tailed setting")
-    baseline: Literal["none", "ranking", "kl"] = Field("none", description=(
-        "none: BAHSD; ranking: Yue et al.'s ranking loss for every prefix; kl: the KL branch (fixed_temperature) for every "
-        "prefix. A baseline sends no probes and spends the whole budget on prefixes"))
-    variant: str | None = Field(None, max_length=60, description="short name of this configuration in result rows (default: "
-                                "'defaults' for BAHSD, 'ranking-for-all' / 'kl-for-all' for the baselines)")
+    baseline: Literal["none", "ranking", "kl"] = Field(
+        "none",
+        description=(
+            "none: BAHSD; ranking: Yue et al.'s ranking loss for every prefix; kl: the KL branch (fixed_temperature) for every "
+            "prefix. A baseline sends no probes and spends the whole budget on prefixes"
+        ),
+    )
+    variant: str | None = Field(
+        None,
+        max_length=60,
+        description="short name of this configuration in result rows (default: "
+        "'defaults' for BAHSD, 'ranking-for-all' / 'kl-for-all' for the baselines)",
+    )
     # ---- probing (design item 1)
     probing: bool = Field(True, description="ablation: False = no probes, c = default_reliability, budget all to sequences")
     probe_scales: list[float] = Field(default_factory=lambda: [0.5, 0.25], description="suffix views, as fractions of the prefix")
@@ -110,9 +118,15 @@ class BAHSDConfig(ExtractionConfigBase):
     default_reliability: float = Field(0.5, ge=0.0, le=1.0, description="c of unprobed sequences")
     # ---- probes that teach (each probe answer is the black box's top-k for a real input)
     probe_training: bool = Field(True, description="ablation: False = probe answers only feed the reliability, they train nothing")
-    probe_weight: float = Field(1.0, ge=0.0, description="weight of the probe views' loss beside the prefixes' (L = L_prefixes + this · L_views)")
-    probe_train_views: int | None = Field(4, ge=1, description="probe views trained per sequence per step (drawn anew each step); None = all")
-    probe_infonce: bool = Field(True, description="InfoNCE pulls each view's representation toward its prefix's, weighted by their answers' agreement")
+    probe_weight: float = Field(
+        1.0, ge=0.0, description="weight of the probe views' loss beside the prefixes' (L = L_prefixes + this · L_views)"
+    )
+    probe_train_views: int | None = Field(
+        4, ge=1, description="probe views trained per sequence per step (drawn anew each step); None = all"
+    )
+    probe_infonce: bool = Field(
+        True, description="InfoNCE pulls each view's representation toward its prefix's, weighted by their answers' agreement"
+    )
     # ---- high-confidence branch (item 2)
     dynamic_temperature: bool = Field(True, description="ablation: False = fixed_temperature for every prefix")
     t_min: float = Field(1.0, gt=0.0, description="T at c = 0")
@@ -133,7 +147,9 @@ class BAHSDConfig(ExtractionConfigBase):
     # ---- mixing (item 4)
     adaptive: bool = Field(True, description="ablation: False = w = fixed_weight for every prefix")
     threshold: float = Field(0.5, description="w(c) = sigmoid((c - threshold) / sharpness)")
-    threshold_quantile: float | None = Field(None, gt=0.0, lt=1.0, description="if set, threshold = this quantile of the measured reliabilities")
+    threshold_quantile: float | None = Field(
+        None, gt=0.0, lt=1.0, description="if set, threshold = this quantile of the measured reliabilities"
+    )
     sharpness: float = Field(0.1, gt=0.0)
     fixed_weight: float = Field(0.5, ge=0.0, le=1.0)
 
@@ -157,8 +173,16 @@ class BAHSDConfig(ExtractionConfigBase):
         if self.baseline == "ranking":
             return dfme_objective(self.margin)
         if self.baseline == "kl":
-            kl_only = self.model_copy(update={"adaptive": False, "fixed_weight": 1.0, "dynamic_temperature": False,
-                                              "ranking_consistency": False, "infonce": False, "probe_training": False})
+            kl_only = self.model_copy(
+                update={
+                    "adaptive": False,
+                    "fixed_weight": 1.0,
+                    "dynamic_temperature": False,
+                    "ranking_consistency": False,
+                    "infonce": False,
+                    "probe_training": False,
+                }
+            )
             return BAHSDObjective.from_config(kl_only, threshold)
         return BAHSDObjective.from_config(self, threshold)
 
@@ -287,8 +311,15 @@ class BAHSDObjective:
                 loss = loss + cfg.probe_weight * view_loss
         return loss, logs
 
-    def high_branch(self, scores: torch.Tensor, lists: torch.Tensor, reliability: torch.Tensor, inputs: torch.Tensor,
-                    rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def high_branch(
+        self,
+        scores: torch.Tensor,
+        lists: torch.Tensor,
+        reliability: torch.Tensor,
+        inputs: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(T(c), w(c), KL_T)`` of each example (design item 2); the input's own items are left
         out of the student's softmax with ``kl_exclude_seen`` (the black box never lists them)."""
         temp, w = self.temperature(reliability), self.weight(reliability)
@@ -317,8 +348,9 @@ class BAHSDObjective:
         b, v = torch.nonzero(have, as_tuple=True)
         return b, v
 
-    def view_loss(self, student: SequentialRecommender, batch: StudentBatch, prefix_hidden: torch.Tensor, lead: int,
-                  logs: dict[str, Any]) -> torch.Tensor | None:
+    def view_loss(
+        self, student: SequentialRecommender, batch: StudentBatch, prefix_hidden: torch.Tensor, lead: int, logs: dict[str, Any]
+    ) -> torch.Tensor | None:
         """The probes' share of the loss: each chosen view is an input whose target is its own
         answer, under the same per-branch objective as its prefix (the prefix's reliability sets
         T(c) and w(c); its listed items weigh by their cross-scale stability), plus — with
@@ -329,7 +361,7 @@ class BAHSDObjective:
         if b.numel() == 0:
             return None
         views = batch.extras["probe_views"][b, v].long()
-        views = views[:, int(first_columns(views).min().clamp(max=views.shape[1] - 1)):]
+        views = views[:, int(first_columns(views).min().clamp(max=views.shape[1] - 1)) :]
         indices = student.prepare(views)
         vrows, vcols = last_positions(indices)
         hidden = student.represent(indices, vrows, vcols)
@@ -352,8 +384,15 @@ class BAHSDObjective:
         logs["probe_kl"] = kl.mean().detach()
         return bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight)
 
-    def view_contrast(self, batch: StudentBatch, prefix_hidden: torch.Tensor, view_hidden: torch.Tensor, b: torch.Tensor,
-                      owner_cols: torch.Tensor, agree: torch.Tensor) -> torch.Tensor:
+    def view_contrast(
+        self,
+        batch: StudentBatch,
+        prefix_hidden: torch.Tensor,
+        view_hidden: torch.Tensor,
+        b: torch.Tensor,
+        owner_cols: torch.Tensor,
+        agree: torch.Tensor,
+    ) -> torch.Tensor:
         """``[Q]``: ``agree_q`` × InfoNCE between view ``q`` and its prefix (in-batch negatives; the
         other views and prefixes of the same sequence are left out of the softmax); 0 for a view whose prefix is
         not among this step's selected prefixes."""
@@ -399,11 +438,15 @@ def _queried_mask(seqs: np.ndarray, prefixes: str) -> ExtractionSet:
     return ExtractionSet(seqs, lists, 0)
 
 
-def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, rng: np.random.Generator, spec: ProbeSpec | None) -> tuple[ExtractionSet, int | None, int]:
+def _gather_data(
+    config: BAHSDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, rng: np.random.Generator, spec: ProbeSpec | None
+) -> tuple[ExtractionSet, int | None, int]:
     """Sequences and their labels under the split budget; returns ``(data, probe_budget, max_len)``."""
     allowance = query_allowance(client, config.budget_queries)
     if allowance is not None and allowance < 1:
-        raise ConfigError(f"budget_queries: a query budget of {allowance} cannot pay for a single query (the black box's remaining budget included)")
+        raise ConfigError(
+            f"budget_queries: a query budget of {allowance} cannot pay for a single query (the black box's remaining budget included)"
+        )
     if config.source == "real":
         seqs = _real_sequences(config, knowledge)
         max_len = seqs.shape[1]
@@ -412,7 +455,9 @@ def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client: Blac
         label_budget = allowance
         if allowance is not None and label_cost + probe_cost > allowance:
             label_budget = min(allowance, max(1, math.floor(allowance * label_cost / (label_cost + probe_cost))))
-        data = label_sequences(client, seqs, k=config.k, prefixes=config.real_prefixes, query_batch=config.query_batch, query_budget=label_budget)
+        data = label_sequences(
+            client, seqs, k=config.k, prefixes=config.real_prefixes, query_batch=config.query_batch, query_budget=label_budget
+        )
     else:
         max_len = sequence_length(config, knowledge, client)
         per_seq_probes = probes_per_sequence(max_len, spec) if spec else 0
@@ -426,15 +471,26 @@ def _gather_data(config: BAHSDConfig, knowledge: SequenceKnowledge, client: Blac
         # then refuses, as DFME does), never more than the allowance
         synth_budget = None if allowance is None else min(allowance, max(1, allowance - n * per_seq_probes))
         data = synthesize(
-            client, strategy=config.synthesis, num_sequences=n, max_len=max_len, k=config.k, rng=rng,
-            query_batch=config.query_batch, query_budget=synth_budget,
+            client,
+            strategy=config.synthesis,
+            num_sequences=n,
+            max_len=max_len,
+            k=config.k,
+            rng=rng,
+            query_batch=config.query_batch,
+            query_budget=synth_budget,
         )
     probe_budget = None if allowance is None else max(0, allowance - data.queries)
     return data, probe_budget, max_len
 
 
-def _gather_and_probe(config: BAHSDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, data_seed: np.random.SeedSequence,
-                      probe_seed: np.random.SeedSequence) -> tuple[ExtractionSet, dict[str, Any]]:
+def _gather_and_probe(
+    config: BAHSDConfig,
+    knowledge: SequenceKnowledge,
+    client: BlackBoxClient,
+    data_seed: np.random.SeedSequence,
+    probe_seed: np.random.SeedSequence,
+) -> tuple[ExtractionSet, dict[str, Any]]:
     """Sequences and their labels, then the probes (or constant reliability without them); the
     data and what the row reports of their gathering (queries, prefixes probed, seconds)."""
     spec = config.probe_spec() if config.probes else None
@@ -448,9 +504,14 @@ def _gather_and_probe(config: BAHSDConfig, knowledge: SequenceKnowledge, client:
     else:
         data = ExtractionSet(data.sequences, data.lists, data.queries, {**data.extras, **constant_extras(data, config.default_reliability)})
         probe_queries, probed = 0, 0
-    return data, {"max_len": max_len, "queries_sequences": int(data_queries), "queries_probes": int(probe_queries),
-                  "probed_prefixes": int(probed), "synthesis_seconds": gather_seconds,
-                  "probe_seconds": time.perf_counter() - started}
+    return data, {
+        "max_len": max_len,
+        "queries_sequences": int(data_queries),
+        "queries_probes": int(probe_queries),
+        "probed_prefixes": int(probed),
+        "synthesis_seconds": gather_seconds,
+        "probe_seconds": time.perf_counter() - started,
+    }
 
 
 def _add_view_extras(data: ExtractionSet, config: BAHSDConfig) -> None:
@@ -464,8 +525,13 @@ def _add_view_extras(data: ExtractionSet, config: BAHSDConfig) -> None:
         data.extras["probe_reliability"] = np.where(cols >= 0, data.extras["reliability"][rows, cols.clip(0)], 0.0).astype(np.float32)
 
 
-@register_recipe("bahsd", BAHSDConfig, needs=("queries",), resumable=True,
-                 summary="BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation")
+@register_recipe(
+    "bahsd",
+    BAHSDConfig,
+    needs=("queries",),
+    resumable=True,
+    summary="BAHSD: multi-scale probing + reliability-adaptive KL / ranking-consistency / InfoNCE distillation",
+)
 def bahsd(
     config: BAHSDConfig,
     knowledge: SequenceKnowledge,
@@ -520,7 +586,9 @@ def bahsd(
         "queries_probes": meta["queries_probes"],
         "probed_prefixes": meta["probed_prefixes"],
         # probe answers the student may train on (probe_train_views of a sequence's are drawn each step)
-        "probe_answers_trainable": int((data.extras["probe_lists"][..., 0] >= 0).sum()) if config.probes and config.probe_training and "probe_lists" in data.extras else 0,
+        "probe_answers_trainable": int((data.extras["probe_lists"][..., 0] >= 0).sum())
+        if config.probes and config.probe_training and "probe_lists" in data.extras
+        else 0,
         "reliability_mean": float(c.mean()) if len(c) else math.nan,
         "reliability_probed_mean": float(reliability[measured].mean()) if measured.any() else math.nan,
         "threshold": float(threshold),

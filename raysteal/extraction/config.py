@@ -123,4 +123,6 @@ def make_extraction_config(config: dict[str, Any] | ExtractionConfigBase) -> Ext
     try:
         return recipe.config_cls(**config)
     except ValidationError as err:
-        raise ConfigError(f"invalid {recipe.name} config: {describe_validation(err, unknown=f'unknown key for attack {recipe.name!r}')}") from None
+        raise ConfigError(
+            f"invalid {recipe.name} config: {describe_validation(err, unknown=f'unknown key for attack {recipe.name!r}')}"
+        ) from None

@@ -61,8 +61,13 @@ def sequence_length(config: ExtractionConfigBase, knowledge: SequenceKnowledge, 
     return int(length)
 
 
-@register_recipe("dfme", DFMEConfig, needs=("queries",), summary="Yue et al. 2021: data-free synthetic sequences + ranking-loss distillation",
-                 resumable=True)
+@register_recipe(
+    "dfme",
+    DFMEConfig,
+    needs=("queries",),
+    summary="Yue et al. 2021: data-free synthetic sequences + ranking-loss distillation",
+    resumable=True,
+)
 def dfme(
     config: DFMEConfig,
     knowledge: SequenceKnowledge,

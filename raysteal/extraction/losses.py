@@ -126,7 +126,5 @@ def ranking_loss_scored(
     """:func:`ranking_loss` from the student's scores of the listed items ``[P, k]`` and of the
     negatives ``[P, q]`` only (e.g. :meth:`~raysteal.models.sequence_layers.SequentialRecommender.scores_at`
     of :func:`scored_items`), without the rest of the catalogue: the same loss and gradients."""
-    pair_term, negative_term = ranking_loss_terms(
-        list_scores, neg_scores, margin=margin, list_valid=lists >= 0, neg_valid=negatives >= 0
-    )
+    pair_term, negative_term = ranking_loss_terms(list_scores, neg_scores, margin=margin, list_valid=lists >= 0, neg_valid=negatives >= 0)
     return pair_term + negative_term, {"rank_pairs": pair_term.detach(), "rank_negatives": negative_term.detach()}

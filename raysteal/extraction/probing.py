@@ -299,8 +299,9 @@ def probes_per_sequence(max_len: int, spec: ProbeSpec) -> int:
 PROBE_ANSWER_EXTRAS = ("probe_views", "probe_lists", "probe_col", "probe_agree", "probe_stability")
 
 
-def view_stability(answers: np.ndarray, full_lists: np.ndarray, prefix_items: np.ndarray, owner: np.ndarray, slot: np.ndarray,
-                   slots: int) -> np.ndarray:
+def view_stability(
+    answers: np.ndarray, full_lists: np.ndarray, prefix_items: np.ndarray, owner: np.ndarray, slot: np.ndarray, slots: int
+) -> np.ndarray:
     """``float32 [Q, k]``: per item of each view's answer, the share of the *other* answers to the
     same prefix (its full-scale answer and its other views) that list it (:func:`stability_share`).
 
@@ -317,8 +318,10 @@ def view_stability(answers: np.ndarray, full_lists: np.ndarray, prefix_items: np
     table[index, slot] = answers
     filled[index, slot] = True
     out = np.zeros((q, k), dtype=np.float32)
-    unknown = _member(torch.from_numpy(np.ascontiguousarray(answers, dtype=np.int64)),
-                      torch.from_numpy(np.ascontiguousarray(prefix_items, dtype=np.int64))).numpy()
+    unknown = _member(
+        torch.from_numpy(np.ascontiguousarray(answers, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(prefix_items, dtype=np.int64)),
+    ).numpy()
     for s in range(slots):
         sel = np.flatnonzero(slot == s)
         if not len(sel):
@@ -330,9 +333,21 @@ def view_stability(answers: np.ndarray, full_lists: np.ndarray, prefix_items: np
     return out
 
 
-def probe_answer_extras(n: int, width: int, k: int, views: np.ndarray, answers: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                        prefix: np.ndarray, slot: np.ndarray, agree: np.ndarray, full_lists: np.ndarray, prefix_items: np.ndarray,
-                        slots: int) -> dict[str, np.ndarray]:
+def probe_answer_extras(
+    n: int,
+    width: int,
+    k: int,
+    views: np.ndarray,
+    answers: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    prefix: np.ndarray,
+    slot: np.ndarray,
+    agree: np.ndarray,
+    full_lists: np.ndarray,
+    prefix_items: np.ndarray,
+    slots: int,
+) -> dict[str, np.ndarray]:
     """The probe answers laid out per sequence, so they can train the student (BAHSD "probes that teach").
 
     A probe is the black box's top-``k`` for a real input — a view of a prefix — so the pair
@@ -363,8 +378,13 @@ def probe_answer_extras(n: int, width: int, k: int, views: np.ndarray, answers: 
         out_col[r, position] = np.asarray(cols)[order]
         out_agree[r, position] = np.asarray(agree)[order]
         out_stability[r, position] = stability[order]
-    return {"probe_views": out_views, "probe_lists": out_lists, "probe_col": out_col, "probe_agree": out_agree,
-            "probe_stability": out_stability}
+    return {
+        "probe_views": out_views,
+        "probe_lists": out_lists,
+        "probe_col": out_col,
+        "probe_agree": out_agree,
+        "probe_stability": out_stability,
+    }
 
 
 # --------------------------------------------------------------------------- probing
@@ -401,8 +421,9 @@ def _ask_views(client: BlackBoxClient, views: np.ndarray, k: int, query_batch: i
     return answers, client.spent - spent_before
 
 
-def _stability(data: ExtractionSet, sequences: np.ndarray, plan: _Plan, src: np.ndarray, probe_lists: np.ndarray,
-               view_ok: np.ndarray) -> np.ndarray:
+def _stability(
+    data: ExtractionSet, sequences: np.ndarray, plan: _Plan, src: np.ndarray, probe_lists: np.ndarray, view_ok: np.ndarray
+) -> np.ndarray:
     """Per queried prefix and list item, the share of the probe views of its nearest probed prefix
     (``src``: that prefix's row in ``plan``, -1 for none) whose answers keep the item; a prefix
     with no probed neighbour keeps every listed item (1)."""
@@ -484,8 +505,9 @@ def probe(
     queried = data.queried
     stability = _stability(data, sequences, plan, src, probe_lists, view_ok)
 
-    answer_extras = probe_answer_extras(n, width, k, views, raw_answers, plan.rows[owner], plan.cols[owner], owner, slot, agree, full_lists,
-                                        prefix_items, spec.max_views)
+    answer_extras = probe_answer_extras(
+        n, width, k, views, raw_answers, plan.rows[owner], plan.cols[owner], owner, slot, agree, full_lists, prefix_items, spec.max_views
+    )
     extras = {**data.extras, "reliability": reliability, "stability": stability, "probed": probed, **answer_extras}
     out = replace(data, queries=int(data.queries) + int(queries), extras=extras)
     stats = {

@@ -40,9 +40,20 @@ def save_extraction_set(path: str | os.PathLike, key: str, data: ExtractionSet, 
     ``.npz`` at ``path`` atomically (:func:`raysteal.atomic.write_atomically`)."""
     arrays = {f"{_EXTRA}{name}": np.asarray(value) for name, value in data.extras.items()}
     # allow_pickle=True is numpy's default, named so that a type checker sees no key of arrays can fill it
-    return write_atomically(path, lambda fh: np.savez(fh, format=FORMAT, key=key, meta=json.dumps(meta or {}),
-                                                      sequences=data.sequences, lists=data.lists,
-                                                      queries=np.int64(data.queries), allow_pickle=True, **arrays))
+    return write_atomically(
+        path,
+        lambda fh: np.savez(
+            fh,
+            format=FORMAT,
+            key=key,
+            meta=json.dumps(meta or {}),
+            sequences=data.sequences,
+            lists=data.lists,
+            queries=np.int64(data.queries),
+            allow_pickle=True,
+            **arrays,
+        ),
+    )
 
 
 def load_extraction_set(path: str | os.PathLike | None, key: str) -> tuple[ExtractionSet, dict[str, Any]] | None:
@@ -57,9 +68,10 @@ def load_extraction_set(path: str | os.PathLike | None, key: str) -> tuple[Extra
             if "format" not in saved.files or str(saved["format"]) != FORMAT:
                 raise ConfigError(f"extraction data {path}: not a {FORMAT} file; delete it or pass another path")
             if str(saved["key"]) != key:
-                raise ConfigError(f"extraction data {path} was made for another run ({saved['key']}, this one is {key}); "
-                                  "delete it or pass another path")
-            extras = {name[len(_EXTRA):]: saved[name] for name in saved.files if name.startswith(_EXTRA)}
+                raise ConfigError(
+                    f"extraction data {path} was made for another run ({saved['key']}, this one is {key}); delete it or pass another path"
+                )
+            extras = {name[len(_EXTRA) :]: saved[name] for name in saved.files if name.startswith(_EXTRA)}
             data = ExtractionSet(sequences=saved["sequences"], lists=saved["lists"], queries=int(saved["queries"]), extras=extras)
             return data, json.loads(str(saved["meta"]))
     except ConfigError:

@@ -225,8 +225,9 @@ def per_position(name: str, value: torch.Tensor, width: int) -> bool:
 class _BatchMaker:
     """Cuts :class:`StudentBatch` es out of an :class:`ExtractionSet` held on the device."""
 
-    def __init__(self, data: ExtractionSet, device: torch.device, num_items: int, num_negatives: int,
-                 positions: int | None, realign: float = 0.0):
+    def __init__(
+        self, data: ExtractionSet, device: torch.device, num_items: int, num_negatives: int, positions: int | None, realign: float = 0.0
+    ):
         self.sequences = torch.as_tensor(np.ascontiguousarray(data.sequences), dtype=torch.int64).to(device)
         self.lists = torch.as_tensor(np.ascontiguousarray(data.lists)).to(device)
         self.queried = self.lists[..., 0] >= 0
@@ -247,8 +248,7 @@ class _BatchMaker:
             shift = realign_shifts(queried, self.realign, generator)
             inputs, queried = shift_right(inputs, shift, PAD), shift_right(queried, shift, False)
             extras = {
-                name: shift_right(value, shift, 0) if per_position(name, value, self.width) else value
-                for name, value in extras.items()
+                name: shift_right(value, shift, 0) if per_position(name, value, self.width) else value for name, value in extras.items()
             }
         keep = keep_positions(queried, self.positions, generator)
         rows, cols = torch.nonzero(keep, as_tuple=True)
@@ -280,8 +280,7 @@ def _mean(total: Any, steps: int) -> float:
     return value / max(steps, 1)
 
 
-def _check_options(*, realign: float, epochs: int, batch_size: int, num_negatives: int,
-                   positions_per_sequence: int | None) -> None:
+def _check_options(*, realign: float, epochs: int, batch_size: int, num_negatives: int, positions_per_sequence: int | None) -> None:
     if not 0.0 <= realign <= 1.0:
         raise ConfigError(f"realign must lie in [0, 1], got {realign}")
     if epochs < 0:
@@ -294,8 +293,14 @@ def _check_options(*, realign: float, epochs: int, batch_size: int, num_negative
         raise ConfigError(f"positions_per_sequence must be >= 1 or None, got {positions_per_sequence}")
 
 
-def _run_epoch(student: SequentialRecommender, objective: StudentObjective, step: Callable[..., Any],
-               make_batch: _BatchMaker, generator: torch.Generator, batch_size: int) -> tuple[dict[str, float], int, int]:
+def _run_epoch(
+    student: SequentialRecommender,
+    objective: StudentObjective,
+    step: Callable[..., Any],
+    make_batch: _BatchMaker,
+    generator: torch.Generator,
+    batch_size: int,
+) -> tuple[dict[str, float], int, int]:
     """One pass over the sequences in a fresh shuffled order, a ``step(loss_fn)`` per batch: the
     epoch's stats (mean loss and objective logs, seconds, prefixes), its steps and its prefixes."""
     started = time.perf_counter()
@@ -373,8 +378,9 @@ def train_student(
     margin); a state made for other ones is a ``ConfigError``, or, with ``restart_if_unusable``
     (a run directory of the runner), ignored with a warning.
     """
-    _check_options(realign=realign, epochs=epochs, batch_size=batch_size, num_negatives=num_negatives,
-                   positions_per_sequence=positions_per_sequence)
+    _check_options(
+        realign=realign, epochs=epochs, batch_size=batch_size, num_negatives=num_negatives, positions_per_sequence=positions_per_sequence
+    )
     _check_student(student, data)
     dev = training_device(device)
     student.to(dev)
@@ -385,10 +391,12 @@ def train_student(
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     step = functools.partial(training_step, optimizer, params, device=dev, amp=use_amp, grad_clip=grad_clip)
-    state_key = (f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
-                 f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
-                 f"parameters={sum(p.numel() for p in params)} device={dev.type} amp={use_amp} grad_clip={grad_clip} "
-                 f"objective={objective!r}")  # what a saved state must have been made with
+    state_key = (
+        f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
+        f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
+        f"parameters={sum(p.numel() for p in params)} device={dev.type} amp={use_amp} grad_clip={grad_clip} "
+        f"objective={objective!r}"
+    )  # what a saved state must have been made with
     stopped = False
     started = time.perf_counter()
     with _private_rng(rng_seed, dev):
@@ -410,6 +418,15 @@ def train_student(
                 break
     student.eval()
     history = so_far.history
-    return {"epochs_run": len(history), "resumed_epoch": resumed_epoch, "steps": so_far.steps, "prefixes": so_far.prefixes,
-            "train_seconds": time.perf_counter() - started, "final_loss": history[-1]["loss"] if history else float("nan"),
-            "stopped_early": stopped, "history": history, "device": str(dev), "amp": use_amp}
+    return {
+        "epochs_run": len(history),
+        "resumed_epoch": resumed_epoch,
+        "steps": so_far.steps,
+        "prefixes": so_far.prefixes,
+        "train_seconds": time.perf_counter() - started,
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+        "stopped_early": stopped,
+        "history": history,
+        "device": str(dev),
+        "amp": use_amp,
+    }

@@ -47,8 +47,17 @@ def save_training_state(
 ) -> None:
     """Write the state after ``progress.epoch`` to ``path`` (temp file, then ``os.replace``)."""
     fields = {"epoch": progress.epoch, "history": progress.history, "steps": progress.steps, "prefixes": progress.prefixes}
-    save_loop_state(path, format=FORMAT, key=key, progress=fields, model=student, optimizer=optimizer,
-                    generator=generator, device=device, weights_field="student")
+    save_loop_state(
+        path,
+        format=FORMAT,
+        key=key,
+        progress=fields,
+        model=student,
+        optimizer=optimizer,
+        generator=generator,
+        device=device,
+        weights_field="student",
+    )
 
 
 def load_training_state(
@@ -68,10 +77,20 @@ def load_training_state(
     caller owns) such a file is ignored with a warning, training starts at epoch 0 and the next
     save replaces it.
     """
-    fields = load_loop_state(path, format=FORMAT, key=key, model=student, optimizer=optimizer, generator=generator,
-                             device=device, weights_field="student", restart_if_unusable=restart_if_unusable,
-                             what="student state")
+    fields = load_loop_state(
+        path,
+        format=FORMAT,
+        key=key,
+        model=student,
+        optimizer=optimizer,
+        generator=generator,
+        device=device,
+        weights_field="student",
+        restart_if_unusable=restart_if_unusable,
+        what="student state",
+    )
     if fields is None:
         return TrainingProgress()
-    return TrainingProgress(epoch=int(fields["epoch"]), history=list(fields["history"]),
-                            steps=int(fields["steps"]), prefixes=int(fields["prefixes"]))
+    return TrainingProgress(
+        epoch=int(fields["epoch"]), history=list(fields["history"]), steps=int(fields["steps"]), prefixes=int(fields["prefixes"])
+    )

@@ -55,9 +55,14 @@ class _ZhuSequentialConfig(ExtractionConfigBase):
     data_batch_size: int = Field(128, ge=1)
     data_lr: float = Field(1e-3, gt=0.0)
     aux_epochs: int = Field(30, ge=0)
-    data_patience: int | None = Field(None, ge=1, description=(
-        "early stopping of the data phases on the attacker's own held-out items: each sequence's last item "
-        "is held out, validated every data_eval_every epochs (NDCG@10), best weights kept; None: fixed epochs"))
+    data_patience: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "early stopping of the data phases on the attacker's own held-out items: each sequence's last item "
+            "is held out, validated every data_eval_every epochs (NDCG@10), best weights kept; None: fixed epochs"
+        ),
+    )
     data_eval_every: int = Field(5, ge=1)
     prefixes: Literal["last", "all"] = "last"
     rank_loss: Literal["bpr", "hinge"] = "bpr"
@@ -106,10 +111,23 @@ def sequences_log(sequences: np.ndarray, num_items: int, name: str) -> Interacti
     return Interactions(users=users, items=seqs[valid], num_users=len(seqs), num_items=num_items, name=name)
 
 
-def fit_next_item(student, sequences: np.ndarray, num_items: int, *, epochs: int, batch_size: int, lr: float,
-                  weight_decay: float, seed: int, device: str, amp: bool, name: str,
-                  on_epoch: Callable[[int, float], None] | None = None, patience: int | None = None,
-                  eval_every: int = 5) -> list[float]:
+def fit_next_item(
+    student,
+    sequences: np.ndarray,
+    num_items: int,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    device: str,
+    amp: bool,
+    name: str,
+    on_epoch: Callable[[int, float], None] | None = None,
+    patience: int | None = None,
+    eval_every: int = 5,
+) -> list[float]:
     """Train ``student`` on real sequences with its own sampler and loss (the PTD phase);
     ``on_epoch(epoch, mean_loss)`` reports each epoch (it cannot stop this phase).
 
@@ -121,22 +139,64 @@ def fit_next_item(student, sequences: np.ndarray, num_items: int, *, epochs: int
         return []
     log = sequences_log(sequences, num_items, name)
     if patience is not None:
-        return _fit_with_early_stopping(student, log, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                        seed=seed, device=device, amp=amp, on_epoch=on_epoch, patience=patience, eval_every=eval_every)
+        return _fit_with_early_stopping(
+            student,
+            log,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            device=device,
+            amp=amp,
+            on_epoch=on_epoch,
+            patience=patience,
+            eval_every=eval_every,
+        )
     dev = resolve_device(device)
     student.to(dev)
     sampler = student.make_sampler(log, batch_size)
     sample_seed, rng_seed = np.random.SeedSequence([seed, 7]).generate_state(2)
     with _private_rng(int(rng_seed), dev):
-        result = optimize(student, sampler, student.loss, epochs, lr, torch.Generator().manual_seed(int(sample_seed)),
-                          device=dev, amp=amp, weight_decay=weight_decay, on_epoch=on_epoch)
+        result = optimize(
+            student,
+            sampler,
+            student.loss,
+            epochs,
+            lr,
+            torch.Generator().manual_seed(int(sample_seed)),
+            device=dev,
+            amp=amp,
+            weight_decay=weight_decay,
+            on_epoch=on_epoch,
+        )
     return result.losses
 
 
-def _fit_with_early_stopping(student, log: Interactions, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                             seed: int, device: str, amp: bool, on_epoch, patience: int, eval_every: int) -> list[float]:
-    config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "patience": patience,
-              "eval_every": eval_every, "amp": "auto" if amp else "off"}
+def _fit_with_early_stopping(
+    student,
+    log: Interactions,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    device: str,
+    amp: bool,
+    on_epoch,
+    patience: int,
+    eval_every: int,
+) -> list[float]:
+    config = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "patience": patience,
+        "eval_every": eval_every,
+        "amp": "auto" if amp else "off",
+    }
     report = None if on_epoch is None else (lambda entry: on_epoch(int(entry["epoch"]), float(entry["loss"])))
     result = fit(student, leave_one_out(log), config, seed=seed, device=device, progress=False, on_epoch=report)
     return [float(entry["loss"]) for entry in result.history]
@@ -155,8 +215,18 @@ class _FitOptions(TypedDict):
     eval_every: int
 
 
-def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str,
-         on_epoch: Callable | None, progress: bool, auxiliary: bool, steal: bool) -> AttackResult:
+def _zhu(
+    config: _ZhuSequentialConfig,
+    knowledge: SequenceKnowledge,
+    client: BlackBoxClient,
+    *,
+    seed: int,
+    device: str,
+    on_epoch: Callable | None,
+    progress: bool,
+    auxiliary: bool,
+    steal: bool,
+) -> AttackResult:
     if knowledge.sequences is None or len(knowledge.sequences) == 0:
         raise ConfigError(f"{config.attack} needs the attacker's real sequences (knowledge.sequences)")
     aux_sequences = knowledge.auxiliary if auxiliary else None
@@ -167,45 +237,96 @@ def _zhu(config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, client: Bla
     student = seeded_student(config.student_config(max_len), knowledge.num_items, init_seed)
     info: dict[str, Any] = {}
     started = time.perf_counter()
-    common = _FitOptions(num_items=knowledge.num_items, batch_size=config.data_batch_size, lr=config.data_lr,
-                         weight_decay=config.weight_decay, device=device, amp=config.amp, patience=config.data_patience,
-                         eval_every=config.data_eval_every)
+    common = _FitOptions(
+        num_items=knowledge.num_items,
+        batch_size=config.data_batch_size,
+        lr=config.data_lr,
+        weight_decay=config.weight_decay,
+        device=device,
+        amp=config.amp,
+        patience=config.data_patience,
+        eval_every=config.data_eval_every,
+    )
     if aux_sequences is not None:
         info["aux_losses"] = fit_next_item(student, aux_sequences, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common)
     report = None if steal or on_epoch is None else (lambda epoch, loss: on_epoch(epoch, {"loss": loss}))
-    info["data_losses"] = fit_next_item(student, knowledge.sequences, epochs=config.data_epochs, seed=data_seed,
-                                        name="attacker", on_epoch=report, **common)
+    info["data_losses"] = fit_next_item(
+        student, knowledge.sequences, epochs=config.data_epochs, seed=data_seed, name="attacker", on_epoch=report, **common
+    )
     info["data_seconds"] = time.perf_counter() - started
     queries = 0
     if steal:
         seqs = knowledge.sequences if config.budget_sequences is None else knowledge.sequences[: config.budget_sequences]
-        data = label_sequences(client, seqs, k=config.k, prefixes=config.prefixes, query_batch=config.query_batch,
-                               query_budget=query_allowance(client, config.budget_queries))
+        data = label_sequences(
+            client,
+            seqs,
+            k=config.k,
+            prefixes=config.prefixes,
+            query_batch=config.query_batch,
+            query_budget=query_allowance(client, config.budget_queries),
+        )
         queries = data.queries
         objective = ZhuStealingObjective(config.rank_loss, config.item_loss, config.margin)
-        stats = train_student(student, data, objective, seed=train_seed, device=device, on_epoch=on_epoch,
-                              progress=progress, **config.training_options())
+        stats = train_student(
+            student, data, objective, seed=train_seed, device=device, on_epoch=on_epoch, progress=progress, **config.training_options()
+        )
         info.update({key: value for key, value in stats.items()}, queried_prefixes=int(data.queried.sum()))
     student.eval()
     return AttackResult(clone=student, queries=queries, info=info)
 
 
-@register_recipe("seq_ptd", SeqPTDConfig, needs=("target_data",),
-                 summary="Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences")
-def seq_ptd(config: SeqPTDConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
-            on_epoch: Callable | None = None, progress: bool = False) -> AttackResult:
+@register_recipe(
+    "seq_ptd",
+    SeqPTDConfig,
+    needs=("target_data",),
+    summary="Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences",
+)
+def seq_ptd(
+    config: SeqPTDConfig,
+    knowledge: SequenceKnowledge,
+    client: BlackBoxClient,
+    *,
+    seed: int,
+    device: str = "cpu",
+    on_epoch: Callable | None = None,
+    progress: bool = False,
+) -> AttackResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=False)
 
 
-@register_recipe("seq_ptq", SeqPTQConfig, needs=("target_data", "queries"),
-                 summary="Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists")
-def seq_ptq(config: SeqPTQConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
-            on_epoch: Callable | None = None, progress: bool = False) -> AttackResult:
+@register_recipe(
+    "seq_ptq",
+    SeqPTQConfig,
+    needs=("target_data", "queries"),
+    summary="Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists",
+)
+def seq_ptq(
+    config: SeqPTQConfig,
+    knowledge: SequenceKnowledge,
+    client: BlackBoxClient,
+    *,
+    seed: int,
+    device: str = "cpu",
+    on_epoch: Callable | None = None,
+    progress: bool = False,
+) -> AttackResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=True)
 
 
-@register_recipe("seq_ptaq", SeqPTAQConfig, needs=("target_data", "auxiliary", "queries"),
-                 summary="Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ")
-def seq_ptaq(config: SeqPTAQConfig, knowledge: SequenceKnowledge, client: BlackBoxClient, *, seed: int, device: str = "cpu",
-             on_epoch: Callable | None = None, progress: bool = False) -> AttackResult:
+@register_recipe(
+    "seq_ptaq",
+    SeqPTAQConfig,
+    needs=("target_data", "auxiliary", "queries"),
+    summary="Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ",
+)
+def seq_ptaq(
+    config: SeqPTAQConfig,
+    knowledge: SequenceKnowledge,
+    client: BlackBoxClient,
+    *,
+    seed: int,
+    device: str = "cpu",
+    on_epoch: Callable | None = None,
+    progress: bool = False,
+) -> AttackResult:
     return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=True, steal=True)

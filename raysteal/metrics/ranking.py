@@ -142,9 +142,7 @@ def sampled_rank_of_target(scores: ArrayLike, targets: ArrayLike, negatives: Arr
     return finish(rank, not any_torch(scores, targets, negatives))
 
 
-def _seen_keys(
-    seen_indptr: ArrayLike, seen_indices: ArrayLike, users: np.ndarray, num_items: int
-) -> np.ndarray:
+def _seen_keys(seen_indptr: ArrayLike, seen_indices: ArrayLike, users: np.ndarray, num_items: int) -> np.ndarray:
     """Sorted unique keys ``row * num_items + item`` of the batch rows' seen items."""
     ptr, items = csr_select(seen_indptr, seen_indices, users)
     if items.size and (items.min() < 0 or items.max() >= num_items):
@@ -222,8 +220,7 @@ def sample_negatives(
     short = np.flatnonzero(available < need)
     if short.size:
         raise ConfigError(
-            f"sample_negatives: user {int(user_ids[short[0]])} has {int(available[short[0]])} "
-            f"eligible unseen items, needs {need}"
+            f"sample_negatives: user {int(user_ids[short[0]])} has {int(available[short[0]])} eligible unseen items, needs {need}"
         )
 
     def draw(count: int) -> np.ndarray:

@@ -49,6 +49,4 @@ def mean_by_group(values: ArrayLike, groups: ArrayLike) -> dict[Hashable, float]
     ok = ~np.isnan(v)
     sums = np.bincount(inverse[ok], weights=v[ok], minlength=labels.size)
     counts = np.bincount(inverse[ok], minlength=labels.size)
-    return {
-        _label(label): (float(s / c) if c else math.nan) for label, s, c in zip(labels, sums, counts)
-    }
+    return {_label(label): (float(s / c) if c else math.nan) for label, s, c in zip(labels, sums, counts)}

@@ -96,4 +96,6 @@ class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
 
     def make_sampler(self, train: Any, batch_size: int) -> BatchSampler:
         cfg = self.config
-        return ClozeSampler(train, batch_size, cfg.max_len, cfg.mask_prob, self.mask_token, last_item_prob=cfg.last_item_prob, **self.sampler_options())
+        return ClozeSampler(
+            train, batch_size, cfg.max_len, cfg.mask_prob, self.mask_token, last_item_prob=cfg.last_item_prob, **self.sampler_options()
+        )

@@ -47,10 +47,12 @@ class NeuMFConfig(ModelConfig, frozen=True):
     init_std: float = Field(0.01, gt=0.0, description="std of the embeddings' normal initialisation")
     reject_seen: bool = Field(True, description="redraw negatives the user already interacted with")
     variant: Literal["neumf", "gmf", "mlp"] = Field(
-        "neumf", description="neumf: both branches fused; gmf / mlp: that branch alone with its own output layer (He et al.'s GMF and MLP)")
-    pretrain: bool = Field(
-        False, description="pre-train GMF and MLP, then fuse them into NeuMF before training it (He et al. 2017 §3.4.1)")
-    pretrain_alpha: float = Field(0.5, gt=0.0, lt=1.0, description="weight of the pre-trained GMF output layer in the fused one (1 - alpha: MLP's)")
+        "neumf", description="neumf: both branches fused; gmf / mlp: that branch alone with its own output layer (He et al.'s GMF and MLP)"
+    )
+    pretrain: bool = Field(False, description="pre-train GMF and MLP, then fuse them into NeuMF before training it (He et al. 2017 §3.4.1)")
+    pretrain_alpha: float = Field(
+        0.5, gt=0.0, lt=1.0, description="weight of the pre-trained GMF output layer in the fused one (1 - alpha: MLP's)"
+    )
     pretrain_epochs: int | None = Field(None, ge=1, description="epoch budget of each pre-training (None: the train config's epochs)")
     pretrain_lr: float | None = Field(None, gt=0.0, description="learning rate of the pre-trainings (None: the train config's lr)")
 
@@ -149,8 +151,9 @@ class NeuMF(Recommender[NeuMFConfig]):
         config; when that fine-tunes with SGD, the pre-trainings need their own (Adam) ``pretrain_lr``."""
         cfg = self.config
         if getattr(train, "optimizer", "adamw") != "adamw" and cfg.pretrain_lr is None:
-            raise ConfigError("pretrain: NeuMF fine-tunes with sgd here, so its GMF and MLP pre-trainings (Adam) need their "
-                              "own pretrain_lr (e.g. 5e-3)")
+            raise ConfigError(
+                "pretrain: NeuMF fine-tunes with sgd here, so its GMF and MLP pre-trainings (Adam) need their own pretrain_lr (e.g. 5e-3)"
+            )
         over = {"optimizer": "adamw"}
         return {**over, **{k: v for k, v in (("epochs", cfg.pretrain_epochs), ("lr", cfg.pretrain_lr)) if v is not None}}
 

@@ -177,9 +177,15 @@ def sampled_scores(hidden: torch.Tensor, table: torch.Tensor, indices: torch.Ten
 
 def fused_scores(hidden: torch.Tensor, table: torch.Tensor, indices: torch.Tensor) -> bool:
     """Whether :func:`sampled_scores` takes its fused CPU kernel for these operands."""
-    return (hidden.device.type == "cpu" and hidden.dtype == table.dtype == torch.float32 and hidden.ndim == 2
-            and indices.ndim == 2 and indices.shape[0] == hidden.shape[0] and indices.numel() > 0
-            and not torch.is_autocast_enabled("cpu"))
+    return (
+        hidden.device.type == "cpu"
+        and hidden.dtype == table.dtype == torch.float32
+        and hidden.ndim == 2
+        and indices.ndim == 2
+        and indices.shape[0] == hidden.shape[0]
+        and indices.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+    )
 
 
 class ItemEmbedding(nn.Module):
@@ -259,8 +265,9 @@ def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     batch, heads, length, width = q.shape
     additive = additive_attention_mask(mask, q.dtype) if mask.dtype == torch.bool else mask.to(q.dtype)
     bias = additive.expand(batch, heads, length, length).reshape(batch * heads, length, length)
-    scores = torch.baddbmm(bias, q.reshape(batch * heads, length, width), k.reshape(batch * heads, length, width).transpose(1, 2),
-                           alpha=1.0 / math.sqrt(width))
+    scores = torch.baddbmm(
+        bias, q.reshape(batch * heads, length, width), k.reshape(batch * heads, length, width).transpose(1, 2), alpha=1.0 / math.sqrt(width)
+    )
     weights = F.dropout(torch.softmax(scores, dim=-1), dropout, training=True)
     return torch.bmm(weights, v.reshape(batch * heads, length, width)).view(batch, heads, length, width)
 
@@ -275,7 +282,9 @@ class TransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, dropout: float, hidden: int, activation: str, pre_norm: bool):
         super().__init__()
         self.attention = MultiHeadSelfAttention(dim, num_heads, dropout)
-        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU() if activation == "gelu" else nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU() if activation == "gelu" else nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)

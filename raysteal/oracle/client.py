@@ -108,8 +108,13 @@ class QueryClient:
             raise _unwrap_ray_error(err) from None
 
     def __getstate__(self):
-        return {"attacker_id": self.attacker_id, "info": self.info, "_account_key": self._account_key,
-                "_local_key": self._local_key, "_actor": self._actor}
+        return {
+            "attacker_id": self.attacker_id,
+            "info": self.info,
+            "_account_key": self._account_key,
+            "_local_key": self._local_key,
+            "_actor": self._actor,
+        }
 
     def __setstate__(self, state):
         for key, value in state.items():

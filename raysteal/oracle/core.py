@@ -118,11 +118,29 @@ class OracleCore:
     def defend(self, lists: np.ndarray) -> np.ndarray:
         return self.defenses.apply(lists, self._rng)
 
-    def record(self, attacker: str, request_id: str, count: int, k: int, started: float, inputs: np.ndarray | None = None,
-               answers: np.ndarray | None = None) -> None:
+    def record(
+        self,
+        attacker: str,
+        request_id: str,
+        count: int,
+        k: int,
+        started: float,
+        inputs: np.ndarray | None = None,
+        answers: np.ndarray | None = None,
+    ) -> None:
         """Log an answered request (with what was asked and answered, for query-log detection)."""
-        self.log.append(attacker, request_id, count, k, True, "", self.info.defense, (time.perf_counter() - started) * 1e3,
-                        inputs=inputs, answers=answers)
+        self.log.append(
+            attacker,
+            request_id,
+            count,
+            k,
+            True,
+            "",
+            self.info.defense,
+            (time.perf_counter() - started) * 1e3,
+            inputs=inputs,
+            answers=answers,
+        )
 
     def query(self, attacker: str, key: str, inputs, k: int, request_id: str | None = None) -> np.ndarray:
         """Answer one request synchronously (the in-process path)."""

@@ -149,7 +149,9 @@ class PopularMixing(ListDefense):
 class PopularMixingSpec(_DefenseSpec):
     type: Literal["popular_mixing"]
     n: int = Field(ge=0)
-    pool: int | None = Field(None, ge=1, description=f"mix from the pool most popular items (None: {DEFAULT_POOL}, or the catalogue if smaller)")
+    pool: int | None = Field(
+        None, ge=1, description=f"mix from the pool most popular items (None: {DEFAULT_POOL}, or the catalogue if smaller)"
+    )
 
     @model_validator(mode="after")
     def _n_fits_the_pool(self) -> PopularMixingSpec:
@@ -165,8 +167,10 @@ class PopularMixingSpec(_DefenseSpec):
 
     def answer_width(self, k: int, narrowed: bool) -> int:
         if narrowed and self.n > k:
-            raise ConfigError(f"popular mixing: n={self.n} is more than the {k} items a list holds after the truncation "
-                              "before it (truncate first and mix fewer, or mix before truncating)")
+            raise ConfigError(
+                f"popular mixing: n={self.n} is more than the {k} items a list holds after the truncation "
+                "before it (truncate first and mix fewer, or mix before truncating)"
+            )
         return mixing_width(self.n, k)
 
 

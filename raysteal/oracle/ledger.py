@@ -137,13 +137,19 @@ class BudgetLedger:
                     raise DataFileError(f"{where}: charge for attacker {entry['attacker']!r}, who was never registered before it")
                 acct.spent += int(entry["count"])
                 digest = entry.get("digest")
-                self._retry_exempt[str(entry["request"])] = (str(entry["attacker"]), int(entry["count"]), None if digest is None else str(digest))
+                self._retry_exempt[str(entry["request"])] = (
+                    str(entry["attacker"]),
+                    int(entry["count"]),
+                    None if digest is None else str(digest),
+                )
             elif op == "refund":
                 self._accounts[entry["attacker"]].spent -= int(entry["count"])
                 self._retry_exempt.pop(str(entry["request"]), None)
                 self._answered[str(entry["request"])] = (str(entry["attacker"]), 0)  # its id stays used
             else:
-                raise DataFileError(f"{where}: unknown entry {raw.decode('utf-8').strip()[:80]!r} (op must be 'register', 'charge' or 'refund')")
+                raise DataFileError(
+                    f"{where}: unknown entry {raw.decode('utf-8').strip()[:80]!r} (op must be 'register', 'charge' or 'refund')"
+                )
         except (KeyError, TypeError, ValueError) as err:
             raise DataFileError(f"{where}: malformed {op} entry ({type(err).__name__}: {err})") from None
 
@@ -190,8 +196,16 @@ class BudgetLedger:
                 return
             if count > acct.remaining:
                 raise QueryBudgetExceeded(attacker, count, acct.remaining)
-            self._write({"op": "charge", "attacker": attacker, "count": int(count), "request": request_id,
-                         **({} if digest is None else {"digest": digest}), **self._log_fields(k)})
+            self._write(
+                {
+                    "op": "charge",
+                    "attacker": attacker,
+                    "count": int(count),
+                    "request": request_id,
+                    **({} if digest is None else {"digest": digest}),
+                    **self._log_fields(k),
+                }
+            )
             acct.spent += count
             self._answered[request_id] = (attacker, int(count))
 

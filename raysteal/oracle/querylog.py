@@ -91,6 +91,7 @@ def sequence_hashes(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
         full = np.where(last >= 0, prefix * _HASH_BASE + (last + 1).astype(np.uint64), prefix)
     return lengths, last, full.view(np.int64), prefix.view(np.int64), tail.view(np.int64)
 
+
 UNCONFIRMED = "charged; answer unconfirmed (server lost)"
 """Reason of a granted row rebuilt from the ledger: charged, then the server died before logging."""
 
@@ -184,8 +185,9 @@ class QueryLog:
     """Append-only, thread-safe request log held column-wise (cheap appends, one Arrow build),
     journaled to ``journal_path`` when given (``read_only``: replay it, never write)."""
 
-    def __init__(self, journal_path: str | os.PathLike | None = None, session: str = "", defense: str = "",
-                 read_only: bool = False) -> None:
+    def __init__(
+        self, journal_path: str | os.PathLike | None = None, session: str = "", defense: str = "", read_only: bool = False
+    ) -> None:
         self._lock = threading.Lock()
         self._cols: dict[str, list] = {f.name: [] for f in QUERY_LOG_SCHEMA}
         self._granted: dict[str, int] = {}  # request id -> index of its granted row
@@ -293,9 +295,20 @@ class QueryLog:
             missing = [(rid, c) for rid, c in charges.items() if rid not in self._granted]
             for rid, charge in missing:
                 k = charge.get("k")
-                self._put({"attacker": str(charge["attacker"]), "request_id": rid, "time": int(float(charge.get("t", 0.0)) * 1e6),
-                           "count": int(charge["count"]), "k": -1 if k is None else int(k), "granted": True,
-                           "reason": UNCONFIRMED, "defense": self.defense, "latency_ms": math.nan, **content_of(None, None)})
+                self._put(
+                    {
+                        "attacker": str(charge["attacker"]),
+                        "request_id": rid,
+                        "time": int(float(charge.get("t", 0.0)) * 1e6),
+                        "count": int(charge["count"]),
+                        "k": -1 if k is None else int(k),
+                        "granted": True,
+                        "reason": UNCONFIRMED,
+                        "defense": self.defense,
+                        "latency_ms": math.nan,
+                        **content_of(None, None),
+                    }
+                )
         return len(missing)
 
     def __len__(self) -> int:

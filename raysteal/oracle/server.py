@@ -37,8 +37,16 @@ _Request = tuple[np.ndarray, int, asyncio.Future[np.ndarray]]
 class _TargetServer:
     """Actor body (decorated below); async so requests overlap while a batch computes."""
 
-    def __init__(self, spec: TargetSpec, state_dir: str | None = None, seed: int = 0, max_batch: int = 16384, max_wait_ms: float = 2.0,
-                 secret: bytes | None = None, session: str | None = None):
+    def __init__(
+        self,
+        spec: TargetSpec,
+        state_dir: str | None = None,
+        seed: int = 0,
+        max_batch: int = 16384,
+        max_wait_ms: float = 2.0,
+        secret: bytes | None = None,
+        session: str | None = None,
+    ):
         self._core: OracleCore = build_oracle_core(spec, state_dir=state_dir, seed=seed, secret=secret, session=session)
         self._max_batch = int(max_batch)
         self._max_wait = float(max_wait_ms) / 1e3
@@ -206,8 +214,12 @@ def start_target_server(
     spec_ref = ray.put(spec)
     secret = secrets.token_bytes(32)
     # cast: Ray's stubs type .remote() as the handle or the actor class (ActorProxy); it returns the handle
-    handle = cast(TargetServerHandle, TargetServer.options(**options).remote(spec_ref, str(state_dir) if state_dir else None, seed,
-                                                                              max_batch, max_wait_ms, secret, new_session()))
+    handle = cast(
+        TargetServerHandle,
+        TargetServer.options(**options).remote(
+            spec_ref, str(state_dir) if state_dir else None, seed, max_batch, max_wait_ms, secret, new_session()
+        ),
+    )
     _STARTED[handle._actor_id.hex()] = (spec_ref, AccountKeys(secret).owner_token)
     return handle
 
@@ -219,8 +231,10 @@ def _restarts(max_restarts: int | None, state_dir: str | Path | None) -> int:
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < -1:
         raise ConfigError(f"max_restarts must be an int >= -1 (-1: unlimited), got {max_restarts!r}")
     if max_restarts and not state_dir:
-        raise ConfigError(f"max_restarts={max_restarts} needs a state_dir: without one the ledger lives in memory and a restarted "
-                          "server would grant spent budgets again")
+        raise ConfigError(
+            f"max_restarts={max_restarts} needs a state_dir: without one the ledger lives in memory and a restarted "
+            "server would grant spent budgets again"
+        )
     return max_restarts
 
 

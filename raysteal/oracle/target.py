@@ -58,8 +58,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, seed: int = 0, device: str | None = None,
-                      secret: bytes | None = None, session: str | None = None) -> OracleCore:
+def build_oracle_core(
+    spec: TargetSpec,
+    state_dir: str | Path | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    secret: bytes | None = None,
+    session: str | None = None,
+) -> OracleCore:
     """Model + seen items + defenses → an ``OracleCore`` (``secret``: its accounts' keys; random
     when None; ``session``: names its query log, see :class:`OracleCore`)."""
     model = spec.load_model()
@@ -70,5 +76,6 @@ def build_oracle_core(spec: TargetSpec, state_dir: str | Path | None = None, see
         exclude_seen=spec.exclude_seen,
         device=device or default_device(),
     )
-    return OracleCore(engine, build_defenses(spec.defenses, spec.item_popularity), state_dir=state_dir, seed=seed, secret=secret,
-                      session=session)
+    return OracleCore(
+        engine, build_defenses(spec.defenses, spec.item_popularity), state_dir=state_dir, seed=seed, secret=secret, session=session
+    )

@@ -96,8 +96,9 @@ def _floor(rows: pd.DataFrame, floor_rows: pd.DataFrame | None, metric: str) -> 
     return float(np.mean(values)) if values else np.nan
 
 
-def _curve(frame: pd.DataFrame, spec: dict[str, Any], path: Path, paper: dict[str, float] | None = None,
-           floor_rows: pd.DataFrame | None = None) -> None:
+def _curve(
+    frame: pd.DataFrame, spec: dict[str, Any], path: Path, paper: dict[str, float] | None = None, floor_rows: pd.DataFrame | None = None
+) -> None:
     """Mean ± std over seeds per series; the popularity series dashed grey as the floor (or, where the
     panel has none, a dashed line at the floor of ``floor_rows``); the paper's values (``paper``) as
     hollow stars at their x, dotted lines where a key names no x."""
@@ -129,8 +130,9 @@ def _curve(frame: pd.DataFrame, spec: dict[str, Any], path: Path, paper: dict[st
                     ax.axhline(value, color=color, linestyle=":", linewidth=1)
                 else:
                     ax.scatter([px], [value], marker="*", s=150, facecolors="none", edgecolors=color, linewidths=1.4, zorder=5)
-                extra_handles["paper"] = Line2D([], [], marker="*", markersize=11, markerfacecolor="none",
-                                                markeredgecolor="k", linestyle="none", label="paper")
+                extra_handles["paper"] = Line2D(
+                    [], [], marker="*", markersize=11, markerfacecolor="none", markeredgecolor="k", linestyle="none", label="paper"
+                )
         if not has_floor_series:
             floor = _floor(part, part[part["attack"] == FLOOR_ATTACK] if floor_rows is None else floor_rows, metric)
             if not np.isnan(floor):
@@ -162,8 +164,9 @@ _x_value = setting_number
 """Numeric x for a curve: numbers as is; defense lists by their mixed-in count n."""
 
 
-def _heatmap(frame: pd.DataFrame, spec: dict[str, Any], path: Path, paper: dict[str, float] | None = None,
-             floor_rows: pd.DataFrame | None = None) -> None:
+def _heatmap(
+    frame: pd.DataFrame, spec: dict[str, Any], path: Path, paper: dict[str, float] | None = None, floor_rows: pd.DataFrame | None = None
+) -> None:
     """Mean per (rows, cols) cell, the paper's value under ours where it gives one, and each row's
     popularity floor (``floor_rows``, else the frame's own popularity rows) in its label."""
     import matplotlib
@@ -234,8 +237,12 @@ def search_section(root: Path, out_dir: Path) -> list[str]:
     tune = json.loads(spec_path.read_text()).get("tune") or {}
     page = search_evidence(root / "tune", str(tune.get("metric")), str(tune.get("mode", "max")))
     write_text_atomically(out_dir / "search.md", page)
-    return ["## The search", "", f"Every trial, the best configurations and what each setting does: [search.md](search.md) "
-            f"(metric `{tune.get('metric')}`).", ""]
+    return [
+        "## The search",
+        "",
+        f"Every trial, the best configurations and what each setting does: [search.md](search.md) (metric `{tune.get('metric')}`).",
+        "",
+    ]
 
 
 def paper_metric(reports: list[Any]) -> str:
@@ -247,9 +254,17 @@ def paper_metric(reports: list[Any]) -> str:
     return "agr@k"
 
 
-def experiment_sections(name: str, part: pd.DataFrame, spec: dict[str, Any], out_dir: Path, *, png_name: str | None = None,
-                        paper_beside: bool = False, floor_rows: pd.DataFrame | None = None,
-                        extra: dict[str, list[str]] | None = None) -> list[str]:
+def experiment_sections(
+    name: str,
+    part: pd.DataFrame,
+    spec: dict[str, Any],
+    out_dir: Path,
+    *,
+    png_name: str | None = None,
+    paper_beside: bool = False,
+    floor_rows: pd.DataFrame | None = None,
+    extra: dict[str, list[str]] | None = None,
+) -> list[str]:
     """The Markdown lines of one experiment's ``report:`` entries (``spec``: its saved or loaded
     spec; ``part``: its rows, derived metrics added), writing each figure as
     ``out_dir/<png_name or name>-<i>-<kind>.png``. ``paper_beside``, ``floor_rows`` and ``extra``

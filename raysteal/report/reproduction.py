@@ -103,8 +103,9 @@ def _runs_line(entry: PlanEntry, frame: pd.DataFrame, imported: dict[str, str], 
     if there:
         sources = sorted({imported[r] for r in frame.loc[marks, "run_id"]})
         spent = pd.to_numeric(frame.loc[marks, "wall_s"], errors="coerce").sum() if "wall_s" in frame.columns else np.nan
-        parts.append(f"{there} imported from {', '.join(f'`{s}`' for s in sources)} (their runs took {duration(spent)} "
-                     "summed over runs, elsewhere)")
+        parts.append(
+            f"{there} imported from {', '.join(f'`{s}`' for s in sources)} (their runs took {duration(spent)} summed over runs, elsewhere)"
+        )
     if stale:
         parts.append(f"{stale} row(s) of earlier settings of the file left out")
     return "; ".join(parts) + "."
@@ -115,19 +116,27 @@ def _floor_rows(entry: PlanEntry, frame: pd.DataFrame, everything: dict[str, pd.
     own = frame[frame["attack"] == FLOOR_ATTACK] if "attack" in frame.columns else frame.iloc[0:0]
     if not own.empty:
         return own, "the file's own popularity runs"
-    others = {stem: rows[rows["attack"] == FLOOR_ATTACK] for stem, rows in everything.items()
-              if stem != entry.stem and not rows.empty and "attack" in rows.columns}
+    others = {
+        stem: rows[rows["attack"] == FLOOR_ATTACK]
+        for stem, rows in everything.items()
+        if stem != entry.stem and not rows.empty and "attack" in rows.columns
+    }
     # only the files with popularity runs in one of this file's settings (FLOOR_KEYS) are named
-    others = {stem: rows for stem, rows in others.items()
-              if not rows.empty and not np.isnan(floor_values(frame, rows.assign(_match=1.0), "_match")).all()}
+    others = {
+        stem: rows
+        for stem, rows in others.items()
+        if not rows.empty and not np.isnan(floor_values(frame, rows.assign(_match=1.0), "_match")).all()
+    }
     if not others:
         return None, "none in this reproduction (no popularity runs in the same setting)"
     return pd.concat(others.values(), ignore_index=True, sort=False), "popularity runs of " + ", ".join(f"`{s}`" for s in sorted(others))
 
 
 def _files_table(entries: list[PlanEntry], frames: dict[str, pd.DataFrame], status: dict[str, str]) -> list[str]:
-    lines = ["| # | file | experiment | seeds | runs | ran here | imported | wall time here | Σ run time | status |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| # | file | experiment | seeds | runs | ran here | imported | wall time here | Σ run time | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     total_wall = 0.0
     for i, entry in enumerate(entries, 1):
         frame = frames.get(entry.stem, pd.DataFrame())
@@ -141,16 +150,22 @@ def _files_table(entries: list[PlanEntry], frames: dict[str, pd.DataFrame], stat
         state = "done" if done >= entry.total else ("not run yet" if frame.empty else "partial")
         if status.get(entry.stem, "").startswith("failed"):
             state = f"failed (see [{entry.stem}](#{entry.stem}))"
-        lines.append(f"| {i} | [{entry.stem}](#{entry.stem}) | {entry.config.experiment} | {entry.config.seeds} | "
-                     f"{done} / {entry.total} | {len(frame) - n_imported} | {n_imported} | {duration(wall)} | "
-                     f"{duration(spent)} | {state} |")
-    lines += ["", f"Wall time of all sittings here: {duration(total_wall)}. _Σ run time_ adds up the runs' own wall "
-              "times (they run side by side, and imported ones ran elsewhere)."]
+        lines.append(
+            f"| {i} | [{entry.stem}](#{entry.stem}) | {entry.config.experiment} | {entry.config.seeds} | "
+            f"{done} / {entry.total} | {len(frame) - n_imported} | {n_imported} | {duration(wall)} | "
+            f"{duration(spent)} | {state} |"
+        )
+    lines += [
+        "",
+        f"Wall time of all sittings here: {duration(total_wall)}. _Σ run time_ adds up the runs' own wall "
+        "times (they run side by side, and imported ones ran elsewhere).",
+    ]
     return lines
 
 
-def render_reproduction(root: Path, paper: str, entries: list[PlanEntry], command: str | None = None,
-                        status: dict[str, str] | None = None) -> Path:
+def render_reproduction(
+    root: Path, paper: str, entries: list[PlanEntry], command: str | None = None, status: dict[str, str] | None = None
+) -> Path:
     """Write ``root/report.md`` (and ``root/<stem>-<i>-<kind>.png``) for ``entries`` (every file of
     the paper's folder, run or not, in running order); returns its path. ``status``: a word per
     file stem where this invocation has one to say (``failed: ...``)."""
@@ -167,9 +182,16 @@ def render_reproduction(root: Path, paper: str, entries: list[PlanEntry], comman
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     from raysteal import __version__
 
-    lines = [f"# Reproduction: {paper}", "",
-             f"Written {now} by raysteal {__version__}" + (f": `{command}`" if command else "") + ".", "",
-             READING, "", "## Files", ""]
+    lines = [
+        f"# Reproduction: {paper}",
+        "",
+        f"Written {now} by raysteal {__version__}" + (f": `{command}`" if command else "") + ".",
+        "",
+        READING,
+        "",
+        "## Files",
+        "",
+    ]
     lines += _files_table(entries, frames, status) + [""]
     for entry in entries:
         frame = frames[entry.stem]
@@ -188,8 +210,16 @@ def render_reproduction(root: Path, paper: str, entries: list[PlanEntry], comman
         origin = _origin_texts(frame, imported)
         if origin is not None:
             lines += ["The _runs_ column says which cells hold runs taken from the directories named above.", ""]
-        lines += experiment_sections(entry.config.experiment, frame, spec, root, png_name=entry.stem, paper_beside=True,
-                                     floor_rows=floor_rows, extra=None if origin is None else {"runs": origin})
+        lines += experiment_sections(
+            entry.config.experiment,
+            frame,
+            spec,
+            root,
+            png_name=entry.stem,
+            paper_beside=True,
+            floor_rows=floor_rows,
+            extra=None if origin is None else {"runs": origin},
+        )
         missing = unmatched_paper_keys(spec.get("paper") or {}, frame)
         if missing:
             shown = ", ".join(f"`{key}` {spec['paper'][key]:.4f}" for key in missing)

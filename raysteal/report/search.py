@@ -67,9 +67,14 @@ def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.Data
             continue
         # by position (the first peak, NaN skipped: what idxmax/idxmin pick), not by index label
         best = int(np.nanargmax(values.to_numpy()) if mode == "max" else np.nanargmin(values.to_numpy()))
-        row = {"trial": trial, "peak": float(values.iloc[best]), "peak_epoch": int(part["epoch"].iloc[best]),
-               "epochs": int(part["epoch"].max()), "last": float(values.iloc[-1])}
-        row.update({c[len("config/"):]: part[c].iloc[-1] for c in settings})
+        row = {
+            "trial": trial,
+            "peak": float(values.iloc[best]),
+            "peak_epoch": int(part["epoch"].iloc[best]),
+            "epochs": int(part["epoch"].max()),
+            "last": float(values.iloc[-1]),
+        }
+        row.update({c[len("config/") :]: part[c].iloc[-1] for c in settings})
         out.append(row)
     table = pd.DataFrame(out)
     return table.sort_values("peak", ascending=(mode != "max"), ignore_index=True)
@@ -86,28 +91,45 @@ def setting_effects(curves: pd.DataFrame, metric: str, epoch: int) -> pd.DataFra
     at = curves[curves["epoch"] == epoch].set_index("trial_id")
     rows = []
     for column in sorted(c for c in curves.columns if c.startswith("config/")):
-        name = column[len("config/"):]
+        name = column[len("config/") :]
         values = at[column]
         scores = at[metric].astype(float)
         distinct = values.map(_fmt).nunique()
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
         if distinct <= CATEGORICAL_AT_MOST or not numeric:
             for value, group in scores.groupby(values.map(_fmt)):
-                rows.append({"setting": name, "value": value, "trials": int(group.notna().sum()),
-                             "mean": float(group.mean()), "std": float(group.std()) if len(group) > 1 else math.nan,
-                             "spearman": math.nan})
+                rows.append(
+                    {
+                        "setting": name,
+                        "value": value,
+                        "trials": int(group.notna().sum()),
+                        "mean": float(group.mean()),
+                        "std": float(group.std()) if len(group) > 1 else math.nan,
+                        "spearman": math.nan,
+                    }
+                )
         else:
             pair = pd.DataFrame({"x": values.astype(float), "y": scores}).dropna()
             rho = float(pair["x"].rank().corr(pair["y"].rank())) if len(pair) > 2 else math.nan
-            rows.append({"setting": name, "value": f"{pair['x'].min():.3g} to {pair['x'].max():.3g}", "trials": len(pair),
-                         "mean": float(pair["y"].mean()) if len(pair) else math.nan, "std": math.nan, "spearman": rho})
+            rows.append(
+                {
+                    "setting": name,
+                    "value": f"{pair['x'].min():.3g} to {pair['x'].max():.3g}",
+                    "trials": len(pair),
+                    "mean": float(pair["y"].mean()) if len(pair) else math.nan,
+                    "std": math.nan,
+                    "spearman": rho,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def _markdown(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    lines = ["| " + " | ".join("–" if isinstance(v, float) and math.isnan(v) else _fmt(v) for v in row) + " |"
-             for row in frame.itertuples(index=False)]
+    lines = [
+        "| " + " | ".join("–" if isinstance(v, float) and math.isnan(v) else _fmt(v) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([header, *lines])
 
 
@@ -119,14 +141,21 @@ def search_evidence(tune_dir: str | os.PathLike, metric: str, mode: str = "max",
     epoch = common_epoch(curves)
     reached = trials["epochs"].value_counts().sort_index(ascending=False)
     lines = [
-        f"# Search evidence: `{metric}` ({mode})", "",
-        f"{len(trials)} trials; epochs reported → trials: " + ", ".join(f"{e}: {n}" for e, n in reached.items()) + ".", "",
-        f"## The {min(top, len(trials))} best trials by their peak over all reported epochs", "",
-        _markdown(trials.head(top)), "",
-        f"## What each setting does, at epoch {epoch} (the latest epoch every trial reached)", "",
+        f"# Search evidence: `{metric}` ({mode})",
+        "",
+        f"{len(trials)} trials; epochs reported → trials: " + ", ".join(f"{e}: {n}" for e, n in reached.items()) + ".",
+        "",
+        f"## The {min(top, len(trials))} best trials by their peak over all reported epochs",
+        "",
+        _markdown(trials.head(top)),
+        "",
+        f"## What each setting does, at epoch {epoch} (the latest epoch every trial reached)",
+        "",
         "Categorical settings: the trials' mean and std of the metric per value; numeric ones: Spearman's rank "
-        "correlation with it. The searcher chose these values, so read them as correlations, not ablations.", "",
-        _markdown(setting_effects(curves, metric, epoch)), "",
+        "correlation with it. The searcher chose these values, so read them as correlations, not ablations.",
+        "",
+        _markdown(setting_effects(curves, metric, epoch)),
+        "",
     ]
     return "\n".join(lines)
 

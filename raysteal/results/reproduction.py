@@ -26,8 +26,17 @@ from raysteal.errors import ConfigError
 SITTINGS_FILE = "reproduce.json"
 IMPORTS_FILE = "imported.json"
 
-ATTACK_COST = {"popularity": 0.02, "qsd": 1.0, "ptd": 1.0, "ptq": 1.5, "pta": 2.0, "ptaq": 2.5,
-               "pta_pre": 2.0, "ptaq_pre": 2.5, "aux_frozen": 2.0}
+ATTACK_COST = {
+    "popularity": 0.02,
+    "qsd": 1.0,
+    "ptd": 1.0,
+    "ptq": 1.5,
+    "pta": 2.0,
+    "ptaq": 2.5,
+    "pta_pre": 2.0,
+    "ptaq_pre": 2.5,
+    "aux_frozen": 2.0,
+}
 """Rough relative cost of one collaborative run per attack (PTD on a 1M-interaction log = 1, about
 20 s of a 2-core machine's wall time); an attack not listed counts 2. Only the order of the files
 depends on these numbers."""
@@ -107,8 +116,10 @@ def resolve_paper(paper: str, root: Path | None = None) -> Path:
     else:
         known = paper_folders(root)
         listed = ", ".join(known) if known else "none"
-        raise ConfigError(f"no experiments folder {paper!r} under {root}; the folders there are: {listed} "
-                          "(or give the path of a folder of experiment files)")
+        raise ConfigError(
+            f"no experiments folder {paper!r} under {root}; the folders there are: {listed} "
+            "(or give the path of a folder of experiment files)"
+        )
     if not experiment_files(folder):
         raise ConfigError(f"{folder}: holds no experiment file (Tune and simulate files are not run by reproduce)")
     return folder

@@ -93,8 +93,9 @@ def _read_rows(path: Path, what: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise DataFileError(f"{path}: not a readable Parquet file ({what}): {err}; move it away (a re-run "
-                            "redoes a missing run) or restore it") from None
+        raise DataFileError(
+            f"{path}: not a readable Parquet file ({what}): {err}; move it away (a re-run redoes a missing run) or restore it"
+        ) from None
 
 
 def rows_table(frame: pd.DataFrame) -> pa.Table:

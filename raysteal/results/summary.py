@@ -13,7 +13,21 @@ import pandas as pd
 
 from raysteal.data.splits import HEAD_FRACTION
 
-CELL_COLUMNS = ["experiment", "dataset", "target", "attack", "setting", "variant", "clone", "k", "defense", "budget", "attacker_fraction", "auxiliary_size", "item_overlap"]
+CELL_COLUMNS = [
+    "experiment",
+    "dataset",
+    "target",
+    "attack",
+    "setting",
+    "variant",
+    "clone",
+    "k",
+    "defense",
+    "budget",
+    "attacker_fraction",
+    "auxiliary_size",
+    "item_overlap",
+]
 AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION}
 """Settings that are a cell column only where they vary (a grid axis), with the value rows from
 before the setting existed were computed at."""
@@ -30,8 +44,11 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     varying = [c for c in hp if by and (frame.groupby(by, dropna=False)[c].nunique(dropna=False) > 1).any()]
     # the same dataset or target name with other preprocessing / parameters is another cell
     names = [c for c in ("dataset", "target") if c in frame.columns]
-    variants = [c for c in VARIANT_COLUMNS if c in frame.columns and names
-                and (frame[c].map(str).groupby([frame[n] for n in names], dropna=False).nunique() > 1).any()]
+    variants = [
+        c
+        for c in VARIANT_COLUMNS
+        if c in frame.columns and names and (frame[c].map(str).groupby([frame[n] for n in names], dropna=False).nunique() > 1).any()
+    ]
     axes = [c for c in AXES_WHEN_VARIED if c in frame.columns and frame[c].nunique(dropna=False) > 1]
     return fixed + variants + axes + sorted(varying)
 
@@ -188,7 +205,17 @@ def unmatched_paper_keys(paper: Mapping[str, float], frame: pd.DataFrame) -> lis
 
 
 FLOOR_ATTACK = "popularity"
-FLOOR_KEYS = ["dataset", "preprocess", "target", "target_params", "k", "attacker_fraction", "auxiliary_size", "item_overlap", "head_fraction"]
+FLOOR_KEYS = [
+    "dataset",
+    "preprocess",
+    "target",
+    "target_params",
+    "k",
+    "attacker_fraction",
+    "auxiliary_size",
+    "item_overlap",
+    "head_fraction",
+]
 """The settings the popularity floor of a cell is matched on (it makes no query, so budget and
 defense do not change it: it is scored against the target's true lists)."""
 FLOOR_METRICS = {"target_recall@k/defended": "clone_recall@k", "target_recall@k/all_users": "clone_recall@k"}
@@ -222,9 +249,15 @@ def format_cell(mean: float, std: float) -> str:
     return f"{mean:.4f}" if np.isnan(std) else f"{mean:.4f} ± {std:.4f}"
 
 
-def summary_markdown(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict[str, float] | None = None,
-                     *, paper_beside: bool = False, floor_rows: pd.DataFrame | None = None,
-                     extra: dict[str, list[str]] | None = None) -> str:
+def summary_markdown(
+    frame: pd.DataFrame,
+    metrics: list[str] | None = None,
+    paper: dict[str, float] | None = None,
+    *,
+    paper_beside: bool = False,
+    floor_rows: pd.DataFrame | None = None,
+    extra: dict[str, list[str]] | None = None,
+) -> str:
     """The summary as a Markdown table (mean ± std over seeds). ``paper_beside``: the paper's value
     and ``Δ`` (ours − paper) right after the first metric (the one the paper reports), the other
     metrics (e.g. the held-out measure) after them. ``floor_rows``: popularity rows to give each

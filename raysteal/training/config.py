@@ -18,7 +18,8 @@ class TrainConfig(NumbersAreNotBooleans):
     epochs: int = Field(20, ge=1, description="maximum passes over the training log")
     batch_size: int = Field(2048, ge=1, description="training batch size (rows the sampler yields)")
     optimizer: Literal["adamw", "sgd"] = Field(
-        "adamw", description="adamw; or sgd: vanilla SGD (no momentum), as He et al. fine-tune a pre-trained NeuMF (§3.4.1)")
+        "adamw", description="adamw; or sgd: vanilla SGD (no momentum), as He et al. fine-tune a pre-trained NeuMF (§3.4.1)"
+    )
     lr: float = Field(1e-3, gt=0.0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay (sgd: L2 penalty)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")

@@ -124,11 +124,15 @@ def describe(figures: dict[str, Any], what: str) -> str:
     f = figures
 
     def pair(who: str) -> str:
-        return (f"NDCG@10 {f[f'{who}_ndcg@10_full']:.4f} / HR@10 {f[f'{who}_hr@10_full']:.4f} full, "
-                f"NDCG@10 {f[f'{who}_ndcg@10_100neg']:.4f} / HR@10 {f[f'{who}_hr@10_100neg']:.4f} 100 neg")
+        return (
+            f"NDCG@10 {f[f'{who}_ndcg@10_full']:.4f} / HR@10 {f[f'{who}_hr@10_full']:.4f} full, "
+            f"NDCG@10 {f[f'{who}_ndcg@10_100neg']:.4f} / HR@10 {f[f'{who}_hr@10_100neg']:.4f} 100 neg"
+        )
 
-    return (f"target {what} on {f['users']} test users: {pair('target')}; popularity: {pair('popularity')}; "
-            f"lift {f['target_lift']:.2f}x popularity's NDCG@10 (full ranking)")
+    return (
+        f"target {what} on {f['users']} test users: {pair('target')}; popularity: {pair('popularity')}; "
+        f"lift {f['target_lift']:.2f}x popularity's NDCG@10 (full ranking)"
+    )
 
 
 def below(figures: dict[str, Any], threshold: float | None) -> bool:
@@ -141,16 +145,20 @@ def below(figures: dict[str, Any], threshold: float | None) -> bool:
 
 def warning_text(figures: dict[str, Any], what: str, threshold: float) -> str:
     """The warning for a target under the warning threshold (names target and dataset)."""
-    return (f"target {what}: full-ranking NDCG@10 {figures['target_ndcg@10_full']:.4f} is {figures['target_lift']:.2f}x the "
-            f"popularity recommender's {figures['popularity_ndcg@10_full']:.4f} on the same {figures['users']} users, under "
-            f"{threshold:g}x: attacks on it measure popularity as much as theft (train it longer, or check the dataset)")
+    return (
+        f"target {what}: full-ranking NDCG@10 {figures['target_ndcg@10_full']:.4f} is {figures['target_lift']:.2f}x the "
+        f"popularity recommender's {figures['popularity_ndcg@10_full']:.4f} on the same {figures['users']} users, under "
+        f"{threshold:g}x: attacks on it measure popularity as much as theft (train it longer, or check the dataset)"
+    )
 
 
 def refusal_text(figures: dict[str, Any], what: str, required: float) -> str:
     """The one-line error for a target under the required lift."""
-    return (f"target {what} not attacked: its full-ranking NDCG@10 {figures['target_ndcg@10_full']:.4f} is "
-            f"{figures['target_lift']:.2f}x the popularity recommender's {figures['popularity_ndcg@10_full']:.4f} on the same "
-            f"{figures['users']} users, under the required {required:g}x (require_target_lift / --require-target-lift)")
+    return (
+        f"target {what} not attacked: its full-ranking NDCG@10 {figures['target_ndcg@10_full']:.4f} is "
+        f"{figures['target_lift']:.2f}x the popularity recommender's {figures['popularity_ndcg@10_full']:.4f} on the same "
+        f"{figures['users']} users, under the required {required:g}x (require_target_lift / --require-target-lift)"
+    )
 
 
 def ranked_accuracy(ranks: np.ndarray, k: int) -> tuple[float, float]:

@@ -80,8 +80,9 @@ def load_loop_state(
         if not isinstance(payload, dict) or payload.get("format") != format:
             raise ConfigError(f"{what} {path}: not a {format} file; delete it to start afresh")
         if payload["key"] != key:
-            raise ConfigError(f"{what} {path} was made for another run ({payload['key']}, this one is {key}); "
-                              "delete it or pass another path")
+            raise ConfigError(
+                f"{what} {path} was made for another run ({payload['key']}, this one is {key}); delete it or pass another path"
+            )
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same error to the user
         message = str(err) if isinstance(err, ConfigError) else f"{what} {path}: unreadable ({err}); delete it to start afresh"
         if restart_if_unusable:

@@ -16,10 +16,16 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # at the same full-ranking NDCG but a lower sampled HR@10), hence 60 epochs. Validation every 5
     # epochs, never stopping before 20: per-epoch checks on the ML-1M target half are noisy enough
     # that patience 3 stopped BPR at epoch 9 (test HR@10 0.52 instead of 0.68).
-    "bpr": ({"model": "bpr", "embedding_dim": 64}, {"epochs": 60, "batch_size": 2048, "lr": 1e-3, "eval_every": 5, "patience": 3, "min_epochs": 20}),
+    "bpr": (
+        {"model": "bpr", "embedding_dim": 64},
+        {"epochs": 60, "batch_size": 2048, "lr": 1e-3, "eval_every": 5, "patience": 3, "min_epochs": 20},
+    ),
     # Johnson 2014 with Zhu et al. App. A.1: d=64, Adam lr 1e-3, batch 2048, 4 negatives (lr 5e-3
     # peaks at epoch ~4-6 with sampled HR@10 0.71 on validation vs 0.73 at lr 1e-3).
-    "lmf": ({"model": "lmf", "embedding_dim": 64}, {"epochs": 60, "batch_size": 2048, "lr": 1e-3, "eval_every": 5, "patience": 3, "min_epochs": 20}),
+    "lmf": (
+        {"model": "lmf", "embedding_dim": 64},
+        {"epochs": 60, "batch_size": 2048, "lr": 1e-3, "eval_every": 5, "patience": 3, "min_epochs": 20},
+    ),
     # He et al. 2017: predictive factors f=16, towers (4f, 2f, f), 4 negatives. Batch 2048 at
     # lr 5e-3 matched the paper's batch 256 / lr 1e-3 on validation (HR@10 0.70, NDCG@10 0.415
     # with 100 negatives) at 2/3 of the CPU time; f=32 adds ~0.01 NDCG@10 for twice the time.
@@ -34,7 +40,10 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # NDCG@10 (full) still rising at epoch 64 (0.157), best at epoch 80, early stop at 100; test
     # NDCG@10 0.5954 with 100 negatives (Yue et al.'s teacher: 0.602). Slow to converge: validate
     # every 4 epochs with patience 5.
-    "bert4rec": ({"model": "bert4rec", "length_buckets": 8}, {"epochs": 200, "batch_size": 128, "lr": 2e-3, "eval_every": 4, "patience": 5}),
+    "bert4rec": (
+        {"model": "bert4rec", "length_buckets": 8},
+        {"epochs": 200, "batch_size": 128, "lr": 2e-3, "eval_every": 4, "patience": 5},
+    ),
     # GRU4Rec / NARM / STAMP: lr 3e-3 as for SASRec. On ML-1M (benchmarks/targets.py, CPU) GRU4Rec
     # peaked at epoch 18 (test NDCG@10 0.602, 100 neg); run to early stopping, NARM peaked at epoch
     # 30 (0.554) and STAMP at epoch 26 (0.526).

@@ -82,11 +82,24 @@ def pretrain(
         part_seed_ = part_seed(seed, index)
         part = seeded_model(part_config, model.num_users, model.num_items, part_seed_)
         report = None if on_epoch is None else (lambda log, name=name: on_epoch({**log, "phase": f"pretrain {name}"}))
-        result = fit(part, split, settings, seed=part_seed_, device=device, progress=False,
-                     state_path=part_state_path(state_path, name), restart_if_unusable=state_path is not None, on_epoch=report)
+        result = fit(
+            part,
+            split,
+            settings,
+            seed=part_seed_,
+            device=device,
+            progress=False,
+            state_path=part_state_path(state_path, name),
+            restart_if_unusable=state_path is not None,
+            on_epoch=report,
+        )
         parts[name] = part
-        summary[name] = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": result.best_valid_ndcg,
-                         "epochs_run": result.epochs_run, "train_seconds": result.train_seconds}
+        summary[name] = {
+            "best_epoch": result.best_epoch,
+            "best_valid_ndcg@10": result.best_valid_ndcg,
+            "epochs_run": result.epochs_run,
+            "train_seconds": result.train_seconds,
+        }
     model.fuse_pretrained(parts)
     return {"parts": summary}
 

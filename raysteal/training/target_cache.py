@@ -41,9 +41,16 @@ def make_split(log: Interactions, split: str = "leave_one_out") -> LeaveOneOut:
     return SPLITS[split](log)
 
 
-_ADDED_FIELDS: dict[str, object] = {"length_buckets": 0, "max_seconds": None, "variant": "neumf", "pretrain": False,
-                                     "pretrain_alpha": 0.5, "pretrain_epochs": None, "pretrain_lr": None,
-                                     "optimizer": "adamw"}
+_ADDED_FIELDS: dict[str, object] = {
+    "length_buckets": 0,
+    "max_seconds": None,
+    "variant": "neumf",
+    "pretrain": False,
+    "pretrain_alpha": 0.5,
+    "pretrain_epochs": None,
+    "pretrain_lr": None,
+    "optimizer": "adamw",
+}
 """Model / train config fields added after targets were cached: left out of the key while at
 their default, so a cache written before the field existed still answers."""
 
@@ -114,8 +121,17 @@ def train_target(
     mark = checked_watermark(watermark, cfg)
     data = make_split(log, split)
     model = seeded_model(cfg, log.num_users, log.num_items, seed)
-    result = fit(model, data if mark is None else watermarked_split(data, mark), tcfg, seed=seed, device=device, progress=progress, state_path=state_path,
-                 restart_if_unusable=state_path is not None, on_epoch=on_epoch)
+    result = fit(
+        model,
+        data if mark is None else watermarked_split(data, mark),
+        tcfg,
+        seed=seed,
+        device=device,
+        progress=progress,
+        state_path=state_path,
+        restart_if_unusable=state_path is not None,
+        on_epoch=on_epoch,
+    )
     metrics = {
         "train": result.summary(),
         "valid": _plain(evaluate(model, data, "valid", seed=seed)),
@@ -157,10 +173,17 @@ def get_or_train_target(
         state.unlink(missing_ok=True)  # a crash between saving the checkpoint and removing the state
         return model, {**meta, "path": str(path), "cache_hit": True}
     # a target whose training was killed goes on from its last epoch (the state sits beside the checkpoint)
-    model, metrics = train_target(log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state,
-                                  on_epoch=on_epoch, watermark=mark)
-    extra = {"key": key, "dataset": dataset, "preprocess": preprocess, "split": split, "seed": int(seed),
-             "train_config": tcfg.model_dump(mode="json")}
+    model, metrics = train_target(
+        log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state, on_epoch=on_epoch, watermark=mark
+    )
+    extra = {
+        "key": key,
+        "dataset": dataset,
+        "preprocess": preprocess,
+        "split": split,
+        "seed": int(seed),
+        "train_config": tcfg.model_dump(mode="json"),
+    }
     if mark is not None:  # the owner's own checkpoint: `raysteal verify --target` reads the watermark here
         extra["watermark"] = mark.model_dump(mode="json")
     save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)

@@ -187,9 +187,17 @@ def fit(
     stale, done, elapsed = 0, False, 0.0
     first_epoch = 1
     with _private_rng(rng_seed, dev), _Progress(_show_progress(progress), config.epochs, steps) as bar:
-        saved = load_loop_state(state_path, format=STATE_FORMAT, key=state_key, model=model, optimizer=optimizer,
-                                generator=generator, device=dev, restart_if_unusable=restart_if_unusable,
-                                what="target training state")
+        saved = load_loop_state(
+            state_path,
+            format=STATE_FORMAT,
+            key=state_key,
+            model=model,
+            optimizer=optimizer,
+            generator=generator,
+            device=dev,
+            restart_if_unusable=restart_if_unusable,
+            what="target training state",
+        )
         if saved is not None:
             first_epoch, stale, done, elapsed, best_state = _restore_progress(result, saved, dev)
         elif wants_pretraining(model):  # a fresh start: the parts first (a saved state holds them fused already)
@@ -227,11 +235,20 @@ def fit(
             result.stopped_by_time = out_of_time and not patience_spent
             done = patience_spent or out_of_time or epoch == config.epochs
             if state_path is not None:
-                save_loop_state(state_path, format=STATE_FORMAT, key=state_key, model=model, optimizer=optimizer,
-                                generator=generator, device=dev,
-                                progress=_progress_fields(result, stale, done, time.perf_counter() - started, best_state))
+                save_loop_state(
+                    state_path,
+                    format=STATE_FORMAT,
+                    key=state_key,
+                    model=model,
+                    optimizer=optimizer,
+                    generator=generator,
+                    device=dev,
+                    progress=_progress_fields(result, stale, done, time.perf_counter() - started, best_state),
+                )
             if on_epoch is not None:
-                on_epoch({**log, "epochs": config.epochs, **({"best_valid_ndcg@10": result.best_valid_ndcg} if "valid_ndcg@10" in log else {})})
+                on_epoch(
+                    {**log, "epochs": config.epochs, **({"best_valid_ndcg@10": result.best_valid_ndcg} if "valid_ndcg@10" in log else {})}
+                )
             if done:
                 break
     remove_part_states(model, state_path)  # the parts' own states, kept until the model's training is done
@@ -255,8 +272,14 @@ def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
 
 
-KEYLESS_DEFAULTS: dict[str, Any] = {"optimizer": "adamw", "variant": "neumf", "pretrain": False, "pretrain_alpha": 0.5,
-                                    "pretrain_epochs": None, "pretrain_lr": None}
+KEYLESS_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adamw",
+    "variant": "neumf",
+    "pretrain": False,
+    "pretrain_alpha": 0.5,
+    "pretrain_epochs": None,
+    "pretrain_lr": None,
+}
 """Model / train settings added after training states were first saved: left out of a state's key
 while at their default, so a training started before they existed still resumes."""
 
@@ -265,21 +288,23 @@ def _at_new_default(name: str, value: Any) -> bool:
     return name in KEYLESS_DEFAULTS and value == KEYLESS_DEFAULTS[name]
 
 
-def _state_key(model: Recommender, split: LeaveOneOut, config: TrainConfig, seed: int, dev: torch.device, amp: bool,
-               steps: int) -> str:
+def _state_key(model: Recommender, split: LeaveOneOut, config: TrainConfig, seed: int, dev: torch.device, amp: bool, steps: int) -> str:
     """What a saved loop state must have been made for (the generator's layout follows the device type)."""
     spec = model.spec()
     spec = {**spec, "config": {k: v for k, v in spec["config"].items() if not _at_new_default(k, v)}}
     spec = json.dumps(spec, sort_keys=True, default=str)
     train = config.model_dump_json(exclude={k for k in type(config).model_fields if _at_new_default(k, getattr(config, k))})
     log = split.train
-    return (f"seed={seed} model={spec} train={train} users={log.num_users} items={log.num_items} "
-            f"interactions={log.num_interactions} steps={steps} "
-            f"device={dev.type} amp={amp}")
+    return (
+        f"seed={seed} model={spec} train={train} users={log.num_users} items={log.num_items} "
+        f"interactions={log.num_interactions} steps={steps} "
+        f"device={dev.type} amp={amp}"
+    )
 
 
-def _progress_fields(result: TrainResult, stale: int, done: bool, elapsed: float,
-                     best_state: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+def _progress_fields(
+    result: TrainResult, stale: int, done: bool, elapsed: float, best_state: dict[str, torch.Tensor] | None
+) -> dict[str, Any]:
     return {
         "epoch": result.epochs_run,
         "history": result.history,

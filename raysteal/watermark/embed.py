@@ -25,7 +25,8 @@ def watermarked_split(split: LeaveOneOut, config: WatermarkConfig) -> LeaveOneOu
     extra = rows.shape[0]
     users = np.concatenate([train.users, np.repeat(np.arange(train.num_users, train.num_users + extra), config.length)])
     items = np.concatenate([train.items, rows.reshape(-1)])
-    marked = Interactions(users=users, items=items, num_users=train.num_users + extra, num_items=train.num_items,
-                          name=f"{train.name}+watermark")
+    marked = Interactions(
+        users=users, items=items, num_users=train.num_users + extra, num_items=train.num_items, name=f"{train.name}+watermark"
+    )
     none = np.full(extra, NO_ITEM, dtype=np.int64)
     return LeaveOneOut(train=marked, valid=np.concatenate([split.valid, none]), test=np.concatenate([split.test, none]))

@@ -54,7 +54,9 @@ def watermark_sequences(config: WatermarkConfig, num_items: int) -> np.ndarray:
     """
     needed = config.sequences * config.length
     if num_items < needed + 1:
-        raise ConfigError(f"watermark: {config.sequences} sequences of {config.length} distinct items need a catalogue of "
-                          f"more than {needed} items, this one has {num_items}")
+        raise ConfigError(
+            f"watermark: {config.sequences} sequences of {config.length} distinct items need a catalogue of "
+            f"more than {needed} items, this one has {num_items}"
+        )
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([config.key, 0x5A7E])))
     return rng.choice(num_items, size=needed, replace=False).astype(np.int64).reshape(config.sequences, config.length)

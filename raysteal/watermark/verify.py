@@ -99,8 +99,9 @@ def decoy_key(key: int, index: int) -> int:
     return int(state[0] >> np.uint64(1)) % (MAX_KEY + 1)
 
 
-def verify_watermark(client, config: WatermarkConfig, *, k: int = 10, min_prefix: int = 1, alpha: float = 0.01,
-                     decoys: int = 0, batch: int = 256) -> Verification:
+def verify_watermark(
+    client, config: WatermarkConfig, *, k: int = 10, min_prefix: int = 1, alpha: float = 0.01, decoys: int = 0, batch: int = 256
+) -> Verification:
     """Query the suspect (``client``: a :class:`raysteal.oracle.QueryClient` of a sequential black box)
     with the watermark's prefixes and test H0 (see module docstring); ``decoys`` more watermarks
     of other keys are queried for the empirical null rate."""
@@ -127,6 +128,13 @@ def verify_watermark(client, config: WatermarkConfig, *, k: int = 10, min_prefix
             rates.append(_hits(client, p, t, k, batch).mean())
         decoy_rate = float(np.mean(rates))
     queries = (client.spent - spent) if spent is not None else len(targets) * (1 + decoys)
-    return Verification(hits=int(found.sum()), trials=int(found.size), k=int(k), null_rate=float(bounds.mean()),
-                        p_value=poisson_binomial_sf(bounds, int(found.sum())), alpha=float(alpha), queries=int(queries),
-                        decoy_hit_rate=decoy_rate)
+    return Verification(
+        hits=int(found.sum()),
+        trials=int(found.size),
+        k=int(k),
+        null_rate=float(bounds.mean()),
+        p_value=poisson_binomial_sf(bounds, int(found.sum())),
+        alpha=float(alpha),
+        queries=int(queries),
+        decoy_hit_rate=decoy_rate,
+    )
