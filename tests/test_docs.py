@@ -238,6 +238,28 @@ def test_every_generated_table_expands():
     assert "`attacker_fraction`" in hooks.expand("<!-- gen:fields raysteal.experiment.config:SplitConfig -->")
     with pytest.raises(ValueError, match="unknown generator"):
         hooks.expand("<!-- gen:nothing -->")
+    with pytest.raises(ValueError, match="gen:report needs a folder under docs/ holding report.md"):
+        hooks.expand("<!-- gen:report results/no-such-experiment -->")
+
+
+def test_a_committed_reports_tables_reach_the_page_unchanged(tmp_path, monkeypatch):
+    hooks = _hooks()
+    folder = tmp_path / "results" / "area" / "exp"
+    folder.mkdir(parents=True)
+    (folder / "report.md").write_text("# raysteal report\n\n## exp\n\nwords\n\n### A title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    monkeypatch.setattr(hooks, "DOCS", tmp_path)
+    assert hooks.expand("<!-- gen:report results/area/exp -->").split("\n") == [
+        "",
+        "**A title**",
+        "",
+        "| a | b |",
+        "|---|---|",
+        "| 1 | 2 |",
+        "",
+    ]
+    (folder / "report.md").write_text("# no table\n")
+    with pytest.raises(ValueError, match="holds no table"):
+        hooks.expand("<!-- gen:report results/area/exp -->")
 
 
 def test_the_reference_lists_every_registered_name():
