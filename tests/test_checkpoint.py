@@ -173,10 +173,10 @@ def test_cli_train_target_writes_checkpoint_and_uses_the_cache(tmp_path):
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0 and "from cache" in second.output
     # an experiment on the whole log with the same settings takes this target from the cache
-    from raysteal.distributed.experiment_runner import _prepare_target
+    from raysteal.distributed.deploy import prepare_target
 
     cached = sorted((tmp_path / "cache").rglob("*.pt"))
-    _prepare_target(
+    prepare_target(
         {"name": "synthetic"},
         {"aux_fraction": 0.0},
         {"model": "bpr", "params": {"embedding_dim": 8}, "train": {"epochs": 1, "batch_size": 4096}},

@@ -294,7 +294,8 @@ def test_runs_past_the_concurrency_limit_wait_for_a_slot(ray_session, tmp_path):
     """A run blocked on its server (``ray.get``) hands its CPU back to Ray, so Ray alone would start
     all three PTQ runs at once on the session's 4 CPUs; with ``max_concurrent=1`` they run one after
     another (each starts after the previous one's row was measured)."""
-    from raysteal.distributed.experiment_runner import concurrency_limit, run_experiment
+    from raysteal.distributed.deploy import concurrency_limit
+    from raysteal.distributed.experiment_runner import run_experiment
 
     assert concurrency_limit() == int(ray_session.cluster_resources()["CPU"])
     with pytest.raises(ConfigError, match="max_concurrent"):
@@ -332,10 +333,10 @@ def test_the_progress_display_reports_each_target_training_epoch(ray_session, tm
 def test_tune_and_simulate_show_the_one_target_they_prepare_training(ray_session, tmp_path, capsys):
     import ray
 
-    from raysteal.distributed.experiment_runner import _prepare_target, prepare_one_target
+    from raysteal.distributed.deploy import prepare_one_target, prepare_target
 
     run = expand_runs(parse_experiment({**TINY, "seeds": 1, "targets": [{"model": "bpr", "train": {"epochs": 3, "batch_size": 512}}]}))[0]
-    prepare = ray.remote(_prepare_target).options(num_cpus=1)
+    prepare = ray.remote(prepare_target).options(num_cpus=1)
     args = (run["dataset"], run["split"], run["target"], 20, None, str(tmp_path / "cache"))
     spec, data = prepare_one_target(prepare, args, show=True)
     assert data.truth_lists.shape[1] == 20

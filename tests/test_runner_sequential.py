@@ -200,12 +200,12 @@ def test_split_head_fraction_sets_the_sequential_head_group():
 def test_a_sequential_catalogue_under_ten_items_is_refused_before_any_run():
     from types import SimpleNamespace
 
-    from raysteal.distributed.experiment_runner import _sequential_run_data
+    from raysteal.distributed.deploy import sequential_run_data
     from raysteal.training import seeded_model
 
     model = seeded_model({"model": "sasrec", "embedding_dim": 4, "max_len": 5}, 0, 8, seed=0)
     with pytest.raises(ConfigError, match="at least 10 items; this catalogue has 8"):
-        _sequential_run_data(SimpleNamespace(label="tiny"), None, None, model, {}, 10, "cpu")
+        sequential_run_data(SimpleNamespace(label="tiny"), None, None, model, {}, 10, "cpu")
 
 
 def test_a_zero_budget_is_refused_for_attacks_that_query():

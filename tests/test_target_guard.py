@@ -97,7 +97,7 @@ class _Data:
 
 
 def test_the_runner_reports_warns_and_refuses_naming_target_and_dataset():
-    from raysteal.distributed.experiment_runner import guard_target
+    from raysteal.distributed.deploy import guard_target
 
     said: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
@@ -255,11 +255,11 @@ def csr_select_train(loo, users):
 
 
 def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
-    """``execute_run`` with a prepared target (as ``_prepare_target`` makes it): the row's
+    """``execute_run`` with a prepared target (as ``prepare_target`` makes it): the row's
     ``target_recall@k`` / ``target_ndcg@k`` are the evaluation protocol's on the known users, the
     popularity floor is the popularity recommender's agreement on the queried users, and the
     popularity attack's clone sits near that floor."""
-    from raysteal.distributed.experiment_runner import _target_columns, _with_guard
+    from raysteal.distributed.deploy import target_columns, with_guard
     from raysteal.experiment.config import expand_runs, parse_experiment
     from raysteal.experiment.context import RunData
     from raysteal.experiment.execute import build_knowledge, execute_run
@@ -272,7 +272,7 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     target = seeded_model({"model": "bpr", "embedding_dim": 8}, loo.train.num_users, loo.train.num_items, seed=0)
     fit(target, loo, make_train_config(epochs=2, batch_size=256), seed=0, progress=False, device="cpu")
     truth = RankingEngine(target, loo.train.indptr, loo.train.items).topk(np.arange(loo.train.num_users), 10)
-    metrics = _with_guard(target, loo, {}, seed=0, device="cpu")
+    metrics = with_guard(target, loo, {}, seed=0, device="cpu")
     data = RunData("synthetic", "bpr", loo.train, loo.test, halves.auxiliary, truth, target_metrics=metrics)
     spec = parse_experiment(
         {
@@ -296,7 +296,7 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     floor = agreement_at_k(truth[known][queried], guard.popularity_lists(loo.train, known, 10)[queried])
     assert row["popularity_agr@k"] == pytest.approx(float(np.mean(floor)))
     assert 0.0 <= row["clone_recall@k"] <= 1.0 and 0.0 <= row["clone_ndcg@k"] <= row["clone_recall@k"]
-    cols = _target_columns(data)
+    cols = target_columns(data)
     assert cols["target_test_ndcg@10_full"] == metrics["guard"]["target_ndcg@10_full"]
     assert cols["target_lift"] == metrics["guard"]["target_lift"]
 

@@ -46,7 +46,7 @@ class RunProgress:
 
 
 def target_epoch_message(news: dict) -> str:
-    """One line for a target-training epoch reported by ``_prepare_target``."""
+    """One line for a target-training epoch reported by ``deploy.prepare_target``."""
     line = f"training target {news['target']}: epoch {int(news['epoch'])}/{int(news['epochs'])} loss {news['loss']:.4f}"
     if "valid_ndcg@10" in news:
         line += f" valid NDCG@10 {news['valid_ndcg@10']:.4f} (best {news['best_valid_ndcg@10']:.4f})"

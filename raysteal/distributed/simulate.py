@@ -28,6 +28,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysteal.atomic import write_text_atomically
+from raysteal.distributed.deploy import (
+    deploy_defense,
+    execute_one,
+    ledger_budget,
+    open_accounts,
+    prepare_one_target,
+    prepare_task,
+    query_log,
+    server_ledger,
+    start_ray,
+)
 from raysteal.errors import RaystealError
 from raysteal.experiment.simulate_config import SimulationConfig
 from raysteal.oracle.errors import RateLimitExceeded
@@ -92,11 +103,9 @@ class PatientClient:
 
 def _attacker(run: dict, data, client, request_size: int, patience_s: float, aux_cache: str | None) -> tuple[dict, list[float]]:
     """Ray task body: one attacker's whole attack, through a :class:`PatientClient`."""
-    from raysteal.distributed.experiment_runner import _execute
-
     patient = PatientClient(client, request_size, patience_s)
     started = time.time()
-    row = _execute(run, data, patient, aux_cache)
+    row = execute_one(run, data, patient, aux_cache)
     lat = np.asarray(patient.latencies_ms) if patient.latencies_ms else np.asarray([math.nan])
     row.update(
         simulation=run["simulation"]["name"],
@@ -184,41 +193,35 @@ def run_simulation(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every attacker of ``sim`` at once; returns (and writes) ``OUT/summary.json``."""
-    from raysteal.distributed.experiment_runner import _ledger_budget, _prepare_target, prepare_one_target
-    from raysteal.distributed.progress import RunProgress
-    from raysteal.distributed.runtime import check_fits, gpu_share, init_ray
-    from raysteal.oracle.client import QueryClient
-    from raysteal.oracle.server import owner_token, start_target_server, stop_target_server
+    from raysteal.distributed.runtime import check_fits
+    from raysteal.oracle.server import stop_target_server
 
     out = Path(out_dir).resolve()
     store = ResultStore(out)
     runs = sim.attacker_runs()
     settings = sim.simulation
-    init_ray(address, num_cpus=num_cpus)
+    share = start_ray(address, num_cpus)
     import ray
 
-    share = gpu_share()
     check_fits(
         settings.cpus_per_attacker,
         settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0),
         "simulation.cpus_per_attacker / gpus_per_attacker: an attacker",
     )
     base = runs[0]
-    prepare = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     max_k = max(max(int(r["k"]) for r in runs), 10)
-    spec, data = prepare_one_target(prepare, (base["dataset"], base["split"], base["target"], max_k, data_dir, cache_dir), show=progress)
+    target_args = (base["dataset"], base["split"], base["target"], max_k, data_dir, cache_dir)
+    spec, data = prepare_one_target(prepare_task(share), target_args, show=progress)
     data_ref = ray.put(data)
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     servers, names = [], []
     for d, defense in enumerate(sim.experiment.defenses):
-        spec.defenses = list(defense)
         names.append(f"sim-{sim.name}-{session}-{d}")
-        servers.append(start_target_server(spec, state_dir=out / "ledgers" / names[-1], num_gpus=share, num_cpus=0))
+        servers.append(deploy_defense(spec, data, list(defense), [], out / "ledgers" / names[-1], share)[0])
     try:
         ids = [run_id(r) for r in runs]
         owned = [servers[r["simulation"]["server"]] for r in runs]
-        accounts = ray.get([s.register_attacker.remote(rid, _ledger_budget(r), owner_token(s)) for s, r, rid in zip(owned, runs, ids)])
-        clients = [QueryClient(rid, info, key, actor=s) for s, rid, (info, key) in zip(owned, ids, accounts)]
+        clients = open_accounts(owned, ids, [ledger_budget(r) for r in runs])
         gpus = settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0)
         task = ray.remote(_attacker).options(num_cpus=settings.cpus_per_attacker, num_gpus=gpus, max_retries=0)
         aux_cache = str(Path(cache_dir) if cache_dir else out / "cache")
@@ -227,26 +230,11 @@ def run_simulation(
         pending = {
             task.remote(r, data_ref, c, settings.request_size, settings.rate_limit_patience_s, aux_cache): r for r, c in zip(runs, clients)
         }
-        rows, latencies, failures = [], [], []
-        with RunProgress(total=len(pending), enabled=progress) as bar:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=1.0)
-                for ref in ready:
-                    run = pending.pop(ref)
-                    try:
-                        row, lat = ray.get(ref)
-                    except Exception as err:  # one attacker failing does not stop the others
-                        failures.append((run, repr(err)))
-                        bar.advance(f"FAILED attacker {run['simulation']['attacker']}: {err}")
-                        continue
-                    store.write_row(row["run_id"], row)
-                    rows.append(row)
-                    latencies.extend(lat)
-                    bar.advance(f"attacker {row['attacker']}: {row['queries']} queries, agr@k={row['agr@k']:.4f}")
+        rows, latencies, failures = _collect(pending, store, progress)
         benign_stats = [ray.get(ref) for ref in benign_refs]
         wall = time.perf_counter() - started
-        ledgers = ray.get([s.ledger.remote(owner_token(s)) for s in servers])
-        logs = ray.get([s.query_log.remote(owner_token(s)) for s in servers])
+        ledgers = [server_ledger(s) for s in servers]
+        logs = [query_log(s) for s in servers]
         stats = ray.get([s.stats.remote() for s in servers])
         info = ray.get([s.info.remote() for s in servers])
     finally:
@@ -254,16 +242,7 @@ def run_simulation(
             stop_target_server(server)
     for name, table in zip(names, logs):
         store.write_query_log(name, table)
-    per_server = [
-        {
-            "server": name,
-            "defense": inf.defense,
-            "attackers": sum(1 for r in runs if r["simulation"]["server"] == d),
-            "queries": int(sum(a["spent"] for a in led.values())),
-            **st,
-        }
-        for d, (name, inf, led, st) in enumerate(zip(names, info, ledgers, stats))
-    ]
+    per_server = _per_server(names, runs, info, ledgers, stats)
     summary = summarize_simulation(rows, ledgers, logs, latencies, wall, len(runs), len(failures), per_server)
     summary.update(experiment=sim.name, dataset=base["dataset"]["name"], target=base["target"]["model"], session=session)
     labels = account_labels(runs, benign, len(servers))
@@ -281,6 +260,46 @@ def run_simulation(
     return summary
 
 
+def _collect(pending: dict[Any, dict], store: ResultStore, progress: bool) -> tuple[list[dict], list[float], list[tuple[dict, str]]]:
+    """Wait for every attacker of ``pending`` (task -> run): its row into ``store`` as it ends (one
+    failing does not stop the others); the rows, the client latencies and the failures."""
+    import ray
+
+    from raysteal.distributed.progress import RunProgress
+
+    rows, latencies, failures = [], [], []
+    with RunProgress(total=len(pending), enabled=progress) as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=min(len(pending), 16), timeout=1.0)
+            for ref in ready:
+                run = pending.pop(ref)
+                try:
+                    row, lat = ray.get(ref)
+                except Exception as err:  # one attacker failing does not stop the others
+                    failures.append((run, repr(err)))
+                    bar.advance(f"FAILED attacker {run['simulation']['attacker']}: {err}")
+                    continue
+                store.write_row(row["run_id"], row)
+                rows.append(row)
+                latencies.extend(lat)
+                bar.advance(f"attacker {row['attacker']}: {row['queries']} queries, agr@k={row['agr@k']:.4f}")
+    return rows, latencies, failures
+
+
+def _per_server(names: list[str], runs: list[dict], info: list, ledgers: list[dict], stats: list[dict]) -> list[dict[str, Any]]:
+    """``summary.json``'s ``servers``: each server's defense, attackers, queries and own stats."""
+    return [
+        {
+            "server": name,
+            "defense": inf.defense,
+            "attackers": sum(1 for r in runs if r["simulation"]["server"] == d),
+            "queries": int(sum(a["spent"] for a in led.values())),
+            **st,
+        }
+        for d, (name, inf, led, st) in enumerate(zip(names, info, ledgers, stats))
+    ]
+
+
 def attack_label(run: dict) -> str:
     """An attacker's attack as the detection tables name it (``dfme`` / ``dfme-random``, ``seq_ptq``)."""
     attack = run["attack"]
@@ -291,11 +310,9 @@ def attack_label(run: dict) -> str:
 def planned_queries(run: dict) -> int:
     """The queries an attacker may spend: the least of its account's budget and its attack's own
     ``budget_queries`` / ``budget_sequences`` (-1: unlimited)."""
-    from raysteal.distributed.experiment_runner import _ledger_budget
-
     caps = [
         b
-        for b in (_ledger_budget(run), run["attack"].get("budget_queries"), run["attack"].get("budget_sequences"))
+        for b in (ledger_budget(run), run["attack"].get("budget_queries"), run["attack"].get("budget_sequences"))
         if b is not None and b >= 0
     ]
     return int(min(caps)) if caps else -1
@@ -342,16 +359,13 @@ def _start_benign(
     import ray
 
     from raysteal.distributed.benign import benign_accounts, drive, schedule
-    from raysteal.oracle.client import QueryClient
-    from raysteal.oracle.server import owner_token
 
     traffic = sim.simulation.benign
     if traffic is None:
         return [], []
     accounts = benign_accounts(data, traffic, bool(target.sequential), target.max_len)
     owned = [servers[i % len(servers)] for i in range(len(accounts))]
-    keys = ray.get([s.register_attacker.remote(a.account, len(a.inputs), owner_token(s)) for s, a in zip(owned, accounts)])
-    clients = [QueryClient(a.account, info, key, actor=s) for s, a, (info, key) in zip(owned, accounts, keys)]
+    clients = open_accounts(owned, [a.account for a in accounts], [len(a.inputs) for a in accounts])
     events = schedule(accounts, traffic.rate, traffic.seed)
     k = int(runs[0]["k"])
     task = ray.remote(drive).options(num_cpus=traffic.cpus_per_driver, max_retries=0)

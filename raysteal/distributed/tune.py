@@ -44,6 +44,7 @@ from ray.tune import Callback
 
 from raysteal.atomic import write_text_atomically
 from raysteal.data.splits import HEAD_FRACTION
+from raysteal.distributed.deploy import close_server, deploy_defense, ledger_budget, prepare_one_target, prepare_task, start_ray
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.tune_config import (
     PROBE_METRICS,
@@ -255,12 +256,6 @@ def trial_run(setup_base: dict[str, Any], sweep: str, config: dict[str, Any], tr
     return run
 
 
-def _budget(run: dict[str, Any]) -> int:
-    from raysteal.distributed.experiment_runner import _ledger_budget
-
-    return _ledger_budget(run)
-
-
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -282,7 +277,7 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     run = trial_run(setup.base_run, setup.sweep, config, trial_id)
     rid = run_id(run)
     device = worker_device()
-    client = client_for(setup.server, rid, _budget(run), owner=setup.server_owner)
+    client = client_for(setup.server, rid, ledger_budget(run), owner=setup.server_owner)
     sequential = isinstance(data, SequentialRunData)
     probe_cls = SequentialEpochProbe if sequential else EpochProbe
     users = min(setup.probe_users, 1024) if sequential else setup.probe_users  # a student scores long histories
@@ -402,7 +397,7 @@ class RowWriter(Callback):
             "seed": int(run["seed"]),
             "k": int(run["k"]),
             "defense": run["defenses"],
-            "budget": _budget(run),
+            "budget": ledger_budget(run),
             **{key: run["split"][key] for key in ("attacker_fraction", "auxiliary_size", "item_overlap", "query_fraction")},
             "hyperparameters": cfg.model_dump(mode="json"),
             **{m: float(result[m]) for m in measured + ("queries",) if m in result},
@@ -584,32 +579,28 @@ def run_tune(
     """Run (or resume) the sweep; rows land in ``OUT/runs``, the best configuration in
     ``OUT/best.yaml``. ``storage`` (default ``OUT/tune``) may be a shared path or a URI
     (``s3://...``, ``gs://...``) every node can reach."""
-    from raysteal.distributed.experiment_runner import _defense_cost, _prepare_target, prepare_one_target
-    from raysteal.distributed.runtime import check_fits, gpu_share, init_ray
-    from raysteal.oracle.server import owner_token, start_target_server, stop_target_server
+    from raysteal.distributed.runtime import check_fits
+    from raysteal.oracle.server import owner_token
 
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
     ResultStore(out).clear_finished_work()  # a kill between a trial's row and its scratch removal
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the sweep's state often: a kill loses little
-    init_ray(address, num_cpus=num_cpus)
-    import ray
+    share = start_ray(address, num_cpus)
     from ray import tune
 
     settings = tune_exp.tune
     base = tune_exp.base_run()
-    share = gpu_share()
     check_fits(settings.resources.cpu, share if settings.resources.gpu is None else settings.resources.gpu, "tune.resources: a trial")
-    # Any: Ray's stubs type a task by arity and refuse its full call (a defaulted parameter)
-    prepare: Any = ray.remote(_prepare_target).options(num_cpus=1, num_gpus=share)
     spec, data = prepare_one_target(
-        prepare, (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir), show=verbose > 0
+        prepare_task(share),
+        (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir),
+        show=verbose > 0,
     )
-    spec.defenses = list(base["defenses"])
-    costs = {k: _defense_cost(spec, data, k) for k in (_possible_ks(tune_exp, int(base["k"])) or [])}
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     server_name = f"tune-{tune_exp.name}-{session}"
-    server = start_target_server(spec, state_dir=out / "ledgers" / server_name, num_gpus=share, num_cpus=0)
+    ks = _possible_ks(tune_exp, int(base["k"])) or []
+    server, costs = deploy_defense(spec, data, base["defenses"], ks, out / "ledgers" / server_name, share)
     setup = TrialSetup(
         sweep=tune_exp.name,
         base_run=base,
@@ -650,10 +641,7 @@ def run_tune(
             )
         grid = tuner.fit()
     finally:
-        try:
-            ResultStore(out).write_query_log(server_name, ray.get(server.query_log.remote(owner_token(server))))
-        finally:
-            stop_target_server(server)
+        close_server(ResultStore(out), server_name, server)
     return _finish(tune_exp, grid, out, path, resumed)
 
 
