@@ -11,18 +11,12 @@ from raysteal.errors import ConfigError
 from raysteal.experiment.config import expand_runs, parse_experiment
 from raysteal.experiment.selection import matches, parse_where, select_all, select_where
 from raysteal.results.store import run_id
+from tests.test_runner import TINY
 
+# test_runner's tiny grid (its two defense settings dropped), crossed with three attacker fractions and two list lengths
 SPEC = {
+    **{key: value for key, value in TINY.items() if key not in ("defenses", "k")},
     "experiment": "slice",
-    "seeds": 2,
-    "datasets": [{"name": "synthetic", "options": {"num_users": 400, "num_items": 300, "max_len": 60, "seed": 1}}],
-    "targets": [{"model": "bpr", "train": {"epochs": 8, "batch_size": 512}}],
-    "attacks": [
-        {"attack": "popularity"},
-        {"attack": "ptd", "epochs": 15, "batch_size": 256},
-        {"attack": "ptq", "epochs": 15, "finetune_epochs": 15, "batch_size": 256},
-    ],
-    "split": {"attacker_fraction": 0.3},
     "grid": {"split.attacker_fraction": [0.1, 0.3, 1.0], "k": [10, 20]},
 }
 
