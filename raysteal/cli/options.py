@@ -14,6 +14,8 @@ Address = Annotated[str | None, typer.Option("--address", help="Ray cluster addr
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="datasets directory")]
 CacheDir = Annotated[Path | None, typer.Option("--cache-dir", help="trained-target cache")]
 NumCpus = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs for a local Ray runtime")]
+MaxConcurrent = Annotated[int | None, typer.Option("--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="no progress display")]
 
 
 def path_text(path: Path | None) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus
+from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet
 
 
 def register(app: typer.Typer) -> None:
@@ -57,10 +57,8 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        max_concurrent: int | None = typer.Option(
-            None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
-        ),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+        max_concurrent: MaxConcurrent = None,
+        quiet: Quiet = False,
     ) -> None:
         """Run every experiment file of a paper's folder (Tune and simulate files aside) into OUT/<file stem>/,
         resumably, then write OUT/report.md: each table with the paper's value beside ours and the

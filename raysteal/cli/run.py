@@ -12,7 +12,7 @@ import typer
 
 from raysteal.atomic import write_text_atomically
 from raysteal.cli import directory_option
-from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
+from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet, path_text
 
 
 def register(app: typer.Typer) -> None:
@@ -36,10 +36,8 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        max_concurrent: int | None = typer.Option(
-            None, "--max-concurrent", min=1, help="runs executing at once (default: the cluster's CPUs)"
-        ),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+        max_concurrent: MaxConcurrent = None,
+        quiet: Quiet = False,
         require_target_lift: float | None = typer.Option(
             None,
             "--require-target-lift",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
+from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, Quiet, path_text
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
         num_cpus: NumCpus = None,
-        quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+        quiet: Quiet = False,
         rescore: bool = typer.Option(False, "--rescore", help="score the accounts of the finished run in --out again (no attacker runs)"),
     ) -> None:
         """Run N attackers at once (own knowledge and budget each) against one or more TargetServers.
