@@ -9,6 +9,7 @@ import numpy as np
 
 from raysteal.data.interactions import Interactions
 from raysteal.experiment.execute_sequential import attacker_population, known_users, scored_users
+from raysteal.experiment.run import Run
 
 
 def _data(num_users: int = 400):
@@ -17,8 +18,21 @@ def _data(num_users: int = 400):
     return SimpleNamespace(train=log, eval_users=np.arange(0, num_users, 2))  # every other user is evaluable
 
 
-def _run(seed: int = 0, **split):
-    return {"seed": seed, "split": {"attacker_fraction": 0.3, "target_seed": 0, **split}}
+def _run(seed: int = 0, attack: dict | None = None, **split) -> Run:
+    return Run.from_spec(
+        {
+            "experiment": "population",
+            "dataset": {"name": "synthetic"},
+            "target": {"model": "sasrec"},
+            "attack": attack or {"attack": "dfme", "budget_queries": 10},
+            "defenses": [],
+            "split": {"attacker_fraction": 0.3, "target_seed": 0, **split},
+            "k": 10,
+            "budget": None,
+            "query_cache": False,
+            "seed": seed,
+        }
+    )
 
 
 def test_without_a_population_nothing_changes():
@@ -66,17 +80,13 @@ def test_the_tune_probe_never_scores_the_users_a_real_data_attacker_trained_on()
     data.eval_sequences = np.zeros((users, 4), dtype=np.int64)
     data.teacher_lists = np.zeros((users, 10), dtype=np.int64)
     data.head_mask = lambda fraction: np.zeros(users, dtype=bool)
-    real = {**_run(attacker_fraction=0.5), "attack": {"attack": "seq_ptd"}}  # no population: Zhu et al.'s protocol
+    real = _run(attacker_fraction=0.5, attack={"attack": "seq_ptd"})  # no population: Zhu et al.'s protocol
     rows = SequentialEpochProbe(real, data, max_users=10_000).rows
     known = known_users(real, data)
     assert len(rows) and not np.isin(data.eval_users[rows], known).any()
     assert len(rows) == (~np.isin(data.eval_users, known)).sum()
-    free = {**_run(attacker_fraction=0.5), "attack": {"attack": "dfme", "budget_queries": 10}}  # data-free: everyone
+    free = _run(attacker_fraction=0.5, attack={"attack": "dfme", "budget_queries": 10})  # data-free: everyone
     assert len(SequentialEpochProbe(free, data, max_users=10_000).rows) == users
-    population = {
-        **_run(attacker_population=0.5),
-        "attack": {"attack": "bahsd", "source": "real"},
-        "split": {"attacker_fraction": 0.3, "target_seed": 0, "attacker_population": 0.5, "scored_users": "search"},
-    }
+    population = _run(attack={"attack": "bahsd", "source": "real"}, attacker_population=0.5, scored_users="search")
     rows = SequentialEpochProbe(population, data, max_users=10_000).rows
     assert np.array_equal(rows, np.flatnonzero(scored_users(population, data)))

@@ -6,9 +6,10 @@ import numpy as np
 
 from raysteal.data import load_dataset, split_target_auxiliary
 from raysteal.data.splits import leave_one_out
-from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.config import parse_experiment
 from raysteal.experiment.context import RunData
 from raysteal.experiment.execute import execute_run
+from raysteal.experiment.run import expand_runs
 from raysteal.oracle import RankingEngine, TargetSpec, in_process_oracle
 from raysteal.training import fit, make_train_config, seeded_model
 

@@ -8,8 +8,9 @@ import pytest
 
 from raysteal.data.splits import head_tail_groups
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.config import parse_experiment
 from raysteal.experiment.execute import build_knowledge, execute_run
+from raysteal.experiment.run import expand_runs
 from raysteal.oracle import TargetSpec, in_process_oracle
 from tests.oracle_fixtures import untrained_run_data
 
@@ -53,8 +54,8 @@ def test_head_fraction_is_checked_and_stays_out_of_the_run_id_at_its_default():
     from raysteal.results.store import run_id
 
     run = _run()
-    before = {**run, "split": {key: v for key, v in run["split"].items() if key != "head_fraction"}}
-    assert run_id(run) == run_id(before) != run_id(_run(0.5))  # finished runs of earlier versions stay finished
+    before = {**run.spec, "split": {key: v for key, v in run.spec["split"].items() if key != "head_fraction"}}
+    assert run.id == run_id(before) != _run(0.5).id  # finished runs of earlier versions stay finished
     with pytest.raises(ConfigError, match="head_fraction"):
         _run(1.0)
 

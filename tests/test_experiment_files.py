@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from raysteal.experiment.config import expand_runs, load_experiment
+from raysteal.experiment.config import load_experiment
+from raysteal.experiment.run import expand_runs
 from raysteal.experiment.simulate_config import load_simulation
 from raysteal.experiment.tune_config import load_tune
 
@@ -43,5 +44,5 @@ def test_each_shipped_file_parses(path):
 
 @pytest.mark.parametrize("path", [p for p in FILES if p.parent.name != "simulate" and not _is_tune_file(p)], ids=_name)
 def test_each_experiment_grid_reports_the_popularity_floor(path):
-    attacks = {run["attack"]["attack"] for run in expand_runs(load_experiment(path))}
+    attacks = {run.attack_name for run in expand_runs(load_experiment(path))}
     assert ("popularity" in attacks) != (_name(path) in NO_FLOOR), sorted(attacks)

@@ -302,7 +302,7 @@ def test_a_defense_is_one_registered_spec_beside_its_class():
         def describe(self) -> str:
             return f"head({self.keep})"
 
-    class HeadSpec(defenses._DefenseSpec):
+    class HeadSpec(defenses.DefenseSpecBase):
         type: Literal["head"]
         keep: int
 

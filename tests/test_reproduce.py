@@ -162,28 +162,27 @@ def test_an_unknown_paper_is_one_line_listing_the_folders(tmp_path):
 
 def _fake_rows(config, seeds: int = 1) -> list[dict]:
     """One results row per run of ``config``'s grid, with the columns the paper keys look at."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import run_id
+    from raysteal.experiment.run import expand_runs
 
     rows = []
     for i, run in enumerate(expand_runs(config, seeds=seeds)):
-        attack = run["attack"]
+        attack = run.spec["attack"]
         row = {
-            "run_id": run_id(run),
-            "experiment": run["experiment"],
-            "dataset": run["dataset"]["name"],
-            "preprocess": run["dataset"]["preprocess"],
-            "target": run["target"]["model"],
+            "run_id": run.id,
+            "experiment": run.experiment,
+            "dataset": run.dataset.name,
+            "preprocess": run.dataset.preprocess,
+            "target": run.target.model,
             "target_params": "{}",
             "attack": attack["attack"],
-            "clone": attack.get("clone", run["target"]["model"]),
-            "seed": run["seed"],
-            "k": run["k"],
-            "defense": json.dumps(run["defenses"]),
-            "budget": -1 if run["budget"] is None else run["budget"],
-            "attacker_fraction": run["split"]["attacker_fraction"],
-            "auxiliary_size": run["split"]["auxiliary_size"],
-            "item_overlap": run["split"]["item_overlap"],
+            "clone": attack.get("clone", run.target.model),
+            "seed": run.seed,
+            "k": run.k,
+            "defense": json.dumps(run.defense_settings),
+            "budget": -1 if run.budget is None else run.budget,
+            "attacker_fraction": run.split.attacker_fraction,
+            "auxiliary_size": run.split.auxiliary_size,
+            "item_overlap": run.split.item_overlap,
             "queries": 0,
             "wall_s": 1.0,
         }

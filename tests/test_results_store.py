@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raysteal.experiment.config import expand_runs, load_experiment
+from raysteal.experiment.config import load_experiment
+from raysteal.experiment.run import expand_runs
 from raysteal.results.store import ResultStore, run_id, run_ids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _infonce_ablation_seed0() -> dict:
     config = load_experiment(ROOT / "experiments" / "bahsd" / "ablations-ml1m.yaml", seeds=1)
-    return next(r for r in expand_runs(config) if r["attack"].get("infonce") is False)
+    return next(r.spec for r in expand_runs(config) if r.spec["attack"].get("infonce") is False)
 
 
 def test_run_id_is_pinned_to_the_id_stored_before_later_settings():
@@ -40,11 +41,11 @@ def test_a_setting_away_from_its_default_changes_the_id():
 def test_a_row_stored_under_an_earlier_id_counts_as_finished(tmp_path):
     run = _infonce_ablation_seed0()
     store = ResultStore(tmp_path)
-    assert not store.is_finished(run)
+    assert not store.is_finished(run_ids(run))
     store.write_row(run_ids(run)[1], {"run_id": run_ids(run)[1], "agr@10": 0.5})
-    assert store.is_finished(run)
-    assert store.is_finished(run, store.finished())
-    assert not store.is_finished({**run, "seed": 1})
+    assert store.is_finished(run_ids(run))
+    assert store.is_finished(run_ids(run), store.finished())
+    assert not store.is_finished(run_ids({**run, "seed": 1}))
 
 
 def test_a_runs_scratch_directory_goes_with_its_row(tmp_path):

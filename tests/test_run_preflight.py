@@ -15,7 +15,8 @@ import yaml
 from typer.testing import CliRunner
 
 from raysteal.errors import ConfigError, DataFileError
-from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.config import parse_experiment
+from raysteal.experiment.run import expand_runs
 
 SMALL = {
     "experiment": "small",
@@ -123,7 +124,7 @@ def test_finished_runs_need_no_data(tmp_path):
     config = parse_experiment({**SMALL, "datasets": [{"name": "mine", "path": str(path)}]})
     check_experiment_data(config, "exp.yaml", wanted=lambda run: False)
     with pytest.raises(DataFileError, match="the file is empty"):
-        check_experiment_data(config, "exp.yaml", wanted=lambda run: run["seed"] == 1)
+        check_experiment_data(config, "exp.yaml", wanted=lambda run: run.seed == 1)
 
 
 # ------------------------------------------------------------------ hole 9: too few users
@@ -180,11 +181,11 @@ def test_an_out_directory_under_a_file_is_one_line(tmp_path, no_runner):
 # ------------------------------------------------------------------ hole 6: Ctrl-C
 def test_ctrl_c_says_what_finished_and_how_to_resume(tmp_path, monkeypatch):
     import raysteal.distributed.experiment_runner as runner_module
-    from raysteal.results import ResultStore, run_id
+    from raysteal.results import ResultStore
 
     def one_row_then_ctrl_c(config, out_dir, **_):
         first = expand_runs(config)[0]
-        ResultStore(out_dir).write_row(run_id(first), {"experiment": "small", "agr@k": 0.5})
+        ResultStore(out_dir).write_row(first.id, {"experiment": "small", "agr@k": 0.5})
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner_module, "run_experiment", one_row_then_ctrl_c)

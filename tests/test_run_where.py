@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.config import parse_experiment
+from raysteal.experiment.run import expand_runs
 from raysteal.experiment.selection import matches, parse_where, select_all, select_where
-from raysteal.results.store import run_id
 from tests.test_runner import TINY
 
 # test_runner's tiny grid (its two defense settings dropped), crossed with three attacker fractions and two list lengths
@@ -22,15 +22,15 @@ SPEC = {
 
 
 def _ids(config) -> set[str]:
-    return {run_id(r) for r in expand_runs(config)}
+    return {r.id for r in expand_runs(config)}
 
 
 def test_a_grid_slice_is_exactly_the_full_grids_runs_with_that_value():
     full = parse_experiment(SPEC)
-    everything = {run_id(r): r for r in expand_runs(full)}
+    everything = {r.id: r for r in expand_runs(full)}
     part = select_where(full, "split.attacker_fraction", ["0.30", "1"])  # numbers compare as numbers
     assert part.grid["split.attacker_fraction"] == [0.3, 1.0] and part.grid["k"] == [10, 20]
-    assert _ids(part) == {i for i, r in everything.items() if r["split"]["attacker_fraction"] in (0.3, 1.0)}
+    assert _ids(part) == {i for i, r in everything.items() if r.split.attacker_fraction in (0.3, 1.0)}
     assert len(_ids(part)) == len(everything) * 2 // 3
 
 
@@ -41,7 +41,7 @@ def test_an_attack_setting_keeps_the_entries_that_have_it_and_none_finds_the_oth
     plain = select_where(full, "attack.finetune_epochs", ["none"])
     assert [a["attack"] for a in plain.attacks] == ["popularity", "ptd"]
     both = select_all(full, ["attack.attack=ptd,ptq", "split.attacker_fraction=0.1"])
-    assert {(r["attack"]["attack"], r["split"]["attacker_fraction"]) for r in expand_runs(both)} == {("ptd", 0.1), ("ptq", 0.1)}
+    assert {(r.attack_name, r.split.attacker_fraction) for r in expand_runs(both)} == {("ptd", 0.1), ("ptq", 0.1)}
     assert _ids(both) <= _ids(full)
 
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import expand_runs, load_experiment, parse_experiment
+from raysteal.experiment.config import load_experiment, parse_experiment
+from raysteal.experiment.run import expand_runs
 
 TINY = {
     "experiment": "tiny",
@@ -121,19 +122,18 @@ def test_grid_expansion_counts_every_cell():
     spec = {**TINY, "grid": {"k": [10, 20], "attack.margin": [0.5, 1.0]}}
     runs = expand_runs(parse_experiment(spec))
     assert len(runs) == 1 * 1 * 3 * 2 * 4 * 2  # datasets x targets x attacks x defenses x grid x seeds
-    assert {r["attack"]["k"] for r in runs} == {10, 20}  # list length follows K
+    assert {r.attack.k for r in runs} == {10, 20}  # list length follows K
 
 
 def test_target_selection_keeps_the_full_grids_run_ids():
     from raysteal.experiment.config import select_targets
-    from raysteal.results.store import run_id
 
     spec = {**TINY, "targets": [{"model": "bpr"}, {"model": "lmf"}]}
     full = parse_experiment(spec)
     only = select_targets(full, ["lmf"])
-    picked = {run_id(r) for r in expand_runs(only)}
+    picked = {r.id for r in expand_runs(only)}
     assert len(picked) == len(expand_runs(full)) // 2
-    assert picked == {run_id(r) for r in expand_runs(full) if r["target"]["model"] == "lmf"}
+    assert picked == {r.id for r in expand_runs(full) if r.target.model == "lmf"}
     with pytest.raises(ConfigError, match="targets are bpr, lmf"):
         select_targets(full, ["narm"])
     with pytest.raises(ConfigError, match="targets"):
@@ -142,19 +142,18 @@ def test_target_selection_keeps_the_full_grids_run_ids():
 
 def test_seed_and_attack_selection_keep_the_full_grids_run_ids():
     from raysteal.experiment.config import select_attacks
-    from raysteal.results.store import run_id
 
     spec = {**TINY, "seeds": 4, "attacks": [*TINY["attacks"], {"attack": "ptq", "epochs": 5, "finetune_epochs": 5}]}
     full = parse_experiment(spec)
-    everything = {run_id(r): r for r in expand_runs(full)}
+    everything = {r.id: r for r in expand_runs(full)}
     later = parse_experiment(spec, only_seeds=[3, 1])  # raysteal run --only-seeds 3,1
-    picked = {run_id(r) for r in expand_runs(later)}
-    assert picked == {i for i, r in everything.items() if r["seed"] in (1, 3)} and len(picked) == len(everything) // 2
+    picked = {r.id for r in expand_runs(later)}
+    assert picked == {i for i, r in everything.items() if r.seed in (1, 3)} and len(picked) == len(everything) // 2
     assert later.only_seeds == [1, 3]
     ptq = select_attacks(full, ["ptq"])  # both ptq entries stay
-    assert {run_id(r) for r in expand_runs(ptq)} == {i for i, r in everything.items() if r["attack"]["attack"] == "ptq"}
+    assert {r.id for r in expand_runs(ptq)} == {i for i, r in everything.items() if r.attack_name == "ptq"}
     both = expand_runs(select_attacks(parse_experiment(spec, only_seeds=[0]), ["popularity"]))
-    assert [(r["attack"]["attack"], r["seed"]) for r in both] == [("popularity", 0)] * 2  # x the two defense settings
+    assert [(r.attack_name, r.seed) for r in both] == [("popularity", 0)] * 2  # x the two defense settings
     with pytest.raises(ConfigError, match=r"only_seeds \[4\] outside the experiment's seeds 0\.\.3"):
         parse_experiment(spec, only_seeds=[1, 4])
     with pytest.raises(ConfigError, match="names seed 1 twice"):
@@ -169,13 +168,13 @@ def test_seed_and_attack_selection_keep_the_full_grids_run_ids():
 
 def test_only_seeds_in_a_file_is_checked_against_the_seed_count():
     file = {**TINY, "seeds": 5, "only_seeds": [2, 4]}
-    assert {r["seed"] for r in expand_runs(parse_experiment(file))} == {2, 4}
+    assert {r.seed for r in expand_runs(parse_experiment(file))} == {2, 4}
     with pytest.raises(ConfigError, match=r"only_seeds \[2\] outside .*seeds: 2, from the file or --seeds"):
         parse_experiment({**TINY, "only_seeds": [2]})  # TINY has 2 seeds
     with pytest.raises(ConfigError, match=r"only_seeds \[4\] outside"):
         parse_experiment(file, seeds=3)  # --seeds lowers the count under the file's selection
     lowered = parse_experiment(file, seeds=3, only_seeds=[0, 1])  # --only-seeds replaces the file's selection
-    assert {r["seed"] for r in expand_runs(lowered)} == {0, 1}
+    assert {r.seed for r in expand_runs(lowered)} == {0, 1}
     with pytest.raises(ConfigError, match="only_seeds"):
         parse_experiment({**TINY, "only_seeds": []})
     with pytest.raises(ConfigError, match="only_seeds"):
@@ -212,7 +211,6 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
 
     import raysteal.distributed.experiment_runner as runner_module
     from raysteal.cli import app
-    from raysteal.results.store import run_id
 
     handed = []
 
@@ -230,16 +228,14 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
     assert result.exit_code == 0, result.output
     (ran,) = handed
     assert [t.model for t in ran.targets] == ["lmf"] and [a["attack"] for a in ran.attacks] == ["popularity", "ptq"]
-    assert sorted({r["seed"] for r in expand_runs(ran)}) == [2, 3]
+    assert sorted({r.seed for r in expand_runs(ran)}) == [2, 3]
     saved = json.loads((out / "experiments" / "tiny.json").read_text())
     assert [t["model"] for t in saved["targets"]] == ["bpr", "lmf"] and len(saved["attacks"]) == 3
     assert saved["seeds"] == 4 and saved["only_seeds"] is None
     (record,) = [json.loads(path.read_text()) for path in (out / "invocations").glob("*.json")]
     assert record["selection"] == {"targets": "lmf", "attacks": "ptq,popularity", "only_seeds": [2, 3]}
     assert record["experiment"] == "tiny" and record["file"] == str(file)
-    assert (
-        record["run_ids"] == [run_id(run) for run in expand_runs(ran)] and len(record["run_ids"]) == 8
-    )  # 2 attacks x 2 defenses x 2 seeds
+    assert record["run_ids"] == [run.id for run in expand_runs(ran)] and len(record["run_ids"]) == 8  # 2 attacks x 2 defenses x 2 seeds
 
 
 @pytest.mark.ray
@@ -337,7 +333,7 @@ def test_tune_and_simulate_show_the_one_target_they_prepare_training(ray_session
 
     run = expand_runs(parse_experiment({**TINY, "seeds": 1, "targets": [{"model": "bpr", "train": {"epochs": 3, "batch_size": 512}}]}))[0]
     prepare = ray.remote(prepare_target).options(num_cpus=1)
-    args = (run["dataset"], run["split"], run["target"], 20, None, str(tmp_path / "cache"))
+    args = (run.spec["dataset"], run.spec["split"], run.spec["target"], 20, None, str(tmp_path / "cache"))
     spec, data = prepare_one_target(prepare, args, show=True)
     assert data.truth_lists.shape[1] == 20
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training target synthetic/bpr: epoch")]
@@ -386,7 +382,7 @@ def test_failed_runs_are_listed_in_the_files_order_not_the_order_they_failed_in(
     from raysteal.distributed.experiment_runner import failures_message
 
     runs = expand_runs(parse_experiment({**TINY, "seeds": 1, "defenses": [[]], "attacks": [{"attack": "ptq"}, {"attack": "ptd"}]}))
-    assert [r["attack"]["attack"] for r in runs] == ["ptq", "ptd"]
+    assert [r.attack_name for r in runs] == ["ptq", "ptd"]
     text = failures_message([(runs[1], "ConfigError: b"), (runs[0], "ConfigError: a")], runs)
     assert text.splitlines()[1:] == ["  synthetic/bpr/ptq seed 0: ConfigError: a", "  synthetic/bpr/ptd seed 0: ConfigError: b"]
     assert text.startswith("2 run(s) failed")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.config import parse_experiment
+from raysteal.experiment.run import expand_runs
 
 SEQ = {
     "experiment": "tiny-seq",
@@ -46,7 +47,7 @@ SEQ = {
 
 def test_sequential_attacks_keep_their_own_list_length():
     runs = expand_runs(parse_experiment(SEQ))
-    assert [r["attack"].get("k") for r in runs] == [None, 20, 20, 20]  # not overwritten by K=10
+    assert [r.spec["attack"].get("k") for r in runs] == [None, 20, 20, 20]  # not overwritten by K=10
 
 
 @pytest.mark.parametrize(

@@ -57,11 +57,11 @@ def test_bad_simulation_files_fail_naming_the_key(patch, key):
 def test_attackers_get_their_own_seed_budget_attack_and_server():
     sim = parse_simulation(SIM)
     runs = sim.attacker_runs()
-    assert len(runs) == 64 and len({r["seed"] for r in runs}) == 64
-    assert [r["budget"] for r in runs[:4]] == [1, 3, 1000, 1]
-    assert [r["attack"]["attack"] for r in runs[:3]] == ["qsd", "popularity", "qsd"]
-    assert [r["simulation"]["server"] for r in runs[:4]] == [0, 0, 1, 1]  # every attack meets every server
-    assert runs[2]["defenses"] == SIM["defenses"][1] and runs[0]["defenses"] == []
+    assert len(runs) == 64 and len({r.seed for r in runs}) == 64
+    assert [r.budget for r in runs[:4]] == [1, 3, 1000, 1]
+    assert [r.attack_name for r in runs[:3]] == ["qsd", "popularity", "qsd"]
+    assert [r.simulation.server for r in runs[:4]] == [0, 0, 1, 1]  # every attack meets every server
+    assert runs[2].defense_settings == SIM["defenses"][1] and runs[0].defense_settings == []
 
 
 def test_patient_client_waits_out_a_rate_limit_and_splits_requests():
@@ -146,8 +146,8 @@ def test_repeated_attacks_and_defenses_weight_a_simulation():
     """Attackers are dealt out round-robin, so a repeat is meant (2:1 qsd), unlike in a grid."""
     sim = parse_simulation({**SIM, "attacks": [SIM["attacks"][0], SIM["attacks"][0], SIM["attacks"][1]], "defenses": [[], []]})
     runs = sim.attacker_runs()
-    assert [r["attack"]["attack"] for r in runs[:6]] == ["qsd", "qsd", "popularity"] * 2
-    assert {r["simulation"]["server"] for r in runs} == {0, 1}  # two servers, both undefended
+    assert [r.attack_name for r in runs[:6]] == ["qsd", "qsd", "popularity"] * 2
+    assert {r.simulation.server for r in runs} == {0, 1}  # two servers, both undefended
 
 
 SEQ_SIM = {

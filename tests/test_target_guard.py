@@ -125,8 +125,8 @@ def test_row_columns_carry_the_lift_and_the_popularity_figures_of_the_same_users
 
 
 def test_require_target_lift_is_an_experiment_key_that_leaves_run_ids_alone():
-    from raysteal.experiment.config import expand_runs, parse_experiment
-    from raysteal.results.store import run_id
+    from raysteal.experiment.config import parse_experiment
+    from raysteal.experiment.run import expand_runs
 
     spec = {
         "experiment": "g",
@@ -140,7 +140,7 @@ def test_require_target_lift_is_an_experiment_key_that_leaves_run_ids_alone():
     strict = parse_experiment({**spec, "require_target_lift": 1.5, "target_lift_warning": 1.1})
     assert plain.require_target_lift is None and plain.target_lift_warning == 1.2
     assert strict.require_target_lift == 1.5 and strict.target_lift_warning == 1.1
-    assert [run_id(r) for r in expand_runs(plain)] == [run_id(r) for r in expand_runs(strict)]
+    assert [r.id for r in expand_runs(plain)] == [r.id for r in expand_runs(strict)]
     with pytest.raises(ConfigError, match="require_target_lift"):
         parse_experiment({**spec, "require_target_lift": 0})
 
@@ -260,9 +260,10 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     popularity floor is the popularity recommender's agreement on the queried users, and the
     popularity attack's clone sits near that floor."""
     from raysteal.distributed.deploy import target_columns, with_guard
-    from raysteal.experiment.config import expand_runs, parse_experiment
+    from raysteal.experiment.config import parse_experiment
     from raysteal.experiment.context import RunData
     from raysteal.experiment.execute import build_knowledge, execute_run
+    from raysteal.experiment.run import expand_runs
     from raysteal.metrics import agreement_at_k
     from raysteal.oracle import RankingEngine, TargetSpec, in_process_oracle
     from raysteal.training import fit, make_train_config, seeded_model

@@ -8,9 +8,9 @@ import pytest
 
 from raysteal.data import load_dataset
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import expand_runs, parse_experiment
+from raysteal.experiment.config import parse_experiment
 from raysteal.experiment.context import prepare_dataset
-from raysteal.results.store import run_id
+from raysteal.experiment.run import expand_runs
 
 
 def _csv(tmp_path, log):
@@ -45,7 +45,7 @@ def test_an_experiment_runs_on_a_csv_of_the_users(tmp_path):
     kcored = prepare_dataset(parse_experiment(_experiment({**entry, "kcore": 8})).datasets[0], config.split)
     assert kcored.target.num_interactions + kcored.auxiliary.num_interactions < total  # kcore applies to files too
     # a file's settings enter the run id; a registered dataset's id is the one it always had
-    assert run_id(run) != run_id(expand_runs(parse_experiment(_experiment({"name": "synthetic"})))[0])
+    assert run.id != expand_runs(parse_experiment(_experiment({"name": "synthetic"})))[0].id
 
 
 @pytest.mark.parametrize(

@@ -208,9 +208,9 @@ def test_a_target_entry_takes_a_watermark_and_checks_it():
 
 
 def test_a_target_without_watermark_keeps_its_run_id():
-    from raysteal.experiment.config import expand_runs
+    from raysteal.experiment.run import expand_runs
 
-    run = expand_runs(parse_experiment(_experiment({"model": "sasrec"})))[0]
+    run = expand_runs(parse_experiment(_experiment({"model": "sasrec"})))[0].spec
     assert run["target"]["watermark"] is None
     legacy = {**run, "target": {k: v for k, v in run["target"].items() if k != "watermark"}}
     assert run_id(run) == run_id(legacy)

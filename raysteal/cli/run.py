@@ -135,12 +135,11 @@ def run_file(
     from raysteal.atomic import remove_stale_temp_files
     from raysteal.distributed.experiment_runner import run_experiment
     from raysteal.experiment.preflight import check_experiment_data
-    from raysteal.results.store import run_id
 
     finished_before = finished_runs(config, out_dir)
     try:
         # the data, the list lengths and the user groups, before Ray starts or anything is written
-        check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run_id(run) not in finished_before)
+        check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run.id not in finished_before)
         remove_stale_temp_files(out_dir, cache_dir)  # what writers killed mid-write left
         save_experiment(config if whole is None else whole, out_dir)  # one results directory may gather several partial runs
         record_invocation(config, out_dir, file, **(selection or {}))
@@ -177,20 +176,19 @@ def check_rows_for_report(frame, config, out_dir: Path) -> None:
 
 def finished_runs(config, out_dir: Path) -> set[str]:
     """Ids of ``config``'s runs that have a row in ``out_dir`` (under any id they had)."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import ResultStore, run_id
+    from raysteal.experiment.run import expand_runs
+    from raysteal.results.store import ResultStore
 
     store = ResultStore(out_dir)
     done = store.finished()
-    return {run_id(run) for run in expand_runs(config) if store.is_finished(run, done)}
+    return {run.id for run in expand_runs(config) if store.is_finished(run.ids, done)}
 
 
 def interrupted_message(config, out_dir: Path, finished_before: set[str], resume: str) -> str:
     """One line after Ctrl-C: how many runs finished (now and in all) and the command that resumes."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import run_id
+    from raysteal.experiment.run import expand_runs
 
-    total = len({run_id(run) for run in expand_runs(config)})
+    total = len({run.id for run in expand_runs(config)})
     finished = finished_runs(config, out_dir)
     return (
         f"interrupted: {len(finished - finished_before)} run(s) finished in this sitting, {len(finished)} of {total} in all "
@@ -238,8 +236,7 @@ def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
     set out to run. One file each, so invocations sharing a results directory at once never race;
     with the rows' run ids it tells which sitting made which rows."""
     from raysteal import __version__
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import run_id
+    from raysteal.experiment.run import expand_runs
 
     now = datetime.datetime.now(datetime.timezone.utc)
     record = {
@@ -247,7 +244,7 @@ def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
         "file": str(file),
         "experiment": config.experiment,
         "selection": {name: value for name, value in selection.items() if value is not None},
-        "run_ids": [run_id(run) for run in expand_runs(config)],
+        "run_ids": [run.id for run in expand_runs(config)],
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "raysteal": __version__,

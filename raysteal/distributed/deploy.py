@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raysteal.experiment.config import DatasetEntry, SplitConfig, TargetEntry
-from raysteal.results.store import run_id
 
 if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where a driver runs
+    from raysteal.experiment.run import Run
     from raysteal.oracle.client import QueryClient
     from raysteal.oracle.server import TargetServerHandle
     from raysteal.oracle.target import TargetSpec
@@ -220,11 +220,10 @@ def guard_target(data, what: str, warn_at: float | None, required: float | None,
     return None
 
 
-def target_what(run: dict) -> str:
+def target_what(run: Run) -> str:
     """``MODEL [params] on DATASET`` for the guard's lines."""
-    target = run["target"]
-    params = f" {json.dumps(target['params'], sort_keys=True)}" if target.get("params") else ""
-    return f"{target['model']}{params} on {run['dataset']['name']}"
+    params = f" {json.dumps(run.target.params, sort_keys=True)}" if run.target.params else ""
+    return f"{run.target.model}{params} on {run.dataset.name}"
 
 
 # ---------------------------------------------------------------------------------- servers
@@ -303,11 +302,12 @@ def cost_columns(spec, data, k: int) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------- accounts
-def ledger_budget(run: dict) -> int:
-    """The attacker's account: the experiment's budget, else the attack's own query budget, else unlimited."""
-    if run["budget"] is not None:
-        return int(run["budget"])
-    own = run["attack"].get("budget_queries")
+def ledger_budget(run: Run) -> int:
+    """The attacker's account: the experiment's budget, else the attack's own query budget as the
+    experiment wrote it, else unlimited."""
+    if run.budget is not None:
+        return run.budget
+    own = run.spec["attack"].get("budget_queries")
     return -1 if own is None else int(own)
 
 
@@ -324,12 +324,12 @@ def attempt_account(rid: str, ledger: dict[str, Any]) -> str:
     return rid if earlier == 0 else f"{rid}@{earlier}"
 
 
-def open_attempt(server: TargetServerHandle, run: dict, ledger: dict[str, Any]) -> QueryClient:
+def open_attempt(server: TargetServerHandle, run: Run, ledger: dict[str, Any]) -> QueryClient:
     """Open the account of the next attempt at ``run`` (:func:`attempt_account`) with its whole
     budget, note it in ``ledger`` (the server's accounts so far) and return its client."""
     from raysteal.oracle.server import client_for
 
-    account = attempt_account(run_id(run), ledger)
+    account = attempt_account(run.id, ledger)
     ledger[account] = {"budget": ledger_budget(run), "spent": 0}
     return client_for(server, account, ledger_budget(run))
 
@@ -346,7 +346,7 @@ def open_accounts(servers: list[TargetServerHandle], accounts: list[str], budget
 
 
 # ---------------------------------------------------------------------------------- attempts
-def execute_one(run: dict, data, client, aux_cache: str | None, workdir: str | None = None):
+def execute_one(run: Run, data, client, aux_cache: str | None, workdir: str | None = None):
     """Ray task body: one run (``workdir``: its scratch directory, for runs that can resume)."""
     import torch
 

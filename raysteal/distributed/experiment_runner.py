@@ -33,7 +33,8 @@ from raysteal.distributed.deploy import (
     target_what,
 )
 from raysteal.errors import RaystealError
-from raysteal.experiment.config import ExperimentConfig, expand_runs
+from raysteal.experiment.config import ExperimentConfig
+from raysteal.experiment.run import Run, expand_runs
 from raysteal.results.store import ResultStore, run_id
 
 if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where an experiment runs
@@ -43,13 +44,17 @@ if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where 
     from raysteal.oracle.server import TargetServerHandle
 
 
-def _group_key(run: dict[str, Any]) -> tuple:
+def _group_key(run: Run) -> tuple:
     """Runs sharing one deployed target: same dataset, split, target (later-added settings at
     their default left out, as in run ids, so the server's ledger name is stable too)."""
     from raysteal.results.store import canonical_run
 
-    run = canonical_run(run)
-    return (json.dumps(run["dataset"], sort_keys=True), json.dumps(run["split"], sort_keys=True), json.dumps(run["target"], sort_keys=True))
+    spec = canonical_run(run.spec)
+    return (
+        json.dumps(spec["dataset"], sort_keys=True),
+        json.dumps(spec["split"], sort_keys=True),
+        json.dumps(spec["target"], sort_keys=True),
+    )
 
 
 def _export(store) -> None:
@@ -103,20 +108,21 @@ def run_experiment(
     done = store.finished()
     store.clear_finished_work(done)
     # one entry per run id: two identical grid entries would otherwise run at once into one row
-    pending = list({run_id(r): r for r in runs if not store.is_finished(r, done)}.values())
-    _warn_stray_work(store, {run_id(r) for r in runs})
+    pending = list({r.id: r for r in runs if not store.is_finished(r.ids, done)}.values())
+    _warn_stray_work(store, {r.id for r in runs})
     if not pending:
         _export(store)
         return store
     share = start_ray(address, num_cpus)
     prepare = prepare_task(share)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in pending:
         groups[_group_key(run)].append(run)
     sitting = _Sitting(config, store, groups, share, out_dir, cache_dir, progress, max_concurrent)
     news = news_queue() if progress else None  # target-training epochs, for the progress display
     for key, rs in groups.items():
-        ref = prepare.remote(rs[0]["dataset"], rs[0]["split"], rs[0]["target"], max(max(r["k"] for r in rs), 10), data_dir, cache_dir, news)
+        first = rs[0].spec
+        ref = prepare.remote(first["dataset"], first["split"], first["target"], max(max(r.k for r in rs), 10), data_dir, cache_dir, news)
         sitting.waiting[ref] = key
     try:
         with RunProgress(total=len(pending), enabled=progress) as bar:
@@ -141,7 +147,7 @@ class _Sitting:
         self,
         config: ExperimentConfig,
         store: ResultStore,
-        groups: dict[tuple, list[dict]],
+        groups: dict[tuple, list[Run]],
         share: float,
         out_dir: str | Path,
         cache_dir: str | None,
@@ -157,9 +163,9 @@ class _Sitting:
         self.execute: Any = ray.remote(execute_one).options(num_cpus=1, num_gpus=share, max_retries=0, scheduling_strategy="SPREAD")
         self.waiting: dict[Any, tuple] = {}
         self.servers: dict[tuple, tuple[str, TargetServerHandle]] = {}
-        self.in_flight: dict[Any, tuple[dict, dict, TargetServerHandle, dict, Any, int]] = {}
-        self.queued: deque[tuple[dict, Any, Any, tuple]] = deque()  # (run, data_ref, client, in_flight entry) waiting for a slot
-        self.failures: list[tuple[dict, str]] = []
+        self.in_flight: dict[Any, tuple[Run, dict, TargetServerHandle, dict, Any, int]] = {}
+        self.queued: deque[tuple[Run, Any, Any, tuple]] = deque()  # (run, data_ref, client, in_flight entry) waiting for a slot
+        self.failures: list[tuple[Run, str]] = []
         self.state_root = Path(out_dir) / "ledgers"
         self.aux_cache = str(Path(cache_dir) if cache_dir else Path(out_dir) / "cache")
         # the popularity guard (raysteal.training.guard): warn under one lift, refuse to attack under another
@@ -198,13 +204,13 @@ class _Sitting:
         except Exception as err:
             for run in self.groups[key]:
                 self.failures.append((run, f"target preparation failed: {failure_text(err)}"))
-                bar.advance(f"FAILED target {run['target']['model']}: {err}")
+                bar.advance(f"FAILED target {run.target.model}: {err}")
             return False
         refusal = guard_target(data, target_what(self.groups[key][0]), self.warn_at, self.required, self.say)
         if refusal is not None:  # not deployed: none of its runs is attempted
             for run in self.groups[key]:
                 self.failures.append((run, refusal))
-                bar.advance(f"REFUSED {run['attack'].get('attack')}: {refusal}")
+                bar.advance(f"REFUSED {run.attack_name}: {refusal}")
             return False
         self.deploy(key, spec, data)
         return True
@@ -214,19 +220,19 @@ class _Sitting:
         import ray
 
         data_ref = ray.put(data)
-        by_defense: dict[str, list[dict]] = defaultdict(list)
+        by_defense: dict[str, list[Run]] = defaultdict(list)
         for run in self.groups[key]:
-            by_defense[json.dumps(run["defenses"], sort_keys=True)].append(run)
+            by_defense[json.dumps(run.defense_settings, sort_keys=True)].append(run)
         for defense_key, druns in by_defense.items():
             name = run_id({"group": list(key), "defenses": defense_key})[:12]
-            ks = sorted({r["k"] for r in druns})
+            ks = sorted({r.k for r in druns})
             server, costs = deploy_defense(spec, data, json.loads(defense_key), ks, self.state_root / name, self.share)
             self.servers[(key, defense_key)] = (name, server)
             ledger = server_ledger(server)  # accounts of earlier invocations (a resumed experiment)
             for run in druns:
-                self.submit(run, costs[run["k"]], server, ledger, data_ref)
+                self.submit(run, costs[run.k], server, ledger, data_ref)
 
-    def submit(self, run: dict, cost: dict, server: TargetServerHandle, ledger: dict, data_ref, attempt: int = 0) -> None:
+    def submit(self, run: Run, cost: dict, server: TargetServerHandle, ledger: dict, data_ref, attempt: int = 0) -> None:
         """One attempt at ``run`` on its own account (``ledger``: the server's accounts so far)."""
         client = open_attempt(server, run, ledger)
         self.queued.append((run, data_ref, client, (run, cost, server, ledger, data_ref, attempt)))
@@ -235,7 +241,7 @@ class _Sitting:
         """Start queued runs while fewer than the limit are executing."""
         while self.queued and len(self.in_flight) < concurrency_limit(self.max_concurrent):
             run, data_ref, client, entry = self.queued.popleft()
-            workdir = str(self.store.work_dir(run_id(run)))
+            workdir = str(self.store.work_dir(run.id))
             self.in_flight[self.execute.remote(run, data_ref, client, self.aux_cache, workdir)] = entry
 
     def run_done(self, ref: ObjectRef[Any], bar: RunProgress) -> None:
@@ -245,23 +251,21 @@ class _Sitting:
         run, cost, server, ledger, data_ref, attempt = self.in_flight.pop(ref)
         try:
             row = {**ray.get(ref), **cost}
-            self.store.write_row(run_id(run), row)
+            self.store.write_row(run.id, row)
             bar.advance(f"{row['dataset']}/{row['target']}/{row['attack']} seed {row['seed']}: agr@k={row['agr@k']:.4f}")
         except Exception as err:  # a failed run writes no row: a re-run retries it
             if crashed(err) and attempt == 0:  # its process was lost: once more, on a fresh account
                 self.submit(run, cost, server, ledger, data_ref, attempt + 1)
             else:
                 self.failures.append((run, failure_text(err)))
-                bar.advance(f"FAILED {run['attack'].get('attack')}: {err}")
+                bar.advance(f"FAILED {run.attack_name}: {err}")
 
 
-def failures_message(failures: list[tuple[dict, str]], runs: list[dict]) -> str:
+def failures_message(failures: list[tuple[Run, str]], runs: list[Run]) -> str:
     """One line per failed run (the first ten), in the order ``runs`` lists them, not the order they failed in."""
-    order = {run_id(run): place for place, run in enumerate(runs)}
-    ordered = sorted(failures, key=lambda failure: order.get(run_id(failure[0]), len(order)))
-    lines = "\n".join(
-        f"  {r['dataset']['name']}/{r['target']['model']}/{r['attack'].get('attack')} seed {r['seed']}: {e}" for r, e in ordered[:10]
-    )
+    order = {run.id: place for place, run in enumerate(runs)}
+    ordered = sorted(failures, key=lambda failure: order.get(failure[0].id, len(order)))
+    lines = "\n".join(f"  {r.dataset.name}/{r.target.model}/{r.attack_name} seed {r.seed}: {e}" for r, e in ordered[:10])
     return (
         f"{len(failures)} run(s) failed (finished runs are saved; re-run to retry, after fixing the input where the error is one):\n{lines}"
     )

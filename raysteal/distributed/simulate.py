@@ -40,9 +40,10 @@ from raysteal.distributed.deploy import (
     start_ray,
 )
 from raysteal.errors import RaystealError
+from raysteal.experiment.run import Run, SimulationRole
 from raysteal.experiment.simulate_config import SimulationConfig
 from raysteal.oracle.errors import RateLimitExceeded
-from raysteal.results.store import ResultStore, run_id
+from raysteal.results.store import ResultStore
 
 if TYPE_CHECKING:  # annotations only: Ray and the servers are imported where a simulation runs
     from ray import ObjectRef
@@ -101,16 +102,23 @@ class PatientClient:
         return getattr(self.client, name)
 
 
-def _attacker(run: dict, data, client, request_size: int, patience_s: float, aux_cache: str | None) -> tuple[dict, list[float]]:
+def role(run: Run) -> SimulationRole:
+    """Which attacker of the simulation ``run`` is (every run :meth:`SimulationConfig.attacker_runs` builds has one)."""
+    if run.simulation is None:
+        raise ValueError(f"run {run.id} is not an attacker of a simulation")
+    return run.simulation
+
+
+def _attacker(run: Run, data, client, request_size: int, patience_s: float, aux_cache: str | None) -> tuple[dict, list[float]]:
     """Ray task body: one attacker's whole attack, through a :class:`PatientClient`."""
     patient = PatientClient(client, request_size, patience_s)
     started = time.time()
     row = execute_one(run, data, patient, aux_cache)
     lat = np.asarray(patient.latencies_ms) if patient.latencies_ms else np.asarray([math.nan])
     row.update(
-        simulation=run["simulation"]["name"],
-        attacker=int(run["simulation"]["attacker"]),
-        server=int(run["simulation"]["server"]),
+        simulation=role(run).name,
+        attacker=role(run).attacker,
+        server=role(run).server,
         requests=patient.requests,
         rate_limited=patient.rate_limited,
         rate_wait_s=patient.waited_s,
@@ -209,8 +217,8 @@ def run_simulation(
         "simulation.cpus_per_attacker / gpus_per_attacker: an attacker",
     )
     base = runs[0]
-    max_k = max(max(int(r["k"]) for r in runs), 10)
-    target_args = (base["dataset"], base["split"], base["target"], max_k, data_dir, cache_dir)
+    max_k = max(max(r.k for r in runs), 10)
+    target_args = (base.spec["dataset"], base.spec["split"], base.spec["target"], max_k, data_dir, cache_dir)
     spec, data = prepare_one_target(prepare_task(share), target_args, show=progress)
     data_ref = ray.put(data)
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -219,8 +227,8 @@ def run_simulation(
         names.append(f"sim-{sim.name}-{session}-{d}")
         servers.append(deploy_defense(spec, data, list(defense), [], out / "ledgers" / names[-1], share)[0])
     try:
-        ids = [run_id(r) for r in runs]
-        owned = [servers[r["simulation"]["server"]] for r in runs]
+        ids = [r.id for r in runs]
+        owned = [servers[role(r).server] for r in runs]
         clients = open_accounts(owned, ids, [ledger_budget(r) for r in runs])
         gpus = settings.gpus_per_attacker if settings.gpus_per_attacker is not None else (share / 4 if share else 0.0)
         task = ray.remote(_attacker).options(num_cpus=settings.cpus_per_attacker, num_gpus=gpus, max_retries=0)
@@ -244,7 +252,7 @@ def run_simulation(
         store.write_query_log(name, table)
     per_server = _per_server(names, runs, info, ledgers, stats)
     summary = summarize_simulation(rows, ledgers, logs, latencies, wall, len(runs), len(failures), per_server)
-    summary.update(experiment=sim.name, dataset=base["dataset"]["name"], target=base["target"]["model"], session=session)
+    summary.update(experiment=sim.name, dataset=base.dataset.name, target=base.target.model, session=session)
     labels = account_labels(runs, benign, len(servers))
     write_table_atomically(out / "accounts.parquet", labels)
     if benign:
@@ -255,12 +263,12 @@ def run_simulation(
         summary["detection"] = detect(out, settings.detection.fpr)
         write_text_atomically(out / "summary.json", json.dumps(summary, indent=2, default=float))
     if failures:
-        lines = "\n".join(f"  attacker {r['simulation']['attacker']}: {e}" for r, e in failures[:10])
+        lines = "\n".join(f"  attacker {role(r).attacker}: {e}" for r, e in failures[:10])
         raise RaystealError(f"{len(failures)} of {len(runs)} attacker(s) failed (summary.json covers the others):\n{lines}")
     return summary
 
 
-def _collect(pending: dict[Any, dict], store: ResultStore, progress: bool) -> tuple[list[dict], list[float], list[tuple[dict, str]]]:
+def _collect(pending: dict[Any, Run], store: ResultStore, progress: bool) -> tuple[list[dict], list[float], list[tuple[Run, str]]]:
     """Wait for every attacker of ``pending`` (task -> run): its row into ``store`` as it ends (one
     failing does not stop the others); the rows, the client latencies and the failures."""
     import ray
@@ -277,7 +285,7 @@ def _collect(pending: dict[Any, dict], store: ResultStore, progress: bool) -> tu
                     row, lat = ray.get(ref)
                 except Exception as err:  # one attacker failing does not stop the others
                     failures.append((run, repr(err)))
-                    bar.advance(f"FAILED attacker {run['simulation']['attacker']}: {err}")
+                    bar.advance(f"FAILED attacker {role(run).attacker}: {err}")
                     continue
                 store.write_row(row["run_id"], row)
                 rows.append(row)
@@ -286,13 +294,13 @@ def _collect(pending: dict[Any, dict], store: ResultStore, progress: bool) -> tu
     return rows, latencies, failures
 
 
-def _per_server(names: list[str], runs: list[dict], info: list, ledgers: list[dict], stats: list[dict]) -> list[dict[str, Any]]:
+def _per_server(names: list[str], runs: list[Run], info: list, ledgers: list[dict], stats: list[dict]) -> list[dict[str, Any]]:
     """``summary.json``'s ``servers``: each server's defense, attackers, queries and own stats."""
     return [
         {
             "server": name,
             "defense": inf.defense,
-            "attackers": sum(1 for r in runs if r["simulation"]["server"] == d),
+            "attackers": sum(1 for r in runs if role(r).server == d),
             "queries": int(sum(a["spent"] for a in led.values())),
             **st,
         }
@@ -300,25 +308,25 @@ def _per_server(names: list[str], runs: list[dict], info: list, ledgers: list[di
     ]
 
 
-def attack_label(run: dict) -> str:
+def attack_label(run: Run) -> str:
     """An attacker's attack as the detection tables name it (``dfme`` / ``dfme-random``, ``seq_ptq``)."""
-    attack = run["attack"]
+    attack = run.spec["attack"]
     name = str(attack["attack"])
     return f"{name}-{attack['synthesis']}" if attack.get("synthesis", "autoregressive") != "autoregressive" else name
 
 
-def planned_queries(run: dict) -> int:
+def planned_queries(run: Run) -> int:
     """The queries an attacker may spend: the least of its account's budget and its attack's own
     ``budget_queries`` / ``budget_sequences`` (-1: unlimited)."""
     caps = [
         b
-        for b in (ledger_budget(run), run["attack"].get("budget_queries"), run["attack"].get("budget_sequences"))
+        for b in (ledger_budget(run), run.spec["attack"].get("budget_queries"), run.spec["attack"].get("budget_sequences"))
         if b is not None and b >= 0
     ]
     return int(min(caps)) if caps else -1
 
 
-def account_labels(runs: list[dict], benign: list, servers: int):
+def account_labels(runs: list[Run], benign: list, servers: int):
     """``accounts.parquet``: every account's ground truth (never shown to the detector): ``account,
     role`` (attacker / benign), ``attack``, ``budget`` (:func:`planned_queries`; a benign account's
     queries), ``server``, ``user`` (the replayed user)."""
@@ -326,11 +334,11 @@ def account_labels(runs: list[dict], benign: list, servers: int):
 
     rows = [
         {
-            "account": run_id(r),
+            "account": r.id,
             "role": "attacker",
             "attack": attack_label(r),
             "budget": planned_queries(r),
-            "server": int(r["simulation"]["server"]),
+            "server": role(r).server,
             "user": -1,
         }
         for r in runs
@@ -353,7 +361,7 @@ def write_table_atomically(path: Path, frame) -> None:
 
 
 def _start_benign(
-    sim: SimulationConfig, data, runs: list[dict], servers: list[TargetServerHandle], target
+    sim: SimulationConfig, data, runs: list[Run], servers: list[TargetServerHandle], target
 ) -> tuple[list[BenignAccount], list[ObjectRef[dict]]]:
     """Open the benign accounts (account ``i`` on server ``i % S``) and start their drivers."""
     import ray
@@ -367,7 +375,7 @@ def _start_benign(
     owned = [servers[i % len(servers)] for i in range(len(accounts))]
     clients = open_accounts(owned, [a.account for a in accounts], [len(a.inputs) for a in accounts])
     events = schedule(accounts, traffic.rate, traffic.seed)
-    k = int(runs[0]["k"])
+    k = runs[0].k
     task = ray.remote(drive).options(num_cpus=traffic.cpus_per_driver, max_retries=0)
     refs: list[ObjectRef[dict]] = []
     for d in range(traffic.drivers):

@@ -43,9 +43,9 @@ import yaml
 from ray.tune import Callback
 
 from raysteal.atomic import write_text_atomically
-from raysteal.data.splits import HEAD_FRACTION
 from raysteal.distributed.deploy import close_server, deploy_defense, ledger_budget, prepare_one_target, prepare_task, start_ray
 from raysteal.errors import ConfigError, RaystealError
+from raysteal.experiment.run import Run
 from raysteal.experiment.tune_config import (
     PROBE_METRICS,
     RULE_FINAL,
@@ -58,7 +58,7 @@ from raysteal.experiment.tune_config import (
     epoch_overrides,
     is_sequential,
 )
-from raysteal.results.store import ResultStore, run_id
+from raysteal.results.store import ResultStore
 
 if TYPE_CHECKING:  # annotations only: the server module is imported where a sweep runs
     from raysteal.oracle.server import TargetServerHandle
@@ -149,12 +149,12 @@ class EpochProbe:
     Eq. 3) when the attacker knows at most ``max_users`` users (else a seeded subset of them).
     """
 
-    def __init__(self, run: dict[str, Any], data, device: str = "cpu", max_users: int = 4096):
+    def __init__(self, run: Run, data, device: str = "cpu", max_users: int = 4096):
         from raysteal.experiment.execute import build_knowledge
 
         knowledge = build_knowledge(run, data)
         n = knowledge.num_users
-        rng = np.random.default_rng(np.random.SeedSequence([int(run["seed"]), 7]))
+        rng = np.random.default_rng(np.random.SeedSequence([run.seed, 7]))
         self.rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, size=max_users, replace=False))
         queried = np.zeros(n, dtype=bool)
         if knowledge.query_users is not None:
@@ -162,7 +162,7 @@ class EpochProbe:
         else:
             queried[:] = True
         self.queried = queried[self.rows]
-        self.k = int(run["k"])
+        self.k = run.k
         self.width = max(self.k, 10)
         self.truth = data.truth_lists[knowledge.target_user_ids[self.rows]]
         assert knowledge.target_data is not None  # build_knowledge always gives the known users' data
@@ -208,20 +208,19 @@ class SequentialEpochProbe:
     Agr@1 / Agr@10 and BAHSD's head / tail split, as in
     :func:`~raysteal.experiment.execute_sequential.execute_sequential_run`."""
 
-    def __init__(self, run: dict[str, Any], data, device: str = "cpu", max_users: int = 1024):
-        from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
-        from raysteal.experiment.execute_sequential import known_users, scored_users, uses_real_sequences
+    def __init__(self, run: Run, data, device: str = "cpu", max_users: int = 1024):
+        from raysteal.experiment.execute_sequential import known_users, scored_users
 
         keep = scored_users(run, data)  # never the attacker population, only the split's half
-        if run["attack"].get("attack") != SEQUENTIAL_CALIBRATION and uses_real_sequences(run):
+        if run.uses_real_sequences:
             keep &= ~np.isin(data.eval_users, known_users(run, data))  # nor the users whose histories it trained on
         scored = np.flatnonzero(keep)
         n = len(scored)
-        rng = np.random.default_rng(np.random.SeedSequence([int(run["seed"]), 7]))
+        rng = np.random.default_rng(np.random.SeedSequence([run.seed, 7]))
         self.rows = scored if n <= max_users else scored[np.sort(rng.choice(n, size=max_users, replace=False))]
         self.sequences = data.eval_sequences[self.rows]
         self.teacher = data.teacher_lists[self.rows]
-        self.is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))[self.rows]
+        self.is_head = data.head_mask(run.split.head_fraction)[self.rows]
         self.device = device
 
     def __call__(self, model) -> dict[str, float]:
@@ -237,7 +236,7 @@ class TrialSetup:
     """What every trial shares (put in the object store once by ``tune.with_parameters``)."""
 
     sweep: str
-    base_run: dict[str, Any]
+    base_run: Run
     server: TargetServerHandle
     server_owner: str  # its owner token: trials open their own accounts (runner code; attack code gets only its client)
     report_epochs: bool  # per-epoch reports (the metric is a probe metric)
@@ -249,11 +248,9 @@ class TrialSetup:
     mode: str = "max"
 
 
-def trial_run(setup_base: dict[str, Any], sweep: str, config: dict[str, Any], trial_id: str) -> dict[str, Any]:
+def trial_run(setup_base: Run, sweep: str, config: dict[str, Any], trial_id: str) -> Run:
     """The run a trial executes: the base run with its sample; the trial id makes it unique."""
-    run = apply_sample(setup_base, config)
-    run["tune"] = {"sweep": sweep, "trial": trial_id}
-    return run
+    return apply_sample(setup_base, config).replace(tune={"sweep": sweep, "trial": trial_id})
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
@@ -275,7 +272,7 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
         raise TypeError("tune_trial needs data= and setup= (tune.with_parameters(tune_trial, data=..., setup=...))")
     trial_id = tune.get_context().get_trial_id()
     run = trial_run(setup.base_run, setup.sweep, config, trial_id)
-    rid = run_id(run)
+    rid = run.id
     device = worker_device()
     client = client_for(setup.server, rid, ledger_budget(run), owner=setup.server_owner)
     sequential = isinstance(data, SequentialRunData)
@@ -318,7 +315,7 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
         last[TIME_ATTR] = last[TIME_ATTR] or int(row.get("info/epochs_run") or 0)
     else:
         row = execute_run(run, data, client, device=device, aux_cache=setup.aux_cache, on_epoch=on_epoch)
-    row.update(setup.costs.get(int(run["k"]), {}))
+    row.update(setup.costs.get(run.k, {}))
     if probe is None and setup.metric is not None:  # a metric of the final row only: its one value is the peak
         peaks.update(int(last[TIME_ATTR]), row.get(setup.metric), last["phase"], int(last["phase_epoch"]) or int(last[TIME_ATTR]))
     peak = peaks.fields()
@@ -354,7 +351,7 @@ class RowWriter(Callback):
     last epoch report (``tune_status = "stopped_early"``, measures not taken are absent).
     """
 
-    def __init__(self, out_dir: str, sweep: str, base_run: dict[str, Any]):
+    def __init__(self, out_dir: str, sweep: str, base_run: Run):
         self.out_dir = str(out_dir)
         self.sweep = sweep
         self.base_run = base_run
@@ -371,34 +368,26 @@ class RowWriter(Callback):
     def partial_row(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         """The row of a trial stopped before its end: what its last epoch report measured."""
         import raysteal
-        from raysteal.attacks import make_attack_config
-        from raysteal.experiment.config import is_sequential_target
 
         run = trial_run(self.base_run, self.sweep, config, trial_id)
-        sequential = is_sequential_target(run["target"]["model"])
-        if sequential:
-            from raysteal.extraction import make_extraction_config
-
-            extraction_cfg = make_extraction_config(run["attack"])
-            cfg, clone = extraction_cfg, str(extraction_cfg.student.get("model"))
-        else:
-            cfg = make_attack_config(run["attack"])
-            clone = cfg.clone
+        sequential, cfg = run.sequential, run.attack
+        student = getattr(cfg, "student", None)
+        clone = str(student.get("model")) if student is not None else str(getattr(cfg, "clone", "popularity"))
         measured = SEQUENTIAL_PROBE_METRICS if sequential else PROBE_METRICS
         row: dict[str, Any] = {
-            "run_id": str(result.get("run_id") or run_id(run)),
-            "experiment": run["experiment"],
-            "dataset": run["dataset"]["name"],
-            "preprocess": run["dataset"]["preprocess"],
-            "target": run["target"]["model"],
-            "target_params": run["target"]["params"],
+            "run_id": str(result.get("run_id") or run.id),
+            "experiment": run.experiment,
+            "dataset": run.dataset.name,
+            "preprocess": run.dataset.preprocess,
+            "target": run.target.model,
+            "target_params": run.target.params,
             "attack": cfg.attack,
             "clone": clone,
-            "seed": int(run["seed"]),
-            "k": int(run["k"]),
-            "defense": run["defenses"],
+            "seed": run.seed,
+            "k": run.k,
+            "defense": run.defense_settings,
             "budget": ledger_budget(run),
-            **{key: run["split"][key] for key in ("attacker_fraction", "auxiliary_size", "item_overlap", "query_fraction")},
+            **{key: getattr(run.split, key) for key in ("attacker_fraction", "auxiliary_size", "item_overlap", "query_fraction")},
             "hyperparameters": cfg.model_dump(mode="json"),
             **{m: float(result[m]) for m in measured + ("queries",) if m in result},
             "node_id": str(result.get("node_id", "")),
@@ -442,14 +431,7 @@ def tune_param_space(space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def planned_epochs(tune_exp: TuneExperiment) -> int:
     """The most clone-training epochs a trial can run (``epochs + finetune_epochs``, the largest
     values the search space can draw)."""
-    if is_sequential(tune_exp):
-        from raysteal.extraction import make_extraction_config
-
-        cfg = make_extraction_config(tune_exp.base_run()["attack"])
-    else:
-        from raysteal.attacks import make_attack_config
-
-        cfg = make_attack_config(tune_exp.base_run()["attack"])
+    cfg = tune_exp.base_run().attack
 
     def most(name: str) -> int:
         spec = tune_exp.search_space.get(f"attack.{name}")
@@ -594,13 +576,13 @@ def run_tune(
     check_fits(settings.resources.cpu, share if settings.resources.gpu is None else settings.resources.gpu, "tune.resources: a trial")
     spec, data = prepare_one_target(
         prepare_task(share),
-        (base["dataset"], base["split"], base["target"], _max_k(tune_exp, int(base["k"])), data_dir, cache_dir),
+        (base.spec["dataset"], base.spec["split"], base.spec["target"], _max_k(tune_exp, base.k), data_dir, cache_dir),
         show=verbose > 0,
     )
     session = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     server_name = f"tune-{tune_exp.name}-{session}"
-    ks = _possible_ks(tune_exp, int(base["k"])) or []
-    server, costs = deploy_defense(spec, data, base["defenses"], ks, out / "ledgers" / server_name, share)
+    ks = _possible_ks(tune_exp, base.k) or []
+    server, costs = deploy_defense(spec, data, base.defense_settings, ks, out / "ledgers" / server_name, share)
     setup = TrialSetup(
         sweep=tune_exp.name,
         base_run=base,
@@ -734,7 +716,9 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
     overrides: dict[str, Any] = {}
     if per_epoch:
         try:
-            overrides = epoch_overrides(apply_sample(tune_exp.base_run(), sample)["attack"], best["peak_phase"], best["peak_phase_epoch"])
+            overrides = epoch_overrides(
+                apply_sample(tune_exp.base_run(), sample).spec["attack"], best["peak_phase"], best["peak_phase_epoch"]
+            )
         except ConfigError as err:  # say so: this best.yaml trains past the peak
             rule = f"best over all reported epochs; epochs left as searched ({err})"
     where = f"epoch {best['peak_epoch']} of {best['epochs_run']}" + (
@@ -752,7 +736,7 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         f"Trial {best['trial_id']}: {settings.metric} peaked at {best['peak_value']:.4f} ({settings.mode}) at {where}; last reported value {last}.",
     ]
     if overrides:
-        seed = int(sample.get("seed", tune_exp.base_run()["seed"]))
+        seed = int(sample.get("seed", tune_exp.base_run().seed))
         header.append(
             "Epochs set to the peak epoch: "
             + ", ".join(f"attack.{k}: {v}" for k, v in overrides.items())

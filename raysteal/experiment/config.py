@@ -387,7 +387,7 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
     from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
     from raysteal.errors import RaystealError
     from raysteal.models.base import make_config
-    from raysteal.oracle.defenses import check_answer_width, parse_defenses
+    from raysteal.oracle.defenses import parse_defenses
     from raysteal.training.config import make_train_config
 
     known = dataset_names()
@@ -424,20 +424,31 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
             parse_defenses(defense)
         except ConfigError as err:
             raise ConfigError(f"{source}: defenses.{i}: {err}") from None
+    _check_runs(config, source)
+
+
+def _check_runs(config: ExperimentConfig, source: str) -> None:
+    """Each cell of the grid (after its overrides) validated into a typed run (attack against its
+    target's kind); a querying attack needs a budget, and each defense setting must answer the
+    list length each attack asks for."""
+    # the typed run builds on this module's entries; imported here to break the cycle
+    from raysteal.experiment.run import Run
+    from raysteal.oracle.defenses import check_answer_width
+
     widths: dict[str, dict[int | None, str]] = {}  # defense setting -> list length asked -> an attack asking it
-    for run in expand_runs(config, seeds=1):
+    for spec in expand_specs(config, seeds=1):
         if config.grid:  # an override may change what the entries above validated
-            _check_overridden_run(run, source)
+            _check_overridden_run(spec, source)
         try:
-            width = queried_list_length(run)
+            width = Run.from_spec(spec).query_width
         except ConfigError as err:
-            raise ConfigError(f"{source}: attacks ({run['attack'].get('attack')!r}): {err}") from None
-        if width is not None and run["budget"] == 0:
+            raise ConfigError(f"{source}: attacks ({spec['attack'].get('attack')!r}): {err}") from None
+        if width is not None and spec["budget"] == 0:
             raise ConfigError(
-                f"{source}: budget: 0 leaves {run['attack'].get('attack')!r} no query to make (it learns from "
+                f"{source}: budget: 0 leaves {spec['attack'].get('attack')!r} no query to make (it learns from "
                 "the black box's answers); give it a budget or leave the attack out"
             )
-        widths.setdefault(json.dumps(run["defenses"], sort_keys=True, default=str), {}).setdefault(width, run["attack"].get("attack"))
+        widths.setdefault(json.dumps(spec["defenses"], sort_keys=True, default=str), {}).setdefault(width, spec["attack"].get("attack"))
     for i, defense in enumerate(config.defenses):
         for width, attack in widths.get(json.dumps(defense, sort_keys=True, default=str), {}).items():
             try:
@@ -538,42 +549,8 @@ def is_sequential_target(model: str) -> bool:
     return bool(getattr(model_class(model), "sequential", False))
 
 
-def validate_sequential_attack(attack: dict[str, Any]) -> bool:
-    """Validate a sequential attack entry (``raysteal.extraction``); the popularity floor needs
-    nothing. Returns whether the attack queries the black box."""
-    if attack.get("attack") == SEQUENTIAL_CALIBRATION:
-        extra = set(attack) - {"attack"}
-        if extra:
-            raise ConfigError(f"popularity takes no options, got {sorted(extra)}")
-        return False
-    from raysteal.extraction import make_extraction_config
-
-    return make_extraction_config(attack).uses_queries
-
-
-def attack_queries(run: dict[str, Any]) -> bool:
-    """Validate a run's attack entry against its target's kind; returns whether the attack
-    queries the black box (so a budget of 0 would leave it nothing to learn from)."""
-    return queried_list_length(run) is not None
-
-
-def queried_list_length(run: dict[str, Any]) -> int | None:
-    """Validate a run's attack entry against its target's kind; returns the length of the lists
-    it asks the black box for (its ``k``), or ``None`` when it makes no query."""
-    if is_sequential_target(run["target"]["model"]):
-        if not validate_sequential_attack(run["attack"]):
-            return None
-        from raysteal.extraction import make_extraction_config
-
-        return make_extraction_config(run["attack"]).k
-    from raysteal.attacks import make_attack_config
-    from raysteal.attacks.registry import get_recipe
-
-    attack = make_attack_config(run["attack"])
-    return attack.k if "queries" in get_recipe(attack.attack).needs else None
-
-
-def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:
+def apply_override(run: dict[str, Any], key: str, value: Any) -> None:
+    """Set one grid key (``split.x``, ``target.x`` (a model parameter), ``attack.x``, ``k``, ``budget``) in a run's JSON form."""
     section, _, field = key.partition(".")
     if section in ("k", "budget"):
         run[section] = value
@@ -583,8 +560,10 @@ def _apply_override(run: dict[str, Any], key: str, value: Any) -> None:
         run[section] = {**run[section], field: value}
 
 
-def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[dict[str, Any]]:
-    """Every run of the grid as a plain dict (dataset, target, attack, defenses, split, k, budget, seed)."""
+def expand_specs(config: ExperimentConfig, seeds: int | None = None) -> list[dict[str, Any]]:
+    """Every run of the grid in its JSON form (dataset, target, attack, defenses, split, k, budget,
+    seed), as the grid writes it: :func:`raysteal.experiment.run.expand_runs` validates each into a
+    :class:`~raysteal.experiment.run.Run` and hashes this form for the run's id."""
     grid_keys = list(config.grid)
     combos = list(itertools.product(*(config.grid[k] for k in grid_keys))) or [()]
     runs = []
@@ -601,7 +580,7 @@ def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[dict
             "query_cache": config.query_cache,
         }
         for key, value in zip(grid_keys, combo):
-            _apply_override(base, key, value)
+            apply_override(base, key, value)
         # collaborative attacks ask the black box for lists of the experiment's K; sequential ones
         # keep their own list length (Yue et al.: top-100) and are scored at K
         if "k" not in base["attack"] and not is_sequential_target(base["target"]["model"]):

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 import raysteal
-from raysteal.data.splits import HEAD_FRACTION, attacker_users, head_tail_groups
+from raysteal.data.splits import attacker_users, head_tail_groups
 from raysteal.experiment.context import AttackerLogs, RunData
 from raysteal.metrics import agreement_at_k, mean
-from raysteal.results.store import run_id
 
 if TYPE_CHECKING:  # annotations only: the oracle package is not imported here at run time
+    from raysteal.experiment.run import Run
     from raysteal.oracle.protocol import BlackBoxClient
 
 
@@ -36,21 +36,20 @@ def _child_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
-def build_knowledge(run: dict[str, Any], data: AttackerLogs):
+def build_knowledge(run: Run, data: AttackerLogs):
     """The attacker's knowledge for this run (seeded by the run's seed)."""
     from raysteal.attacks import Knowledge
 
-    split = run["split"]
-    seed = int(run["seed"])
-    known = np.sort(attacker_users(data.train, fraction=split["attacker_fraction"], seed=_child_rng(seed, 1)))
+    split, seed = run.split, run.seed
+    known = np.sort(attacker_users(data.train, fraction=split.attacker_fraction, seed=_child_rng(seed, 1)))
     rng = _child_rng(seed, 2)
     order = rng.permutation(len(known))
-    n_query = max(1, int(round(split["query_fraction"] * len(known))))
+    n_query = max(1, int(round(split.query_fraction * len(known))))
     query_users = np.sort(order[:n_query])
     auxiliary = data.auxiliary
-    if split["auxiliary_size"] < 1.0 and auxiliary.num_users:
+    if split.auxiliary_size < 1.0 and auxiliary.num_users:
         aux_rng = _child_rng(seed, 3)
-        keep = np.sort(aux_rng.permutation(auxiliary.num_users)[: max(1, int(round(split["auxiliary_size"] * auxiliary.num_users)))])
+        keep = np.sort(aux_rng.permutation(auxiliary.num_users)[: max(1, int(round(split.auxiliary_size * auxiliary.num_users)))])
         auxiliary = auxiliary.select_users(keep)
     knowledge = Knowledge(
         target_data=data.train.select_users(known, name="attacker-target-data"),
@@ -106,12 +105,12 @@ def _ray_node_id() -> str:
 
 
 @overload
-def remembering(run: dict[str, Any], client: None) -> None: ...
+def remembering(run: Run, client: None) -> None: ...
 @overload
-def remembering(run: dict[str, Any], client: BlackBoxClient) -> BlackBoxClient: ...
-def remembering(run: dict[str, Any], client: BlackBoxClient | None) -> BlackBoxClient | None:
+def remembering(run: Run, client: BlackBoxClient) -> BlackBoxClient: ...
+def remembering(run: Run, client: BlackBoxClient | None) -> BlackBoxClient | None:
     """``client`` behind the attacker's answer memory when the experiment sets ``query_cache``."""
-    if client is None or not run.get("query_cache"):
+    if client is None or not run.query_cache:
         return client
     from raysteal.oracle.cache import CachingClient
 
@@ -124,24 +123,24 @@ def cache_hits(client) -> dict[str, int]:
     return {} if hits is None else {"cache_hits": int(hits)}
 
 
-def row_head(run: dict[str, Any], attack: str, clone: str) -> dict[str, Any]:
+def row_head(run: Run, attack: str, clone: str) -> dict[str, Any]:
     """The columns every results row starts with: the run's id and what it ran (dataset,
     target, attack, clone, seed, k, defenses, budget, attacker share)."""
     return {
-        "run_id": run_id(run),
-        "experiment": run["experiment"],
-        "dataset": run["dataset"]["name"],
-        "preprocess": run["dataset"]["preprocess"],
-        "target": run["target"]["model"],
-        "target_params": run["target"]["params"],
+        "run_id": run.id,
+        "experiment": run.experiment,
+        "dataset": run.dataset.name,
+        "preprocess": run.dataset.preprocess,
+        "target": run.target.model,
+        "target_params": run.target.params,
         "attack": attack,
         "clone": clone,
-        "seed": int(run["seed"]),
-        "k": int(run["k"]),
-        "defense": run["defenses"],
-        "budget": -1 if run["budget"] is None else int(run["budget"]),
-        "attacker_fraction": run["split"]["attacker_fraction"],
-        "head_fraction": run["split"].get("head_fraction", HEAD_FRACTION),
+        "seed": run.seed,
+        "k": run.k,
+        "defense": run.defense_settings,
+        "budget": -1 if run.budget is None else run.budget,
+        "attacker_fraction": run.split.attacker_fraction,
+        "head_fraction": run.split.head_fraction,
     }
 
 
@@ -187,26 +186,26 @@ def check_list_lengths(k: int, attack_k: int | None, num_items: int) -> None:
 
 
 def execute_run(
-    run: dict[str, Any], data: RunData, client, device: str = "cpu", aux_cache: str | None = None, on_epoch=None
+    run: Run, data: RunData, client: BlackBoxClient | None, device: str = "cpu", aux_cache: str | None = None, on_epoch=None
 ) -> dict[str, Any]:
     """Run one attack and measure it; returns the results row. With ``aux_cache``, auxiliary
     models are shared between runs through that directory (identical results, less training).
     ``on_epoch`` is passed to :func:`raysteal.attacks.run_attack` (e.g. Ray Tune's reports)."""
     import dataclasses
 
-    from raysteal.attacks import make_attack_config, run_attack
+    from raysteal.attacks import AttackConfig, run_attack
     from raysteal.experiment.aux_cache import needs_auxiliary_model, shared_auxiliary_model
 
     started, started_at = time.perf_counter(), time.time()
-    k = int(run["k"])
-    config = make_attack_config(run["attack"])
+    k, config = run.k, run.attack
+    assert isinstance(config, AttackConfig), "a collaborative target's run carries an AttackConfig"
     check_list_lengths(k, getattr(config, "k", None), data.train.num_items)
     knowledge = build_knowledge(run, data)
     if aux_cache and needs_auxiliary_model(config) and knowledge.auxiliary is not None:
-        aux = shared_auxiliary_model(config, knowledge.auxiliary, int(run["seed"]), device, aux_cache)
+        aux = shared_auxiliary_model(config, knowledge.auxiliary, run.seed, device, aux_cache)
         knowledge = dataclasses.replace(knowledge, auxiliary_model=aux)
     client = remembering(run, client)
-    output = run_attack(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch)
+    output = run_attack(config, knowledge, client, seed=run.seed, device=device, on_epoch=on_epoch)
     clone_top = clone_lists(
         output.clone, knowledge, min(max(k, 10), data.train.num_items), device
     )  # Agr@10 needs 10, a tiny catalogue has fewer
@@ -221,12 +220,12 @@ def execute_run(
     floor_k = np.asarray(agreement_at_k(truth[:, :k], popular))
     # head / tail (BAHSD's groups): every known user, as agr@k/all, by the length of
     # their history in the target's log
-    head = head_tail_groups(data.train.user_lengths, run["split"].get("head_fraction", HEAD_FRACTION)).is_head[knowledge.target_user_ids]
+    head = head_tail_groups(data.train.user_lengths, run.split.head_fraction).is_head[knowledge.target_user_ids]
     row = {
         **row_head(run, config.attack, config.clone),
-        "auxiliary_size": run["split"]["auxiliary_size"],
-        "item_overlap": run["split"]["item_overlap"],
-        "query_fraction": run["split"]["query_fraction"],
+        "auxiliary_size": run.split.auxiliary_size,
+        "item_overlap": run.split.item_overlap,
+        "query_fraction": run.split.query_fraction,
         "hyperparameters": config.model_dump(),
         "known_users": int(len(knowledge.target_user_ids)),
         "queried_users": int(queried.sum()),

@@ -14,48 +14,45 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import raysteal
-from raysteal.data.splits import HEAD_FRACTION, attacker_users
-from raysteal.experiment.config import SEQUENTIAL_CALIBRATION
+from raysteal.data.splits import attacker_users
 from raysteal.experiment.context import EvaluationUsers, SequentialRunData
 from raysteal.experiment.execute import _child_rng, cache_hits, check_list_lengths, finish_row, remembering, row_head
+from raysteal.experiment.run import PopularityFloor
+
+if TYPE_CHECKING:
+    from raysteal.experiment.run import Run
+    from raysteal.oracle.protocol import BlackBoxClient
 
 
-def attacker_population(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray | None:
+def attacker_population(run: Run, data: EvaluationUsers) -> np.ndarray | None:
     """The users set apart as the attacker population (``split.attacker_population`` of the
     target's users, drawn from ``split.target_seed``: the same for every seed and attack), or
     ``None`` when the split has none."""
-    share = run["split"].get("attacker_population")
+    share = run.split.attacker_population
     if not share:
         return None
-    rng = np.random.default_rng(np.random.SeedSequence([int(run["split"].get("target_seed", 0)), 0xA77AC]))
+    rng = np.random.default_rng(np.random.SeedSequence([run.split.target_seed, 0xA77AC]))
     return np.sort(attacker_users(data.train, fraction=float(share), seed=rng))
 
 
-def known_users(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray:
+def known_users(run: Run, data: EvaluationUsers) -> np.ndarray:
     """The target users whose sequences an attacker with real data holds (``split.attacker_fraction``
     of them, drawn from the run's seed): Zhu et al.'s 10% of the target users; with an attacker
     population, that share of the population (BAHSD's long-tailed setting)."""
-    fraction = run["split"]["attacker_fraction"]
+    fraction = run.split.attacker_fraction
     population = attacker_population(run, data)
     if population is None:
-        return np.sort(attacker_users(data.train, fraction=fraction, seed=_child_rng(int(run["seed"]), 1)))
+        return np.sort(attacker_users(data.train, fraction=fraction, seed=_child_rng(run.seed, 1)))
     n = min(max(int(round(fraction * len(population))), 1), len(population))
-    return np.sort(_child_rng(int(run["seed"]), 1).choice(population, size=n, replace=False))
+    return np.sort(_child_rng(run.seed, 1).choice(population, size=n, replace=False))
 
 
-def uses_real_sequences(run: dict[str, Any]) -> bool:
-    """Whether the run's attack trains on real users' sequences (its users are then never scored)."""
-    from raysteal.extraction import make_extraction_config
-
-    return bool(getattr(make_extraction_config(run["attack"]), "uses_real_sequences", False))
-
-
-def scored_users(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray:
+def scored_users(run: Run, data: EvaluationUsers) -> np.ndarray:
     """bool ``[U]``: the evaluation users a run may be scored on, whatever its attack — all of them
     but the attacker population (when the split has one), and of those the ``search`` or ``report``
     half (``split.scored_users``; each user's half is fixed by ``target_seed``)."""
@@ -63,15 +60,15 @@ def scored_users(run: dict[str, Any], data: EvaluationUsers) -> np.ndarray:
     population = attacker_population(run, data)
     if population is not None:
         keep &= ~np.isin(data.eval_users, population)
-    half = run["split"].get("scored_users", "all")
+    half = run.split.scored_users
     if half != "all":
-        rng = np.random.default_rng(np.random.SeedSequence([int(run["split"].get("target_seed", 0)), 0x5EA4C]))
+        rng = np.random.default_rng(np.random.SeedSequence([run.split.target_seed, 0x5EA4C]))
         in_search = rng.random(data.train.num_users)[data.eval_users] < 0.5
         keep &= in_search if half == "search" else ~in_search
     return keep
 
 
-def sequential_knowledge(run: dict[str, Any], data: SequentialRunData, needs_data: bool):
+def sequential_knowledge(run: Run, data: SequentialRunData, needs_data: bool):
     """The attacker's knowledge and the mask of evaluation users it knows (never scored)."""
     from raysteal.extraction import SequenceKnowledge
 
@@ -143,7 +140,7 @@ def target_fingerprint(data: SequentialRunData) -> str:
 
 
 def execute_sequential_run(
-    run: dict[str, Any], data: SequentialRunData, client, device: str = "cpu", on_epoch=None, workdir: str | None = None
+    run: Run, data: SequentialRunData, client: BlackBoxClient, device: str = "cpu", on_epoch=None, workdir: str | None = None
 ) -> dict[str, Any]:
     """Run one sequential extraction and measure it; returns the results row.
 
@@ -151,30 +148,30 @@ def execute_sequential_run(
     DFME and BAHSD keep their gathered data and student state there and an attempt after a crash
     goes on from them (the row's ``info/data_reused`` and ``info/resumed_epoch`` say so)."""
     started, started_at = time.perf_counter(), time.time()
-    k = int(run["k"])
+    k = run.k
     width = max(k, 10)
-    name = run["attack"].get("attack")
+    name, config = run.attack_name, run.attack
     info: dict[str, Any] = {}
     hyper: dict[str, Any] = {}
     # the popularity floor is the floor of either setting
     labels: dict[str, Any] = {"setting": "floor", "baseline": False, "variant": "popularity"}
-    if name == SEQUENTIAL_CALIBRATION:
+    if isinstance(config, PopularityFloor):
         knowledge, known_eval = sequential_knowledge(run, data, needs_data=False)
         student = popularity_lists(data, data.eval_sequences, width)
         queries, student_model = 0, "popularity"
     else:
-        from raysteal.extraction import get_extraction, make_extraction_config, run_extraction
+        from raysteal.extraction import ExtractionConfigBase, get_extraction, run_extraction
         from raysteal.extraction.evaluate import student_lists
         from raysteal.extraction.resume import claim_run_directory
 
-        config = make_extraction_config(run["attack"])
+        assert isinstance(config, ExtractionConfigBase), "a sequential target's run carries an extraction config"
         check_list_lengths(k, config.k, data.train.num_items)
         if workdir is not None and get_extraction(config.attack).resumable:
             claim_run_directory(workdir, target_fingerprint(data))
         needs_data = bool(getattr(config, "uses_real_sequences", False))
         knowledge, known_eval = sequential_knowledge(run, data, needs_data)
         client = remembering(run, client)
-        result = run_extraction(config, knowledge, client, seed=int(run["seed"]), device=device, on_epoch=on_epoch, workdir=workdir)
+        result = run_extraction(config, knowledge, client, seed=run.seed, device=device, on_epoch=on_epoch, workdir=workdir)
         student = np.asarray(student_lists(result.student, data.eval_sequences, width, device=device))
         # a recipe counts the rows it asked for; the remembered ones were never charged (a run
         # resumed from its saved answers asks nothing, so its hits are those of this attempt: 0)
@@ -187,11 +184,11 @@ def execute_sequential_run(
         from raysteal.errors import ConfigError
 
         raise ConfigError("split: no evaluation user is left to score (attacker_population / scored_users / attacker_fraction leave none)")
-    is_head = data.head_mask(run["split"].get("head_fraction", HEAD_FRACTION))
+    is_head = data.head_mask(run.split.head_fraction)
     from raysteal.metrics import agreement_at_k, mean
 
     # the floor of agr@k/lift: the popularity lists' agreement with the teacher on the same users
-    popular = student[keep] if name == SEQUENTIAL_CALIBRATION else popularity_lists(data, data.eval_sequences[keep], width)
+    popular = student[keep] if isinstance(config, PopularityFloor) else popularity_lists(data, data.eval_sequences[keep], width)
     floor = mean(np.asarray(agreement_at_k(data.teacher_lists[keep][:, :k], popular[:, :k])))
     row: dict[str, Any] = {
         **row_head(run, name, student_model),

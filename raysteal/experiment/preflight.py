@@ -14,22 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError, DataFileError, RaystealError
-from raysteal.experiment.config import (
-    SEQUENTIAL_CALIBRATION,
-    DatasetEntry,
-    ExperimentConfig,
-    SplitConfig,
-    expand_runs,
-    is_sequential_target,
-)
+from raysteal.experiment.config import DatasetEntry, ExperimentConfig, SplitConfig
 from raysteal.experiment.context import DatasetContext, load_log, split_log
+from raysteal.experiment.run import Run, expand_runs
 
 SEQUENTIAL_MIN_ITEMS = 10
 """A sequential target's rows report Agr@10 and NDCG@10: its catalogue needs 10 items."""
@@ -52,7 +45,7 @@ class UserGroups:
 
 
 def check_experiment_data(
-    config: ExperimentConfig, source: str, data_dir: str | None = None, wanted: Callable[[dict[str, Any]], bool] | None = None
+    config: ExperimentConfig, source: str, data_dir: str | None = None, wanted: Callable[[Run], bool] | None = None
 ) -> None:
     """Load every dataset of ``config``'s runs (those ``wanted`` keeps: e.g. the unfinished ones)
     and check each run against it; the first problem is a ``ConfigError`` / ``DataFileError``."""
@@ -65,28 +58,23 @@ def check_experiment_data(
         contexts: dict[str, DatasetContext] = {}
         checked: set[tuple] = set()  # group counts already checked (they repeat across attacks and seeds)
         for attack_index, run in runs:
-            _check_list_lengths(config, run, attack_index, log.num_items, f"{where}, attack {_attack_name(run)!r}")
-            split = SplitConfig(**run["split"])
-            key = split.model_dump_json()
+            _check_list_lengths(config, run, attack_index, log.num_items, f"{where}, attack {run.attack_name!r}")
+            key = run.split.model_dump_json()
             if key not in contexts:
-                contexts[key] = _split(log, entry, split, where)
+                contexts[key] = _split(log, entry, run.split, where)
             same = _groups_key(run, key)
             if same not in checked:
-                _check_groups(run, contexts[key], log, f"{where}, attack {_attack_name(run)!r}")
+                _check_groups(run, contexts[key], log, f"{where}, attack {run.attack_name!r}")
                 checked.add(same)
 
 
-def _dataset_runs(config: ExperimentConfig, entry: DatasetEntry) -> list[tuple[int, dict[str, Any]]]:
+def _dataset_runs(config: ExperimentConfig, entry: DatasetEntry) -> list[tuple[int, Run]]:
     """``(attack index, run)`` for every run of ``entry`` (run ids as in the full grid)."""
     out = []
     for index, attack in enumerate(config.attacks):
         part = config.model_copy(update={"datasets": [entry], "attacks": [attack]})
         out += [(index, run) for run in expand_runs(part)]
     return out
-
-
-def _attack_name(run: dict[str, Any]) -> str:
-    return str(run["attack"].get("attack"))
 
 
 def _read_log(entry: DatasetEntry, data_dir: str | None, where: str) -> Interactions:
@@ -109,18 +97,18 @@ def _split(log: Interactions, entry: DatasetEntry, split: SplitConfig, where: st
 
 
 # ------------------------------------------------------------------ list lengths
-def _check_list_lengths(config: ExperimentConfig, run: dict[str, Any], attack_index: int, num_items: int, where: str) -> None:
+def _check_list_lengths(config: ExperimentConfig, run: Run, attack_index: int, num_items: int, where: str) -> None:
     """The run's ``k`` and its attack's own list length fit the catalogue (what
     :func:`raysteal.experiment.execute.check_list_lengths` checks in the worker)."""
-    sequential = is_sequential_target(run["target"]["model"])
+    sequential = run.sequential
     if sequential and num_items < SEQUENTIAL_MIN_ITEMS:
         raise ConfigError(
-            f"{where}: a sequential target ({run['target']['model']!r}) reports Agr@10 and NDCG@10, which need "
+            f"{where}: a sequential target ({run.target.model!r}) reports Agr@10 and NDCG@10, which need "
             f"at least {SEQUENTIAL_MIN_ITEMS} items; this catalogue has {num_items} after preprocessing"
         )
     k_key = "grid.k" if "k" in config.grid else "k"
-    lengths = [(k_key, int(run["k"]), "")]
-    attack_k = _attack_list_length(run, sequential)
+    lengths = [(k_key, run.k, "")]
+    attack_k = getattr(run.attack, "k", None)
     if attack_k is not None:
         key, note = _attack_k_key(config, attack_index, sequential, k_key)
         lengths.append((key, attack_k, note))
@@ -130,19 +118,6 @@ def _check_list_lengths(config: ExperimentConfig, run: dict[str, Any], attack_in
                 f"{where}: {key}={value}{note} is larger than the catalogue ({num_items} items after "
                 f"preprocessing); lower {key} or use a larger dataset"
             )
-
-
-def _attack_list_length(run: dict[str, Any], sequential: bool) -> int | None:
-    """The length of the lists the run's attack asks for (``None``: it asks for none)."""
-    if sequential:
-        if _attack_name(run) == SEQUENTIAL_CALIBRATION:
-            return None
-        from raysteal.extraction import make_extraction_config
-
-        return int(make_extraction_config(run["attack"]).k)
-    from raysteal.attacks import make_attack_config
-
-    return getattr(make_attack_config(run["attack"]), "k", None)
 
 
 def _attack_k_key(config: ExperimentConfig, attack_index: int, sequential: bool, k_key: str) -> tuple[str, str]:
@@ -156,16 +131,16 @@ def _attack_k_key(config: ExperimentConfig, attack_index: int, sequential: bool,
 
 
 # ------------------------------------------------------------------ user groups
-def _check_groups(run: dict[str, Any], ctx: DatasetContext, log: Interactions, where: str) -> None:
+def _check_groups(run: Run, ctx: DatasetContext, log: Interactions, where: str) -> None:
     """Refuse a run one of whose user groups would be empty (its rows would hold NaN), and the
     sequential-only split settings on a collaborative target (they would be ignored)."""
-    split = run["split"]
-    if not is_sequential_target(run["target"]["model"]) and (split.get("attacker_population") or split.get("scored_users", "all") != "all"):
+    split = run.split
+    if not run.sequential and (split.attacker_population or split.scored_users != "all"):
         raise ConfigError(
             f"{where}: split.attacker_population and split.scored_users apply to sequential targets only; "
-            f"target {run['target']['model']!r} is collaborative (its attacker holds attacker_fraction of the target users)"
+            f"target {run.target.model!r} is collaborative (its attacker holds attacker_fraction of the target users)"
         )
-    groups, problem = (_sequential_groups if is_sequential_target(run["target"]["model"]) else _collaborative_groups)(run, ctx)
+    groups, problem = (_sequential_groups if run.sequential else _collaborative_groups)(run, ctx)
     if problem:
         raise ConfigError(
             f"{where}: too small for the protocol ({log.num_users} users after preprocessing): "
@@ -174,27 +149,27 @@ def _check_groups(run: dict[str, Any], ctx: DatasetContext, log: Interactions, w
         )
 
 
-def _groups_key(run: dict[str, Any], split_key: str) -> tuple:
+def _groups_key(run: Run, split_key: str) -> tuple:
     """What a run's group counts depend on: the split; for a sequential attacker holding real
     users' sequences, also the seed that draws them."""
-    if not is_sequential_target(run["target"]["model"]):
+    if not run.sequential:
         return split_key, "collaborative"
-    uses = _uses_real_sequences(run)
-    return split_key, "sequential", uses, int(run["seed"]) if uses else None
+    uses = run.uses_real_sequences
+    return split_key, "sequential", uses, run.seed if uses else None
 
 
-def _auxiliary_held(run: dict[str, Any], ctx: DatasetContext) -> int:
+def _auxiliary_held(run: Run, ctx: DatasetContext) -> int:
     """Users of the auxiliary half the attacker holds (``split.auxiliary_size`` of them)."""
     users = ctx.auxiliary.num_users
-    size = run["split"]["auxiliary_size"]
+    size = run.split.auxiliary_size
     return max(1, int(round(size * users))) if users and size < 1.0 else users
 
 
-def _target_problem(run: dict[str, Any], ctx: DatasetContext) -> str:
+def _target_problem(run: Run, ctx: DatasetContext) -> str:
     """What is missing on the target / auxiliary side ("" when nothing)."""
     if ctx.target.num_users < 2:
         return "the target needs at least 2 users (head and tail groups)"
-    if run["split"]["aux_fraction"] > 0 and ctx.auxiliary.num_users == 0:
+    if run.split.aux_fraction > 0 and ctx.auxiliary.num_users == 0:
         return "the auxiliary half is empty (split.aux_fraction > 0 asks for one)"
     return ""
 
@@ -215,7 +190,7 @@ class _EvaluationView:
     eval_users: np.ndarray
 
 
-def _collaborative_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGroups, str]:
+def _collaborative_groups(run: Run, ctx: DatasetContext) -> tuple[UserGroups, str]:
     """A collaborative run's groups, drawn as :func:`raysteal.experiment.execute.build_knowledge` draws them."""
     problem = _target_problem(run, ctx)
     known = queried = 0
@@ -227,15 +202,15 @@ def _collaborative_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[Use
         known, queried = len(knowledge.target_user_ids), len(knowledge.query_users)
     held_out = known - queried
     groups = UserGroups(ctx.target.num_users, _auxiliary_held(run, ctx), known, held_out, f"held-out attacker users; {queried} queried")
-    if not problem and run["split"]["query_fraction"] < 1.0 and held_out == 0:
+    if not problem and run.split.query_fraction < 1.0 and held_out == 0:
         problem = (
-            f"no attacker user is held out of the queries (query_fraction {run['split']['query_fraction']} of "
+            f"no attacker user is held out of the queries (query_fraction {run.split.query_fraction} of "
             f"{known} known users), so agr@k/heldout would be NaN"
         )
     return groups, problem
 
 
-def _sequential_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGroups, str]:
+def _sequential_groups(run: Run, ctx: DatasetContext) -> tuple[UserGroups, str]:
     """A sequential run's groups: the users with a held-out item the attacker does not know are scored."""
     problem = _target_problem(run, ctx)
     evaluable = ctx.loo.evaluable_users
@@ -246,7 +221,7 @@ def _sequential_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGr
 
         view = _EvaluationView(train=ctx.loo.train, eval_users=np.asarray(evaluable))
         scorable = scored_users(run, view)  # outside the attacker population, in the split's half
-        if _uses_real_sequences(run):
+        if run.uses_real_sequences:
             known = known_users(run, view)
     scored = int((scorable & ~np.isin(evaluable, known)).sum())
     groups = UserGroups(
@@ -259,12 +234,3 @@ def _sequential_groups(run: dict[str, Any], ctx: DatasetContext) -> tuple[UserGr
     if not problem and scored == 0:
         problem = "no user is left to score the student on (a user needs 3 interactions to hold one out), so agr@k would be NaN"
     return groups, problem
-
-
-def _uses_real_sequences(run: dict[str, Any]) -> bool:
-    """Whether a sequential run's attacker holds real users' sequences (else it knows none)."""
-    if _attack_name(run) == SEQUENTIAL_CALIBRATION:
-        return False
-    from raysteal.extraction import make_extraction_config
-
-    return bool(getattr(make_extraction_config(run["attack"]), "uses_real_sequences", False))

@@ -27,7 +27,6 @@ to :func:`~raysteal.experiment.config.parse_experiment`; ``seeds`` and ``grid`` 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import ExperimentConfig, _format_validation, attack_queries, expand_runs, parse_experiment
+from raysteal.experiment.config import ExperimentConfig, _format_validation, parse_experiment
+from raysteal.experiment.run import Run, expand_runs
 
 
 class BenignTraffic(NumbersAreNotBooleans):
@@ -93,7 +93,7 @@ class SimulationConfig(BaseModel):
     def name(self) -> str:
         return self.experiment.experiment
 
-    def attacker_runs(self) -> list[dict[str, Any]]:
+    def attacker_runs(self) -> list[Run]:
         """One run per attacker (attack, server/defenses, budget, seed) in attacker order; each
         carries ``simulation: {name, attacker, server}`` (so its run id is unique)."""
         cells = expand_runs(self.experiment, seeds=1)  # attacks x defenses, attack-major
@@ -102,12 +102,9 @@ class SimulationConfig(BaseModel):
         runs = []
         for i in range(sim.attackers):
             a, d = i % attacks, (i // attacks) % defenses
-            run = json.loads(json.dumps(cells[a * defenses + d]))
-            run["seed"] = sim.seed + i
-            if sim.budgets is not None:
-                run["budget"] = int(sim.budgets[i % len(sim.budgets)])
-            run["simulation"] = {"name": self.name, "attacker": i, "server": d}
-            runs.append(run)
+            budget = cells[a * defenses + d].budget if sim.budgets is None else int(sim.budgets[i % len(sim.budgets)])
+            role = {"name": self.name, "attacker": i, "server": d}
+            runs.append(cells[a * defenses + d].replace(seed=sim.seed + i, budget=budget, simulation=role))
         return runs
 
 
@@ -141,7 +138,7 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
     if len(experiment.datasets) != 1 or len(experiment.targets) != 1:
         raise ConfigError(f"{source}: a simulation deploys one target: give exactly one dataset and one target")
     if settings.budgets is not None and 0 in settings.budgets:
-        querying = [run["attack"]["attack"] for run in expand_runs(experiment, seeds=1) if attack_queries(run)]
+        querying = [run.attack_name for run in expand_runs(experiment, seeds=1) if run.query_width is not None]
         if querying:
             raise ConfigError(
                 f"{source}: simulation.budgets: a budget of 0 leaves {querying[0]!r} no query to make "

@@ -49,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, expand_runs, parse_experiment
+from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, parse_experiment
+from raysteal.experiment.run import Run, expand_runs
 
 DISTRIBUTIONS: dict[str, str] = {
     "uniform": "[low, high]",
@@ -171,7 +172,7 @@ class TuneExperiment(BaseModel):
     def name(self) -> str:
         return self.experiment.experiment
 
-    def base_run(self) -> dict[str, Any]:
+    def base_run(self) -> Run:
         """The experiment's single run (seed 0) that every trial overrides."""
         return expand_runs(self.experiment, seeds=1)[0]
 
@@ -262,18 +263,9 @@ def candidate_values(name: str, args: list[Any]) -> list[Any]:
     return [float(low), float(high), inner]
 
 
-def apply_sample(run: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
-    """``run`` with the sampled ``{key: value}`` overrides applied (``seed`` included)."""
-    from raysteal.experiment.config import _apply_override
-
-    out = copy.deepcopy(run)
-    for key, value in sample.items():
-        value = _plain(value)
-        if key == "seed":
-            out["seed"] = int(value)
-        else:
-            _apply_override(out, key, value)
-    return out
+def apply_sample(run: Run, sample: dict[str, Any]) -> Run:
+    """``run`` with the sampled ``{key: value}`` overrides applied (``seed`` included), validated."""
+    return run.override({key: _plain(value) for key, value in sample.items()})
 
 
 def _plain(value: Any) -> Any:
@@ -358,30 +350,24 @@ def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment
     return TuneExperiment(experiment=experiment, search_space=parsed, tune=settings, raw_experiment=raw)
 
 
-def _is_sequential(model: str) -> bool:
-    from raysteal.models.base import model_class
-
-    return bool(getattr(model_class(model), "sequential", False))
-
-
-def reported_metrics(run: dict[str, Any], per_epoch: bool) -> tuple[str, ...]:
+def reported_metrics(run: Run, per_epoch: bool) -> tuple[str, ...]:
     """The metrics a trial of ``run`` reports after every epoch (``per_epoch``) or at its end."""
-    if _is_sequential(run["target"]["model"]):
+    if run.sequential:
         return SEQUENTIAL_PROBE_METRICS if per_epoch else SEQUENTIAL_FINAL_METRICS
     return PROBE_METRICS if per_epoch else FINAL_METRICS
 
 
 def is_sequential(tune: TuneExperiment) -> bool:
     """Whether the sweep's target is sequential (its trials run ``raysteal.extraction``)."""
-    return _is_sequential(tune.base_run()["target"]["model"])
+    return tune.base_run().sequential
 
 
-def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]], run: dict[str, Any], source: str) -> None:
+def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]], run: Run, source: str) -> None:
     allowed = reported_metrics(run, per_epoch=settings.scheduler is not None)
     if settings.metric not in allowed:
         why = "ASHA needs a metric reported after every epoch" if settings.scheduler is not None else "the runs report"
         raise ConfigError(f"{source}: tune.metric: {settings.metric!r} is not reported ({why}: {', '.join(allowed)})")
-    if "heldout" in settings.metric and run["split"]["query_fraction"] >= 1.0 and "split.query_fraction" not in space:
+    if "heldout" in settings.metric and run.split.query_fraction >= 1.0 and "split.query_fraction" not in space:
         raise ConfigError(
             f"{source}: tune.metric: {settings.metric!r} needs held-out users, but split.query_fraction is 1 (every known user is queried)"
         )

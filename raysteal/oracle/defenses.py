@@ -56,7 +56,7 @@ def _real_lengths(lists: np.ndarray) -> np.ndarray:
     return np.where(pad.any(axis=1), pad.argmax(axis=1), lists.shape[1])
 
 
-class _DefenseSpec(NumbersAreNotBooleans):
+class DefenseSpecBase(NumbersAreNotBooleans):
     """A ``defenses:`` entry: ``type`` names the defense, the other fields are its arguments."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -71,8 +71,8 @@ class _DefenseSpec(NumbersAreNotBooleans):
         return k
 
 
-_Spec = TypeVar("_Spec", bound=type[_DefenseSpec])
-_REGISTRY: dict[str, type[_DefenseSpec]] = {}
+_Spec = TypeVar("_Spec", bound=type[DefenseSpecBase])
+_REGISTRY: dict[str, type[DefenseSpecBase]] = {}
 """Registered specs by their ``type``, in registration order (the order pydantic's errors list them)."""
 
 
@@ -146,7 +146,7 @@ class PopularMixing(ListDefense):
 
 
 @register_defense
-class PopularMixingSpec(_DefenseSpec):
+class PopularMixingSpec(DefenseSpecBase):
     type: Literal["popular_mixing"]
     n: int = Field(ge=0)
     pool: int | None = Field(
@@ -213,7 +213,7 @@ class RankShuffle(_OrderDefense):
 
 
 @register_defense
-class ShuffleSpec(_DefenseSpec):
+class ShuffleSpec(DefenseSpecBase):
     type: Literal["shuffle"]
     depth: int | None = Field(None, ge=1)
 
@@ -231,7 +231,7 @@ class RankReversal(_OrderDefense):
 
 
 @register_defense
-class ReverseSpec(_DefenseSpec):
+class ReverseSpec(DefenseSpecBase):
     type: Literal["reverse"]
     depth: int | None = Field(None, ge=1)
 
@@ -258,7 +258,7 @@ class Truncation(ListDefense):
 
 
 @register_defense
-class TruncateSpec(_DefenseSpec):
+class TruncateSpec(DefenseSpecBase):
     type: Literal["truncate"]
     max_items: int = Field(ge=1)
 
@@ -303,7 +303,7 @@ class RateLimit:
 
 
 @register_defense
-class RateLimitSpec(_DefenseSpec):
+class RateLimitSpec(DefenseSpecBase):
     type: Literal["rate_limit"]
     rate: float = Field(gt=0)
     burst: int = Field(ge=1)
@@ -348,7 +348,7 @@ def defense_spec_type() -> object:
 
 
 @functools.cache
-def _adapter(specs: tuple[type[_DefenseSpec], ...]) -> TypeAdapter:
+def _adapter(specs: tuple[type[DefenseSpecBase], ...]) -> TypeAdapter:
     return TypeAdapter(list[defense_spec_type()])  # type: ignore[misc]  # a type built from the registry
 
 

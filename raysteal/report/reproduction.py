@@ -45,8 +45,7 @@ def file_rows(entry: PlanEntry) -> tuple[pd.DataFrame, int]:
     """The rows of ``entry``'s file in its directory that belong to its grid (at any seed up to
     the most there are), derived metrics added; and the number of other rows (runs of earlier
     settings of the file, left out)."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import run_ids
+    from raysteal.experiment.run import expand_runs
 
     frame = ResultStore(entry.out_dir).load()
     if frame.empty:
@@ -55,7 +54,7 @@ def file_rows(entry: PlanEntry) -> tuple[pd.DataFrame, int]:
         frame = frame[frame["experiment"] == entry.config.experiment]
     if "run_id" in frame.columns and not frame.empty:
         seeds = max(entry.config.seeds, int(pd.to_numeric(frame["seed"], errors="coerce").max()) + 1)
-        ids = {i for run in expand_runs(entry.config, seeds=seeds) for i in run_ids(run)}
+        ids = {i for run in expand_runs(entry.config, seeds=seeds) for i in run.ids}
         inside = frame["run_id"].isin(ids)
         return with_derived_metrics(frame[inside].reset_index(drop=True)), int((~inside).sum())
     return with_derived_metrics(frame.reset_index(drop=True)), 0
@@ -63,12 +62,11 @@ def file_rows(entry: PlanEntry) -> tuple[pd.DataFrame, int]:
 
 def finished_of_grid(entry: PlanEntry) -> int:
     """How many runs of ``entry``'s grid (at its seed count) have a row."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import run_id
+    from raysteal.experiment.run import expand_runs
 
     store = ResultStore(entry.out_dir)
     done = store.finished()
-    return len({run_id(run) for run in expand_runs(entry.config) if store.is_finished(run, done)})
+    return len({run.id for run in expand_runs(entry.config) if store.is_finished(run.ids, done)})
 
 
 def _origin_texts(part: pd.DataFrame, imported: dict[str, str]) -> list[str] | None:

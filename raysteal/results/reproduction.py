@@ -18,10 +18,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raysteal.atomic import write_atomically, write_text_atomically
 from raysteal.errors import ConfigError
+
+if TYPE_CHECKING:
+    from raysteal.experiment.config import DatasetEntry
+    from raysteal.experiment.run import Run
 
 SITTINGS_FILE = "reproduce.json"
 IMPORTS_FILE = "imported.json"
@@ -145,38 +149,37 @@ def is_figure_file(config) -> bool:
     return bool(kinds) and kinds <= {"curve", "heatmap"}
 
 
-def _dataset_size(dataset: dict[str, Any]) -> float:
+def _dataset_size(dataset: DatasetEntry) -> float:
     """Interactions of a dataset entry, in millions, where the registry knows it (else 0.1)."""
     from raysteal.data.datasets import dataset_spec
     from raysteal.errors import RaystealError
 
-    if dataset.get("path") is None:
+    if dataset.path is None:
         try:
-            expected = dataset_spec(dataset["name"]).expected
+            expected = dataset_spec(dataset.name).expected
         except RaystealError:
             expected = {}
-        counts = expected.get(str(dataset.get("preprocess", "none"))) or expected.get("none")
+        counts = expected.get(dataset.preprocess) or expected.get("none")
         if counts:
             return counts[0] / 1e6
     return 0.1
 
 
-def run_cost(run: dict[str, Any]) -> float:
+def run_cost(run: Run) -> float:
     """The estimated relative cost of one run (see :data:`ATTACK_COST`)."""
-    from raysteal.experiment.config import is_sequential_target
-
-    attack = str(run["attack"].get("attack"))
-    if is_sequential_target(run["target"]["model"]):
+    attack = run.attack_name
+    if run.sequential:
         weight = SEQUENTIAL_COST.get(attack, 24.0)
     else:
         weight = ATTACK_COST.get(attack, 2.0)
-    return weight * max(_dataset_size(run["dataset"]), 0.01)
+    return weight * max(_dataset_size(run.dataset), 0.01)
 
 
-def target_identity(run: dict[str, Any]) -> str:
+def target_identity(run: Run) -> str:
     """What decides a run's trained target: dataset entry, the split's target half, target entry."""
-    split = run["split"]
-    return json.dumps([run["dataset"], split.get("aux_fraction"), split.get("target_seed"), run["target"]], sort_keys=True, default=str)
+    spec = run.spec
+    split = spec["split"]
+    return json.dumps([spec["dataset"], split.get("aux_fraction"), split.get("target_seed"), spec["target"]], sort_keys=True, default=str)
 
 
 def plan(entries: list[PlanEntry]) -> list[PlanEntry]:
@@ -184,14 +187,14 @@ def plan(entries: list[PlanEntry]) -> list[PlanEntry]:
     trained target together, the cheaper file first within a group, and the groups in the order
     that finishes the most files soonest (Smith's rule: the lower estimated cost per file first),
     so a single file of hours waits behind a group of many short ones."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import ResultStore, run_id
+    from raysteal.experiment.run import expand_runs
+    from raysteal.results.store import ResultStore
 
     for entry in entries:
-        runs = list({run_id(r): r for r in expand_runs(entry.config)}.values())
+        runs = list({r.id: r for r in expand_runs(entry.config)}.values())
         store = ResultStore(entry.out_dir)
         done = store.finished()
-        pending = [r for r in runs if not store.is_finished(r, done)]
+        pending = [r for r in runs if not store.is_finished(r.ids, done)]
         entry.total, entry.pending = len(runs), len(pending)
         entry.cost = sum(run_cost(r) for r in pending)
         entry.target_keys = {target_identity(r) for r in runs}
@@ -244,12 +247,12 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
     """Copy into ``out_dir/runs`` the rows of ``config``'s runs that a source directory holds and
     ``out_dir`` does not (a run's id is a hash of its whole specification, so a row is taken only
     for the very run); each is recorded in ``out_dir/imported.json``. Returns rows copied per source."""
-    from raysteal.experiment.config import expand_runs
-    from raysteal.results.store import ResultStore, run_ids
+    from raysteal.experiment.run import expand_runs
+    from raysteal.results.store import ResultStore
 
     store = ResultStore(out_dir)
     done = store.finished()
-    runs = [r for r in expand_runs(config) if not store.is_finished(r, done)]
+    runs = [r for r in expand_runs(config) if not store.is_finished(r.ids, done)]
     record = _read_json(Path(out_dir) / IMPORTS_FILE, {"runs": {}})
     copied: dict[str, int] = {}
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -259,7 +262,7 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
         if Path(source).resolve() == Path(out_dir).resolve():
             continue
         for run in list(runs):
-            rid = next((i for i in run_ids(run) if i in available), None)
+            rid = next((i for i in run.ids if i in available), None)
             if rid is None:
                 continue
             data = (source_store.runs_dir / f"{rid}.parquet").read_bytes()

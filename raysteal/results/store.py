@@ -70,6 +70,8 @@ def canonical_run(run: dict[str, Any]) -> dict[str, Any]:
 
 def run_id(run: dict[str, Any]) -> str:
     """Stable id of a run: a hash of its full specification (seed included), see :func:`canonical_run`."""
+    if not isinstance(run, dict):  # a typed Run hashes its spec: ``run.id``
+        raise TypeError(f"run_id takes a run's JSON form (Run.spec), not {type(run).__name__}")
     return _hash(canonical_run(run))
 
 
@@ -135,10 +137,11 @@ class ResultStore:
             return set()
         return {p.stem for p in self.runs_dir.glob("*.parquet")}
 
-    def is_finished(self, run: dict[str, Any], finished: set[str] | None = None) -> bool:
-        """Whether ``run`` has a row, under its id or an id an earlier version gave it."""
+    def is_finished(self, ids: list[str], finished: set[str] | None = None) -> bool:
+        """Whether a run has a row, under any of its ``ids`` (``Run.ids``: its id, then those earlier
+        versions gave it)."""
         done = self.finished() if finished is None else finished
-        return any(rid in done for rid in run_ids(run))
+        return any(rid in done for rid in ids)
 
     def work_dir(self, rid: str) -> Path:
         """The absolute scratch directory of unfinished run ``rid`` (not created here); workers on
