@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             finally:
                 oracle.close()
-            student = result.student.cpu().eval()
+            student = result.clone.cpu().eval()
             seconds = time.perf_counter() - t0
             lists = teacher if kind == "clone" else student_lists(clean, eval_seqs, 10)
             row(

@@ -178,11 +178,11 @@ def documented_classes() -> list[type]:
     """Every config class whose keys a user writes in an experiment, tune or simulation file:
     the tests check that each is rendered by some page's ``gen:fields`` marker."""
     from raysteal.attacks.base import AttackConfig
+    from raysteal.attacks.registry import get_recipe, recipe_names
     from raysteal.data.synthetic import SyntheticConfig
     from raysteal.experiment.config import DatasetEntry, ExperimentConfig, ReportEntry, SplitConfig, TargetEntry
     from raysteal.experiment.simulate_config import SimulationSettings
     from raysteal.experiment.tune_config import AshaSettings, Resources, TuneSettings
-    from raysteal.extraction.registry import extraction_names, get_extraction
     from raysteal.models.base import model_class, model_names
     from raysteal.oracle import defenses
     from raysteal.training.config import TrainConfig
@@ -201,7 +201,7 @@ def documented_classes() -> list[type]:
         Resources,
         SimulationSettings,
     ]
-    classes += [get_extraction(name).config_cls for name in extraction_names()]
+    classes += [get_recipe(name, "sequential").config_cls for name in recipe_names("sequential")]
     classes += [model_class(name).Config for name in model_names()]
     classes += list(typing.get_args(typing.get_args(defenses.DefenseSpec)[0]))
     unique: dict[str, type] = {}
@@ -225,11 +225,11 @@ def attacks_table(_: str = "") -> str:
 
 def extractions_table(_: str = "") -> str:
     """Sequential extraction recipes (``raysteal.extraction`` registry)."""
-    from raysteal.extraction.registry import extraction_names, get_extraction
+    from raysteal.attacks.registry import get_recipe, recipe_names
 
     rows = ["| `attack:` | config class | real sequences | queries | resumes mid-run | what it does |", "|---|---|---|---|---|---|"]
-    for name in extraction_names():
-        recipe = get_extraction(name)
+    for name in recipe_names("sequential"):
+        recipe = get_recipe(name, "sequential")
         cls = recipe.config_cls
         if "source" in cls.model_fields:
             real = "with `source: real`"
@@ -306,20 +306,16 @@ def distributions_table(_: str = "") -> str:
 
 def tune_metrics_table(_: str = "") -> str:
     """The metrics a Tune trial reports, per epoch (ASHA) and at its end."""
-    from raysteal.experiment import tune_config as tc
+    from raysteal.experiment.evaluation import EVALUATIONS
 
     def names(values: tuple[str, ...]) -> str:
         return ", ".join(f"`{v}`" for v in values)
 
-    return "\n".join(
-        [
-            "| target | reported after every epoch (usable with ASHA) | reported at the end (FIFO only) |",
-            "|---|---|---|",
-            f"| collaborative | {names(tc.PROBE_METRICS)} | {names(tuple(m for m in tc.FINAL_METRICS if m not in tc.PROBE_METRICS))} |",
-            f"| sequential | {names(tc.SEQUENTIAL_PROBE_METRICS)} | "
-            f"{names(tuple(m for m in tc.SEQUENTIAL_FINAL_METRICS if m not in tc.SEQUENTIAL_PROBE_METRICS))} |",
-        ]
-    )
+    rows = ["| target | reported after every epoch (usable with ASHA) | reported at the end (FIFO only) |", "|---|---|---|"]
+    for kind, evaluation in EVALUATIONS.items():
+        end_only = tuple(m for m in evaluation.final_metrics if m not in evaluation.probe_metrics)
+        rows.append(f"| {kind} | {names(evaluation.probe_metrics)} | {names(end_only)} |")
+    return "\n".join(rows)
 
 
 def cli_reference(_: str = "") -> str:

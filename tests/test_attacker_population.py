@@ -73,7 +73,7 @@ def test_search_and_report_halves_partition_the_scored_users():
 
 
 def test_the_tune_probe_never_scores_the_users_a_real_data_attacker_trained_on():
-    from raysteal.distributed.tune import SequentialEpochProbe
+    from raysteal.experiment.execute_sequential import SequentialEpochProbe
 
     data = _data()
     users = len(data.eval_users)

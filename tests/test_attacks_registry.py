@@ -7,10 +7,10 @@ import pytest
 
 import raysteal.attacks  # noqa: F401  (registers the collaborative recipes)
 import raysteal.extraction  # noqa: F401  (registers the sequential recipes)
-from raysteal.attacks import AttackConfig, AttackOutput, AttackResult
+from raysteal.attacks import AttackConfig, AttackResult
 from raysteal.attacks.registry import FAMILIES, KNOWLEDGE, get_recipe, recipe_names, register_recipe
 from raysteal.errors import ConfigError
-from raysteal.extraction import ExtractionConfigBase, ExtractionResult, extraction_names, get_extraction
+from raysteal.extraction import ExtractionConfigBase
 
 ROOT = Path(__file__).resolve().parents[1] / "raysteal"
 
@@ -19,7 +19,7 @@ def test_every_recipe_is_registered_once_with_its_family_config_and_knowledge():
     names = recipe_names()
     assert names == sorted(recipe_names("collaborative") + recipe_names("sequential"))
     assert {"ptd", "pta", "pta_pre", "ptq", "ptaq", "ptaq_pre", "qsd", "aux_frozen", "popularity"} == set(recipe_names("collaborative"))
-    assert {"dfme", "bahsd", "seq_ptd", "seq_ptq", "seq_ptaq"} == set(extraction_names())
+    assert {"dfme", "bahsd", "seq_ptd", "seq_ptq", "seq_ptaq"} == set(recipe_names("sequential"))
     for name in names:
         recipe = get_recipe(name)
         assert recipe.name == name and recipe.family in FAMILIES and set(recipe.needs) <= set(KNOWLEDGE)
@@ -32,8 +32,8 @@ def test_every_recipe_is_registered_once_with_its_family_config_and_knowledge():
 
 def test_a_sequential_recipe_needs_what_its_config_says():
     # the runner reads uses_queries / uses_real_sequences from the config; the registry's needs agree
-    for name in extraction_names():
-        recipe = get_extraction(name)
+    for name in recipe_names("sequential"):
+        recipe = get_recipe(name, "sequential")
         assert ("queries" in recipe.needs) == recipe.config_cls.uses_queries, name
         real = recipe.config_cls.uses_real_sequences
         if isinstance(real, bool):  # BAHSD's depends on its source
@@ -74,9 +74,12 @@ def test_registering_checks_family_knowledge_and_repeats():
 
 
 def test_one_result_type_for_both_families():
-    assert AttackOutput is AttackResult and ExtractionResult is AttackResult
-    result = AttackResult(clone="model", queries=3)
-    assert result.student is result.clone and result.info == {}
+    import raysteal.attacks.base as collaborative
+    import raysteal.extraction.result as sequential
+
+    assert collaborative.run_attack.__annotations__["return"] == sequential.run_extraction.__annotations__["return"] == "AttackResult"
+    result = AttackResult(clone="model", queries=3)  # type: ignore[arg-type]
+    assert result.info == {} and not hasattr(result, "student")
 
 
 def _imports(path: Path) -> set[str]:

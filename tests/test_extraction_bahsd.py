@@ -467,7 +467,7 @@ def test_bahsd_end_to_end_beats_a_random_student_within_budget(walk_target):
     assert 0.0 <= info["high_confidence_share"] <= 1.0 and info["epochs_run"] == 20
     random_student = seeded_model({"model": "sasrec", "max_len": WALK_LEN, "embedding_dim": 16}, 0, WALK_ITEMS, seed=5).eval()
     random_agr = float(np.nanmean(agreement_at(teacher, student_lists(random_student, test, 10), 10)))
-    agr = float(np.nanmean(agreement_at(teacher, student_lists(result.student, test, 10), 10)))
+    agr = float(np.nanmean(agreement_at(teacher, student_lists(result.clone, test, 10), 10)))
     assert agr > random_agr + 0.15, (agr, random_agr)
 
 
@@ -550,7 +550,7 @@ def test_a_run_that_died_resumes_from_its_directory_without_querying_again(walk_
     resumed, retry = _run(oracle, f"{attack}-retry", 600, attack=attack, epochs=4, workdir=tmp_path)
     assert retry.spent == 0 and resumed.queries == whole.queries > 0  # the answers were paid for once
     assert resumed.info["data_reused"] and not whole.info["data_reused"] and resumed.info["resumed_epoch"] == 2
-    assert torch.equal(weights(resumed.student), weights(whole.student))  # ends where an uninterrupted run does
+    assert torch.equal(weights(resumed.clone), weights(whole.clone))  # ends where an uninterrupted run does
     assert [h["loss"] for h in resumed.info["history"]] == [h["loss"] for h in whole.info["history"]]
     with pytest.raises(ConfigError, match="another run"):  # the directory of a run with other settings
         _run(oracle, f"{attack}-other", 600, attack=attack, epochs=4, lr=1e-3, workdir=tmp_path)

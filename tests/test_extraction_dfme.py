@@ -394,7 +394,7 @@ def test_dfme_beats_a_random_student(toy, oracle):
     teacher = oracle.register_attacker("judge").query(seqs, 10)
     head = np.zeros(len(seqs), dtype=bool)
     head[:24] = True
-    stolen = extraction_metrics(student_lists(result.student, seqs, 10), teacher, head=head)
+    stolen = extraction_metrics(student_lists(result.clone, seqs, 10), teacher, head=head)
     random_student = seeded_model({"model": "sasrec", "embedding_dim": 16, "max_len": MAX_LEN}, 0, NUM_ITEMS, seed=7)
     baseline = extraction_metrics(student_lists(random_student, seqs, 10), teacher, head=head)
     assert stolen["agr@10"] > baseline["agr@10"] + 0.3, (stolen, baseline)

@@ -389,9 +389,9 @@ def test_failed_runs_are_listed_in_the_files_order_not_the_order_they_failed_in(
 
 
 def test_a_collaborative_attack_on_a_sequential_target_names_its_twin():
-    from raysteal.extraction.registry import get_extraction
+    from raysteal.attacks.registry import get_recipe
 
     with pytest.raises(ConfigError, match="'ptq' attacks collaborative targets.*'seq_ptq'"):
-        get_extraction("ptq")
+        get_recipe("ptq", "sequential")
     with pytest.raises(ConfigError, match="unknown sequential attack 'nosuch'"):
-        get_extraction("nosuch")
+        get_recipe("nosuch", "sequential")

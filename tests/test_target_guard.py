@@ -259,7 +259,7 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     ``target_recall@k`` / ``target_ndcg@k`` are the evaluation protocol's on the known users, the
     popularity floor is the popularity recommender's agreement on the queried users, and the
     popularity attack's clone sits near that floor."""
-    from raysteal.distributed.deploy import target_columns, with_guard
+    from raysteal.distributed.deploy import with_guard
     from raysteal.experiment.config import parse_experiment
     from raysteal.experiment.context import RunData
     from raysteal.experiment.execute import build_knowledge, execute_run
@@ -267,6 +267,7 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     from raysteal.metrics import agreement_at_k
     from raysteal.oracle import RankingEngine, TargetSpec, in_process_oracle
     from raysteal.training import fit, make_train_config, seeded_model
+    from raysteal.training.guard import target_columns
 
     halves = split_target_auxiliary(load_dataset("synthetic", num_users=300, num_items=150, max_len=30, seed=4), seed=0)
     loo = leave_one_out(halves.target)
@@ -297,7 +298,7 @@ def test_a_run_row_carries_the_floor_and_one_protocol_for_target_and_clone():
     floor = agreement_at_k(truth[known][queried], guard.popularity_lists(loo.train, known, 10)[queried])
     assert row["popularity_agr@k"] == pytest.approx(float(np.mean(floor)))
     assert 0.0 <= row["clone_recall@k"] <= 1.0 and 0.0 <= row["clone_ndcg@k"] <= row["clone_recall@k"]
-    cols = target_columns(data)
+    cols = target_columns(data.target_metrics)
     assert cols["target_test_ndcg@10_full"] == metrics["guard"]["target_ndcg@10_full"]
     assert cols["target_lift"] == metrics["guard"]["target_lift"]
 

@@ -10,7 +10,7 @@ registry of both families (:mod:`~raysteal.attacks.registry`); importing this pa
 """
 
 from raysteal.attacks import baselines, zhu2023  # noqa: F401  (registers their recipes)
-from raysteal.attacks.base import AttackConfig, AttackOutput, Knowledge, make_attack_config, run_attack
+from raysteal.attacks.base import AttackConfig, Knowledge, make_attack_config, run_attack
 from raysteal.attacks.clones import FusedClone, PopularityClone, pair_scores
 from raysteal.attacks.evaluate import top_k_lists
 from raysteal.attacks.objectives import bpr_loss, data_loss, hinge_loss, stealing_loss
@@ -21,7 +21,6 @@ from raysteal.attacks.zhu2023 import train_auxiliary_model
 
 __all__ = [
     "AttackConfig",
-    "AttackOutput",
     "AttackResult",
     "FusedClone",
     "Knowledge",

@@ -198,10 +198,6 @@ class Knowledge:
         return cls(target_train.select_users(known, name=f"{target_train.name}/attacker"), known, auxiliary, query)
 
 
-AttackOutput = AttackResult
-"""The name callers of :func:`run_attack` know its result by."""
-
-
 def run_attack(
     config: AttackConfig | dict[str, Any],
     knowledge: Knowledge,

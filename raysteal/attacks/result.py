@@ -18,8 +18,3 @@ class AttackResult:
     clone: Recommender
     queries: int
     info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def student(self) -> Recommender:
-        """The clone, by the name sequential extraction (distillation) gives it."""
-        return self.clone

@@ -231,12 +231,14 @@ def deploy_defense(
     spec: TargetSpec, data, defenses: list, ks, state_dir: Path, share: float
 ) -> tuple[TargetServerHandle, dict[int, dict[str, float]]]:
     """One ``TargetServer`` of the prepared target behind the defense chain ``defenses`` (its
-    ledger journaled in ``state_dir``), and the cost columns (:func:`cost_columns`) of each ``k``
-    in ``ks`` its rows share."""
+    ledger journaled in ``state_dir``), and the columns each ``k`` in ``ks`` its rows share
+    (the target kind's ``Evaluation.cost_columns``)."""
+    from raysteal.experiment.evaluation import evaluation_of
     from raysteal.oracle.server import start_target_server
 
     spec.defenses = list(defenses)
-    costs = {k: cost_columns(spec, data, k) for k in ks}
+    evaluation = evaluation_of(data)
+    costs = {k: evaluation.cost_columns(spec, data, k) for k in ks}
     return start_target_server(spec, state_dir=state_dir, num_gpus=share, num_cpus=0), costs
 
 
@@ -267,38 +269,6 @@ def close_server(store: ResultStore, name: str, server: TargetServerHandle) -> N
         store.write_query_log(name, query_log(server))
     finally:
         stop_target_server(server)
-
-
-def target_columns(data) -> dict[str, float]:
-    """The popularity guard's columns of every row of this target (``target_lift``, the target's
-    and popularity's test HR/NDCG@10 on the same users; :func:`raysteal.training.guard.row_columns`)."""
-    from raysteal.training.guard import row_columns
-
-    figures = getattr(data, "target_metrics", {}).get("guard")
-    return row_columns(figures) if figures else {}
-
-
-def cost_columns(spec, data, k: int) -> dict[str, float]:
-    """The columns every row of this target and ``k`` shares: the popularity guard's
-    (:func:`target_columns`) and the target's own Recall/NDCG@k over all its users, with and
-    without the defense (Fig. 8)."""
-    from raysteal.experiment.context import SequentialRunData
-    from raysteal.oracle import RankingEngine, build_defenses
-    from raysteal.oracle.cost import defense_cost
-
-    if isinstance(data, SequentialRunData):
-        return target_columns(data)  # sequential rows carry the teacher's own accuracy besides (teacher_ndcg@10)
-
-    users = np.flatnonzero(data.test_items >= 0)
-    engine = RankingEngine(spec.model, data.train.indptr, data.train.items)
-    chain = build_defenses(spec.defenses, spec.item_popularity)
-    cost = defense_cost(engine, chain, users, data.test_items[users], k=k)
-    return {
-        **target_columns(data),
-        "target_recall@k/all_users": cost[f"recall@{k}"],
-        "target_recall@k/defended": cost[f"recall@{k}/defended"],
-        "target_ndcg@k/defended": cost[f"ndcg@{k}/defended"],
-    }
 
 
 # ---------------------------------------------------------------------------------- accounts
@@ -351,14 +321,10 @@ def execute_one(run: Run, data, client, aux_cache: str | None, workdir: str | No
     import torch
 
     from raysteal.distributed.runtime import worker_device
-    from raysteal.experiment.context import SequentialRunData
-    from raysteal.experiment.execute import execute_run
-    from raysteal.experiment.execute_sequential import execute_sequential_run
+    from raysteal.experiment.evaluation import evaluation_for
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    if isinstance(data, SequentialRunData):
-        return execute_sequential_run(run, data, client, device=worker_device(), workdir=workdir)
-    return execute_run(run, data, client, device=worker_device(), aux_cache=aux_cache)
+    return evaluation_for(run).execute(run, data, client, device=worker_device(), workdir=workdir, aux_cache=aux_cache)
 
 
 def crashed(err: Exception) -> bool:

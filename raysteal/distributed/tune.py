@@ -4,8 +4,9 @@ The target is prepared once (a Ray task, the same as ``raysteal run``) and deplo
 ``TargetServer``; every trial is an attacker of that server with its own account (budget) and
 gets the prepared :class:`~raysteal.experiment.context.RunData` through the object store once
 (``tune.with_parameters``). ASHA's time axis is the clone-training epoch: after each epoch a trial
-reports the clone's agreement on the attacker's known users (:class:`EpochProbe`, the same
-measures as the final row, on at most ``probe_users`` users). A driver-side callback
+reports the clone's agreement through its target kind's probe
+(:mod:`raysteal.experiment.evaluation`: the same measures as the final row, on at most
+``probe_users`` users). A driver-side callback
 (:class:`RowWriter`) writes every trial's final row into the same Parquet results as
 ``raysteal run``: the full row for a trial that finished, the last epoch's measures for one ASHA
 stopped (``tune_status``). Tune's own experiment directory (``storage_path``) lets a killed sweep
@@ -38,25 +39,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-import numpy as np
 import yaml
 from ray.tune import Callback
 
 from raysteal.atomic import write_text_atomically
 from raysteal.distributed.deploy import close_server, deploy_defense, ledger_budget, prepare_one_target, prepare_task, start_ray
 from raysteal.errors import ConfigError, RaystealError
+from raysteal.experiment.evaluation import evaluation_for
+from raysteal.experiment.execute import row_head
 from raysteal.experiment.run import Run
 from raysteal.experiment.tune_config import (
-    PROBE_METRICS,
     RULE_FINAL,
     RULE_PEAK,
-    SEQUENTIAL_PROBE_METRICS,
     TuneExperiment,
     apply_sample,
     best_experiment,
     candidate_values,
     epoch_overrides,
-    is_sequential,
 )
 from raysteal.results.store import ResultStore
 
@@ -140,96 +139,6 @@ class PeakTracker:
 
 
 # ------------------------------------------------------------------------------------- probe
-class EpochProbe:
-    """Agreement of a clone in training with the target, on the attacker's known users.
-
-    Built from the run exactly as :func:`~raysteal.experiment.execute.execute_run` builds the
-    attacker's knowledge (same seed), so its numbers at the last epoch are the row's
-    ``agr@k``, ``agr@k/heldout``, ``agr@k/all``, ``agr@10`` and ``agr@10/heldout`` (Zhu et al.
-    Eq. 3) when the attacker knows at most ``max_users`` users (else a seeded subset of them).
-    """
-
-    def __init__(self, run: Run, data, device: str = "cpu", max_users: int = 4096):
-        from raysteal.experiment.execute import build_knowledge
-
-        knowledge = build_knowledge(run, data)
-        n = knowledge.num_users
-        rng = np.random.default_rng(np.random.SeedSequence([run.seed, 7]))
-        self.rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, size=max_users, replace=False))
-        queried = np.zeros(n, dtype=bool)
-        if knowledge.query_users is not None:
-            queried[knowledge.query_users] = True
-        else:
-            queried[:] = True
-        self.queried = queried[self.rows]
-        self.k = run.k
-        self.width = max(self.k, 10)
-        self.truth = data.truth_lists[knowledge.target_user_ids[self.rows]]
-        assert knowledge.target_data is not None  # build_knowledge always gives the known users' data
-        self.seen = knowledge.target_data.select_users(self.rows, name="probe")
-        self.device = device
-
-    def lists(self, model, chunk: int = 2048) -> np.ndarray:
-        """The model's top lists for the probe users, their known items excluded."""
-        import torch
-
-        from raysteal.metrics import topk_items
-
-        out = np.empty((len(self.rows), self.width), dtype=np.int64)
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(self.rows), chunk):
-                stop = min(start + chunk, len(self.rows))
-                scores = model.score(torch.as_tensor(self.rows[start:stop], device=self.device)).float().cpu()
-                lo, hi = self.seen.indptr[start], self.seen.indptr[stop]
-                exclude = (self.seen.indptr[start : stop + 1] - lo, self.seen.items[lo:hi])
-                out[start:stop] = np.asarray(topk_items(scores, self.width, exclude=exclude))
-        return out
-
-    def __call__(self, model) -> dict[str, float]:
-        from raysteal.metrics import agreement_at_k, mean
-
-        lists = self.lists(model)
-        agr_k = np.asarray(agreement_at_k(self.truth[:, : self.k], lists[:, : self.k]))
-        agr_10 = np.asarray(agreement_at_k(self.truth[:, :10], lists[:, :10]))
-        held = ~self.queried
-        return {
-            "agr@k": mean(agr_k[self.queried]),
-            "agr@k/heldout": mean(agr_k[held]) if held.any() else math.nan,
-            "agr@k/all": mean(agr_k),
-            "agr@10": mean(agr_10[self.queried]),
-            "agr@10/heldout": mean(agr_10[held]) if held.any() else math.nan,
-        }
-
-
-class SequentialEpochProbe:
-    """Agreement of a student in training with a sequential teacher, on a seeded subset of the
-    evaluation users (their real histories; the final row scores all of them): Yue et al.'s
-    Agr@1 / Agr@10 and BAHSD's head / tail split, as in
-    :func:`~raysteal.experiment.execute_sequential.execute_sequential_run`."""
-
-    def __init__(self, run: Run, data, device: str = "cpu", max_users: int = 1024):
-        from raysteal.experiment.execute_sequential import known_users, scored_users
-
-        keep = scored_users(run, data)  # never the attacker population, only the split's half
-        if run.uses_real_sequences:
-            keep &= ~np.isin(data.eval_users, known_users(run, data))  # nor the users whose histories it trained on
-        scored = np.flatnonzero(keep)
-        n = len(scored)
-        rng = np.random.default_rng(np.random.SeedSequence([run.seed, 7]))
-        self.rows = scored if n <= max_users else scored[np.sort(rng.choice(n, size=max_users, replace=False))]
-        self.sequences = data.eval_sequences[self.rows]
-        self.teacher = data.teacher_lists[self.rows]
-        self.is_head = data.head_mask(run.split.head_fraction)[self.rows]
-        self.device = device
-
-    def __call__(self, model) -> dict[str, float]:
-        from raysteal.extraction.evaluate import extraction_metrics, student_lists
-
-        lists = np.asarray(student_lists(model, self.sequences, max(10, self.teacher.shape[1]), device=self.device))
-        return {k: float(v) for k, v in extraction_metrics(lists, self.teacher, head=self.is_head).items()}
-
-
 # ------------------------------------------------------------------------------------- trial
 @dataclass
 class TrialSetup:
@@ -263,9 +172,6 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     from ray import tune
 
     from raysteal.distributed.runtime import worker_device
-    from raysteal.experiment.context import SequentialRunData
-    from raysteal.experiment.execute import execute_run
-    from raysteal.experiment.execute_sequential import execute_sequential_run
     from raysteal.oracle.server import client_for
 
     if data is None or setup is None:  # both given by tune.with_parameters
@@ -275,15 +181,15 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     rid = run.id
     device = worker_device()
     client = client_for(setup.server, rid, ledger_budget(run), owner=setup.server_owner)
-    sequential = isinstance(data, SequentialRunData)
-    probe_cls = SequentialEpochProbe if sequential else EpochProbe
-    users = min(setup.probe_users, 1024) if sequential else setup.probe_users  # a student scores long histories
-    probe = probe_cls(run, data, device, users) if setup.report_epochs else None
+    evaluation = evaluation_for(run)
+    cap = evaluation.probe_user_cap
+    users = setup.probe_users if cap is None else min(setup.probe_users, cap)
+    probe = evaluation.probe(run, data, device, users) if setup.report_epochs else None
     node = ray_node_id()
     last: dict[str, Any] = {TIME_ATTR: 0, "phase": "student", "phase_epoch": 0}
     # a trial restarted after a killed sweep (Tuner.restore) goes on from its saved answers and
     # student epoch; the trial id is part of the run id, so the directory is the trial's own
-    workdir = str(ResultStore(setup.out_dir).work_dir(rid)) if sequential and setup.out_dir else None
+    workdir = str(ResultStore(setup.out_dir).work_dir(rid)) if evaluation.keeps_work and setup.out_dir else None
     # the epochs it reported before are kept beside them (a resumed trial does not report them again)
     peaks = PeakTracker(setup.mode, Path(workdir) / PEAK_FILE if workdir and probe is not None else None)
 
@@ -309,12 +215,9 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
         }
         tune.report(metrics)
 
-    if sequential:
-        row = execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch, workdir=workdir)
-        # a trial resumed after its last epoch reports no epoch; its row says how far it trained
-        last[TIME_ATTR] = last[TIME_ATTR] or int(row.get("info/epochs_run") or 0)
-    else:
-        row = execute_run(run, data, client, device=device, aux_cache=setup.aux_cache, on_epoch=on_epoch)
+    row = evaluation.execute(run, data, client, device=device, on_epoch=on_epoch, workdir=workdir, aux_cache=setup.aux_cache)
+    # a trial resumed after its last epoch reports no epoch; its row says how far it trained
+    last[TIME_ATTR] = last[TIME_ATTR] or int(row.get("info/epochs_run") or 0)
     row.update(setup.costs.get(run.k, {}))
     if probe is None and setup.metric is not None:  # a metric of the final row only: its one value is the peak
         peaks.update(int(last[TIME_ATTR]), row.get(setup.metric), last["phase"], int(last["phase_epoch"]) or int(last[TIME_ATTR]))
@@ -370,26 +273,14 @@ class RowWriter(Callback):
         import raysteal
 
         run = trial_run(self.base_run, self.sweep, config, trial_id)
-        sequential, cfg = run.sequential, run.attack
-        student = getattr(cfg, "student", None)
-        clone = str(student.get("model")) if student is not None else str(getattr(cfg, "clone", "popularity"))
-        measured = SEQUENTIAL_PROBE_METRICS if sequential else PROBE_METRICS
+        evaluation, cfg = evaluation_for(run), run.attack
         row: dict[str, Any] = {
+            **row_head(run, run.attack_name, evaluation.clone_name(run)),
             "run_id": str(result.get("run_id") or run.id),
-            "experiment": run.experiment,
-            "dataset": run.dataset.name,
-            "preprocess": run.dataset.preprocess,
-            "target": run.target.model,
-            "target_params": run.target.params,
-            "attack": cfg.attack,
-            "clone": clone,
-            "seed": run.seed,
-            "k": run.k,
-            "defense": run.defense_settings,
             "budget": ledger_budget(run),
             **{key: getattr(run.split, key) for key in ("attacker_fraction", "auxiliary_size", "item_overlap", "query_fraction")},
             "hyperparameters": cfg.model_dump(mode="json"),
-            **{m: float(result[m]) for m in measured + ("queries",) if m in result},
+            **{m: float(result[m]) for m in evaluation.probe_metrics + ("queries",) if m in result},
             "node_id": str(result.get("node_id", "")),
             "code_version": raysteal.__version__,
             "sweep": self.sweep,
@@ -588,7 +479,7 @@ def run_tune(
         base_run=base,
         server=server,
         server_owner=owner_token(server),
-        report_epochs=settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS),
+        report_epochs=settings.metric in evaluation_for(base).probe_metrics,
         costs=costs,
         aux_cache=str(Path(cache_dir) if cache_dir else out / "cache"),
         out_dir=str(out),
@@ -673,15 +564,6 @@ def write_trial_summary(out: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def _probe_scope(tune_exp: TuneExperiment) -> str:
-    if is_sequential(tune_exp):
-        return (
-            "at most 1,024 seeded users of those the row scores: the row's own value when it scores no more; "
-            "else the row of raysteal run can differ by that sampling of users"
-        )
-    return "at most 4,096 of the attacker's known users: the row's own value when it knows no more"
-
-
 def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool) -> TuneOutcome:
     """Pick the best trial by its peak over all reported epochs (ASHA-stopped trials included),
     write ``best.yaml`` with the attack's epochs set to that peak epoch, and the trial summary."""
@@ -699,7 +581,7 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         raise RaystealError(
             f"sweep {tune_exp.name!r} did not finish ({grid.num_terminated} of {total} trials done); run the same command again to resume it"
         )
-    per_epoch = settings.metric in (SEQUENTIAL_PROBE_METRICS if is_sequential(tune_exp) else PROBE_METRICS)
+    per_epoch = settings.metric in evaluation_for(tune_exp.base_run()).probe_metrics
     rule = RULE_PEAK if per_epoch else RULE_FINAL
     trials = []
     for r in grid:
@@ -742,7 +624,7 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
             + ", ".join(f"attack.{k}: {v}" for k, v in overrides.items())
             + f"; the run of seed {seed} (the trial's) trains to that epoch, deterministically from the seed."
         )
-        header.append(f"The peak was measured by the per-epoch probe ({_probe_scope(tune_exp)}).")
+        header.append(f"The peak was measured by the per-epoch probe ({evaluation_for(tune_exp.base_run()).probe_scope}).")
     header.append(f"Every trial: {SUMMARY_FILE}.json / {SUMMARY_FILE}.parquet beside this file.")
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(raw, sort_keys=False)
     best_file = write_text_atomically(out / "best.yaml", text)

@@ -32,7 +32,7 @@ def auxiliary_key(config: AttackConfig, auxiliary: Interactions, seed: int) -> s
 
 def shared_auxiliary_model(config: AttackConfig, auxiliary: Interactions, seed: int, device: str, cache_dir: str | Path) -> Recommender:
     """The auxiliary model a run of ``config`` with ``seed`` trains, from the cache or trained once."""
-    from raysteal.attacks.recipes import train_auxiliary_model
+    from raysteal.attacks.zhu2023 import train_auxiliary_model
 
     path = Path(cache_dir) / "auxiliary" / f"{auxiliary_key(config, auxiliary, seed)}.pt"
     if path.is_file():

@@ -15,6 +15,7 @@ interacted with in training or validation, ties counted against it.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any, overload
@@ -30,6 +31,22 @@ from raysteal.metrics import agreement_at_k, mean
 if TYPE_CHECKING:  # annotations only: the oracle package is not imported here at run time
     from raysteal.experiment.run import Run
     from raysteal.oracle.protocol import BlackBoxClient
+
+
+PROBE_METRICS = ("agr@k", "agr@k/heldout", "agr@k/all", "agr@10", "agr@10/heldout")
+"""Metrics a Tune trial of a collaborative target reports after each clone-training epoch (ASHA's signal) and at the end."""
+
+FINAL_METRICS = PROBE_METRICS + (
+    "agr@k/head",
+    "agr@k/tail",
+    "target_recall@k",
+    "target_ndcg@k",
+    "clone_recall@k",
+    "clone_ndcg@k",
+    "queries",
+    "wall_s",
+)
+"""Numeric row columns a Tune trial of a collaborative target reports once, when it finishes (usable with a FIFO scheduler)."""
 
 
 def _child_rng(seed: int, stream: int) -> np.random.Generator:
@@ -252,3 +269,117 @@ def execute_run(
         info=output.info,
         skip=("attack", "clone", "k"),
     )
+
+
+class EpochProbe:
+    """Agreement of a clone in training with the target, on the attacker's known users.
+
+    Built from the run exactly as :func:`~raysteal.experiment.execute.execute_run` builds the
+    attacker's knowledge (same seed), so its numbers at the last epoch are the row's
+    ``agr@k``, ``agr@k/heldout``, ``agr@k/all``, ``agr@10`` and ``agr@10/heldout`` (Zhu et al.
+    Eq. 3) when the attacker knows at most ``max_users`` users (else a seeded subset of them).
+    """
+
+    def __init__(self, run: Run, data, device: str = "cpu", max_users: int = 4096):
+        knowledge = build_knowledge(run, data)
+        n = knowledge.num_users
+        rng = np.random.default_rng(np.random.SeedSequence([run.seed, 7]))
+        self.rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, size=max_users, replace=False))
+        queried = np.zeros(n, dtype=bool)
+        if knowledge.query_users is not None:
+            queried[knowledge.query_users] = True
+        else:
+            queried[:] = True
+        self.queried = queried[self.rows]
+        self.k = run.k
+        self.width = max(self.k, 10)
+        self.truth = data.truth_lists[knowledge.target_user_ids[self.rows]]
+        assert knowledge.target_data is not None  # build_knowledge always gives the known users' data
+        self.seen = knowledge.target_data.select_users(self.rows, name="probe")
+        self.device = device
+
+    def lists(self, model, chunk: int = 2048) -> np.ndarray:
+        """The model's top lists for the probe users, their known items excluded."""
+        import torch
+
+        from raysteal.metrics import topk_items
+
+        out = np.empty((len(self.rows), self.width), dtype=np.int64)
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(self.rows), chunk):
+                stop = min(start + chunk, len(self.rows))
+                scores = model.score(torch.as_tensor(self.rows[start:stop], device=self.device)).float().cpu()
+                lo, hi = self.seen.indptr[start], self.seen.indptr[stop]
+                exclude = (self.seen.indptr[start : stop + 1] - lo, self.seen.items[lo:hi])
+                out[start:stop] = np.asarray(topk_items(scores, self.width, exclude=exclude))
+        return out
+
+    def __call__(self, model) -> dict[str, float]:
+        from raysteal.metrics import agreement_at_k, mean
+
+        lists = self.lists(model)
+        agr_k = np.asarray(agreement_at_k(self.truth[:, : self.k], lists[:, : self.k]))
+        agr_10 = np.asarray(agreement_at_k(self.truth[:, :10], lists[:, :10]))
+        held = ~self.queried
+        return {
+            "agr@k": mean(agr_k[self.queried]),
+            "agr@k/heldout": mean(agr_k[held]) if held.any() else math.nan,
+            "agr@k/all": mean(agr_k),
+            "agr@10": mean(agr_10[self.queried]),
+            "agr@10/heldout": mean(agr_10[held]) if held.any() else math.nan,
+        }
+
+
+class CollaborativeEvaluation:
+    """How runs against a collaborative target (BPR-MF, NeuMF, LMF) are measured: the row
+    (:func:`execute_run`), the per-epoch probe Tune reports (:class:`EpochProbe`) and the names
+    of what they report (:mod:`raysteal.experiment.evaluation` chooses it once per run)."""
+
+    kind: str = "collaborative"
+    probe_metrics: tuple[str, ...] = PROBE_METRICS
+    final_metrics: tuple[str, ...] = FINAL_METRICS
+    probe_user_cap: int | None = None
+    probe_scope: str = "at most 4,096 of the attacker's known users: the row's own value when it knows no more"
+    keeps_work: bool = False  # a collaborative attack starts over after a crash (no scratch directory)
+
+    def execute(
+        self,
+        run: Run,
+        data: RunData,
+        client: BlackBoxClient | None,
+        *,
+        device: str = "cpu",
+        on_epoch=None,
+        workdir: str | None = None,
+        aux_cache: str | None = None,
+    ) -> dict[str, Any]:
+        """The run's results row (``workdir`` unused: see :attr:`keeps_work`)."""
+        return execute_run(run, data, client, device=device, aux_cache=aux_cache, on_epoch=on_epoch)
+
+    def probe(self, run: Run, data: RunData, device: str, max_users: int) -> EpochProbe:
+        return EpochProbe(run, data, device, max_users)
+
+    def clone_name(self, run: Run) -> str:
+        return str(getattr(run.attack, "clone", run.attack_name))
+
+    def cost_columns(self, spec, data: RunData, k: int) -> dict[str, float]:
+        """The columns every row of this target and ``k`` shares: the popularity guard's and the
+        target's own Recall/NDCG@k over all its users, with and without the defense (Fig. 8)."""
+        from raysteal.oracle import RankingEngine, build_defenses
+        from raysteal.oracle.cost import defense_cost
+        from raysteal.training.guard import target_columns
+
+        users = np.flatnonzero(data.test_items >= 0)
+        engine = RankingEngine(spec.model, data.train.indptr, data.train.items)
+        chain = build_defenses(spec.defenses, spec.item_popularity)
+        cost = defense_cost(engine, chain, users, data.test_items[users], k=k)
+        return {
+            **target_columns(data.target_metrics),
+            "target_recall@k/all_users": cost[f"recall@{k}"],
+            "target_recall@k/defended": cost[f"recall@{k}/defended"],
+            "target_ndcg@k/defended": cost[f"ndcg@{k}/defended"],
+        }
+
+
+COLLABORATIVE = CollaborativeEvaluation()

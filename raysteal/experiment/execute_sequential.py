@@ -29,6 +29,24 @@ if TYPE_CHECKING:
     from raysteal.oracle.protocol import BlackBoxClient
 
 
+SEQUENTIAL_PROBE_METRICS = ("agr@1", "agr@10", "agr@10/head", "agr@10/tail", "ndcg_agr@10")
+"""Per-epoch metrics of a sequential-extraction trial (Yue et al.'s Agr@1/Agr@10, BAHSD's head/tail)."""
+
+SEQUENTIAL_FINAL_METRICS = SEQUENTIAL_PROBE_METRICS + (
+    "kl@10",
+    "agr@1/head",
+    "agr@1/tail",
+    "ndcg_agr@10/head",
+    "ndcg_agr@10/tail",
+    "agr@k",
+    "student_hr@10",
+    "student_ndcg@10",
+    "queries",
+    "wall_s",
+)
+"""Numeric row columns a Tune trial of a sequential target reports once, when it finishes (:func:`execute_sequential_run`)."""
+
+
 def attacker_population(run: Run, data: EvaluationUsers) -> np.ndarray | None:
     """The users set apart as the attacker population (``split.attacker_population`` of the
     target's users, drawn from ``split.target_seed``: the same for every seed and attack), or
@@ -160,19 +178,20 @@ def execute_sequential_run(
         student = popularity_lists(data, data.eval_sequences, width)
         queries, student_model = 0, "popularity"
     else:
-        from raysteal.extraction import ExtractionConfigBase, get_extraction, run_extraction
+        from raysteal.attacks.registry import get_recipe
+        from raysteal.extraction import ExtractionConfigBase, run_extraction
         from raysteal.extraction.evaluate import student_lists
         from raysteal.extraction.resume import claim_run_directory
 
         assert isinstance(config, ExtractionConfigBase), "a sequential target's run carries an extraction config"
         check_list_lengths(k, config.k, data.train.num_items)
-        if workdir is not None and get_extraction(config.attack).resumable:
+        if workdir is not None and get_recipe(config.attack, "sequential").resumable:
             claim_run_directory(workdir, target_fingerprint(data))
         needs_data = bool(getattr(config, "uses_real_sequences", False))
         knowledge, known_eval = sequential_knowledge(run, data, needs_data)
         client = remembering(run, client)
         result = run_extraction(config, knowledge, client, seed=run.seed, device=device, on_epoch=on_epoch, workdir=workdir)
-        student = np.asarray(student_lists(result.student, data.eval_sequences, width, device=device))
+        student = np.asarray(student_lists(result.clone, data.eval_sequences, width, device=device))
         # a recipe counts the rows it asked for; the remembered ones were never charged (a run
         # resumed from its saved answers asks nothing, so its hits are those of this attempt: 0)
         queries, student_model = int(result.queries) - cache_hits(client).get("cache_hits", 0), str(config.student.get("model", "?"))
@@ -204,3 +223,75 @@ def execute_sequential_run(
     return finish_row(
         row, data=data, queries=queries, started=started, started_at=started_at, device=device, hyper=hyper, info=info, skip=("attack", "k")
     )
+
+
+class SequentialEpochProbe:
+    """Agreement of a student in training with a sequential teacher, on a seeded subset of the
+    evaluation users (their real histories; the final row scores all of them): Yue et al.'s
+    Agr@1 / Agr@10 and BAHSD's head / tail split, as in
+    :func:`~raysteal.experiment.execute_sequential.execute_sequential_run`."""
+
+    def __init__(self, run: Run, data, device: str = "cpu", max_users: int = 1024):
+        keep = scored_users(run, data)  # never the attacker population, only the split's half
+        if run.uses_real_sequences:
+            keep &= ~np.isin(data.eval_users, known_users(run, data))  # nor the users whose histories it trained on
+        scored = np.flatnonzero(keep)
+        n = len(scored)
+        rng = np.random.default_rng(np.random.SeedSequence([run.seed, 7]))
+        self.rows = scored if n <= max_users else scored[np.sort(rng.choice(n, size=max_users, replace=False))]
+        self.sequences = data.eval_sequences[self.rows]
+        self.teacher = data.teacher_lists[self.rows]
+        self.is_head = data.head_mask(run.split.head_fraction)[self.rows]
+        self.device = device
+
+    def __call__(self, model) -> dict[str, float]:
+        from raysteal.extraction.evaluate import extraction_metrics, student_lists
+
+        lists = np.asarray(student_lists(model, self.sequences, max(10, self.teacher.shape[1]), device=self.device))
+        return {k: float(v) for k, v in extraction_metrics(lists, self.teacher, head=self.is_head).items()}
+
+
+class SequentialEvaluation:
+    """How runs against a sequential target (SASRec, NARM, ...) are measured: the row
+    (:func:`execute_sequential_run`), the per-epoch probe Tune reports
+    (:class:`SequentialEpochProbe`) and the names of what they report."""
+
+    kind: str = "sequential"
+    probe_metrics: tuple[str, ...] = SEQUENTIAL_PROBE_METRICS
+    final_metrics: tuple[str, ...] = SEQUENTIAL_FINAL_METRICS
+    probe_user_cap: int | None = 1024  # a student scores long histories
+    probe_scope: str = (
+        "at most 1,024 seeded users of those the row scores: the row's own value when it scores no more; "
+        "else the row of raysteal run can differ by that sampling of users"
+    )
+    keeps_work: bool = True  # DFME and BAHSD go on from the answers and student state saved in the run's scratch directory
+
+    def execute(
+        self,
+        run: Run,
+        data: SequentialRunData,
+        client: BlackBoxClient,
+        *,
+        device: str = "cpu",
+        on_epoch=None,
+        workdir: str | None = None,
+        aux_cache: str | None = None,
+    ) -> dict[str, Any]:
+        """The run's results row (``aux_cache`` unused: no sequential recipe trains an auxiliary model)."""
+        return execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch, workdir=workdir)
+
+    def probe(self, run: Run, data: SequentialRunData, device: str, max_users: int) -> SequentialEpochProbe:
+        return SequentialEpochProbe(run, data, device, max_users)
+
+    def clone_name(self, run: Run) -> str:
+        student = getattr(run.attack, "student", None)
+        return "popularity" if student is None else str(student.get("model", "?"))
+
+    def cost_columns(self, spec, data: SequentialRunData, k: int) -> dict[str, float]:
+        """The popularity guard's columns (sequential rows carry the teacher's own accuracy besides: teacher_ndcg@10)."""
+        from raysteal.training.guard import target_columns
+
+        return target_columns(data.target_metrics)
+
+
+SEQUENTIAL = SequentialEvaluation()

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
 from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, parse_experiment
+from raysteal.experiment.evaluation import evaluation_for
 from raysteal.experiment.run import Run, expand_runs
 
 DISTRIBUTIONS: dict[str, str] = {
@@ -68,39 +69,6 @@ DISTRIBUTIONS: dict[str, str] = {
 
 FROZEN_KEYS = ("target.", "split.aux_fraction", "split.item_overlap", "split.target_seed")
 """Search keys that would change the deployed target (trials share one target)."""
-
-PROBE_METRICS = ("agr@k", "agr@k/heldout", "agr@k/all", "agr@10", "agr@10/heldout")
-"""Metrics every trial reports after each clone-training epoch (ASHA's signal) and at the end."""
-
-FINAL_METRICS = PROBE_METRICS + (
-    "agr@k/head",
-    "agr@k/tail",
-    "target_recall@k",
-    "target_ndcg@k",
-    "clone_recall@k",
-    "clone_ndcg@k",
-    "queries",
-    "wall_s",
-)
-"""Numeric row columns a trial reports once, when it finishes (usable with a FIFO scheduler)."""
-
-SEQUENTIAL_PROBE_METRICS = ("agr@1", "agr@10", "agr@10/head", "agr@10/tail", "ndcg_agr@10")
-"""Per-epoch metrics of a sequential-extraction trial (Yue et al.'s Agr@1/Agr@10, BAHSD's head/tail)."""
-
-SEQUENTIAL_FINAL_METRICS = SEQUENTIAL_PROBE_METRICS + (
-    "kl@10",
-    "agr@1/head",
-    "agr@1/tail",
-    "ndcg_agr@10/head",
-    "ndcg_agr@10/tail",
-    "agr@k",
-    "student_hr@10",
-    "student_ndcg@10",
-    "queries",
-    "wall_s",
-)
-"""Numeric row columns of a sequential-extraction trial (``execute_sequential_run``)."""
-
 
 SEARCHERS: dict[str, str] = {
     "optuna": "Optuna's TPE sampler (model-based), seeded from tune.seed",
@@ -352,14 +320,8 @@ def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment
 
 def reported_metrics(run: Run, per_epoch: bool) -> tuple[str, ...]:
     """The metrics a trial of ``run`` reports after every epoch (``per_epoch``) or at its end."""
-    if run.sequential:
-        return SEQUENTIAL_PROBE_METRICS if per_epoch else SEQUENTIAL_FINAL_METRICS
-    return PROBE_METRICS if per_epoch else FINAL_METRICS
-
-
-def is_sequential(tune: TuneExperiment) -> bool:
-    """Whether the sweep's target is sequential (its trials run ``raysteal.extraction``)."""
-    return tune.base_run().sequential
+    evaluation = evaluation_for(run)
+    return evaluation.probe_metrics if per_epoch else evaluation.final_metrics
 
 
 def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]], run: Run, source: str) -> None:

@@ -7,20 +7,16 @@ both families (:mod:`raysteal.attacks.registry`); importing this package registe
 from raysteal.attacks.result import AttackResult
 from raysteal.extraction import bahsd, dfme, zhu_sequential  # noqa: F401  (registers their recipes)
 from raysteal.extraction.config import ExtractionConfigBase, make_extraction_config
-from raysteal.extraction.registry import extraction_names, get_extraction
-from raysteal.extraction.result import ExtractionResult, run_extraction
+from raysteal.extraction.result import run_extraction
 from raysteal.extraction.types import ExtractionSet, SequenceKnowledge, StudentBatch, StudentObjective
 
 __all__ = [
     "AttackResult",
     "ExtractionConfigBase",
-    "ExtractionResult",
     "ExtractionSet",
     "SequenceKnowledge",
     "StudentBatch",
     "StudentObjective",
-    "extraction_names",
-    "get_extraction",
     "make_extraction_config",
     "run_extraction",
 ]

@@ -14,9 +14,6 @@ from raysteal.extraction.config import ExtractionConfigBase, make_extraction_con
 from raysteal.extraction.types import SequenceKnowledge
 from raysteal.oracle.protocol import BlackBoxClient
 
-ExtractionResult = AttackResult
-"""The name callers of :func:`run_extraction` know its result by."""
-
 
 def run_extraction(
     config: ExtractionConfigBase | dict[str, Any],

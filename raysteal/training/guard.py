@@ -119,6 +119,13 @@ def row_columns(figures: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def target_columns(target_metrics: dict[str, Any]) -> dict[str, float]:
+    """:func:`row_columns` of a prepared target's metrics (``RunData.target_metrics``), or nothing
+    when the guard did not measure it."""
+    figures = target_metrics.get("guard")
+    return row_columns(figures) if figures else {}
+
+
 def describe(figures: dict[str, Any], what: str) -> str:
     """One line: the target's and popularity's HR/NDCG@10 (full ranking and 100 negatives) and the lift."""
     f = figures
