@@ -61,6 +61,11 @@ def register(app: typer.Typer) -> None:
         watermark_sequences: int = typer.Option(8, "--watermark-sequences", help="watermark sequences the key draws"),
         watermark_length: int = typer.Option(12, "--watermark-length", help="items per watermark sequence"),
         watermark_copies: int = typer.Option(20, "--watermark-copies", help="strength: training copies of each watermark sequence"),
+        gro_strength: float | None = typer.Option(
+            None, "--gro-strength", help="train GRO in at this strength (lambda, 0..1000; sequential next-item models; Zhang et al. 2024)"
+        ),
+        gro_k: int = typer.Option(100, "--gro-k", help="GRO: length of the target lists the simulated student learns from"),
+        gro_student: str | None = typer.Option(None, "--gro-student", help="GRO: the simulated student's model (default: the target's)"),
     ) -> None:
         """Train a target on a leave-one-out split, evaluate it and save its checkpoint in OUT."""
         import torch
@@ -91,6 +96,11 @@ def register(app: typer.Typer) -> None:
                 {"key": watermark_key, "sequences": watermark_sequences, "length": watermark_length, "copies": watermark_copies},
                 make_config(model_cfg),
             )
+        gro = None
+        if gro_strength is not None:  # and a bad GRO setting
+            from raysteal.training.target_cache import checked_gro
+
+            gro = checked_gro({"strength": gro_strength, "k": gro_k, "student": gro_student}, make_config(model_cfg))
         log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
         out.mkdir(parents=True, exist_ok=True)
         if cache:
@@ -109,14 +119,17 @@ def register(app: typer.Typer) -> None:
                 cache_dir=cache_dir,
                 device=device,
                 watermark=watermark,
+                gro=gro,
             )
             shutil.copyfile(meta["path"], out / "checkpoint.pt")
             metrics, cached = meta["metrics"], meta["cache_hit"]
         else:
-            target, metrics = train_target(log, model_cfg, train_cfg, seed=seed, device=device, watermark=watermark)
+            target, metrics = train_target(log, model_cfg, train_cfg, seed=seed, device=device, watermark=watermark, gro=gro)
             extra = {"dataset": dataset, "preprocess": preprocess, "seed": seed}
             if watermark is not None:  # the owner's checkpoint: `raysteal verify --target` reads the watermark here
                 extra["watermark"] = watermark.model_dump(mode="json")
+            if gro is not None:
+                extra["gro"] = gro.model_dump(mode="json")
             save_checkpoint(out / "checkpoint.pt", target, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
             cached = False
         report = {
@@ -134,6 +147,8 @@ def register(app: typer.Typer) -> None:
         how = "from cache" if cached else f"trained in {metrics['train']['train_seconds']:.1f}s"
         if watermark is not None:
             how += f", watermark key {watermark.key} ({watermark.sequences}x{watermark.length} items, {watermark.copies} copies)"
+        if gro is not None:
+            how += f", GRO strength {gro.strength:g} (top-{gro.k} lists, student {gro.student or target.name})"
         typer.echo(
             f"{target.name} on {dataset}: HR@10 {test['hr@10_100neg']:.4f} NDCG@10 {test['ndcg@10_100neg']:.4f} "
             f"(100 neg), NDCG@10 {test['ndcg@10_full']:.4f} (full); "

@@ -78,6 +78,11 @@ class TargetEntry(_Strict):
         description="sequential targets: an ownership watermark trained in (key, sequences, length, copies;"
         " raysteal.watermark, `raysteal verify`); part of the target's cache key",
     )
+    gro: dict[str, Any] | None = Field(
+        None,
+        description="sequential next-item targets: GRO (Zhang et al., WSDM 2024) trained in against a simulated student"
+        " (strength, k, student, margin, student_lr, positions; raysteal.training.gro); part of the target's cache key",
+    )
 
     @field_validator("checkpoint")
     @classmethod
@@ -101,6 +106,33 @@ class TargetEntry(_Strict):
             raise ValueError(
                 "watermark: a checkpoint target is trained already; train the watermark in with `raysteal train-target --watermark-key`"
             )
+        return self
+
+    @field_validator("gro")
+    @classmethod
+    def _valid_gro(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from raysteal.training.gro import make_gro_config
+
+        try:
+            return None if value is None else make_gro_config(value).model_dump()
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("gro: ")) from None
+
+    @model_validator(mode="after")
+    def _gro_needs_a_next_item_target(self) -> TargetEntry:
+        if self.gro is None:
+            return self
+        if self.checkpoint is not None:
+            raise ValueError("gro: a checkpoint target is trained already; train GRO in with `raysteal train-target --gro-strength`")
+        from raysteal.errors import UnknownNameError
+        from raysteal.training.gro import gro_capable
+
+        try:
+            problem = gro_capable(self.model)
+        except UnknownNameError:
+            return self  # the unknown model is reported where every target's config is checked
+        if problem is not None:
+            raise ValueError(f"gro: {problem}")
         return self
 
     @property

@@ -41,6 +41,7 @@ ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("split", "attacker_population"), None),
     (("split", "scored_users"), "all"),
     (("target", "watermark"), None),
+    (("target", "gro"), None),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).

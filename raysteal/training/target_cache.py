@@ -1,7 +1,8 @@
 """Train each target once: a checkpoint cache keyed by everything that determines the weights.
 
 The key hashes (dataset name, preprocessing label, the log's content fingerprint, the validated
-model config, the split, the seed, the train config and, when there is one, the watermark). A
+model config, the split, the seed, the train config and, when there are, the watermark and the
+GRO setting). A
 hit loads the checkpoint; a miss trains with :func:`raysteal.training.fit` (its per-epoch state
 kept beside the checkpoint, so a killed training goes on from its last epoch), evaluates on the
 test items and saves atomically, so concurrent workers may race but never read half a file (the
@@ -27,7 +28,8 @@ from raysteal.models.base import ModelConfig, Recommender, make_config, model_cl
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
 from raysteal.training.config import TrainConfig, make_train_config
 from raysteal.training.evaluate import evaluate
-from raysteal.training.trainer import fit, seeded_model
+from raysteal.training.gro import GROConfig, gro_capable, gro_objective, make_gro_config, student_config
+from raysteal.training.trainer import fit, resolve_device, seeded_model
 from raysteal.watermark.embed import watermarked_split
 from raysteal.watermark.spec import WatermarkConfig, make_watermark_config
 
@@ -75,9 +77,10 @@ def target_key(
     dataset: str,
     preprocess: str,
     watermark: WatermarkConfig | None = None,
+    gro: GROConfig | None = None,
 ) -> str:
-    """Hex digest naming one target (see module docstring for what goes in; no watermark leaves
-    the key as it was before watermarks existed)."""
+    """Hex digest naming one target (see module docstring for what goes in; no watermark and no
+    GRO leave the key as it was before either existed)."""
     model = _without_added_fields(model_config.model_dump(mode="json"))
     train = _without_added_fields(train_config.model_dump(mode="json"))
     spec = {
@@ -91,6 +94,8 @@ def target_key(
     }
     if watermark is not None:
         spec["watermark"] = watermark.model_dump(mode="json")
+    if gro is not None:
+        spec["gro"] = gro.model_dump(mode="json")
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -111,16 +116,24 @@ def train_target(
     state_path: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     watermark: dict[str, Any] | WatermarkConfig | None = None,
+    gro: dict[str, Any] | GROConfig | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
     """Train and evaluate one target (no cache): ``(model, metrics)``. ``state_path``: where
     training keeps its per-epoch state and, when it exists, resumes from (see :func:`fit`; an
     unusable file there is replaced with a warning); ``on_epoch``: see :func:`fit`;
     ``watermark``: trained in with the real users (:mod:`raysteal.watermark`; sequential models
-    only), who alone are validated and evaluated."""
+    only), who alone are validated and evaluated; ``gro``: the target trained against a simulated
+    student (:mod:`raysteal.training.gro`; sequential next-item models only; such a training keeps
+    no per-epoch state, the student's not being saved, so a killed one starts over)."""
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     mark = checked_watermark(watermark, cfg)
+    defend = checked_gro(gro, cfg)
     data = make_split(log, split)
     model = seeded_model(cfg, log.num_users, log.num_items, seed)
+    objective = None
+    if defend is not None:
+        device, state_path = resolve_device(device), None
+        objective = gro_objective(defend, cfg, tcfg, log.num_users, log.num_items, seed=seed, device=device)
     result = fit(
         model,
         data if mark is None else watermarked_split(data, mark),
@@ -131,9 +144,13 @@ def train_target(
         state_path=state_path,
         restart_if_unusable=state_path is not None,
         on_epoch=on_epoch,
+        objective=objective,
     )
+    train_summary = result.summary()
+    if objective is not None:
+        train_summary["gro"] = objective.summary()
     metrics = {
-        "train": result.summary(),
+        "train": train_summary,
         "valid": _plain(evaluate(model, data, "valid", seed=seed)),
         "test": _plain(evaluate(model, data, "test", seed=seed)),
     }
@@ -154,8 +171,9 @@ def get_or_train_target(
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     watermark: dict[str, Any] | WatermarkConfig | None = None,
+    gro: dict[str, Any] | GROConfig | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
-    """The target for this (dataset, preprocess, model, split, seed, train config, watermark), trained once.
+    """The target for this (dataset, preprocess, model, split, seed, train config, watermark, GRO), trained once.
 
     Returns ``(model, meta)``; ``meta`` has ``metrics`` (train/valid/test), ``fingerprint``,
     ``spec``, ``extra`` (the key's ingredients), plus ``path`` and ``cache_hit``. ``on_epoch`` is
@@ -163,8 +181,9 @@ def get_or_train_target(
     """
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     mark = checked_watermark(watermark, cfg)
+    defend = checked_gro(gro, cfg)
     dataset = dataset or log.name
-    key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess, watermark=mark)
+    key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess, watermark=mark, gro=defend)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = path / f"{cfg.model}-{key[:20]}.pt"
     state = training_state_path(path)
@@ -174,7 +193,17 @@ def get_or_train_target(
         return model, {**meta, "path": str(path), "cache_hit": True}
     # a target whose training was killed goes on from its last epoch (the state sits beside the checkpoint)
     model, metrics = train_target(
-        log, cfg, tcfg, seed=seed, split=split, device=device, progress=progress, state_path=state, on_epoch=on_epoch, watermark=mark
+        log,
+        cfg,
+        tcfg,
+        seed=seed,
+        split=split,
+        device=device,
+        progress=progress,
+        state_path=state,
+        on_epoch=on_epoch,
+        watermark=mark,
+        gro=defend,
     )
     extra = {
         "key": key,
@@ -186,6 +215,8 @@ def get_or_train_target(
     }
     if mark is not None:  # the owner's own checkpoint: `raysteal verify --target` reads the watermark here
         extra["watermark"] = mark.model_dump(mode="json")
+    if defend is not None:
+        extra["gro"] = defend.model_dump(mode="json")
     save_checkpoint(path, model, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
     state.unlink(missing_ok=True)
     model.to("cpu").eval()
@@ -205,6 +236,19 @@ def checked_watermark(watermark: dict[str, Any] | WatermarkConfig | None, cfg: M
     if max_len is not None and mark.length > max_len:
         raise ConfigError(f"watermark: length {mark.length} exceeds the model's max_len {max_len}")
     return mark
+
+
+def checked_gro(gro: dict[str, Any] | GROConfig | None, cfg: ModelConfig) -> GROConfig | None:
+    """The validated GRO setting, or ``None``; refused for a target that is not a sequential
+    next-item model, or a student that is not one."""
+    if gro is None:
+        return None
+    defend = make_gro_config(gro)
+    problem = gro_capable(cfg.model)
+    if problem is not None:
+        raise ConfigError(f"gro: {problem}")
+    student_config(defend, cfg)
+    return defend
 
 
 def training_state_path(checkpoint: Path) -> Path:

@@ -152,6 +152,7 @@ def fit(
     state_path: str | os.PathLike | None = None,
     restart_if_unusable: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    objective: Callable[[Recommender, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``split.train``, early-stopping on ``split.valid``; returns the best model.
 
@@ -170,6 +171,9 @@ def fit(
     epochs reach ``on_epoch`` with a ``phase`` key); the fused model is validated as epoch 0, so
     early stopping returns it when training on never beats it. ``max_seconds`` boxes each phase
     alone, and ``train_seconds`` counts them all.
+
+    ``objective(model, batch)``: the loss to minimise instead of ``model.loss(batch)`` (GRO,
+    :mod:`raysteal.training.gro`); its own state is not part of ``state_path``'s.
     """
     config = make_train_config(config)
     dev = training_device(device)
@@ -213,7 +217,7 @@ def fit(
         started = time.perf_counter() - elapsed  # the time box counts the earlier attempts' time too
         for epoch in range(first_epoch, 0 if done else config.epochs + 1):
             t0 = time.perf_counter()
-            loss_sum, rows, n_steps = _run_epoch(model, sampler, optimizer, generator, dev, amp, config, steps, bar)
+            loss_sum, rows, n_steps = _run_epoch(model, sampler, optimizer, generator, dev, amp, config, steps, bar, objective)
             step_time = time.perf_counter() - t0
             result.step_seconds += step_time
             result.samples += rows
@@ -356,6 +360,7 @@ def _run_epoch(
     config: TrainConfig,
     steps: int,
     bar: _Progress,
+    objective: Callable[[Recommender, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> tuple[float, int, int]:
     """One pass; returns (summed loss, training rows, steps). Loss is synced once, at the end."""
     model.train()
@@ -365,7 +370,8 @@ def _run_epoch(
         if n >= steps:
             break
         batch = to_device(batch, dev)
-        loss = training_step(optimizer, model.parameters(), partial(model.loss, batch), device=dev, amp=amp, grad_clip=config.grad_clip)
+        forward = partial(model.loss, batch) if objective is None else partial(objective, model, batch)
+        loss = training_step(optimizer, model.parameters(), forward, device=dev, amp=amp, grad_clip=config.grad_clip)
         total += loss.detach().float()
         rows += _batch_rows(batch)
         n += 1
