@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,133 +66,173 @@ def register(app: typer.Typer) -> None:
         resumably, then write OUT/report.md: each table with the paper's value beside ours and the
         held-out measure, each figure as a PNG with the paper's values and the popularity floor, and
         each file's wall time."""
-        from raysteal.cli import directory_option
-        from raysteal.cli.run import check_rows_for_report, comma_list, finished_runs, resume_command, run_file
-        from raysteal.errors import RaystealError
-        from raysteal.report.reproduction import duration, render_reproduction
-        from raysteal.results.reproduction import (
-            experiment_files,
-            import_rows,
-            import_sources,
-            link_shared_cache,
-            plan,
-            record_sitting,
-            resolve_paper,
-            select_files,
-        )
+        from raysteal.cli.run import comma_list
 
-        folder = resolve_paper(paper, experiments)
-        files = experiment_files(folder)
         wanted = [name for item in (only or []) for name in comma_list(item)]
-        if only is not None and not wanted:
-            from raysteal.errors import ConfigError
-
-            raise ConfigError(f"--only: name files; the folder's are: {', '.join(p.stem for p in files)}")
-        chosen = select_files(files, wanted)
-        for source in sources or []:
-            if not Path(source).is_dir():
-                from raysteal.errors import ConfigError
-
-                raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce)")
-        out_root = Path(directory_option(out or Path("results") / folder.name, "--out"))
-        entries = load_entries(files, out_root, seeds=seeds, figure_seeds=figure_seeds)  # every file checked before any work
-        command = resume_command(
-            paper,
-            out_root,
-            command="reproduce",
-            seeds=seeds,
-            figure_seeds=figure_seeds,
-            only=wanted or None,
-            **{"from": [str(s) for s in sources or []] or None},
-            experiments=experiments,
-            address=address,
-            data_dir=data_dir,
-            cache_dir=cache_dir,
-            num_cpus=num_cpus,
-            max_concurrent=max_concurrent,
-            quiet=quiet,
+        options = RunOptions(address, data_dir, cache_dir, num_cpus, max_concurrent, quiet)
+        reproduce(
+            paper, out, seeds, figure_seeds, wanted if only is not None else None, list(sources or []), experiments, report_only, options
         )
-        selected = {p.stem for p in chosen}
-        status: dict[str, str] = {}
-        if not report_only:
-            for entry in entries:
-                if entry.stem in selected and sources:
-                    copied = import_rows(entry.config, entry.out_dir, import_sources(list(sources), entry.stem))
-                    for source, count in copied.items():
-                        typer.echo(f"{entry.stem}: {count} finished run(s) taken from {source}")
-        entries = plan(entries)
-        to_run = [e for e in entries if e.stem in selected and not report_only]
-        if to_run:
-            typer.echo(f"reproduce {folder.name}: {len(to_run)} file(s) into {out_root}, in this order:")
-            for i, entry in enumerate(to_run, 1):
-                typer.echo(f"  {i:2d}. {entry.stem:<28} {entry.pending:5d} of {entry.total:5d} runs to go, {entry.config.seeds} seeds")
-        try:  # a Ctrl-C inside a file's runs is said by run_file; between files or in the report, here
-            failed: list[str] = []
-            for i, entry in enumerate(to_run, 1):
-                if entry.pending == 0:
-                    _export_if_missing(entry.out_dir)
-                    continue
-                typer.echo(f"\n[{i}/{len(to_run)}] {entry.stem}: {entry.pending} run(s) -> {entry.out_dir}")
-                if cache_dir is None:  # auxiliary models shared between the files (targets: the target cache)
-                    link_shared_cache(entry.out_dir, out_root / "cache")
-                started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-                before = len(finished_runs(entry.config, entry.out_dir))
-                clock = time.perf_counter()
-                outcome = "error"
-                try:
-                    frame = run_file(
-                        entry.path,
-                        entry.config,
-                        entry.out_dir,
-                        resume=command,
-                        selection={"seeds": entry.config.seeds, "reproduce": folder.name},
-                        address=address,
-                        data_dir=data_dir,
-                        cache_dir=cache_dir,
-                        num_cpus=num_cpus,
-                        max_concurrent=max_concurrent,
-                        quiet=quiet,
-                    )
-                    check_rows_for_report(frame, entry.config, entry.out_dir)
-                    outcome = "done"
-                except (KeyboardInterrupt, typer.Exit):
-                    outcome = "interrupted"
-                    raise
-                except RaystealError as err:
-                    outcome = "failed"
-                    status[entry.stem] = f"failed: {' '.join(str(err).split())[:500]}"
-                    failed.append(entry.stem)
-                    typer.secho(f"{entry.stem}: {err}", fg=typer.colors.RED, err=True)
-                finally:
-                    wall = time.perf_counter() - clock
-                    after = len(finished_runs(entry.config, entry.out_dir))
-                    record_sitting(
-                        entry.out_dir,
-                        entry.path,
-                        entry.config.experiment,
-                        {
-                            "started_utc": started,
-                            "wall_s": round(wall, 3),
-                            "status": outcome,
-                            "runs_before": before,
-                            "runs_after": after,
-                            "runs_total": entry.total,
-                            "seeds": entry.config.seeds,
-                            "command": command,
-                        },
-                    )
-                typer.echo(f"{entry.stem}: {after} of {entry.total} runs finished ({after - before} now, {duration(wall)})")
-                render_reproduction(out_root, folder.name, entries, command=command, status=status)  # progress for a long reproduction
-            path = render_reproduction(out_root, folder.name, entries, command=command, status=status)
-        except KeyboardInterrupt:
-            typer.echo(f"interrupted; finished runs are kept; resume with: {command}", err=True)
-            raise typer.Exit(130) from None
-        typer.echo(f"\nreport written to {path}")
-        if failed:
-            raise RaystealError(
-                f"{len(failed)} file(s) had failures ({', '.join(failed)}); the others' runs are done and in the "
-                f"report; fix the cause and resume with: {command}"
-            )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options each file's ``raysteal run`` takes as given (``--address`` ... ``--quiet``)."""
+
+    address: str | None
+    data_dir: Path | None
+    cache_dir: Path | None
+    num_cpus: int | None
+    max_concurrent: int | None
+    quiet: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+def reproduce(
+    paper: str,
+    out: Path | None,
+    seeds: int | None,
+    figure_seeds: int | None,
+    wanted: list[str] | None,
+    sources: list[Path],
+    experiments: Path | None,
+    report_only: bool,
+    options: RunOptions,
+) -> None:
+    """``raysteal reproduce`` (see the command's help): check every file, import rows ``--from``
+    sources, run the chosen files in the planned order, write the report."""
+    from raysteal.cli import directory_option
+    from raysteal.errors import ConfigError, RaystealError
+    from raysteal.report.reproduction import render_reproduction
+    from raysteal.results.reproduction import experiment_files, plan, resolve_paper, select_files
+
+    folder = resolve_paper(paper, experiments)
+    files = experiment_files(folder)
+    if wanted is not None and not wanted:
+        raise ConfigError(f"--only: name files; the folder's are: {', '.join(p.stem for p in files)}")
+    chosen = select_files(files, wanted or [])
+    for source in sources:
+        if not Path(source).is_dir():
+            raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce)")
+    out_root = Path(directory_option(out or Path("results") / folder.name, "--out"))
+    entries = load_entries(files, out_root, seeds=seeds, figure_seeds=figure_seeds)  # every file checked before any work
+    command = _resume_command(paper, out_root, seeds, figure_seeds, wanted, sources, experiments, options)
+    selected = {p.stem for p in chosen}
+    if not report_only and sources:
+        _import_from(entries, selected, sources)
+    entries = plan(entries)
+    to_run = [e for e in entries if e.stem in selected and not report_only]
+    if to_run:
+        typer.echo(f"reproduce {folder.name}: {len(to_run)} file(s) into {out_root}, in this order:")
+        for i, entry in enumerate(to_run, 1):
+            typer.echo(f"  {i:2d}. {entry.stem:<28} {entry.pending:5d} of {entry.total:5d} runs to go, {entry.config.seeds} seeds")
+    status: dict[str, str] = {}
+    try:  # a Ctrl-C inside a file's runs is said by run_file; between files or in the report, here
+        for i, entry in enumerate(to_run, 1):
+            if entry.pending == 0:
+                _export_if_missing(entry.out_dir)
+                continue
+            typer.echo(f"\n[{i}/{len(to_run)}] {entry.stem}: {entry.pending} run(s) -> {entry.out_dir}")
+            if options.cache_dir is None:  # auxiliary models shared between the files (targets: the target cache)
+                from raysteal.results.reproduction import link_shared_cache
+
+                link_shared_cache(entry.out_dir, out_root / "cache")
+            error = _run_entry(entry, command, folder.name, options)
+            if error is not None:
+                status[entry.stem] = f"failed: {' '.join(error.split())[:500]}"
+            render_reproduction(out_root, folder.name, entries, command=command, status=status)  # progress for a long reproduction
+        path = render_reproduction(out_root, folder.name, entries, command=command, status=status)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; finished runs are kept; resume with: {command}", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"\nreport written to {path}")
+    failed = list(status)  # in the order the files ran
+    if failed:
+        raise RaystealError(
+            f"{len(failed)} file(s) had failures ({', '.join(failed)}); the others' runs are done and in the "
+            f"report; fix the cause and resume with: {command}"
+        )
+
+
+def _resume_command(
+    paper: str,
+    out_root: Path,
+    seeds: int | None,
+    figure_seeds: int | None,
+    wanted: list[str] | None,
+    sources: list[Path],
+    experiments: Path | None,
+    options: RunOptions,
+) -> str:
+    """The ``raysteal reproduce`` line that resumes this invocation."""
+    from raysteal.cli.run import resume_command
+
+    return resume_command(
+        paper,
+        out_root,
+        command="reproduce",
+        seeds=seeds,
+        figure_seeds=figure_seeds,
+        only=wanted or None,
+        **{"from": [str(s) for s in sources] or None},
+        experiments=experiments,
+        **options.as_dict(),
+    )
+
+
+def _import_from(entries: list, selected: set[str], sources: list[Path]) -> None:
+    """Copy in the rows of the chosen files' runs that ``--from`` directories hold."""
+    from raysteal.results.reproduction import import_rows, import_sources
+
+    for entry in entries:
+        if entry.stem in selected:
+            copied = import_rows(entry.config, entry.out_dir, import_sources(sources, entry.stem))
+            for source, count in copied.items():
+                typer.echo(f"{entry.stem}: {count} finished run(s) taken from {source}")
+
+
+def _run_entry(entry, command: str, paper: str, options: RunOptions) -> str | None:
+    """One file's runs, as ``raysteal run`` runs them, with the sitting recorded in its
+    ``reproduce.json`` (however it ends); the error's text when it failed (a raysteal error:
+    the other files go on), else ``None``."""
+    from raysteal.cli.run import check_rows_for_report, finished_runs, run_file
+    from raysteal.errors import RaystealError
+    from raysteal.report.reproduction import duration
+    from raysteal.results.reproduction import record_sitting
+
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    before = len(finished_runs(entry.config, entry.out_dir))
+    clock = time.perf_counter()
+    outcome, error = "error", None
+    try:
+        selection = {"seeds": entry.config.seeds, "reproduce": paper}
+        frame = run_file(entry.path, entry.config, entry.out_dir, resume=command, selection=selection, **options.as_dict())
+        check_rows_for_report(frame, entry.config, entry.out_dir)
+        outcome = "done"
+    except (KeyboardInterrupt, typer.Exit):
+        outcome = "interrupted"
+        raise
+    except RaystealError as err:
+        outcome, error = "failed", str(err)
+        typer.secho(f"{entry.stem}: {err}", fg=typer.colors.RED, err=True)
+    finally:
+        wall = time.perf_counter() - clock
+        after = len(finished_runs(entry.config, entry.out_dir))
+        sitting = {
+            "started_utc": started,
+            "wall_s": round(wall, 3),
+            "status": outcome,
+            "runs_before": before,
+            "runs_after": after,
+            "runs_total": entry.total,
+            "seeds": entry.config.seeds,
+            "command": command,
+        }
+        record_sitting(entry.out_dir, entry.path, entry.config.experiment, sitting)
+    typer.echo(f"{entry.stem}: {after} of {entry.total} runs finished ({after - before} now, {duration(wall)})")
+    return error
 
 
 def load_entries(files: list[Path], out_root: Path, seeds: int | None = None, figure_seeds: int | None = None):

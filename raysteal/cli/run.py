@@ -45,25 +45,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
-        from raysteal.experiment.config import load_experiment, select_attacks, select_targets
-        from raysteal.experiment.selection import select_all
         from raysteal.results.summary import summary_markdown
 
         chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
-        config = load_experiment(file, seeds=seeds, only_seeds=chosen_seeds)  # validated before any work starts
-        whole = config.model_copy(update={"only_seeds": None})  # the file's grid, whatever part of it runs now
-        if targets is not None:
-            config = select_targets(config, comma_list(targets))
-        if attacks is not None:
-            config = select_attacks(config, comma_list(attacks))
-        if where:
-            config = select_all(config, where)
-        if require_target_lift is not None:  # not part of any run's id: only whether a weak target is attacked
-            from raysteal.errors import ConfigError
-
-            if not require_target_lift > 0:
-                raise ConfigError(f"--require-target-lift {require_target_lift:g}: a lift is a multiple of popularity's NDCG@10, > 0")
-            config = config.model_copy(update={"require_target_lift": require_target_lift})
+        config, whole = selected_config(file, seeds, chosen_seeds, targets, attacks, where, require_target_lift)
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
         resume = resume_command(
             file,
@@ -110,6 +95,37 @@ def register(app: typer.Typer) -> None:
         path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")
+
+
+def selected_config(
+    file: Path,
+    seeds: int | None,
+    only_seeds: list[int] | None,
+    targets: str | None,
+    attacks: str | None,
+    where: list[str] | None,
+    require_target_lift: float | None,
+):
+    """The experiment ``file``, validated before any work starts, narrowed to the part of its grid
+    the options ask for; and its whole grid (kept beside the results)."""
+    from raysteal.experiment.config import load_experiment, select_attacks, select_targets
+    from raysteal.experiment.selection import select_all
+
+    config = load_experiment(file, seeds=seeds, only_seeds=only_seeds)
+    whole = config.model_copy(update={"only_seeds": None})  # the file's grid, whatever part of it runs now
+    if targets is not None:
+        config = select_targets(config, comma_list(targets))
+    if attacks is not None:
+        config = select_attacks(config, comma_list(attacks))
+    if where:
+        config = select_all(config, where)
+    if require_target_lift is not None:  # not part of any run's id: only whether a weak target is attacked
+        from raysteal.errors import ConfigError
+
+        if not require_target_lift > 0:
+            raise ConfigError(f"--require-target-lift {require_target_lift:g}: a lift is a multiple of popularity's NDCG@10, > 0")
+        config = config.model_copy(update={"require_target_lift": require_target_lift})
+    return config, whole
 
 
 def run_file(

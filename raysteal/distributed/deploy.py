@@ -23,6 +23,7 @@ from raysteal.experiment.config import DatasetEntry, SplitConfig, TargetEntry
 if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where a driver runs
     from raysteal.experiment.run import Run
     from raysteal.oracle.client import QueryClient
+    from raysteal.oracle.protocol import BlackBoxClient
     from raysteal.oracle.server import TargetServerHandle
     from raysteal.oracle.target import TargetSpec
     from raysteal.results.store import ResultStore
@@ -316,7 +317,7 @@ def open_accounts(servers: list[TargetServerHandle], accounts: list[str], budget
 
 
 # ---------------------------------------------------------------------------------- attempts
-def execute_one(run: Run, data, client, aux_cache: str | None, workdir: str | None = None):
+def execute_one(run: Run, data, client: BlackBoxClient, aux_cache: str | None, workdir: str | None = None):
     """Ray task body: one run (``workdir``: its scratch directory, for runs that can resume)."""
     import torch
 

@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # annotations only: Ray and the servers are imported where a 
     from ray import ObjectRef
 
     from raysteal.distributed.benign import BenignAccount
+    from raysteal.oracle.client import QueryClient
+    from raysteal.oracle.core import TargetInfo
     from raysteal.oracle.server import TargetServerHandle
 
 
@@ -57,7 +59,7 @@ class PatientClient:
     ``request_size`` and, when refused by a rate limit, waits ``retry_after`` and retries (for at
     most ``patience_s``). Records each request's round trip. Same interface as ``QueryClient``."""
 
-    def __init__(self, client, request_size: int, patience_s: float = 120.0):
+    def __init__(self, client: QueryClient, request_size: int, patience_s: float = 120.0):
         self.client = client
         self.request_size = int(request_size)
         self.patience_s = float(patience_s)
@@ -96,6 +98,23 @@ class PatientClient:
     def requests(self) -> int:
         return len(self.latencies_ms)
 
+    # the rest of the BlackBoxClient protocol: the wrapped client's
+    @property
+    def remaining_budget(self) -> int:
+        return self.client.remaining_budget
+
+    @property
+    def spent(self) -> int:
+        return self.client.spent
+
+    @property
+    def num_items(self) -> int:
+        return self.client.num_items
+
+    @property
+    def info(self) -> TargetInfo:
+        return self.client.info
+
     def __getattr__(self, name: str):  # attacker_id, info, remaining_budget, spent, num_items, ...
         if name == "client":
             raise AttributeError(name)
@@ -109,7 +128,7 @@ def role(run: Run) -> SimulationRole:
     return run.simulation
 
 
-def _attacker(run: Run, data, client, request_size: int, patience_s: float, aux_cache: str | None) -> tuple[dict, list[float]]:
+def _attacker(run: Run, data, client: QueryClient, request_size: int, patience_s: float, aux_cache: str | None) -> tuple[dict, list[float]]:
     """Ray task body: one attacker's whole attack, through a :class:`PatientClient`."""
     patient = PatientClient(client, request_size, patience_s)
     started = time.time()

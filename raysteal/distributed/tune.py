@@ -564,14 +564,9 @@ def write_trial_summary(out: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool) -> TuneOutcome:
-    """Pick the best trial by its peak over all reported epochs (ASHA-stopped trials included),
-    write ``best.yaml`` with the attack's epochs set to that peak epoch, and the trial summary."""
-    settings = tune_exp.tune
-    sign = 1.0 if settings.mode == "max" else -1.0
+def _check_grid(tune_exp: TuneExperiment, grid) -> None:
+    """A sweep is summarised only when every trial ended and none failed (else: run it again)."""
     total, errored = len(grid), grid.num_errors
-    finished = [r for r in grid if r.error is None and "row" in (r.metrics or {})]
-    stopped = grid.num_terminated - len(finished)
     if errored:
         first = next(r.error for r in grid if r.error is not None)
         raise RaystealError(
@@ -581,28 +576,33 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         raise RaystealError(
             f"sweep {tune_exp.name!r} did not finish ({grid.num_terminated} of {total} trials done); run the same command again to resume it"
         )
-    per_epoch = settings.metric in evaluation_for(tune_exp.base_run()).probe_metrics
-    rule = RULE_PEAK if per_epoch else RULE_FINAL
-    trials = []
-    for r in grid:
-        metrics = dict(r.metrics or {})
-        trial_id = str(metrics.get("trial_id") or Path(str(r.path)).name)
-        trials.append(
-            trial_summary(trial_id, dict(r.config or {}), metrics, settings.metric, "completed" if "row" in metrics else "stopped_early")
-        )
+
+
+def _best_trial(tune_exp: TuneExperiment, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The trial with the best peak (ties: a completed trial, then the earlier peak)."""
+    settings = tune_exp.tune
+    sign = 1.0 if settings.mode == "max" else -1.0
     scored = [t for t in trials if t["peak_value"] is not None]
     if not scored:
         raise RaystealError(f"no trial of {tune_exp.name!r} reported {settings.metric!r}")
-    best = max(scored, key=lambda t: (sign * t["peak_value"], t["status"] == "completed", -t["peak_epoch"]))
+    return max(scored, key=lambda t: (sign * t["peak_value"], t["status"] == "completed", -t["peak_epoch"]))
+
+
+def _peak_overrides(tune_exp: TuneExperiment, best: dict[str, Any], rule: str) -> tuple[dict[str, Any], str]:
+    """The attack's epoch counts that end the best trial's configuration at its peak epoch, and
+    the rule as it then reads (the epochs are left as searched when no count ends that phase)."""
+    try:
+        run = apply_sample(tune_exp.base_run(), dict(best["config"]))
+        return epoch_overrides(run.spec["attack"], best["peak_phase"], best["peak_phase_epoch"]), rule
+    except ConfigError as err:  # say so: this best.yaml trains past the peak
+        return {}, f"best over all reported epochs; epochs left as searched ({err})"
+
+
+def _write_best(tune_exp: TuneExperiment, best: dict[str, Any], overrides: dict[str, Any], rule: str, total: int, out: Path) -> Path:
+    """``OUT/best.yaml``: the best trial's configuration (epochs at its peak), with a header that
+    says how it was chosen."""
+    settings = tune_exp.tune
     sample = dict(best["config"])
-    overrides: dict[str, Any] = {}
-    if per_epoch:
-        try:
-            overrides = epoch_overrides(
-                apply_sample(tune_exp.base_run(), sample).spec["attack"], best["peak_phase"], best["peak_phase_epoch"]
-            )
-        except ConfigError as err:  # say so: this best.yaml trains past the peak
-            rule = f"best over all reported epochs; epochs left as searched ({err})"
     where = f"epoch {best['peak_epoch']} of {best['epochs_run']}" + (
         f" ({best['status'].replace('_', ' ')})" if best["status"] != "completed" else ""
     )
@@ -627,7 +627,27 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         header.append(f"The peak was measured by the per-epoch probe ({evaluation_for(tune_exp.base_run()).probe_scope}).")
     header.append(f"Every trial: {SUMMARY_FILE}.json / {SUMMARY_FILE}.parquet beside this file.")
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(raw, sort_keys=False)
-    best_file = write_text_atomically(out / "best.yaml", text)
+    return write_text_atomically(out / "best.yaml", text)
+
+
+def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool) -> TuneOutcome:
+    """Pick the best trial by its peak over all reported epochs (ASHA-stopped trials included),
+    write ``best.yaml`` with the attack's epochs set to that peak epoch, and the trial summary."""
+    _check_grid(tune_exp, grid)
+    settings = tune_exp.tune
+    total = len(grid)
+    finished = [r for r in grid if r.error is None and "row" in (r.metrics or {})]
+    per_epoch = settings.metric in evaluation_for(tune_exp.base_run()).probe_metrics
+    rule = RULE_PEAK if per_epoch else RULE_FINAL
+    trials = []
+    for r in grid:
+        metrics = dict(r.metrics or {})
+        trial_id = str(metrics.get("trial_id") or Path(str(r.path)).name)
+        status = "completed" if "row" in metrics else "stopped_early"
+        trials.append(trial_summary(trial_id, dict(r.config or {}), metrics, settings.metric, status))
+    best = _best_trial(tune_exp, trials)
+    overrides, rule = _peak_overrides(tune_exp, best, rule) if per_epoch else ({}, rule)
+    best_file = _write_best(tune_exp, best, overrides, rule, total, out)
     summary = {
         "sweep": tune_exp.name,
         "metric": settings.metric,
@@ -637,16 +657,15 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         "best": {**best, "attack_overrides": overrides, "best_file": str(best_file)},
         "trials": trials,
     }
-    summary_file = write_trial_summary(out, summary)
     return TuneOutcome(
-        best_config=sample,
+        best_config=dict(best["config"]),
         best_metric=float(best["peak_value"]),
         best_run_id=best["run_id"],
         best_file=best_file,
         trials=total,
         completed=len(finished),
-        stopped_early=stopped,
-        errored=errored,
+        stopped_early=grid.num_terminated - len(finished),
+        errored=grid.num_errors,
         experiment_path=path,
         resumed=resumed,
         rule=rule,
@@ -656,5 +675,5 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         best_epochs_run=best["epochs_run"],
         best_status=best["status"],
         best_overrides=overrides,
-        summary_file=summary_file,
+        summary_file=write_trial_summary(out, summary),
     )

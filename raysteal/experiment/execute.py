@@ -134,7 +134,7 @@ def remembering(run: Run, client: BlackBoxClient | None) -> BlackBoxClient | Non
     return CachingClient(client)
 
 
-def cache_hits(client) -> dict[str, int]:
+def cache_hits(client: BlackBoxClient | None) -> dict[str, int]:
     """``{"cache_hits": n}`` for a remembering client (rows answered from memory), else nothing."""
     hits = getattr(client, "hits", None)
     return {} if hits is None else {"cache_hits": int(hits)}

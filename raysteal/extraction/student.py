@@ -391,11 +391,20 @@ def train_student(
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     step = functools.partial(training_step, optimizer, params, device=dev, amp=use_amp, grad_clip=grad_clip)
-    state_key = (
-        f"seed={seed} sequences={data.num_sequences} queries={data.queries} batch={batch_size} lr={lr} "
-        f"wd={weight_decay} positions={positions_per_sequence} negatives={num_negatives} realign={realign} "
-        f"parameters={sum(p.numel() for p in params)} device={dev.type} amp={use_amp} grad_clip={grad_clip} "
-        f"objective={objective!r}"
+    state_key = _state_key(
+        seed=seed,
+        data=data,
+        batch=batch_size,
+        lr=lr,
+        wd=weight_decay,
+        positions=positions_per_sequence,
+        negatives=num_negatives,
+        realign=realign,
+        parameters=sum(p.numel() for p in params),
+        device=dev.type,
+        amp=use_amp,
+        grad_clip=grad_clip,
+        objective=objective,
     )  # what a saved state must have been made with
     stopped = False
     started = time.perf_counter()
@@ -417,16 +426,27 @@ def train_student(
             if stopped:
                 break
     student.eval()
+    return _training_stats(so_far, resumed_epoch, time.perf_counter() - started, stopped, dev, use_amp)
+
+
+def _state_key(*, seed: int, data: ExtractionSet, objective: StudentObjective, **settings: Any) -> str:
+    """What a saved training state must have been made with (:func:`train_student`'s ``state_path``)."""
+    head = f"seed={seed} sequences={data.num_sequences} queries={data.queries} "
+    return head + " ".join(f"{name}={value}" for name, value in settings.items()) + f" objective={objective!r}"
+
+
+def _training_stats(so_far, resumed_epoch: int, seconds: float, stopped: bool, dev: torch.device, amp: bool) -> dict[str, Any]:
+    """:func:`train_student`'s returned stats."""
     history = so_far.history
     return {
         "epochs_run": len(history),
         "resumed_epoch": resumed_epoch,
         "steps": so_far.steps,
         "prefixes": so_far.prefixes,
-        "train_seconds": time.perf_counter() - started,
+        "train_seconds": seconds,
         "final_loss": history[-1]["loss"] if history else float("nan"),
         "stopped_early": stopped,
         "history": history,
         "device": str(dev),
-        "amp": use_amp,
+        "amp": amp,
     }

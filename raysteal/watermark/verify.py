@@ -20,12 +20,15 @@ p-value for any suspect: no model of "typical" recommenders, no estimated null. 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raysteal.errors import ConfigError
 from raysteal.watermark.spec import MAX_KEY, WatermarkConfig, watermark_sequences
+
+if TYPE_CHECKING:
+    from raysteal.oracle.protocol import BlackBoxClient
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def poisson_binomial_sf(probs: np.ndarray, hits: int) -> float:
     return float(min(1.0, pmf[hits:].sum()))
 
 
-def _hits(client, prefixes: list[np.ndarray], targets: np.ndarray, k: int, batch: int) -> np.ndarray:
+def _hits(client: BlackBoxClient, prefixes: list[np.ndarray], targets: np.ndarray, k: int, batch: int) -> np.ndarray:
     """bool ``[len(targets)]``: whether each next item is in the black box's top-k of its prefix."""
     found = np.zeros(len(targets), dtype=bool)
     for start in range(0, len(targets), batch):
@@ -100,7 +103,14 @@ def decoy_key(key: int, index: int) -> int:
 
 
 def verify_watermark(
-    client, config: WatermarkConfig, *, k: int = 10, min_prefix: int = 1, alpha: float = 0.01, decoys: int = 0, batch: int = 256
+    client: BlackBoxClient,
+    config: WatermarkConfig,
+    *,
+    k: int = 10,
+    min_prefix: int = 1,
+    alpha: float = 0.01,
+    decoys: int = 0,
+    batch: int = 256,
 ) -> Verification:
     """Query the suspect (``client``: a :class:`raysteal.oracle.QueryClient` of a sequential black box)
     with the watermark's prefixes and test H0 (see module docstring); ``decoys`` more watermarks
