@@ -77,6 +77,7 @@ def prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_di
             progress=False,
             on_epoch=_reporter(news, f"{ds_entry.label}/{target_entry.model}"),
             watermark=target_entry.watermark,
+            gro=target_entry.gro,
         )
     meta = {**meta, "metrics": with_guard(model, ctx.loo, meta.get("metrics", {}), split_cfg.target_seed, device)}
     model = model.cpu().eval()
