@@ -116,6 +116,22 @@ def test_gro_moves_the_target_lists():
     assert metrics["train"]["gro"]["swap_loss"] >= 0
 
 
+BPR = {"model": "bpr", "embedding_dim": 8}
+BPR_TRAIN = {"epochs": 4, "batch_size": 128, "lr": 1e-2, "early_stopping": False}
+
+
+def test_collaborative_gro_trains_the_plain_target_at_strength_zero_and_moves_its_lists():
+    plain, _ = train_target(log(), BPR, BPR_TRAIN, seed=0, device="cpu", progress=False)
+    zero, _ = train_target(log(), BPR, BPR_TRAIN, seed=0, device="cpu", progress=False, gro={"strength": 0.0, "k": 20})
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), zero.state_dict().values()))
+    defended, metrics = train_target(log(), BPR, BPR_TRAIN, seed=0, device="cpu", progress=False, gro={"strength": 5.0, "k": 20})
+    users = torch.arange(120)
+    with torch.no_grad():
+        before, after = plain.score(users).topk(10).indices, defended.score(users).topk(10).indices
+    assert (before[:, :, None] == after[:, None, :]).any(-1).float().mean() < 0.8
+    assert metrics["train"]["gro"]["steps"] > 0
+
+
 # ------------------------------------------------------------ the cache key
 def test_gro_is_part_of_the_target_cache_key():
     args = dict(seed=0, split="leave_one_out", dataset="toy", preprocess="none")
@@ -150,7 +166,6 @@ def test_get_or_train_target_caches_gro_targets_apart(tmp_path):
         ({"strength": 1.0, "lambda": 2}, "gro: lambda: unknown key"),
         ({"k": 10}, "gro: strength: Field required"),
         ({"strength": 1.0, "k": 1}, "gro: k: Input should be greater than or equal to 2"),
-        ({"strength": 1.0, "student": "bpr"}, "gro: student: 'bpr' is not a sequential model"),
         ({"strength": 1.0, "student": "bert4rec"}, "gro: student: 'bert4rec' is not trained on next-item windows"),
         ({"strength": 1.0, "student": "nope"}, "gro: student: unknown model 'nope'"),
         (0.5, "gro: expected a mapping"),
@@ -162,11 +177,14 @@ def test_bad_gro_settings_are_one_line_errors(bad, match):
     assert "\n" not in str(info.value)
 
 
-def test_gro_needs_a_sequential_next_item_target():
-    with pytest.raises(ConfigError, match="gro: 'bpr' is not a sequential model"):
-        target_cache.checked_gro({"strength": 1.0}, make_config({"model": "bpr"}))
+def test_gro_needs_a_next_item_or_collaborative_target_and_a_student_of_its_kind():
     with pytest.raises(ConfigError, match="gro: 'bert4rec' is not trained on next-item windows"):
         target_cache.checked_gro({"strength": 1.0}, make_config({"model": "bert4rec"}))
+    with pytest.raises(ConfigError, match="gro: student 'bpr' cannot read the queries of a sequential target 'sasrec'"):
+        target_cache.checked_gro({"strength": 1.0, "student": "bpr"}, make_config(MODEL))
+    with pytest.raises(ConfigError, match="gro: student 'gru4rec' cannot read the queries of a collaborative target 'bpr'"):
+        target_cache.checked_gro({"strength": 1.0, "student": "gru4rec"}, make_config({"model": "bpr"}))
+    assert target_cache.checked_gro({"strength": 1.0, "student": "lmf"}, make_config({"model": "bpr"})) is not None
 
 
 def _experiment(target: dict) -> dict:
@@ -187,8 +205,8 @@ def test_a_target_entry_takes_gro_and_checks_it(tmp_path):
         parse_experiment(_experiment({"model": "sasrec", "gro": {"strength": -1}}))
     with pytest.raises(ConfigError, match=r"targets\.0\.gro: swap: unknown key"):
         parse_experiment(_experiment({"model": "sasrec", "gro": {"strength": 1, "swap": 2}}))
-    with pytest.raises(ConfigError, match="gro: 'bpr' is not a sequential model"):
-        parse_experiment(_experiment({"model": "bpr", "gro": {"strength": 1}}))
+    with pytest.raises(ConfigError, match="gro: 'bert4rec' is not trained on next-item windows"):
+        parse_experiment(_experiment({"model": "bert4rec", "gro": {"strength": 1}}))
     with pytest.raises(ConfigError, match="gro: a checkpoint target is trained already"):
         parse_experiment(_experiment({"model": "sasrec", "checkpoint": str(tmp_path / "t.pt"), "gro": {"strength": 1}}))
 
@@ -214,6 +232,6 @@ def test_train_target_refuses_a_bad_gro_strength_before_reading_data(tmp_path):
     assert isinstance(result.exception, ConfigError)
     assert str(result.exception) == "gro: strength: Input should be greater than or equal to 0"
     result = CliRunner().invoke(
-        app, ["train-target", "--dataset", "ml-100k", "--model", "bpr", "--out", str(tmp_path / "t"), "--gro-strength", "1"]
+        app, ["train-target", "--dataset", "ml-100k", "--model", "bert4rec", "--out", str(tmp_path / "t"), "--gro-strength", "1"]
     )
-    assert isinstance(result.exception, ConfigError) and "'bpr' is not a sequential model" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and "'bert4rec' is not trained on next-item windows" in str(result.exception)

@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         watermark_length: int = typer.Option(12, "--watermark-length", help="items per watermark sequence"),
         watermark_copies: int = typer.Option(20, "--watermark-copies", help="strength: training copies of each watermark sequence"),
         gro_strength: float | None = typer.Option(
-            None, "--gro-strength", help="train GRO in at this strength (lambda, 0..1000; sequential next-item models; Zhang et al. 2024)"
+            None, "--gro-strength", help="train GRO in at this strength (lambda, 0..1000; not bert4rec; Zhang et al. 2024)"
         ),
         gro_k: int = typer.Option(100, "--gro-k", help="GRO: length of the target lists the simulated student learns from"),
         gro_student: str | None = typer.Option(None, "--gro-student", help="GRO: the simulated student's model (default: the target's)"),

@@ -20,16 +20,18 @@ top-scored item where ``g > 0`` and its lowest-scored item where ``g < 0``; this
 closed form rather than building the ``[N, k, num_items]`` matrix. A rank with ``g = 0`` (no
 active hinge) asks for no swap.
 
-Sequential next-item targets only (SASRec, GRU4Rec, NARM, STAMP): the student reads the target's
-training windows, every predicting position (``positions: all``, as the paper's code) or the
-last one of each window (``last``, cheaper). The student's forward passes and the target's extra
-pass run on their own random streams, so ``strength: 0`` trains bit-for-bit the target plain
-training gives on a CPU.
+Sequential next-item targets (SASRec, GRU4Rec, NARM, STAMP; the paper's setting): the student
+reads the target's training windows, at every predicting position (``positions: all``, as the
+paper's code) or at the last one of each window (``last``, cheaper). Collaborative targets (BPR,
+LMF, NeuMF; carried over from the paper): the queries are the distinct users of each training
+batch, and the student (a collaborative model) learns their lists, as Zhu et al.'s clones learn
+users' lists. The student's passes and the target's extra pass run on their own random streams,
+so ``strength: 0`` trains bit-for-bit the target plain training gives on a CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -92,22 +94,28 @@ def make_gro_config(config: dict[str, Any] | GROConfig) -> GROConfig:
 
 
 def gro_capable(name: str) -> str | None:
-    """Why the registered model ``name`` cannot take part in GRO, or ``None`` when it can: it must
-    be a sequential model trained on next-item windows (its scores readable at any position)."""
+    """Why the registered model ``name`` cannot take part in GRO, or ``None`` when it can: a
+    collaborative model, or a sequential one trained on next-item windows (its scores readable at
+    any position of a window)."""
     cls = model_class(name)
-    if not issubclass(cls, SequentialRecommender):
-        return f"{cls.name!r} is not a sequential model (GRO needs sequential next-item models)"
-    if cls.make_sampler is not SequentialRecommender.make_sampler:
+    if not cls.sequential:
+        return None
+    if not issubclass(cls, SequentialRecommender) or cls.make_sampler is not SequentialRecommender.make_sampler:
         return f"{cls.name!r} is not trained on next-item windows (GRO reads the target's lists at window positions)"
     return None
 
 
 def student_config(config: GROConfig, target: ModelConfig) -> ModelConfig:
-    """The student's model config: the target's own, or the named model at its defaults reading
-    the target's window (``max_len``)."""
+    """The student's model config: the target's own, or the named model at its defaults (reading
+    the target's window, ``max_len``, when sequential); a student of the other kind than the
+    target (user ids vs. sequences) is a ``ConfigError``."""
     if config.student is None:
         return target
-    return make_config({"model": config.student, "max_len": getattr(target, "max_len", 200)})
+    sequential = model_class(target.model).sequential
+    if model_class(config.student).sequential != sequential:
+        kind = "sequential" if sequential else "collaborative"
+        raise ConfigError(f"gro: student {config.student!r} cannot read the queries of a {kind} target {target.model!r}")
+    return make_config({"model": config.student, **({"max_len": getattr(target, "max_len", 200)} if sequential else {})})
 
 
 def student_ranking_loss(listed: torch.Tensor, negatives: torch.Tensor, margin: float) -> torch.Tensor:
@@ -174,8 +182,6 @@ class GROObjective:
         device: torch.device,
         grad_clip: float | None = None,
     ):
-        if not isinstance(student, SequentialRecommender):
-            raise ConfigError(f"gro: the student {student.name!r} is not a sequential model")
         self.config, self.student, self.grad_clip = config, student, grad_clip
         self.optimizer = torch.optim.AdamW(student.parameters(), lr=lr)
         self.stream = _RandomStream(seed, device)
@@ -184,11 +190,23 @@ class GROObjective:
         self._student = torch.zeros((), device=device)
         self.steps = 0
 
-    def _positions(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _queries(self, batch: dict[str, torch.Tensor]) -> Callable[[Recommender], torch.Tensor]:
+        """How a model (target or student) scores this batch's queries: ``[N, num_items]``."""
+        if "targets" not in batch:  # a collaborative batch: its distinct users
+            users = torch.unique(batch["users"])
+            return lambda model: model.score(users)
+        indices = shift_items(batch["inputs"])
         if self.config.positions == "last":
-            rows = torch.arange(batch["targets"].shape[0], device=batch["targets"].device)
-            return rows, torch.full_like(rows, batch["targets"].shape[1] - 1)
-        return target_positions(batch["targets"])
+            rows = torch.arange(indices.shape[0], device=indices.device)
+            cols = torch.full_like(rows, indices.shape[1] - 1)
+        else:
+            rows, cols = target_positions(batch["targets"])
+
+        def at_positions(model: Recommender) -> torch.Tensor:
+            assert isinstance(model, SequentialRecommender)
+            return model.logits(model.represent(indices, rows, cols))
+
+        return at_positions
 
     def _negatives(self, listed: torch.Tensor, num_items: int) -> torch.Tensor:
         """``[N, k]`` items drawn uniformly; a draw that is listed is drawn once more (a rare second hit stays)."""
@@ -197,14 +215,12 @@ class GROObjective:
         listed_again = (first[:, :, None] == listed[:, None, :]).any(-1)
         return torch.where(listed_again, second, first)
 
-    def student_step(
-        self, indices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, listed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One AdamW step of the student on the target's lists ``listed [N, k]``; returns the
-        gradient of its loss with respect to its scores of the listed items and its scores (both
-        detached), for :func:`swap_items`."""
+    def student_step(self, scores_of: Callable[[Recommender], torch.Tensor], listed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One AdamW step of the student on the target's lists ``listed [N, k]`` of the queries
+        ``scores_of`` reads; returns the gradient of its loss with respect to its scores of the
+        listed items and its scores (both detached), for :func:`swap_items`."""
         self.student.train()
-        scores = self.student.logits(self.student.represent(indices, rows, cols))
+        scores = scores_of(self.student)
         picked = scores.gather(1, listed)
         negatives = scores.gather(1, self._negatives(listed, scores.shape[1]))
         loss = student_ranking_loss(picked, negatives, self.config.margin)
@@ -218,16 +234,14 @@ class GROObjective:
         return grad, scores.detach()
 
     def __call__(self, model: Recommender, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The target's loss on ``batch`` (a next-item batch of its own sampler) under GRO."""
+        """The target's loss on ``batch`` (a batch of its own sampler) under GRO."""
         own = model.loss(batch)
-        assert isinstance(model, SequentialRecommender)
-        indices = shift_items(batch["inputs"])
-        rows, cols = self._positions(batch)
+        scores_of = self._queries(batch)
         k = min(self.config.k, model.num_items - 1)
         with self.stream.active():
-            target_scores = model.logits(model.represent(indices, rows, cols))
+            target_scores = scores_of(model)
             listed = target_scores.detach().topk(k, dim=1).indices
-            grad, student_scores = self.student_step(indices, rows, cols, listed)
+            grad, student_scores = self.student_step(scores_of, listed)
         swaps, active = swap_items(grad, student_scores)
         swap = swap_loss(target_scores, listed, swaps, active)
         self._swap += swap.detach().float()

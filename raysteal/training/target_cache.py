@@ -123,7 +123,7 @@ def train_target(
     unusable file there is replaced with a warning); ``on_epoch``: see :func:`fit`;
     ``watermark``: trained in with the real users (:mod:`raysteal.watermark`; sequential models
     only), who alone are validated and evaluated; ``gro``: the target trained against a simulated
-    student (:mod:`raysteal.training.gro`; sequential next-item models only; such a training keeps
+    student (:mod:`raysteal.training.gro`; not BERT4Rec; such a training keeps
     no per-epoch state, the student's not being saved, so a killed one starts over)."""
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     mark = checked_watermark(watermark, cfg)
@@ -239,8 +239,8 @@ def checked_watermark(watermark: dict[str, Any] | WatermarkConfig | None, cfg: M
 
 
 def checked_gro(gro: dict[str, Any] | GROConfig | None, cfg: ModelConfig) -> GROConfig | None:
-    """The validated GRO setting, or ``None``; refused for a target that is not a sequential
-    next-item model, or a student that is not one."""
+    """The validated GRO setting, or ``None``; refused for a sequential target not trained on
+    next-item windows (BERT4Rec), or a student of the other kind than the target."""
     if gro is None:
         return None
     defend = make_gro_config(gro)
