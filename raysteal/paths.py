@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from raysteal.errors import DataFileError
+
 DATA_ENV = "RAYSTEAL_DATA"
 """Environment variable naming the data directory."""
 
@@ -39,8 +41,6 @@ def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     else:
         chosen = cache_dir() / "data"
     if chosen.exists() and not chosen.is_dir():
-        from raysteal.errors import DataFileError
-
         raise DataFileError(f"{chosen}: is a file, not a data directory ({data_dir_origin(explicit)})")
     return chosen
 

@@ -51,3 +51,38 @@ def test_pyright_passes():
         pytest.skip("pyright needs Node.js (node on PATH); without it the pyright package would download one")
     result = _run("pyright", "--pythonpath", sys.executable, *CHECKED, timeout=540)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
+
+
+def _function_level_imports(path: Path) -> list[tuple[int, str]]:
+    """``(line, module)`` of each ``from raysteal... import`` inside a function of ``path``."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = set()
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("raysteal"):
+                    found.add((node.lineno, node.module))
+    return sorted(found)
+
+
+def test_imports_sit_at_the_top_unless_a_comment_says_why():
+    """Outside the command line (whose commands import what they run, so that ``raysteal --help``
+    loads neither torch nor Ray: raysteal/cli/__init__.py says so), an internal import inside a
+    function has a comment on its line or the line above saying why (a heavy module, a cycle)."""
+    unexplained = []
+    for path in sorted((ROOT / "raysteal").rglob("*.py")):
+        if path.parent.name == "cli":
+            continue
+        lines = path.read_text().splitlines()
+        for line, module in _function_level_imports(path):
+            if "#" not in lines[line - 1] and not lines[line - 2].strip().startswith("#"):
+                unexplained.append(f"{path.relative_to(ROOT)}:{line} ({module})")
+    assert unexplained == []
+
+
+def test_the_command_line_starts_without_torch_or_ray():
+    code = "import sys; import raysteal.cli; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

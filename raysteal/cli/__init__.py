@@ -1,4 +1,8 @@
-"""The ``raysteal`` command line (Typer). Each command group lives in its own module."""
+"""The ``raysteal`` command line (Typer). Each command group lives in its own module.
+
+Every command imports what it runs inside its own function, not at the top of its module: the
+package is loaded for any command (and for ``raysteal --help``), so it must load neither torch
+nor Ray (``tests/test_static_checks.py`` checks that it does not)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import sys
 
 import typer
 
-from raysteal.errors import RaystealError
+from raysteal.errors import ConfigError, RaystealError
 
 app = typer.Typer(
     name="raysteal",
@@ -22,8 +26,6 @@ def directory_option(path, option: str):
     file there, or at one of the folders above it, is a clear error before any work
     (``--out base.yaml``, ``--out base.yaml/sub``)."""
     from pathlib import Path
-
-    from raysteal.errors import ConfigError
 
     if path is None:
         return path

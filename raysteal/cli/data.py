@@ -7,8 +7,10 @@ from pathlib import Path
 
 import typer
 
+from raysteal.cli import directory_option
 from raysteal.cli.options import key_values
 from raysteal.errors import DataFileError
+from raysteal.paths import data_dir as resolve_data_dir
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -22,7 +24,6 @@ def list_datasets(
 ) -> None:
     """List the registered datasets, their paper recipe and whether their file is present."""
     from raysteal.data import dataset_names, dataset_spec
-    from raysteal.paths import data_dir as resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     rows = []
@@ -53,7 +54,6 @@ def fetch_dataset(
     force: bool = typer.Option(False, "--force", help="download even if a data file is already present"),
 ) -> None:
     """Download a dataset's official file, verify its sha256 and install it in the data directory."""
-    from raysteal.cli import directory_option
     from raysteal.data import fetch
 
     result = fetch(name, directory_option(data_dir, "--data-dir"), url=url, sha256=sha256, force=force)

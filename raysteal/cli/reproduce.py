@@ -17,7 +17,10 @@ from typing import Any
 
 import typer
 
+from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet
+from raysteal.cli.run import check_rows_for_report, comma_list, finished_runs, resume_command, run_file
+from raysteal.errors import ConfigError, RaystealError
 
 
 def register(app: typer.Typer) -> None:
@@ -66,8 +69,6 @@ def register(app: typer.Typer) -> None:
         resumably, then write OUT/report.md: each table with the paper's value beside ours and the
         held-out measure, each figure as a PNG with the paper's values and the popularity floor, and
         each file's wall time."""
-        from raysteal.cli.run import comma_list
-
         wanted = [name for item in (only or []) for name in comma_list(item)]
         options = RunOptions(address, data_dir, cache_dir, num_cpus, max_concurrent, quiet)
         reproduce(
@@ -103,8 +104,6 @@ def reproduce(
 ) -> None:
     """``raysteal reproduce`` (see the command's help): check every file, import rows ``--from``
     sources, run the chosen files in the planned order, write the report."""
-    from raysteal.cli import directory_option
-    from raysteal.errors import ConfigError, RaystealError
     from raysteal.report.reproduction import render_reproduction
     from raysteal.results.reproduction import experiment_files, plan, resolve_paper, select_files
 
@@ -167,8 +166,6 @@ def _resume_command(
     options: RunOptions,
 ) -> str:
     """The ``raysteal reproduce`` line that resumes this invocation."""
-    from raysteal.cli.run import resume_command
-
     return resume_command(
         paper,
         out_root,
@@ -197,8 +194,6 @@ def _run_entry(entry, command: str, paper: str, options: RunOptions) -> str | No
     """One file's runs, as ``raysteal run`` runs them, with the sitting recorded in its
     ``reproduce.json`` (however it ends); the error's text when it failed (a raysteal error:
     the other files go on), else ``None``."""
-    from raysteal.cli.run import check_rows_for_report, finished_runs, run_file
-    from raysteal.errors import RaystealError
     from raysteal.report.reproduction import duration
     from raysteal.results.reproduction import record_sitting
 
@@ -239,7 +234,6 @@ def load_entries(files: list[Path], out_root: Path, seeds: int | None = None, fi
     """Every file validated (its paper keys included), as plan entries with their seed counts:
     ``figure_seeds`` for the files whose report is figures only, ``seeds`` for the others (and for
     all of them where ``figure_seeds`` is not given); ``None``: the file's own."""
-    from raysteal.errors import ConfigError
     from raysteal.experiment.config import load_experiment
     from raysteal.results.reproduction import PlanEntry, is_figure_file
     from raysteal.results.summary import parse_paper_key

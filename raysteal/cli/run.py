@@ -10,9 +10,11 @@ from pathlib import Path
 
 import typer
 
-from raysteal.atomic import write_text_atomically
+from raysteal import __version__
+from raysteal.atomic import remove_stale_temp_files, write_text_atomically
 from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet, path_text
+from raysteal.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -148,7 +150,6 @@ def run_file(
     ``OUT/invocations``): the data checked, the unfinished runs run into ``out_dir``, finished ones
     skipped. Returns the experiment's rows. On Ctrl-C it says what finished and how to resume
     (``resume``: the command line) and exits 130; failed runs raise ``RaystealError`` once the rest are done."""
-    from raysteal.atomic import remove_stale_temp_files
     from raysteal.distributed.experiment_runner import run_experiment
     from raysteal.experiment.preflight import check_experiment_data
 
@@ -181,7 +182,6 @@ def check_rows_for_report(frame, config, out_dir: Path) -> None:
     ``ConfigError`` naming the entry, saying the runs are done, otherwise)."""
     if frame.empty:
         return
-    from raysteal.errors import ConfigError
     from raysteal.report.render import check_report_columns
 
     try:
@@ -237,8 +237,6 @@ def comma_list(text: str) -> list[str]:
 
 def seed_numbers(text: str) -> list[int]:
     """``--only-seeds 1,3`` as integers; anything else is a ``ConfigError`` naming the option."""
-    from raysteal.errors import ConfigError
-
     names = comma_list(text)
     bad = [n for n in names if not n.isdecimal()]
     if bad:
@@ -251,7 +249,6 @@ def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
     (``--targets``/``--attacks``/``--only-seeds``/``--seeds``/``--where``) and which run ids this invocation
     set out to run. One file each, so invocations sharing a results directory at once never race;
     with the rows' run ids it tells which sitting made which rows."""
-    from raysteal import __version__
     from raysteal.experiment.run import expand_runs
 
     now = datetime.datetime.now(datetime.timezone.utc)

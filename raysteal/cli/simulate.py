@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, Quiet, path_text
+from raysteal.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -34,9 +36,7 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from raysteal.cli import directory_option
         from raysteal.distributed.simulate import detect, run_simulation
-        from raysteal.errors import ConfigError
         from raysteal.experiment.simulate_config import load_simulation
 
         sim = load_simulation(file, attackers=attackers)  # validated before anything launches

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
+from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
+from raysteal.cli.run import save_experiment
 
 
 def register(app: typer.Typer) -> None:
@@ -34,8 +36,6 @@ def register(app: typer.Typer) -> None:
         epochs run to OUT/tune_trials.json and .parquet. Running the same command again on the
         same OUT resumes an interrupted sweep (the Optuna searcher's study included).
         """
-        from raysteal.cli import directory_option
-        from raysteal.cli.run import save_experiment
         from raysteal.distributed.tune import run_tune
         from raysteal.experiment.tune_config import load_tune
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import typer
 
+from raysteal.errors import ConfigError, DataFileError
+
 
 def _watermark_spec(target: Path | None, key: int | None, sequences: int | None, length: int | None) -> tuple[dict[str, Any], int | None]:
     """The watermark mapping and the watermarked target's catalogue size (``None`` when unknown):
     from the owner's target checkpoint, else from ``--key`` (``--sequences`` / ``--length``
     override either)."""
-    from raysteal.errors import ConfigError
-
     if (target is None) == (key is None):
         raise ConfigError("name the watermark: --target (the owner's watermarked checkpoint) or --key, not both")
     spec: dict[str, Any] = {"key": key}
@@ -43,7 +43,6 @@ def _watermark_spec(target: Path | None, key: int | None, sequences: int | None,
 def _load_suspect(path: Path):
     """The suspect's model from its checkpoint; a file that is not one is a one-line ``DataFileError``
     (torch's own refusal of a foreign file spans many lines: only its first is kept)."""
-    from raysteal.errors import DataFileError
     from raysteal.training.checkpoint import load_checkpoint
 
     try:
@@ -86,7 +85,6 @@ def register(app: typer.Typer) -> None:
         Poisson-binomial tail, the probability of at least the observed hits (one-sided; AOW,
         arXiv 2407.21034). The suspect carries the watermark when p < alpha.
         """
-        from raysteal.errors import ConfigError
         from raysteal.oracle import TargetSpec, in_process_oracle
         from raysteal.watermark import make_watermark_config, verify_watermark
 

@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysteal.distributed.progress import target_epoch_message
+from raysteal.distributed.runtime import gpu_share, init_ray, worker_device
+from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.config import DatasetEntry, SplitConfig, TargetEntry
+from raysteal.experiment.context import RunData, SequentialRunData, prepare_dataset, target_cache_labels, target_config
 
 if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where a driver runs
     from raysteal.experiment.run import Run
@@ -33,8 +37,6 @@ if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where 
 def start_ray(address: str | None, num_cpus: int | None) -> float:
     """Start or join Ray (:func:`~raysteal.distributed.runtime.init_ray`); returns the GPU share
     each target preparation, server and run asks for (0 without GPUs)."""
-    from raysteal.distributed.runtime import gpu_share, init_ray
-
     init_ray(address, num_cpus=num_cpus)
     return gpu_share()
 
@@ -52,9 +54,10 @@ def prepare_task(share: float) -> Any:
 def prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_dir: str | None, cache_dir: str | None, news=None):
     """Ray task body: load data, train or load the target, compute the truth lists. ``news``: a
     ``ray.util.queue.Queue`` the target's training epochs are reported on (for the progress display)."""
-    from raysteal.distributed.runtime import worker_device
-    from raysteal.experiment.context import RunData, prepare_dataset, target_cache_labels, target_config
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.oracle import RankingEngine, TargetSpec
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.training import get_or_train_target, load_trained_target
 
     ds_entry, split_cfg, target_entry = DatasetEntry(**dataset), SplitConfig(**split), TargetEntry(**target)
@@ -105,6 +108,7 @@ def with_guard(model, loo, metrics: dict, seed: int, device: str) -> dict:
     (the target beside the popularity recommender on the same users and protocol, and the lift),
     ``test_ranks`` (each user's full-ranking test rank, ``-1``: none) and ``valid_items`` (what
     the rows' accuracy columns exclude besides the training items)."""
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.training.guard import guard_figures
 
     model.to(device)
@@ -129,8 +133,7 @@ def _reporter(news, target: str):
 
 def sequential_run_data(ds_entry, target_entry, ctx, model, meta: dict, max_k: int, device: str):
     """Evaluation inputs of a sequential target: each user's history before the test item."""
-    from raysteal.errors import ConfigError
-    from raysteal.experiment.context import SequentialRunData
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.oracle import RankingEngine
 
     max_len = int(model.config.max_len)
@@ -191,8 +194,6 @@ def news_queue():
 
 def show_news(news, say) -> None:
     """Pass what the target trainings reported since the last look to ``say`` (one line each)."""
-    from raysteal.distributed.progress import target_epoch_message
-
     if news is None:
         return
     try:
@@ -209,6 +210,7 @@ def guard_target(data, what: str, warn_at: float | None, required: float | None,
     ``what`` names the target and the dataset."""
     import warnings
 
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.training import guard
 
     figures = getattr(data, "target_metrics", {}).get("guard")
@@ -235,7 +237,10 @@ def deploy_defense(
     """One ``TargetServer`` of the prepared target behind the defense chain ``defenses`` (its
     ledger journaled in ``state_dir``), and the columns each ``k`` in ``ks`` its rows share
     (the target kind's ``Evaluation.cost_columns``)."""
+    # loads torch and pandas: imported where it is used, so this module loads without it
     from raysteal.experiment.evaluation import evaluation_of
+
+    # loads torch and Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import start_target_server
 
     spec.defenses = list(defenses)
@@ -248,6 +253,7 @@ def server_ledger(server: TargetServerHandle) -> dict[str, Any]:
     """The server's accounts so far (those of earlier invocations, when an experiment resumes)."""
     import ray
 
+    # loads torch and Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import owner_token
 
     ledger_ref: ray.ObjectRef[dict[str, Any]] = server.ledger.remote(owner_token(server))
@@ -258,6 +264,7 @@ def query_log(server: TargetServerHandle):
     """Every request the server saw (its query log, a table)."""
     import ray
 
+    # loads torch and Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import owner_token
 
     return ray.get(server.query_log.remote(owner_token(server)))
@@ -265,6 +272,7 @@ def query_log(server: TargetServerHandle):
 
 def close_server(store: ResultStore, name: str, server: TargetServerHandle) -> None:
     """Write the server's query log as ``OUT/query_logs/<name>``, then stop it (also when the write fails)."""
+    # loads torch and Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import stop_target_server
 
     try:
@@ -299,6 +307,7 @@ def attempt_account(rid: str, ledger: dict[str, Any]) -> str:
 def open_attempt(server: TargetServerHandle, run: Run, ledger: dict[str, Any]) -> QueryClient:
     """Open the account of the next attempt at ``run`` (:func:`attempt_account`) with its whole
     budget, note it in ``ledger`` (the server's accounts so far) and return its client."""
+    # loads torch and Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import client_for
 
     account = attempt_account(run.id, ledger)
@@ -310,7 +319,10 @@ def open_accounts(servers: list[TargetServerHandle], accounts: list[str], budget
     """Open ``accounts[i]`` with ``budgets[i]`` queries on ``servers[i]``, all at once; their clients."""
     import ray
 
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.oracle.client import QueryClient
+
+    # loads torch and Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import owner_token
 
     keys = ray.get([s.register_attacker.remote(a, b, owner_token(s)) for s, a, b in zip(servers, accounts, budgets)])
@@ -322,7 +334,7 @@ def execute_one(run: Run, data, client: BlackBoxClient, aux_cache: str | None, w
     """Ray task body: one run (``workdir``: its scratch directory, for runs that can resume)."""
     import torch
 
-    from raysteal.distributed.runtime import worker_device
+    # loads torch and pandas: imported where it is used, so this module loads without it
     from raysteal.experiment.evaluation import evaluation_for
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -339,8 +351,6 @@ def crashed(err: Exception) -> bool:
 def failure_text(err: Exception) -> str:
     """What a failed task says: a raysteal error raised inside it as its own one-line message (not
     Ray's wrapped traceback), anything else as its repr."""
-    from raysteal.errors import RaystealError
-
     cause = getattr(err, "cause", None)
     if isinstance(cause, RaystealError):
         return f"{type(cause).__name__}: {cause}"
@@ -356,8 +366,6 @@ def concurrency_limit(max_concurrent: int | None = None) -> int:
     their data in memory and time-slicing the same cores."""
     if max_concurrent is not None:
         if max_concurrent < 1:
-            from raysteal.errors import ConfigError
-
             raise ConfigError(f"max_concurrent must be >= 1, got {max_concurrent}")
         return int(max_concurrent)
     import ray

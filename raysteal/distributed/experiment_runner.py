@@ -32,23 +32,21 @@ from raysteal.distributed.deploy import (
     start_ray,
     target_what,
 )
-from raysteal.errors import RaystealError
+from raysteal.distributed.progress import RunProgress
+from raysteal.errors import DataFileError, RaystealError
 from raysteal.experiment.config import ExperimentConfig
 from raysteal.experiment.run import Run, expand_runs
-from raysteal.results.store import ResultStore, run_id
+from raysteal.results.store import ResultStore, canonical_run, run_id
 
 if TYPE_CHECKING:  # annotations only: the servers (and Ray) are imported where an experiment runs
     from ray import ObjectRef
 
-    from raysteal.distributed.progress import RunProgress
     from raysteal.oracle.server import TargetServerHandle
 
 
 def _group_key(run: Run) -> tuple:
     """Runs sharing one deployed target: same dataset, split, target (later-added settings at
     their default left out, as in run ids, so the server's ledger name is stable too)."""
-    from raysteal.results.store import canonical_run
-
     spec = canonical_run(run.spec)
     return (
         json.dumps(spec["dataset"], sort_keys=True),
@@ -61,8 +59,6 @@ def _export(store) -> None:
     """``OUT/results.parquet``; a damaged row file is a warning here (the runs are done, their
     rows kept), and ``raysteal report`` names it."""
     import warnings
-
-    from raysteal.errors import DataFileError
 
     try:
         store.export()
@@ -99,8 +95,6 @@ def run_experiment(
 ) -> ResultStore:
     """Run every unfinished run of ``config``, at most :func:`~raysteal.distributed.deploy.concurrency_limit`
     at once (the rest queue in grid order); returns the result store."""
-    from raysteal.distributed.progress import RunProgress
-
     if max_concurrent is not None:
         concurrency_limit(max_concurrent)  # a bad limit fails before any work (None needs Ray up)
     store = ResultStore(out_dir)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from raysteal.errors import ConfigError
+
 RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -46,8 +48,6 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     before it gives up). ``address`` is ``host:port`` or ``ray://host:port``."""
     import socket
 
-    from raysteal.errors import ConfigError
-
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"cluster address {address!r} is not host:port (or ray://host:port, or auto)")
@@ -69,8 +69,6 @@ def check_fits(cpus: float, gpus: float, what: str) -> None:
     if not _LOCAL["started"]:
         return
     import ray
-
-    from raysteal.errors import ConfigError
 
     have = ray.cluster_resources()
     for name, want, option in (("CPU", cpus, "--num-cpus"), ("GPU", gpus, None)):

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from raysteal.atomic import write_text_atomically
+from raysteal.atomic import write_atomically, write_text_atomically
+from raysteal.detection import evaluate_detection, render_detection
+from raysteal.distributed.benign import benign_accounts, drive, schedule
 from raysteal.distributed.deploy import (
     deploy_defense,
     execute_one,
@@ -39,6 +41,8 @@ from raysteal.distributed.deploy import (
     server_ledger,
     start_ray,
 )
+from raysteal.distributed.progress import RunProgress
+from raysteal.distributed.runtime import check_fits
 from raysteal.errors import RaystealError
 from raysteal.experiment.run import Run, SimulationRole
 from raysteal.experiment.simulate_config import SimulationConfig
@@ -220,7 +224,7 @@ def run_simulation(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run every attacker of ``sim`` at once; returns (and writes) ``OUT/summary.json``."""
-    from raysteal.distributed.runtime import check_fits
+    # loads Ray: imported where it is used, so this module loads without it
     from raysteal.oracle.server import stop_target_server
 
     out = Path(out_dir).resolve()
@@ -291,8 +295,6 @@ def _collect(pending: dict[Any, Run], store: ResultStore, progress: bool) -> tup
     """Wait for every attacker of ``pending`` (task -> run): its row into ``store`` as it ends (one
     failing does not stop the others); the rows, the client latencies and the failures."""
     import ray
-
-    from raysteal.distributed.progress import RunProgress
 
     rows, latencies, failures = [], [], []
     with RunProgress(total=len(pending), enabled=progress) as bar:
@@ -373,8 +375,6 @@ def write_table_atomically(path: Path, frame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysteal.atomic import write_atomically
-
     table = pa.Table.from_pandas(frame, preserve_index=False)
     write_atomically(path, lambda fh: pq.write_table(table, fh))
 
@@ -384,8 +384,6 @@ def _start_benign(
 ) -> tuple[list[BenignAccount], list[ObjectRef[dict]]]:
     """Open the benign accounts (account ``i`` on server ``i % S``) and start their drivers."""
     import ray
-
-    from raysteal.distributed.benign import benign_accounts, drive, schedule
 
     traffic = sim.simulation.benign
     if traffic is None:
@@ -423,8 +421,6 @@ def detect(out_dir: str | Path, fpr: float) -> list[dict]:
     (the labels, joined after scoring) and the attackers' rows (their agreement), so a finished
     run can be scored again (``raysteal simulate FILE --out OUT --rescore``)."""
     import pandas as pd
-
-    from raysteal.detection import evaluate_detection, render_detection
 
     out = Path(out_dir)
     store = ResultStore(out)

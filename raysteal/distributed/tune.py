@@ -44,6 +44,7 @@ from ray.tune import Callback
 
 from raysteal.atomic import write_text_atomically
 from raysteal.distributed.deploy import close_server, deploy_defense, ledger_budget, prepare_one_target, prepare_task, start_ray
+from raysteal.distributed.runtime import check_fits, worker_device
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.evaluation import evaluation_for
 from raysteal.experiment.execute import row_head
@@ -57,6 +58,7 @@ from raysteal.experiment.tune_config import (
     candidate_values,
     epoch_overrides,
 )
+from raysteal.oracle.server import client_for, owner_token
 from raysteal.results.store import ResultStore
 
 if TYPE_CHECKING:  # annotations only: the server module is imported where a sweep runs
@@ -170,9 +172,6 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
     """Tune function trainable: one attack run against the shared server, reporting the probe's
     agreement after each clone epoch (when the metric is a probe metric) and the row at the end."""
     from ray import tune
-
-    from raysteal.distributed.runtime import worker_device
-    from raysteal.oracle.server import client_for
 
     if data is None or setup is None:  # both given by tune.with_parameters
         raise TypeError("tune_trial needs data= and setup= (tune.with_parameters(tune_trial, data=..., setup=...))")
@@ -452,9 +451,6 @@ def run_tune(
     """Run (or resume) the sweep; rows land in ``OUT/runs``, the best configuration in
     ``OUT/best.yaml``. ``storage`` (default ``OUT/tune``) may be a shared path or a URI
     (``s3://...``, ``gs://...``) every node can reach."""
-    from raysteal.distributed.runtime import check_fits
-    from raysteal.oracle.server import owner_token
-
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
     ResultStore(out).clear_finished_work()  # a kill between a trial's row and its scratch removal

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from raysteal.attacks import AttackConfig, get_recipe
+from raysteal.attacks.zhu2023 import train_auxiliary_model
 from raysteal.data.interactions import Interactions
 from raysteal.models.base import Recommender
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
@@ -32,8 +33,6 @@ def auxiliary_key(config: AttackConfig, auxiliary: Interactions, seed: int) -> s
 
 def shared_auxiliary_model(config: AttackConfig, auxiliary: Interactions, seed: int, device: str, cache_dir: str | Path) -> Recommender:
     """The auxiliary model a run of ``config`` with ``seed`` trains, from the cache or trained once."""
-    from raysteal.attacks.zhu2023 import train_auxiliary_model
-
     path = Path(cache_dir) / "auxiliary" / f"{auxiliary_key(config, auxiliary, seed)}.pt"
     if path.is_file():
         model, _ = load_checkpoint(path)

@@ -20,8 +20,11 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raysteal.config_numbers import NumbersAreNotBooleans
+from raysteal.data import dataset_names
+from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
 from raysteal.data.splits import HEAD_FRACTION
-from raysteal.errors import ConfigError, DataFileError, describe_validation
+from raysteal.errors import ConfigError, DataFileError, RaystealError, UnknownNameError, describe_validation
+from raysteal.watermark.spec import make_watermark_config
 
 
 class _Strict(NumbersAreNotBooleans):
@@ -80,7 +83,7 @@ class TargetEntry(_Strict):
     )
     gro: dict[str, Any] | None = Field(
         None,
-        description="sequential next-item targets: GRO (Zhang et al., WSDM 2024) trained in against a simulated student"
+        description="GRO (Zhang et al., WSDM 2024) trained in against a simulated student (sequential next-item and collaborative targets)"
         " (strength, k, student, margin, student_lr, positions; raysteal.training.gro); part of the target's cache key",
     )
 
@@ -93,8 +96,6 @@ class TargetEntry(_Strict):
     @field_validator("watermark")
     @classmethod
     def _valid_watermark(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        from raysteal.watermark.spec import make_watermark_config
-
         try:
             return None if value is None else make_watermark_config(value).model_dump()
         except ConfigError as err:
@@ -111,6 +112,7 @@ class TargetEntry(_Strict):
     @field_validator("gro")
     @classmethod
     def _valid_gro(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.training.gro import make_gro_config
 
         try:
@@ -124,7 +126,7 @@ class TargetEntry(_Strict):
             return self
         if self.checkpoint is not None:
             raise ValueError("gro: a checkpoint target is trained already; train GRO in with `raysteal train-target --gro-strength`")
-        from raysteal.errors import UnknownNameError
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.training.gro import gro_capable
 
         try:
@@ -415,11 +417,16 @@ def select_targets(config: ExperimentConfig, models: list[str]) -> ExperimentCon
 
 def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: bool = False) -> None:
     """Validate the free-form parts (datasets, models, attacks, defenses) against the registries."""
-    from raysteal.data import dataset_names
-    from raysteal.data.datasets import check_dataset_arguments, check_file_arguments
-    from raysteal.errors import RaystealError
+    # the experiment context builds on this module: imported here to break the cycle
+    from raysteal.experiment.context import target_config
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.models.base import make_config
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.oracle.defenses import parse_defenses
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.training.config import make_train_config
 
     known = dataset_names()
@@ -436,7 +443,6 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
         except RaystealError as err:
             raise ConfigError(f"{source}: datasets.{i}: {err}") from None
     _refuse_indistinct_entries(config, source, repeats_allowed)
-    from raysteal.experiment.context import target_config
 
     for i, target in enumerate(config.targets):
         try:
@@ -444,6 +450,7 @@ def validate_entries(config: ExperimentConfig, source: str, repeats_allowed: boo
             make_config(model_cfg)
             make_train_config(train_cfg)
             if target.watermark is not None:
+                # loads torch: imported where it is used, so this module loads without it
                 from raysteal.training.target_cache import checked_watermark
 
                 checked_watermark(target.watermark, make_config(model_cfg))
@@ -465,6 +472,8 @@ def _check_runs(config: ExperimentConfig, source: str) -> None:
     list length each attack asks for."""
     # the typed run builds on this module's entries; imported here to break the cycle
     from raysteal.experiment.run import Run
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.oracle.defenses import check_answer_width
 
     widths: dict[str, dict[int | None, str]] = {}  # defense setting -> list length asked -> an attack asking it
@@ -531,8 +540,10 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_al
 def _check_overridden_run(run: dict[str, Any], source: str) -> None:
     """A run after its ``grid`` overrides: split, target params, K and budget as strictly as the
     top-level keys (the error names the grid)."""
-    from raysteal.errors import RaystealError
+    # the experiment context builds on this module: imported here to break the cycle
     from raysteal.experiment.context import target_config
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.models.base import make_config
 
     where = f"{source}: grid (run {run['dataset']['name']}/{run['target']['model']}/{run['attack'].get('attack')})"
@@ -554,7 +565,10 @@ def _check_overridden_run(run: dict[str, Any], source: str) -> None:
 def _check_target_checkpoint(target: TargetEntry) -> None:
     """A checkpoint target: the file is ours and holds the named model; it fixes the model, so
     ``params`` and ``train`` would be silently ignored and are refused."""
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.models.base import model_class
+
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.training.checkpoint import read_checkpoint
 
     if target.params or target.train:
@@ -576,6 +590,7 @@ SEQUENTIAL_CALIBRATION = "popularity"
 
 def is_sequential_target(model: str) -> bool:
     """Whether the registered model ``model`` is queried by item sequence (SASRec, NARM, ...)."""
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.models.base import model_class
 
     return bool(getattr(model_class(model), "sequential", False))

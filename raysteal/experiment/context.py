@@ -127,6 +127,7 @@ class SequentialRunData:
 def target_config(entry: TargetEntry) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model config, train config) of a target entry: the model's paper preset
     (:mod:`raysteal.training.presets`) overridden by the entry's ``params`` and ``train``."""
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.training.presets import preset
 
     model_cfg, train_cfg = preset(entry.model)

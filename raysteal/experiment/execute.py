@@ -24,9 +24,17 @@ import numpy as np
 import torch
 
 import raysteal
+from raysteal.attacks import AttackConfig, Knowledge, run_attack
 from raysteal.data.splits import attacker_users, head_tail_groups
+from raysteal.errors import ConfigError
+from raysteal.experiment.aux_cache import needs_auxiliary_model, shared_auxiliary_model
 from raysteal.experiment.context import AttackerLogs, RunData
-from raysteal.metrics import agreement_at_k, mean
+from raysteal.metrics import agreement_at_k, mean, topk_items
+from raysteal.oracle import RankingEngine, build_defenses
+from raysteal.oracle.cache import CachingClient
+from raysteal.oracle.cost import defense_cost
+from raysteal.training.evaluate import append_items, held_out_ranks
+from raysteal.training.guard import popularity_lists, ranked_accuracy, target_columns
 
 if TYPE_CHECKING:  # annotations only: the oracle package is not imported here at run time
     from raysteal.experiment.run import Run
@@ -55,8 +63,6 @@ def _child_rng(seed: int, stream: int) -> np.random.Generator:
 
 def build_knowledge(run: Run, data: AttackerLogs):
     """The attacker's knowledge for this run (seeded by the run's seed)."""
-    from raysteal.attacks import Knowledge
-
     split, seed = run.split, run.seed
     known = np.sort(attacker_users(data.train, fraction=split.attacker_fraction, seed=_child_rng(seed, 1)))
     rng = _child_rng(seed, 2)
@@ -79,8 +85,6 @@ def build_knowledge(run: Run, data: AttackerLogs):
 
 def clone_lists(clone, knowledge, k: int, device: str, chunk: int = 2048) -> np.ndarray:
     """The clone's top-``k`` for each known user, the user's known items excluded."""
-    from raysteal.metrics import topk_items
-
     data = knowledge.target_data
     out = np.empty((data.num_users, k), dtype=np.int64)
     clone = clone.to(device).eval()
@@ -99,9 +103,6 @@ def held_out_accuracy(clone, knowledge, data: RunData, k: int, device: str) -> d
     (:func:`raysteal.training.evaluate.held_out_ranks`: training and validation items excluded,
     ties against the test item); NaN where the target's ranks were not prepared
     (``data.target_metrics`` lacks ``test_ranks`` / ``valid_items``)."""
-    from raysteal.training.evaluate import append_items, held_out_ranks
-    from raysteal.training.guard import ranked_accuracy
-
     ranks, valid = data.target_metrics.get("test_ranks"), data.target_metrics.get("valid_items")
     if ranks is None or valid is None:
         nan = float("nan")
@@ -129,7 +130,6 @@ def remembering(run: Run, client: BlackBoxClient | None) -> BlackBoxClient | Non
     """``client`` behind the attacker's answer memory when the experiment sets ``query_cache``."""
     if client is None or not run.query_cache:
         return client
-    from raysteal.oracle.cache import CachingClient
 
     return CachingClient(client)
 
@@ -195,8 +195,6 @@ def finish_row(
 def check_list_lengths(k: int, attack_k: int | None, num_items: int) -> None:
     """The experiment's K and an attack's own list length fit the target's catalogue (before any
     work: an attack that never queries would otherwise score lists longer than the catalogue)."""
-    from raysteal.errors import ConfigError
-
     for name, value in (("k", k), ("attack k", attack_k)):
         if value is not None and int(value) > num_items:
             raise ConfigError(f"{name}={value} is larger than the catalogue ({num_items} items)")
@@ -209,9 +207,6 @@ def execute_run(
     models are shared between runs through that directory (identical results, less training).
     ``on_epoch`` is passed to :func:`raysteal.attacks.run_attack` (e.g. Ray Tune's reports)."""
     import dataclasses
-
-    from raysteal.attacks import AttackConfig, run_attack
-    from raysteal.experiment.aux_cache import needs_auxiliary_model, shared_auxiliary_model
 
     started, started_at = time.perf_counter(), time.time()
     k, config = run.k, run.attack
@@ -231,7 +226,6 @@ def execute_run(
     queried[knowledge.query_users] = True
     agr_k = np.asarray(agreement_at_k(truth[:, :k], clone_top[:, :k]))
     agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
-    from raysteal.training.guard import popularity_lists
 
     popular = popularity_lists(data.train, knowledge.target_user_ids, k)  # the floor: the same users, the target's log
     floor_k = np.asarray(agreement_at_k(truth[:, :k], popular))
@@ -302,8 +296,6 @@ class EpochProbe:
         """The model's top lists for the probe users, their known items excluded."""
         import torch
 
-        from raysteal.metrics import topk_items
-
         out = np.empty((len(self.rows), self.width), dtype=np.int64)
         model.eval()
         with torch.no_grad():
@@ -316,8 +308,6 @@ class EpochProbe:
         return out
 
     def __call__(self, model) -> dict[str, float]:
-        from raysteal.metrics import agreement_at_k, mean
-
         lists = self.lists(model)
         agr_k = np.asarray(agreement_at_k(self.truth[:, : self.k], lists[:, : self.k]))
         agr_10 = np.asarray(agreement_at_k(self.truth[:, :10], lists[:, :10]))
@@ -366,10 +356,6 @@ class CollaborativeEvaluation:
     def cost_columns(self, spec, data: RunData, k: int) -> dict[str, float]:
         """The columns every row of this target and ``k`` shares: the popularity guard's and the
         target's own Recall/NDCG@k over all its users, with and without the defense (Fig. 8)."""
-        from raysteal.oracle import RankingEngine, build_defenses
-        from raysteal.oracle.cost import defense_cost
-        from raysteal.training.guard import target_columns
-
         users = np.flatnonzero(data.test_items >= 0)
         engine = RankingEngine(spec.model, data.train.indptr, data.train.items)
         chain = build_defenses(spec.defenses, spec.item_popularity)

@@ -19,10 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import raysteal
+from raysteal.attacks.registry import get_recipe
 from raysteal.data.splits import attacker_users
+from raysteal.errors import ConfigError
 from raysteal.experiment.context import EvaluationUsers, SequentialRunData
 from raysteal.experiment.execute import _child_rng, cache_hits, check_list_lengths, finish_row, remembering, row_head
 from raysteal.experiment.run import PopularityFloor
+from raysteal.extraction import ExtractionConfigBase, SequenceKnowledge, run_extraction
+from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics, student_lists
+from raysteal.extraction.resume import claim_run_directory
+from raysteal.metrics import agreement_at_k, mean
+from raysteal.training.guard import target_columns
 
 if TYPE_CHECKING:
     from raysteal.experiment.run import Run
@@ -88,8 +95,6 @@ def scored_users(run: Run, data: EvaluationUsers) -> np.ndarray:
 
 def sequential_knowledge(run: Run, data: SequentialRunData, needs_data: bool):
     """The attacker's knowledge and the mask of evaluation users it knows (never scored)."""
-    from raysteal.extraction import SequenceKnowledge
-
     known_eval = np.zeros(len(data.eval_users), dtype=bool)
     if not needs_data:
         return SequenceKnowledge(num_items=data.train.num_items, max_len=data.max_len), known_eval
@@ -120,9 +125,6 @@ def popularity_lists(data: SequentialRunData, sequences: np.ndarray, k: int) -> 
 
 
 def _scored_metrics(student: np.ndarray, data: SequentialRunData, keep: np.ndarray, is_head: np.ndarray, k: int) -> dict[str, float]:
-    from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics
-    from raysteal.metrics import agreement_at_k, mean
-
     teacher = data.teacher_lists[keep]
     metrics = dict(extraction_metrics(student[keep], teacher, head=is_head[keep], test_items=data.test_items[keep]))
     metrics["agr@k"] = mean(np.asarray(agreement_at_k(teacher[:, :k], student[keep][:, :k])))
@@ -137,8 +139,6 @@ def _known_user_agreement(student: np.ndarray, data: SequentialRunData, known: n
     """Agreement on the users an attacker with real data knows (for every attack, data-free ones
     included, so rows compare): Zhu et al.'s Table 8 protocol scores the attacker's own users,
     whose histories a PTD/PTQ/PTAQ student trained on; ``agr@k`` scores everyone else."""
-    from raysteal.metrics import agreement_at_k, mean
-
     rows = np.isin(data.eval_users, known)
     if not rows.any():
         return {}
@@ -178,11 +178,6 @@ def execute_sequential_run(
         student = popularity_lists(data, data.eval_sequences, width)
         queries, student_model = 0, "popularity"
     else:
-        from raysteal.attacks.registry import get_recipe
-        from raysteal.extraction import ExtractionConfigBase, run_extraction
-        from raysteal.extraction.evaluate import student_lists
-        from raysteal.extraction.resume import claim_run_directory
-
         assert isinstance(config, ExtractionConfigBase), "a sequential target's run carries an extraction config"
         check_list_lengths(k, config.k, data.train.num_items)
         if workdir is not None and get_recipe(config.attack, "sequential").resumable:
@@ -200,11 +195,8 @@ def execute_sequential_run(
         labels = config.row_labels()
     keep = ~known_eval & scored_users(run, data)
     if not keep.any():
-        from raysteal.errors import ConfigError
-
         raise ConfigError("split: no evaluation user is left to score (attacker_population / scored_users / attacker_fraction leave none)")
     is_head = data.head_mask(run.split.head_fraction)
-    from raysteal.metrics import agreement_at_k, mean
 
     # the floor of agr@k/lift: the popularity lists' agreement with the teacher on the same users
     popular = student[keep] if isinstance(config, PopularityFloor) else popularity_lists(data, data.eval_sequences[keep], width)
@@ -245,8 +237,6 @@ class SequentialEpochProbe:
         self.device = device
 
     def __call__(self, model) -> dict[str, float]:
-        from raysteal.extraction.evaluate import extraction_metrics, student_lists
-
         lists = np.asarray(student_lists(model, self.sequences, max(10, self.teacher.shape[1]), device=self.device))
         return {k: float(v) for k, v in extraction_metrics(lists, self.teacher, head=self.is_head).items()}
 
@@ -289,8 +279,6 @@ class SequentialEvaluation:
 
     def cost_columns(self, spec, data: SequentialRunData, k: int) -> dict[str, float]:
         """The popularity guard's columns (sequential rows carry the teacher's own accuracy besides: teacher_ndcg@10)."""
-        from raysteal.training.guard import target_columns
-
         return target_columns(data.target_metrics)
 
 

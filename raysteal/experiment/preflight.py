@@ -195,6 +195,7 @@ def _collaborative_groups(run: Run, ctx: DatasetContext) -> tuple[UserGroups, st
     problem = _target_problem(run, ctx)
     known = queried = 0
     if ctx.target.num_users:
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.experiment.execute import build_knowledge
 
         knowledge = build_knowledge(run, _KnowledgeView(train=ctx.loo.train, auxiliary=ctx.auxiliary))
@@ -217,6 +218,7 @@ def _sequential_groups(run: Run, ctx: DatasetContext) -> tuple[UserGroups, str]:
     known = np.zeros(0, dtype=np.int64)
     scorable = np.ones(len(evaluable), dtype=bool)
     if ctx.target.num_users:
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.experiment.execute_sequential import known_users, scored_users
 
         view = _EvaluationView(train=ctx.loo.train, eval_users=np.asarray(evaluable))

@@ -74,6 +74,7 @@ def attack_settings(attack: dict[str, Any], sequential: bool) -> AttackSettings:
     """``attack`` validated into its recipe's config class for a target of this kind (one-line
     ``ConfigError`` otherwise); the popularity floor of a sequential target takes no options."""
     if not sequential:
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.attacks import make_attack_config
 
         return make_attack_config(attack)
@@ -82,6 +83,7 @@ def attack_settings(attack: dict[str, Any], sequential: bool) -> AttackSettings:
         if extra:
             raise ConfigError(f"popularity takes no options, got {sorted(extra)}")
         return PopularityFloor()
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.extraction import make_extraction_config
 
     return make_extraction_config(attack)
@@ -110,6 +112,7 @@ class Run(BaseModel):
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Run:
         """Validate a run's JSON form (what :func:`expand_runs` builds, or a saved one)."""
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.oracle.defenses import parse_defenses
 
         spec = copy.deepcopy(spec)
@@ -163,6 +166,7 @@ class Run(BaseModel):
             return None
         if self.sequential:
             return self.attack.k if getattr(self.attack, "uses_queries", False) else None
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.attacks.registry import get_recipe
 
         return self.attack.k if "queries" in get_recipe(self.attack.attack).needs else None

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import ExperimentConfig, _format_validation, parse_experiment
+from raysteal.experiment.config import ExperimentConfig, _format_validation, parse_experiment, read_config_file
 from raysteal.experiment.run import Run, expand_runs
 
 
@@ -144,6 +144,7 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
                 f"{source}: simulation.budgets: a budget of 0 leaves {querying[0]!r} no query to make "
                 "(it learns from the black box's answers)"
             )
+    # loads torch: imported where it is used, so this module loads without it
     from raysteal.oracle.defenses import RateLimitSpec, parse_defenses
 
     for i, defense in enumerate(experiment.defenses):
@@ -158,7 +159,5 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
 
 def load_simulation(path: str | Path, attackers: int | None = None) -> SimulationConfig:
     """Read and validate a simulation file (YAML or JSON)."""
-    from raysteal.experiment.config import read_config_file
-
     raw = read_config_file(path, "simulation")
     return parse_simulation(raw, source=str(path), attackers=attackers)

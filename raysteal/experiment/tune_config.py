@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, parse_experiment
+from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, parse_experiment, read_config_file
 from raysteal.experiment.evaluation import evaluation_for
 from raysteal.experiment.run import Run, expand_runs
 
@@ -349,8 +349,6 @@ def _validate_settings(settings: TuneSettings, space: dict[str, dict[str, Any]],
 
 def load_tune(path: str | Path) -> TuneExperiment:
     """Read and validate a tune file (YAML or JSON)."""
-    from raysteal.experiment.config import read_config_file
-
     raw = read_config_file(path, "tune")
     return parse_tune(raw, source=str(path))
 

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from raysteal.errors import DataFileError
+from raysteal.oracle.ledger import session_charges
 
 QUERY_LOG_SCHEMA = pa.schema(
     [
@@ -332,8 +333,6 @@ def journaled_logs(ledgers_dir: str | os.PathLike, skip: set[str]) -> Iterator[t
     """``(server, log)`` of every session journaled under ``ledgers_dir/<server>/`` that is not in
     ``skip`` (the sessions whose part was written): a killed invocation's log, rebuilt from its
     journal and its server's ledger."""
-    from raysteal.oracle.ledger import session_charges
-
     root = Path(ledgers_dir)
     if not root.is_dir():
         return

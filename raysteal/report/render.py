@@ -13,6 +13,7 @@ import pandas as pd
 
 from raysteal.atomic import remove_stale_temp_files, write_atomically, write_text_atomically
 from raysteal.errors import ConfigError, DataFileError
+from raysteal.report.search import search_evidence
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import (
     DEFAULT_METRICS,
@@ -232,7 +233,6 @@ def search_section(root: Path, out_dir: Path) -> list[str]:
     spec_path = root / "tune_spec.json"
     if not (root / "tune").is_dir() or not spec_path.is_file():
         return []
-    from raysteal.report.search import search_evidence
 
     tune = json.loads(spec_path.read_text()).get("tune") or {}
     page = search_evidence(root / "tune", str(tune.get("metric")), str(tune.get("mode", "max")))

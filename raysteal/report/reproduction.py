@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raysteal import __version__
 from raysteal.atomic import remove_stale_temp_files, write_text_atomically
+from raysteal.experiment.run import expand_runs
+from raysteal.report.render import experiment_sections
 from raysteal.results.reproduction import PlanEntry, imported_runs, sittings
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import FLOOR_ATTACK, floor_values, summarize, unmatched_paper_keys, with_derived_metrics
@@ -45,8 +48,6 @@ def file_rows(entry: PlanEntry) -> tuple[pd.DataFrame, int]:
     """The rows of ``entry``'s file in its directory that belong to its grid (at any seed up to
     the most there are), derived metrics added; and the number of other rows (runs of earlier
     settings of the file, left out)."""
-    from raysteal.experiment.run import expand_runs
-
     frame = ResultStore(entry.out_dir).load()
     if frame.empty:
         return frame, 0
@@ -62,8 +63,6 @@ def file_rows(entry: PlanEntry) -> tuple[pd.DataFrame, int]:
 
 def finished_of_grid(entry: PlanEntry) -> int:
     """How many runs of ``entry``'s grid (at its seed count) have a row."""
-    from raysteal.experiment.run import expand_runs
-
     store = ResultStore(entry.out_dir)
     done = store.finished()
     return len({run.id for run in expand_runs(entry.config) if store.is_finished(run.ids, done)})
@@ -167,8 +166,6 @@ def render_reproduction(
     """Write ``root/report.md`` (and ``root/<stem>-<i>-<kind>.png``) for ``entries`` (every file of
     the paper's folder, run or not, in running order); returns its path. ``status``: a word per
     file stem where this invocation has one to say (``failed: ...``)."""
-    from raysteal.report.render import experiment_sections
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(root)
@@ -178,7 +175,6 @@ def render_reproduction(
     for entry in entries:
         frames[entry.stem], stale[entry.stem] = file_rows(entry)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    from raysteal import __version__
 
     lines = [
         f"# Reproduction: {paper}",

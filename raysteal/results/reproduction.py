@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raysteal.atomic import write_atomically, write_text_atomically
-from raysteal.errors import ConfigError
+from raysteal.data.datasets import dataset_spec
+from raysteal.errors import ConfigError, DataFileError, RaystealError
+from raysteal.experiment.config import read_config_file
+from raysteal.experiment.run import expand_runs
+from raysteal.results.store import ResultStore
 
 if TYPE_CHECKING:
     from raysteal.experiment.config import DatasetEntry
@@ -77,8 +81,6 @@ def default_experiments_root() -> Path:
 
 def file_kind(path: Path) -> str:
     """``experiment``, ``tune`` (a ``search_space`` section) or ``simulate`` (a ``simulation`` section)."""
-    from raysteal.experiment.config import read_config_file
-
     raw = read_config_file(path, "experiment")
     if "search_space" in raw:
         return "tune"
@@ -151,9 +153,6 @@ def is_figure_file(config) -> bool:
 
 def _dataset_size(dataset: DatasetEntry) -> float:
     """Interactions of a dataset entry, in millions, where the registry knows it (else 0.1)."""
-    from raysteal.data.datasets import dataset_spec
-    from raysteal.errors import RaystealError
-
     if dataset.path is None:
         try:
             expected = dataset_spec(dataset.name).expected
@@ -187,9 +186,6 @@ def plan(entries: list[PlanEntry]) -> list[PlanEntry]:
     trained target together, the cheaper file first within a group, and the groups in the order
     that finishes the most files soonest (Smith's rule: the lower estimated cost per file first),
     so a single file of hours waits behind a group of many short ones."""
-    from raysteal.experiment.run import expand_runs
-    from raysteal.results.store import ResultStore
-
     for entry in entries:
         runs = list({r.id: r for r in expand_runs(entry.config)}.values())
         store = ResultStore(entry.out_dir)
@@ -227,8 +223,6 @@ def _read_json(path: Path, default: Any) -> Any:
     except FileNotFoundError:
         return default
     except ValueError as err:
-        from raysteal.errors import DataFileError
-
         raise DataFileError(f"{path}: not the JSON raysteal reproduce writes ({err}); move it away or restore it") from None
 
 
@@ -247,9 +241,6 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
     """Copy into ``out_dir/runs`` the rows of ``config``'s runs that a source directory holds and
     ``out_dir`` does not (a run's id is a hash of its whole specification, so a row is taken only
     for the very run); each is recorded in ``out_dir/imported.json``. Returns rows copied per source."""
-    from raysteal.experiment.run import expand_runs
-    from raysteal.results.store import ResultStore
-
     store = ResultStore(out_dir)
     done = store.finished()
     runs = [r for r in expand_runs(config) if not store.is_finished(r.ids, done)]

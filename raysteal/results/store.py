@@ -182,6 +182,7 @@ class ResultStore:
         One part per server start, ``NAME.<session>.parquet`` (the session the server's log carries,
         else a fresh one): unique per writer, so invocations sharing one output directory never
         overwrite each other's part, and writing a session's log again replaces its own part."""
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.oracle.querylog import SESSION_KEY, new_session, part_name
 
         session = (table.schema.metadata or {}).get(SESSION_KEY, b"").decode() or new_session()
@@ -208,6 +209,7 @@ class ResultStore:
     def load_query_logs(self) -> pd.DataFrame:
         """Every server's query log: the parts, and the journal (``ledgers/NAME/querylog-*.jsonl``)
         of each server start that wrote no part (an invocation killed, interrupted or still running)."""
+        # loads torch: imported where it is used, so this module loads without it
         from raysteal.oracle.querylog import journaled_logs, part_server, part_session
 
         parts = sorted(self.logs_dir.glob("*.parquet")) if self.logs_dir.is_dir() else []

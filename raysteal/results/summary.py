@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from raysteal.data.splits import HEAD_FRACTION
+from raysteal.errors import ConfigError
 
 CELL_COLUMNS = [
     "experiment",
@@ -132,8 +133,6 @@ _PAPER_KEY = re.compile(r"^(?P<base>[^\[\]]+?)(?:\[(?P<conditions>[^\[\]]*)\])?$
 
 def parse_paper_key(key: str) -> PaperKey:
     """``key`` as a :class:`PaperKey`; a malformed one is a ``ConfigError`` naming it."""
-    from raysteal.errors import ConfigError
-
     match = _PAPER_KEY.match(str(key).strip())
     parts = match["base"].split("/") if match else []
     if match is None or len(parts) != 3 or not all(p.strip() for p in parts):

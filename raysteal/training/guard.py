@@ -26,6 +26,7 @@ from torch import nn
 
 from raysteal.data.interactions import Interactions
 from raysteal.data.splits import LeaveOneOut
+from raysteal.metrics import csr_select, topk_items
 from raysteal.training.evaluate import evaluate
 
 DEFAULT_WARN_LIFT = 1.2
@@ -64,8 +65,6 @@ class PopularityRecommender(nn.Module):
 def popularity_lists(train: Interactions, users: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     """The popularity recommender's top-``k`` for ``users`` of ``train`` (each user's ``train``
     items excluded), ``int64 [len(users), k]``, ``-1``-padded where fewer than ``k`` items remain."""
-    from raysteal.metrics import csr_select, topk_items
-
     users = np.asarray(users, dtype=np.int64)
     scores = torch.from_numpy(popularity_scores(train.item_counts))
     k = min(int(k), train.num_items)

@@ -73,6 +73,7 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train each part ``model.pretraining()`` names and fuse them into ``model``; returns a summary,
     ``{"parts": {name: {best_epoch, best_valid_ndcg@10, epochs_run, train_seconds}}}``."""
+    # the trainer imports this module (fit calls pretrain): imported here to break the cycle
     from raysteal.training.trainer import fit, seeded_model
 
     settings = make_train_config(config, **model.pretraining_settings(config))
