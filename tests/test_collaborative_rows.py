@@ -20,7 +20,7 @@ def world():
     return untrained_run_data(20, num_users=300, num_items=120, max_len=40, seed=4)
 
 
-def _run(head_fraction=None):
+def _run(head_fraction=None, attack: dict | None = None):
     split = {"attacker_fraction": 0.5, **({} if head_fraction is None else {"head_fraction": head_fraction})}
     spec = parse_experiment(
         {
@@ -28,7 +28,7 @@ def _run(head_fraction=None):
             "seeds": 1,
             "datasets": [{"name": "synthetic"}],
             "targets": [{"model": "bpr"}],
-            "attacks": [{"attack": "popularity"}],
+            "attacks": [attack or {"attack": "popularity"}],
             "split": split,
             "k": 20,
         }
@@ -85,3 +85,29 @@ def test_a_zero_budget_is_refused_for_attacks_that_query():
         with pytest.raises(ConfigError, match=f"budget: 0 leaves '{attack}' no query"):
             parse_experiment({**spec, "attacks": [{"attack": attack}]})
     assert parse_experiment({**spec, "attacks": [{"attack": "ptd"}, {"attack": "pta"}, {"attack": "popularity"}]})
+
+
+def test_a_budget_that_cuts_the_queries_counts_only_the_answered_users_as_queried(world):
+    """Issue 24 item 4: under a budget shorter than the planned queries only a random subset of
+    the query users is answered; agr@k and agr@10 are scored on those, and the others are held out."""
+    from raysteal.experiment.execute import EpochProbe
+
+    target, loo, data = world
+    run = _run(attack={"attack": "ptq", "epochs": 1, "finetune_epochs": 1})
+    knowledge = build_knowledge(run, data)
+    planned = len(knowledge.query_users)
+    oracle = in_process_oracle(TargetSpec.from_training_log(target, loo.train))
+    budget = planned // 3
+    row = execute_run(run, data, oracle.register_attacker("cut", budget=budget))
+    assert row["queried_users"] == budget  # not the planned ones: only answered lists count
+    assert row["queries"] == budget and row["planned_queried_users"] == planned
+    full = execute_run(run, data, oracle.register_attacker("whole"))
+    assert full["queried_users"] == full["planned_queried_users"] == planned
+    # the Tune probe counts the same users once the answers are in (the fine-tuning epoch)
+    probe, seen = EpochProbe(run, data), []
+    again = execute_run(run, data, oracle.register_attacker("probed", budget=budget), on_epoch=lambda e, stats: seen.append(stats))
+    assert again["agr@k"] == pytest.approx(row["agr@k"])  # the same seed draws the same answered users
+    answered = seen[-1]["answered_users"]
+    assert answered is not None and len(answered) == budget
+    measured = probe(seen[-1])
+    assert measured["agr@k"] == pytest.approx(row["agr@k"]) and measured["agr@k/heldout"] == pytest.approx(row["agr@k/heldout"])

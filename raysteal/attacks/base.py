@@ -239,4 +239,4 @@ def run_attack(
     }
     if on_epoch is not None:
         info.update(clone_epochs=ctx.epoch, stopped_early=ctx.stopped)
-    return AttackResult(clone=clone, queries=ctx.queries, info=info)
+    return AttackResult(clone=clone, queries=ctx.queries, info=info, answered_users=ctx.answered_users)

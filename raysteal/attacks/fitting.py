@@ -58,6 +58,7 @@ class AttackContext:
     on_epoch: EpochCallback | None = None
     epoch: int = 0
     stopped: bool = False
+    answered_users: np.ndarray | None = None  # the known users whose lists the black box answered
 
     def child_seed(self, phase: str) -> int:
         """A 63-bit seed for ``phase``, derived from the run seed and the phase name."""
@@ -80,7 +81,8 @@ class AttackContext:
             if inner is not None:
                 inner(phase_epoch, loss)
             self.epoch += 1
-            if on_epoch(self.epoch, {"phase": phase, "phase_epoch": phase_epoch, "loss": loss, "model": model}) is True:
+            stats = {"phase": phase, "phase_epoch": phase_epoch, "loss": loss, "model": model, "answered_users": self.answered_users}
+            if on_epoch(self.epoch, stats) is True:
                 self.stopped = True
                 raise StopTraining(phase_epoch)
 

@@ -112,6 +112,7 @@ def _steal(
     rng = np.random.default_rng(ctx.child_seed("query_subset"))
     answered = query_top_k(client, kn.target_user_ids, kn.queryable(), cfg.k, rng)
     ctx.queries += answered.queries
+    ctx.answered_users = answered.users
     fit_lists(
         clone,
         answered.users,

@@ -198,7 +198,7 @@ def tune_trial(config: dict[str, Any], data=None, setup: TrialSetup | None = Non
         last.update({TIME_ATTR: epoch, "phase": phase, "phase_epoch": phase_epoch})
         if probe is None:
             return
-        measured = probe(stats["model"])
+        measured = probe(stats)
         if setup.metric is not None:
             peaks.update(epoch, measured.get(setup.metric), phase, phase_epoch)
         metrics = {

@@ -44,8 +44,8 @@ class Evaluation(Protocol):
         """Run the attack and measure it: the run's results row."""
         ...
 
-    def probe(self, run: Run, data: Any, device: str, max_users: int) -> Callable[[Any], dict[str, float]]:
-        """The per-epoch probe: a model in training -> :attr:`probe_metrics`."""
+    def probe(self, run: Run, data: Any, device: str, max_users: int) -> Callable[[dict[str, Any]], dict[str, float]]:
+        """The per-epoch probe: an epoch's stats (``model``: the clone in training, ...) -> :attr:`probe_metrics`."""
         ...
 
     def clone_name(self, run: Run) -> str:

@@ -222,8 +222,9 @@ def execute_run(
         output.clone, knowledge, min(max(k, 10), data.train.num_items), device
     )  # Agr@10 needs 10, a tiny catalogue has fewer
     truth = data.truth_lists[knowledge.target_user_ids]
+    # the users whose lists were answered: under a budget, a subset of those planned (query_users)
     queried = np.zeros(len(knowledge.target_user_ids), dtype=bool)
-    queried[knowledge.query_users] = True
+    queried[knowledge.query_users if output.answered_users is None else output.answered_users] = True
     agr_k = np.asarray(agreement_at_k(truth[:, :k], clone_top[:, :k]))
     agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
 
@@ -240,6 +241,7 @@ def execute_run(
         "hyperparameters": config.model_dump(),
         "known_users": int(len(knowledge.target_user_ids)),
         "queried_users": int(queried.sum()),
+        "planned_queried_users": int(len(knowledge.queryable())),
         "agr@k": mean(agr_k[queried]),
         "agr@k/heldout": mean(agr_k[~queried]) if (~queried).any() else float("nan"),
         "agr@k/all": mean(agr_k),
@@ -307,16 +309,20 @@ class EpochProbe:
                 out[start:stop] = np.asarray(topk_items(scores, self.width, exclude=exclude))
         return out
 
-    def __call__(self, model) -> dict[str, float]:
-        lists = self.lists(model)
+    def __call__(self, stats: dict[str, Any]) -> dict[str, float]:
+        """The measures of ``stats["model"]`` (an epoch's stats); ``stats["answered_users"]``, once
+        the attack holds its answers, are the queried users (as in the row)."""
+        answered = stats.get("answered_users")
+        queried = self.queried if answered is None else np.isin(self.rows, np.asarray(answered))
+        lists = self.lists(stats["model"])
         agr_k = np.asarray(agreement_at_k(self.truth[:, : self.k], lists[:, : self.k]))
         agr_10 = np.asarray(agreement_at_k(self.truth[:, :10], lists[:, :10]))
-        held = ~self.queried
+        held = ~queried
         return {
-            "agr@k": mean(agr_k[self.queried]),
+            "agr@k": mean(agr_k[queried]),
             "agr@k/heldout": mean(agr_k[held]) if held.any() else math.nan,
             "agr@k/all": mean(agr_k),
-            "agr@10": mean(agr_10[self.queried]),
+            "agr@10": mean(agr_10[queried]),
             "agr@10/heldout": mean(agr_10[held]) if held.any() else math.nan,
         }
 

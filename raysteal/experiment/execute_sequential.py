@@ -236,8 +236,9 @@ class SequentialEpochProbe:
         self.is_head = data.head_mask(run.split.head_fraction)[self.rows]
         self.device = device
 
-    def __call__(self, model) -> dict[str, float]:
-        lists = np.asarray(student_lists(model, self.sequences, max(10, self.teacher.shape[1]), device=self.device))
+    def __call__(self, stats: dict[str, Any]) -> dict[str, float]:
+        """The measures of ``stats["model"]`` (an epoch's stats)."""
+        lists = np.asarray(student_lists(stats["model"], self.sequences, max(10, self.teacher.shape[1]), device=self.device))
         return {k: float(v) for k, v in extraction_metrics(lists, self.teacher, head=self.is_head).items()}
 
 
