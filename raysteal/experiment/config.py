@@ -265,7 +265,7 @@ class ExperimentConfig(_Strict):
 GRID_SECTIONS = {"split", "attack", "target", "k", "budget"}
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
+def format_validation(err: ValidationError, source: str) -> str:
     return f"{source}: {describe_validation(err)}"
 
 
@@ -334,7 +334,7 @@ def parse_experiment(
     try:
         config = ExperimentConfig(**raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, source)) from None
+        raise ConfigError(format_validation(err, source)) from None
     if seeds is not None:
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")

@@ -57,21 +57,21 @@ FINAL_METRICS = PROBE_METRICS + (
 """Numeric row columns a Tune trial of a collaborative target reports once, when it finishes (usable with a FIFO scheduler)."""
 
 
-def _child_rng(seed: int, stream: int) -> np.random.Generator:
+def child_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
 def build_knowledge(run: Run, data: AttackerLogs):
     """The attacker's knowledge for this run (seeded by the run's seed)."""
     split, seed = run.split, run.seed
-    known = np.sort(attacker_users(data.train, fraction=split.attacker_fraction, seed=_child_rng(seed, 1)))
-    rng = _child_rng(seed, 2)
+    known = np.sort(attacker_users(data.train, fraction=split.attacker_fraction, seed=child_rng(seed, 1)))
+    rng = child_rng(seed, 2)
     order = rng.permutation(len(known))
     n_query = max(1, int(round(split.query_fraction * len(known))))
     query_users = np.sort(order[:n_query])
     auxiliary = data.auxiliary
     if split.auxiliary_size < 1.0 and auxiliary.num_users:
-        aux_rng = _child_rng(seed, 3)
+        aux_rng = child_rng(seed, 3)
         keep = np.sort(aux_rng.permutation(auxiliary.num_users)[: max(1, int(round(split.auxiliary_size * auxiliary.num_users)))])
         auxiliary = auxiliary.select_users(keep)
     knowledge = Knowledge(

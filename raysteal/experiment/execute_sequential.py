@@ -23,7 +23,7 @@ from raysteal.attacks.registry import get_recipe
 from raysteal.data.splits import attacker_users
 from raysteal.errors import ConfigError
 from raysteal.experiment.context import EvaluationUsers, SequentialRunData
-from raysteal.experiment.execute import _child_rng, cache_hits, check_list_lengths, finish_row, remembering, row_head
+from raysteal.experiment.execute import cache_hits, check_list_lengths, child_rng, finish_row, remembering, row_head
 from raysteal.experiment.run import PopularityFloor
 from raysteal.extraction import ExtractionConfigBase, SequenceKnowledge, run_extraction
 from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics, student_lists
@@ -72,9 +72,9 @@ def known_users(run: Run, data: EvaluationUsers) -> np.ndarray:
     fraction = run.split.attacker_fraction
     population = attacker_population(run, data)
     if population is None:
-        return np.sort(attacker_users(data.train, fraction=fraction, seed=_child_rng(run.seed, 1)))
+        return np.sort(attacker_users(data.train, fraction=fraction, seed=child_rng(run.seed, 1)))
     n = min(max(int(round(fraction * len(population))), 1), len(population))
-    return np.sort(_child_rng(run.seed, 1).choice(population, size=n, replace=False))
+    return np.sort(child_rng(run.seed, 1).choice(population, size=n, replace=False))
 
 
 def scored_users(run: Run, data: EvaluationUsers) -> np.ndarray:

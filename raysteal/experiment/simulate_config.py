@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import ExperimentConfig, _format_validation, parse_experiment, read_config_file
+from raysteal.experiment.config import ExperimentConfig, format_validation, parse_experiment, read_config_file
 from raysteal.experiment.run import Run, expand_runs
 
 
@@ -126,7 +126,7 @@ def parse_simulation(raw: dict[str, Any], source: str = "simulation file", attac
     try:
         settings = SimulationSettings(**sim_raw)
     except ValidationError as err:
-        raise ConfigError(_format_validation(err, source).replace(f"{source}: ", f"{source}: simulation.", 1)) from None
+        raise ConfigError(format_validation(err, source).replace(f"{source}: ", f"{source}: simulation.", 1)) from None
     if settings.detection is not None and (settings.benign is None or settings.benign.accounts < 4):
         raise ConfigError(
             f"{source}: simulation.detection: needs simulation.benign with at least 4 accounts "

@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raysteal.config_numbers import NumbersAreNotBooleans
 from raysteal.errors import ConfigError
-from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, _format_validation, parse_experiment, read_config_file
+from raysteal.experiment.config import GRID_SECTIONS, ExperimentConfig, SplitConfig, format_validation, parse_experiment, read_config_file
 from raysteal.experiment.evaluation import evaluation_for
 from raysteal.experiment.run import Run, expand_runs
 
@@ -266,7 +266,7 @@ def _validate_key(raw: dict[str, Any], key: str, name: str, args: list[Any], sou
             try:
                 SplitConfig(**{**raw.get("split", {}), field: value})
             except ValidationError as err:
-                raise ConfigError(_format_validation(err, where)) from None
+                raise ConfigError(format_validation(err, where)) from None
     distinct = list({json.dumps(v, sort_keys=True, default=str): v for v in values}.values())  # a grid_search may repeat a value
     try:
         parse_experiment({**raw, "grid": {**raw.get("grid", {}), key: distinct}}, source=source, seeds=1)
@@ -312,7 +312,7 @@ def parse_tune(raw: dict[str, Any], source: str = "tune file") -> TuneExperiment
     try:
         settings = TuneSettings(**tune_raw)
     except ValidationError as err:
-        message = _format_validation(err, source)
+        message = format_validation(err, source)
         raise ConfigError(message.replace(f"{source}: ", f"{source}: tune.", 1)) from None
     _validate_settings(settings, parsed, runs[0], source)
     return TuneExperiment(experiment=experiment, search_space=parsed, tune=settings, raw_experiment=raw)
