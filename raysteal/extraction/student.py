@@ -42,7 +42,7 @@ from raysteal.models.base import PAD, ModelConfig
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions, shift_items
 from raysteal.models.sequence_samplers import leading_padding
 from raysteal.training.step import bf16_autocast, training_step
-from raysteal.training.trainer import _child_seeds, _private_rng, seeded_model, training_device
+from raysteal.training.trainer import child_seeds, private_rng, seeded_model, training_device
 
 _NEGATIVE_ROUNDS = 4
 """Redraw rounds for negatives that hit the list; any left after them are masked (-1)."""
@@ -385,7 +385,7 @@ def train_student(
     dev = training_device(device)
     student.to(dev)
     use_amp = bf16_autocast(amp, dev)
-    sample_seed, rng_seed = _child_seeds(seed, 2)
+    sample_seed, rng_seed = child_seeds(seed, 2)
     generator = torch.Generator(device=dev).manual_seed(sample_seed)
     make_batch = _BatchMaker(data, dev, student.num_items, num_negatives, positions_per_sequence, realign)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -408,7 +408,7 @@ def train_student(
     )  # what a saved state must have been made with
     stopped = False
     started = time.perf_counter()
-    with _private_rng(rng_seed, dev):
+    with private_rng(rng_seed, dev):
         so_far = load_training_state(state_path, state_key, student, optimizer, generator, dev, restart_if_unusable)
         resumed_epoch = so_far.epoch
         for epoch in range(so_far.epoch + 1, epochs + 1):

@@ -39,7 +39,7 @@ from raysteal.extraction.types import SequenceKnowledge, StudentBatch
 from raysteal.models.base import PAD
 from raysteal.oracle.protocol import BlackBoxClient
 from raysteal.training.loop import optimize
-from raysteal.training.trainer import _private_rng, fit, resolve_device
+from raysteal.training.trainer import fit, private_rng, resolve_device
 
 
 class _ZhuSequentialConfig(ExtractionConfigBase):
@@ -157,7 +157,7 @@ def fit_next_item(
     student.to(dev)
     sampler = student.make_sampler(log, batch_size)
     sample_seed, rng_seed = np.random.SeedSequence([seed, 7]).generate_state(2)
-    with _private_rng(int(rng_seed), dev):
+    with private_rng(int(rng_seed), dev):
         result = optimize(
             student,
             sampler,

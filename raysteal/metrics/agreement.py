@@ -15,7 +15,7 @@ import math
 import torch
 
 from raysteal.errors import ConfigError
-from raysteal.metrics._arrays import (
+from raysteal.metrics.arrays import (
     ArrayLike,
     any_torch,
     as_lists,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from raysteal.errors import ConfigError
-from raysteal.metrics._arrays import (
+from raysteal.metrics.arrays import (
     ArrayLike,
     ItemSets,
     any_torch,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from raysteal.errors import ConfigError
-from raysteal.metrics._arrays import ArrayLike
+from raysteal.metrics.arrays import ArrayLike
 
 
 def _values(values: object) -> np.ndarray:

@@ -99,13 +99,13 @@ def training_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _child_seeds(seed: int, n: int) -> list[int]:
+def child_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent 63-bit seeds derived from ``seed`` (numpy SeedSequence)."""
     return [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
 @contextlib.contextmanager
-def _private_rng(seed: int, device: torch.device) -> Iterator[None]:
+def private_rng(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global RNGs for the block (dropout, initialisers) and restore them afterwards."""
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -115,7 +115,7 @@ def _private_rng(seed: int, device: torch.device) -> Iterator[None]:
 
 def seeded_model(config: dict[str, Any] | ModelConfig, num_users: int, num_items: int, seed: int) -> Recommender:
     """``build_model`` with parameter initialisation drawn from ``seed`` (global RNG untouched)."""
-    with _private_rng(_child_seeds(seed, 1)[0], torch.device("cpu")):
+    with private_rng(child_seeds(seed, 1)[0], torch.device("cpu")):
         return build_model(config, num_users=num_users, num_items=num_items)
 
 
@@ -178,7 +178,7 @@ def fit(
     config = make_train_config(config)
     dev = training_device(device)
     amp = _use_amp(config, dev)
-    sample_seed, rng_seed, eval_seed = _child_seeds(seed, 3)
+    sample_seed, rng_seed, eval_seed = child_seeds(seed, 3)
     model.to(dev)
     sampler = model.make_sampler(split.train, config.batch_size)
     optimizer = make_optimizer(model.parameters(), config)
@@ -190,30 +190,13 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     stale, done, elapsed = 0, False, 0.0
     first_epoch = 1
-    with _private_rng(rng_seed, dev), _Progress(_show_progress(progress), config.epochs, steps) as bar:
-        saved = load_loop_state(
-            state_path,
-            format=STATE_FORMAT,
-            key=state_key,
-            model=model,
-            optimizer=optimizer,
-            generator=generator,
-            device=dev,
-            restart_if_unusable=restart_if_unusable,
-            what="target training state",
-        )
+    with private_rng(rng_seed, dev), _Progress(_show_progress(progress), config.epochs, steps) as bar:
+        loop = {"format": STATE_FORMAT, "key": state_key, "model": model, "optimizer": optimizer, "generator": generator, "device": dev}
+        saved = load_loop_state(state_path, **loop, restart_if_unusable=restart_if_unusable, what="target training state")
         if saved is not None:
             first_epoch, stale, done, elapsed, best_state = _restore_progress(result, saved, dev)
         elif wants_pretraining(model):  # a fresh start: the parts first (a saved state holds them fused already)
-            t_pre = time.perf_counter()
-            result.pretrain = pretrain(model, split, config, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch)
-            if valid_users.size:  # the fused start is the first candidate: training on must beat it (epoch 0)
-                ndcg = validation_ndcg(model, split, valid_users, device=dev)
-                result.pretrain["fused_valid_ndcg@10"] = result.best_valid_ndcg = ndcg
-                result.best_epoch = 0
-                if config.early_stopping:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            result.pretrain_seconds = time.perf_counter() - t_pre
+            best_state = _start_from_parts(model, split, config, seed, dev, state_path, on_epoch, valid_users, result)
         started = time.perf_counter() - elapsed  # the time box counts the earlier attempts' time too
         for epoch in range(first_epoch, 0 if done else config.epochs + 1):
             t0 = time.perf_counter()
@@ -225,14 +208,8 @@ def fit(
             log: dict[str, float] = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "step_seconds": step_time}
             out_of_time = config.max_seconds is not None and time.perf_counter() - started >= config.max_seconds
             if valid_users.size and (epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time):
-                ndcg = validation_ndcg(model, split, valid_users, device=dev)
-                log["valid_ndcg@10"] = ndcg
-                if not ndcg <= result.best_valid_ndcg:  # first validation, or an improvement
-                    result.best_valid_ndcg, result.best_epoch, stale = ndcg, epoch, 0
-                    if config.early_stopping:
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    stale += 1
+                log["valid_ndcg@10"] = validation_ndcg(model, split, valid_users, device=dev)
+                stale, best_state = _after_validation(model, config, result, epoch, log["valid_ndcg@10"], stale, best_state)
             result.history.append(log)
             bar.epoch_done(log)
             patience_spent = config.early_stopping and stale >= config.patience and epoch >= config.min_epochs
@@ -240,14 +217,7 @@ def fit(
             done = patience_spent or out_of_time or epoch == config.epochs
             if state_path is not None:
                 save_loop_state(
-                    state_path,
-                    format=STATE_FORMAT,
-                    key=state_key,
-                    model=model,
-                    optimizer=optimizer,
-                    generator=generator,
-                    device=dev,
-                    progress=_progress_fields(result, stale, done, time.perf_counter() - started, best_state),
+                    state_path, **loop, progress=_progress_fields(result, stale, done, time.perf_counter() - started, best_state)
                 )
             if on_epoch is not None:
                 on_epoch(
@@ -256,14 +226,54 @@ def fit(
             if done:
                 break
     remove_part_states(model, state_path)  # the parts' own states, kept until the model's training is done
+    _keep_best(model, config, result, best_state)
+    result.train_seconds = time.perf_counter() - started + result.pretrain_seconds
+    return result
+
+
+def _weights(model: Recommender) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _start_from_parts(
+    model: Recommender, split: LeaveOneOut, config: TrainConfig, seed: int, dev: torch.device, state_path, on_epoch, valid_users, result
+) -> dict[str, torch.Tensor] | None:
+    """Pre-train the parts ``model`` names and fuse them (:mod:`raysteal.training.pretrain`); the
+    fused start is validated as epoch 0, the first candidate training on must beat. Returns its
+    weights when early stopping keeps the best ones."""
+    if not wants_pretraining(model):  # (the caller asked already; this narrows the type)
+        return None
+    t_pre = time.perf_counter()
+    result.pretrain = pretrain(model, split, config, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch)
+    best_state = None
+    if valid_users.size:
+        ndcg = validation_ndcg(model, split, valid_users, device=dev)
+        result.pretrain["fused_valid_ndcg@10"] = result.best_valid_ndcg = ndcg
+        result.best_epoch = 0
+        if config.early_stopping:
+            best_state = _weights(model)
+    result.pretrain_seconds = time.perf_counter() - t_pre
+    return best_state
+
+
+def _after_validation(
+    model: Recommender, config: TrainConfig, result: TrainResult, epoch: int, ndcg: float, stale: int, best_state
+) -> tuple[int, dict[str, torch.Tensor] | None]:
+    """Early stopping's bookkeeping after a validation: the epochs without improvement, and the best weights so far."""
+    if not ndcg <= result.best_valid_ndcg:  # first validation, or an improvement
+        result.best_valid_ndcg, result.best_epoch = ndcg, epoch
+        return 0, (_weights(model) if config.early_stopping else best_state)
+    return stale + 1, best_state
+
+
+def _keep_best(model: Recommender, config: TrainConfig, result: TrainResult, best_state) -> None:
+    """The model left in eval mode with the best validated weights (early stopping), else the final ones."""
     if config.early_stopping and best_state is not None:
         model.load_state_dict(best_state)
     else:  # no validation, or early stopping off: the final weights are what we return
         result.best_epoch = result.epochs_run
         result.best_valid_ndcg = result.history[-1].get("valid_ndcg@10", float("nan"))
     model.eval()
-    result.train_seconds = time.perf_counter() - started + result.pretrain_seconds
-    return result
 
 
 STATE_FORMAT = "raysteal-target-training-state/1"
