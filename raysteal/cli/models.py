@@ -71,86 +71,128 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from raysteal.cli import directory_option
-        from raysteal.data import load_dataset
-        from raysteal.experiment.config import DatasetEntry, SplitConfig
-        from raysteal.experiment.context import target_cache_labels
-        from raysteal.models.base import make_config
-        from raysteal.training import get_or_train_target, make_train_config, preset, save_checkpoint, train_target
 
         if threads is not None:
             torch.set_num_threads(threads)
-        model_cfg, train_cfg = preset(model)
-        model_over, train_over = _parse_overrides(overrides)
-        model_cfg.update(model_over)
-        train_cfg.update(train_over)
-        if epochs is not None:
-            train_cfg["epochs"] = epochs
         directory_option(out, "--out")
-        make_config(model_cfg)  # a bad override fails before the data is read
-        make_train_config(train_cfg)
-        watermark = None
-        if watermark_key is not None:  # so does a bad watermark
-            from raysteal.training.target_cache import checked_watermark
+        model_cfg, train_cfg = _target_settings(model, overrides, epochs)  # a bad override fails before the data is read
+        watermark = None if watermark_key is None else (watermark_key, watermark_sequences, watermark_length, watermark_copies)
+        gro = None if gro_strength is None else (gro_strength, gro_k, gro_student)
+        train_target_into(out, dataset, preprocess, model_cfg, train_cfg, seed, device, data_dir, cache, cache_dir, watermark, gro)
 
-            watermark = checked_watermark(
-                {"key": watermark_key, "sequences": watermark_sequences, "length": watermark_length, "copies": watermark_copies},
-                make_config(model_cfg),
-            )
-        gro = None
-        if gro_strength is not None:  # and a bad GRO setting
-            from raysteal.training.target_cache import checked_gro
 
-            gro = checked_gro({"strength": gro_strength, "k": gro_k, "student": gro_student}, make_config(model_cfg))
-        log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
-        out.mkdir(parents=True, exist_ok=True)
-        if cache:
-            # the labels `raysteal run` gives a target of the whole log (split.aux_fraction 0), so
-            # an experiment with the same model and training settings finds this one
-            dataset_label, preprocess_label = target_cache_labels(
-                DatasetEntry(name=dataset, preprocess=preprocess), SplitConfig(aux_fraction=0.0)
-            )
-            target, meta = get_or_train_target(
-                log,
-                model_cfg,
-                train_cfg,
-                seed=seed,
-                dataset=dataset_label,
-                preprocess=preprocess_label,
-                cache_dir=cache_dir,
-                device=device,
-                watermark=watermark,
-                gro=gro,
-            )
-            shutil.copyfile(meta["path"], out / "checkpoint.pt")
-            metrics, cached = meta["metrics"], meta["cache_hit"]
-        else:
-            target, metrics = train_target(log, model_cfg, train_cfg, seed=seed, device=device, watermark=watermark, gro=gro)
-            extra = {"dataset": dataset, "preprocess": preprocess, "seed": seed}
-            if watermark is not None:  # the owner's checkpoint: `raysteal verify --target` reads the watermark here
-                extra["watermark"] = watermark.model_dump(mode="json")
-            if gro is not None:
-                extra["gro"] = gro.model_dump(mode="json")
-            save_checkpoint(out / "checkpoint.pt", target, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
-            cached = False
-        report = {
-            "model": target.name,
-            "dataset": dataset,
-            "preprocess": preprocess,
-            "seed": seed,
-            "spec": target.spec(),
-            "fingerprint": log.fingerprint(),
-            "cache_hit": cached,
-            **metrics,
-        }
-        write_text_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
-        test = metrics["test"]
-        how = "from cache" if cached else f"trained in {metrics['train']['train_seconds']:.1f}s"
-        if watermark is not None:
-            how += f", watermark key {watermark.key} ({watermark.sequences}x{watermark.length} items, {watermark.copies} copies)"
-        if gro is not None:
-            how += f", GRO strength {gro.strength:g} (top-{gro.k} lists, student {gro.student or target.name})"
-        typer.echo(
-            f"{target.name} on {dataset}: HR@10 {test['hr@10_100neg']:.4f} NDCG@10 {test['ndcg@10_100neg']:.4f} "
-            f"(100 neg), NDCG@10 {test['ndcg@10_full']:.4f} (full); "
-            f"{how} -> {out}"
-        )
+def _target_settings(model: str, overrides: list[str], epochs: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's preset with the ``--set`` overrides and ``--epochs``, validated."""
+    from raysteal.models.base import make_config
+    from raysteal.training import make_train_config, preset
+
+    model_cfg, train_cfg = preset(model)
+    model_over, train_over = _parse_overrides(overrides)
+    model_cfg.update(model_over)
+    train_cfg.update(train_over)
+    if epochs is not None:
+        train_cfg["epochs"] = epochs
+    make_config(model_cfg)
+    make_train_config(train_cfg)
+    return model_cfg, train_cfg
+
+
+def train_target_into(
+    out: Path,
+    dataset: str,
+    preprocess: str,
+    model_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    seed: int,
+    device: str,
+    data_dir: Path | None,
+    cache: bool,
+    cache_dir: Path | None,
+    watermark_args: tuple[int, int, int, int] | None,
+    gro_args: tuple[float, int, str | None] | None,
+) -> None:
+    """``raysteal train-target``'s work: train (or take from the cache) the target, save
+    ``OUT/checkpoint.pt`` and ``OUT/metrics.json``, and say its accuracy. ``watermark_args``:
+    (key, sequences, length, copies); ``gro_args``: (strength, k, student)."""
+    from raysteal.data import load_dataset
+    from raysteal.models.base import make_config
+    from raysteal.training.target_cache import checked_gro, checked_watermark
+
+    cfg = make_config(model_cfg)
+    watermark = gro = None
+    if watermark_args is not None:  # a bad watermark fails before the data is read
+        key, sequences, length, copies = watermark_args
+        watermark = checked_watermark({"key": key, "sequences": sequences, "length": length, "copies": copies}, cfg)
+    if gro_args is not None:  # and a bad GRO setting
+        strength, k, student = gro_args
+        gro = checked_gro({"strength": strength, "k": k, "student": student}, cfg)
+    log = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
+    out.mkdir(parents=True, exist_ok=True)
+    run = (log, model_cfg, train_cfg, seed, device, watermark, gro)
+    if cache:
+        target, metrics, cached = _cached_target(out, dataset, preprocess, cache_dir, *run)
+    else:
+        target, metrics, cached = _fresh_target(out, dataset, preprocess, *run)
+    report = {
+        "model": target.name,
+        "dataset": dataset,
+        "preprocess": preprocess,
+        "seed": seed,
+        "spec": target.spec(),
+        "fingerprint": log.fingerprint(),
+        "cache_hit": cached,
+        **metrics,
+    }
+    write_text_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float) + "\n")
+    test = metrics["test"]
+    how = "from cache" if cached else f"trained in {metrics['train']['train_seconds']:.1f}s"
+    if watermark is not None:
+        how += f", watermark key {watermark.key} ({watermark.sequences}x{watermark.length} items, {watermark.copies} copies)"
+    if gro is not None:
+        how += f", GRO strength {gro.strength:g} (top-{gro.k} lists, student {gro.student or target.name})"
+    typer.echo(
+        f"{target.name} on {dataset}: HR@10 {test['hr@10_100neg']:.4f} NDCG@10 {test['ndcg@10_100neg']:.4f} "
+        f"(100 neg), NDCG@10 {test['ndcg@10_full']:.4f} (full); "
+        f"{how} -> {out}"
+    )
+
+
+def _cached_target(
+    out: Path, dataset: str, preprocess: str, cache_dir: Path | None, log, model_cfg, train_cfg, seed, device, watermark, gro
+):
+    """The target from the target cache (trained there first when missing), copied to ``OUT/checkpoint.pt``."""
+    from raysteal.experiment.config import DatasetEntry, SplitConfig
+    from raysteal.experiment.context import target_cache_labels
+    from raysteal.training import get_or_train_target
+
+    # the labels `raysteal run` gives a target of the whole log (split.aux_fraction 0), so
+    # an experiment with the same model and training settings finds this one
+    dataset_label, preprocess_label = target_cache_labels(DatasetEntry(name=dataset, preprocess=preprocess), SplitConfig(aux_fraction=0.0))
+    target, meta = get_or_train_target(
+        log,
+        model_cfg,
+        train_cfg,
+        seed=seed,
+        dataset=dataset_label,
+        preprocess=preprocess_label,
+        cache_dir=cache_dir,
+        device=device,
+        watermark=watermark,
+        gro=gro,
+    )
+    shutil.copyfile(meta["path"], out / "checkpoint.pt")
+    return target, meta["metrics"], meta["cache_hit"]
+
+
+def _fresh_target(out: Path, dataset: str, preprocess: str, log, model_cfg, train_cfg, seed, device, watermark, gro):
+    """A target trained here (no cache), saved as ``OUT/checkpoint.pt`` with what `raysteal verify` reads."""
+    from raysteal.training import save_checkpoint, train_target
+
+    target, metrics = train_target(log, model_cfg, train_cfg, seed=seed, device=device, watermark=watermark, gro=gro)
+    extra = {"dataset": dataset, "preprocess": preprocess, "seed": seed}
+    if watermark is not None:  # the owner's checkpoint: `raysteal verify --target` reads the watermark here
+        extra["watermark"] = watermark.model_dump(mode="json")
+    if gro is not None:
+        extra["gro"] = gro.model_dump(mode="json")
+    save_checkpoint(out / "checkpoint.pt", target, fingerprint=log.fingerprint(), metrics=metrics, extra=extra)
+    return target, metrics, False

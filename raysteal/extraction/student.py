@@ -364,19 +364,16 @@ def train_student(
     ``{"loss", <objective logs>, "epoch_seconds", "prefixes"}``; returning ``True`` stops training
     (Ray Tune / ASHA). All randomness derives from ``seed``; the global torch RNG is untouched.
 
-    ``realign`` (0..1): the share of each batch's sequences cut at a uniformly chosen queried
-    prefix and shifted right so that prefix ends in the last column. Students with position
-    embeddings counted from the right (SASRec) then also see prefixes at the positions real,
-    shorter sequences put them at evaluation; the prefixes after a cut are left out of that step.
-    Per-position extras (second axis = sequence length) are shifted with their sequences.
+    ``realign`` (0..1): the share of each batch's sequences cut at a random queried prefix and
+    shifted right so that it ends in the last column, so that students with positions counted from
+    the right (SASRec) also see prefixes where shorter real sequences put them (extras indexed by
+    position shift with them; the prefixes after a cut sit that step out).
 
-    ``state_path``: after every epoch the whole training state is written there atomically
-    (:mod:`raysteal.extraction.training_state`); when the file exists, training goes on after its
-    epoch (``resumed_epoch`` in the stats) and ends where an uninterrupted run would (``epochs``
-    counts from the first epoch). The state is keyed by the seed, data size, optimiser settings,
-    device type, AMP, gradient clipping and the objective's ``repr`` (its parameters, e.g. the
-    margin); a state made for other ones is a ``ConfigError``, or, with ``restart_if_unusable``
-    (a run directory of the runner), ignored with a warning.
+    ``state_path``: the whole training state is written there after every epoch
+    (:mod:`raysteal.extraction.training_state`) and training goes on after a saved epoch
+    (``resumed_epoch``), ending where an uninterrupted run would. A state made with another seed,
+    data size, optimiser, device type, AMP, clipping or objective (its ``repr``) is a
+    ``ConfigError``, or with ``restart_if_unusable`` ignored with a warning.
     """
     _check_options(
         realign=realign, epochs=epochs, batch_size=batch_size, num_negatives=num_negatives, positions_per_sequence=positions_per_sequence
