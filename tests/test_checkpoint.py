@@ -111,7 +111,7 @@ def test_target_cache_trains_once_per_key(log, tmp_path, monkeypatch):
 
 
 def test_target_key_ignores_fields_added_at_their_defaults(log):
-    """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` existed keeps its key."""
+    """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` / ``min_steps`` / ``min_delta`` existed keeps its key."""
     model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
     train_cfg = make_train_config({"epochs": 1})
     old_spec = {
@@ -121,7 +121,9 @@ def test_target_key_ignores_fields_added_at_their_defaults(log):
         "split": "leave_one_out",
         "seed": 0,
         "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "length_buckets"},
-        "train": {k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in ("max_seconds", "optimizer")},
+        "train": {
+            k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in ("max_seconds", "optimizer", "min_steps", "min_delta")
+        },
     }
     old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()
     key = target_cache.target_key(log, model_cfg, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none")

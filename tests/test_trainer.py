@@ -82,6 +82,54 @@ def test_early_stopping_restores_the_best_validated_weights(split):
     assert result.epochs_run == 12 or stale == 2
 
 
+def test_noise_does_not_reset_patience_but_the_best_weights_are_kept():
+    """min_delta: a validation resets patience only when it beats the best by that relative margin;
+    a smaller gain still becomes the best (its weights are the ones restored)."""
+    from types import SimpleNamespace
+
+    from raysteal.training.trainer import _after_validation
+
+    model = seeded_model({"model": "bpr", "embedding_dim": 4}, 5, 7, 0)
+    result = SimpleNamespace(best_valid_ndcg=float("-inf"), best_epoch=0)
+    config = make_train_config({"min_delta": 0.01})
+    stale, best = 0, None
+    trace = []
+    for epoch, ndcg in enumerate([0.100, 0.1005, 0.1004, 0.1020, 0.1021], start=1):
+        stale, best = _after_validation(model, config, result, epoch, ndcg, stale, best)
+        trace.append((stale, result.best_epoch))
+    assert trace == [(0, 1), (1, 2), (2, 2), (0, 4), (1, 5)]
+    plain = SimpleNamespace(best_valid_ndcg=float("-inf"), best_epoch=0)
+    stale = 0
+    for epoch, ndcg in enumerate([0.100, 0.1005, 0.1004], start=1):  # min_delta 0: any gain resets, as before
+        stale, _ = _after_validation(model, make_train_config(), plain, epoch, ndcg, stale, None)
+    assert stale == 1 and plain.best_epoch == 2
+
+
+def test_min_steps_keeps_a_small_log_training(split):
+    """On a small log an epoch is few optimiser steps: min_steps sets the budget in steps."""
+
+    def run(**extra):
+        model = seeded_model({"model": "bpr", "embedding_dim": 16}, split.train.num_users, split.train.num_items, 0)
+        config = {"epochs": 30, "batch_size": 64, "lr": 1e-2, "patience": 1, "min_delta": 0.9, **extra}
+        return fit(model, split, config, seed=0, progress=False)
+
+    quick = run()  # a 90% margin is never met: patience 1 stops at the second validation
+    assert quick.epochs_run == 2
+    steps_per_epoch = len(seeded_model({"model": "bpr"}, split.train.num_users, split.train.num_items, 0).make_sampler(split.train, 64))
+    held = run(min_steps=6 * steps_per_epoch)
+    assert held.epochs_run == 6
+    with pytest.raises(ConfigError, match="min_delta"):
+        make_train_config({"min_delta": 1.5})
+
+
+def test_new_stopping_settings_at_their_defaults_leave_target_cache_keys_alone():
+    from raysteal.training.target_cache import _without_added_fields
+
+    kept = _without_added_fields(make_train_config().model_dump(mode="json"))
+    assert "min_steps" not in kept and "min_delta" not in kept
+    assert "min_steps" in _without_added_fields(make_train_config({"min_steps": 10}).model_dump(mode="json"))
+
+
 def test_time_box_stops_after_the_epoch_that_passes_it_and_validates_it(split):
     model = seeded_model({"model": "bpr", "embedding_dim": 16}, split.train.num_users, split.train.num_items, 0)
     config = {"epochs": 50, "batch_size": 16, "lr": 1e-2, "eval_every": 10, "max_seconds": 1e-6}

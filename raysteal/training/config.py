@@ -31,6 +31,23 @@ class TrainConfig(NumbersAreNotBooleans):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs")
     eval_users: int | None = Field(None, ge=1, description="validate on a seeded subsample of users")
     min_epochs: int = Field(1, ge=1, description="never stop before this many epochs")
+    min_steps: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "never stop before this many optimiser steps (the same budget on a small log, whose epochs are few steps, "
+            "as on a large one); None: no such floor"
+        ),
+    )
+    min_delta: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "a validation resets patience only when it beats the best so far by this relative margin (0.01: 1%), so "
+            "noise does not keep a flat curve training; the best weights are kept whatever the margin"
+        ),
+    )
     max_seconds: float | None = Field(
         None, gt=0.0, description="time box: stop after the epoch in which training passes this many seconds (validated, best weights kept)"
     )

@@ -52,6 +52,8 @@ _ADDED_FIELDS: dict[str, object] = {
     "pretrain_epochs": None,
     "pretrain_lr": None,
     "optimizer": "adamw",
+    "min_steps": None,
+    "min_delta": 0.0,
 }
 """Model / train config fields added after targets were cached: left out of the key while at
 their default, so a cache written before the field existed still answers."""

@@ -213,6 +213,7 @@ def fit(
             result.history.append(log)
             bar.epoch_done(log)
             patience_spent = config.early_stopping and stale >= config.patience and epoch >= config.min_epochs
+            patience_spent = patience_spent and (config.min_steps is None or epoch * steps >= config.min_steps)
             result.stopped_by_time = out_of_time and not patience_spent
             done = patience_spent or out_of_time or epoch == config.epochs
             if state_path is not None:
@@ -259,10 +260,16 @@ def _start_from_parts(
 def _after_validation(
     model: Recommender, config: TrainConfig, result: TrainResult, epoch: int, ndcg: float, stale: int, best_state
 ) -> tuple[int, dict[str, torch.Tensor] | None]:
-    """Early stopping's bookkeeping after a validation: the epochs without improvement, and the best weights so far."""
-    if not ndcg <= result.best_valid_ndcg:  # first validation, or an improvement
+    """Early stopping's bookkeeping after a validation: the validations without a real improvement
+    (one beating the best by ``config.min_delta``, relative), and the best weights so far (the
+    best, by any margin)."""
+    best = result.best_valid_ndcg
+    if not ndcg <= best * (1.0 + config.min_delta):  # first validation, or a real improvement
         result.best_valid_ndcg, result.best_epoch = ndcg, epoch
         return 0, (_weights(model) if config.early_stopping else best_state)
+    if ndcg > best:  # better, but within the noise margin: kept, patience not reset
+        result.best_valid_ndcg, result.best_epoch = ndcg, epoch
+        return stale + 1, (_weights(model) if config.early_stopping else best_state)
     return stale + 1, best_state
 
 
