@@ -47,6 +47,7 @@ from raysteal.errors import RaystealError
 from raysteal.experiment.run import Run, SimulationRole
 from raysteal.experiment.simulate_config import SimulationConfig
 from raysteal.oracle.errors import RateLimitExceeded
+from raysteal.oracle.protocol import ClientWrapper
 from raysteal.results.store import ResultStore
 
 if TYPE_CHECKING:  # annotations only: Ray and the servers are imported where a simulation runs
@@ -54,17 +55,17 @@ if TYPE_CHECKING:  # annotations only: Ray and the servers are imported where a 
 
     from raysteal.distributed.benign import BenignAccount
     from raysteal.oracle.client import QueryClient
-    from raysteal.oracle.core import TargetInfo
     from raysteal.oracle.server import TargetServerHandle
 
 
-class PatientClient:
+class PatientClient(ClientWrapper):
     """An attacker's side of the wire: splits each query batch into requests of
     ``request_size`` and, when refused by a rate limit, waits ``retry_after`` and retries (for at
     most ``patience_s``). Records each request's round trip. Same interface as ``QueryClient``."""
 
     def __init__(self, client: QueryClient, request_size: int, patience_s: float = 120.0):
-        self.client = client
+        super().__init__(client)
+        self.client = client  # the QueryClient itself: query_async
         self.request_size = int(request_size)
         self.patience_s = float(patience_s)
         self.latencies_ms: list[float] = []
@@ -102,25 +103,8 @@ class PatientClient:
     def requests(self) -> int:
         return len(self.latencies_ms)
 
-    # the rest of the BlackBoxClient protocol: the wrapped client's
-    @property
-    def remaining_budget(self) -> int:
-        return self.client.remaining_budget
-
-    @property
-    def spent(self) -> int:
-        return self.client.spent
-
-    @property
-    def num_items(self) -> int:
-        return self.client.num_items
-
-    @property
-    def info(self) -> TargetInfo:
-        return self.client.info
-
     def __getattr__(self, name: str):  # attacker_id, info, remaining_budget, spent, num_items, ...
-        if name == "client":
+        if name in ("client", "wrapped"):  # not set yet (e.g. while unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.client, name)
 

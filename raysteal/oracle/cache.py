@@ -14,14 +14,13 @@ from typing import Any
 import numpy as np
 
 from raysteal.models.base import PAD
-from raysteal.oracle.core import TargetInfo
 from raysteal.oracle.engine import checked_k, pad_sequences, user_ids
-from raysteal.oracle.protocol import BlackBoxClient
+from raysteal.oracle.protocol import BlackBoxClient, ClientWrapper
 
 _PASSED_ON = frozenset({"attacker_id", "num_users", "sequential"})
 
 
-class CachingClient:
+class CachingClient(ClientWrapper):
     """``query(inputs, k)`` as the wrapped client's, with repeated rows answered from memory.
 
     ``hits`` counts rows served from memory; ``spent`` and ``remaining_budget`` are the black
@@ -30,7 +29,7 @@ class CachingClient:
     """
 
     def __init__(self, client: BlackBoxClient):
-        self._client = client
+        super().__init__(client)
         self._memory: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
         self.hits = 0
 
@@ -42,7 +41,7 @@ class CachingClient:
             first.setdefault(keys[i], i)
         if first:
             asked = list(first.values())
-            answers = np.asarray(self._client.query(rows[asked], k))
+            answers = np.asarray(self.wrapped.query(rows[asked], k))
             for i, answer in zip(asked, answers):
                 self._memory[keys[i]] = answer
         self.hits += len(keys) - len(first)
@@ -55,33 +54,17 @@ class CachingClient:
 
     def _keys(self, inputs: Any, k: int) -> tuple[list[tuple[int, tuple[int, ...]]], np.ndarray]:
         """One hashable key per row (``k`` and the row's ids) and the rows as the request to send."""
-        if self._client.info.sequential:
+        if self.wrapped.info.sequential:
             rows = pad_sequences(inputs)
             return [(k, tuple(int(x) for x in row[row != PAD])) for row in rows], rows
         rows = user_ids(inputs)
         return [(k, (int(u),)) for u in rows], rows
 
-    @property
-    def remaining_budget(self) -> int:
-        return self._client.remaining_budget
-
-    @property
-    def spent(self) -> int:
-        return self._client.spent
-
-    @property
-    def num_items(self) -> int:
-        return self._client.num_items
-
-    @property
-    def info(self) -> TargetInfo:
-        return self._client.info
-
     def __getattr__(self, name: str) -> Any:
         """The wrapped client's other read-only facts (attacker id, users, kind), where it has them."""
         if name in _PASSED_ON:
-            return getattr(self._client, name)
+            return getattr(self.wrapped, name)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def __repr__(self) -> str:
-        return f"CachingClient({self._client!r}, {len(self._memory)} answers held, {self.hits} hits)"
+        return f"CachingClient({self.wrapped!r}, {len(self._memory)} answers held, {self.hits} hits)"

@@ -48,3 +48,31 @@ class BlackBoxClient(Protocol):
     def info(self) -> TargetInfo:
         """What an attacker may know of the black box: its shape, never its model."""
         ...
+
+
+class ClientWrapper:
+    """Base of the clients that wrap another and keep its shape (:class:`~raysteal.oracle.cache.CachingClient`,
+    the simulator's ``PatientClient``): the black box's facts — budget left, queries charged,
+    catalogue, public info — are the wrapped client's; a subclass overrides ``query``."""
+
+    def __init__(self, client: BlackBoxClient):
+        self.wrapped = client
+
+    def query(self, inputs: Any, k: int) -> np.ndarray:
+        return self.wrapped.query(inputs, k)
+
+    @property
+    def remaining_budget(self) -> int:
+        return self.wrapped.remaining_budget
+
+    @property
+    def spent(self) -> int:
+        return self.wrapped.spent
+
+    @property
+    def num_items(self) -> int:
+        return self.wrapped.num_items
+
+    @property
+    def info(self) -> TargetInfo:
+        return self.wrapped.info
