@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,16 @@ class DatasetSpec:
 _REGISTRY: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add a dataset to the registry under ``spec.name`` (each dataset does, in its own module of
-    :mod:`raysteal.data.catalog`)."""
+def register_dataset(spec: DatasetSpec | type) -> DatasetSpec:
+    """Add a dataset to the registry under its name; a decorator on a class whose attributes are
+    the :class:`DatasetSpec`'s fields (each dataset is one such class in its own module of
+    :mod:`raysteal.data.catalog`), or a call with the spec. Returns the spec."""
+    if isinstance(spec, type):
+        given = {f.name: getattr(spec, f.name) for f in fields(DatasetSpec) if hasattr(spec, f.name)}
+        unknown = sorted(k for k in vars(spec) if not k.startswith("_") and k not in given)
+        if unknown:
+            raise ValueError(f"dataset class {spec.__name__}: {', '.join(unknown)} are not DatasetSpec fields")
+        spec = DatasetSpec(**given)
     if spec.name in _REGISTRY:
         raise ValueError(f"dataset {spec.name!r} registered twice")
     _REGISTRY[spec.name] = spec
