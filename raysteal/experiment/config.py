@@ -182,21 +182,39 @@ class SplitConfig(_Strict):
 class ReportEntry(_Strict):
     """One table or figure of ``raysteal report`` (columns are checked against the rows then)."""
 
-    kind: Literal["table", "curve", "heatmap"] = "table"
+    kind: Literal["table", "curve", "heatmap", "matrix", "pareto"] = Field(
+        "table",
+        description="table; curve (x against a metric); heatmap (rows x cols); matrix (attack x defense, one panel per metric);"
+        " pareto (attack fidelity against the defense's cost to the target, the non-dominated front drawn)",
+    )
     title: str = ""
-    metrics: list[str] | None = Field(None, min_length=1, description="table: the metric columns (default agr@k, agr@k/heldout, agr@10)")
-    metric: str = Field("agr@k", description="curve / heatmap: the metric plotted")
+    metrics: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="table: the metric columns (default agr@k, agr@k/heldout, agr@10); matrix: one panel each (default agr@k, agr@k/lift)",
+    )
+    metric: str = Field("agr@k", description="curve / heatmap: the metric plotted; pareto: the attack's fidelity (y)")
     x: str | None = Field(None, description="curve: the column on the x axis (required)")
     xlabel: str | None = None
     series: str = Field("attack", description="curve: one line per value of this column")
-    facet: str | None = Field(None, description="curve / heatmap: one panel per value of this column")
+    facet: str | None = Field(None, description="curve / heatmap / matrix / pareto: one panel per value of this column")
     rows: str = Field("target", description="heatmap: row column")
     cols: str = Field("clone", description="heatmap: column column")
+    cost: str | None = Field(
+        None,
+        description="pareto: the target's own accuracy, whose relative drop from the undefended target's is the x axis"
+        " (default target_ndcg@k/defended; a column not measured under the serving defense, such as"
+        " target_test_ndcg@10_full, places only the defenses trained into the target)",
+    )
 
     @model_validator(mode="after")
     def _curve_has_x(self) -> ReportEntry:
         if self.kind == "curve" and not self.x:
             raise ValueError("a curve needs 'x' (the column on its x axis)")
+        if self.cost is not None and self.kind != "pareto":
+            raise ValueError(f"'cost' is the x axis of a pareto figure, not of a {self.kind}")
+        if self.cost is not None and not self.cost.strip():
+            raise ValueError("'cost' must name a column (the target's accuracy, e.g. target_ndcg@k/defended)")
         return self
 
 
@@ -501,8 +519,8 @@ def _check_runs(config: ExperimentConfig, source: str) -> None:
 
 def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_allowed: bool = False) -> None:
     """Two dataset entries with the same name and preprocessing (differing only in options or
-    k-core), or two targets with the same model and params (differing only in training or
-    checkpoint), would give rows no summary can tell apart: their runs would be averaged as if
+    k-core), or two targets with the same model, params and trained-in defenses (differing only in
+    training or checkpoint), would give rows no summary can tell apart: their runs would be averaged as if
     they were seeds of one cell. Two identical attacks, defense settings or grid values would be
     the same runs, done once."""
     seen: dict[str, int] = {}
@@ -516,7 +534,8 @@ def _refuse_indistinct_entries(config: ExperimentConfig, source: str, repeats_al
         seen[key] = i
     seen = {}
     for i, target in enumerate(config.targets):
-        key = json.dumps([target.model, target.params], sort_keys=True)
+        # a defense trained into the target (gro, watermark) is in the rows' `defense`: another cell
+        key = json.dumps([target.model, target.params, target.gro, target.watermark], sort_keys=True)
         if key in seen:
             raise ConfigError(
                 f"{source}: targets.{i} and targets.{seen[key]} are both {target.model!r} with the same params: "

@@ -33,8 +33,11 @@ from raysteal.metrics import agreement_at_k, mean, topk_items
 from raysteal.oracle import RankingEngine, build_defenses
 from raysteal.oracle.cache import CachingClient
 from raysteal.oracle.cost import defense_cost
+from raysteal.results.summary import defense_name
 from raysteal.training.evaluate import append_items, held_out_ranks
+from raysteal.training.gro import GROConfig
 from raysteal.training.guard import popularity_lists, ranked_accuracy, target_columns
+from raysteal.watermark.spec import WatermarkConfig
 
 if TYPE_CHECKING:  # annotations only: the oracle package is not imported here at run time
     from raysteal.experiment.run import Run
@@ -140,6 +143,25 @@ def cache_hits(client: BlackBoxClient | None) -> dict[str, int]:
     return {} if hits is None else {"cache_hits": int(hits)}
 
 
+def defense_columns(run: Run) -> dict[str, Any]:
+    """``defense``: every defense of the run by name (:func:`raysteal.results.summary.defense_name`):
+    those trained into the target first -- GRO by its strength, a watermark by its copies, each with
+    its other settings where they differ from the defaults (never the watermark's secret key) --
+    then the serving chain (``none``, ``popular_mixing(n=10)``, ``gro(strength=0.1)+shuffle(depth=20)``);
+    ``target_defense``: the target's part alone; ``defense_chain``: the serving chain as written."""
+    trained = []
+    for kind, config, shown, hidden in (("gro", run.target.gro, "strength", ()), ("watermark", run.target.watermark, "copies", ("key",))):
+        if config is not None:
+            fields = (GROConfig if kind == "gro" else WatermarkConfig).model_fields
+            changed = {k: v for k, v in config.items() if k not in hidden and k != shown and k in fields and v != fields[k].default}
+            trained.append({"type": kind, shown: config[shown], **changed})
+    return {
+        "defense": defense_name(trained + run.defense_settings),
+        "target_defense": defense_name(trained),
+        "defense_chain": run.defense_settings,
+    }
+
+
 def row_head(run: Run, attack: str, clone: str) -> dict[str, Any]:
     """The columns every results row starts with: the run's id and what it ran (dataset,
     target, attack, clone, seed, k, defenses, budget, attacker share)."""
@@ -154,7 +176,7 @@ def row_head(run: Run, attack: str, clone: str) -> dict[str, Any]:
         "clone": clone,
         "seed": run.seed,
         "k": run.k,
-        "defense": run.defense_settings,
+        **defense_columns(run),
         "budget": -1 if run.budget is None else run.budget,
         "attacker_fraction": run.split.attacker_fraction,
         "head_fraction": run.split.head_fraction,

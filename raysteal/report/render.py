@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raysteal.atomic import remove_stale_temp_files, write_atomically, write_text_atomically
+from raysteal.atomic import remove_stale_temp_files, write_text_atomically
 from raysteal.errors import ConfigError, DataFileError
+from raysteal.report.figures import save_figure
+from raysteal.report.matrix import PARETO_COST, matrix_figure, matrix_markdown, matrix_metrics, pareto_figure, pareto_markdown
 from raysteal.report.search import search_evidence
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import (
@@ -26,6 +28,8 @@ from raysteal.results.summary import (
     summary_markdown,
     with_derived_metrics,
 )
+
+REPORT_KINDS = ("table", "curve", "heatmap", "matrix", "pareto")
 
 
 def _experiments(root: Path) -> dict[str, dict[str, Any]]:
@@ -47,8 +51,21 @@ def _check_columns(frame: pd.DataFrame, rspec: dict[str, Any], where: str) -> No
         if wanted and not any(m in frame.columns for m in wanted):
             raise ConfigError(f"{where}: none of the metrics {wanted} is in the results")
         return
-    keys = ["metric", "x", "series", "facet"] if kind == "curve" else ["metric", "rows", "cols", "facet"]
-    defaults = {"metric": "agr@k", "series": "attack", "rows": "target", "cols": "clone"}
+    if kind == "matrix":
+        for i, metric in enumerate(matrix_metrics(rspec)):
+            if metric not in frame.columns:
+                raise ConfigError(f"{where}.metrics.{i}: column {metric!r} is not in the results")
+    keys = {
+        "curve": ["metric", "x", "series", "facet"],
+        "heatmap": ["metric", "rows", "cols", "facet"],
+        "matrix": ["facet"],
+        "pareto": ["metric", "cost", "facet"],
+    }[kind]
+    if kind in ("matrix", "pareto"):
+        for column in ("attack", "defense"):
+            if column not in frame.columns:
+                raise ConfigError(f"{where}: the results have no {column!r} column (a {kind} is attack x defense)")
+    defaults = {"metric": "agr@k", "series": "attack", "rows": "target", "cols": "clone", "cost": PARETO_COST}
     for key in keys:
         column = rspec.get(key, defaults.get(key))
         if column is not None and column not in frame.columns:
@@ -61,7 +78,7 @@ def check_report_columns(frame: pd.DataFrame, reports: list[dict[str, Any]], exp
     checks this as soon as the rows are in, rather than leaving it to ``raysteal report``."""
     frame = with_derived_metrics(frame)
     for i, rspec in enumerate(reports):
-        if isinstance(rspec, dict) and rspec.get("kind", "table") in ("table", "curve", "heatmap"):
+        if isinstance(rspec, dict) and rspec.get("kind", "table") in REPORT_KINDS:
             _check_columns(frame, rspec, f"experiment {experiment!r}: report.{i}")
 
 
@@ -147,18 +164,7 @@ def _curve(
     axes[0][-1].legend(handles=handles + list(extra_handles.values()), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(spec.get("title", ""))
     fig.tight_layout()
-    _save_figure(fig, path)
-
-
-def _save_figure(fig, path: Path) -> None:
-    """Write ``fig`` as a PNG atomically (a temp file, then ``os.replace``) and close it: a
-    reader, or a report killed mid-write, sees the old figure or the whole new one."""
-    import matplotlib.pyplot as plt
-
-    try:
-        write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))  # legends outside the axes
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 _x_value = setting_number
@@ -200,7 +206,7 @@ def _heatmap(
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(spec.get("title", ""))
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
@@ -277,7 +283,7 @@ def experiment_sections(
         if not isinstance(rspec, dict):
             raise ConfigError(f"experiment {name!r}: report.{i} must be a mapping (kind, title, ...), got {rspec!r}")
         kind = rspec.get("kind", "table")
-        if kind in ("table", "curve", "heatmap"):
+        if kind in REPORT_KINDS:
             _check_columns(part, rspec, f"experiment {name!r}: report.{i}")
         title = rspec.get("title", "")
         if title:
@@ -293,6 +299,14 @@ def experiment_sections(
             (_curve if kind == "curve" else _heatmap)(part, rspec, png, paper=paper, floor_rows=floor_rows)
             sections += [f"![{title or kind}]({png.name})", ""]
             sections += [summary_markdown(part, [metric], paper, paper_beside=paper_beside, floor_rows=floor_rows, extra=extra), ""]
+        elif kind == "matrix":
+            png = out_dir / f"{png_name or name}-{i}-{kind}.png"
+            matrix_figure(part, rspec, png)
+            sections += [f"![{title or kind}]({png.name})", "", matrix_markdown(part, rspec), ""]
+        elif kind == "pareto":
+            png = out_dir / f"{png_name or name}-{i}-{kind}.png"
+            pareto_figure(part, rspec, png)
+            sections += [f"![{title or kind}]({png.name})", "", pareto_markdown(part, rspec), ""]
         else:
-            raise ConfigError(f"report kind {kind!r} unknown (table, curve, heatmap)")
+            raise ConfigError(f"report kind {kind!r} unknown ({', '.join(REPORT_KINDS)})")
     return sections

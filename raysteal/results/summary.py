@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,6 +34,66 @@ AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION}
 before the setting existed were computed at."""
 DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10", "agr@k/lift"]
 VARIANT_COLUMNS = ["preprocess", "target_params"]
+NO_DEFENSE = "none"
+"""The ``defense`` of a row whose target is served and trained without any defense."""
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def defense_part(setting: Mapping[str, Any]) -> str:
+    """One defense setting as ``type(key=value,...)``: its other keys sorted, unset (None) ones left out
+    (``{"type": "popular_mixing", "n": 10}`` -> ``popular_mixing(n=10)``)."""
+    args = ",".join(f"{key}={_setting_text(value)}" for key, value in sorted(setting.items()) if key != "type" and value is not None)
+    return f"{setting['type']}({args})"
+
+
+def defense_name(settings: Iterable[Mapping[str, Any]]) -> str:
+    """The readable name results rows carry in ``defense``: each setting's :func:`defense_part`,
+    joined by ``+`` in order (the target's own defenses first, then the serving chain);
+    :data:`NO_DEFENSE` for none."""
+    parts = [defense_part(s) for s in settings]
+    return "+".join(parts) if parts else NO_DEFENSE
+
+
+_DEFENSE_NAME = re.compile(r"^[a-z][a-z0-9_]*\([^()]*\)(\+[a-z][a-z0-9_]*\([^()]*\))*$")
+
+
+def _named_defense_parts(value: str) -> list[dict[str, Any]] | None:
+    """A :func:`defense_name` read back into settings (values as numbers where they are), or ``None``
+    when ``value`` is not one."""
+    if value == NO_DEFENSE:
+        return []
+    if not _DEFENSE_NAME.match(value):
+        return None
+    parts = []
+    for part in value.split("+"):
+        kind, _, args = part[:-1].partition("(")
+        setting: dict[str, Any] = {"type": kind}
+        for arg in filter(None, args.split(",")):
+            key, _, text = arg.partition("=")
+            try:
+                setting[key] = json.loads(text)
+            except ValueError:
+                setting[key] = text
+        parts.append(setting)
+    return parts
+
+
+def _defense_as_name(value: Any) -> Any:
+    """A ``defense`` cell of a row written before rows named their defense (the serving chain as
+    JSON, ``[]`` for none) as its :func:`defense_name`; anything else as it is."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, list) and all(isinstance(d, dict) and "type" in d for d in parsed):
+            return defense_name(parsed)
+    return value
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
@@ -82,6 +142,14 @@ def with_derived_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     (``(agr - floor) / (1 - floor)``; NaN where the floor is 1 or missing); computed, never stored. Rows from
     before a setting of :data:`AXES_WHEN_VARIED` existed get the value they were computed at."""
     out = frame
+    if "defense" in frame.columns:  # rows written before ``defense`` named it held the serving chain as JSON
+        named = frame["defense"].map(_defense_as_name)
+        if not named.equals(frame["defense"]):
+            out = frame.copy()
+            out["defense"] = named
+    if "target_defense" in frame.columns and frame["target_defense"].isna().any():
+        out = frame.copy() if out is frame else out
+        out["target_defense"] = out["target_defense"].fillna(NO_DEFENSE)  # rows from before the column: no target defense
     for name, default in AXES_WHEN_VARIED.items():
         if name in frame.columns and frame[name].isna().any():
             out = frame.copy() if out is frame else out
@@ -152,11 +220,13 @@ def parse_paper_key(key: str) -> PaperKey:
 
 
 def setting_number(value: Any) -> float:
-    """A setting as a number: numbers as is; a defense list (or its JSON) as the items it mixes in
-    (``n``); anything else ``float()`` of its JSON (a ``ValueError`` / ``TypeError`` when not a number)."""
+    """A setting as a number: numbers as is; a defense list (or its JSON, or its :func:`defense_name`)
+    as the items it mixes in (``n``); anything else ``float()`` of its JSON (a ``ValueError`` /
+    ``TypeError`` when not a number)."""
     if isinstance(value, (int, float, np.integer, np.floating)):
         return float(value)
-    parsed = json.loads(value) if isinstance(value, str) else value
+    named = _named_defense_parts(value) if isinstance(value, str) else None
+    parsed = named if named is not None else json.loads(value) if isinstance(value, str) else value
     if isinstance(parsed, list):
         return float(sum(d.get("n", 0) for d in parsed))
     return float(parsed)
@@ -209,14 +279,16 @@ FLOOR_KEYS = [
     "preprocess",
     "target",
     "target_params",
+    "target_defense",
     "k",
     "attacker_fraction",
     "auxiliary_size",
     "item_overlap",
     "head_fraction",
 ]
-"""The settings the popularity floor of a cell is matched on (it makes no query, so budget and
-defense do not change it: it is scored against the target's true lists)."""
+"""The settings the popularity floor of a cell is matched on (it makes no query, so budget and the
+serving defense do not change it: it is scored against the target's true lists, which a defense
+trained into the target -- ``target_defense`` -- does change)."""
 FLOOR_METRICS = {"target_recall@k/defended": "clone_recall@k", "target_recall@k/all_users": "clone_recall@k"}
 """Where a metric measures the target itself, the floor is the popularity list's own measure."""
 
