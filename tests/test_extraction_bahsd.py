@@ -733,3 +733,26 @@ def test_probe_view_sets_can_be_written_as_text():
     assert cfg.probe_scales == [0.75, 0.5, 0.25] and cfg.probe_dropout == []
     with pytest.raises(ValueError, match="numbers separated by commas"):
         BAHSDConfig(attack="bahsd", probe_scales="half")
+
+
+def test_the_kl_never_masks_an_item_the_list_holds():
+    """Popular mixing may list an item the input holds; the prefix-item mask must not make the KL
+    infinite (BAHSD diverged under popular mixing: the attack x defense matrix on ML-100K)."""
+    torch.manual_seed(0)
+    scores = torch.randn(2, 6)
+    lists = torch.tensor([[3, 1, -1], [0, 2, 5]])
+    exclude = torch.zeros(2, 6, dtype=torch.bool)
+    exclude[0, 3] = exclude[0, 4] = exclude[1, 0] = True  # 3 and 0 are listed, 4 is not
+    kl = kl_rank_distillation(scores, lists, torch.tensor(1.0), exclude=exclude)
+    assert torch.isfinite(kl).all()
+    only_unlisted = torch.zeros_like(exclude)
+    only_unlisted[0, 4] = True
+    assert torch.allclose(kl, kl_rank_distillation(scores, lists, torch.tensor(1.0), exclude=only_unlisted))
+    # no listed item excluded (an undefended black box): the mask acts as before
+    plain = torch.zeros_like(exclude)
+    plain[0, 4] = plain[1, 1] = True
+    logits = scores.masked_fill(plain, float("-inf"))
+    p = rank_soft_targets(lists, torch.tensor(1.0).expand(2))
+    log_q = torch.log_softmax(logits, 1).gather(1, lists.clamp(min=0))
+    expected = torch.where(lists >= 0, p * (torch.log(p.clamp(min=1e-30)) - log_q), torch.zeros_like(p)).sum(1)
+    assert torch.allclose(kl_rank_distillation(scores, lists, torch.tensor(1.0), exclude=plain), expected)

@@ -54,16 +54,21 @@ def kl_rank_distillation(
     """(a) ``KL(p_T ‖ q_T) = Σ_{j ∈ R} p_T(j) · (log p_T(j) − log q_T(j))`` per example, ``[P]``.
 
     ``q_T = softmax(scores / T)`` over the whole catalogue (``scores [P, N]``), except the items
-    masked by ``exclude [P, N]`` (e.g. the prefix's own items, which the black box never lists).
+    masked by ``exclude [P, N]`` (e.g. the prefix's own items, which an undefended black box never
+    lists) — an item the list holds is never masked: a defense that mixes items into the answers
+    (popular mixing) may list one the input holds, and masking it would make the KL infinite.
     ``scale_t2`` multiplies by ``T²`` (Hinton et al. 2015) so gradient magnitudes do not shrink
     as ``T`` grows. Rows with an empty list give 0.
     """
     temp = torch.as_tensor(temperature, dtype=scores.dtype, device=scores.device).expand(scores.shape[0])
     logits = scores / temp[:, None]
-    if exclude is not None:
-        logits = logits.masked_fill(exclude, float("-inf"))
-    log_q = torch.log_softmax(logits, dim=1)
     valid = lists >= 0
+    if exclude is not None:
+        rows, cols = valid.nonzero(as_tuple=True)
+        listed = torch.zeros_like(exclude)
+        listed[rows, lists[rows, cols]] = True
+        logits = logits.masked_fill(exclude & ~listed, float("-inf"))
+    log_q = torch.log_softmax(logits, dim=1)
     p = rank_soft_targets(lists, temp).to(scores.dtype)
     log_q_list = torch.gather(log_q, 1, lists.clamp(min=0))
     terms = torch.where(valid, p * (torch.log(p.clamp(min=1e-30)) - log_q_list), torch.zeros_like(p))
