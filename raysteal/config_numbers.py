@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, model_validator
 
+from raysteal.errors import ConfigError, describe_validation
+
 
 @cache
 def _numeric_not_boolean(annotation: Any) -> bool:
@@ -73,3 +75,20 @@ class NumbersAreNotBooleans(BaseModel):
                 if field is not None and _numeric_items(field.annotation) and _boolean_item(value) is not None:
                     raise ValueError(f"{name}: must hold numbers, got {str(_boolean_item(value)).lower()} among them")
         return data
+
+
+_Model = typing.TypeVar("_Model", bound=BaseModel)
+
+
+def validated_section(cls: type[_Model], config: Any, section: str, keys: str) -> _Model:
+    """``config`` (a mapping, or already a ``cls``) validated into ``cls``; anything else, or a bad
+    key or value, is a one-line ``ConfigError`` starting with ``section`` (``keys``: what the
+    mapping holds, for the message)."""
+    if isinstance(config, cls):
+        return config
+    if not isinstance(config, dict):
+        raise ConfigError(f"{section}: expected a mapping ({keys}), got {config!r}")
+    try:
+        return cls(**config)
+    except Exception as err:  # pydantic.ValidationError names the key
+        raise ConfigError(f"{section}: {describe_validation(err)}") from None

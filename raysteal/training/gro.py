@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, Field, field_validator
 
-from raysteal.config_numbers import NumbersAreNotBooleans
-from raysteal.errors import ConfigError, UnknownNameError, describe_validation
+from raysteal.config_numbers import NumbersAreNotBooleans, validated_section
+from raysteal.errors import ConfigError, UnknownNameError
 from raysteal.models.base import ModelConfig, Recommender, make_config, model_class
 from raysteal.models.sequence_layers import SequentialRecommender, shift_items, target_positions
 from raysteal.training.config import TrainConfig
@@ -83,14 +83,7 @@ class GROConfig(NumbersAreNotBooleans):
 
 def make_gro_config(config: dict[str, Any] | GROConfig) -> GROConfig:
     """Validate a mapping into a :class:`GROConfig`; a bad key or value is a one-line ``ConfigError``."""
-    if isinstance(config, GROConfig):
-        return config
-    if not isinstance(config, dict):
-        raise ConfigError(f"gro: expected a mapping (strength, k, student, ...), got {config!r}")
-    try:
-        return GROConfig(**config)
-    except Exception as err:  # pydantic.ValidationError names the key
-        raise ConfigError(f"gro: {describe_validation(err)}") from None
+    return validated_section(GROConfig, config, "gro", "strength, k, student, ...")
 
 
 def gro_capable(name: str) -> str | None:

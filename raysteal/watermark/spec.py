@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from pydantic import ConfigDict, Field
 
-from raysteal.config_numbers import NumbersAreNotBooleans
-from raysteal.errors import ConfigError, describe_validation
+from raysteal.config_numbers import NumbersAreNotBooleans, validated_section
+from raysteal.errors import ConfigError
 
 MAX_KEY = 2**63 - 1
 """Keys are non-negative 63-bit integers (numpy's SeedSequence takes any such int)."""
@@ -36,14 +36,7 @@ class WatermarkConfig(NumbersAreNotBooleans):
 
 def make_watermark_config(config: dict[str, Any] | WatermarkConfig) -> WatermarkConfig:
     """Validate a mapping into a :class:`WatermarkConfig`; a bad key or strength is a one-line ``ConfigError``."""
-    if isinstance(config, WatermarkConfig):
-        return config
-    if not isinstance(config, dict):
-        raise ConfigError(f"watermark: expected a mapping (key, sequences, length, copies), got {config!r}")
-    try:
-        return WatermarkConfig(**config)
-    except Exception as err:  # pydantic.ValidationError names the key
-        raise ConfigError(f"watermark: {describe_validation(err)}") from None
+    return validated_section(WatermarkConfig, config, "watermark", "key, sequences, length, copies")
 
 
 def watermark_sequences(config: WatermarkConfig, num_items: int) -> np.ndarray:
