@@ -229,3 +229,20 @@ def test_dfme_with_query_cache_is_charged_only_for_what_it_did_not_remember():
     _, row, spent = _run_in_process(attack, 400, query_cache=True)
     # 100 sequences start from one of 40 items: their first prefixes repeat
     assert row["cache_hits"] > 0 and row["queries"] == spent == 400 - row["cache_hits"]
+
+
+def test_a_sequential_targets_rows_carry_what_a_serving_defense_costs_its_users():
+    """The teacher's own NDCG@k on the evaluation users' next items, undefended and behind the
+    chain (the attack x defense matrix's Pareto plot places sequential defenses with it)."""
+    from raysteal.experiment.execute_sequential import SEQUENTIAL
+    from raysteal.oracle import TargetSpec
+
+    model, data = _tiny_sequential_data()
+    spec = TargetSpec(model=model, item_popularity=data.item_popularity)
+    spec.defenses = []
+    clean = SEQUENTIAL.cost_columns(spec, data, 10)
+    assert clean["target_ndcg@k/defended"] == pytest.approx(clean["target_ndcg@k/all_users"])
+    spec.defenses = [{"type": "truncate", "max_items": 2}]
+    cut = SEQUENTIAL.cost_columns(spec, data, 10)
+    assert cut["target_ndcg@k/all_users"] == pytest.approx(clean["target_ndcg@k/all_users"])
+    assert cut["target_recall@k/defended"] <= clean["target_recall@k/defended"]

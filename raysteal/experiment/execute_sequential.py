@@ -29,6 +29,8 @@ from raysteal.extraction import ExtractionConfigBase, SequenceKnowledge, run_ext
 from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics, student_lists
 from raysteal.extraction.resume import claim_run_directory
 from raysteal.metrics import agreement_at_k, mean
+from raysteal.oracle import RankingEngine, build_defenses
+from raysteal.oracle.cost import defense_cost
 from raysteal.training.guard import target_columns
 
 if TYPE_CHECKING:
@@ -279,8 +281,19 @@ class SequentialEvaluation:
         return "popularity" if student is None else str(student.get("model", "?"))
 
     def cost_columns(self, spec, data: SequentialRunData, k: int) -> dict[str, float]:
-        """The popularity guard's columns (sequential rows carry the teacher's own accuracy besides: teacher_ndcg@10)."""
-        return target_columns(data.target_metrics)
+        """The columns every row of this target and ``k`` shares: the popularity guard's and the
+        teacher's own Recall/NDCG@k on the evaluation users' next items, with and without the
+        serving defense (its cost to users; the rows carry ``teacher_ndcg@10`` besides)."""
+        engine = RankingEngine(spec.model)
+        chain = build_defenses(spec.defenses, spec.item_popularity)
+        cost = defense_cost(engine, chain, data.eval_sequences, data.test_items, k=k)
+        return {
+            **target_columns(data.target_metrics),
+            "target_recall@k/all_users": cost[f"recall@{k}"],
+            "target_ndcg@k/all_users": cost[f"ndcg@{k}"],
+            "target_recall@k/defended": cost[f"recall@{k}/defended"],
+            "target_ndcg@k/defended": cost[f"ndcg@{k}/defended"],
+        }
 
 
 SEQUENTIAL = SequentialEvaluation()
