@@ -156,7 +156,8 @@ def head_tail_groups(log: Interactions | np.ndarray, head_fraction: float = HEAD
     """
     if not 0.0 < head_fraction < 1.0:
         raise ConfigError(f"head_fraction must lie in (0, 1), got {head_fraction}")
-    lengths = log.user_lengths if isinstance(log, Interactions) else np.asarray(log)
+    # signed: negating an unsigned array wraps (np.argsort(-lengths) would put the shortest first)
+    lengths = np.asarray(log.user_lengths if isinstance(log, Interactions) else log, dtype=np.int64)
     n_users = lengths.size
     if n_users < 2:
         raise ConfigError("need at least 2 users to form head and tail groups")
