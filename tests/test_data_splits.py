@@ -88,8 +88,9 @@ def test_head_tail_groups(log):
     # ties go to the lower user id; works on a bare length array
     g = head_tail_groups(np.array([3, 5, 5, 1, 5]), head_fraction=0.4)
     assert g.head.tolist() == [1, 2] and g.tail.tolist() == [0, 3, 4]
-    # unsigned lengths (a uint32 column) give the same groups: negating them must not wrap
+    # unsigned lengths (a uint32 column) give the same groups: negating them must not wrap (it put
+    # users of length 0 first, as -0 is the smallest unsigned value)
     for dtype in (np.uint32, np.uint64, np.int32):
-        assert head_tail_groups(np.array([3, 5, 5, 1, 5], dtype=dtype), head_fraction=0.4).head.tolist() == [1, 2]
+        assert head_tail_groups(np.array([3, 5, 0, 1, 5], dtype=dtype), head_fraction=0.4).head.tolist() == [1, 4]
     with pytest.raises(ConfigError):
         head_tail_groups(log, head_fraction=1.0)
