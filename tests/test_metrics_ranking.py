@@ -226,3 +226,23 @@ def test_ranking_on_gpu_matches_cpu():
     rank = rank_of_target(scores, torch.tensor([2, 0], device="cuda"), exclude=(np.array([0, 1, 1]), np.array([1])))
     np.testing.assert_array_equal(rank.cpu().numpy(), [1, 3])
     close(recall_at_k(items, torch.tensor([[2, 9], [5, 6]], device="cuda")).cpu().numpy(), [0.5, 0.0])
+
+
+def test_equal_scores_rank_the_lowest_item_id_first_and_a_short_list_is_a_long_ones_prefix():
+    """Issue 25 item 5: ties in a fixed order (lowest id first), so topk(10) == topk(50)[:10]."""
+    from raysteal.metrics.ranking import ranked_top
+
+    scores = torch.tensor([[1.0, 3.0, 3.0, 0.5, 3.0, 1.0], [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]])
+    values, items = ranked_top(scores, 4)
+    assert items.tolist() == [[1, 2, 4, 0], [0, 1, 2, 3]]
+    assert values.tolist() == [[3.0, 3.0, 3.0, 1.0], [2.0, 2.0, 2.0, 2.0]]
+    counts = torch.randint(0, 6, (64, 200), generator=torch.Generator().manual_seed(0)).float()  # many ties
+    short, long = topk_items(counts, 10), topk_items(counts, 50)
+    assert torch.equal(short, long[:, :10])
+    for row in range(64):  # within equal scores the ids ascend
+        ranked = long[row]
+        s = counts[row, ranked]
+        same = s[1:] == s[:-1]
+        assert bool((ranked[1:][same] > ranked[:-1][same]).all())
+    untied = torch.randn(8, 100, generator=torch.Generator().manual_seed(1))  # no tie: exactly torch.topk
+    assert torch.equal(ranked_top(untied, 7)[1], torch.topk(untied, 7, dim=1).indices)

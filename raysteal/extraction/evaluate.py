@@ -21,6 +21,7 @@ import torch
 
 from raysteal.errors import ConfigError
 from raysteal.metrics import agreement_at, hit_rate_at_k, list_kl, mean, ndcg_at_k, top1_agreement
+from raysteal.metrics.ranking import ranked_top
 from raysteal.models.base import PAD
 from raysteal.training.trainer import resolve_device
 
@@ -45,7 +46,7 @@ def student_lists(student, sequences: np.ndarray, k: int, device: str = "cpu", c
         valid = x != PAD
         rows = torch.arange(len(x), device=dev)[:, None].expand_as(x)[valid]
         scores[rows, x[valid]] = -math.inf
-        values, items = torch.topk(scores, k, dim=1)
+        values, items = ranked_top(scores, k)  # equal scores: the lowest item id first
         out[lo : lo + len(x)] = torch.where(values == -math.inf, torch.full_like(items, -1), items).cpu().numpy()
     return out
 

@@ -69,6 +69,22 @@ def csr_select(indptr: ArrayLike, indices: ArrayLike, rows: ArrayLike) -> tuple[
     return new_ptr, idx[gather].astype(np.int64, copy=False)
 
 
+def ranked_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k)`` with ties in a fixed order: among equal scores the lowest item id
+    ranks first, so the top-``k`` is the first ``k`` of any longer top list. ``torch.topk``
+    leaves that order to the kernel; rows whose top ``k + 1`` scores hold a tie (rare for a
+    trained model's scores, common for counts) are ranked by a stable sort instead."""
+    width = min(k + 1, scores.shape[1])
+    values, items = torch.topk(scores, width, dim=1)
+    tied = (values[:, 1:] == values[:, :-1]).any(1) if width > 1 else torch.zeros(len(scores), dtype=torch.bool)
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        order = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :width]
+        items[rows] = order
+        values[rows] = scores[rows].gather(1, order)
+    return values[:, :k], items[:, :k]
+
+
 @overload
 def topk_items(scores: torch.Tensor, k: int, exclude: ItemSets | None = None) -> torch.Tensor: ...
 @overload
@@ -79,8 +95,8 @@ def topk_items(scores: ArrayLike, k: int, exclude: ItemSets | None = None) -> Ar
     """The ``k`` best-scored items per row, best first: ``int64 [B, k]``.
 
     Excluded items (and items scored ``-inf``) are never returned; a row left with fewer than
-    ``k`` candidates is padded with ``-1`` at the end. ``k`` must lie in ``[1, N]``. Ties are
-    broken by ``torch.topk`` (deterministic for a given device).
+    ``k`` candidates is padded with ``-1`` at the end. ``k`` must lie in ``[1, N]``. Among equal
+    scores the lowest item id ranks first (:func:`ranked_top`).
     """
     dev = device_of(scores)
     s = _scores(scores, dev)
@@ -90,7 +106,7 @@ def topk_items(scores: ArrayLike, k: int, exclude: ItemSets | None = None) -> Ar
     mask = exclusion_mask(exclude, s.shape[0], s.shape[1], dev)
     if mask is not None:
         s = s.masked_fill(mask, -math.inf)
-    values, items = torch.topk(s, k, dim=1)
+    values, items = ranked_top(s, k)
     items = torch.where(values == -math.inf, torch.full_like(items, -1), items)
     return finish(items, not any_torch(scores, exclude))
 

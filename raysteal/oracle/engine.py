@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from raysteal.errors import ConfigError
+from raysteal.metrics.ranking import ranked_top
 from raysteal.models.base import PAD, Recommender
 
 
@@ -174,7 +175,7 @@ class RankingEngine:
             mask = self._exclusion_mask(chunk)
             if mask is not None:
                 scores = scores.masked_fill(mask.to(self.device), float("-inf"))
-            values, items = torch.topk(scores, k, dim=1)
+            values, items = ranked_top(scores, k)  # equal scores: the lowest item id first
             items = items.masked_fill(values == float("-inf"), PAD)  # no candidate left at that rank
             out[start : start + len(chunk)] = items.cpu().numpy()
         return out
