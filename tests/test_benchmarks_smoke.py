@@ -221,3 +221,17 @@ def test_student_step_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     assert set(result["new"]["phases_cpu"]) == set(student_step.PHASES)
     assert result["flops"]["needed"] < result["flops"]["old_path"]
     assert (layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward) == before  # put back
+
+
+def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
+    import tie_rule
+    import torch
+
+    import raysteal.oracle.engine as engine
+
+    before, threads = engine.ranked_top, torch.get_num_threads()
+    out = tmp_path / "tie.json"
+    report = tie_rule.main(["--rounds", "1", "--request", "64", "--json", str(out)])
+    assert report["same_lists_on_these_inputs"] is True and report["ratio_median"] > 0
+    assert json.loads(out.read_text())["queries_per_s_ranked_top"] == report["queries_per_s_ranked_top"]
+    assert engine.ranked_top is before and torch.get_num_threads() == threads  # both put back
