@@ -758,3 +758,20 @@ def test_epoch_overrides_end_training_at_the_reported_phase_epoch():
     assert epoch_overrides({"attack": "seq_ptd"}, "student", 5) == {"data_epochs": 5}
     with pytest.raises(ConfigError, match="not known"):
         epoch_overrides({"attack": "ptq"}, "", 3)
+
+
+def test_a_row_writer_restored_from_a_sweep_started_by_older_code_writes_stopped_trials_rows(tmp_path):
+    """Tuner.restore unpickles the first sitting's callbacks: a sweep started when the writer kept
+    its base run as a dict (before the typed Run) must still write a stopped trial's row."""
+    import pickle
+
+    from raysteal.distributed.tune import RowWriter
+    from raysteal.experiment.run import Run
+
+    sweep = parse_tune({**BASE, "search_space": SPACE})
+    writer = RowWriter(str(tmp_path), "tiny-tune", sweep.base_run())
+    writer.base_run = dict(sweep.base_run().spec)  # what the older code pickled
+    restored = pickle.loads(pickle.dumps(writer))
+    assert isinstance(restored.base_run, Run) and restored.base_run.id == sweep.base_run().id
+    row = restored.partial_row("t-cut", {"attack.margin": 0.7, "attack.lr": 2e-3, "budget": 20}, {"agr@k": 0.5, "training_iteration": 2})
+    assert row["tune_status"] == "stopped_early" and row["hp/margin"] == 0.7 and row["agr@k"] == 0.5

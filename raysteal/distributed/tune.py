@@ -258,6 +258,13 @@ class RowWriter(Callback):
         self.sweep = sweep
         self.base_run = base_run
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled by ``Tuner.restore`` (the callbacks are the sweep's first sitting's): a sweep
+        started by code that kept the base run in its JSON form gets it back as a :class:`Run`."""
+        self.__dict__.update(state)
+        if isinstance(self.base_run, dict):
+            self.base_run = Run.from_spec(self.base_run)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = dict(trial.last_result or {})
         if "row" in result:
