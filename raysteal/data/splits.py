@@ -50,6 +50,14 @@ def leave_one_out(log: Interactions) -> LeaveOneOut:
     return LeaveOneOut(train=log.select_rows(keep, name=f"{log.name}/train"), valid=valid, test=test)
 
 
+def whole_log(log: Interactions) -> LeaveOneOut:
+    """Every interaction trains (Zhu et al.'s target: "the target dataset" whole); ``valid`` and
+    ``test`` name each user's second-last and last items as :func:`leave_one_out` does, but they
+    stay in ``train``, so figures measured on them are fit, not held-out accuracy."""
+    held = leave_one_out(log)
+    return LeaveOneOut(train=log, valid=held.valid, test=held.test)
+
+
 # ---------------------------------------------------------------------------------------------
 # Target / auxiliary halves, the attacker's share, head / tail groups (Zhu et al. §5, App. A.1)
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +143,22 @@ def attacker_users(log: Interactions, fraction: float = 0.1, seed: int | np.rand
         raise ConfigError("the log has no users")
     n = min(max(int(round(fraction * log.num_users)), 1), log.num_users)
     return np.sort(_rng(seed).choice(log.num_users, size=n, replace=False))
+
+
+def sampled_interactions(log: Interactions, fraction: float, seed: int | np.random.Generator = 0) -> tuple[Interactions, np.ndarray]:
+    """A seeded uniform ``fraction`` of ``log``'s interactions (at least one; each user's kept rows
+    in their order): ``(the kept rows over the users holding any of them, re-indexed; those users'
+    ids in ``log``, ascending)``. The other reading of Zhu et al.'s "10% of the target dataset"."""
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"attacker fraction must lie in (0, 1], got {fraction}")
+    if log.num_interactions < 1:
+        raise ConfigError("the log has no interactions")
+    n = min(max(int(round(fraction * log.num_interactions)), 1), log.num_interactions)
+    keep = np.zeros(log.num_interactions, dtype=bool)
+    keep[_rng(seed).choice(log.num_interactions, size=n, replace=False)] = True
+    kept = log.select_rows(keep)
+    users = np.flatnonzero(kept.user_lengths > 0)
+    return kept.select_users(users, name=f"{log.name}/sampled"), users
 
 
 @dataclass(frozen=True, eq=False)

@@ -12,6 +12,7 @@ and each server's query log (:func:`query_log`, :func:`close_server`). The drive
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,15 +64,17 @@ def prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_di
     ds_entry, split_cfg, target_entry = DatasetEntry(**dataset), SplitConfig(**split), TargetEntry(**target)
     ctx = prepare_dataset(ds_entry, split_cfg, data_dir)
     device = worker_device()
+    whole = split_cfg.target_training == "whole"
     if target_entry.checkpoint is not None:
         model, meta = load_trained_target(target_entry.checkpoint, ctx.target)
+        guarded = model
     else:
         model_cfg, train_cfg = target_config(target_entry)
         dataset_label, preprocess_label = target_cache_labels(ds_entry, split_cfg)
-        model, meta = get_or_train_target(
+        train_one = functools.partial(
+            get_or_train_target,
             ctx.target,
             model_cfg,
-            train_cfg,
             seed=split_cfg.target_seed,
             dataset=dataset_label,
             preprocess=preprocess_label,
@@ -82,9 +85,22 @@ def prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_di
             watermark=target_entry.watermark,
             gro=target_entry.gro,
         )
-    meta = {**meta, "metrics": with_guard(model, ctx.loo, meta.get("metrics", {}), split_cfg.target_seed, device)}
+        model, meta = train_one(train_cfg)
+        guarded = model
+        if whole:  # Zhu et al.'s target: the whole half, for the epochs its leave-one-out twin's early stopping chose
+            model, meta = train_one(whole_training(train_cfg, meta["metrics"]["train"]), split="whole")
+    # the guard measures the leave-one-out twin where the target trained on every interaction
+    # (its test items are in training), and a whole target's rows hold no held-out accuracy
+    metrics = with_guard(guarded, ctx.loo, meta.get("metrics", {}), split_cfg.target_seed, device)
+    if whole:  # its valid / test figures are fit on training items: kept under another name
+        leaky = ("test_ranks", "valid_items", "valid", "test")
+        metrics = {
+            **{key: value for key, value in metrics.items() if key not in leaky},
+            "fit": {"valid": metrics.get("valid"), "test": metrics.get("test")},
+        }
+    meta = {**meta, "metrics": metrics}
     model = model.cpu().eval()
-    train = ctx.loo.train
+    train = ctx.target if whole else ctx.loo.train
     spec = TargetSpec.from_training_log(model, train, name=f"{ds_entry.name}/{target_entry.model}")
     if getattr(model, "sequential", False):
         return spec, sequential_run_data(ds_entry, target_entry, ctx, model, meta, max_k, device)
@@ -101,6 +117,14 @@ def prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_di
         target_device=device,
     )
     return spec, data
+
+
+def whole_training(train_cfg: dict[str, Any], twin: dict[str, Any]) -> dict[str, Any]:
+    """The train config of a target trained on every interaction (``split.target_training:
+    whole``): its leave-one-out twin's best epoch (``twin``: that training's summary), no early
+    stopping (its validation items are training items) and one validation, at the end."""
+    epochs = int(twin.get("best_epoch") or twin.get("epochs_run") or train_cfg.get("epochs", 1))
+    return {**train_cfg, "epochs": epochs, "early_stopping": False, "eval_every": epochs, "min_epochs": 1, "min_steps": None}
 
 
 def with_guard(model, loo, metrics: dict, seed: int, device: str) -> dict:

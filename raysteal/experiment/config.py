@@ -152,7 +152,29 @@ class SplitConfig(_Strict):
     item_overlap: float = Field(default=1.0, gt=0, le=1, description="Fig. 5: share of items the halves share")
     attacker_fraction: float = Field(default=0.1, gt=0, le=1, description="share of target users the attacker knows")
     auxiliary_size: float = Field(default=1.0, gt=0, le=1, description="Fig. 4: share of the auxiliary half the attacker holds")
-    query_fraction: float = Field(default=0.8, gt=0, le=1, description="share of known users queried; the rest are held out")
+    query_fraction: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="share of known users queried; the rest are held out (1.0: every known user, as Zhu et al.'s Alg. 1)",
+    )
+    target_training: Literal["leave_one_out", "whole"] = Field(
+        default="leave_one_out",
+        description=(
+            "collaborative targets: 'leave_one_out' trains on each target user's history less its last two items (validation,"
+            " test); 'whole' (Zhu et al.'s protocol) on every interaction of the target half, for the epochs early stopping"
+            " chose for the leave-one-out target of the same settings (trained first, and cached); nothing is held out, so"
+            " the rows' held-out accuracy columns are NaN"
+        ),
+    )
+    attacker_unit: Literal["users", "interactions"] = Field(
+        default="users",
+        description=(
+            "collaborative targets: what attacker_fraction is a share of. 'users': the attacker holds whole histories of that"
+            " share of the target users; 'interactions': that share of the target's interactions, drawn uniformly, so it"
+            " knows every user with at least one of them (the other reading of Zhu et al.'s '10% of the target dataset')"
+        ),
+    )
     target_seed: int = Field(default=0, ge=0)
     head_fraction: float = Field(
         default=HEAD_FRACTION,
@@ -260,7 +282,13 @@ class ExperimentConfig(_Strict):
             "warn about a target whose full-ranking test NDCG@10 is under this multiple of the popularity recommender's; None: no warning"
         ),
     )
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="'section.key' -> values, crossed")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description=(
+            "'section.key' -> values, crossed; 'split' or 'attack' -> mappings of settings that change together"
+            " ({split: [{}, {query_fraction: 1.0, target_training: whole}]})"
+        ),
+    )
     paper: dict[str, float] = Field(default_factory=dict, description="'dataset/target/attack' -> published value")
     report: list[ReportEntry] = Field(default_factory=list, description="tables/figures for raysteal report")
 
@@ -273,10 +301,13 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"grid key {key!r}: must start with one of {sorted(GRID_SECTIONS)}")
             if section in ("k", "budget") and key != section:
                 raise ValueError(f"grid key {key!r}: {section!r} takes no sub-key (write {section!r})")
-            if section in ("split", "target", "attack") and not key.partition(".")[2]:
-                raise ValueError(f"grid key {key!r}: name the {section} setting ('{section}.<key>')")
             if not values:
                 raise ValueError(f"grid key {key!r}: needs at least one value")
+            if section in ("split", "attack") and key == section:  # settings that change together: one mapping each
+                if not all(isinstance(v, dict) for v in values):
+                    raise ValueError(f"grid key {key!r}: each value must be a mapping of {section} settings (or write '{section}.<key>')")
+            elif section in ("split", "target", "attack") and not key.partition(".")[2]:
+                raise ValueError(f"grid key {key!r}: name the {section} setting ('{section}.<key>')")
         return grid
 
 
@@ -616,10 +647,13 @@ def is_sequential_target(model: str) -> bool:
 
 
 def apply_override(run: dict[str, Any], key: str, value: Any) -> None:
-    """Set one grid key (``split.x``, ``target.x`` (a model parameter), ``attack.x``, ``k``, ``budget``) in a run's JSON form."""
+    """Set one grid key (``split.x``, ``target.x`` (a model parameter), ``attack.x``, ``k``, ``budget``,
+    or ``split`` / ``attack`` with a mapping of settings) in a run's JSON form."""
     section, _, field = key.partition(".")
     if section in ("k", "budget"):
         run[section] = value
+    elif not field:  # a mapping of settings of the section, set together
+        run[section] = {**run[section], **value}
     elif section == "target":
         run["target"] = {**run["target"], "params": {**run["target"].get("params", {}), field: value}}
     else:

@@ -25,7 +25,7 @@ import torch
 
 import raysteal
 from raysteal.attacks import AttackConfig, Knowledge, run_attack
-from raysteal.data.splits import attacker_users, head_tail_groups
+from raysteal.data.splits import attacker_users, head_tail_groups, sampled_interactions
 from raysteal.errors import ConfigError
 from raysteal.experiment.aux_cache import needs_auxiliary_model, shared_auxiliary_model
 from raysteal.experiment.context import AttackerLogs, RunData
@@ -67,7 +67,11 @@ def child_rng(seed: int, stream: int) -> np.random.Generator:
 def build_knowledge(run: Run, data: AttackerLogs):
     """The attacker's knowledge for this run (seeded by the run's seed)."""
     split, seed = run.split, run.seed
-    known = np.sort(attacker_users(data.train, fraction=split.attacker_fraction, seed=child_rng(seed, 1)))
+    if split.attacker_unit == "interactions":  # a share of the interactions: every user holding one of them
+        held, known = sampled_interactions(data.train, split.attacker_fraction, seed=child_rng(seed, 1))
+    else:
+        known = np.sort(attacker_users(data.train, fraction=split.attacker_fraction, seed=child_rng(seed, 1)))
+        held = data.train.select_users(known, name="attacker-target-data")
     rng = child_rng(seed, 2)
     order = rng.permutation(len(known))
     n_query = max(1, int(round(split.query_fraction * len(known))))
@@ -78,7 +82,7 @@ def build_knowledge(run: Run, data: AttackerLogs):
         keep = np.sort(aux_rng.permutation(auxiliary.num_users)[: max(1, int(round(split.auxiliary_size * auxiliary.num_users)))])
         auxiliary = auxiliary.select_users(keep)
     knowledge = Knowledge(
-        target_data=data.train.select_users(known, name="attacker-target-data"),
+        target_data=held,
         target_user_ids=known,
         auxiliary=auxiliary,
         query_users=query_users,
@@ -260,6 +264,8 @@ def execute_run(
         "auxiliary_size": run.split.auxiliary_size,
         "item_overlap": run.split.item_overlap,
         "query_fraction": run.split.query_fraction,
+        "target_training": run.split.target_training,
+        "attacker_unit": run.split.attacker_unit,
         "hyperparameters": config.model_dump(),
         "known_users": int(len(knowledge.target_user_ids)),
         "queried_users": int(queried.sum()),

@@ -140,6 +140,11 @@ def _check_groups(run: Run, ctx: DatasetContext, log: Interactions, where: str) 
             f"{where}: split.attacker_population and split.scored_users apply to sequential targets only; "
             f"target {run.target.model!r} is collaborative (its attacker holds attacker_fraction of the target users)"
         )
+    if run.sequential and (split.target_training != "leave_one_out" or split.attacker_unit != "users"):
+        raise ConfigError(
+            f"{where}: split.target_training and split.attacker_unit apply to collaborative targets only (Zhu et al.'s "
+            f"protocol); target {run.target.model!r} is sequential"
+        )
     groups, problem = (_sequential_groups if run.sequential else _collaborative_groups)(run, ctx)
     if problem:
         raise ConfigError(
@@ -198,7 +203,8 @@ def _collaborative_groups(run: Run, ctx: DatasetContext) -> tuple[UserGroups, st
         # loads torch: imported where it is used, so this module loads without it
         from raysteal.experiment.execute import build_knowledge
 
-        knowledge = build_knowledge(run, _KnowledgeView(train=ctx.loo.train, auxiliary=ctx.auxiliary))
+        train = ctx.target if run.split.target_training == "whole" else ctx.loo.train
+        knowledge = build_knowledge(run, _KnowledgeView(train=train, auxiliary=ctx.auxiliary))
         assert knowledge.query_users is not None  # build_knowledge always draws them
         known, queried = len(knowledge.target_user_ids), len(knowledge.query_users)
     held_out = known - queried

@@ -42,6 +42,8 @@ ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("split", "scored_users"), "all"),
     (("target", "watermark"), None),
     (("target", "gro"), None),
+    (("split", "target_training"), "leave_one_out"),
+    (("split", "attacker_unit"), "users"),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).

@@ -29,7 +29,7 @@ CELL_COLUMNS = [
     "auxiliary_size",
     "item_overlap",
 ]
-AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION}
+AXES_WHEN_VARIED = {"head_fraction": HEAD_FRACTION, "query_fraction": 0.8, "target_training": "leave_one_out", "attacker_unit": "users"}
 """Settings that are a cell column only where they vary (a grid axis), with the value rows from
 before the setting existed were computed at."""
 DEFAULT_METRICS = ["agr@k", "agr@k/heldout", "agr@10", "agr@k/lift"]

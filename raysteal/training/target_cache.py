@@ -22,7 +22,7 @@ import torch
 
 import raysteal.models  # noqa: F401  (registers every model)
 from raysteal.data.interactions import Interactions
-from raysteal.data.splits import LeaveOneOut, leave_one_out
+from raysteal.data.splits import LeaveOneOut, leave_one_out, whole_log
 from raysteal.errors import ConfigError, UnknownNameError
 from raysteal.models.base import ModelConfig, Recommender, make_config, model_class
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
@@ -33,11 +33,12 @@ from raysteal.training.trainer import fit, resolve_device, seeded_model
 from raysteal.watermark.embed import watermarked_split
 from raysteal.watermark.spec import WatermarkConfig, make_watermark_config
 
-SPLITS: dict[str, Callable[[Interactions], LeaveOneOut]] = {"leave_one_out": leave_one_out}
+SPLITS: dict[str, Callable[[Interactions], LeaveOneOut]] = {"leave_one_out": leave_one_out, "whole": whole_log}
 
 
 def make_split(log: Interactions, split: str = "leave_one_out") -> LeaveOneOut:
-    """Apply the named split (``leave_one_out``)."""
+    """Apply the named split (``leave_one_out``; ``whole``: every interaction trains, see
+    :func:`~raysteal.data.splits.whole_log`)."""
     if split not in SPLITS:
         raise UnknownNameError("split", split, list(SPLITS))
     return SPLITS[split](log)
