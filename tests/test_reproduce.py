@@ -183,6 +183,9 @@ def _fake_rows(config, seeds: int = 1) -> list[dict]:
             "attacker_fraction": run.split.attacker_fraction,
             "auxiliary_size": run.split.auxiliary_size,
             "item_overlap": run.split.item_overlap,
+            "query_fraction": run.split.query_fraction,
+            "target_training": run.split.target_training,
+            "attacker_unit": run.split.attacker_unit,
             "queries": 0,
             "wall_s": 1.0,
         }
@@ -234,6 +237,7 @@ def test_zhu2023_paper_values_fill_every_table_cell_and_render(tmp_path):
         "fig6-architectures",
         "fig7-8-defense",
         "fig9-query-budget",
+        "protocol-ml1m",
     }
     entries = plan(load_entries(files, tmp_path / "out"))
     assert entries[-1].stem == "table8-ml1m"  # the sequential targets' hours come last

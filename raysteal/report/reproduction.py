@@ -30,7 +30,11 @@ READING = (
     "prints for that cell and **Δ** ours − paper; the next columns are our other measures, "
     "`agr@k/heldout` being the agreement on known users whose lists were never queried (what was "
     "stolen rather than fitted); **floor** is the popularity clone's value in the same setting "
-    "(a clone that recommends the most popular items, making no query). Values are mean ± std over "
+    "(a clone that recommends the most popular items, making no query). A table with "
+    "`query_fraction` and `target_training` columns holds each cell under two protocols: ours "
+    "(0.8 of the known users queried, the target trained on the leave-one-out training part; read "
+    "its `agr@k/heldout`) and the paper's (every known user queried, the target trained on the whole "
+    "target half: its `agr@k` is the paper's column). Values are mean ± std over "
     "seeds. In the figures, hollow stars are the paper's values (dotted lines where a value holds "
     "for no particular x) and the dashed grey line is the popularity floor."
 )

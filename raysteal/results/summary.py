@@ -285,6 +285,9 @@ FLOOR_KEYS = [
     "auxiliary_size",
     "item_overlap",
     "head_fraction",
+    "query_fraction",
+    "target_training",
+    "attacker_unit",
 ]
 """The settings the popularity floor of a cell is matched on (it makes no query, so budget and the
 serving defense do not change it: it is scored against the target's true lists, which a defense
