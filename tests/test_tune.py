@@ -775,3 +775,46 @@ def test_a_row_writer_restored_from_a_sweep_started_by_older_code_writes_stopped
     assert isinstance(restored.base_run, Run) and restored.base_run.id == sweep.base_run().id
     row = restored.partial_row("t-cut", {"attack.margin": 0.7, "attack.lr": 2e-3, "budget": 20}, {"agr@k": 0.5, "training_iteration": 2})
     assert row["tune_status"] == "stopped_early" and row["hp/margin"] == 0.7 and row["agr@k"] == 0.5
+
+
+def test_an_optuna_sweep_with_an_errored_trial_resumes_it_under_its_own_id(ray_session, tmp_path, target_cache, monkeypatch):
+    """A trial that errored (here: the driver's row writer failing once, as a crash of the
+    callback did in a real sweep) is resumed by the next run of the same command under the id the
+    searcher suggested: a restarted trial got a new id, and Optuna's KeyError on its first
+    result ended the sweep."""
+    pytest.importorskip("optuna")
+    import pickle
+
+    from raysteal.distributed.tune import RowWriter, run_tune
+    from raysteal.errors import RaystealError
+
+    samples = 3
+    spec = {
+        **BASE,
+        "experiment": "optuna-errored",
+        "attacks": [{"attack": "ptq", "epochs": 6, "finetune_epochs": 6, "batch_size": 64}],
+        "split": {"attacker_fraction": 1.0},
+        "search_space": {"attack.lr": {"loguniform": [1e-3, 1e-2]}, "attack.margin": {"uniform": [0.1, 1.0]}},
+        "tune": {"metric": "agr@k/heldout", "scheduler": None, "searcher": "optuna", "num_samples": samples, "max_concurrent": 1},
+    }
+    file = _write(tmp_path / "optuna-errored.yaml", spec)
+    out = tmp_path / "out"
+    original = RowWriter.on_trial_complete
+    failed: list[str] = []
+
+    def fail_once(self, iteration, trials, trial, **info):
+        if not failed:
+            failed.append(trial.trial_id)
+            raise RuntimeError("injected: the row writer failed")
+        return original(self, iteration, trials, trial, **info)
+
+    monkeypatch.setattr(RowWriter, "on_trial_complete", fail_once)
+    with pytest.raises(RaystealError, match="1 of 3 trial"):
+        run_tune(load_tune(file), out, cache_dir=str(target_cache), verbose=0)
+    monkeypatch.setattr(RowWriter, "on_trial_complete", original)
+
+    outcome = run_tune(load_tune(file), out, cache_dir=str(target_cache), verbose=0)
+    assert outcome.resumed and outcome.trials == samples and outcome.errored == 0
+    assert failed[0] in {t["trial_id"] for t in json.loads((out / "tune_trials.json").read_text())["trials"]}
+    state = pickle.loads(max((out / "tune" / "optuna-errored").glob("searcher-state-*.pkl")).read_bytes())
+    assert len(state["_ot_study"].trials) == samples  # no trial the searcher never suggested

@@ -496,7 +496,10 @@ def run_tune(
     resumed = tune.Tuner.can_restore(path)
     try:
         if resumed:
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
+            # an errored trial resumes under its own id (its scratch state takes it on from its last
+            # epoch): a restarted one gets a new id, which a model-based searcher never suggested
+            # and refuses (Optuna: KeyError on its first result, ending the sweep)
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         else:
             tuner = tune.Tuner(
                 trainable,
