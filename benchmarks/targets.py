@@ -72,10 +72,28 @@ def _parse_sets(pairs: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, A
     return out
 
 
+def _kept_row(earlier: list[dict[str, Any]], args: argparse.Namespace, model_config: dict, train_config: dict) -> dict[str, Any] | None:
+    """The row an earlier invocation wrote to ``--json`` for this very training (same dataset,
+    preprocessing, seed, model and train config), if any."""
+    for row in earlier:
+        same = (row.get("dataset"), row.get("preprocess", "none"), row.get("seed")) == (args.dataset, args.preprocess, args.seed)
+        if same and row.get("model_config") == model_config and row.get("train_config") == train_config:
+            return row
+    return None
+
+
 def bench_model(
-    name: str, log: Any, split: Any, args: argparse.Namespace, epochs: int | None, overrides: tuple[dict[str, Any], dict[str, Any]]
+    name: str,
+    log: Any,
+    split: Any,
+    args: argparse.Namespace,
+    epochs: int | None,
+    overrides: tuple[dict[str, Any], dict[str, Any]],
+    earlier: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and time one model; the JSON row for it."""
+    """Train, evaluate and time one model; the JSON row for it. A row of ``earlier`` (what
+    ``--json`` held) for the same training is returned as it is; ``--state-dir`` keeps each
+    training's per-epoch state, so a killed invocation goes on from its last epoch."""
     from raysteal.models import make_config
     from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
 
@@ -85,14 +103,31 @@ def bench_model(
     if epochs is not None:
         train_cfg["epochs"] = epochs
     cfg, tcfg = make_config(model_cfg), make_train_config(train_cfg)
+    kept = _kept_row(earlier or [], args, cfg.model_dump(mode="json"), tcfg.model_dump(mode="json"))
+    if kept is not None:
+        print(f"{cfg.model}: kept from {args.json} (same model, training and seed)", file=sys.stderr)
+        return kept
     model = seeded_model(cfg, log.num_users, log.num_items, args.seed)
+    state = None if args.state_dir is None else args.state_dir / f"{args.dataset}-{cfg.model}-seed{args.seed}.state.pt"
     t0 = time.perf_counter()
-    result = fit(model, split, tcfg, seed=args.seed, device=args.device, progress=True if args.progress else None)
+    result = fit(
+        model,
+        split,
+        tcfg,
+        seed=args.seed,
+        device=args.device,
+        progress=True if args.progress else None,
+        state_path=state,
+        restart_if_unusable=True,
+    )
     train_seconds = time.perf_counter() - t0
+    if state is not None:
+        state.unlink(missing_ok=True)  # the model is done: its row holds what remains
     test = evaluate(model, split, "test", k=10, num_negatives=100, seed=args.seed)
     row: dict[str, Any] = {
         "model": cfg.model,
         "dataset": args.dataset,
+        "preprocess": args.preprocess,
         "hr@10_100neg": test["hr@10_100neg"],
         "ndcg@10_100neg": test["ndcg@10_100neg"],
         "hr@10_full": test["hr@10_full"],
@@ -133,6 +168,19 @@ def bench_model(
     return row
 
 
+def _read_rows(path: Path | None) -> list[dict[str, Any]]:
+    """The rows an earlier invocation wrote to ``--json`` (none when it does not exist)."""
+    if path is None or not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError as err:
+        raise SystemExit(f"{path}: not the JSON list this benchmark writes ({err}); move it away") from None
+    if not isinstance(rows, list):
+        raise SystemExit(f"{path}: not the JSON list this benchmark writes; move it away")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-1m")
@@ -146,8 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], dest="sets", metavar="MODEL.KEY=VALUE")
     parser.add_argument("--progress", action="store_true", help="log every epoch's loss and validation NDCG@10")
     parser.add_argument("--save-dir", type=Path, default=None, help="write each trained model's checkpoint here")
-    parser.add_argument("--json", type=Path, default=None, help="write the results as a JSON list")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="write the results as a JSON list (rewritten after each model; its rows for the same trainings are kept)",
+    )
+    parser.add_argument("--state-dir", type=Path, default=None, help="keep each training's per-epoch state here (a killed run resumes)")
     args = parser.parse_args(argv)
+    earlier = _read_rows(args.json)
 
     from raysteal.data import load_dataset
     from raysteal.training import make_split
@@ -168,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     for m in models:
-        row = bench_model(m, log, split, args, epochs.get(m), sets.get(m, ({}, {})))
+        row = bench_model(m, log, split, args, epochs.get(m), sets.get(m, ({}, {})), earlier)
         rows.append(row)
         ratio = row.get("ratio_to_raw_limit")
         print(
@@ -181,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.json is not None:  # rewrite after every model so a long run keeps what it has
+            from raysteal.atomic import write_text_atomically
+
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+            others = [r for r in earlier if (r.get("model"), r.get("dataset")) not in {(m, args.dataset) for m in models}]
+            write_text_atomically(args.json, json.dumps(others + rows, indent=2) + "\n")
     return 0
 
 

@@ -235,3 +235,19 @@ def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     assert report["same_lists_on_these_inputs"] is True and report["ratio_median"] > 0
     assert json.loads(out.read_text())["queries_per_s_ranked_top"] == report["queries_per_s_ranked_top"]
     assert engine.ranked_top is before and torch.get_num_threads() == threads  # both put back
+
+
+def test_targets_benchmark_keeps_finished_models_and_resumes_the_rest(tmp_path, benchmarks_on_path, capsys):
+    import targets
+
+    out, state = tmp_path / "targets.json", tmp_path / "state"
+    argv = ["--dataset", "synthetic", "--models", "bpr,lmf", "--epochs", "2", "--json", str(out), "--state-dir", str(state)]
+    assert targets.main(argv + ["--set", "bpr.embedding_dim=8", "--set", "lmf.embedding_dim=8"]) == 0
+    first = json.loads(out.read_text())
+    assert [r["model"] for r in first] == ["bpr", "lmf"] and not list(state.glob("*"))  # states go once a model is done
+    assert {"model", "dataset", "hr@10_100neg", "ndcg@10_100neg"} <= set(first[0])
+    # again, one model changed: the other is kept as it was, the changed one trained anew
+    assert targets.main(argv + ["--set", "bpr.embedding_dim=8", "--set", "lmf.embedding_dim=4"]) == 0
+    second = json.loads(out.read_text())
+    assert second[0] == first[0] and second[1]["model_config"]["embedding_dim"] == 4
+    assert "bpr: kept from" in capsys.readouterr().err
