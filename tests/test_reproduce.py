@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -122,6 +123,16 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
         cells = [c.strip() for c in line.split("|")]
         assert runs in cells and cells[8] not in ("–", "0:00:00") and cells[10] == "done", line  # wall time here
     assert "**Runs:** 6 of the 6 at 2 seeds finished, 6 row(s) shown; 6 ran here (wall time" in report
+
+    # published for the documentation: the page and its PNGs, each file's rows and own report; no logs
+    docs = tmp_path / "docs" / "zhu"
+    result = runner.invoke(app, ["reproduce", *base, "--report-only", "--publish", str(docs)])
+    assert result.exit_code == 0, result.output
+    assert (docs / "report.md").read_text() == (out / "report.md").read_text() and (docs / "tiny-figure-0-curve.png").is_file()
+    for stem, runs in (("tiny-figure", 4), ("tiny-table", 6)):
+        assert len(pd.read_parquet(docs / stem / "results.parquet")) == runs
+        assert (docs / stem / "report.md").read_text().startswith("# raysteal report")
+    assert not [p for p in docs.rglob("*") if "query" in p.name or "ledger" in p.name or p.suffix == ".pt"]
 
     # --only one file, its rows taken from the directory above: nothing runs, the page says where they came from
     fresh = tmp_path / "fresh"

@@ -58,6 +58,12 @@ def register(app: typer.Typer) -> None:
         report_only: bool = typer.Option(
             False, "--report-only", help="run nothing (nor import): rewrite OUT/report.md from the rows there"
         ),
+        publish: Path | None = typer.Option(
+            None,
+            "--publish",
+            help="also copy the report (+ PNGs) to DIR and each file's results.parquet and own report to DIR/<file stem>/"
+            " (e.g. docs/results/zhu2023); never query logs or checkpoints",
+        ),
         address: Address = None,
         data_dir: DataDir = None,
         cache_dir: CacheDir = None,
@@ -72,7 +78,16 @@ def register(app: typer.Typer) -> None:
         wanted = [name for item in (only or []) for name in comma_list(item)]
         options = RunOptions(address, data_dir, cache_dir, num_cpus, max_concurrent, quiet)
         reproduce(
-            paper, out, seeds, figure_seeds, wanted if only is not None else None, list(sources or []), experiments, report_only, options
+            paper,
+            out,
+            seeds,
+            figure_seeds,
+            wanted if only is not None else None,
+            list(sources or []),
+            experiments,
+            report_only,
+            options,
+            publish=None if publish is None else Path(directory_option(publish, "--publish")),
         )
 
 
@@ -101,10 +116,11 @@ def reproduce(
     experiments: Path | None,
     report_only: bool,
     options: RunOptions,
+    publish: Path | None = None,
 ) -> None:
     """``raysteal reproduce`` (see the command's help): check every file, import rows ``--from``
-    sources, run the chosen files in the planned order, write the report."""
-    from raysteal.report.reproduction import render_reproduction
+    sources, run the chosen files in the planned order, write the report (and ``--publish`` it)."""
+    from raysteal.report.reproduction import publish_reproduction, render_reproduction
     from raysteal.results.reproduction import experiment_files, plan, resolve_paper, select_files
 
     folder = resolve_paper(paper, experiments)
@@ -147,6 +163,9 @@ def reproduce(
         typer.echo(f"interrupted; finished runs are kept; resume with: {command}", err=True)
         raise typer.Exit(130) from None
     typer.echo(f"\nreport written to {path}")
+    if publish is not None:
+        written = publish_reproduction(out_root, entries, publish)
+        typer.echo(f"published {len(written)} file(s) to {publish}")
     failed = list(status)  # in the order the files ran
     if failed:
         raise RaystealError(

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from raysteal import __version__
-from raysteal.atomic import remove_stale_temp_files, write_text_atomically
+from raysteal.atomic import remove_stale_temp_files, write_atomically, write_text_atomically
 from raysteal.experiment.run import expand_runs
-from raysteal.report.render import experiment_sections
+from raysteal.report.render import experiment_sections, render_report
 from raysteal.results.reproduction import PlanEntry, imported_runs, sittings
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import FLOOR_ATTACK, floor_values, summarize, unmatched_paper_keys, with_derived_metrics
@@ -223,3 +223,29 @@ def render_reproduction(
             shown = ", ".join(f"`{key}` {spec['paper'][key]:.4f}" for key in missing)
             lines += [f"Paper values with no run here ({len(missing)}): {shown}.", ""]
     return write_text_atomically(root / "report.md", "\n".join(lines) + "\n")
+
+
+def publish_reproduction(root: Path, entries: list[PlanEntry], dest: Path) -> list[Path]:
+    """Copy a reproduction's results where the documentation keeps them: ``dest/report.md`` and its
+    PNGs (the page, as :func:`render_reproduction` wrote it in ``root``), and for every file with
+    rows ``dest/<stem>/results.parquet`` and ``dest/<stem>/report.md`` (+ PNGs, the file's own
+    ``raysteal report``). Never the query logs, ledgers or checkpoints. Returns the files written."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    page = [Path(root) / "report.md", *sorted(Path(root).glob("*.png"))]
+    for source in (p for p in page if p.is_file()):
+        data = source.read_bytes()
+        written.append(write_atomically(dest / source.name, lambda fh, data=data: fh.write(data)))
+    for entry in entries:
+        store = ResultStore(entry.out_dir)
+        if not store.runs_dir.is_dir() or not any(store.runs_dir.glob("*.parquet")):
+            continue
+        store.export()
+        data = store.results_file.read_bytes()
+        target = dest / entry.stem
+        target.mkdir(parents=True, exist_ok=True)
+        written.append(write_atomically(target / "results.parquet", lambda fh, data=data: fh.write(data)))
+        written.append(render_report(entry.out_dir, target))
+        written += sorted(target.glob("*.png"))
+    return written
