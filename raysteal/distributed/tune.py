@@ -261,9 +261,8 @@ class RowWriter(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled by ``Tuner.restore`` (the callbacks are the sweep's first sitting's): a sweep
         started by code that kept the base run in its JSON form gets it back as a :class:`Run`."""
-        self.__dict__.update(state)
-        if isinstance(self.base_run, dict):
-            self.base_run = Run.from_spec(self.base_run)
+        for name, value in state.items():
+            setattr(self, name, Run.from_spec(value) if name == "base_run" and isinstance(value, dict) else value)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = dict(trial.last_result or {})
