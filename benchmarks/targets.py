@@ -6,8 +6,13 @@ For each model (its paper settings, :mod:`raysteal.training.presets`): train wit
 on validation NDCG@10, then report test HR@10 / NDCG@10 against 100 sampled negatives and with
 full ranking (seen items excluded), the training time, the training throughput (sampler rows per
 second of optimisation steps) and, where DESIGN.md lists a raw limit for that workload on an
-H100, the ratio to it. ``--json`` writes one object per model with at least ``model, dataset,
-hr@10_100neg, ndcg@10_100neg, ndcg@10_full, train_seconds, device``.
+H100, the ratio to it. Beside each model, the popularity guard (:mod:`raysteal.training.guard`):
+the popularity recommender on the same users and protocol, and the lift (``target_lift``: the
+model's full-ranking NDCG@10 over popularity's); and whether its validation curve had flattened
+when training stopped (``stopped_early`` by patience, ``last_validation_gain``: what its last
+three validations gained on the best before them). ``--json`` writes one object per model with at
+least ``model, dataset, hr@10_100neg, ndcg@10_100neg, ndcg@10_full, target_lift, train_seconds,
+device``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,17 @@ def _parse_sets(pairs: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, A
     return out
 
 
+def last_validation_gain(history: list[dict[str, Any]], window: int = 3) -> float | None:
+    """How much the training's last ``window`` validations improved on the best before them
+    (relative validation NDCG@10; 0 or below: the curve had flattened), ``None`` with fewer
+    validations than ``window + 1``."""
+    values = [float(h["valid_ndcg@10"]) for h in history if h.get("valid_ndcg@10") is not None]
+    if len(values) <= window:
+        return None
+    before = max(values[:-window])
+    return (max(values[-window:]) - before) / before if before > 0 else None
+
+
 def _kept_row(earlier: list[dict[str, Any]], args: argparse.Namespace, model_config: dict, train_config: dict) -> dict[str, Any] | None:
     """The row an earlier invocation wrote to ``--json`` for this very training (same dataset,
     preprocessing, seed, model and train config), if any."""
@@ -96,6 +112,7 @@ def bench_model(
     training's per-epoch state, so a killed invocation goes on from its last epoch."""
     from raysteal.models import make_config
     from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
+    from raysteal.training.guard import guard_figures
 
     model_cfg, train_cfg = preset(name)
     model_cfg.update(overrides[0])
@@ -124,6 +141,7 @@ def bench_model(
     if state is not None:
         state.unlink(missing_ok=True)  # the model is done: its row holds what remains
     test = evaluate(model, split, "test", k=10, num_negatives=100, seed=args.seed)
+    guard, _ = guard_figures(model, split, seed=args.seed, device=result.device)
     row: dict[str, Any] = {
         "model": cfg.model,
         "dataset": args.dataset,
@@ -139,6 +157,11 @@ def bench_model(
         "best_epoch": result.best_epoch,
         "best_valid_ndcg@10": result.best_valid_ndcg,
         "stopped_by_time": result.stopped_by_time,
+        "stopped_early": bool(tcfg.early_stopping and result.epochs_run < tcfg.epochs and not result.stopped_by_time),
+        "last_validation_gain": last_validation_gain(result.history),
+        "popularity_ndcg@10_full": guard["popularity_ndcg@10_full"],
+        "popularity_ndcg@10_100neg": guard["popularity_ndcg@10_100neg"],
+        "target_lift": guard["target_lift"],
         "amp_bf16": result.amp,
         "test_users": test["users"],
         "seed": args.seed,
@@ -229,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['model']:>9}  HR@10 {row['hr@10_100neg']:.4f}  NDCG@10 {row['ndcg@10_100neg']:.4f} (100 neg)  "
             f"HR@10 {row['hr@10_full']:.4f}  NDCG@10 {row['ndcg@10_full']:.4f} (full)  "
+            f"lift {row['target_lift']:.2f}x popularity  "
             f"{row['train_seconds']:.0f}s  {row['epochs_run']} ep (best {row['best_epoch']})  "
             f"{row['samples_per_second']:,.0f} samples/s"
             + (f" = {ratio:.2f} x raw limit" if ratio is not None else "")

@@ -245,7 +245,10 @@ def test_targets_benchmark_keeps_finished_models_and_resumes_the_rest(tmp_path, 
     assert targets.main(argv + ["--set", "bpr.embedding_dim=8", "--set", "lmf.embedding_dim=8"]) == 0
     first = json.loads(out.read_text())
     assert [r["model"] for r in first] == ["bpr", "lmf"] and not list(state.glob("*"))  # states go once a model is done
-    assert {"model", "dataset", "hr@10_100neg", "ndcg@10_100neg"} <= set(first[0])
+    assert {"model", "dataset", "hr@10_100neg", "ndcg@10_100neg", "target_lift", "stopped_early"} <= set(first[0])
+    assert first[0]["target_lift"] == pytest.approx(first[0]["ndcg@10_full"] / first[0]["popularity_ndcg@10_full"])
+    assert targets.last_validation_gain([{"valid_ndcg@10": v} for v in (0.1, 0.2, 0.2, 0.19, 0.2)]) == 0.0
+    assert targets.last_validation_gain([{"valid_ndcg@10": v} for v in (0.1, 0.1, 0.12, 0.11)]) == pytest.approx(0.2)
     # again, one model changed: the other is kept as it was, the changed one trained anew
     assert targets.main(argv + ["--set", "bpr.embedding_dim=8", "--set", "lmf.embedding_dim=4"]) == 0
     second = json.loads(out.read_text())
