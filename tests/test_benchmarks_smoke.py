@@ -254,3 +254,23 @@ def test_targets_benchmark_keeps_finished_models_and_resumes_the_rest(tmp_path, 
     second = json.loads(out.read_text())
     assert second[0] == first[0] and second[1]["model_config"]["embedding_dim"] == 4
     assert "bpr: kept from" in capsys.readouterr().err
+
+
+def test_bahsd_step_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
+    import bahsd_step
+    import torch
+
+    from raysteal.models.sasrec import SASRec
+
+    before, threads = SASRec.represent_last, torch.get_num_threads()
+    out = tmp_path / "bahsd.json"
+    result = bahsd_step.main(["--smoke", "--json", str(out)])
+    assert json.loads(out.read_text())["setting"]["prefixes"] == result["setting"]["prefixes"] > 0
+    assert len(result["setting"]["encoder_passes"]) == 3  # the prefixes, the InfoNCE views, the probe views
+    for mode in ("eval", "train"):  # the previous code and today's: the same loss and draws, gradients to rounding
+        checks = result["checks"][mode]
+        assert checks["loss_identical"] and checks["same_draws_after"]
+        assert checks["max_grad_abs_diff"] <= 1e-5 * checks["max_grad_abs"]
+    assert result["speedup"]["cpu"] > 0 and result["gemm"]["gflops_cpu"] > 0
+    assert result["flops"]["needed"] < result["flops"]["old_path"]
+    assert SASRec.represent_last is before and torch.get_num_threads() == threads  # put back

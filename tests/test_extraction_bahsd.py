@@ -756,3 +756,58 @@ def test_the_kl_never_masks_an_item_the_list_holds():
     log_q = torch.log_softmax(logits, 1).gather(1, lists.clamp(min=0))
     expected = torch.where(lists >= 0, p * (torch.log(p.clamp(min=1e-30)) - log_q), torch.zeros_like(p)).sum(1)
     assert torch.allclose(kl_rank_distillation(scores, lists, torch.tensor(1.0), exclude=plain), expected)
+
+
+def _previous_represent_last(student, indices):
+    """The views' states as the objective took them before: the whole encoder output, its last column."""
+    from raysteal.models.sequence_layers import last_positions
+
+    rows, cols = last_positions(indices)
+    return student.represent(indices, rows, cols)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_the_views_last_column_pass_gives_the_previous_loss_gradients_and_draws(dropout):
+    """The InfoNCE and probe views' encoder passes run the last block for the last column only
+    (``SASRec.represent_last``): against the previous code, the same loss, the same dropout
+    draws (the generator ends where it did), gradients to float rounding (fewer rows summed)."""
+    student, batch = _batch_with_views()
+    student.train(dropout)
+    objective = BAHSDObjective.from_config(BAHSDConfig(attack="bahsd", probe_infonce=True))
+
+    def run(previous: bool):
+        student.zero_grad(set_to_none=True)
+        if previous:
+            student.represent_last = lambda indices: _previous_represent_last(student, indices)
+        torch.manual_seed(5)
+        try:
+            loss, _ = objective(student, batch)
+        finally:
+            if previous:
+                del student.represent_last
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in student.parameters()], torch.rand(8)
+
+    (old_loss, old_grads, old_next), (new_loss, new_grads, new_next) = run(True), run(False)
+    assert torch.equal(old_loss, new_loss)
+    assert torch.equal(old_next, new_next)
+    for old, new in zip(old_grads, new_grads):
+        assert torch.allclose(new, old, rtol=0.0, atol=1e-6 * float(old.abs().max()))
+    assert any(float(g.abs().max()) > 0 for g in new_grads)
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_encoder_last_is_the_last_column_of_forward_with_the_same_draws(pre_norm):
+    from raysteal.models.sequence_layers import TransformerEncoder
+
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(30, 8, 12, 2, 2, 0.3, causal=pre_norm, pre_norm=pre_norm, activation="relu", ffn_dim=16).train()
+    indices = torch.randint(1, 31, (5, 12))
+    indices[1, :4] = 0  # left padding
+    torch.manual_seed(3)
+    full, after_full = encoder(indices)[:, -1], torch.rand(4)
+    torch.manual_seed(3)
+    last, after_last = encoder.last(indices), torch.rand(4)
+    assert torch.allclose(last, full, rtol=0.0, atol=1e-6) and torch.equal(after_last, after_full)
+    encoder.eval()
+    assert torch.allclose(encoder.last(indices), encoder(indices)[:, -1], rtol=0.0, atol=1e-6)

@@ -300,8 +300,7 @@ class BAHSDObjective:
         if cfg.infonce and len(rows) > 1:
             lengths = batch.extras["view_len"][rows, ecols].long()
             view = student.prepare(suffix_inputs(batch.inputs, rows, cols, lengths))
-            vrows, vcols = last_positions(view)
-            second = student.represent(view, vrows, vcols)
+            second = student.represent_last(view)
             contrastive = info_nce(hidden.float(), second.float(), cfg.infonce_tau, groups=batch.sequence_ids[rows])
             logs["infonce"] = contrastive.mean().detach()
         loss = bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight)
@@ -363,8 +362,8 @@ class BAHSDObjective:
         views = batch.extras["probe_views"][b, v].long()
         views = views[:, int(first_columns(views).min().clamp(max=views.shape[1] - 1)) :]
         indices = student.prepare(views)
-        vrows, vcols = last_positions(indices)
-        hidden = student.represent(indices, vrows, vcols)
+        vrows, _ = last_positions(indices)
+        hidden = student.represent_last(indices)
         scores = student.logits(hidden).float()
         lists = batch.extras["probe_lists"][b, v].long()
         owner_col = batch.extras["probe_col"][b, v].long()

@@ -62,6 +62,10 @@ class SASRec(SequentialRecommender[SASRecConfig]):
     def represent(self, indices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return self.encoder(indices)[rows, cols]
 
+    def represent_last(self, indices: torch.Tensor) -> torch.Tensor:
+        """The last column's states, the last block run for that column only (:meth:`TransformerEncoder.last`)."""
+        return self.encoder.last(indices)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.encoder.items.logits(hidden)
 

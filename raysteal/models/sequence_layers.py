@@ -247,6 +247,47 @@ class MultiHeadSelfAttention(nn.Module):
             attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(attended.transpose(1, 2).reshape(batch, length, dim))
 
+    def last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``forward(x, mask)[:, -1:]``: the last query's output ``[B, 1, dim]`` only (keys and
+        values of every position), with the same attention-dropout draws (:func:`last_query_attention`)."""
+        batch, length, dim = x.shape
+        heads, width = self.num_heads, dim // self.num_heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, -1:], weight[:dim], bias[:dim]).view(batch, 1, heads, width).transpose(1, 2)
+        k, v = F.linear(x, weight[dim:], bias[dim:]).view(batch, length, 2, heads, width).permute(2, 0, 3, 1, 4)
+        if self.training and self.dropout > 0.0 and x.device.type == "cpu":
+            attended = last_query_attention(q, k, v, mask[..., -1:, :], self.dropout)
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[..., -1:, :])
+        return self.out(attended.transpose(1, 2).reshape(batch, 1, dim))
+
+
+def dropped_last(x: torch.Tensor, full: tuple[int, ...], p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(y, p, training)[:, -1:]`` for ``x = y[:, -1:]`` of a ``y`` shaped ``full``: the
+    whole ``full`` mask is drawn (the generator advances as for ``y``), its last column kept.
+
+    As ``F.dropout`` on a CPU (``_dropout_impl``): ``noise = bernoulli(1 - p) / (1 - p)``, ``x · noise``."""
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * x.new_zeros(())
+    noise = x.new_empty(full).bernoulli_(1.0 - p)[:, -1:]  # only its last column is scaled and used
+    return x * noise.div(1.0 - p)
+
+
+def last_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float) -> torch.Tensor:
+    """:func:`dropout_attention` of the last query only: ``q [B, h, 1, d_h]``, ``k, v [B, h, L, d_h]``,
+    ``mask`` its last row ``[B, 1, 1, L]``; the weights' dropout mask is drawn for all ``L``
+    queries (the same draws) and its last row applied."""
+    batch, heads, length, width = k.shape
+    additive = additive_attention_mask(mask, q.dtype) if mask.dtype == torch.bool else mask.to(q.dtype)
+    bias = additive.expand(batch, heads, 1, length).reshape(batch * heads, 1, length)
+    scores = torch.baddbmm(
+        bias, q.reshape(batch * heads, 1, width), k.reshape(batch * heads, length, width).transpose(1, 2), alpha=1.0 / math.sqrt(width)
+    )
+    weights = dropped_last(torch.softmax(scores, dim=-1), (batch * heads, length, length), dropout, True)
+    return torch.bmm(weights, v.reshape(batch * heads, length, width)).view(batch, heads, 1, width)
+
 
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A bool attention mask (``True`` = may attend) as the ``0`` / ``-inf`` scores it adds."""
@@ -297,6 +338,22 @@ class TransformerBlock(nn.Module):
         x = self.norm1(x + self.drop(self.attention(x, mask)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
+    def last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``forward(x, mask)[:, -1:]`` computing the last position only past the keys and values;
+        every dropout mask is drawn at its full ``[B, L, ·]`` shape in ``forward``'s order."""
+        full, p, on = x.shape, self.drop.p, self.drop.training
+        if self.pre_norm:
+            y = x[:, -1:] + dropped_last(self.attention.last(self.norm1(x), mask), full, p, on)
+            return y + dropped_last(self.ffn_last(self.norm2(y), full), full, p, on)
+        y = self.norm1(x[:, -1:] + dropped_last(self.attention.last(x, mask), full, p, on))
+        return self.norm2(y + dropped_last(self.ffn_last(y, full), full, p, on))
+
+    def ffn_last(self, x: torch.Tensor, full: torch.Size) -> torch.Tensor:
+        """The feed-forward layers on the last position ``x [B, 1, d]``, their dropout drawn at ``full``'s ``[B, L, hidden]``."""
+        expand, act, drop, shrink = self.ffn
+        inner = act(expand(x))
+        return shrink(dropped_last(inner, (*full[:-1], inner.shape[-1]), drop.p, drop.training))
+
 
 class TransformerEncoder(nn.Module):
     """Item + learned position embeddings followed by a stack of :class:`TransformerBlock`.
@@ -334,6 +391,27 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[B, L, dim]`` of shifted, left-padded indices ``[B, L]`` (``L <= max_len``)."""
+        x, mask = self.embed(indices)
+        for block in self.blocks:  # padded positions are never attended to, so need no re-zeroing
+            x = block(x, mask)
+        return self.output_norm(x)
+
+    def last(self, indices: torch.Tensor) -> torch.Tensor:
+        """``forward(indices)[:, -1]`` (``[B, dim]``), the last block computed for the last column
+        only (:meth:`TransformerBlock.last`: same dropout draws; the other columns' outputs of the
+        last block are never needed). The same values; gradients to float rounding (sums over
+        fewer rows). Off the CPU (fused dropout kernels draw differently) it is ``forward``'s."""
+        if indices.device.type != "cpu":
+            return self.forward(indices)[:, -1]
+        x, mask = self.embed(indices)
+        if not self.blocks:
+            return self.output_norm(x[:, -1])
+        for block in self.blocks[:-1]:
+            x = block(x, mask)
+        return self.output_norm(cast(TransformerBlock, self.blocks[-1]).last(x, mask))[:, 0]
+
+    def embed(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first block's input ``[B, L, dim]`` (embeddings, input dropout) and the attention mask."""
         valid = indices != PAD_INDEX
         pos = right_aligned_positions(indices.shape[1], self.max_len, indices.device)
         x = self.items(indices) * self.scale + self.positions(pos)[None]
@@ -341,9 +419,7 @@ class TransformerEncoder(nn.Module):
         mask = attention_mask(valid, self.causal)
         if self.training and self.blocks and cast(TransformerBlock, self.blocks[0]).attention.dropout > 0.0 and x.device.type == "cpu":
             mask = additive_attention_mask(mask, x.dtype)  # once for all blocks (dropout_attention)
-        for block in self.blocks:  # padded positions are never attended to, so need no re-zeroing
-            x = block(x, mask)
-        return self.output_norm(x)
+        return x, mask
 
 
 class PaddedGRU(nn.Module):
@@ -458,6 +534,12 @@ class SequentialRecommender(Recommender[SequentialConfigT]):
     @abstractmethod
     def represent(self, indices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[N, d]`` predicting the item after column ``cols[n]`` of row ``rows[n]``."""
+
+    def represent_last(self, indices: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``[B, d]`` at the last column of every row: ``represent`` at
+        :func:`last_positions`. Models that can skip the other columns' last layer override it."""
+        rows, cols = last_positions(indices)
+        return self.represent(indices, rows, cols)
 
     @abstractmethod
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
