@@ -187,7 +187,7 @@ def encoder_shapes(student: Any, objective: Any, batch: Any) -> list[tuple[int, 
     embed = student.encoder.embed
 
     def recording(indices: torch.Tensor):
-        shapes.append(tuple(indices.shape))
+        shapes.append((int(indices.shape[0]), int(indices.shape[1])))
         return embed(indices)
 
     student.encoder.embed = recording
@@ -294,7 +294,7 @@ def profile_table(path: str, student: Any, objective: Any, step: Any, batch: Any
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sequences", type=int, default=32)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--items", type=int, default=ML1M_ITEMS)

@@ -351,6 +351,7 @@ class TransformerBlock(nn.Module):
     def ffn_last(self, x: torch.Tensor, full: torch.Size) -> torch.Tensor:
         """The feed-forward layers on the last position ``x [B, 1, d]``, their dropout drawn at ``full``'s ``[B, L, hidden]``."""
         expand, act, drop, shrink = self.ffn
+        drop = cast(nn.Dropout, drop)
         inner = act(expand(x))
         return shrink(dropped_last(inner, (*full[:-1], inner.shape[-1]), drop.p, drop.training))
 
