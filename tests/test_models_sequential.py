@@ -438,3 +438,33 @@ def test_samplers_reject_bad_arguments(log):
     empty = Interactions(users=np.arange(3), items=np.arange(3), num_users=3, num_items=3)
     with pytest.raises(ConfigError, match="at least 2"):
         NextItemSampler(empty, 8, MAX_LEN)
+
+
+def test_attention_dropout_reaches_the_fused_kernel_off_the_cpu(monkeypatch):
+    """Off the CPU the attention's dropout is the fused kernel's ``dropout_p`` (training only); a
+    speed-up of the CPU path once left it out, so a GPU-trained SASRec had no attention dropout."""
+    import torch.nn.functional as F
+
+    import raysteal.models.sequence_layers as layers
+
+    seen = []
+    fused = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dropout_p", 0.0))
+        return fused(*args, **{**kwargs, "dropout_p": 0.0})
+
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", spy)
+    attention = layers.MultiHeadSelfAttention(8, 2, dropout=0.3)
+    x, mask = torch.randn(2, 5, 8), torch.ones(2, 1, 5, 5, dtype=torch.bool)
+
+    class OffCpu(torch.Tensor):  # a tensor reporting a GPU device: the fused path, as on a GPU
+        @property
+        def device(self):  # type: ignore[override]
+            return torch.device("cuda")
+
+    attention.train()
+    attention(x.as_subclass(OffCpu), mask)
+    attention.eval()
+    attention(x.as_subclass(OffCpu), mask)
+    assert seen == [0.3, 0.0]

@@ -243,8 +243,8 @@ class MultiHeadSelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         if self.training and self.dropout > 0.0 and x.device.type == "cpu":
             attended = dropout_attention(q, k, v, mask, self.dropout)
-        else:
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        else:  # a GPU's fused kernel draws the attention dropout itself
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(attended.transpose(1, 2).reshape(batch, length, dim))
 
     def last(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -258,7 +258,9 @@ class MultiHeadSelfAttention(nn.Module):
         if self.training and self.dropout > 0.0 and x.device.type == "cpu":
             attended = last_query_attention(q, k, v, mask[..., -1:, :], self.dropout)
         else:
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[..., -1:, :])
+            attended = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask[..., -1:, :], dropout_p=self.dropout if self.training else 0.0
+            )
         return self.out(attended.transpose(1, 2).reshape(batch, 1, dim))
 
 
