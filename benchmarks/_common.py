@@ -126,3 +126,29 @@ def load_actors(count: int, threads: int = 1) -> list:
     actors = [Load.options(max_concurrency=threads).remote() for _ in range(count)]
     ray.get([a.ready.remote() for a in actors])
     return actors
+
+
+def step_header(benchmark: str, args: Any, model_config: Any, prefixes: int, **setting: Any) -> dict[str, Any]:
+    """The head of a student-step benchmark's JSON (``student_step``, ``bahsd_step``): machine,
+    threads, torch, and the SASRec student's setting (``setting`` adds the benchmark's own keys)."""
+    return {
+        "benchmark": benchmark,
+        "device": device_name("cpu"),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "setting": {
+            "model": "sasrec",
+            "dim": args.dim,
+            "blocks": model_config.num_blocks,
+            "heads": model_config.num_heads,
+            "dropout": model_config.dropout,
+            "sequences": args.sequences,
+            "length": args.length,
+            "prefixes": prefixes,
+            **setting,
+            "items": args.items,
+            "k": args.k,
+            "negatives": args.negatives,
+            "smoke": args.smoke,
+        },
+    }

@@ -59,7 +59,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_name, write_json  # noqa: E402
+from _common import step_header, write_json  # noqa: E402
 
 ML1M_ITEMS = 3706
 BEST = {  # the search's best configuration (experiments/bahsd/search-real-ml1m.yaml)
@@ -352,26 +352,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     rate = {u: statistics.median(r[i] for r in rates) for i, u in enumerate(("wall", "cpu"))}
     cfg = student.config
     result: dict[str, Any] = {
-        "benchmark": "bahsd_step",
-        "device": device_name("cpu"),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "setting": {
-            "model": "sasrec",
-            "dim": args.dim,
-            "blocks": cfg.num_blocks,
-            "heads": cfg.num_heads,
-            "dropout": cfg.dropout,
-            "sequences": args.sequences,
-            "length": args.length,
-            "prefixes": int(batch.rows.numel()),
-            "encoder_passes": [list(s) for s in shapes],
-            "items": args.items,
-            "k": args.k,
-            "negatives": args.negatives,
-            "attack": BEST,
-            "smoke": args.smoke,
-        },
+        **step_header("bahsd_step", args, cfg, int(batch.rows.numel()), encoder_passes=[list(s) for s in shapes], attack=BEST),
         "checks": same,
         "flops": flops,
         "gemm": {"size": args.gemm, "gflops_wall": rate["wall"], "gflops_cpu": rate["cpu"], "rounds": [list(r) for r in rates]},

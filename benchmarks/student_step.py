@@ -57,7 +57,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_name, write_json  # noqa: E402
+from _common import step_header, write_json  # noqa: E402
 
 ML1M_ITEMS = 3706
 PHASES = ("negatives", "encoder", "scores", "loss", "backward", "optimizer")
@@ -396,24 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rate_cpu = statistics.median(r[1] for r in rates)
     limit_wall, limit_cpu = flops["needed"] / (rate_wall * 1e9), flops["needed"] / (rate_cpu * 1e9)
     result: dict[str, Any] = {
-        "benchmark": "student_step",
-        "device": device_name("cpu"),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "setting": {
-            "model": "sasrec",
-            "dim": args.dim,
-            "blocks": cfg.num_blocks,
-            "heads": cfg.num_heads,
-            "dropout": cfg.dropout,
-            "sequences": args.sequences,
-            "length": args.length,
-            "prefixes": int(batch.rows.numel()),
-            "items": args.items,
-            "k": args.k,
-            "negatives": args.negatives,
-            "smoke": args.smoke,
-        },
+        **step_header("student_step", args, cfg, int(batch.rows.numel())),
         "checks": same,
         "flops": flops,
         "gemm": {"size": args.gemm, "gflops_wall": rate_wall, "gflops_cpu": rate_cpu, "rounds": [list(r) for r in rates]},

@@ -52,6 +52,12 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> Path:
     return write_atomically(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
+def copy_atomically(source: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """``source``'s bytes to ``path`` with :func:`write_atomically` (never a half-copied file)."""
+    data = Path(source).read_bytes()
+    return write_atomically(path, lambda fh: fh.write(data))
+
+
 TEMP_NAME = re.compile(r"^\.(?P<target>.+?)\.(?:(?P<node>[0-9a-f]{8})-(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
 """Names of :func:`write_atomically`'s temp files (older versions wrote them without node and pid)."""
 SETTLED_AFTER_S = 60.0

@@ -274,3 +274,13 @@ def test_bahsd_step_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     assert result["speedup"]["cpu"] > 0 and result["gemm"]["gflops_cpu"] > 0
     assert result["flops"]["needed"] < result["flops"]["old_path"]
     assert SASRec.represent_last is before and torch.get_num_threads() == threads  # put back
+
+
+def test_targets_benchmark_refuses_a_json_it_did_not_write_and_keeps_it(tmp_path, benchmarks_on_path):
+    import targets
+
+    out = tmp_path / "targets.json"
+    out.write_text('{"not": "a list"}')
+    with pytest.raises(SystemExit, match="not the JSON list this benchmark writes"):
+        targets.main(["--dataset", "synthetic", "--models", "bpr", "--epochs", "1", "--json", str(out)])
+    assert out.read_text() == '{"not": "a list"}'  # nothing trained, nothing overwritten

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from raysteal import __version__
-from raysteal.atomic import remove_stale_temp_files, write_atomically, write_text_atomically
+from raysteal.atomic import copy_atomically, remove_stale_temp_files, write_text_atomically
 from raysteal.experiment.run import expand_runs
 from raysteal.report.render import experiment_sections, render_report
 from raysteal.results.reproduction import PlanEntry, imported_runs, sittings
@@ -234,18 +234,15 @@ def publish_reproduction(root: Path, entries: list[PlanEntry], dest: Path) -> li
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     page = [Path(root) / "report.md", *sorted(Path(root).glob("*.png"))]
-    for source in (p for p in page if p.is_file()):
-        data = source.read_bytes()
-        written.append(write_atomically(dest / source.name, lambda fh, data=data: fh.write(data)))
+    written += [copy_atomically(source, dest / source.name) for source in page if source.is_file()]
     for entry in entries:
         store = ResultStore(entry.out_dir)
         if not store.runs_dir.is_dir() or not any(store.runs_dir.glob("*.parquet")):
             continue
         store.export()
-        data = store.results_file.read_bytes()
         target = dest / entry.stem
         target.mkdir(parents=True, exist_ok=True)
-        written.append(write_atomically(target / "results.parquet", lambda fh, data=data: fh.write(data)))
+        written.append(copy_atomically(store.results_file, target / "results.parquet"))
         written.append(render_report(entry.out_dir, target))
         written += sorted(target.glob("*.png"))
     return written

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raysteal.atomic import write_atomically, write_text_atomically
+from raysteal.atomic import copy_atomically, write_text_atomically
 from raysteal.data.datasets import dataset_spec
 from raysteal.errors import ConfigError, DataFileError, RaystealError
 from raysteal.experiment.config import read_config_file
@@ -256,8 +256,7 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
             rid = next((i for i in run.ids if i in available), None)
             if rid is None:
                 continue
-            data = (source_store.runs_dir / f"{rid}.parquet").read_bytes()
-            write_atomically(store.runs_dir / f"{rid}.parquet", lambda fh, data=data: fh.write(data))
+            copy_atomically(source_store.runs_dir / f"{rid}.parquet", store.runs_dir / f"{rid}.parquet")
             record["runs"][rid] = {"from": str(Path(source).resolve()), "imported_utc": now}
             copied[str(source)] = copied.get(str(source), 0) + 1
             runs.remove(run)
