@@ -16,8 +16,9 @@ every prefix, the probe views' loss), AdamW with the loop's gradient clipping (`
 
 Where the time goes (profile of the real search's step, 1 thread): the InfoNCE view — an encoder
 pass over one suffix view per prefix, ``[P, W]`` = about 1,900 x 40 tokens against the prefixes'
-32 x 100 — is about 80% of the step; drawing its dropout masks alone (``bernoulli_``, one
-64-bit Mersenne-twister draw per element) about a third.
+32 x 100 — is about 80% of the step; drawing its dropout masks alone was about a third while
+they came from ``bernoulli_`` (one Mersenne-twister draw per element), about a seventh (0.09 s of
+0.60 s) since :func:`~raysteal.models.sequence_layers.dropout_noise` draws four per generator word.
 
 * **old** — the code before this benchmark, kept here (:func:`reference_represent_last`): each
   view's state at its last column is ``represent(view, rows, last column)``, i.e. the whole
@@ -35,8 +36,8 @@ old / new / raw product; each step is timed by wall clock and by this thread's C
 (``time.thread_time``: what the step used, whatever else runs on the cores). Reported: median
 seconds per step, the ratio old / new, the matrix-product FLOP of each path (encoder passes forward
 and backward at their padded widths, the catalogue scores), the raw fp32 product rate, each path's
-ratio to its own raw limit, and the seconds the step's dropout masks take to draw alone (the
-same ``bernoulli_`` sizes: a floor of any path that keeps the same masks). ``--smoke`` runs a tiny
+ratio to its own raw limit, and the seconds the step's dropout noise takes to draw alone (the
+same sizes: a floor of any path that keeps the same masks). ``--smoke`` runs a tiny
 setting (a test).
 """
 
@@ -219,7 +220,10 @@ def step_flops(student: Any, shapes: list[tuple[int, int]], scored_rows: int, it
 
 
 def dropout_draw_seconds(student: Any, shapes: list[tuple[int, int]]) -> tuple[float, float, int]:
-    """``(wall, CPU, elements)``: drawing one step's dropout masks alone (the same ``bernoulli_`` sizes)."""
+    """``(wall, CPU, elements)``: drawing one step's dropout noise alone (the library's
+    ``dropout_noise``, the same sizes)."""
+    from raysteal.models.sequence_layers import dropout_noise
+
     cfg = student.config
     if not cfg.dropout:
         return 0.0, 0.0, 0
@@ -227,10 +231,10 @@ def dropout_draw_seconds(student: Any, shapes: list[tuple[int, int]]) -> tuple[f
     sizes = []
     for rows, width in shapes:
         sizes += [(rows, width, d)] + [(rows * h, width, width), (rows, width, d), (rows, width, d), (rows, width, d)] * cfg.num_blocks
-    buffers = [torch.empty(size) for size in sizes]
+    like = torch.empty(0)
     t0, c0 = time.perf_counter(), time.thread_time()
-    for buffer in buffers:
-        buffer.bernoulli_(1 - cfg.dropout)
+    for size in sizes:
+        dropout_noise(size, cfg.dropout, like)
     return time.perf_counter() - t0, time.thread_time() - c0, sum(math.prod(s) for s in sizes)
 
 

@@ -15,19 +15,23 @@ the negatives, score the prefixes, the loss, backward, clip, AdamW.
 
 * **old** — the code before this benchmark, kept here: negatives checked by a sort and a search
   per row (:func:`reference_sample_negatives`), the encoder's attention through
-  ``scaled_dot_product_attention`` (:func:`previous_encoder`), full-catalogue scores ``[P, N]``
+  ``scaled_dot_product_attention`` (:func:`previous_encoder`), every dropout mask drawn by
+  ``F.dropout``'s ``bernoulli_`` (:func:`bernoulli_draws`), full-catalogue scores ``[P, N]``
   and a gather of the listed and negative columns (:func:`reference_scores`), the loss as
   composed ops (:func:`reference_ranking_loss`);
 * **new** — the library's code: :func:`~raysteal.extraction.student.sample_negatives` (a
   membership bitmap), :func:`~raysteal.models.sequence_layers.dropout_attention` (the same
-  dropout masks, less around them), the 200 needed scores per prefix only
+  computation, less around it), dropout noise from
+  :func:`~raysteal.models.sequence_layers.dropout_noise` (four 16-bit draws per generator word),
+  the 200 needed scores per prefix only
   (:func:`~raysteal.models.sequence_layers.sampled_scores`) and the fused hinge of
   :func:`~raysteal.extraction.losses.ranking_loss_terms`, i.e.
   :class:`~raysteal.extraction.student.DFMEObjective`.
 
 Both paths take the same batch and start each timed step from the same weights; before timing,
 the run checks that they give the same negatives, and the same loss and gradients with dropout
-off and on (the same dropout masks: the new attention draws them as the old one did). Rounds alternate
+off and on (on: both paths drawing ``F.dropout``'s masks from the same seed, so they are the same
+masks; timed, the new path draws its own). Rounds alternate
 old / new / raw product so that load from other processes on a shared machine hits all alike;
 each phase is timed by wall clock and by this thread's CPU time (``time.thread_time``: what the
 step itself used, whatever else runs on the cores). Reported: median seconds per step, the ratio
@@ -35,8 +39,8 @@ old / new, the FLOP count of the matrix products the step needs (encoder forward
 full attention width, plus the listed and negative scores forward and backward; the full scores
 the old path computes are counted apart), the raw fp32 product rate (``--gemm`` square matrices,
 one call), the raw limit ``flop / rate`` and each path's ratio to it, and the seconds the step's
-dropout masks take to draw alone (``bernoulli_`` of the same sizes: a floor of any path that
-keeps the same masks). ``--smoke`` runs a tiny setting (a test).
+dropout noise takes to draw alone, by each path's draw (the same sizes). ``--smoke`` runs a
+tiny setting (a test).
 """
 
 from __future__ import annotations
@@ -138,14 +142,29 @@ def _reference_encoder_forward(self, indices: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
+def bernoulli_draws():
+    """Every dropout layer of the library draws ``F.dropout``'s masks (``bernoulli_noise``, one
+    generator draw per element) instead of ``dropout_noise``'s, put back on leaving."""
+    from raysteal.models import sequence_layers as layers
+
+    saved = layers.dropout_noise
+    layers.dropout_noise = layers.bernoulli_noise
+    try:
+        yield
+    finally:
+        layers.dropout_noise = saved
+
+
+@contextmanager
 def previous_encoder():
-    """The transformer encoder's previous forward passes, put back on leaving."""
+    """The transformer encoder's previous forward passes and dropout draws, put back on leaving."""
     from raysteal.models import sequence_layers as layers
 
     saved = layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward
     layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward = _reference_attention_forward, _reference_encoder_forward
     try:
-        yield
+        with bernoulli_draws():
+            yield
     finally:
         layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward = saved
 
@@ -274,24 +293,31 @@ def gemm_rate(size: int, repeats: int = 3) -> tuple[float, float]:
     return flop / wall / 1e9, flop / cpu / 1e9
 
 
-def dropout_draw_seconds(student: Any, sequences: int, length: int) -> tuple[float, float]:
-    """``(wall, CPU)`` seconds to draw one step's dropout masks alone (the same ``bernoulli_`` calls)."""
+def dropout_draw_seconds(student: Any, sequences: int, length: int) -> dict[str, tuple[float, float]]:
+    """``(wall, CPU)`` seconds to draw one step's dropout noise alone, by ``F.dropout``'s draw (the
+    old path's ``bernoulli_noise``) and by the library's (``dropout_noise``), the same shapes."""
+    from raysteal.models.sequence_layers import bernoulli_noise, dropout_noise
+
     cfg = student.config
     if not cfg.dropout:
-        return 0.0, 0.0
+        return {"old": (0.0, 0.0), "new": (0.0, 0.0)}
     dim, heads = cfg.embedding_dim, cfg.num_heads
     sizes = [(sequences, length, dim)] + [(sequences, heads, length, length)] + [(sequences, length, dim)] * 3
     sizes = sizes[:1] + sizes[1:] * cfg.num_blocks  # the input, then per block: attention weights, 3 activations
-    buffers = [torch.empty(size) for size in sizes]
-    t0, c0 = time.perf_counter(), time.thread_time()
-    for buffer in buffers:
-        buffer.bernoulli_(1 - cfg.dropout)
-    return time.perf_counter() - t0, time.thread_time() - c0
+    like = torch.empty(0)
+    out = {}
+    for path, draw in (("old", bernoulli_noise), ("new", dropout_noise)):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for size in sizes:
+            draw(size, cfg.dropout, like)
+        out[path] = (time.perf_counter() - t0, time.thread_time() - c0)
+    return out
 
 
 def check_same(student: Any, batch: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Old and new paths: identical negatives; equal loss and gradients with dropout off (eval
-    mode) and on (training mode, the same torch seed: the same dropout masks)."""
+    mode) and on (training mode, the same torch seed and both drawing ``F.dropout``'s masks: the
+    new path's own draws, ``dropout_noise``, are other masks of the same law)."""
     import copy
 
     from raysteal.extraction.student import DFMEObjective, sample_negatives
@@ -309,7 +335,7 @@ def check_same(student: Any, batch: Any, args: argparse.Namespace) -> dict[str, 
             student.train(mode == "train")
             student.zero_grad(set_to_none=True)
             torch.manual_seed(11)
-            with previous_encoder() if path == "old" else nullcontext():
+            with previous_encoder() if path == "old" else bernoulli_draws():  # the same masks on both paths
                 objective = reference_objective if path == "old" else DFMEObjective()
                 loss, _ = objective(student, with_negatives)
             loss.backward()
@@ -373,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     wall: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     cpu: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     rates: list[tuple[float, float]] = []
-    draws: list[tuple[float, float]] = []
+    draws: list[dict[str, tuple[float, float]]] = []
     for path in ("old", "new"):  # warm-up: allocator, first-call costs
         one_step(path, student, optimizer, batch, args)
     for _ in range(args.rounds):
@@ -401,7 +427,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "flops": flops,
         "gemm": {"size": args.gemm, "gflops_wall": rate_wall, "gflops_cpu": rate_cpu, "rounds": [list(r) for r in rates]},
         "raw_limit_seconds": {"wall": limit_wall, "cpu": limit_cpu},
-        "dropout_draw_seconds": {"wall": statistics.median(d[0] for d in draws), "cpu": statistics.median(d[1] for d in draws)},
+        "dropout_draw_seconds": {
+            path: {"wall": statistics.median(d[path][0] for d in draws), "cpu": statistics.median(d[path][1] for d in draws)}
+            for path in ("old", "new")
+        },
         "load_average": {"before": list(load_before), "after": list(os.getloadavg()), "cores": os.cpu_count()},
     }
     for path in ("old", "new"):
@@ -444,8 +473,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"-> raw limit {limit_wall:.3f} s wall, {limit_cpu:.3f} s CPU"
     )
     print(
-        f"drawing the step's dropout masks alone: {result['dropout_draw_seconds']['wall']:.3f} s wall, "
-        f"{result['dropout_draw_seconds']['cpu']:.3f} s CPU"
+        "drawing the step's dropout noise alone: "
+        + ", ".join(
+            f"{path} {result['dropout_draw_seconds'][path]['wall']:.3f} s wall / {result['dropout_draw_seconds'][path]['cpu']:.3f} s CPU"
+            for path in ("old", "new")
+        )
     )
     header = f"{'phase':<11}" + "".join(f"{p + ' ' + u:>14}" for p in ("old", "new") for u in ("wall", "cpu"))
     print(header)

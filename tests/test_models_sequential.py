@@ -14,10 +14,14 @@ from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import PAD, Recommender, make_config, model_class
 from raysteal.models.sequence_layers import (
+    DROP_LEVELS,
+    Dropout,
     PaddedGRU,
     additive_attention_mask,
     attention_mask,
+    dropout,
     dropout_attention,
+    dropout_noise,
     prefix_additive_attention,
     prefix_mask,
     sampled_scores,
@@ -233,11 +237,49 @@ def test_attention_mask_handles_padding():
     assert attention_mask(valid, causal=False)[0, 0, 2].tolist() == [False, False, True, True]
 
 
+def test_dropout_noise_drops_p_of_every_lane_and_keeps_the_expectation():
+    """Four 16-bit draws per 64-bit generator word: every lane of a word is uniform (a draw that
+    left a word's top bit clear would keep every fourth element more often), the drop rate is p to
+    1/65,536, the kept values undo it exactly, and the generator's seed fixes the draws."""
+    like = torch.empty(0)
+    torch.manual_seed(3)
+    noise = dropout_noise((1_000_003,), 0.2, like)  # not a multiple of four
+    drop = round(0.2 * DROP_LEVELS)
+    assert noise.shape == (1_000_003,) and noise.dtype == torch.float32
+    values = noise.unique().tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(DROP_LEVELS / (DROP_LEVELS - drop))]
+    dropped = (noise == 0).float()
+    for lane in range(4):  # binomial std of a quarter of 1e6 draws at p = 0.2: 0.0008
+        assert abs(float(dropped[lane::4].mean()) - 0.2) < 0.004
+    assert abs(float(noise.mean()) - 1.0) < 0.005
+    torch.manual_seed(3)
+    assert torch.equal(dropout_noise((1_000_003,), 0.2, like), noise)
+    assert not torch.equal(dropout_noise((1_000_003,), 0.2, like), noise)
+    assert torch.equal(dropout_noise((2, 3), 1.0, like), torch.zeros(2, 3))
+    assert dropout_noise((4, 5), 0.5, torch.empty(0, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_dropout_module_draws_dropout_noise_in_training_and_passes_through_otherwise():
+    x = torch.randn(6, 7, 8)
+    layer = Dropout(0.3)
+    assert isinstance(layer, torch.nn.Dropout)
+    torch.manual_seed(1)
+    out = layer(x)
+    torch.manual_seed(1)
+    assert torch.equal(out, x * dropout_noise(tuple(x.shape), 0.3, x))
+    assert torch.equal(layer.eval()(x), x) and torch.equal(dropout(x, 0.0, True), x) and torch.equal(dropout(x, 0.3, False), x)
+    assert torch.equal(dropout(x, 1.0, True), torch.zeros_like(x))  # no 0 * inf
+
+
 @pytest.mark.parametrize("heads", [1, 2])
-def test_dropout_attention_is_sdpa_with_the_same_dropout_masks(heads):
+def test_dropout_attention_is_sdpa_with_the_same_dropout_masks(heads, monkeypatch):
     """Training with dropout on a CPU: the same outputs and gradients as scaled_dot_product_attention,
-    whose math kernel draws the same masks from the same generator."""
+    whose math kernel draws F.dropout's masks (``bernoulli_noise``) from the same generator."""
     import torch.nn.functional as F
+
+    from raysteal.models import sequence_layers
+
+    monkeypatch.setattr(sequence_layers, "dropout_noise", sequence_layers.bernoulli_noise)
 
     gen = torch.Generator().manual_seed(0)
     batch, length, width = 3, 7, 4

@@ -9,7 +9,8 @@
 * :class:`TransformerBlock` — multi-head self-attention + position-wise FFN (Vaswani et al.
   2017), pre-LN as in SASRec (Kang & McAuley 2018, §3.2) or post-LN as in BERT4Rec (Sun et al.
   2019, §3.3), attention through ``torch.nn.functional.scaled_dot_product_attention`` (training
-  with dropout on a CPU: :func:`dropout_attention`, the same computation and dropout masks).
+  with dropout on a CPU: :func:`dropout_attention`, the same computation; CPU dropout draws by
+  :func:`dropout_noise`, four 16-bit draws per generator word).
 * :func:`attention_mask` — vectorised causal / bidirectional masks that ignore padding.
 * :func:`right_aligned_positions` — positions counted from the most recent item, so that
   left padding never changes a position embedding.
@@ -264,20 +265,64 @@ class MultiHeadSelfAttention(nn.Module):
         return self.out(attended.transpose(1, 2).reshape(batch, 1, dim))
 
 
-def dropped_last(x: torch.Tensor, full: tuple[int, ...], p: float, training: bool) -> torch.Tensor:
-    """``F.dropout(y, p, training)[:, -1:]`` for ``x = y[:, -1:]`` of a ``y`` shaped ``full``: the
-    whole ``full`` mask is drawn (the generator advances as for ``y``), its last column kept.
+DROP_LEVELS = 1 << 16  # dropout probabilities are drawn in steps of 1/65,536 (:func:`dropout_noise`)
 
-    As ``F.dropout`` on a CPU (``_dropout_impl``): ``noise = bernoulli(1 - p) / (1 - p)``, ``x · noise``."""
+
+def dropout_noise(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+    """Inverted-dropout noise of ``shape`` (``like``'s dtype and device): ``0`` with probability
+    ``p``, else ``1 / (1 - p)``, drawn from the default generator (seeded by ``torch.manual_seed``).
+
+    Four 16-bit draws per 64-bit word of the generator, where ``bernoulli_`` (``F.dropout`` on a
+    CPU) spends one Mersenne-twister draw and a float conversion per element: about 5x faster, the
+    draw that dominated a CPU training step's dropout. The probability is the nearest multiple of
+    1/65,536 (0.2 -> 0.199997), and the kept values are scaled by that probability's inverse so the
+    expectation is ``x``. :func:`bernoulli_noise` is ``F.dropout``'s own draw: a test or benchmark
+    that sets ``sequence_layers.dropout_noise = bernoulli_noise`` gets ``F.dropout``'s masks from
+    every layer here (each looks this function up when it draws)."""
+    drop = round(p * DROP_LEVELS)
+    if drop >= DROP_LEVELS:
+        return like.new_zeros(shape)
+    count = math.prod(shape)
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=like.device).random_(-(1 << 63), (1 << 63) - 1)
+    lanes = words.view(torch.int16)[:count].view(shape)  # uniform on [-32768, 32767]
+    keep = lanes >= drop - DROP_LEVELS // 2
+    return keep.to(like.dtype).mul_(DROP_LEVELS / (DROP_LEVELS - drop))
+
+
+def bernoulli_noise(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor:
+    """``F.dropout``'s noise on a CPU (``_dropout_impl``): ``bernoulli(1 - p) / (1 - p)``, one
+    generator draw per element; the reference :func:`dropout_noise` replaces."""
+    if p >= 1.0:
+        return like.new_zeros(shape)
+    return like.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout(x, p, training)``, with :func:`dropout_noise`'s draws on a CPU (off the CPU,
+    ``F.dropout`` itself: its fused kernels draw on the device)."""
     if not training or p == 0.0:
         return x
-    if p == 1.0:
-        return x * x.new_zeros(())
-    noise = x.new_empty(full).bernoulli_(1.0 - p)[:, -1:]  # only its last column is scaled and used
-    return x * noise.div(1.0 - p)
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    return x * dropout_noise(tuple(x.shape), p, x)
 
 
-def last_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float) -> torch.Tensor:
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU training draws come from :func:`dropout_noise` (:func:`dropout`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
+def dropped_last(x: torch.Tensor, full: tuple[int, ...], p: float, training: bool) -> torch.Tensor:
+    """``dropout(y, p, training)[:, -1:]`` for ``x = y[:, -1:]`` of a ``y`` shaped ``full``: the
+    whole ``full`` noise is drawn (the generator advances as for ``y``), its last column kept."""
+    if not training or p == 0.0:
+        return x
+    return x * dropout_noise(tuple(full), p, x)[:, -1:]
+
+
+def last_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
     """:func:`dropout_attention` of the last query only: ``q [B, h, 1, d_h]``, ``k, v [B, h, L, d_h]``,
     ``mask`` its last row ``[B, 1, 1, L]``; the weights' dropout mask is drawn for all ``L``
     queries (the same draws) and its last row applied."""
@@ -287,7 +332,7 @@ def last_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask
     scores = torch.baddbmm(
         bias, q.reshape(batch * heads, 1, width), k.reshape(batch * heads, length, width).transpose(1, 2), alpha=1.0 / math.sqrt(width)
     )
-    weights = dropped_last(torch.softmax(scores, dim=-1), (batch * heads, length, length), dropout, True)
+    weights = dropped_last(torch.softmax(scores, dim=-1), (batch * heads, length, length), p, True)
     return torch.bmm(weights, v.reshape(batch * heads, length, width)).view(batch, heads, 1, width)
 
 
@@ -296,12 +341,12 @@ def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, dropout: float) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d_h) + mask)`` with dropout ``dropout``, times ``v`` (``[B, h, L, d_h]``).
+def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, p: float) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d_h) + mask)`` with dropout ``p``, times ``v`` (``[B, h, L, d_h]``).
 
     What ``scaled_dot_product_attention`` computes with ``dropout_p > 0`` on a CPU (its math
-    kernel: no fused CPU kernel takes dropout), with the same dropout mask drawn from the same
-    generator (``F.dropout`` of the ``[B, h, L, L]`` weights, as that kernel does), and less
+    kernel: no fused CPU kernel takes dropout), its ``[B, h, L, L]`` weights' noise drawn by
+    :func:`dropout_noise` (with :func:`bernoulli_noise`: the kernel's own masks), and less
     around it: the scale and the mask enter one ``baddbmm``, the mask is converted once per
     encoder pass (:func:`additive_attention_mask`), and the softmax needs no guard for rows with
     nothing to attend to (:func:`attention_mask` always lets a query attend to itself)."""
@@ -311,7 +356,7 @@ def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     scores = torch.baddbmm(
         bias, q.reshape(batch * heads, length, width), k.reshape(batch * heads, length, width).transpose(1, 2), alpha=1.0 / math.sqrt(width)
     )
-    weights = F.dropout(torch.softmax(scores, dim=-1), dropout, training=True)
+    weights = dropout(torch.softmax(scores, dim=-1), p, training=True)
     return torch.bmm(weights, v.reshape(batch * heads, length, width)).view(batch, heads, length, width)
 
 
@@ -326,11 +371,11 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.attention = MultiHeadSelfAttention(dim, num_heads, dropout)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU() if activation == "gelu" else nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            nn.Linear(dim, hidden), nn.GELU() if activation == "gelu" else nn.ReLU(), Dropout(dropout), nn.Linear(hidden, dim)
         )
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -387,7 +432,7 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(dim, num_heads, dropout, ffn_dim, activation, pre_norm) for _ in range(num_blocks))
         self.input_norm = nn.Identity() if pre_norm else nn.LayerNorm(dim)
         self.output_norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.max_len = max_len
         self.causal = causal
         self.scale = math.sqrt(dim) if scale_embedding else 1.0
