@@ -310,8 +310,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose CPU training draws come from :func:`dropout_noise` (:func:`dropout`)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 (nn.Dropout names it so)
+        return dropout(input, self.p, self.training)
 
 
 def dropped_last(x: torch.Tensor, full: tuple[int, ...], p: float, training: bool) -> torch.Tensor:
