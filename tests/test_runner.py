@@ -235,6 +235,9 @@ def test_a_partial_invocation_hands_the_runner_its_part_and_saves_the_whole_file
     (record,) = [json.loads(path.read_text()) for path in (out / "invocations").glob("*.json")]
     assert record["selection"] == {"targets": "lmf", "attacks": "ptq,popularity", "only_seeds": [2, 3]}
     assert record["experiment"] == "tiny" and record["file"] == str(file)
+    from raysteal.provenance import code_commit
+
+    assert record["commit"] == code_commit()  # which checkout's code ran
     assert record["run_ids"] == [run.id for run in expand_runs(ran)] and len(record["run_ids"]) == 8  # 2 attacks x 2 defenses x 2 seeds
 
 
@@ -255,6 +258,9 @@ def test_run_end_to_end_then_resume_and_report(ray_session, tmp_path):
     assert len(frame) == 3 * 2 * 2
     for col in ["experiment", "dataset", "target", "attack", "clone", "seed", "k", "agr@k", "agr@k/heldout", "agr@10", "queries", "wall_s"]:
         assert col in frame.columns, col
+    from raysteal.provenance import code_commit
+
+    assert (frame["code_commit"] == code_commit()).all()  # the workers ran this checkout's code
     by_attack = frame.groupby("attack")["agr@k"].mean()
     assert by_attack["ptd"] > 0.0 and by_attack["ptq"] > 0.0
     assert (frame[frame.attack == "popularity"]["queries"] == 0).all()

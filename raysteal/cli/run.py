@@ -15,6 +15,7 @@ from raysteal.atomic import remove_stale_temp_files, write_text_atomically
 from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet, path_text
 from raysteal.errors import ConfigError
+from raysteal.provenance import code_commit
 
 
 def register(app: typer.Typer) -> None:
@@ -261,6 +262,7 @@ def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "raysteal": __version__,
+        "commit": code_commit(),
     }
     path = Path(out_dir) / "invocations" / f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{os.getpid()}.json"
     write_text_atomically(path, json.dumps(record, indent=2))

@@ -59,6 +59,7 @@ from raysteal.experiment.tune_config import (
     epoch_overrides,
 )
 from raysteal.oracle.server import client_for, owner_token
+from raysteal.provenance import code_commit
 from raysteal.results.store import ResultStore
 from raysteal.training.cpu_memory import release_freed_memory
 
@@ -301,6 +302,7 @@ class RowWriter(Callback):
             **{m: float(result[m]) for m in evaluation.probe_metrics + ("queries",) if m in result},
             "node_id": str(result.get("node_id", "")),
             "code_version": raysteal.__version__,
+            "code_commit": code_commit(),
             "sweep": self.sweep,
             "tune_trial": trial_id,
             "tune_epochs": int(result.get(TIME_ATTR, 0)),

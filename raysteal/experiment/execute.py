@@ -33,6 +33,7 @@ from raysteal.metrics import agreement_at_k, mean, topk_items
 from raysteal.oracle import RankingEngine, build_defenses
 from raysteal.oracle.cache import CachingClient
 from raysteal.oracle.cost import defense_cost
+from raysteal.provenance import code_commit
 from raysteal.results.summary import defense_name
 from raysteal.training.evaluate import append_items, held_out_ranks
 from raysteal.training.gro import GROConfig
@@ -200,7 +201,7 @@ def finish_row(
     skip: tuple[str, ...],
 ) -> dict[str, Any]:
     """Add the target's own accuracy, the cost and provenance columns (queries, start, wall time,
-    device, Ray node, code version), and flat ``hp/*`` / ``info/*`` copies of the scalar
+    device, Ray node, code version and commit), and flat ``hp/*`` / ``info/*`` copies of the scalar
     hyperparameters (less ``skip``) and figures; returns ``row``."""
     row.update(
         {
@@ -211,6 +212,7 @@ def finish_row(
             "device": device,
             "node_id": _ray_node_id(),
             "code_version": raysteal.__version__,
+            "code_commit": code_commit(),
         }
     )
     row.update({f"hp/{key}": value for key, value in hyper.items() if isinstance(value, (int, float, str, bool)) and key not in skip})
