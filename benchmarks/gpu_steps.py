@@ -144,6 +144,7 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
     the serving step (a trained MF answers like a deployed one)."""
     from raysteal.models import build_model
     from raysteal.training import fit, make_split, preset, save_checkpoint, seeded_model
+    from raysteal.training.config import with_overrides
     from raysteal.training.step import bf16_autocast, training_step
 
     device = _device()
@@ -183,8 +184,7 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
     for batch, epochs in zip(batches, sizes.train_epochs):
         for precision in ("fp32", "bf16"):
             model = seeded_model(model_cfg, log.num_users, log.num_items, 0)
-            config = {
-                **train_cfg,
+            timed = {
                 "epochs": epochs,
                 "batch_size": batch,
                 "amp": "off" if precision == "fp32" else "bf16",
@@ -193,6 +193,7 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
                 "min_epochs": 1,
                 "patience": 1,
             }
+            config = with_overrides(train_cfg, timed)  # the epochs timed, not scaled to the log
             result = fit(model, split, config, seed=0, device=device, progress=False)
             rows_per_epoch = result.samples / max(result.epochs_run, 1)
             timed = result.history[1:] or result.history  # the first epoch warms up (kernels, allocator)

@@ -140,12 +140,11 @@ def target_state_overhead(model: str, dataset: str, epochs: int) -> dict[str, An
     import raysteal.training.trainer as trainer_module
     from raysteal.data import load_dataset
     from raysteal.data.splits import leave_one_out
-    from raysteal.training import preset
+    from raysteal.training.presets import preset_with
     from raysteal.training.trainer import fit, seeded_model
 
     log = load_dataset(dataset, preprocess="paper") if dataset != "synthetic" else load_dataset("synthetic")
-    model_cfg, train_cfg = preset(model)
-    train_cfg = {**train_cfg, "epochs": epochs, "eval_every": 1, "min_epochs": 1}
+    model_cfg, train_cfg = preset_with(model, {}, {"epochs": epochs, "eval_every": 1, "min_epochs": 1})
     split = leave_one_out(log)
     target = seeded_model(model_cfg, log.num_users, log.num_items, 0)
     saves: list[float] = []

@@ -91,9 +91,15 @@ def last_validation_gain(history: list[dict[str, Any]], window: int = 3) -> floa
 def _kept_row(earlier: list[dict[str, Any]], args: argparse.Namespace, model_config: dict, train_config: dict) -> dict[str, Any] | None:
     """The row an earlier invocation wrote to ``--json`` for this very training (same dataset,
     preprocessing, seed, model and train config), if any."""
+    from raysteal.training.target_cache import without_added_fields
+
+    def settled(config: Any) -> Any:  # settings added since the row was written count at their defaults
+        return without_added_fields(config) if isinstance(config, dict) else config
+
     for row in earlier:
         same = (row.get("dataset"), row.get("preprocess", "none"), row.get("seed")) == (args.dataset, args.preprocess, args.seed)
-        if same and row.get("model_config") == model_config and row.get("train_config") == train_config:
+        same = same and settled(row.get("model_config")) == settled(model_config)
+        if same and settled(row.get("train_config")) == settled(train_config):
             return row
     return None
 
@@ -111,20 +117,21 @@ def bench_model(
     ``--json`` held) for the same training is returned as it is; ``--state-dir`` keeps each
     training's per-epoch state, so a killed invocation goes on from its last epoch."""
     from raysteal.models import make_config
-    from raysteal.training import evaluate, fit, make_train_config, preset, seeded_model
+    from raysteal.training import evaluate, fit, make_train_config, seeded_model
+    from raysteal.training.config import epoch_scale, scaled_to_log
     from raysteal.training.guard import guard_figures
+    from raysteal.training.presets import preset_with
 
-    model_cfg, train_cfg = preset(name)
-    model_cfg.update(overrides[0])
-    train_cfg.update(overrides[1])
-    if epochs is not None:
-        train_cfg["epochs"] = epochs
-    cfg, tcfg = make_config(model_cfg), make_train_config(train_cfg)
+    train_overrides = {**overrides[1], **({"epochs": epochs} if epochs is not None else {})}
+    model_cfg, train_cfg = preset_with(name, overrides[0], train_overrides)
+    cfg, asked = make_config(model_cfg), make_train_config(train_cfg)
+    model = seeded_model(cfg, log.num_users, log.num_items, args.seed)
+    steps_per_epoch = len(model.make_sampler(split.train, asked.batch_size))
+    tcfg = scaled_to_log(asked, steps_per_epoch)  # what fit trains with: the row names it
     kept = _kept_row(earlier or [], args, cfg.model_dump(mode="json"), tcfg.model_dump(mode="json"))
     if kept is not None:
         print(f"{cfg.model}: kept from {args.json} (same model, training and seed)", file=sys.stderr)
         return kept
-    model = seeded_model(cfg, log.num_users, log.num_items, args.seed)
     state = None if args.state_dir is None else args.state_dir / f"{args.dataset}-{cfg.model}-seed{args.seed}.state.pt"
     t0 = time.perf_counter()
     result = fit(
@@ -157,6 +164,8 @@ def bench_model(
         "best_epoch": result.best_epoch,
         "best_valid_ndcg@10": result.best_valid_ndcg,
         "stopped_by_time": result.stopped_by_time,
+        "epoch_scale": epoch_scale(asked, steps_per_epoch),
+        "steps_per_epoch": steps_per_epoch,
         "stopped_early": bool(tcfg.early_stopping and result.epochs_run < tcfg.epochs and not result.stopped_by_time),
         "last_validation_gain": last_validation_gain(result.history),
         "popularity_ndcg@10_full": guard["popularity_ndcg@10_full"],

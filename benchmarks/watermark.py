@@ -50,7 +50,8 @@ from raysteal.experiment.context import target_cache_labels  # noqa: E402
 from raysteal.extraction import SequenceKnowledge, run_extraction  # noqa: E402
 from raysteal.extraction.evaluate import extraction_metrics, student_lists  # noqa: E402
 from raysteal.oracle import TargetSpec, in_process_oracle  # noqa: E402
-from raysteal.training import fit, get_or_train_target, preset  # noqa: E402
+from raysteal.training import fit, get_or_train_target  # noqa: E402
+from raysteal.training.presets import preset_with  # noqa: E402
 from raysteal.watermark import make_watermark_config, verify_watermark  # noqa: E402
 
 
@@ -115,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
 
     def target(model: str, seed: int, watermark=None):
-        model_cfg, train_cfg = preset(model)
-        model_cfg = {**model_cfg, "max_len": args.max_len}
-        train_cfg = {**train_cfg, "epochs": args.target_epochs, "eval_every": 2, "patience": 3}
+        model_cfg, train_cfg = preset_with(model, {"max_len": args.max_len}, {"epochs": args.target_epochs, "eval_every": 2, "patience": 3})
         if args.target_seconds:
             train_cfg["max_seconds"] = args.target_seconds
         t0 = time.perf_counter()

@@ -111,7 +111,8 @@ def test_target_cache_trains_once_per_key(log, tmp_path, monkeypatch):
 
 
 def test_target_key_ignores_fields_added_at_their_defaults(log):
-    """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` / ``min_steps`` / ``min_delta`` existed keeps its key."""
+    """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` / ``min_steps`` / ``min_delta`` /
+    ``reference_steps_per_epoch`` existed keeps its key."""
     model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
     train_cfg = make_train_config({"epochs": 1})
     old_spec = {
@@ -122,7 +123,9 @@ def test_target_key_ignores_fields_added_at_their_defaults(log):
         "seed": 0,
         "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "length_buckets"},
         "train": {
-            k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in ("max_seconds", "optimizer", "min_steps", "min_delta")
+            k: v
+            for k, v in train_cfg.model_dump(mode="json").items()
+            if k not in ("max_seconds", "optimizer", "min_steps", "min_delta", "reference_steps_per_epoch")
         },
     }
     old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()

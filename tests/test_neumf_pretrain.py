@@ -101,13 +101,13 @@ def test_a_killed_pretraining_goes_on_from_the_parts_saved_state(split, tmp_path
 
 def test_the_pretrain_fields_leave_cached_targets_keys_alone():
     """A default NeuMF config hashes as before the fields existed (its cached target still answers)."""
-    from raysteal.training.target_cache import _without_added_fields
+    from raysteal.training.target_cache import without_added_fields
 
     dumped = make_config({"model": "neumf", "embedding_dim": 16}).model_dump(mode="json")
     new = {"variant", "pretrain", "pretrain_alpha", "pretrain_epochs", "pretrain_lr"}
     assert new <= set(dumped)
-    assert _without_added_fields(dumped) == {k: v for k, v in dumped.items() if k not in new}
-    assert "pretrain" in _without_added_fields(make_config({"model": "neumf", "pretrain": True}).model_dump(mode="json"))
+    assert without_added_fields(dumped) == {k: v for k, v in dumped.items() if k not in new}
+    assert "pretrain" in without_added_fields(make_config({"model": "neumf", "pretrain": True}).model_dump(mode="json"))
 
 
 def test_the_pretrained_preset_is_an_option_experiment_files_can_use():
@@ -162,7 +162,8 @@ def test_sgd_fine_tuning_keeps_adam_for_the_parts_and_needs_their_own_lr(split):
 
 
 def test_a_training_state_key_ignores_the_new_settings_at_their_defaults(split):
-    """A training started before ``optimizer`` / the NeuMF pre-training fields existed still resumes."""
+    """A training started before ``optimizer`` / the NeuMF pre-training fields / ``reference_steps_per_epoch``
+    existed still resumes."""
     import json
 
     from raysteal.training.trainer import _state_key
@@ -174,7 +175,7 @@ def test_a_training_state_key_ignores_the_new_settings_at_their_defaults(split):
     spec["config"] = {k: v for k, v in spec["config"].items() if k not in new}
     log = split.train
     before = (
-        f"seed=0 model={json.dumps(spec, sort_keys=True, default=str)} train={config.model_dump_json(exclude={'optimizer'})} "
+        f"seed=0 model={json.dumps(spec, sort_keys=True, default=str)} train={config.model_dump_json(exclude={'optimizer', 'reference_steps_per_epoch'})} "
         f"users={log.num_users} items={log.num_items} interactions={log.num_interactions} steps=2 device=cpu amp=False"
     )
     assert _state_key(model, split, config, 0, torch.device("cpu"), False, 2) == before

@@ -123,11 +123,11 @@ def test_min_steps_keeps_a_small_log_training(split):
 
 
 def test_new_stopping_settings_at_their_defaults_leave_target_cache_keys_alone():
-    from raysteal.training.target_cache import _without_added_fields
+    from raysteal.training.target_cache import without_added_fields
 
-    kept = _without_added_fields(make_train_config().model_dump(mode="json"))
+    kept = without_added_fields(make_train_config().model_dump(mode="json"))
     assert "min_steps" not in kept and "min_delta" not in kept
-    assert "min_steps" in _without_added_fields(make_train_config({"min_steps": 10}).model_dump(mode="json"))
+    assert "min_steps" in without_added_fields(make_train_config({"min_steps": 10}).model_dump(mode="json"))
 
 
 def test_time_box_stops_after_the_epoch_that_passes_it_and_validates_it(split):

@@ -84,14 +84,13 @@ def register(app: typer.Typer) -> None:
 def _target_settings(model: str, overrides: list[str], epochs: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's preset with the ``--set`` overrides and ``--epochs``, validated."""
     from raysteal.models.base import make_config
-    from raysteal.training import make_train_config, preset
+    from raysteal.training import make_train_config
+    from raysteal.training.presets import preset_with
 
-    model_cfg, train_cfg = preset(model)
     model_over, train_over = _parse_overrides(overrides)
-    model_cfg.update(model_over)
-    train_cfg.update(train_over)
     if epochs is not None:
-        train_cfg["epochs"] = epochs
+        train_over["epochs"] = epochs
+    model_cfg, train_cfg = preset_with(model, model_over, train_over)
     make_config(model_cfg)
     make_train_config(train_cfg)
     return model_cfg, train_cfg

@@ -121,10 +121,12 @@ def prepare_target(dataset: dict, split: dict, target: dict, max_k: int, data_di
 
 def whole_training(train_cfg: dict[str, Any], twin: dict[str, Any]) -> dict[str, Any]:
     """The train config of a target trained on every interaction (``split.target_training:
-    whole``): its leave-one-out twin's best epoch (``twin``: that training's summary), no early
-    stopping (its validation items are training items) and one validation, at the end."""
+    whole``): its leave-one-out twin's best epoch (``twin``: that training's summary, its epochs
+    already scaled to the log, so not scaled again), no early stopping (its validation items are
+    training items) and one validation, at the end."""
     epochs = int(twin.get("best_epoch") or twin.get("epochs_run") or train_cfg.get("epochs", 1))
-    return {**train_cfg, "epochs": epochs, "early_stopping": False, "eval_every": epochs, "min_epochs": 1, "min_steps": None}
+    once = {"early_stopping": False, "eval_every": epochs, "min_epochs": 1, "min_steps": None, "reference_steps_per_epoch": None}
+    return {**train_cfg, "epochs": epochs, **once}
 
 
 def with_guard(model, loo, metrics: dict, seed: int, device: str) -> dict:

@@ -126,9 +126,9 @@ class SequentialRunData:
 
 def target_config(entry: TargetEntry) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model config, train config) of a target entry: the model's paper preset
-    (:mod:`raysteal.training.presets`) overridden by the entry's ``params`` and ``train``."""
+    (:mod:`raysteal.training.presets`) overridden by the entry's ``params`` and ``train`` (epoch
+    counts set there are taken as given, not scaled to the log)."""
     # loads torch: imported where it is used, so this module loads without it
-    from raysteal.training.presets import preset
+    from raysteal.training.presets import preset_with
 
-    model_cfg, train_cfg = preset(entry.model)
-    return {**model_cfg, **entry.params}, {**train_cfg, **entry.train}
+    return preset_with(entry.model, entry.params, entry.train)

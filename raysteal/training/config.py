@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -48,11 +49,56 @@ class TrainConfig(NumbersAreNotBooleans):
             "noise does not keep a flat curve training; the best weights are kept whatever the margin"
         ),
     )
+    reference_steps_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "the optimiser steps per epoch the epoch counts are set for (a preset's reference log): on a log with fewer "
+            "steps per epoch, epochs, min_epochs and eval_every grow by the ratio, so a small dataset gets the same "
+            "budget in steps and the same number of steps between validations; None: the epoch counts as given"
+        ),
+    )
     max_seconds: float | None = Field(
         None, gt=0.0, description="time box: stop after the epoch in which training passes this many seconds (validated, best weights kept)"
     )
     max_batches_per_epoch: int | None = Field(None, ge=1, description="truncate epochs (smoke tests)")
     amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: auto = on a GPU")
+
+
+EPOCH_COUNTS = ("epochs", "min_epochs", "eval_every")
+"""The settings counted in epochs, which :func:`scaled_to_log` scales."""
+
+
+def scaled_to_log(config: TrainConfig, steps_per_epoch: int) -> TrainConfig:
+    """The config a log of ``steps_per_epoch`` optimiser steps per epoch trains with: with a
+    ``reference_steps_per_epoch`` above it, every epoch count times the ratio (rounded up), so
+    the budget, the floor before stopping and the spacing of validations are the same in steps as
+    on the reference log; ``reference_steps_per_epoch`` is resolved away (``None``) either way, so
+    a log at or above the reference trains, and is keyed, exactly as without it."""
+    reference = config.reference_steps_per_epoch
+    if reference is None:
+        return config
+    ratio = reference / max(int(steps_per_epoch), 1)
+    scaled: dict[str, Any] = {"reference_steps_per_epoch": None}
+    if ratio > 1.0:
+        scaled.update({name: math.ceil(getattr(config, name) * ratio) for name in EPOCH_COUNTS})
+    return config.model_copy(update=scaled)
+
+
+def epoch_scale(config: TrainConfig, steps_per_epoch: int) -> float:
+    """How much :func:`scaled_to_log` multiplies the epoch counts by (1.0: not at all)."""
+    reference = config.reference_steps_per_epoch
+    return 1.0 if reference is None else max(1.0, reference / max(int(steps_per_epoch), 1))
+
+
+def with_overrides(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A preset's train settings with a user's overrides. Epoch counts the user sets are taken as
+    given: the preset's ``reference_steps_per_epoch`` (which would scale them) is dropped then,
+    unless the user sets that too."""
+    merged = {**preset, **overrides}
+    if any(name in overrides for name in EPOCH_COUNTS) and "reference_steps_per_epoch" not in overrides:
+        merged.pop("reference_steps_per_epoch", None)
+    return merged
 
 
 def make_train_config(config: dict[str, Any] | TrainConfig | None = None, **overrides: Any) -> TrainConfig:

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import raysteal.models  # noqa: F401  (registers every model: the presets ask each whether it is sequential)
 from raysteal.models.base import model_class
+from raysteal.training.config import with_overrides
+
+COLLABORATIVE_REFERENCE_STEPS = 235
+"""Optimiser steps per epoch of a collaborative preset on the target half of ML-1M (3,020 users,
+batch 2,048): the smallest log its epoch counts were set on. A smaller log (ML-100K: 48 steps on
+the whole log; Steam-200k's target half: 30) trains for as many steps, validated as often in steps
+(:func:`~raysteal.training.config.scaled_to_log`); ML-1M, whole or half, trains exactly as before."""
+
+SEQUENTIAL_REFERENCE_STEPS = 24
+"""The same for the sequential presets (one window per user, batch 128): 24 steps on ML-1M's
+target half; ML-100K has 8."""
 
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # Rendle et al. 2009 with Zhu et al. App. A.1: d=64, Adam lr 1e-3, batch 2048. On ML-1M the
@@ -52,6 +64,10 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "stamp": ({"model": "stamp"}, {"epochs": 100, "batch_size": 128, "lr": 3e-3, "eval_every": 2, "patience": 3}),
 }
 
+for _name, (_, _train) in PRESETS.items():  # every preset's epoch counts scale up on a smaller log
+    _sequential = getattr(model_class(_name), "sequential", False)
+    _train["reference_steps_per_epoch"] = SEQUENTIAL_REFERENCE_STEPS if _sequential else COLLABORATIVE_REFERENCE_STEPS
+
 
 NEUMF_PRETRAINED: dict[str, Any] = {"embedding_dim": 64, "pretrain": True}
 """NeuMF as He et al. built it (§3.4.1, Table 2's best MovieLens row): f = 64 predictive factors,
@@ -59,6 +75,13 @@ GMF and MLP pre-trained with the preset's train settings, then fused with alpha 
 of the ``neumf`` preset: an experiment file asks for it with
 ``{model: neumf, params: {embedding_dim: 64, pretrain: true}}``; ``benchmarks/targets.py`` with
 ``--set neumf.embedding_dim=64 --set neumf.pretrain=true``."""
+
+
+def preset_with(name: str, model_overrides: dict[str, Any], train_overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A model's preset with a user's overrides (epoch counts the user sets are not scaled:
+    :func:`~raysteal.training.config.with_overrides`)."""
+    model_cfg, train_cfg = preset(name)
+    return {**model_cfg, **model_overrides}, with_overrides(train_cfg, train_overrides)
 
 
 def preset(name: str) -> tuple[dict[str, Any], dict[str, Any]]:

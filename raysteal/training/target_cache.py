@@ -26,7 +26,7 @@ from raysteal.data.splits import LeaveOneOut, leave_one_out, whole_log
 from raysteal.errors import ConfigError, UnknownNameError
 from raysteal.models.base import ModelConfig, Recommender, make_config, model_class
 from raysteal.training.checkpoint import load_checkpoint, save_checkpoint
-from raysteal.training.config import TrainConfig, make_train_config
+from raysteal.training.config import TrainConfig, make_train_config, scaled_to_log
 from raysteal.training.evaluate import evaluate
 from raysteal.training.gro import GROConfig, gro_capable, gro_objective, make_gro_config, student_config
 from raysteal.training.trainer import fit, resolve_device, seeded_model
@@ -55,12 +55,13 @@ _ADDED_FIELDS: dict[str, object] = {
     "optimizer": "adamw",
     "min_steps": None,
     "min_delta": 0.0,
+    "reference_steps_per_epoch": None,
 }
 """Model / train config fields added after targets were cached: left out of the key while at
 their default, so a cache written before the field existed still answers."""
 
 
-def _without_added_fields(config: dict[str, Any]) -> dict[str, Any]:
+def without_added_fields(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not (k in _ADDED_FIELDS and v == _ADDED_FIELDS[k])}
 
 
@@ -84,8 +85,8 @@ def target_key(
 ) -> str:
     """Hex digest naming one target (see module docstring for what goes in; no watermark and no
     GRO leave the key as it was before either existed)."""
-    model = _without_added_fields(model_config.model_dump(mode="json"))
-    train = _without_added_fields(train_config.model_dump(mode="json"))
+    model = without_added_fields(model_config.model_dump(mode="json"))
+    train = without_added_fields(train_config.model_dump(mode="json"))
     spec = {
         "dataset": dataset,
         "preprocess": preprocess,
@@ -185,6 +186,7 @@ def get_or_train_target(
     cfg, tcfg = make_config(model_config), make_train_config(train_config)
     mark = checked_watermark(watermark, cfg)
     defend = checked_gro(gro, cfg)
+    tcfg = scaled_train_config(log, cfg, tcfg, split, mark)  # keyed as trained: a large log's key is as without scaling
     dataset = dataset or log.name
     key = target_key(log, cfg, tcfg, seed=seed, split=split, dataset=dataset, preprocess=preprocess, watermark=mark, gro=defend)
     path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -225,6 +227,20 @@ def get_or_train_target(
     model.to("cpu").eval()
     meta = {"spec": model.spec(), "fingerprint": log.fingerprint(), "metrics": metrics, "extra": extra}
     return model, {**meta, "path": str(path), "cache_hit": False}
+
+
+def scaled_train_config(
+    log: Interactions, cfg: ModelConfig, tcfg: TrainConfig, split: str = "leave_one_out", watermark: WatermarkConfig | None = None
+) -> TrainConfig:
+    """``tcfg`` as :func:`fit` will train it on this log: its epoch counts scaled to the log's steps
+    per epoch when it names a ``reference_steps_per_epoch`` (:func:`~raysteal.training.config.scaled_to_log`)."""
+    if tcfg.reference_steps_per_epoch is None:
+        return tcfg
+    data = make_split(log, split)
+    if watermark is not None:
+        data = watermarked_split(data, watermark)
+    sampler = seeded_model(cfg, log.num_users, log.num_items, 0).make_sampler(data.train, tcfg.batch_size)
+    return scaled_to_log(tcfg, len(sampler))
 
 
 def checked_watermark(watermark: dict[str, Any] | WatermarkConfig | None, cfg: ModelConfig) -> WatermarkConfig | None:

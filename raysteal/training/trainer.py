@@ -27,7 +27,7 @@ import torch
 from raysteal.data.splits import LeaveOneOut
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, build_model
-from raysteal.training.config import TrainConfig, make_train_config
+from raysteal.training.config import TrainConfig, epoch_scale, make_train_config, scaled_to_log
 from raysteal.training.cpu_memory import retain_freed_memory
 from raysteal.training.evaluate import validation_ndcg
 from raysteal.training.loop_state import load_loop_state, save_loop_state
@@ -53,6 +53,8 @@ class TrainResult:
     resumed_epoch: int = 0  # the epoch a saved state (``state_path``) let training go on after
     pretrain: dict[str, Any] = field(default_factory=dict)  # {"parts": per part, "fused_valid_ndcg@10"} (raysteal.training.pretrain)
     pretrain_seconds: float = 0.0  # of train_seconds, the pre-trainings'
+    epoch_scale: float = 1.0  # how much a small log grew the epoch counts (TrainConfig.reference_steps_per_epoch)
+    config: TrainConfig | None = None  # the train config the training ran with (epoch counts scaled to the log)
 
     @property
     def samples_per_second(self) -> float:
@@ -73,6 +75,7 @@ class TrainResult:
             "amp": self.amp,
             "stopped_by_time": self.stopped_by_time,
             "resumed_epoch": self.resumed_epoch,
+            "epoch_scale": self.epoch_scale,
             "history": self.history,
             **({"pretrain": self.pretrain, "pretrain_seconds": self.pretrain_seconds} if self.pretrain else {}),
         }
@@ -184,8 +187,10 @@ def fit(
     optimizer = make_optimizer(model.parameters(), config)
     generator = _sampling_generator(sampler, dev, sample_seed)
     valid_users = _validation_users(split, config.eval_users, eval_seed)
+    scale = epoch_scale(config, len(sampler))
+    config = scaled_to_log(config, len(sampler))  # a small log: the epoch counts grow to the reference's steps
     steps = len(sampler) if config.max_batches_per_epoch is None else min(len(sampler), config.max_batches_per_epoch)
-    result = TrainResult(model=model, device=str(dev), amp=amp)
+    result = TrainResult(model=model, device=str(dev), amp=amp, epoch_scale=scale, config=config)
     state_key = _state_key(model, split, config, seed, dev, amp, steps)
     best_state: dict[str, torch.Tensor] | None = None
     stale, done, elapsed = 0, False, 0.0
@@ -300,6 +305,7 @@ KEYLESS_DEFAULTS: dict[str, Any] = {
     "pretrain_alpha": 0.5,
     "pretrain_epochs": None,
     "pretrain_lr": None,
+    "reference_steps_per_epoch": None,
 }
 """Model / train settings added after training states were first saved: left out of a state's key
 while at their default, so a training started before they existed still resumes."""
