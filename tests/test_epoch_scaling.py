@@ -1,6 +1,6 @@
 """Epoch budgets that scale with a log's steps per epoch (issue 25, item 2): a preset set on ML-1M
-trains a small log for as many optimiser steps, validated as often in steps, and ML-1M itself
-trains (and is keyed in the target cache) exactly as before."""
+trains a small log for as many optimiser steps and waits as many steps for an improvement, and
+ML-1M itself trains (and is keyed in the target cache) exactly as before."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def test_a_small_log_multiplies_every_epoch_count_by_the_ratio_rounded_up():
     bpr = make_train_config(preset("bpr")[1])
     scaled = scaled_to_log(bpr, 48)  # ML-100K's steps per epoch under the BPR preset
     ratio = COLLABORATIVE_REFERENCE_STEPS / 48
-    assert (scaled.epochs, scaled.min_epochs, scaled.eval_every) == (math.ceil(60 * ratio), math.ceil(20 * ratio), math.ceil(5 * ratio))
-    assert scaled.patience == bpr.patience and scaled.lr == bpr.lr  # counted in validations / not a count
+    assert (scaled.epochs, scaled.min_epochs, scaled.patience) == (math.ceil(60 * ratio), math.ceil(20 * ratio), math.ceil(3 * ratio))
+    assert scaled.eval_every == bpr.eval_every and scaled.lr == bpr.lr  # validations keep their spacing; not a count
     assert scaled.reference_steps_per_epoch is None and epoch_scale(bpr, 48) == pytest.approx(ratio)
 
 
@@ -48,6 +48,7 @@ def test_epoch_counts_a_user_sets_are_taken_as_given():
     base = preset("sasrec")[1]
     assert "reference_steps_per_epoch" not in with_overrides(base, {"epochs": 5})
     assert "reference_steps_per_epoch" not in with_overrides(base, {"eval_every": 2})
+    assert "reference_steps_per_epoch" not in with_overrides(base, {"patience": 2})
     assert with_overrides(base, {"epochs": 5, "reference_steps_per_epoch": 7})["reference_steps_per_epoch"] == 7
     assert with_overrides(base, {"lr": 1e-3})["reference_steps_per_epoch"] == SEQUENTIAL_REFERENCE_STEPS
     model_cfg, train_cfg = preset_with("bpr", {"embedding_dim": 8}, {"epochs": 3})
@@ -62,15 +63,15 @@ def test_every_preset_names_the_reference_of_its_kind():
         assert train["reference_steps_per_epoch"] == expected, name
 
 
-def test_fit_trains_a_small_log_for_the_reference_steps_and_validates_as_often_in_steps(log):
+def test_fit_trains_a_small_log_for_the_reference_steps_validated_at_the_same_epoch_spacing(log):
     model_cfg = {"model": "bpr", "embedding_dim": 8}
     steps = _steps(log, model_cfg, 64)
-    config = {"epochs": 2, "batch_size": 64, "eval_every": 1, "early_stopping": False, "reference_steps_per_epoch": 3 * steps}
+    config = {"epochs": 2, "batch_size": 64, "eval_every": 2, "early_stopping": False, "reference_steps_per_epoch": 3 * steps}
     model = seeded_model(model_cfg, log.num_users, log.num_items, 0)
     result = fit(model, leave_one_out(log), config, seed=0, progress=False)
     assert result.epoch_scale == pytest.approx(3.0)
-    assert result.epochs_run == 6 and result.config is not None and result.config.epochs == 6
-    assert [h["epoch"] for h in result.history if "valid_ndcg@10" in h] == [3, 6]
+    assert result.epochs_run == 6 and result.config is not None and (result.config.epochs, result.config.patience) == (6, 9)
+    assert [h["epoch"] for h in result.history if "valid_ndcg@10" in h] == [2, 4, 6]
     assert result.summary()["epoch_scale"] == pytest.approx(3.0)
 
 
@@ -83,9 +84,7 @@ def test_the_target_cache_keys_a_target_by_the_config_it_trained_with(log):
     resolved = scaled_train_config(log, model_cfg, at_reference)
     assert target_key(log, model_cfg, resolved, **keyed) == target_key(log, model_cfg, plain, **keyed)  # a key cached before stays
     small = make_train_config({"epochs": 2, "batch_size": 64, "reference_steps_per_epoch": 2 * steps})
-    assert scaled_train_config(log, model_cfg, small) == make_train_config(
-        {"epochs": 4, "batch_size": 64, "eval_every": 2, "min_epochs": 2}
-    )
+    assert scaled_train_config(log, model_cfg, small) == make_train_config({"epochs": 4, "batch_size": 64, "patience": 6, "min_epochs": 2})
     assert make_split(log).train.num_interactions > 0
 
 
