@@ -369,6 +369,49 @@ def report_tables(arg: str) -> str:
     return "\n".join(out)
 
 
+def _figure(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def targets_table(arg: str) -> str:
+    """The rows ``benchmarks/targets.py --json`` wrote, ``<!-- gen:targets results/targets/ml-100k.json -->``
+    (a file under ``docs/``): each model's accuracy beside the popularity recommender's, the lift
+    the guard reads, and how its training ended."""
+    path = DOCS / arg.strip()
+    if not arg.strip() or not path.is_file():
+        raise ValueError(f"gen:targets needs a JSON file under docs/ written by benchmarks/targets.py, got {arg!r}")
+    rows = json.loads(path.read_text())
+    if not isinstance(rows, list) or not rows:
+        raise ValueError(f"gen:targets {arg}: {path} holds no rows")
+    head = (
+        "| model | HR@10 (100 neg) | NDCG@10 (100 neg) | NDCG@10 full | popularity NDCG@10 full | lift | epochs (best) "
+        "| epoch scale | last validation gain | train s |"
+    )
+    out = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for row in rows:
+        gain = row.get("last_validation_gain")
+        cells = [
+            f"`{row['model']}`",
+            _figure(row.get("hr@10_100neg")),
+            _figure(row.get("ndcg@10_100neg")),
+            _figure(row.get("ndcg@10_full")),
+            _figure(row.get("popularity_ndcg@10_full")),
+            f"{row['target_lift']:.2f}×" if row.get("target_lift") is not None else "–",
+            f"{row.get('epochs_run')} ({row.get('best_epoch')})",
+            _figure(row.get("epoch_scale"), 2),
+            "–" if gain is None else f"{gain:+.1%}",
+            _figure(round(row["train_seconds"]) if row.get("train_seconds") is not None else None),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 GENERATORS: dict[str, Callable[[str], str]] = {
     "fields": lambda arg: fields_table(load_class(arg.split()[0]), tuple(arg.split()[1:])),
     "attacks": attacks_table,
@@ -380,6 +423,7 @@ GENERATORS: dict[str, Callable[[str], str]] = {
     "tune-metrics": tune_metrics_table,
     "cli": cli_reference,
     "report": report_tables,
+    "targets": targets_table,
 }
 
 

@@ -262,6 +262,26 @@ def test_a_committed_reports_tables_reach_the_page_unchanged(tmp_path, monkeypat
         hooks.expand("<!-- gen:report results/area/exp -->")
 
 
+def test_a_committed_targets_json_reaches_the_page_as_a_table(tmp_path, monkeypatch):
+    import json
+
+    hooks = _hooks()
+    folder = tmp_path / "results" / "targets"
+    folder.mkdir(parents=True)
+    row = {"model": "bpr", "hr@10_100neg": 0.58641, "ndcg@10_100neg": 0.32149, "ndcg@10_full": 0.0398, "popularity_ndcg@10_full": 0.0255}
+    row.update({"target_lift": 1.5608, "epochs_run": 230, "best_epoch": 155, "epoch_scale": 4.9, "last_validation_gain": -0.02, "train_seconds": 61.7})
+    (folder / "tiny.json").write_text(json.dumps([row]))
+    monkeypatch.setattr(hooks, "DOCS", tmp_path)
+    table = hooks.expand("<!-- gen:targets results/targets/tiny.json -->").strip().split("\n")
+    assert len(table) == 3 and table[0].count("|") == table[1].count("|") == table[2].count("|")
+    assert table[2] == "| `bpr` | 0.5864 | 0.3215 | 0.0398 | 0.0255 | 1.56× | 230 (155) | 4.90 | -2.0% | 62 |"
+    (folder / "tiny.json").write_text("[]")
+    with pytest.raises(ValueError, match="holds no rows"):
+        hooks.expand("<!-- gen:targets results/targets/tiny.json -->")
+    with pytest.raises(ValueError, match="gen:targets needs a JSON file"):
+        hooks.expand("<!-- gen:targets results/targets/none.json -->")
+
+
 def test_the_reference_lists_every_registered_name():
     from raysteal.attacks.registry import attack_names, recipe_names
     from raysteal.data import dataset_names
