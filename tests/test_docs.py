@@ -269,7 +269,16 @@ def test_a_committed_targets_json_reaches_the_page_as_a_table(tmp_path, monkeypa
     folder = tmp_path / "results" / "targets"
     folder.mkdir(parents=True)
     row = {"model": "bpr", "hr@10_100neg": 0.58641, "ndcg@10_100neg": 0.32149, "ndcg@10_full": 0.0398, "popularity_ndcg@10_full": 0.0255}
-    row.update({"target_lift": 1.5608, "epochs_run": 230, "best_epoch": 155, "epoch_scale": 4.9, "last_validation_gain": -0.02, "train_seconds": 61.7})
+    row.update(
+        {
+            "target_lift": 1.5608,
+            "epochs_run": 230,
+            "best_epoch": 155,
+            "epoch_scale": 4.9,
+            "last_validation_gain": -0.02,
+            "train_seconds": 61.7,
+        }
+    )
     (folder / "tiny.json").write_text(json.dumps([row]))
     monkeypatch.setattr(hooks, "DOCS", tmp_path)
     table = hooks.expand("<!-- gen:targets results/targets/tiny.json -->").strip().split("\n")

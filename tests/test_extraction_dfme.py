@@ -167,6 +167,37 @@ def test_label_sequences_all_last_and_budget(oracle):
         label_sequences(oracle.register_attacker("zero-labels"), seqs, k=4, query_budget=0)
 
 
+def test_spaced_prefixes_spread_a_budget_evenly_over_each_sequence():
+    from raysteal.extraction.synthesis import spaced_prefixes
+
+    rows, spans = spaced_prefixes(np.array([10, 5, 0, 20]), 7)  # 35 prefixes, 7 bought: shares 2, 1, 0, 4
+    assert rows.tolist() == [0, 0, 1, 3, 3, 3, 3]
+    assert spans.tolist() == [5, 10, 5, 5, 10, 15, 20]  # every n/m items, the whole sequence last
+    rows, spans = spaced_prefixes(np.array([3, 2]), 10)  # a budget past every prefix buys every prefix
+    assert rows.tolist() == [0, 0, 0, 1, 1] and spans.tolist() == [1, 2, 3, 1, 2]
+    lengths = np.random.default_rng(0).integers(1, 200, size=300)
+    for budget in (1, 77, 5_000, int(lengths.sum()) - 1):
+        rows, spans = spaced_prefixes(lengths, budget)
+        assert len(rows) == budget and (spans >= 1).all() and (spans <= lengths[rows]).all()
+        assert len(set(zip(rows.tolist(), spans.tolist()))) == budget  # no prefix twice
+
+
+def test_label_sequences_spaced_buys_long_prefixes_too(oracle):
+    seqs = np.array([[PAD, PAD, 3, 4, 5, 6], [1, 2, 6, 7, 8, 9], [PAD] * 6])
+    spy = SpyClient(oracle.register_attacker("spaced"))
+    data = label_sequences(spy, seqs, k=4, prefixes="spaced", query_budget=5)
+    assert data.queries == spy.spent == 5
+    assert data.queried[0].tolist() == [False, False, False, True, False, True]  # 4 items: every 2nd prefix
+    assert data.queried[1].tolist() == [False, True, False, True, False, True]  # 6 items: every 2nd
+    for n, t in zip(*np.nonzero(data.queried)):
+        prefix = [x for x in seqs[n, : t + 1] if x != PAD]
+        assert np.array_equal(data.lists[n, t], spy._client.query([prefix], 4)[0])
+    every = label_sequences(oracle.register_attacker("spaced-all"), seqs, k=4, prefixes="spaced")
+    assert np.array_equal(every.queried, seqs != PAD)  # no budget: every prefix, as "all"
+    with pytest.raises(ConfigError, match="budget 0"):
+        label_sequences(oracle.register_attacker("spaced-zero"), seqs, k=4, prefixes="spaced", query_budget=0)
+
+
 # ------------------------------------------------------------------ the loss
 def test_ranking_loss_matches_hand_computation():
     list_scores = torch.tensor([[3.0, 2.8, 1.0]])

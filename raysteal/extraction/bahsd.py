@@ -92,7 +92,13 @@ class BAHSDConfig(ExtractionConfigBase):
     attack: Literal["bahsd"] = "bahsd"  # pyright: ignore[reportIncompatibleVariableOverride]  # see ExtractionConfigBase.attack
     # ---- sequences
     source: Literal["synthetic", "real"] = Field("synthetic", description="synthetic sequences (DFME-style) or knowledge.sequences")
-    real_prefixes: Literal["all", "last"] = Field("all", description="with source='real': query every prefix or the whole sequence only")
+    real_prefixes: Literal["all", "last", "spaced"] = Field(
+        "all",
+        description=(
+            "with source='real': query every prefix, shortest first while the budget lasts (all), the whole sequence only "
+            "(last), or an even subsample of each sequence's prefixes, long ones included (spaced)"
+        ),
+    )
     # ---- one-size-fits-all baselines on the same sequences and budget (issue: "the long-tailed setting")
     baseline: Literal["none", "ranking", "kl"] = Field(
         "none",

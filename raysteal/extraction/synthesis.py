@@ -171,27 +171,52 @@ def synthesize(
     )
 
 
+def spaced_prefixes(lengths: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, spans)``: ``budget`` prefixes spread over sequences of ``lengths`` items.
+
+    Each sequence gets a share proportional to its length (largest remainder, so the shares sum to
+    the budget exactly), and its ``m`` prefixes end every ``n / m`` items, the last at the whole
+    sequence (spans ``ceil(j·n / m)``, ``j = 1..m``, all distinct since ``m <= n``): an even
+    subsample of all prefixes, long ones included. With a budget of at least every prefix, every
+    prefix."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if budget >= total:
+        quota = lengths
+    else:
+        share = lengths * (max(int(budget), 0) / max(total, 1))
+        quota = np.floor(share).astype(np.int64)
+        extra = np.argsort(-(share - quota), kind="stable")[: max(int(budget), 0) - int(quota.sum())]
+        quota[extra] += 1
+    rows = np.repeat(np.arange(len(lengths)), quota)
+    j = np.arange(len(rows)) - np.repeat(np.cumsum(quota) - quota, quota) + 1
+    n, m = lengths[rows], quota[rows]
+    return rows, (j * n + m - 1) // m
+
+
 def label_sequences(
     client: BlackBoxClient,
     sequences: np.ndarray,
     *,
     k: int,
-    prefixes: Literal["all", "last"] = "all",
+    prefixes: Literal["all", "last", "spaced"] = "all",
     query_batch: int = 1024,
     query_budget: int | None = None,
 ) -> ExtractionSet:
     """The black box's top-``k`` lists for prefixes of real ``sequences`` (``int64 [N, L]``,
-    left-padded with ``PAD``): every prefix (``"all"``) or the whole sequence only (``"last"``).
+    left-padded with ``PAD``): every prefix (``"all"``), the whole sequence only (``"last"``), or
+    under a budget smaller than the prefixes an even subsample of each sequence's prefixes, long
+    ones included (``"spaced"``, :func:`spaced_prefixes`; every prefix when the budget covers them).
 
     Prefixes are asked shortest first (all sequences' 1-item prefixes, then 2-item ones, ...),
-    so a budget that runs out cuts every sequence's longest prefixes rather than whole sequences;
-    the budget is respected exactly. Empty rows are never queried.
+    so with ``"all"`` a budget that runs out cuts every sequence's longest prefixes rather than
+    whole sequences; the budget is respected exactly. Empty rows are never queried.
     """
     seqs = np.asarray(sequences)
     if seqs.ndim != 2 or not np.issubdtype(seqs.dtype, np.integer):
         raise ConfigError(f"sequences must be an integer array [N, L], got {seqs.dtype} of shape {seqs.shape}")
-    if prefixes not in ("all", "last"):
-        raise ConfigError(f"prefixes must be 'all' or 'last', got {prefixes!r}")
+    if prefixes not in ("all", "last", "spaced"):
+        raise ConfigError(f"prefixes must be 'all', 'last' or 'spaced', got {prefixes!r}")
     _check_positive(k=k, query_batch=query_batch)
     seqs = seqs.astype(np.int64, copy=False)
     num_items = int(client.num_items)
@@ -203,17 +228,20 @@ def label_sequences(
     valid = seqs != PAD
     has_items = valid.any(axis=1)
     start = np.where(has_items, np.argmax(valid, axis=1), width)
+    allowance = query_allowance(client, query_budget)
+    if allowance is not None and allowance < 1 and has_items.any():
+        raise ConfigError(f"query budget {allowance} cannot pay for a single prefix's answer ({int(valid.sum())} to label)")
     if prefixes == "last":
         rows = np.flatnonzero(has_items)
         cols = width - 1 - np.argmax(valid[rows, ::-1], axis=1)
+    elif prefixes == "spaced" and allowance is not None:
+        rows, spans = spaced_prefixes(valid.sum(axis=1), max(int(allowance), 0))
+        cols = start[rows] + spans - 1
     else:
         rows, cols = np.nonzero(valid)
     span = cols - start[rows] + 1
     order = np.lexsort((rows, span))  # shortest prefixes first, then by sequence
     rows, cols, span = rows[order], cols[order], span[order]
-    allowance = query_allowance(client, query_budget)
-    if allowance is not None and allowance < 1 and len(rows):
-        raise ConfigError(f"query budget {allowance} cannot pay for a single prefix's answer ({len(rows)} to label)")
     if allowance is not None:
         rows, cols, span = rows[:allowance], cols[:allowance], span[:allowance]
     lists = np.full((n, width, k), -1, dtype=np.int32)
