@@ -120,3 +120,18 @@ def test_ml1m_targets_train_and_are_keyed_as_before_the_scaling(shared_data):
         steps = len(seeded_model(cfg, target.num_users, target.num_items, 0).make_sampler(make_split(target).train, tcfg.batch_size))
         assert steps >= train_cfg["reference_steps_per_epoch"], (name, steps)
         assert epoch_scale(tcfg, steps) == 1.0
+
+
+def test_an_experiment_target_and_train_target_take_set_epoch_counts_as_given():
+    from raysteal.cli.models import _target_settings
+    from raysteal.experiment.config import TargetEntry
+    from raysteal.experiment.context import target_config
+
+    _, train = target_config(TargetEntry(model="sasrec", train={"epochs": 40, "eval_users": 2000}))
+    assert train["epochs"] == 40 and "reference_steps_per_epoch" not in train
+    _, train = target_config(TargetEntry(model="sasrec", train={"lr": 1e-3}))
+    assert train["reference_steps_per_epoch"] == SEQUENTIAL_REFERENCE_STEPS  # the preset's counts: scaled to the log
+    _, train = _target_settings("bpr", [], 5)
+    assert train["epochs"] == 5 and "reference_steps_per_epoch" not in train
+    _, train = _target_settings("bpr", ["train.lr=0.01"], None)
+    assert train["reference_steps_per_epoch"] == COLLABORATIVE_REFERENCE_STEPS
