@@ -390,14 +390,16 @@ def targets_table(arg: str) -> str:
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"gen:targets {arg}: {path} holds no rows")
     head = (
-        "| model | HR@10 (100 neg) | NDCG@10 (100 neg) | NDCG@10 full | popularity NDCG@10 full | lift | epochs (best) "
+        "| model | d | HR@10 (100 neg) | NDCG@10 (100 neg) | NDCG@10 full | popularity NDCG@10 full | lift | epochs (best) "
         "| epoch scale | last validation gain | train s |"
     )
     out = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for row in rows:
         gain = row.get("last_validation_gain")
+        model = row.get("model_config") or {}
         cells = [
-            f"`{row['model']}`",
+            f"`{row['model']}`" + (", pre-trained parts" if model.get("pretrain") else ""),
+            _figure(model.get("embedding_dim")),
             _figure(row.get("hr@10_100neg")),
             _figure(row.get("ndcg@10_100neg")),
             _figure(row.get("ndcg@10_full")),

@@ -268,7 +268,14 @@ def test_a_committed_targets_json_reaches_the_page_as_a_table(tmp_path, monkeypa
     hooks = _hooks()
     folder = tmp_path / "results" / "targets"
     folder.mkdir(parents=True)
-    row = {"model": "bpr", "hr@10_100neg": 0.58641, "ndcg@10_100neg": 0.32149, "ndcg@10_full": 0.0398, "popularity_ndcg@10_full": 0.0255}
+    row = {
+        "model": "bpr",
+        "model_config": {"embedding_dim": 64},
+        "hr@10_100neg": 0.58641,
+        "ndcg@10_100neg": 0.32149,
+        "ndcg@10_full": 0.0398,
+        "popularity_ndcg@10_full": 0.0255,
+    }
     row.update(
         {
             "target_lift": 1.5608,
@@ -283,7 +290,7 @@ def test_a_committed_targets_json_reaches_the_page_as_a_table(tmp_path, monkeypa
     monkeypatch.setattr(hooks, "DOCS", tmp_path)
     table = hooks.expand("<!-- gen:targets results/targets/tiny.json -->").strip().split("\n")
     assert len(table) == 3 and table[0].count("|") == table[1].count("|") == table[2].count("|")
-    assert table[2] == "| `bpr` | 0.5864 | 0.3215 | 0.0398 | 0.0255 | 1.56× | 230 (155) | 4.90 | -2.0% | 62 |"
+    assert table[2] == "| `bpr` | 64 | 0.5864 | 0.3215 | 0.0398 | 0.0255 | 1.56× | 230 (155) | 4.90 | -2.0% | 62 |"
     (folder / "tiny.json").write_text("[]")
     with pytest.raises(ValueError, match="holds no rows"):
         hooks.expand("<!-- gen:targets results/targets/tiny.json -->")
