@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             from raysteal.atomic import write_text_atomically
 
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            others = [r for r in earlier if (r.get("model"), r.get("dataset")) not in {(m, args.dataset) for m in models}]
+            # a model's new row replaces its earlier one; models not reached yet keep theirs (a killed run loses none)
+            others = [r for r in earlier if (r.get("model"), r.get("dataset")) not in {(r["model"], r["dataset"]) for r in rows}]
             write_text_atomically(args.json, json.dumps(others + rows, indent=2) + "\n")
     return 0
 

@@ -256,6 +256,28 @@ def test_targets_benchmark_keeps_finished_models_and_resumes_the_rest(tmp_path, 
     assert "bpr: kept from" in capsys.readouterr().err
 
 
+def test_targets_benchmark_killed_mid_run_keeps_the_rows_of_models_it_had_not_reached(tmp_path, benchmarks_on_path, monkeypatch):
+    import targets
+
+    out = tmp_path / "targets.json"
+    argv = ["--dataset", "synthetic", "--models", "bpr,lmf", "--epochs", "1", "--json", str(out)]
+    assert targets.main(argv + ["--set", "bpr.embedding_dim=8", "--set", "lmf.embedding_dim=8"]) == 0
+    first = json.loads(out.read_text())
+    real = targets.bench_model
+
+    def killed_at_lmf(name, *args, **kwargs):
+        if name == "lmf":
+            raise KeyboardInterrupt
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(targets, "bench_model", killed_at_lmf)
+    with pytest.raises(KeyboardInterrupt):  # BPR retrained (a new setting), killed before LMF
+        targets.main(argv + ["--set", "bpr.embedding_dim=4", "--set", "lmf.embedding_dim=8"])
+    after = json.loads(out.read_text())
+    assert [r["model"] for r in after] == ["lmf", "bpr"] and after[0] == first[1]
+    assert after[1]["model_config"]["embedding_dim"] == 4
+
+
 def test_bahsd_step_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     import bahsd_step
     import torch

@@ -30,7 +30,8 @@ def test_a_small_log_multiplies_every_epoch_count_by_the_ratio_rounded_up():
     bpr = make_train_config(preset("bpr")[1])
     scaled = scaled_to_log(bpr, 48)  # ML-100K's steps per epoch under the BPR preset
     ratio = COLLABORATIVE_REFERENCE_STEPS / 48
-    assert (scaled.epochs, scaled.min_epochs, scaled.patience) == (math.ceil(60 * ratio), math.ceil(20 * ratio), math.ceil(3 * ratio))
+    expected = (math.ceil(bpr.epochs * ratio), math.ceil(bpr.min_epochs * ratio), math.ceil(bpr.patience * ratio))
+    assert (scaled.epochs, scaled.min_epochs, scaled.patience) == expected
     assert scaled.eval_every == bpr.eval_every and scaled.lr == bpr.lr  # validations keep their spacing; not a count
     assert scaled.reference_steps_per_epoch is None and epoch_scale(bpr, 48) == pytest.approx(ratio)
 
