@@ -83,10 +83,9 @@ def scaled_to_log(config: TrainConfig, steps_per_epoch: int) -> TrainConfig:
     (more of them: an early peak is still seen, and the best weights kept);
     ``reference_steps_per_epoch`` is resolved away (``None``) either way, so a log at or above the
     reference trains, and is keyed, exactly as without it."""
-    reference = config.reference_steps_per_epoch
-    if reference is None:
+    if config.reference_steps_per_epoch is None:
         return config
-    ratio = reference / max(int(steps_per_epoch), 1)
+    ratio = epoch_scale(config, steps_per_epoch)
     scaled: dict[str, Any] = {"reference_steps_per_epoch": None}
     if ratio > 1.0:
         scaled.update({name: math.ceil(getattr(config, name) * ratio) for name in SCALED_COUNTS})
