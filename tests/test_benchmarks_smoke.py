@@ -223,6 +223,18 @@ def test_student_step_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     assert (layers.MultiHeadSelfAttention.forward, layers.TransformerEncoder.forward) == before  # put back
 
 
+def test_kl_chunks_benchmark_checks_both_paths_and_writes_its_json(tmp_path, benchmarks_on_path):
+    import kl_chunks
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "kl.json"
+    report = kl_chunks.main(["--prefixes", "300", "--items", "500", "--k", "20", "--length", "30", "--rounds", "1", "--json", str(out)])
+    torch.set_num_threads(threads)
+    assert report["checks"]["max_grad_abs_diff"] <= 1e-6 and report["speedup_median_of_pairs"] > 0
+    assert json.loads(out.read_text())["chunked_seconds_cpu"] == report["chunked_seconds_cpu"]
+
+
 def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     import tie_rule
     import torch

@@ -17,6 +17,7 @@ from raysteal.extraction.bahsd_losses import (
     info_nce,
     item_weights,
     kl_rank_distillation,
+    kl_rank_distillation_reference,
     listwise_consistency,
     mixing_weight,
     pairwise_consistency,
@@ -200,6 +201,35 @@ def test_rank_soft_targets_and_kl_match_hand_values():
     expected_x = p2 * math.log(p2 / (math.exp(1.0) / norm_x)) + p0 * math.log(p0 / (1.0 / norm_x))
     excl = torch.tensor([[False, False, False, True]])
     assert kl_rank_distillation(scores, lists, torch.tensor([t]), exclude=excl).item() == pytest.approx(expected_x, rel=1e-5)
+
+
+@pytest.mark.parametrize("scale_t2", [False, True])
+def test_the_chunked_kl_equals_the_dense_definition_in_value_and_gradient(monkeypatch, scale_t2):
+    import raysteal.extraction.bahsd_losses as losses
+
+    monkeypatch.setattr(losses, "KL_CHUNK_BYTES", 3 * 40 * 4)  # 3 rows of 40 items a chunk: 7 rows need 3 chunks
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(7, 40, generator=g)
+    lists = torch.rand(7, 40, generator=g).argsort(1)[:, :6]
+    lists[1, 3:] = -1  # a short answer
+    lists[4] = -1  # no answer at all: KL 0, no gradient
+    exclude = torch.rand(7, 40, generator=g) < 0.3
+    exclude[2, lists[2, 0]] = True  # a listed item is never masked
+    temp = 0.5 + 4 * torch.rand(7, generator=g)
+    weights = torch.rand(7, generator=g)
+    out = {}
+    for name, fn in (("dense", kl_rank_distillation_reference), ("chunked", kl_rank_distillation)):
+        z = scores.clone().requires_grad_()
+        kl = fn(z, lists, temp, exclude=exclude, scale_t2=scale_t2)
+        (weights * kl).sum().backward()
+        out[name] = (kl.detach(), z.grad)
+    assert torch.allclose(out["chunked"][0], out["dense"][0], rtol=1e-5, atol=1e-5)
+    assert torch.allclose(out["chunked"][1], out["dense"][1], rtol=1e-5, atol=1e-7)
+    assert out["chunked"][0][4] == 0 and torch.count_nonzero(out["chunked"][1][4]) == 0
+    # a temperature that needs its own gradient takes the dense path, which gives it one
+    t = temp.clone().requires_grad_()
+    kl_rank_distillation(scores, lists, t, exclude=exclude).sum().backward()
+    assert t.grad is not None and torch.count_nonzero(t.grad) > 0
 
 
 def test_temperature_and_mixing_weight_match_hand_values():

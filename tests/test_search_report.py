@@ -8,7 +8,16 @@ import math
 import pytest
 
 from raysteal.errors import ConfigError
-from raysteal.report.search import common_epoch, search_evidence, setting_effects, trial_curves, trial_table
+from raysteal.report.search import (
+    common_epoch,
+    curve_table,
+    search_evidence,
+    setting_effects,
+    smoothed,
+    trial_curves,
+    trial_labels,
+    trial_table,
+)
 
 
 def _trial(root, name, trial_id, values, config, torn=False):
@@ -37,6 +46,35 @@ def test_trials_are_ranked_by_their_peak_not_their_last_epoch(sweep):
     assert table.loc[0, ["peak", "peak_epoch", "epochs", "last"]].tolist() == [0.6, 3, 4, 0.2]
     assert table.loc[1, ["peak", "peak_epoch"]].tolist() == [0.5, 2]
     assert trial_table(curves, "agr@10/tail", mode="min")["trial"].tolist()[0] == "a"  # a's 0.1 is the lowest
+
+
+def test_the_smoothed_peak_is_the_top_of_a_centred_moving_average(tmp_path):
+    # one lucky epoch (0.9 at epoch 3) among steady values: the raw peak is the outlier, the smoothed one is not
+    values = [0.1, 0.2, 0.9, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5]
+    _trial(tmp_path, "t", "t", values, {"attack.baseline": "ranking"})
+    curves = trial_curves(tmp_path / "tune")
+    assert smoothed(curves["agr@10/tail"]).round(6).tolist()[:3] == [pytest.approx(0.4), pytest.approx(0.35), pytest.approx(0.34)]
+    row = trial_table(curves, "agr@10/tail").iloc[0]
+    assert (row["peak"], row["peak_epoch"]) == (0.9, 3)
+    # epochs 6-10 average 0.5 where the window is whole or cut at the end
+    assert row["smoothed_peak"] == pytest.approx(0.5) and row["smoothed_epoch"] == 8
+
+
+def test_learning_curves_table_figure_and_labels(sweep, tmp_path):
+    curves = trial_curves(sweep / "tune")
+    table = curve_table(curves, "agr@10/tail", ["c", "b"], every=2)
+    assert list(table.columns) == ["trial", "1", "2", "4"]
+    assert table.loc[0, "1"] == pytest.approx((0.3 + 0.35 + 0.6) / 3)  # epoch 1: itself and the next two
+    assert table.loc[1, "2"] == pytest.approx(0.25) and math.isnan(table.loc[1, "4"])  # b stopped at epoch 2
+    with pytest.raises(ConfigError, match="every must be at least 1"):
+        curve_table(curves, "agr@10/tail", ["c"], every=0)
+    labels = trial_labels(trial_table(curves, "agr@10/tail"))
+    assert labels["c"] == "c probe_training=False, margin=0.9"
+    figure = tmp_path / "out" / "curves.png"
+    figure.parent.mkdir()
+    page = search_evidence(sweep / "tune", "agr@10/tail", figure=figure, curves_top=2)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![learning curves](curves.png)" in page and "## Learning curves of the 2 best trials" in page
 
 
 def test_settings_are_compared_at_the_epoch_every_trial_reached(sweep):
@@ -77,3 +115,4 @@ def test_raysteal_report_on_a_tune_directory_writes_the_search_page(sweep):
     report = render_report(sweep)
     assert "[search.md](search.md)" in report.read_text()
     assert "| c | 0.6 | 3 | 4 | 0.2 |" in (report.parent / "search.md").read_text()
+    assert (report.parent / "curves.png").is_file()

@@ -44,6 +44,97 @@ def rank_soft_targets(lists: torch.Tensor, temperature: torch.Tensor) -> torch.T
     return torch.where(valid, p, torch.zeros_like(p))
 
 
+KL_CHUNK_BYTES = 1 << 20
+"""Row chunks of the catalogue-wide KL hold about this many bytes of float32 scores, so each of
+its passes over a chunk stays in the CPU's cache (:class:`_ChunkedListKL`)."""
+
+
+def _listed_mask(exclude: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
+    """``exclude`` with every listed item cleared (a listed item is never masked)."""
+    valid = lists >= 0
+    rows, cols = valid.nonzero(as_tuple=True)
+    listed = torch.zeros_like(exclude)
+    listed[rows, lists[rows, cols]] = True
+    return exclude & ~listed
+
+
+def kl_rank_distillation_reference(
+    scores: torch.Tensor,
+    lists: torch.Tensor,
+    temperature: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    scale_t2: bool = False,
+) -> torch.Tensor:
+    """:func:`kl_rank_distillation` as dense tensor operations over the whole ``[P, N]`` batch
+    (autograd end to end): the definition the chunked path is tested against, and the path taken
+    when the temperature itself needs a gradient."""
+    temp = torch.as_tensor(temperature, dtype=scores.dtype, device=scores.device).expand(scores.shape[0])
+    logits = scores / temp[:, None]
+    valid = lists >= 0
+    if exclude is not None:
+        logits = logits.masked_fill(_listed_mask(exclude, lists), float("-inf"))
+    log_q = torch.log_softmax(logits, dim=1)
+    p = rank_soft_targets(lists, temp).to(scores.dtype)
+    log_q_list = torch.gather(log_q, 1, lists.clamp(min=0))
+    terms = torch.where(valid, p * (torch.log(p.clamp(min=1e-30)) - log_q_list), torch.zeros_like(p))
+    kl = terms.sum(1)
+    return kl * temp**2 if scale_t2 else kl
+
+
+class _ChunkedListKL(torch.autograd.Function):
+    """``KL(p_T ‖ softmax(z / T))`` per row, computed and differentiated a few rows at a time.
+
+    With ``ℓ = z / T`` (masked items at −∞), ``KL = Σ_j p_j log p_j − Σ_j p_j ℓ_j + (Σ_j p_j) ·
+    logsumexp(ℓ)``, so ``∂KL/∂z_i = ((Σ p) · q_i − p_i) / T`` with ``q = softmax(ℓ)``. The forward
+    pass keeps only ``logsumexp(ℓ)`` per row; the backward pass recomputes ``q`` chunk by chunk.
+    Each chunk is a few hundred kilobytes, so its passes run in cache instead of streaming
+    ``[P, N]`` tensors through memory a dozen times (the dense version's log-softmax, gather,
+    masks and their gradients)."""
+
+    @staticmethod
+    def forward(ctx, scores, lists, temp, exclude, p, chunk):  # type: ignore[override]
+        kl = torch.zeros(scores.shape[0], dtype=scores.dtype, device=scores.device)
+        lse = torch.zeros_like(kl)
+        valid = lists >= 0
+        index = lists.clamp(min=0)
+        entropy = torch.where(valid, p * torch.log(p.clamp(min=1e-30)), torch.zeros_like(p)).sum(1)
+        for start in range(0, scores.shape[0], chunk):
+            part = slice(start, start + chunk)
+            logits = _chunk_logits(scores, temp, exclude, part)
+            norm = torch.logsumexp(logits, dim=1)
+            norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))  # a row with nothing left
+            lse[part] = norm
+            listed = logits.gather(1, index[part])
+            kl[part] = entropy[part] - torch.where(valid[part], p[part] * listed, torch.zeros_like(listed)).sum(1) + p[part].sum(1) * norm
+        ctx.save_for_backward(scores, lists, temp, p, lse, *(() if exclude is None else (exclude,)))
+        ctx.chunk = chunk
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad_kl):  # type: ignore[override]
+        scores, lists, temp, p, lse, *rest = ctx.saved_tensors
+        exclude = rest[0] if rest else None
+        grad = torch.empty_like(scores)
+        index = lists.clamp(min=0)
+        mass = p.sum(1)
+        for start in range(0, scores.shape[0], ctx.chunk):
+            part = slice(start, start + ctx.chunk)
+            logits = _chunk_logits(scores, temp, exclude, part)
+            q = torch.exp(logits - lse[part, None])  # masked items: exp(−∞) = 0
+            q.mul_(mass[part, None])
+            q.scatter_add_(1, index[part], -p[part])  # padding holds p = 0
+            q.mul_((grad_kl[part] / temp[part])[:, None])
+            grad[part] = q
+        return grad, None, None, None, None, None
+
+
+def _chunk_logits(scores: torch.Tensor, temp: torch.Tensor, exclude: torch.Tensor | None, part: slice) -> torch.Tensor:
+    logits = scores[part] / temp[part, None]
+    if exclude is not None:
+        logits.masked_fill_(exclude[part], float("-inf"))
+    return logits
+
+
 def kl_rank_distillation(
     scores: torch.Tensor,
     lists: torch.Tensor,
@@ -58,21 +149,17 @@ def kl_rank_distillation(
     lists) — an item the list holds is never masked: a defense that mixes items into the answers
     (popular mixing) may list one the input holds, and masking it would make the KL infinite.
     ``scale_t2`` multiplies by ``T²`` (Hinton et al. 2015) so gradient magnitudes do not shrink
-    as ``T`` grows. Rows with an empty list give 0.
+    as ``T`` grows. Rows with an empty list give 0. Computed a few rows at a time
+    (:class:`_ChunkedListKL`); equal to :func:`kl_rank_distillation_reference` to float rounding.
     """
     temp = torch.as_tensor(temperature, dtype=scores.dtype, device=scores.device).expand(scores.shape[0])
-    logits = scores / temp[:, None]
-    valid = lists >= 0
-    if exclude is not None:
-        rows, cols = valid.nonzero(as_tuple=True)
-        listed = torch.zeros_like(exclude)
-        listed[rows, lists[rows, cols]] = True
-        logits = logits.masked_fill(exclude & ~listed, float("-inf"))
-    log_q = torch.log_softmax(logits, dim=1)
+    if temp.requires_grad:
+        return kl_rank_distillation_reference(scores, lists, temperature, exclude, scale_t2)
     p = rank_soft_targets(lists, temp).to(scores.dtype)
-    log_q_list = torch.gather(log_q, 1, lists.clamp(min=0))
-    terms = torch.where(valid, p * (torch.log(p.clamp(min=1e-30)) - log_q_list), torch.zeros_like(p))
-    kl = terms.sum(1)
+    mask = None if exclude is None else _listed_mask(exclude, lists)
+    # on a GPU the whole batch is one chunk (its passes are parallel already; the memory saving stays)
+    chunk = scores.shape[0] if scores.is_cuda else max(1, KL_CHUNK_BYTES // max(1, scores.shape[1] * scores.element_size()))
+    kl = _ChunkedListKL.apply(scores, lists, temp.contiguous(), mask, p, chunk)
     return kl * temp**2 if scale_t2 else kl
 
 

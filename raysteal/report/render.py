@@ -241,12 +241,12 @@ def search_section(root: Path, out_dir: Path) -> list[str]:
         return []
 
     tune = json.loads(spec_path.read_text()).get("tune") or {}
-    page = search_evidence(root / "tune", str(tune.get("metric")), str(tune.get("mode", "max")))
+    page = search_evidence(root / "tune", str(tune.get("metric")), str(tune.get("mode", "max")), figure=out_dir / "curves.png")
     write_text_atomically(out_dir / "search.md", page)
     return [
         "## The search",
         "",
-        f"Every trial, the best configurations and what each setting does: [search.md](search.md) (metric `{tune.get('metric')}`).",
+        f"Every trial, the best configurations, their learning curves and what each setting does: [search.md](search.md) (metric `{tune.get('metric')}`).",
         "",
     ]
 

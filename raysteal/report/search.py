@@ -24,6 +24,10 @@ from raysteal.errors import ConfigError
 TIME_COLUMN = "training_iteration"
 CATEGORICAL_AT_MOST = 6
 """A searched setting with at most this many distinct values is compared value by value."""
+SMOOTHING_EPOCHS = 5
+"""Width of the centred moving average that smooths a trial's per-epoch curve: the peak of a
+long noisy curve (the maximum of 120 probes) overstates where the trial is; the peak of its
+moving average does much less."""
 
 
 def trial_curves(tune_dir: str | os.PathLike) -> pd.DataFrame:
@@ -54,9 +58,15 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def smoothed(values: pd.Series, window: int = SMOOTHING_EPOCHS) -> pd.Series:
+    """The centred moving average of a per-epoch curve over ``window`` epochs (fewer at its ends)."""
+    return values.astype(float).rolling(window, center=True, min_periods=1).mean()
+
+
 def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
-    """Per trial: peak of ``metric`` over its epochs, the epoch of the peak, epochs reported, and
-    its settings; best first."""
+    """Per trial: peak of ``metric`` over its epochs, the epoch of the peak, epochs reported, the
+    last value, the peak of the smoothed curve (:func:`smoothed`) and its epoch, and its settings;
+    best peak first."""
     if metric not in curves.columns:
         raise ConfigError(f"metric {metric!r} was never reported; reported: {sorted(c for c in curves.columns if '@' in c)}")
     settings = [c for c in curves.columns if c.startswith("config/")]
@@ -67,17 +77,56 @@ def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.Data
             continue
         # by position (the first peak, NaN skipped: what idxmax/idxmin pick), not by index label
         best = int(np.nanargmax(values.to_numpy()) if mode == "max" else np.nanargmin(values.to_numpy()))
+        smooth = smoothed(values).to_numpy()
+        smooth_best = int(np.nanargmax(smooth) if mode == "max" else np.nanargmin(smooth))
         row = {
             "trial": trial,
             "peak": float(values.iloc[best]),
             "peak_epoch": int(part["epoch"].iloc[best]),
             "epochs": int(part["epoch"].max()),
             "last": float(values.iloc[-1]),
+            "smoothed_peak": float(smooth[smooth_best]),
+            "smoothed_epoch": int(part["epoch"].iloc[smooth_best]),
         }
         row.update({c[len("config/") :]: part[c].iloc[-1] for c in settings})
         out.append(row)
     table = pd.DataFrame(out)
     return table.sort_values("peak", ascending=(mode != "max"), ignore_index=True)
+
+
+def curve_table(curves: pd.DataFrame, metric: str, trials: list[str], every: int = 10) -> pd.DataFrame:
+    """Learning curves side by side: per trial (in the order given), its smoothed ``metric``
+    (:func:`smoothed`) at epoch 1 and every ``every``-th epoch up to the last any of them reached;
+    NaN past a trial's last epoch."""
+    if every < 1:
+        raise ConfigError(f"curve_table: every must be at least 1, got {every}")
+    last = int(curves.loc[curves["trial_id"].isin(trials), "epoch"].max())
+    epochs = sorted({1, *range(every, last + 1, every), last})
+    rows = []
+    for trial in trials:
+        part = curves[curves["trial_id"] == trial]
+        smooth = pd.Series(smoothed(part[metric]).to_numpy(), index=part["epoch"].to_numpy())
+        rows.append({"trial": trial, **{str(e): float(smooth.get(e, np.nan)) for e in epochs}})
+    return pd.DataFrame(rows)
+
+
+def curve_figure(curves: pd.DataFrame, metric: str, trials: list[str], path: Path, labels: dict[str, str] | None = None) -> Path:
+    """A PNG of the given trials' per-epoch ``metric``: each raw curve faint, its smoothed curve
+    (:func:`smoothed`) over it, labelled by ``labels`` (default: the trial id)."""
+    from raysteal.report.figures import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for trial in trials:
+        part = curves[curves["trial_id"] == trial]
+        (line,) = ax.plot(part["epoch"], smoothed(part[metric]), linewidth=1.6, label=(labels or {}).get(trial, trial))
+        ax.plot(part["epoch"], part[metric].astype(float), linewidth=0.6, alpha=0.35, color=line.get_color())
+    ax.set_xlabel("student epoch")
+    ax.set_ylabel(f"{metric} (per-epoch probe)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    save_figure(fig, path)
+    return path
 
 
 def common_epoch(curves: pd.DataFrame) -> int:
@@ -133,12 +182,42 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, *lines])
 
 
-def search_evidence(tune_dir: str | os.PathLike, metric: str, mode: str = "max", top: int = 10) -> str:
-    """A Markdown page: the trials, the ``top`` best by their peak, and what each setting does at
-    the common epoch (module docstring)."""
+def trial_labels(trials: pd.DataFrame) -> dict[str, str]:
+    """A short label per trial: its id and, for a search of at most three settings (a grid), their values."""
+    settings = [c for c in trials.columns if "." in c]
+    if not settings or len(settings) > 3:
+        return {str(t): str(t) for t in trials["trial"]}
+    return {
+        str(row["trial"]): f"{row['trial']} " + ", ".join(f"{c.split('.')[-1]}={_fmt(row[c])}" for c in settings)
+        for _, row in trials.iterrows()
+    }
+
+
+def search_evidence(
+    tune_dir: str | os.PathLike, metric: str, mode: str = "max", top: int = 10, figure: Path | None = None, curves_top: int = 6
+) -> str:
+    """A Markdown page: the trials, the ``top`` best by their peak, the learning curves of the
+    ``curves_top`` best (a table, and with ``figure`` a PNG written there and linked), and what
+    each setting does at the common epoch (module docstring)."""
     curves = trial_curves(tune_dir)
     trials = trial_table(curves, metric, mode)
     epoch = common_epoch(curves)
+    leaders = [str(t) for t in trials["trial"].head(curves_top)]
+    curve_lines = []
+    if leaders:
+        every = max(1, int(curves["epoch"].max()) // 10)
+        curve_lines = [
+            f"## Learning curves of the {len(leaders)} best trials",
+            "",
+            f"`{metric}` smoothed over {SMOOTHING_EPOCHS} epochs (a centred moving average), every {every} epochs; "
+            "`smoothed_peak` above is the top of this curve, less flattered by noise than `peak`.",
+            "",
+            _markdown(curve_table(curves, metric, leaders, every)),
+            "",
+        ]
+        if figure is not None:
+            curve_figure(curves, metric, leaders, figure, trial_labels(trials))
+            curve_lines += [f"![learning curves]({figure.name})", ""]
     reached = trials["epochs"].value_counts().sort_index(ascending=False)
     lines = [
         f"# Search evidence: `{metric}` ({mode})",
@@ -149,6 +228,7 @@ def search_evidence(tune_dir: str | os.PathLike, metric: str, mode: str = "max",
         "",
         _markdown(trials.head(top)),
         "",
+        *curve_lines,
         f"## What each setting does, at epoch {epoch} (the latest epoch every trial reached)",
         "",
         "Categorical settings: the trials' mean and std of the metric per value; numeric ones: Spearman's rank "
