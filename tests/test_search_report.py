@@ -77,6 +77,24 @@ def test_learning_curves_table_figure_and_labels(sweep, tmp_path):
     assert "![learning curves](curves.png)" in page and "## Learning curves of the 2 best trials" in page
 
 
+def test_epochs_a_restored_trial_lost_from_result_json_come_from_its_epoch_log(tmp_path):
+    # Tune restarted trial r's result.json at its restore: only epoch 3 is left there; its log has 1-3
+    _trial(tmp_path, "r", "r", [], {"attack.margin": 0.4})
+    (tmp_path / "tune" / "sweep" / "r" / "result.json").write_text(
+        json.dumps({"trial_id": "r", "training_iteration": 1, "epoch": 3, "agr@10/tail": 0.6, "config": {"attack.margin": 0.4}}) + "\n"
+    )
+    logs = tmp_path / "tune_curves"
+    logs.mkdir()
+    (logs / "r.json").write_text(json.dumps({"1": {"agr@10/tail": 0.2}, "2": {"agr@10/tail": 0.4}, "3": {"agr@10/tail": 0.59}}))
+    (logs / "torn.json").write_text("{")  # a log cut by a kill is skipped
+    curves = trial_curves(tmp_path / "tune")
+    assert curves["epoch"].tolist() == [1, 2, 3]
+    assert curves["agr@10/tail"].tolist() == [0.2, 0.4, 0.6]  # result.json wins where both have the epoch
+    assert curves["config/attack.margin"].tolist() == [0.4, 0.4, 0.4]
+    row = trial_table(curves, "agr@10/tail").iloc[0]
+    assert (row["peak"], row["peak_epoch"], row["smoothed_peak"]) == (0.6, 3, pytest.approx(0.4))  # every window holds all three
+
+
 def test_settings_are_compared_at_the_epoch_every_trial_reached(sweep):
     curves = trial_curves(sweep / "tune")
     assert common_epoch(curves) == 2

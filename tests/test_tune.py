@@ -528,6 +528,21 @@ def _reported(peak, epoch, phase, phase_epoch, last, epochs, row=None):
     return out
 
 
+def test_the_epoch_log_keeps_every_measure_and_survives_a_restart(tmp_path):
+    from raysteal.distributed.tune import EpochLog
+
+    path = tmp_path / "tune_curves" / "t1.json"
+    log = EpochLog(path)
+    for epoch in (1, 2, 3):
+        log.record(epoch, {"agr@10/tail": 0.1 * epoch, "agr@10": 0.2 * epoch, "phase": "student", "bad": float("nan")})
+    again = EpochLog(path)  # a restored trial reads what it logged before
+    assert sorted(again.epochs) == [1, 2, 3] and again.epochs[2] == {"agr@10/tail": 0.2, "agr@10": 0.4}  # text and NaN dropped
+    again.record(2, {"agr@10/tail": 0.7})  # training restarted at epoch 2: it and every later epoch are replaced
+    assert json.loads(path.read_text()) == {"1": {"agr@10/tail": 0.1, "agr@10": 0.2}, "2": {"agr@10/tail": 0.7}}
+    path.write_text("{torn")
+    assert EpochLog(path).epochs == {}  # unreadable: starts empty, later epochs still kept
+
+
 def test_the_best_trial_is_the_best_peak_over_all_epochs_and_best_yaml_trains_to_it(tmp_path):
     """The issue's case: the completed trial ends lower than it peaked, and a trial ASHA stopped
     peaked higher still; the best is the stopped one, at its peak epoch."""

@@ -74,6 +74,8 @@ PEAK_KEY = "tune_peak"
 searcher optimises; the best trial is chosen by it)."""
 
 PEAK_FILE = "tune_peaks.json"
+CURVES_DIR = "tune_curves"
+"""``OUT/tune_curves/<trial id>.json``: every epoch's probe measures of a trial (:class:`EpochLog`)."""
 """A resumable trial's reported epochs, in its scratch directory (a trial resumed mid-training
 does not report its earlier epochs again)."""
 
@@ -142,6 +144,31 @@ class PeakTracker:
         }
 
 
+class EpochLog:
+    """A trial's numeric probe measures by epoch, kept in one JSON file under ``OUT/tune_curves``.
+
+    Tune starts a restored trial's ``result.json`` afresh, so after a killed sweep resumes, the
+    epochs a trial reported before are gone from it; this file keeps them (the search report's
+    learning curves read both, :func:`raysteal.report.search.trial_curves`). Like
+    :class:`PeakTracker`, an epoch reported again replaces it and every later one. Written
+    atomically each epoch."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.epochs: dict[int, dict[str, float]] = {}
+        if self.path.is_file():
+            try:
+                self.epochs = {int(e): {str(k): float(v) for k, v in m.items()} for e, m in json.loads(self.path.read_text()).items()}
+            except (ValueError, TypeError, AttributeError):  # unreadable: the epochs from now on are still kept
+                self.epochs = {}
+
+    def record(self, epoch: int, measures: dict[str, Any]) -> None:
+        epoch = int(epoch)
+        self.epochs = {e: m for e, m in self.epochs.items() if e < epoch}
+        self.epochs[epoch] = {k: float(v) for k, v in measures.items() if _is_number(v)}
+        write_text_atomically(self.path, json.dumps({str(e): m for e, m in sorted(self.epochs.items())}))
+
+
 # ------------------------------------------------------------------------------------- probe
 # ------------------------------------------------------------------------------------- trial
 @dataclass
@@ -205,6 +232,7 @@ def _trial(config: dict[str, Any], data, setup: TrialSetup | None) -> None:
     workdir = str(ResultStore(setup.out_dir).work_dir(rid)) if evaluation.keeps_work and setup.out_dir else None
     # the epochs it reported before are kept beside them (a resumed trial does not report them again)
     peaks = PeakTracker(setup.mode, Path(workdir) / PEAK_FILE if workdir and probe is not None else None)
+    curve = EpochLog(Path(setup.out_dir) / CURVES_DIR / f"{trial_id}.json") if setup.out_dir and probe is not None else None
 
     def on_epoch(epoch: int, stats: dict[str, Any]) -> None:
         phase = str(stats.get("phase", "student"))
@@ -213,6 +241,8 @@ def _trial(config: dict[str, Any], data, setup: TrialSetup | None) -> None:
         if probe is None:
             return
         measured = probe(stats)
+        if curve is not None:
+            curve.record(epoch, measured)
         if setup.metric is not None:
             peaks.update(epoch, measured.get(setup.metric), phase, phase_epoch)
         metrics = {

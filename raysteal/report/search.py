@@ -30,9 +30,14 @@ long noisy curve (the maximum of 120 probes) overstates where the trial is; the 
 moving average does much less."""
 
 
-def trial_curves(tune_dir: str | os.PathLike) -> pd.DataFrame:
+def trial_curves(tune_dir: str | os.PathLike, curves_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per (trial, reported epoch): the trial id, ``epoch``, every numeric metric it
-    reported and its sampled settings as ``config/<key>`` columns. Torn last lines are skipped."""
+    reported and its sampled settings as ``config/<key>`` columns. Torn last lines are skipped.
+
+    Tune starts a restored trial's ``result.json`` afresh, so epochs a trial reported before a
+    sweep was resumed are read from ``curves_dir`` (default: ``tune_curves`` beside ``tune_dir``,
+    one JSON file of probe measures by epoch per trial, :class:`~raysteal.distributed.tune.EpochLog`)
+    where ``result.json`` no longer has them."""
     rows = []
     for path in sorted(Path(tune_dir).rglob("result.json")):
         for line in path.read_text().splitlines():
@@ -46,10 +51,22 @@ def trial_curves(tune_dir: str | os.PathLike) -> pd.DataFrame:
             row.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             row.update({f"config/{k}": v for k, v in (result.get("config") or {}).items()})
             rows.append(row)
-    if not rows:
+    logged = Path(curves_dir) if curves_dir is not None else Path(tune_dir).parent / "tune_curves"
+    kept = []
+    for path in sorted(logged.glob("*.json")) if logged.is_dir() else []:
+        try:
+            epochs = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        kept += [{"trial_id": path.stem, **measures, "epoch": int(epoch)} for epoch, measures in epochs.items()]
+    if not rows and not kept:
         raise ConfigError(f"{tune_dir}: no Tune trial results (result.json) found")
-    frame = pd.DataFrame(rows)
-    return frame.drop_duplicates(["trial_id", "epoch"], keep="last").sort_values(["trial_id", "epoch"], ignore_index=True)
+    frame = pd.DataFrame(rows + kept)  # result.json's rows first: they win where both have an epoch
+    frame = frame.drop_duplicates(["trial_id", "epoch"], keep="first")
+    settings = [c for c in frame.columns if c.startswith("config/")]
+    if settings and kept:  # the logged epochs take their trial's settings from its result.json rows
+        frame[settings] = frame.groupby("trial_id")[settings].transform(lambda column: column.ffill().bfill())
+    return frame.sort_values(["trial_id", "epoch"], ignore_index=True)
 
 
 def _fmt(value: object) -> str:
