@@ -72,6 +72,12 @@ def test_more_than_one_cell_and_heldout_without_heldout_users_are_refused():
     assert ok.tune.scheduler is None  # a final-only metric is fine without ASHA
 
 
+def test_the_default_scheduler_is_the_documented_asha_and_fifo_turns_it_off():
+    default = parse_tune({**BASE, "search_space": SPACE}).tune.scheduler
+    assert default is not None and (default.grace_period, default.reduction_factor) == (5, 2.0)  # docs/reference/tune-file.md
+    assert parse_tune({**BASE, "search_space": SPACE, "tune": {"scheduler": "fifo", "metric": "clone_ndcg@k"}}).tune.scheduler is None
+
+
 @pytest.mark.parametrize("searcher", ["optuna", "hyperopt"])
 def test_searchers_need_their_package(searcher):
     import importlib.util

@@ -100,10 +100,12 @@ class _Strict(NumbersAreNotBooleans):
 
 class AshaSettings(_Strict):
     """ASHA (Li et al. 2020) over clone-training epochs: ``max_t`` caps a trial's epochs (None: the
-    attack's own length), rungs at ``grace_period * reduction_factor**i``."""
+    attack's own length), rungs at ``grace_period * reduction_factor**i``. The default first rung
+    is epoch 5, as the tune-file reference says: at epoch 1 every student is near the floor and a
+    cut there is noise (a grid of three objectives lost its KL trial that way)."""
 
     max_t: int | None = Field(default=None, ge=1)
-    grace_period: int = Field(default=1, ge=1)
+    grace_period: int = Field(default=5, ge=1)
     reduction_factor: float = Field(default=2.0, gt=1)
     brackets: int = Field(default=1, ge=1)
 
