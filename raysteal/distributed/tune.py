@@ -74,10 +74,11 @@ PEAK_KEY = "tune_peak"
 searcher optimises; the best trial is chosen by it)."""
 
 PEAK_FILE = "tune_peaks.json"
-CURVES_DIR = "tune_curves"
-"""``OUT/tune_curves/<trial id>.json``: every epoch's probe measures of a trial (:class:`EpochLog`)."""
 """A resumable trial's reported epochs, in its scratch directory (a trial resumed mid-training
 does not report its earlier epochs again)."""
+
+CURVES_DIR = "tune_curves"
+"""``OUT/tune_curves/<trial id>.json``: every epoch's probe measures of a trial (:class:`EpochLog`)."""
 
 SUMMARY_FILE = "tune_trials"
 """``OUT/tune_trials.json`` / ``.parquet``: every trial's peak, last value and epochs."""
