@@ -21,7 +21,9 @@ is the one with the best peak, ASHA-stopped trials included, and ``OUT/best.yaml
 configuration with the attack's epoch counts cut to the peak epoch
 (:func:`~raysteal.experiment.tune_config.epoch_overrides`): students train deterministically from
 the seed, so running it ends where the trial peaked. ``OUT/tune_trials.json`` (and ``.parquet``)
-lists every trial's configuration, peak value and epoch, last value and epochs run, with the rule.
+lists every trial's configuration, peak value and epoch, last value and epochs run, with the rule;
+``OUT/tune_curves/<trial id>.json`` keeps every epoch's probe measures of each trial
+(:class:`EpochLog`), which a restored trial's ``result.json`` no longer holds.
 
 Tuning on ``agr@k/heldout`` uses the simulator's ground truth on users the attacker knows but
 never queried: it measures the attack's hyperparameters, as a researcher would, not an
