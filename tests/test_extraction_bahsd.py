@@ -740,14 +740,20 @@ def test_baselines_use_exactly_the_sequences_and_queries_of_bahsd_without_probes
     oracle, test = walk_target
     knowledge = SequenceKnowledge(num_items=WALK_ITEMS, max_len=WALK_LEN, sequences=test)
     saved = {}
-    for name, extra in (("plain", {"probing": False}), ("ranking", {"baseline": "ranking"}), ("kl", {"baseline": "kl"})):
+    runs = (
+        ("plain", {"probing": False}),
+        ("ranking", {"baseline": "ranking"}),
+        ("kl", {"baseline": "kl"}),
+        ("listwise", {"baseline": "listwise"}),
+    )
+    for name, extra in runs:
         result, client = _run(
             oracle, f"bahsd-base-{name}", 150, knowledge=knowledge, epochs=1, source="real", workdir=tmp_path / name, **extra
         )
         assert client.spent == result.queries == 150 and result.info["queries_probes"] == 0
         with np.load(tmp_path / name / DATA_FILE) as data:
             saved[name] = (data["sequences"].copy(), data["lists"].copy())
-    for name in ("ranking", "kl"):
+    for name in ("ranking", "kl", "listwise"):
         assert np.array_equal(saved[name][0], saved["plain"][0]) and np.array_equal(saved[name][1], saved["plain"][1])
     ranking = BAHSDConfig(attack="bahsd", baseline="ranking", margin=0.3)
     assert ranking.objective(0.5) == DFMEObjective(0.3)  # Yue et al.'s loss, exactly
@@ -756,6 +762,26 @@ def test_baselines_use_exactly_the_sequences_and_queries_of_bahsd_without_probes
     c = torch.linspace(0, 1, 5)
     assert torch.all(kl.weight(c) == 1.0) and torch.all(kl.temperature(c) == 2.0)  # the KL branch for every prefix
     assert BAHSDConfig(attack="bahsd", source="real").row_labels() == {"setting": "real", "baseline": False, "variant": "defaults"}
+
+
+def test_the_listwise_baseline_is_unweighted_listmle_for_every_prefix_and_skips_the_kl():
+    from raysteal.extraction.student import student_hidden
+
+    config = BAHSDConfig(attack="bahsd", baseline="listwise", infonce=True, probe_training=True, adaptive=True)
+    assert not config.probes and config.row_labels()["variant"] == "listwise-for-all" and config.row_labels()["baseline"] is True
+    objective = config.objective(0.5)
+    assert objective.kl_weighs_nothing and objective.config.rank_loss == "listwise"
+    student, batch = _batch_with_views()
+    torch.manual_seed(0)
+    loss, logs = objective(student.eval(), batch)
+    # by hand: the mean over the batch's prefixes of ListMLE with every item weighing 1
+    scores = student.logits(student_hidden(student, batch)).float()
+    lists, negatives = batch.lists.long(), batch.negatives.long()
+    expected = listwise_consistency(
+        scores.gather(1, lists.clamp(min=0)), scores.gather(1, negatives.clamp(min=0)), lists >= 0, torch.ones(lists.shape), negatives >= 0
+    ).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert float(logs["w"]) == 0.0 and float(logs["kl"]) == 0.0 and "probe_kl" not in logs and "infonce" not in logs
 
 
 def test_probe_view_sets_can_be_written_as_text():

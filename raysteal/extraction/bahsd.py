@@ -100,18 +100,19 @@ class BAHSDConfig(ExtractionConfigBase):
         ),
     )
     # ---- one-size-fits-all baselines on the same sequences and budget (issue: "the long-tailed setting")
-    baseline: Literal["none", "ranking", "kl"] = Field(
+    baseline: Literal["none", "ranking", "kl", "listwise"] = Field(
         "none",
         description=(
             "none: BAHSD; ranking: Yue et al.'s ranking loss for every prefix; kl: the KL branch (fixed_temperature) for every "
-            "prefix. A baseline sends no probes and spends the whole budget on prefixes"
+            "prefix; listwise: ListMLE over the list, negatives below it (Xia et al. 2008), for every prefix, unweighted. "
+            "A baseline sends no probes and spends the whole budget on prefixes"
         ),
     )
     variant: str | None = Field(
         None,
         max_length=60,
         description="short name of this configuration in result rows (default: "
-        "'defaults' for BAHSD, 'ranking-for-all' / 'kl-for-all' for the baselines)",
+        "'defaults' for BAHSD, 'ranking-for-all' / 'kl-for-all' / 'listwise-for-all' for the baselines)",
     )
     # ---- probing (design item 1)
     probing: bool = Field(True, description="ablation: False = no probes, c = default_reliability, budget all to sequences")
@@ -171,7 +172,7 @@ class BAHSDConfig(ExtractionConfigBase):
         return self.probing and self.baseline == "none"
 
     def row_labels(self) -> dict[str, Any]:
-        default = {"none": "defaults", "ranking": "ranking-for-all", "kl": "kl-for-all"}[self.baseline]
+        default = {"none": "defaults", "ranking": "ranking-for-all", "kl": "kl-for-all", "listwise": "listwise-for-all"}[self.baseline]
         return {"setting": self.source, "baseline": self.baseline != "none", "variant": self.variant or default}
 
     def objective(self, threshold: float) -> Any:
@@ -190,6 +191,19 @@ class BAHSDConfig(ExtractionConfigBase):
                 }
             )
             return BAHSDObjective.from_config(kl_only, threshold)
+        if self.baseline == "listwise":
+            listwise_only = self.model_copy(
+                update={
+                    "adaptive": False,
+                    "fixed_weight": 0.0,
+                    "ranking_consistency": True,
+                    "rank_loss": "listwise",
+                    "stability_weighting": False,
+                    "infonce": False,
+                    "probe_training": False,
+                }
+            )
+            return BAHSDObjective.from_config(listwise_only, threshold)
         return BAHSDObjective.from_config(self, threshold)
 
     @field_validator("probe_scales", "probe_dropout", mode="before")
@@ -271,6 +285,11 @@ class BAHSDObjective:
     def from_config(cls, config: BAHSDConfig, threshold: float | None = None) -> BAHSDObjective:
         return cls(config, float(config.threshold if threshold is None else threshold))
 
+    @property
+    def kl_weighs_nothing(self) -> bool:
+        """Whether the KL branch's weight is 0 for every prefix and view (one fixed mix of 0)."""
+        return not self.config.adaptive and self.config.fixed_weight == 0.0
+
     def temperature(self, reliability: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if cfg.dynamic_temperature:
@@ -294,7 +313,10 @@ class BAHSDObjective:
         reliability = batch.extras["reliability"][rows, ecols].float()
         hidden = student_hidden(student, batch)
         scores = student.logits(hidden).float()
-        temp, w, kl = self.high_branch(scores, lists, reliability, batch.inputs, rows, cols)
+        if self.kl_weighs_nothing:  # w = 0 for every prefix: the catalogue-wide KL would be computed for nothing
+            temp, w, kl = self.temperature(reliability), torch.zeros_like(reliability), torch.zeros_like(reliability)
+        else:
+            temp, w, kl = self.high_branch(scores, lists, reliability, batch.inputs, rows, cols)
         logs: dict[str, Any] = {"kl": kl.mean().detach(), "w": w.mean().detach(), "temperature": temp.mean().detach()}
 
         rank = None
@@ -375,7 +397,10 @@ class BAHSDObjective:
         owner_col = batch.extras["probe_col"][b, v].long()
         reliability = batch.extras["probe_reliability"][b, v].float()
         # every item of the view is excluded from its softmax (a student's prepare may trim the input)
-        _, w, kl = self.high_branch(scores, lists, reliability, views, vrows, torch.full_like(vrows, views.shape[1] - 1))
+        if self.kl_weighs_nothing:
+            w, kl = torch.zeros_like(reliability), torch.zeros_like(reliability)
+        else:
+            _, w, kl = self.high_branch(scores, lists, reliability, views, vrows, torch.full_like(vrows, views.shape[1] - 1))
         rank = None
         if cfg.ranking_consistency:
             generator = torch.Generator(device=scores.device).manual_seed(int(torch.randint(0, 2**62, (1,))))
