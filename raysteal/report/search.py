@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from raysteal.errors import ConfigError
+from raysteal.report.figures import pyplot, save_figure
 
 TIME_COLUMN = "training_iteration"
 CATEGORICAL_AT_MOST = 6
@@ -130,8 +131,6 @@ def curve_table(curves: pd.DataFrame, metric: str, trials: list[str], every: int
 def curve_figure(curves: pd.DataFrame, metric: str, trials: list[str], path: Path, labels: dict[str, str] | None = None) -> Path:
     """A PNG of the given trials' per-epoch ``metric``: each raw curve faint, its smoothed curve
     (:func:`smoothed`) over it, labelled by ``labels`` (default: the trial id)."""
-    from raysteal.report.figures import pyplot, save_figure
-
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for trial in trials:
