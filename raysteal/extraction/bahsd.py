@@ -80,6 +80,16 @@ from raysteal.models.base import PAD
 from raysteal.models.sequence_layers import SequentialRecommender, last_positions
 from raysteal.oracle.protocol import BlackBoxClient
 
+_ONE_OBJECTIVE = {"adaptive": False, "infonce": False, "probe_training": False}
+SINGLE_OBJECTIVE_BASELINES: dict[str, dict[str, Any]] = {
+    # the KL branch (fixed temperature) for every prefix
+    "kl": {**_ONE_OBJECTIVE, "fixed_weight": 1.0, "dynamic_temperature": False, "ranking_consistency": False},
+    # unweighted ListMLE for every prefix (w = 0: the KL is not computed)
+    "listwise": {**_ONE_OBJECTIVE, "fixed_weight": 0.0, "ranking_consistency": True, "rank_loss": "listwise", "stability_weighting": False},
+}
+"""The one-size-fits-all baselines that are BAHSD's own objective with one branch kept: the
+settings each overrides (the ranking baseline is Yue et al.'s loss itself, ``dfme_objective``)."""
+
 
 class BAHSDConfig(ExtractionConfigBase):
     """BAHSD hyperparameters: every temperature, margin, weight, threshold and probe scale.
@@ -179,31 +189,8 @@ class BAHSDConfig(ExtractionConfigBase):
         """The training objective: :class:`BAHSDObjective`, or a baseline's single objective."""
         if self.baseline == "ranking":
             return dfme_objective(self.margin)
-        if self.baseline == "kl":
-            kl_only = self.model_copy(
-                update={
-                    "adaptive": False,
-                    "fixed_weight": 1.0,
-                    "dynamic_temperature": False,
-                    "ranking_consistency": False,
-                    "infonce": False,
-                    "probe_training": False,
-                }
-            )
-            return BAHSDObjective.from_config(kl_only, threshold)
-        if self.baseline == "listwise":
-            listwise_only = self.model_copy(
-                update={
-                    "adaptive": False,
-                    "fixed_weight": 0.0,
-                    "ranking_consistency": True,
-                    "rank_loss": "listwise",
-                    "stability_weighting": False,
-                    "infonce": False,
-                    "probe_training": False,
-                }
-            )
-            return BAHSDObjective.from_config(listwise_only, threshold)
+        if self.baseline in SINGLE_OBJECTIVE_BASELINES:
+            return BAHSDObjective.from_config(self.model_copy(update=SINGLE_OBJECTIVE_BASELINES[self.baseline]), threshold)
         return BAHSDObjective.from_config(self, threshold)
 
     @field_validator("probe_scales", "probe_dropout", mode="before")
