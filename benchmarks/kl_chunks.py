@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    small = [name for name in ("prefixes", "items", "k", "length", "rounds", "threads") if getattr(args, name) < 1]
+    if small:
+        parser.error(f"--{small[0]} must be at least 1, got {getattr(args, small[0])}")
+    if args.k > args.items:
+        parser.error(f"--k ({args.k}) cannot exceed --items ({args.items})")
     torch.set_num_threads(args.threads)
     batch = make_batch(args.prefixes, args.items, args.k, args.length)
     _, kl_dense, grad_dense = one_pass(kl_rank_distillation_reference, batch)

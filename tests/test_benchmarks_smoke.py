@@ -233,6 +233,10 @@ def test_kl_chunks_benchmark_checks_both_paths_and_writes_its_json(tmp_path, ben
     torch.set_num_threads(threads)
     assert report["checks"]["max_grad_abs_diff"] <= 1e-6 and report["speedup_median_of_pairs"] > 0
     assert json.loads(out.read_text())["chunked_seconds_cpu"] == report["chunked_seconds_cpu"]
+    for bad in (["--rounds", "0"], ["--k", "600", "--items", "500"]):
+        with pytest.raises(SystemExit):  # argparse's one-line error, nothing written
+            kl_chunks.main([*bad, "--json", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
