@@ -505,6 +505,53 @@ def test_the_peak_tracker_keeps_the_best_epoch_and_survives_a_restart(tmp_path):
     assert np.isnan(PeakTracker("max").fields()[PEAK_KEY])
 
 
+def test_a_smoothed_peak_window_ignores_one_lucky_epoch_and_survives_a_restart(tmp_path):
+    """tune.peak_window: the peak is read off the centred moving average, so a single lucky probe
+    (0.9 at epoch 3) loses to a steady plateau; its value and epoch are the average's."""
+    from raysteal.distributed.tune import PEAK_KEY, PeakTracker
+
+    curve = [0.3, 0.3, 0.9, 0.3, 0.3, 0.6, 0.62, 0.6, 0.58]
+    raw, smooth = PeakTracker("max"), PeakTracker("max", tmp_path / "peaks.json", window=3)
+    for epoch, value in enumerate(curve, start=1):
+        raw.update(epoch, value, "student", epoch)
+        smooth.update(epoch, value, "student", epoch)
+    assert (raw.fields()[PEAK_KEY], raw.fields()["tune_peak_epoch"]) == (0.9, 3)
+    # centred 3-epoch means: 0.3, 0.5, 0.5, 0.5, 0.4, 0.5067, 0.6067, 0.6, 0.59
+    got = smooth.fields()
+    assert got[PEAK_KEY] == pytest.approx(1.82 / 3) and got["tune_peak_epoch"] == 7 and got["tune_last"] == 0.58
+    again = PeakTracker("max", tmp_path / "peaks.json", window=3)  # a resumed trial reads its epochs back
+    assert again.fields() == got
+    again.update(3, 0.1, "student", 3)  # restarted at epoch 3: [0.3, 0.3, 0.1] -> means 0.3, 0.2333, 0.2
+    assert again.fields()[PEAK_KEY] == pytest.approx(0.3) and again.fields()["tune_peak_epoch"] == 1
+    steady = PeakTracker("max", window=5)
+    for epoch, value in enumerate([0.5, float("nan"), 0.7, 0.7, 0.7, 0.1], start=1):
+        steady.update(epoch, value, "student", epoch)
+    # a NaN epoch is skipped inside each window: means 0.6, 0.6333, 0.65, 0.55, 0.55, 0.5
+    assert steady.fields()[PEAK_KEY] == pytest.approx(0.65) and steady.fields()["tune_peak_epoch"] == 3
+    low = PeakTracker("min", window=3)
+    for epoch, value in enumerate([0.4, 0.0, 0.4, 0.2, 0.15, 0.2, 0.3], start=1):
+        low.update(epoch, value, "student", epoch)
+    # raw minimum 0.0 at epoch 2; means 0.2, 0.2667, 0.2, 0.25, 0.1833, 0.2167, 0.25
+    assert low.fields()[PEAK_KEY] == pytest.approx(0.55 / 3) and low.fields()["tune_peak_epoch"] == 5
+
+
+def test_peak_window_is_validated_and_names_its_rule(tmp_path):
+    from raysteal.distributed.tune import _finish
+    from raysteal.experiment.tune_config import rule_smoothed_peak
+
+    with pytest.raises(ConfigError, match="peak_window"):
+        parse_tune({**BASE, "search_space": SPACE, "tune": {"metric": "agr@k/heldout", "peak_window": 0}})
+    sweep = parse_tune({**BASE, "search_space": SPACE, "tune": {"metric": "agr@k/heldout", "peak_window": 5}})
+    assert sweep.tune.peak_window == 5
+    grid = _Grid([_Result("t1", {"attack.lr": 1e-3, "attack.margin": 0.5, "budget": 40}, _reported(0.6, 3, "clone", 3, 0.55, 4))])
+    outcome = _finish(sweep, grid, tmp_path, str(tmp_path / "tune"), resumed=False)
+    assert outcome.rule == rule_smoothed_peak(5) and "5-epoch centred moving average" in outcome.rule
+    text = (tmp_path / "best.yaml").read_text()
+    assert f"# Rule: {rule_smoothed_peak(5)}." in text
+    assert "agr@k/heldout (5-epoch centred average) peaked at 0.6000 (max) at epoch 3 of 4" in text
+    assert json.loads((tmp_path / "tune_trials.json").read_text())["rule"] == rule_smoothed_peak(5)
+
+
 class _Result:
     def __init__(self, trial_id, config, metrics):
         self.config, self.metrics, self.error, self.path = config, {"trial_id": trial_id, **metrics}, None, f"/x/{trial_id}"

@@ -16,7 +16,7 @@ the run id), and a model-based searcher (Optuna) goes on from its saved study.
 
 Agreement often peaks before a trial's last epoch, so every trial keeps its running peak
 (:class:`PeakTracker`: the best value of the metric over all the epochs it reported, and that
-epoch) and reports it with every result (``tune_peak``, ``tune_peak_epoch``, ...). The best trial
+epoch; with ``tune.peak_window`` > 1, of its centred moving average) and reports it with every result (``tune_peak``, ``tune_peak_epoch``, ...). The best trial
 is the one with the best peak, ASHA-stopped trials included, and ``OUT/best.yaml`` is its
 configuration with the attack's epoch counts cut to the peak epoch
 (:func:`~raysteal.experiment.tune_config.epoch_overrides`): students train deterministically from
@@ -59,7 +59,9 @@ from raysteal.experiment.tune_config import (
     best_experiment,
     candidate_values,
     epoch_overrides,
+    rule_smoothed_peak,
 )
+from raysteal.metrics.curves import peak_index, smoothed
 from raysteal.oracle.server import client_for, owner_token
 from raysteal.provenance import code_commit
 from raysteal.results.store import ResultStore
@@ -95,11 +97,15 @@ class PeakTracker:
     peak; the earliest epoch wins a tie), ``tune_peak_epoch`` (its epoch, counted across phases,
     Tune's time axis), ``tune_peak_phase`` / ``tune_peak_phase_epoch`` (where in the attack, see
     :func:`~raysteal.experiment.tune_config.epoch_overrides`), ``tune_last`` (the latest epoch's
-    value) and ``tune_epochs_reported``. With ``path`` the epochs are kept in that JSON file, so
+    value) and ``tune_epochs_reported``. With ``window`` > 1 (``tune.peak_window``) the peak is that of
+    the curve's centred moving average over ``window`` epochs (its value and its epoch), so one
+    lucky probe does not make a trial the best. With ``path`` the epochs are kept in that JSON file, so
     a trial resumed mid-training knows the epochs it reported before; an epoch reported again
     (training restarted from there) replaces it and every later one."""
 
-    def __init__(self, mode: str = "max", path: str | os.PathLike | None = None):
+    def __init__(self, mode: str = "max", path: str | os.PathLike | None = None, window: int = 1):
+        self.mode = mode
+        self.window = int(window)
         self.sign = 1.0 if mode == "max" else -1.0
         self.path = Path(path) if path is not None else None
         self.epochs: dict[int, tuple[float, str, int]] = {}
@@ -119,10 +125,17 @@ class PeakTracker:
             write_text_atomically(self.path, json.dumps({str(e): list(v) for e, v in self.epochs.items()}))
 
     def peak(self) -> tuple[int, tuple[float, str, int]] | None:
-        finite = [(e, v) for e, v in sorted(self.epochs.items()) if math.isfinite(v[0])]
-        if not finite:
+        """The peak epoch and its (value, phase, phase epoch): the raw value, or with ``window`` > 1
+        the value of the centred moving average (:func:`raysteal.metrics.curves.smoothed`)."""
+        ordered = sorted(self.epochs.items())
+        curve = [v[0] for _, v in ordered]
+        if self.window > 1:
+            curve = smoothed(curve, self.window).tolist()
+        at = peak_index(curve, self.mode)
+        if at is None:
             return None
-        return max(finite, key=lambda ev: (self.sign * ev[1][0], -ev[0]))
+        epoch, (_, phase, phase_epoch) = ordered[at]
+        return epoch, (float(curve[at]), phase, phase_epoch)
 
     def fields(self) -> dict[str, Any]:
         best = self.peak()
@@ -189,6 +202,7 @@ class TrialSetup:
     out_dir: str | None = None  # the sweep's results directory: resumable trials keep their scratch under it
     metric: str | None = None  # the searched metric: each trial tracks its peak (PeakTracker)
     mode: str = "max"
+    peak_window: int = 1  # tune.peak_window: the peak of the metric's centred moving average
 
 
 def trial_run(setup_base: Run, sweep: str, config: dict[str, Any], trial_id: str) -> Run:
@@ -234,7 +248,7 @@ def _trial(config: dict[str, Any], data, setup: TrialSetup | None) -> None:
     # student epoch; the trial id is part of the run id, so the directory is the trial's own
     workdir = str(ResultStore(setup.out_dir).work_dir(rid)) if evaluation.keeps_work and setup.out_dir else None
     # the epochs it reported before are kept beside them (a resumed trial does not report them again)
-    peaks = PeakTracker(setup.mode, Path(workdir) / PEAK_FILE if workdir and probe is not None else None)
+    peaks = PeakTracker(setup.mode, Path(workdir) / PEAK_FILE if workdir and probe is not None else None, setup.peak_window)
     curve = EpochLog(Path(setup.out_dir) / CURVES_DIR / f"{trial_id}.json") if setup.out_dir and probe is not None else None
 
     def on_epoch(epoch: int, stats: dict[str, Any]) -> None:
@@ -535,6 +549,7 @@ def run_tune(
         out_dir=str(out),
         metric=settings.metric,
         mode=settings.mode,
+        peak_window=settings.peak_window,
     )
     gpu = share if settings.resources.gpu is None else settings.resources.gpu
     trainable = tune.with_resources(tune.with_parameters(tune_trial, data=data, setup=setup), {"cpu": settings.resources.cpu, "gpu": gpu})
@@ -648,7 +663,7 @@ def _peak_overrides(tune_exp: TuneExperiment, best: dict[str, Any], rule: str) -
         run = apply_sample(tune_exp.base_run(), dict(best["config"]))
         return epoch_overrides(run.spec["attack"], best["peak_phase"], best["peak_phase_epoch"]), rule
     except ConfigError as err:  # say so: this best.yaml trains past the peak
-        return {}, f"best over all reported epochs; epochs left as searched ({err})"
+        return {}, f"{rule.split(';')[0]}; epochs left as searched ({err})"
 
 
 def _write_best(tune_exp: TuneExperiment, best: dict[str, Any], overrides: dict[str, Any], rule: str, total: int, out: Path) -> Path:
@@ -660,15 +675,17 @@ def _write_best(tune_exp: TuneExperiment, best: dict[str, Any], overrides: dict[
         f" ({best['status'].replace('_', ' ')})" if best["status"] != "completed" else ""
     )
     last = f"{best['last_value']:.4f}" if best["last_value"] is not None else "n/a"
+    window = settings.peak_window
+    measure = settings.metric if window == 1 else f"{settings.metric} ({window}-epoch centred average)"
     note = (
-        f"{settings.metric} = {best['peak_value']:.4f} ({settings.mode}) at {where}, trial {best['trial_id']}, "
+        f"{measure} = {best['peak_value']:.4f} ({settings.mode}) at {where}, trial {best['trial_id']}, "
         f"over {total} trials; its last epoch gave {last}. Rule: {rule}."
     )
     raw = best_experiment(tune_exp, sample, note=note, attack_overrides=overrides)
     header = [
         f"Best configuration of the tune sweep {tune_exp.name!r} (raysteal tune).",
         f"Rule: {rule}.",
-        f"Trial {best['trial_id']}: {settings.metric} peaked at {best['peak_value']:.4f} ({settings.mode}) at {where}; last reported value {last}.",
+        f"Trial {best['trial_id']}: {measure} peaked at {best['peak_value']:.4f} ({settings.mode}) at {where}; last reported value {last}.",
     ]
     if overrides:
         seed = int(sample.get("seed", tune_exp.base_run().seed))
@@ -691,7 +708,7 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
     total = len(grid)
     finished = [r for r in grid if r.error is None and "row" in (r.metrics or {})]
     per_epoch = settings.metric in evaluation_for(tune_exp.base_run()).probe_metrics
-    rule = RULE_PEAK if per_epoch else RULE_FINAL
+    rule = (RULE_PEAK if settings.peak_window == 1 else rule_smoothed_peak(settings.peak_window)) if per_epoch else RULE_FINAL
     trials = []
     for r in grid:
         metrics = dict(r.metrics or {})

@@ -90,6 +90,12 @@ SEARCHER_UNSUPPORTED: dict[str, dict[str, str]] = {
 RULE_PEAK = "best over all reported epochs; epochs set to the peak epoch"
 """How the best trial is chosen when the metric is reported after every epoch."""
 
+
+def rule_smoothed_peak(window: int) -> str:
+    """How the best trial is chosen with ``tune.peak_window`` > 1 (the metric reported every epoch)."""
+    return f"best peak of each trial's {window}-epoch centred moving average over all reported epochs; epochs set to that epoch"
+
+
 RULE_FINAL = "best final value (the metric is reported only when a trial ends); epochs as searched"
 """How the best trial is chosen when the metric is reported once, at the end."""
 
@@ -126,6 +132,15 @@ class TuneSettings(_Strict):
     max_concurrent: int | None = Field(default=None, ge=1)
     resources: Resources = Field(default_factory=Resources)
     seed: int = Field(default=0, ge=0, description="seed of the search (sampling order, searcher)")
+    peak_window: int = Field(
+        default=1,
+        ge=1,
+        le=50,
+        description=(
+            "epochs of the centred moving average a trial's per-epoch metric is smoothed over before its peak is read "
+            "(the best trial, its epoch in best.yaml, what the searcher learns); 1: the raw per-epoch peak"
+        ),
+    )
 
 
 class TuneExperiment(BaseModel):

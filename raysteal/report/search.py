@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from raysteal.errors import ConfigError
+from raysteal.metrics.curves import peak_index
+from raysteal.metrics.curves import smoothed as smoothed_curve
 from raysteal.report.figures import pyplot, save_figure
 
 TIME_COLUMN = "training_iteration"
@@ -77,8 +79,9 @@ def _fmt(value: object) -> str:
 
 
 def smoothed(values: pd.Series, window: int = SMOOTHING_EPOCHS) -> pd.Series:
-    """The centred moving average of a per-epoch curve over ``window`` epochs (fewer at its ends)."""
-    return values.astype(float).rolling(window, center=True, min_periods=1).mean()
+    """The centred moving average of a per-epoch curve over ``window`` epochs (fewer at its ends;
+    :func:`raysteal.metrics.curves.smoothed`, the curve ``tune.peak_window`` chooses the best by)."""
+    return smoothed_curve(values, window)
 
 
 def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.DataFrame:
@@ -94,9 +97,9 @@ def trial_table(curves: pd.DataFrame, metric: str, mode: str = "max") -> pd.Data
         if values.notna().sum() == 0:
             continue
         # by position (the first peak, NaN skipped: what idxmax/idxmin pick), not by index label
-        best = int(np.nanargmax(values.to_numpy()) if mode == "max" else np.nanargmin(values.to_numpy()))
+        best = int(peak_index(values.to_numpy(), mode) or 0)
         smooth = smoothed(values).to_numpy()
-        smooth_best = int(np.nanargmax(smooth) if mode == "max" else np.nanargmin(smooth))
+        smooth_best = int(peak_index(smooth, mode) or 0)
         row = {
             "trial": trial,
             "peak": float(values.iloc[best]),
