@@ -239,6 +239,24 @@ def test_kl_chunks_benchmark_checks_both_paths_and_writes_its_json(tmp_path, ben
     assert not (tmp_path / "bad.json").exists()
 
 
+def test_mf_step_benchmark_checks_both_paths_and_writes_its_json(tmp_path, benchmarks_on_path):
+    import mf_step
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "mf.json"
+    report = mf_step.main(["--users", "300", "--items", "400", "--pairs", "30000", "--rounds", "1", "--json", str(out)])
+    torch.set_num_threads(threads)
+    assert [r["model"] for r in report["models"]] == ["bpr", "lmf"]
+    for row in report["models"]:
+        assert row["checks"]["max_grad_abs_diff"] <= 1e-6 and row["speedup_median_of_pairs"] > 0
+    assert json.loads(out.read_text())["models"][0]["new_seconds_cpu"] == report["models"][0]["new_seconds_cpu"]
+    for bad in (["--rounds", "0"], ["--models", "sasrec"], ["--pairs", "90000", "--users", "300", "--items", "400"]):
+        with pytest.raises(SystemExit):  # argparse's one-line error, nothing written
+            mf_step.main([*bad, "--json", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     import tie_rule
     import torch

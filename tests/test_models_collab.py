@@ -151,3 +151,37 @@ def test_config_round_trips_through_json(name):
     cfg = make_config({"model": name, "embedding_dim": 12})
     again = make_config(__import__("json").loads(cfg.model_dump_json()))
     assert again == cfg
+
+
+@pytest.mark.parametrize("bitmap", [True, False])
+def test_seen_pairs_answers_as_the_sorted_key_search_does(monkeypatch, bitmap):
+    """The bitmap and the binary-search fallback (a grid over BITMAP_MAX_PAIRS) give the answers
+    of the sorted-key search, out-of-grid queries (negative ids, users past the log) included."""
+    import raysteal.models.pair_samplers as samplers
+
+    if not bitmap:
+        monkeypatch.setattr(samplers, "BITMAP_MAX_PAIRS", 10)
+    log = toy_log()
+    keys = seen_keys(log)
+    seen = samplers.SeenPairs(keys, log.num_items)
+    assert (seen.bits is not None) == bitmap
+    g = torch.Generator().manual_seed(3)
+    users = torch.randint(-1, log.num_users + 2, (5000,), generator=g)
+    items = torch.randint(-1, log.num_items + 1, (5000,), generator=g)
+    want = is_seen(keys, users, items, log.num_items)
+    assert want.any() and torch.equal(seen.contains(users, items), want)
+    held_users, held_items = torch.from_numpy(log.users), torch.from_numpy(log.items)
+    assert seen.contains(held_users, held_items).all()
+    assert torch.equal(
+        seen.contains(held_users[:, None], held_items[None, :20]), is_seen(keys, held_users[:, None], held_items[None, :20], log.num_items)
+    )
+    empty = samplers.SeenPairs(torch.zeros(0, dtype=torch.int64), log.num_items)
+    assert not empty.contains(users, items).any()
+
+
+def test_pair_scores_equal_the_einsum_it_replaces():
+    from raysteal.models.pair_samplers import pair_scores
+
+    g = torch.Generator().manual_seed(0)
+    u, j = torch.randn(7, 5, generator=g), torch.randn(7, 3, 5, generator=g)
+    assert torch.allclose(pair_scores(u, j), torch.einsum("bd,bnd->bn", u, j), atol=1e-6)

@@ -39,3 +39,29 @@ def test_amp_only_on_cuda_and_batches_move_whole():
     batch = {"inputs": torch.ones(2, 3), "targets": torch.zeros(2, dtype=torch.long)}
     moved = to_device(batch, torch.device("cpu"))
     assert moved.keys() == batch.keys() and all(torch.equal(moved[k], batch[k]) for k in batch)
+
+
+def test_adamw_is_fused_for_float32_cpu_parameters_and_steps_as_torch_default_does():
+    from raysteal.training.step import adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(50, 8), torch.randn(30, 8)]
+    results = []
+    for make in (
+        lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, foreach=False),
+        lambda ps: adamw(ps, lr=1e-2, weight_decay=0.1),
+    ):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        optimizer = make(params)
+        for step in range(20):
+            for p in params:
+                p.grad = torch.sin(p.detach() * (step + 1))
+            optimizer.step()
+        results.append(params)
+    fused = adamw([torch.nn.Parameter(start[0].clone())], lr=1e-2)
+    assert fused.defaults["fused"] is True
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*results))
+    double = adamw([torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))], lr=1e-2)
+    assert not double.defaults.get("fused")  # torch's default where the kernel does not apply
+    groups = adamw([{"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 1e-3}], lr=1e-2)
+    assert groups.defaults["fused"] is True and groups.param_groups[0]["lr"] == 1e-3

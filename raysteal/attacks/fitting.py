@@ -24,7 +24,7 @@ from raysteal.attacks.objectives import DataLoss, PairLoss, data_loss, stealing_
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import BatchSampler, Recommender
-from raysteal.models.pair_samplers import PairSampler, is_seen
+from raysteal.models.pair_samplers import PairSampler, SeenPairs
 from raysteal.training.loop import optimize
 
 EpochCallback = Callable[[int, dict[str, Any]], "bool | None"]
@@ -167,7 +167,7 @@ class ListSampler(BatchSampler):
         keys = [u[i >= 0] * self.num_items + i[i >= 0]]
         if known is not None:
             keys.append(known.users * np.int64(self.num_items) + known.items)
-        self.keys = torch.from_numpy(np.unique(np.concatenate(keys)))
+        self.seen = SeenPairs(torch.from_numpy(np.unique(np.concatenate(keys))), self.num_items)
 
     def __len__(self) -> int:
         return -(-len(self.users) // self.users_per_batch)
@@ -175,12 +175,12 @@ class ListSampler(BatchSampler):
     def _negatives(self, users: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator, rounds: int = 6) -> torch.Tensor:
         owner = users[:, None, None].expand(shape).reshape(-1)
         flat = torch.randint(0, self.num_items, (owner.numel(),), generator=generator)
-        redo = torch.nonzero(is_seen(self.keys, owner, flat, self.num_items)).view(-1)
+        redo = torch.nonzero(self.seen.contains(owner, flat)).view(-1)
         for _ in range(rounds):
             if redo.numel() == 0:
                 break
             flat[redo] = torch.randint(0, self.num_items, (redo.numel(),), generator=generator)
-            redo = redo[is_seen(self.keys, owner[redo], flat[redo], self.num_items)]
+            redo = redo[self.seen.contains(owner[redo], flat[redo])]
         return flat.view(shape)
 
     def epoch(self, generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from raysteal.data.interactions import Interactions
 from raysteal.models.base import ModelConfig, Recommender, register_model
-from raysteal.models.pair_samplers import PairSampler
+from raysteal.models.pair_samplers import PairSampler, pair_scores
 
 
 class BPRConfig(ModelConfig, frozen=True):
@@ -54,7 +54,7 @@ class BPR(Recommender[BPRConfig]):
         i = self.item_emb(batch["pos"])  # [B, d]
         j = self.item_emb(batch["neg"])  # [B, n, d]
         x_ui = (u * i).sum(-1, keepdim=True)
-        x_uj = torch.einsum("bd,bnd->bn", u, j)
+        x_uj = pair_scores(u, j)
         ranking = -F.logsigmoid(x_ui - x_uj).mean()
         reg = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / j.shape[1]) / u.shape[0]
         return ranking + self.config.reg * reg

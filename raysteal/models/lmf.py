@@ -20,7 +20,7 @@ from torch import nn
 
 from raysteal.data.interactions import Interactions
 from raysteal.models.base import ModelConfig, Recommender, register_model
-from raysteal.models.pair_samplers import PairSampler
+from raysteal.models.pair_samplers import PairSampler, pair_scores
 
 
 class LMFConfig(ModelConfig, frozen=True):
@@ -66,7 +66,7 @@ class LMF(Recommender[LMFConfig]):
         i = self.item_emb(batch["pos"])  # [B, d]
         j = self.item_emb(batch["neg"])  # [B, n, d]
         s_pos = (u * i).sum(-1) + bu[:, 0] + self.item_bias(batch["pos"])[:, 0]
-        s_neg = torch.einsum("bd,bnd->bn", u, j) + bu + self.item_bias(batch["neg"])[..., 0]
+        s_neg = pair_scores(u, j) + bu + self.item_bias(batch["neg"])[..., 0]
         confidence = self.config.alpha * batch["count"].to(s_pos.dtype)
         nll = confidence * F.softplus(-s_pos) + self.config.neg_weight * F.softplus(s_neg).sum(-1)
         reg = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / j.shape[1]) / u.shape[0]

@@ -36,6 +36,7 @@ import torch
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import PAD, BatchSampler
+from raysteal.models.pair_samplers import SeenPairs
 
 MIN_TRAIN_LENGTH = 2
 """Users with fewer training items give no example (nothing to predict from a context)."""
@@ -84,22 +85,12 @@ def trim_leading_padding(*tensors: torch.Tensor, reference: torch.Tensor) -> tup
     return tuple(t[:, first:] for t in tensors)
 
 
-class SeenItems:
-    """Membership test ``item ∈ train items of user`` for whole tensors (sorted ``user·n + item`` keys)."""
+class SeenItems(SeenPairs):
+    """Membership test ``item ∈ train items of user`` for whole tensors (:class:`SeenPairs` of the
+    training log), and negatives drawn outside it."""
 
     def __init__(self, train: Interactions):
-        self.num_items = train.num_items
-        self.keys = torch.from_numpy(np.unique(train.users * train.num_items + train.items))
-
-    def to(self, device: torch.device | str) -> SeenItems:
-        self.keys = self.keys.to(device)
-        return self
-
-    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Boolean tensor shaped like ``items``; ``users`` broadcasts against it."""
-        keys = users * self.num_items + items
-        pos = torch.searchsorted(self.keys, keys).clamp_(max=max(len(self.keys) - 1, 0))
-        return self.keys[pos] == keys if len(self.keys) else torch.zeros_like(keys, dtype=torch.bool)
+        super().__init__(torch.from_numpy(np.unique(train.users * train.num_items + train.items)), train.num_items)
 
     def sample_negatives(self, users: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         """Uniform items the user never consumed in training; ``users [B]`` and ``shape = (B, ...)``.

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from raysteal.errors import ConfigError
-from raysteal.training.step import bf16_autocast, to_device, training_step
+from raysteal.training.step import adamw, bf16_autocast, to_device, training_step
 from raysteal.training.trainer import training_device
 
 Batch = dict[str, torch.Tensor]
@@ -94,7 +94,7 @@ def optimize(
     params = trainable_parameters(model_or_params)
     module = model_or_params if isinstance(model_or_params, nn.Module) else None
     draw = _epochs_of(sampler_epochs)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adamw(params, lr=lr, weight_decay=weight_decay)
     use_amp = bf16_autocast(amp, dev)
     result = LoopResult()
     started = time.perf_counter()

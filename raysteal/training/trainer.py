@@ -32,7 +32,7 @@ from raysteal.training.cpu_memory import retain_freed_memory
 from raysteal.training.evaluate import validation_ndcg
 from raysteal.training.loop_state import load_loop_state, save_loop_state
 from raysteal.training.pretrain import pretrain, remove_part_states, wants_pretraining
-from raysteal.training.step import bf16_autocast, to_device, training_step
+from raysteal.training.step import adamw, bf16_autocast, to_device, training_step
 
 
 @dataclass
@@ -295,7 +295,7 @@ def make_optimizer(params: Any, config: TrainConfig) -> torch.optim.Optimizer:
     """The train config's optimiser: AdamW (``lr``, ``weight_decay``, ``betas``), or vanilla SGD."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
+    return adamw(params, lr=config.lr, weight_decay=config.weight_decay, betas=config.betas)
 
 
 KEYLESS_DEFAULTS: dict[str, Any] = {
