@@ -257,6 +257,21 @@ def test_mf_step_benchmark_checks_both_paths_and_writes_its_json(tmp_path, bench
     assert not (tmp_path / "bad.json").exists()
 
 
+def test_infonce_sample_benchmark_times_both_and_writes_its_json(tmp_path, benchmarks_on_path):
+    import infonce_sample
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "infonce.json"
+    report = infonce_sample.main(["--smoke", "--sample", "4", "--rounds", "1", "--json", str(out)])
+    assert torch.get_num_threads() == threads
+    assert set(report["step_seconds_cpu"]) == {"every_prefix", "sampled", "no_infonce"} and report["speedup_median_of_pairs"] > 0
+    assert json.loads(out.read_text())["setting"]["sample"] == 4
+    with pytest.raises(SystemExit):  # argparse's one-line error, nothing written
+        infonce_sample.main(["--sample", "1", "--json", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     import tie_rule
     import torch

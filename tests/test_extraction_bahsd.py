@@ -37,6 +37,7 @@ from raysteal.extraction.probing import (
     suffix_lengths,
     suffix_views,
 )
+from raysteal.extraction.student import student_hidden
 from raysteal.extraction.types import ExtractionSet, StudentBatch
 from raysteal.models import build_model
 from raysteal.oracle import TargetSpec, in_process_oracle
@@ -361,6 +362,35 @@ def test_every_component_moves_the_loss_when_on():
     batch.extras["stability"] = torch.rand(batch.extras["stability"].shape, generator=torch.Generator().manual_seed(9))
     assert _loss(student, batch) != pytest.approx(base)  # stability weights used
     assert _loss(student, batch, rank_loss="listwise") != pytest.approx(_loss(student, batch))
+
+
+def test_infonce_over_a_sample_of_prefixes_is_the_sampled_terms_scaled_by_the_batch_share():
+    """infonce_prefixes = m: InfoNCE among m prefixes drawn at random (the global torch stream),
+    each term scaled by P / m, the other prefixes 0; m >= P is the whole batch, as before."""
+    student, batch = _probed_batch()
+    count = len(batch.rows)
+    lead = batch.extras["reliability"].shape[1] - batch.inputs.shape[1]
+    ecols = batch.cols + lead
+    with torch.no_grad():
+        hidden = student_hidden(student, batch)
+        full = BAHSDObjective.from_config(BAHSDConfig(attack="bahsd"))
+        whole = full.contrastive_term(student, batch, hidden, ecols)
+        same = BAHSDObjective.from_config(BAHSDConfig(attack="bahsd", infonce_prefixes=count))
+        assert torch.allclose(same.contrastive_term(student, batch, hidden, ecols), whole)
+        m = 7
+        sampled = BAHSDObjective.from_config(BAHSDConfig(attack="bahsd", infonce_prefixes=m))
+        torch.manual_seed(5)
+        got = sampled.contrastive_term(student, batch, hidden, ecols)
+        torch.manual_seed(5)
+        take = torch.randperm(count)[:m].sort().values
+        rows, cols = batch.rows[take], batch.cols[take]
+        lengths = batch.extras["view_len"][rows, ecols[take]].long()
+        second = student.represent_last(student.prepare(suffix_inputs(batch.inputs, rows, cols, lengths)))
+        want = info_nce(hidden[take], second, 0.2, groups=batch.sequence_ids[rows]) * (count / m)
+    assert int((got != 0).sum()) <= m and torch.allclose(got[take], want, atol=1e-6)
+    assert float(got.sum()) == pytest.approx(float(want.sum()), rel=1e-5)
+    with pytest.raises(Exception, match="infonce_prefixes"):
+        BAHSDConfig(attack="bahsd", infonce_prefixes=1)
 
 
 def test_each_prefix_reads_its_own_probe_columns():

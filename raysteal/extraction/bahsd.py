@@ -161,6 +161,14 @@ class BAHSDConfig(ExtractionConfigBase):
     infonce_weight: float = Field(0.1, ge=0.0, description="lambda")
     infonce_tau: float = Field(0.2, gt=0.0)
     infonce_scale: float = Field(0.5, gt=0.0, le=1.0, description="second view: the last ceil(scale * len) items of the prefix")
+    infonce_prefixes: int | None = Field(
+        None,
+        ge=2,
+        description=(
+            "InfoNCE over this many prefixes of each batch, drawn at random, their term scaled by the batch's share "
+            "(None: every prefix); the second view's encoder pass is most of a step's time"
+        ),
+    )
     # ---- mixing (item 4)
     adaptive: bool = Field(True, description="ablation: False = w = fixed_weight for every prefix")
     threshold: float = Field(0.5, description="w(c) = sigmoid((c - threshold) / sharpness)")
@@ -313,10 +321,7 @@ class BAHSDObjective:
 
         contrastive = None
         if cfg.infonce and len(rows) > 1:
-            lengths = batch.extras["view_len"][rows, ecols].long()
-            view = student.prepare(suffix_inputs(batch.inputs, rows, cols, lengths))
-            second = student.represent_last(view)
-            contrastive = info_nce(hidden.float(), second.float(), cfg.infonce_tau, groups=batch.sequence_ids[rows])
+            contrastive = self.contrastive_term(student, batch, hidden, ecols)
             logs["infonce"] = contrastive.mean().detach()
         loss = bahsd_loss(w, kl, rank, contrastive, cfg.infonce_weight)
         if cfg.probes and cfg.probe_training and "probe_lists" in batch.extras and cfg.probe_weight > 0:
@@ -324,6 +329,27 @@ class BAHSDObjective:
             if view_loss is not None:
                 loss = loss + cfg.probe_weight * view_loss
         return loss, logs
+
+    def contrastive_term(
+        self, student: SequentialRecommender, batch: StudentBatch, hidden: torch.Tensor, ecols: torch.Tensor
+    ) -> torch.Tensor:
+        """``[P]`` InfoNCE between each prefix and its suffix view (item 3). With ``infonce_prefixes``
+        = m < P, over m prefixes drawn without replacement (in-batch negatives among them), each
+        term scaled by P / m and the others 0: the batch mean of the term keeps its expectation over
+        the draw of which prefixes enter, while the view pass encodes m views instead of P."""
+        cfg = self.config
+        rows, cols = batch.rows, batch.cols
+        count = len(rows)
+        take = None
+        if cfg.infonce_prefixes is not None and cfg.infonce_prefixes < count:
+            take = torch.randperm(count, device=rows.device)[: cfg.infonce_prefixes].sort().values
+            rows, cols, ecols, hidden = rows[take], cols[take], ecols[take], hidden[take]
+        lengths = batch.extras["view_len"][rows, ecols].long()
+        second = student.represent_last(student.prepare(suffix_inputs(batch.inputs, rows, cols, lengths)))
+        terms = info_nce(hidden.float(), second.float(), cfg.infonce_tau, groups=batch.sequence_ids[rows])
+        if take is None:
+            return terms
+        return torch.zeros(count, dtype=terms.dtype, device=terms.device).index_copy(0, take, terms * (count / len(take)))
 
     def high_branch(
         self,
