@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         without = BAHSDObjective.from_config(BAHSDConfig(**{**base, "infonce": False}))
         start = {name: value.clone() for name, value in student.state_dict().items()}
         times: dict[str, list[float]] = {"every_prefix": [], "sampled": [], "no_infonce": []}
-        for name, objective in (*objectives.items(), ("no_infonce", without)):  # warm-up
+        for _name, objective in (*objectives.items(), ("no_infonce", without)):  # warm-up
             step_seconds(student, objective, batch, start)
         for _ in range(args.rounds):
             for name, objective in (*objectives.items(), ("no_infonce", without)):
