@@ -78,7 +78,7 @@ def reference_negatives(
     return neg
 
 
-def reference_loss(model: Recommender, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def reference_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The previous BPR / LMF losses, the negatives' scores by einsum."""
     cfg = model.config
     users = batch["users"]
@@ -178,7 +178,9 @@ def bench_model(model_name: str, log: Interactions, rounds: int) -> dict[str, An
     for name in ("old", "new"):
         model = seeded_model(model_cfg, log.num_users, log.num_items, seed=0)
         model.train()
-        paths[name] = Path_(name, model, model.make_sampler(log, batch_size), log, lr)
+        sampler = model.make_sampler(log, batch_size)
+        assert isinstance(sampler, PairSampler)
+        paths[name] = Path_(name, model, sampler, log, lr)
     order = torch.randperm(log.num_interactions, generator=torch.Generator().manual_seed(0))
     checks = check_same(model_name, paths["old"], paths["new"], order[:batch_size])
     times: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
@@ -203,7 +205,7 @@ def bench_model(model_name: str, log: Interactions, rounds: int) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--models", default="bpr,lmf")
     parser.add_argument("--users", type=int, default=3020)
     parser.add_argument("--items", type=int, default=3706)
