@@ -156,7 +156,7 @@ def check_same(model_name: str, old: Path_, new: Path_, rows: torch.Tensor) -> d
         losses.append(float(loss.detach()))
         grads.append([p.grad.clone() for p in path.model.parameters() if p.grad is not None])
         path.optimizer.step()
-    weights = [max(float((a - b).abs().max()) for a, b in zip(old.model.parameters(), new.model.parameters()))]
+    weights = [max(float((a - b).detach().abs().max()) for a, b in zip(old.model.parameters(), new.model.parameters()))]
     checks = {
         "loss_old": losses[0],
         "loss_new": losses[1],
