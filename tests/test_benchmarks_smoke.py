@@ -272,6 +272,25 @@ def test_infonce_sample_benchmark_times_both_and_writes_its_json(tmp_path, bench
     assert not (tmp_path / "bad.json").exists()
 
 
+def test_catalogue_ce_benchmark_checks_both_paths_and_writes_its_json(tmp_path, benchmarks_on_path):
+    import catalogue_ce
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "ce.json"
+    report = catalogue_ce.main(
+        ["--models", "sasrec,gru4rec", "--items", "300", "--sequences", "4", "--length", "20", "--rounds", "1", "--json", str(out)]
+    )
+    assert torch.get_num_threads() == threads
+    for row in report["models"]:
+        assert row["checks"]["max_grad_abs_diff"] <= 1e-6 and row["speedup_median_of_pairs"] > 0
+    assert json.loads(out.read_text())["models"][1]["model"] == "gru4rec"
+    for bad in (["--rounds", "0"], ["--models", "bpr"]):
+        with pytest.raises(SystemExit):  # argparse's one-line error, nothing written
+            catalogue_ce.main([*bad, "--json", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     import tie_rule
     import torch

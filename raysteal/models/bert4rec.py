@@ -90,6 +90,9 @@ class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.encoder.items.logits(hidden) + self.output_bias
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.encoder.items.items, self.output_bias
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the masked items (cloze objective, §3.6)."""
         return self.target_cross_entropy(batch)

@@ -55,6 +55,9 @@ class GRU4Rec(SequentialRecommender[GRU4RecConfig]):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.output(hidden)
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.output.weight, self.output.bias
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Softmax cross-entropy of the next item at every position."""
         return self.target_cross_entropy(batch)

@@ -69,6 +69,9 @@ class SASRec(SequentialRecommender[SASRecConfig]):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.encoder.items.logits(hidden)
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.encoder.items.items, None
+
     def scores_at(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.encoder.items.scores_at(hidden, items)
 

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from raysteal.models.base import PAD, BatchSampler, ModelConfig, Recommender
+from raysteal.models.catalogue_loss import catalogue_cross_entropy
 from raysteal.models.sequence_samplers import NextItemSampler, leading_padding
 
 PAD_INDEX = 0
@@ -605,11 +606,21 @@ class SequentialRecommender(Recommender[SequentialConfigT]):
         rows, cols = last_positions(indices)
         return self.logits(self.represent(indices, rows, cols))
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """``(weight [num_items, d], bias [num_items] or None)`` when :meth:`logits` is
+        ``hidden @ weight.T + bias``, so the training loss can skip the ``[N, num_items]`` logits
+        (:func:`~raysteal.models.catalogue_loss.catalogue_cross_entropy`); ``None``: it is not."""
+        return None
+
     def target_cross_entropy(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Full-catalogue softmax cross-entropy of every non-PAD entry of ``batch["targets"]``."""
         indices = shift_items(batch["inputs"])
         rows, cols = target_positions(batch["targets"])
-        return F.cross_entropy(self.logits(self.represent(indices, rows, cols)), batch["targets"][rows, cols])
+        hidden, targets = self.represent(indices, rows, cols), batch["targets"][rows, cols]
+        layer = self.output_layer()
+        if layer is None:
+            return F.cross_entropy(self.logits(hidden), targets)
+        return catalogue_cross_entropy(hidden, layer[0], layer[1], targets)
 
     def make_sampler(self, train: Any, batch_size: int) -> BatchSampler:
         """Autoregressive next-item batches (see :class:`~raysteal.models.sequence_samplers.NextItemSampler`)."""

@@ -65,6 +65,9 @@ class STAMP(SequentialRecommender[STAMPConfig]):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.items.logits(hidden)
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.items.items, None
+
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Softmax cross-entropy of the next item (Eq. 10) at the kept positions."""
         return self.target_cross_entropy(batch)
