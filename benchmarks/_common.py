@@ -39,6 +39,13 @@ def rate(fn: Callable[[], int], device: str | torch.device, min_seconds: float =
             return done / elapsed
 
 
+def require_positive(parser: argparse.ArgumentParser, args: Any, *names: str) -> None:
+    """argparse's one-line error (exit 2, nothing written) for the first of ``names`` below 1."""
+    small = [name for name in names if getattr(args, name) < 1]
+    if small:
+        parser.error(f"--{small[0]} must be at least 1, got {getattr(args, small[0])}")
+
+
 def write_json(path: str | None, payload: Any) -> None:
     """Write ``payload`` atomically to ``path`` (if given)."""
     if not path:

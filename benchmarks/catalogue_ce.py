@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import device_name, write_json  # noqa: E402
+from _common import device_name, require_positive, write_json  # noqa: E402
 
 MODELS = ("sasrec", "gru4rec", "narm", "stamp")
 """Next-item models (BERT4Rec takes the same loss on its masked positions only, a fifth of them)."""
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    small = [n for n in ("items", "sequences", "length", "rounds", "threads") if getattr(args, n) < 1]
-    if small:
-        parser.error(f"--{small[0]} must be at least 1, got {getattr(args, small[0])}")
+    require_positive(parser, args, "items", "sequences", "length", "rounds", "threads")
     models = [m for m in args.models.split(",") if m]
     if not models or any(m not in MODELS for m in models):
         parser.error(f"--models takes some of {', '.join(MODELS)}, got {args.models!r}")

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import device_name, write_json  # noqa: E402
+from _common import device_name, require_positive, write_json  # noqa: E402
 
 
 def make_batch(prefixes: int, items: int, k: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    small = [name for name in ("prefixes", "items", "k", "length", "rounds", "threads") if getattr(args, name) < 1]
-    if small:
-        parser.error(f"--{small[0]} must be at least 1, got {getattr(args, small[0])}")
+    require_positive(parser, args, "prefixes", "items", "k", "length", "rounds", "threads")
     if args.k > args.items:
         parser.error(f"--k ({args.k}) cannot exceed --items ({args.items})")
     torch.set_num_threads(args.threads)

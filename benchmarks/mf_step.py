@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import device_name, write_json  # noqa: E402
+from _common import device_name, require_positive, write_json  # noqa: E402
 
 from raysteal.data.interactions import Interactions  # noqa: E402
 from raysteal.models.base import Recommender  # noqa: E402
@@ -214,9 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    small = [name for name in ("users", "items", "pairs", "rounds", "threads") if getattr(args, name) < 1]
-    if small:
-        parser.error(f"--{small[0]} must be at least 1, got {getattr(args, small[0])}")
+    require_positive(parser, args, "users", "items", "pairs", "rounds", "threads")
     if args.pairs > args.users * args.items // 2:
         parser.error(f"--pairs ({args.pairs}) must be at most half of users x items ({args.users * args.items})")
     models = [m for m in args.models.split(",") if m]
