@@ -190,3 +190,25 @@ def test_cli_train_target_writes_checkpoint_and_uses_the_cache(tmp_path):
         str(tmp_path / "cache"),
     )
     assert sorted((tmp_path / "cache").rglob("*.pt")) == cached  # nothing trained again
+
+
+def test_a_narm_target_cached_before_the_yue_options_keeps_its_key(log):
+    """attention_activation / attention_softmax / init_std at their defaults leave a NARM target's
+    key as it was before they existed; set, they count."""
+    model_cfg = make_config({"model": "narm", "embedding_dim": 8})
+    train_cfg = make_train_config({"epochs": 1})
+    added = ("attention_activation", "attention_softmax", "init_std")
+    old_spec = {
+        "dataset": "walks",
+        "preprocess": "none",
+        "fingerprint": log.fingerprint(),
+        "split": "leave_one_out",
+        "seed": 0,
+        "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k not in (*added, "length_buckets")},
+        "train": target_cache.without_added_fields(train_cfg.model_dump(mode="json")),
+    }
+    old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()
+    key = target_cache.target_key(log, model_cfg, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
+    assert key == old_key
+    softmax = make_config({"model": "narm", "embedding_dim": 8, "attention_softmax": True})
+    assert target_cache.target_key(log, softmax, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none") != old_key

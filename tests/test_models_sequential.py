@@ -559,3 +559,34 @@ def test_each_next_item_loss_is_the_cross_entropy_of_its_logits(name):
         plain = model.loss(batch)
         model.output_layer = original
     assert float(blocked) == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_narm_as_yue_et_al_released_it_attends_by_a_softmax_of_hard_sigmoid_scores():
+    """NARM_YUE's options: the local encoder's weights are a softmax (over each prefix's items) of
+    v . hard_sigmoid(A1 h_t + A2 h_j), computed here by hand for one sequence; every parameter lies
+    within 2 std of 0 and padding stays zero."""
+    from raysteal.models.narm import NARM
+    from raysteal.training.presets import NARM_YUE
+    from raysteal.training.trainer import seeded_model
+
+    model = seeded_model({"model": "narm", **NARM_YUE, "max_len": 6}, 0, 20, seed=0).eval()
+    assert isinstance(model, NARM)
+    assert all(float(p.abs().max()) <= 0.04 + 1e-7 for p in model.parameters())
+    assert float(model.items.table.weight[0].abs().max()) == 0.0
+    seq = torch.tensor([[-1, -1, 3, 7, 1, 12]])
+    indices = model.prepare(seq)  # the all-padding leading columns are dropped: items 3, 7, 1, 12
+    assert indices.shape[1] == 4
+    rows, cols = torch.tensor([0, 0]), torch.tensor([1, 3])
+    with torch.no_grad():
+        got = model.represent(indices, rows, cols)
+        states = model.gru(model.items(indices), indices != 0)
+        want = []
+        for c in (1, 3):
+            last = states[0, c]
+            visible = states[0, : c + 1]
+            scores = model.v(torch.clamp((model.a1(last) + model.a2(visible)) / 6 + 0.5, 0, 1)).squeeze(-1)
+            local = (torch.softmax(scores, 0)[:, None] * visible).sum(0)
+            want.append(model.bilinear(torch.cat([last, local])))
+    assert torch.allclose(got, torch.stack(want), atol=1e-6)
+    plain = seeded_model({"model": "narm", "max_len": 6}, 0, 20, seed=0)
+    assert plain.config.attention_softmax is False and plain.config.attention_activation == "sigmoid"

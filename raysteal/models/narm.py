@@ -10,6 +10,13 @@ Dropout sits after the embedding and before ``B`` (the paper's 25% / 50%).
 Training reads every prefix of the autoregressive windows; the local encoder costs
 ``O(L · hidden)`` per target, so ``positions_per_sequence`` random targets per window are kept
 (``None`` = all).
+
+Yue et al.'s released NARM (their teacher, RecSys 2021) differs in three places, each an option
+here: a hard sigmoid in the local encoder's scores (``attention_activation``), its weights
+normalised by a softmax over the prefix (``attention_softmax``), and every parameter drawn from a
+normal truncated at two standard deviations (``init_std`` 0.02); with a hidden size twice the
+embedding (64 / 128), dropout 0.1 in both places and every prefix trained on
+(:data:`raysteal.training.presets.NARM_YUE`).
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ class NARMConfig(SequentialConfig, frozen=True):
     dropout: float = Field(0.25, ge=0.0, lt=1.0, description="after the item embedding")
     context_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="before the bilinear decoder")
     positions_per_sequence: int | None = Field(32, ge=1, description="random training targets kept per window (None = all)")
+    attention_activation: Literal["sigmoid", "hard_sigmoid"] = Field(
+        "sigmoid", description="sigma of the local encoder's scores: the paper's sigmoid, or Yue et al.'s hard sigmoid"
+    )
+    attention_softmax: bool = Field(False, description="normalise the local encoder's weights by a softmax over the prefix (Yue et al.)")
+    init_std: float | None = Field(
+        None, gt=0.0, description="every parameter drawn from a normal truncated at 2 std (Yue et al.: 0.02); None: torch's defaults"
+    )
 
 
 @register_model
@@ -61,12 +75,29 @@ class NARM(SequentialRecommender[NARMConfig]):
         self.bilinear = nn.Linear(2 * hidden, dim, bias=False)
         self.embedding_drop = nn.Dropout(config.dropout)
         self.context_drop = nn.Dropout(config.context_dropout)
+        if config.init_std is not None:
+            std = config.init_std
+            with torch.no_grad():
+                for parameter in self.parameters():
+                    nn.init.trunc_normal_(parameter, 0.0, std, -2 * std, 2 * std)
+                self.items.table.weight[PAD_INDEX].zero_()  # padding stays a zero vector
 
     def represent(self, indices: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         valid = indices != PAD_INDEX
         states = self.gru(self.embedding_drop(self.items(indices)), valid)
         last = states[rows, cols]
-        local = prefix_additive_attention(self.a2(states), self.a1(last), states, valid, rows, cols, self.v)
+        cfg = self.config
+        local = prefix_additive_attention(
+            self.a2(states),
+            self.a1(last),
+            states,
+            valid,
+            rows,
+            cols,
+            self.v,
+            activation=cfg.attention_activation,
+            normalise=cfg.attention_softmax,
+        )
         return self.bilinear(self.context_drop(torch.cat([last, local], dim=-1)))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -520,11 +520,16 @@ def prefix_additive_attention(
     cols: torch.Tensor,
     score: nn.Module,
     chunks: int = 8,
+    *,
+    activation: Literal["sigmoid", "hard_sigmoid"] = "sigmoid",
+    normalise: bool = False,
 ) -> torch.Tensor:
     """``[N, D]``: additive attention of each prefix over its own items (NARM Eq. 6-7, Li et al.
     2017; STAMP Eq. 7-8, Liu et al. 2018): ``sum_l alpha[n, l] * values[rows[n], l]`` with
     ``alpha[n, l] = score(sigmoid(keys[rows[n], l] + query[n]))`` over the non-padding items at or
-    before column ``cols[n]`` (unnormalised, as in both papers).
+    before column ``cols[n]`` (unnormalised, as in both papers). ``activation="hard_sigmoid"``
+    (``clamp(x / 6 + 1/2, 0, 1)``) and ``normalise`` (a softmax of the scores over those items)
+    are the variant of Yue et al.'s released NARM (RecSys 2021).
 
     The ``[N, L, H]`` sigmoid term is the cost (every prefix against every column). Prefixes are
     taken in ``chunks`` groups of nearby columns, each scored only over the columns its prefixes
@@ -544,9 +549,15 @@ def prefix_additive_attention(
     for group, (lo, hi) in zip(groups, bounds):
         r, c = rows[group], cols[group]
         window = slice(lo, hi + 1)
-        alpha = score(torch.sigmoid(keys[r, window] + query[group][:, None, :])).squeeze(-1)
+        pre = keys[r, window] + query[group][:, None, :]
+        squashed = torch.sigmoid(pre) if activation == "sigmoid" else torch.clamp(pre / 6.0 + 0.5, 0.0, 1.0)
+        alpha = score(squashed).squeeze(-1)
         seen = prefix_mask(valid[:, window], r, c - lo)
-        parts.append(torch.einsum("nl,nld->nd", alpha * seen, values[r, window]))
+        if normalise:  # a prefix with no item to attend to (none in training) gets zeros, not NaN
+            weights = torch.softmax(alpha.masked_fill(~seen, float("-inf")), dim=1).nan_to_num(0.0)
+        else:
+            weights = alpha * seen
+        parts.append(torch.einsum("nl,nld->nd", weights, values[r, window]))
     out = torch.cat(parts)
     return out[torch.argsort(order)]
 

@@ -80,6 +80,24 @@ of the ``neumf`` preset: an experiment file asks for it with
 ``--set neumf.embedding_dim=64 --set neumf.pretrain=true``."""
 
 
+NARM_YUE: dict[str, Any] = {
+    "embedding_dim": 64,
+    "hidden_size": 128,
+    "dropout": 0.1,
+    "context_dropout": 0.1,
+    "attention_activation": "hard_sigmoid",
+    "attention_softmax": True,
+    "init_std": 0.02,
+    "positions_per_sequence": None,
+}
+"""NARM as Yue et al. released it for their teacher (RecSys 2021, model/narm.py): embedding 64,
+hidden size twice that, dropout 0.1 after the embedding and before the decoder, a hard sigmoid and
+a softmax in the local encoder's attention, parameters from a normal truncated at 2 x 0.02, and a
+target at every position of each window. An option of the ``narm`` preset (its train settings):
+``{model: narm, params: {...these keys}}``; ``benchmarks/targets.py`` with ``--set narm.KEY=VALUE``
+for each key (``positions_per_sequence=null``)."""
+
+
 def preset_with(name: str, model_overrides: dict[str, Any], train_overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A model's preset with a user's overrides (epoch counts the user sets are not scaled:
     :func:`~raysteal.training.config.with_overrides`)."""

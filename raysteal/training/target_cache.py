@@ -56,6 +56,9 @@ _ADDED_FIELDS: dict[str, object] = {
     "min_steps": None,
     "min_delta": 0.0,
     "reference_steps_per_epoch": None,
+    "attention_activation": "sigmoid",
+    "attention_softmax": False,
+    "init_std": None,
 }
 """Model / train config fields added after targets were cached: left out of the key while at
 their default, so a cache written before the field existed still answers."""
