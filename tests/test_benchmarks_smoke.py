@@ -291,6 +291,24 @@ def test_catalogue_ce_benchmark_checks_both_paths_and_writes_its_json(tmp_path, 
     assert not (tmp_path / "bad.json").exists()
 
 
+def test_gro_step_benchmark_checks_both_paths_and_puts_the_library_back(tmp_path, benchmarks_on_path):
+    import gro_step
+    import torch
+
+    import raysteal.training.gro as gro
+
+    before, threads = (gro.all_pairs_hinge_mean, gro.in_rows), torch.get_num_threads()
+    out = tmp_path / "gro.json"
+    report = gro_step.main(["--models", "sasrec", "--sequences", "4", "--length", "12", "--rounds", "1", "--json", str(out)])
+    assert (gro.all_pairs_hinge_mean, gro.in_rows) == before and torch.get_num_threads() == threads
+    assert report["models"][0]["checks"]["max_grad_abs_diff"] <= 1e-6 and report["models"][0]["speedup_median_of_pairs"] > 0
+    assert json.loads(out.read_text())["models"][0]["model"] == "sasrec"
+    for bad in (["--rounds", "0"], ["--models", "narm"]):
+        with pytest.raises(SystemExit):  # argparse's one-line error, nothing written
+            gro_step.main([*bad, "--json", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_tie_rule_benchmark_writes_its_json(tmp_path, benchmarks_on_path):
     import tie_rule
     import torch

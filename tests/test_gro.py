@@ -235,3 +235,30 @@ def test_train_target_refuses_a_bad_gro_strength_before_reading_data(tmp_path):
         app, ["train-target", "--dataset", "ml-100k", "--model", "bert4rec", "--out", str(tmp_path / "t"), "--gro-strength", "1"]
     )
     assert isinstance(result.exception, ConfigError) and "'bert4rec' is not trained on next-item windows" in str(result.exception)
+
+
+def test_the_all_pairs_hinge_and_the_row_membership_equal_their_broadcast_definitions():
+    """all_pairs_hinge_mean (sorted rows) gives the [N, k, m] hinge's mean and gradients, ties
+    and an empty side included; in_rows gives the [N, m, k] comparison's answer."""
+    import torch.nn.functional as F
+
+    from raysteal.training.gro import all_pairs_hinge_mean, in_rows
+
+    gen = torch.Generator().manual_seed(3)
+    for rows, k, m in ((4, 6, 9), (50, 100, 100)):
+        pos = torch.randn(rows, k, generator=gen).requires_grad_()
+        neg = torch.randn(rows, m, generator=gen)
+        neg[0, :3] = pos.detach()[0, :3] + 0.25  # exactly on no boundary, but equal gaps
+        neg = neg.requires_grad_()
+        want = F.relu(0.5 - (pos[:, :, None] - neg[:, None, :])).mean()
+        want_grads = torch.autograd.grad(want * 2.0, [pos, neg])
+        got = all_pairs_hinge_mean(pos, neg, 0.5)
+        got_grads = torch.autograd.grad(got * 2.0, [pos, neg])
+        assert float(got) == pytest.approx(float(want), rel=1e-6)
+        for a, b in zip(want_grads, got_grads):
+            assert torch.allclose(a, b, atol=1e-9)
+    assert float(all_pairs_hinge_mean(torch.zeros(3, 2), torch.zeros(3, 0), 0.5).nan_to_num(-1.0)) == -1.0  # empty: the plain mean (NaN)
+    lists = torch.randint(0, 40, (30, 10), generator=gen)
+    draws = torch.randint(0, 40, (30, 10), generator=gen)
+    assert torch.equal(in_rows(lists, draws), (draws[:, :, None] == lists[:, None, :]).any(-1))
+    assert not in_rows(torch.zeros(3, 0, dtype=torch.long), draws[:3]).any()

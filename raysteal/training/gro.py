@@ -114,10 +114,51 @@ def student_config(config: GROConfig, target: ModelConfig) -> ModelConfig:
 def student_ranking_loss(listed: torch.Tensor, negatives: torch.Tensor, margin: float) -> torch.Tensor:
     """Yue et al.'s extraction loss on one batch of lists: ``listed [N, k]`` the student's scores of
     the target's items in rank order, ``negatives [N, m]`` of sampled unlisted items. Hinge with
-    ``margin`` over the ``k - 1`` consecutive pairs plus every listed item against the negatives."""
+    ``margin`` over the ``k - 1`` consecutive pairs plus every listed item against every negative
+    (:func:`all_pairs_hinge_mean`)."""
     pairs = F.relu(margin - (listed[:, :-1] - listed[:, 1:])).mean()
-    versus = F.relu(margin - (listed[:, :, None] - negatives[:, None, :])).mean()
-    return pairs + versus
+    return pairs + all_pairs_hinge_mean(listed, negatives, margin)
+
+
+class _AllPairsHinge(torch.autograd.Function):
+    """``mean_{n,i,j} relu(margin - (pos[n, i] - neg[n, j]))`` from sorted rows: for each ``pos[n, i]``
+    the negatives above ``pos[n, i] - margin`` are a suffix of its row's sorted negatives, so the
+    sum is their count times ``margin - pos[n, i]`` plus their suffix sum; backward, ``pos[n, i]``
+    gets minus that count and ``neg[n, j]`` the count of ``pos[n, i] < neg[n, j] + margin``, both
+    over ``N k m``. ``O(N (k + m) log m)`` where the ``[N, k, m]`` hinge tensor costs ``N k m``."""
+
+    @staticmethod
+    def forward(ctx, pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:  # noqa: D102
+        rows, width = neg.shape
+        ordered = neg.sort(dim=1).values
+        below = torch.searchsorted(ordered, pos - margin, right=True)  # negatives at or under pos - margin
+        above = width - below  # negatives the hinge is active for, [N, k]
+        suffix = torch.cat([ordered.flip(1).cumsum(1).flip(1), ordered.new_zeros(rows, 1)], dim=1)
+        total = (above.to(pos.dtype) * (margin - pos) + suffix.gather(1, below)).sum()
+        ctx.margin = margin
+        ctx.save_for_backward(pos, neg, above)
+        return total / (pos.numel() * width)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: torch.Tensor):  # noqa: D102
+        pos, neg, above = ctx.saved_tensors
+        scale = grad_outputs[0] / (pos.numel() * neg.shape[1])
+        grad_pos = grad_neg = None
+        if ctx.needs_input_grad[0]:
+            grad_pos = -above.to(pos.dtype) * scale
+        if ctx.needs_input_grad[1]:
+            under = torch.searchsorted(pos.sort(dim=1).values, neg + ctx.margin)  # pos strictly under neg + margin
+            grad_neg = under.to(neg.dtype) * scale
+        return grad_pos, grad_neg, None
+
+
+def all_pairs_hinge_mean(pos: torch.Tensor, neg: torch.Tensor, margin: float) -> torch.Tensor:
+    """``relu(margin - (pos[:, :, None] - neg[:, None, :])).mean()`` for ``pos [N, k]``, ``neg [N, m]``:
+    the same value and gradients (to float rounding) without the ``[N, k, m]`` tensor
+    (:class:`_AllPairsHinge`; ``benchmarks/gro_step.py``)."""
+    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[0] != neg.shape[0] or neg.shape[1] == 0 or pos.shape[1] == 0:
+        return F.relu(margin - (pos[:, :, None] - neg[:, None, :])).mean()
+    return _AllPairsHinge.apply(pos.contiguous(), neg.contiguous(), float(margin))
 
 
 def swap_items(grad: torch.Tensor, student_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +176,17 @@ def swap_loss(target_scores: torch.Tensor, listed: torch.Tensor, swaps: torch.Te
     the item that would mislead the student at that rank (zero where no swap is asked)."""
     gap = target_scores.gather(1, listed) - target_scores.gather(1, swaps)
     return (F.relu(gap) * active).mean()
+
+
+def in_rows(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``bool [N, m]``: whether ``values[n, j]`` is one of ``rows[n]`` (``rows [N, k]``), by a binary
+    search of each sorted row: ``(values[:, :, None] == rows[:, None, :]).any(-1)`` without the
+    ``[N, m, k]`` comparison."""
+    if rows.shape[1] == 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    ordered = rows.sort(dim=1).values
+    at = torch.searchsorted(ordered, values).clamp_(max=rows.shape[1] - 1)
+    return ordered.gather(1, at) == values
 
 
 class _RandomStream:
@@ -205,8 +257,7 @@ class GROObjective:
         """``[N, k]`` items drawn uniformly; a draw that is listed is drawn once more (a rare second hit stays)."""
         first = torch.randint(0, num_items, listed.shape, device=listed.device, generator=self.generator)
         second = torch.randint(0, num_items, listed.shape, device=listed.device, generator=self.generator)
-        listed_again = (first[:, :, None] == listed[:, None, :]).any(-1)
-        return torch.where(listed_again, second, first)
+        return torch.where(in_rows(listed, first), second, first)
 
     def student_step(self, scores_of: Callable[[Recommender], torch.Tensor], listed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One AdamW step of the student on the target's lists ``listed [N, k]`` of the queries
