@@ -14,6 +14,10 @@ is ``(A - A') t`` with ``A'`` the swapped matrix. The target minimises its own l
 ``strength`` (the paper's lambda) times the swap loss, while the student keeps learning from the
 lists; both take one step per batch.
 
+The student's negatives term hinges every listed item against every sampled negative of its list
+(:func:`all_pairs_hinge_mean`); the authors' released trainer pairs each listed item with one
+negative, as Yue et al. do.
+
 The gradient of the loss through ``A @ s`` is the outer product ``g s^T`` (``g``: the gradient
 with respect to the student's scores of the listed items), so its row maximum is the student's
 top-scored item where ``g > 0`` and its lowest-scored item where ``g < 0``; this module takes that
