@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,40 @@ def require_positive(parser: argparse.ArgumentParser, args: Any, *names: str) ->
     small = [name for name in names if getattr(args, name) < 1]
     if small:
         parser.error(f"--{small[0]} must be at least 1, got {getattr(args, small[0])}")
+
+
+def same_loss_and_gradients(
+    what: str, before: tuple[float, list[Any]], after: tuple[float, list[Any]], names: tuple[str, str] = ("old", "new")
+) -> dict[str, float]:
+    """The checks of two paths' ``(loss, gradients)``: equal to float rounding (relative 1e-5 on
+    the loss, 1e-6 + 1e-4 of the largest gradient entry), else exit with a line naming ``what``."""
+    (loss_a, grads_a), (loss_b, grads_b) = before, after
+    checks = {
+        f"loss_{names[0]}": loss_a,
+        f"loss_{names[1]}": loss_b,
+        "max_grad_abs_diff": max(float((a - b).abs().max()) for a, b in zip(grads_a, grads_b)),
+        "max_grad_abs": max(float(a.abs().max()) for a in grads_a),
+    }
+    if abs(loss_a - loss_b) > 1e-5 * max(1.0, abs(loss_a)) or checks["max_grad_abs_diff"] > 1e-6 + 1e-4 * checks["max_grad_abs"]:
+        raise SystemExit(f"{what}: the {names[1]} path differs from the {names[0]} one: {checks}")
+    return checks
+
+
+def alternating_rounds(
+    rounds: int, before: Callable[[], float], after: Callable[[], float], names: tuple[str, str] = ("old", "new")
+) -> dict[str, Any]:
+    """Time two paths ``rounds`` times, alternating (each callable returns its seconds): the
+    median of each (``<name>_seconds_cpu``), the median of the rounds' ratios and every round."""
+    times: dict[str, list[float]] = {names[0]: [], names[1]: []}
+    for _ in range(rounds):
+        times[names[0]].append(before())
+        times[names[1]].append(after())
+    return {
+        f"{names[0]}_seconds_cpu": statistics.median(times[names[0]]),
+        f"{names[1]}_seconds_cpu": statistics.median(times[names[1]]),
+        "speedup_median_of_pairs": statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]])),
+        "rounds_cpu": times,
+    }
 
 
 def write_json(path: str | None, payload: Any) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import device_name, require_positive, write_json  # noqa: E402
+from _common import alternating_rounds, device_name, require_positive, same_loss_and_gradients, write_json  # noqa: E402
 
 MODELS = ("sasrec", "gru4rec", "narm", "stamp")
 """Next-item models (BERT4Rec takes the same loss on its masked positions only, a fifth of them)."""
@@ -66,26 +65,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     batch = make_batch(args.items, args.sequences, args.length)
     _, loss_plain, grads_plain = step(model, batch, plain=True)
     _, loss_blocked, grads_blocked = step(model, batch, plain=False)
-    checks = {
-        "loss_plain": loss_plain,
-        "loss_blocked": loss_blocked,
-        "max_grad_abs_diff": max(float((a - b).abs().max()) for a, b in zip(grads_plain, grads_blocked)),
-        "max_grad_abs": max(float(a.abs().max()) for a in grads_plain),
-    }
-    if abs(loss_plain - loss_blocked) > 1e-4 * abs(loss_plain) or checks["max_grad_abs_diff"] > 1e-6 + 1e-4 * checks["max_grad_abs"]:
-        raise SystemExit(f"{name}: the blocked cross-entropy differs from the plain one: {checks}")
-    times: dict[str, list[float]] = {"plain": [], "blocked": []}
-    for _ in range(args.rounds):
-        times["plain"].append(step(model, batch, plain=True)[0])
-        times["blocked"].append(step(model, batch, plain=False)[0])
-    return {
-        "model": name,
-        "checks": checks,
-        "plain_seconds_cpu": statistics.median(times["plain"]),
-        "blocked_seconds_cpu": statistics.median(times["blocked"]),
-        "speedup_median_of_pairs": statistics.median(p / b for p, b in zip(times["plain"], times["blocked"])),
-        "rounds_cpu": times,
-    }
+    checks = same_loss_and_gradients(name, (loss_plain, grads_plain), (loss_blocked, grads_blocked), ("plain", "blocked"))
+    timing = alternating_rounds(
+        args.rounds, lambda: step(model, batch, plain=True)[0], lambda: step(model, batch, plain=False)[0], ("plain", "blocked")
+    )
+    return {"model": name, "checks": checks, **timing}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import device_name, require_positive, write_json  # noqa: E402
+from _common import alternating_rounds, device_name, require_positive, same_loss_and_gradients, write_json  # noqa: E402
 
 import raysteal.training.gro as gro  # noqa: E402
 
@@ -116,26 +115,11 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     _, loss_old, grads_old = one_step(model, fresh(), batch, old=True)
     _, loss_new, grads_new = one_step(model, fresh(), batch, old=False)
-    checks = {
-        "loss_old": loss_old,
-        "loss_new": loss_new,
-        "max_grad_abs_diff": max(float((a - b).abs().max()) for a, b in zip(grads_old, grads_new)),
-        "max_grad_abs": max(float(a.abs().max()) for a in grads_old),
-    }
-    if abs(loss_old - loss_new) > 1e-5 * max(1.0, abs(loss_old)) or checks["max_grad_abs_diff"] > 1e-6 + 1e-4 * checks["max_grad_abs"]:
-        raise SystemExit(f"{name}: the two GRO paths differ: {checks}")
-    times: dict[str, list[float]] = {"old": [], "new": []}
-    for _ in range(args.rounds):
-        for path in ("old", "new"):
-            times[path].append(one_step(model, fresh(), batch, old=path == "old")[0])
-    return {
-        "model": name,
-        "checks": checks,
-        "old_seconds_cpu": statistics.median(times["old"]),
-        "new_seconds_cpu": statistics.median(times["new"]),
-        "speedup_median_of_pairs": statistics.median(o / n for o, n in zip(times["old"], times["new"])),
-        "rounds_cpu": times,
-    }
+    checks = same_loss_and_gradients(f"{name} GRO step", (loss_old, grads_old), (loss_new, grads_new))
+    timing = alternating_rounds(
+        args.rounds, lambda: one_step(model, fresh(), batch, old=True)[0], lambda: one_step(model, fresh(), batch, old=False)[0]
+    )
+    return {"model": name, "checks": checks, **timing}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -110,25 +110,28 @@ def test_target_cache_trains_once_per_key(log, tmp_path, monkeypatch):
     assert len(calls) == 3 and len({meta1["path"], meta3["path"], meta4["path"]}) == 3
 
 
-def test_target_key_ignores_fields_added_at_their_defaults(log):
-    """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` / ``min_steps`` / ``min_delta`` /
-    ``reference_steps_per_epoch`` existed keeps its key."""
-    model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
-    train_cfg = make_train_config({"epochs": 1})
+def _key_before(log, model_cfg, train_cfg, model_added: tuple[str, ...], train_added: tuple[str, ...]) -> str:
+    """The key a target had before the fields ``model_added`` / ``train_added`` existed."""
     old_spec = {
         "dataset": "walks",
         "preprocess": "none",
         "fingerprint": log.fingerprint(),
         "split": "leave_one_out",
         "seed": 0,
-        "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k != "length_buckets"},
-        "train": {
-            k: v
-            for k, v in train_cfg.model_dump(mode="json").items()
-            if k not in ("max_seconds", "optimizer", "min_steps", "min_delta", "reference_steps_per_epoch")
-        },
+        "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k not in model_added},
+        "train": {k: v for k, v in train_cfg.model_dump(mode="json").items() if k not in train_added},
     }
-    old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()
+
+
+def test_target_key_ignores_fields_added_at_their_defaults(log):
+    """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` / ``min_steps`` / ``min_delta`` /
+    ``reference_steps_per_epoch`` existed keeps its key."""
+    model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
+    train_cfg = make_train_config({"epochs": 1})
+    old_key = _key_before(
+        log, model_cfg, train_cfg, ("length_buckets",), ("max_seconds", "optimizer", "min_steps", "min_delta", "reference_steps_per_epoch")
+    )
     key = target_cache.target_key(log, model_cfg, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
     assert key == old_key
     bucketed = make_config({"model": "sasrec", "embedding_dim": 8, "length_buckets": 4})
@@ -197,17 +200,10 @@ def test_a_narm_target_cached_before_the_yue_options_keeps_its_key(log):
     key as it was before they existed; set, they count."""
     model_cfg = make_config({"model": "narm", "embedding_dim": 8})
     train_cfg = make_train_config({"epochs": 1})
-    added = ("attention_activation", "attention_softmax", "init_std")
-    old_spec = {
-        "dataset": "walks",
-        "preprocess": "none",
-        "fingerprint": log.fingerprint(),
-        "split": "leave_one_out",
-        "seed": 0,
-        "model": {k: v for k, v in model_cfg.model_dump(mode="json").items() if k not in (*added, "length_buckets")},
-        "train": target_cache.without_added_fields(train_cfg.model_dump(mode="json")),
-    }
-    old_key = hashlib.sha256(json.dumps(old_spec, sort_keys=True).encode()).hexdigest()
+    train_fields_added = tuple(k for k in train_cfg.model_dump(mode="json") if k in target_cache._ADDED_FIELDS)
+    old_key = _key_before(
+        log, model_cfg, train_cfg, ("attention_activation", "attention_softmax", "init_std", "length_buckets"), train_fields_added
+    )
     key = target_cache.target_key(log, model_cfg, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
     assert key == old_key
     softmax = make_config({"model": "narm", "embedding_dim": 8, "attention_softmax": True})
