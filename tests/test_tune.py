@@ -535,6 +535,24 @@ def test_a_smoothed_peak_window_ignores_one_lucky_epoch_and_survives_a_restart(t
     assert low.fields()[PEAK_KEY] == pytest.approx(0.55 / 3) and low.fields()["tune_peak_epoch"] == 5
 
 
+def test_an_interrupted_sweep_is_not_summarised_as_finished(tmp_path):
+    """Ctrl-C hands back only the trials Tune had started, the one in flight counted as ended:
+    with fewer than num_samples x grid points, no best.yaml is written and the error says how many
+    started and that the same command resumes it."""
+    from raysteal.distributed.tune import _finish, planned_trials
+    from raysteal.errors import RaystealError
+
+    space = {**SPACE, "attack.margin": {"grid": [0.3, 0.6]}}
+    sweep = parse_tune({**BASE, "search_space": space, "tune": {"metric": "agr@k/heldout", "num_samples": 3}})
+    assert planned_trials(sweep) == 6
+    started = _Grid(
+        [_Result(f"t{i}", {"attack.lr": 1e-3, "attack.margin": 0.3, "budget": 20}, _reported(0.6, 2, "clone", 2, 0.6, 2)) for i in range(5)]
+    )
+    with pytest.raises(RaystealError, match=r"did not finish \(5 of 6 trials started\); run the same command again"):
+        _finish(sweep, started, tmp_path, str(tmp_path / "tune"), resumed=False)
+    assert not (tmp_path / "best.yaml").exists()
+
+
 def test_peak_window_is_validated_and_names_its_rule(tmp_path):
     from raysteal.distributed.tune import _finish
     from raysteal.experiment.tune_config import rule_smoothed_peak

@@ -632,9 +632,26 @@ def write_trial_summary(out: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
+def planned_trials(tune_exp: TuneExperiment) -> int:
+    """Trials the sweep runs in all: ``num_samples`` times the points of its ``grid`` keys."""
+    points = 1
+    for spec in tune_exp.search_space.values():
+        ((name, args),) = spec.items()
+        if name == "grid":
+            points *= len(args)
+    return tune_exp.tune.num_samples * points
+
+
 def _check_grid(tune_exp: TuneExperiment, grid) -> None:
-    """A sweep is summarised only when every trial ended and none failed (else: run it again)."""
+    """A sweep is summarised only when every planned trial started and ended and none failed (else:
+    run it again). Interrupted (Ctrl-C), Tune hands back the trials it had started, the one in
+    flight counted as ended: the count of started trials tells."""
     total, errored = len(grid), grid.num_errors
+    planned = planned_trials(tune_exp)
+    if total < planned:
+        raise RaystealError(
+            f"sweep {tune_exp.name!r} did not finish ({total} of {planned} trials started); run the same command again to resume it"
+        )
     if errored:
         first = next(r.error for r in grid if r.error is not None)
         raise RaystealError(
