@@ -83,3 +83,19 @@ def test_a_run_directory_left_against_another_target_is_emptied(tmp_path):
     claim_run_directory(run, "ml-1m/sasrec lists=bbb")  # retrained target: its old answers are worthless
     assert sorted(p.name for p in run.iterdir()) == ["target.txt"]
     assert (run / "target.txt").read_text() == "ml-1m/sasrec lists=bbb"
+
+
+def test_a_setting_added_later_leaves_the_keys_of_earlier_runs_at_its_default():
+    """A BAHSD run interrupted before ``infonce_prefixes`` existed resumes after it: the run key and
+    the objective's key (the student state's) leave the field out at its default; set, it counts."""
+    import json
+
+    from raysteal.extraction.bahsd import BAHSDConfig, BAHSDObjective
+    from raysteal.extraction.resume import ADDED_SETTINGS, run_key
+
+    plain = BAHSDConfig(attack="bahsd", infonce=False)
+    before = json.dumps({k: v for k, v in plain.model_dump(mode="json").items() if k not in ADDED_SETTINGS}, sort_keys=True)
+    assert run_key(plain, 3, 50) == f"{before}|seed=3|items=50"
+    assert "infonce_prefixes" not in repr(BAHSDObjective.from_config(plain))
+    sampled = BAHSDConfig(attack="bahsd", infonce_prefixes=64)
+    assert '"infonce_prefixes": 64' in run_key(sampled, 3, 50) and "infonce_prefixes" in repr(BAHSDObjective.from_config(sampled))

@@ -65,7 +65,7 @@ from raysteal.extraction.probing import (
     probes_per_sequence,
     suffix_lengths,
 )
-from raysteal.extraction.resume import gathered_once, run_key, student_resume_options
+from raysteal.extraction.resume import gathered_once, run_key, student_resume_options, without_added_settings
 from raysteal.extraction.student import (
     dfme_objective,
     first_columns,
@@ -273,7 +273,7 @@ class BAHSDObjective:
 
     def __repr__(self) -> str:
         """The loss's own settings (not the run's epochs, budget or student): the training-state key."""
-        own = self.config.model_dump(mode="json", exclude=set(ExtractionConfigBase.model_fields) - {"margin"})
+        own = without_added_settings(self.config.model_dump(mode="json", exclude=set(ExtractionConfigBase.model_fields) - {"margin"}))
         return f"BAHSDObjective(threshold={self.threshold!r}, {json.dumps(own, sort_keys=True)})"
 
     @classmethod

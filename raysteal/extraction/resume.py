@@ -127,7 +127,17 @@ def student_resume_options(directory: str | os.PathLike | None) -> dict[str, Any
     return {"state_path": Path(directory) / STATE_FILE, "restart_if_unusable": True}
 
 
+ADDED_SETTINGS: dict[str, object] = {"infonce_prefixes": None}
+"""Attack settings added after runs saved their state: left out of the keys while at their
+default, so a run interrupted on the code before them resumes on the code after."""
+
+
+def without_added_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less the :data:`ADDED_SETTINGS` at their default."""
+    return {k: v for k, v in settings.items() if not (k in ADDED_SETTINGS and v == ADDED_SETTINGS[k])}
+
+
 def run_key(config: Any, seed: int, num_items: int) -> str:
     """What a run directory's files must match: the recipe's whole config, the seed, the catalogue."""
-    settings = json.dumps(config.model_dump(mode="json"), sort_keys=True)  # key order of the YAML does not matter
+    settings = json.dumps(without_added_settings(config.model_dump(mode="json")), sort_keys=True)  # YAML key order does not matter
     return f"{settings}|seed={int(seed)}|items={int(num_items)}"
