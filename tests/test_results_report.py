@@ -95,6 +95,17 @@ def test_report_renders_tables_and_pngs(tmp_path):
     assert all((md.parent / p).stat().st_size > 1000 for p in pngs)
 
 
+def test_the_report_rewrites_the_results_file_from_the_same_rows(tmp_path):
+    # an interrupted raysteal run leaves results.parquet as an earlier invocation wrote it: the
+    # report beside it must not show runs the file lacks
+    store = ResultStore(tmp_path)
+    store.write_row("r0", _row("ptd", 0, 0.3))
+    store.export()
+    store.write_row("r1", _row("ptq", 0, 0.4))  # finished after the last export
+    render_report(tmp_path)
+    assert sorted(pd.read_parquet(tmp_path / "results.parquet")["attack"]) == ["ptd", "ptq"]
+
+
 def test_report_on_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no results"):
         render_report(tmp_path)

@@ -100,3 +100,34 @@ def test_a_killed_experiment_resumes_its_run_mid_training(ray_session, tmp_path)
     assert accounts[rid]["spent"] == BUDGET  # the killed attempt paid for the answers ...
     assert accounts[f"{rid}@1"]["spent"] == 0  # ... and the retry, on its own account, spent nothing
     assert not (out / "partial" / row["run_id"]).exists()  # the finished run's scratch is gone
+
+
+def test_sigterm_stops_raysteal_run_politely_and_writes_the_finished_rows(tmp_path):
+    # what `timeout`, Slurm or Kubernetes send before a kill: the sitting ends like Ctrl-C (exit
+    # 130, the resume line), and results.parquet holds the rows finished so far
+    import pandas as pd
+
+    experiment = {**EXPERIMENT, "experiment": "terminated", "attacks": [{"attack": "popularity"}, *EXPERIMENT["attacks"]]}
+    spec, out, cache = tmp_path / "term.yaml", tmp_path / "out", tmp_path / "cache"
+    spec.write_text(yaml.safe_dump(experiment))
+    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rterm-{uuid.uuid4().hex[:4]}-", dir="/tmp"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
+    cmd = [sys.executable, "-m", "raysteal", "run", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((out / "partial").glob("*/student.state")):  # the floor's row written, DFME mid-training
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.monotonic() < deadline, "DFME never reached its first epoch"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the driver only, as `timeout -s TERM` does
+        output = proc.communicate(timeout=120)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 130, output
+    assert "interrupted: 1 run(s) finished in this sitting, 1 of 2 in all" in output and "resume with: raysteal run" in output
+    assert list(pd.read_parquet(out / "results.parquet")["attack"]) == ["popularity"]
+    assert list((out / "partial").glob("*/student.state"))  # the unfinished run keeps its epochs

@@ -21,6 +21,7 @@ from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet
 from raysteal.cli.run import check_rows_for_report, comma_list, finished_runs, resume_command, run_file
 from raysteal.errors import ConfigError, RaystealError
+from raysteal.termination import terminate_as_interrupt
 
 
 def register(app: typer.Typer) -> None:
@@ -50,7 +51,7 @@ def register(app: typer.Typer) -> None:
         sources: list[Path] | None = typer.Option(
             None,
             "--from",
-            help="a results directory (raysteal run's --out, or an earlier reproduction's) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable",
+            help="a results directory (raysteal run's --out, an earlier reproduction's, or a published one such as docs/results/zhu2023) whose rows of these files' runs are copied in rather than run again; the report says which; repeatable",
         ),
         experiments: Path | None = typer.Option(
             None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"
@@ -121,16 +122,14 @@ def reproduce(
     """``raysteal reproduce`` (see the command's help): check every file, import rows ``--from``
     sources, run the chosen files in the planned order, write the report (and ``--publish`` it)."""
     from raysteal.report.reproduction import publish_reproduction, render_reproduction
-    from raysteal.results.reproduction import experiment_files, plan, resolve_paper, select_files
+    from raysteal.results.reproduction import check_sources, experiment_files, plan, resolve_paper, select_files
 
     folder = resolve_paper(paper, experiments)
     files = experiment_files(folder)
     if wanted is not None and not wanted:
         raise ConfigError(f"--only: name files; the folder's are: {', '.join(p.stem for p in files)}")
     chosen = select_files(files, wanted or [])
-    for source in sources:
-        if not Path(source).is_dir():
-            raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce)")
+    check_sources(sources)
     out_root = Path(directory_option(out or Path("results") / folder.name, "--out"))
     entries = load_entries(files, out_root, seeds=seeds, figure_seeds=figure_seeds)  # every file checked before any work
     command = _resume_command(paper, out_root, seeds, figure_seeds, wanted, sources, experiments, options)
@@ -144,21 +143,22 @@ def reproduce(
         for i, entry in enumerate(to_run, 1):
             typer.echo(f"  {i:2d}. {entry.stem:<28} {entry.pending:5d} of {entry.total:5d} runs to go, {entry.config.seeds} seeds")
     status: dict[str, str] = {}
-    try:  # a Ctrl-C inside a file's runs is said by run_file; between files or in the report, here
-        for i, entry in enumerate(to_run, 1):
-            if entry.pending == 0:
-                _export_if_missing(entry.out_dir)
-                continue
-            typer.echo(f"\n[{i}/{len(to_run)}] {entry.stem}: {entry.pending} run(s) -> {entry.out_dir}")
-            if options.cache_dir is None:  # auxiliary models shared between the files (targets: the target cache)
-                from raysteal.results.reproduction import link_shared_cache
+    try:  # a Ctrl-C (or SIGTERM) inside a file's runs is said by run_file; between files or in the report, here
+        with terminate_as_interrupt():
+            for i, entry in enumerate(to_run, 1):
+                if entry.pending == 0:
+                    _export_if_missing(entry.out_dir)
+                    continue
+                typer.echo(f"\n[{i}/{len(to_run)}] {entry.stem}: {entry.pending} run(s) -> {entry.out_dir}")
+                if options.cache_dir is None:  # auxiliary models shared between the files (targets: the target cache)
+                    from raysteal.results.reproduction import link_shared_cache
 
-                link_shared_cache(entry.out_dir, out_root / "cache")
-            error = _run_entry(entry, command, folder.name, options)
-            if error is not None:
-                status[entry.stem] = f"failed: {' '.join(error.split())[:500]}"
-            render_reproduction(out_root, folder.name, entries, command=command, status=status)  # progress for a long reproduction
-        path = render_reproduction(out_root, folder.name, entries, command=command, status=status)
+                    link_shared_cache(entry.out_dir, out_root / "cache")
+                error = _run_entry(entry, command, folder.name, options)
+                if error is not None:
+                    status[entry.stem] = f"failed: {' '.join(error.split())[:500]}"
+                render_reproduction(out_root, folder.name, entries, command=command, status=status)  # progress for a long reproduction
+            path = render_reproduction(out_root, folder.name, entries, command=command, status=status)
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished runs are kept; resume with: {command}", err=True)
         raise typer.Exit(130) from None

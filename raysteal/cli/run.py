@@ -14,8 +14,9 @@ from raysteal import __version__
 from raysteal.atomic import remove_stale_temp_files, write_text_atomically
 from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet, path_text
-from raysteal.errors import ConfigError
+from raysteal.errors import ConfigError, DataFileError
 from raysteal.provenance import code_commit
+from raysteal.termination import terminate_as_interrupt
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +47,12 @@ def register(app: typer.Typer) -> None:
             "--require-target-lift",
             help="refuse to attack a target whose test NDCG@10 is under X times the popularity recommender's (overrides the file's require_target_lift)",
         ),
+        sources: list[Path] | None = typer.Option(
+            None,
+            "--from",
+            help="a results directory, or a published one holding only results.parquet (e.g. docs/results/bahsd/converged-real-ml1m), "
+            "whose rows of this file's runs are copied in rather than run again (matched by run id); repeatable",
+        ),
     ) -> None:
         """Run an experiment grid on Ray; rows land in OUT/runs/*.parquet; resumes finished runs."""
         from raysteal.results.summary import summary_markdown
@@ -53,6 +60,8 @@ def register(app: typer.Typer) -> None:
         chosen_seeds = None if only_seeds is None else seed_numbers(only_seeds)
         config, whole = selected_config(file, seeds, chosen_seeds, targets, attacks, where, require_target_lift)
         out_dir = directory_option(out or Path("results") / config.experiment, "--out")
+        if sources:
+            import_from(config, Path(out_dir), list(sources))
         resume = resume_command(
             file,
             out_dir,
@@ -98,6 +107,16 @@ def register(app: typer.Typer) -> None:
         path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")
+
+
+def import_from(config, out_dir: Path, sources: list[Path]) -> None:
+    """Copy in the rows of ``config``'s runs that the ``--from`` directories hold (before any run
+    starts, so those runs are skipped as finished), saying how many came from where."""
+    from raysteal.results.reproduction import check_sources, import_rows
+
+    check_sources(sources)
+    for source, count in import_rows(config, out_dir, sources).items():
+        typer.echo(f"{config.experiment}: {count} finished run(s) taken from {source}")
 
 
 def selected_config(
@@ -149,29 +168,31 @@ def run_file(
     """The work of ``raysteal run`` on one validated experiment ``config`` (read from ``file``; ``whole``:
     the file's full grid, kept beside the results; ``selection``: the part of it asked for, recorded in
     ``OUT/invocations``): the data checked, the unfinished runs run into ``out_dir``, finished ones
-    skipped. Returns the experiment's rows. On Ctrl-C it says what finished and how to resume
-    (``resume``: the command line) and exits 130; failed runs raise ``RaystealError`` once the rest are done."""
+    skipped. Returns the experiment's rows. On Ctrl-C or SIGTERM it writes ``results.parquet`` from
+    the finished rows, says what finished and how to resume (``resume``: the command line) and exits 130; failed runs raise ``RaystealError`` once the rest are done."""
     from raysteal.distributed.experiment_runner import run_experiment
     from raysteal.experiment.preflight import check_experiment_data
 
     finished_before = finished_runs(config, out_dir)
     try:
-        # the data, the list lengths and the user groups, before Ray starts or anything is written
-        check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run.id not in finished_before)
-        remove_stale_temp_files(out_dir, cache_dir)  # what writers killed mid-write left
-        save_experiment(config if whole is None else whole, out_dir)  # one results directory may gather several partial runs
-        record_invocation(config, out_dir, file, **(selection or {}))
-        store = run_experiment(
-            config,
-            out_dir,
-            address=address,
-            data_dir=path_text(data_dir),
-            cache_dir=path_text(cache_dir),
-            num_cpus=num_cpus,
-            progress=not quiet,
-            max_concurrent=max_concurrent,
-        )
-    except KeyboardInterrupt:
+        with terminate_as_interrupt():
+            # the data, the list lengths and the user groups, before Ray starts or anything is written
+            check_experiment_data(config, str(file), data_dir=path_text(data_dir), wanted=lambda run: run.id not in finished_before)
+            remove_stale_temp_files(out_dir, cache_dir)  # what writers killed mid-write left
+            save_experiment(config if whole is None else whole, out_dir)  # one results directory may gather several partial runs
+            record_invocation(config, out_dir, file, **(selection or {}))
+            store = run_experiment(
+                config,
+                out_dir,
+                address=address,
+                data_dir=path_text(data_dir),
+                cache_dir=path_text(cache_dir),
+                num_cpus=num_cpus,
+                progress=not quiet,
+                max_concurrent=max_concurrent,
+            )
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (terminate_as_interrupt)
+        export_finished(out_dir)
         typer.echo(interrupted_message(config, out_dir, finished_before, resume), err=True)
         raise typer.Exit(130) from None
     frame = store.load()
@@ -199,6 +220,17 @@ def finished_runs(config, out_dir: Path) -> set[str]:
     store = ResultStore(out_dir)
     done = store.finished()
     return {run.id for run in expand_runs(config) if store.is_finished(run.ids, done)}
+
+
+def export_finished(out_dir: Path) -> None:
+    """``OUT/results.parquet`` rewritten with the rows finished so far (an interrupted sitting's
+    too); a damaged row file leaves it as it was, and ``raysteal report`` names that file."""
+    from raysteal.results.store import ResultStore
+
+    try:
+        ResultStore(out_dir).export()
+    except DataFileError:
+        pass
 
 
 def interrupted_message(config, out_dir: Path, finished_before: set[str], resume: str) -> str:

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from raysteal.errors import ConfigError
+from raysteal.termination import reclaim_sigterm
 
 RAY_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled", "RAY_AIR_NEW_OUTPUT": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -40,6 +41,7 @@ def init_ray(
             _temp_dir=os.environ.get("RAYSTEAL_RAY_TMP", "/tmp/ray"),
             **kwargs,
         )
+    reclaim_sigterm()  # ray.init took SIGTERM over; a command stopping politely wants it back
     return ray
 
 

@@ -210,13 +210,18 @@ def _heatmap(
 
 
 def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Write ``report.md`` (and PNGs) for every experiment found in ``root``; returns the .md path."""
+    """Write ``report.md`` (and PNGs) for every experiment found in ``root``; returns the .md path.
+    ``root/results.parquet`` is rewritten from the same rows first, so a report and the results
+    file beside it always hold the same runs (an interrupted ``raysteal run`` leaves the file as its
+    last finished invocation wrote it)."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{root}: is a file, not a results directory (the --out of raysteal run)")
-    frame = with_derived_metrics(ResultStore(root).load())
+    store = ResultStore(root)
+    frame = with_derived_metrics(store.load())
     if frame.empty:
         raise ConfigError(f"no results under {root / 'runs'}: run an experiment with --out {root} first")
+    store.export()
     out_dir = Path(out) if out else root / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)  # what a report killed mid-write left

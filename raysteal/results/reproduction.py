@@ -25,7 +25,7 @@ from raysteal.data.datasets import dataset_spec
 from raysteal.errors import ConfigError, DataFileError, RaystealError
 from raysteal.experiment.config import read_config_file
 from raysteal.experiment.run import expand_runs
-from raysteal.results.store import ResultStore
+from raysteal.results.store import ResultStore, published_rows
 
 if TYPE_CHECKING:
     from raysteal.experiment.config import DatasetEntry
@@ -226,19 +226,33 @@ def _read_json(path: Path, default: Any) -> Any:
         raise DataFileError(f"{path}: not the JSON raysteal reproduce writes ({err}); move it away or restore it") from None
 
 
+def _holds_rows(directory: Path) -> bool:
+    """A results directory (``runs/``) or a published one (only ``results.parquet``)."""
+    return (directory / "runs").is_dir() or (directory / "results.parquet").is_file()
+
+
 def import_sources(sources: list[Path], stem: str) -> list[Path]:
     """The results directories ``--from`` names for file ``stem``: each source itself and, where
-    it is an earlier reproduction, its ``<stem>/`` directory."""
+    it is an earlier reproduction or a published one (``docs/results/<paper>``), its ``<stem>/``
+    directory."""
     out = []
     for source in sources:
         for candidate in (Path(source), Path(source) / stem):
-            if (candidate / "runs").is_dir() and candidate.resolve() not in [p.resolve() for p in out]:
+            if _holds_rows(candidate) and candidate.resolve() not in [p.resolve() for p in out]:
                 out.append(candidate)
     return out
 
 
+def check_sources(sources: list[Path]) -> None:
+    """Each ``--from`` directory exists (a ``ConfigError`` naming the first that does not)."""
+    for source in sources:
+        if not Path(source).is_dir():
+            raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce, or a published one)")
+
+
 def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
-    """Copy into ``out_dir/runs`` the rows of ``config``'s runs that a source directory holds and
+    """Copy into ``out_dir/runs`` the rows of ``config``'s runs that a source directory (a results
+    directory, or a published one holding only ``results.parquet``) holds and
     ``out_dir`` does not (a run's id is a hash of its whole specification, so a row is taken only
     for the very run); each is recorded in ``out_dir/imported.json``. Returns rows copied per source."""
     store = ResultStore(out_dir)
@@ -248,15 +262,20 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
     copied: dict[str, int] = {}
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for source in sources:
-        source_store = ResultStore(source)
-        available = source_store.finished()
         if Path(source).resolve() == Path(out_dir).resolve():
             continue
+        source_store = ResultStore(source)
+        # a results directory's row files, else a published results.parquet's rows
+        published = {} if source_store.runs_dir.is_dir() else published_rows(source_store.results_file)
+        available = source_store.finished() or set(published)
         for run in list(runs):
             rid = next((i for i in run.ids if i in available), None)
             if rid is None:
                 continue
-            copy_atomically(source_store.runs_dir / f"{rid}.parquet", store.runs_dir / f"{rid}.parquet")
+            if rid in published:
+                store.import_row(rid, published[rid])
+            else:
+                copy_atomically(source_store.runs_dir / f"{rid}.parquet", store.runs_dir / f"{rid}.parquet")
             record["runs"][rid] = {"from": str(Path(source).resolve()), "imported_utc": now}
             copied[str(source)] = copied.get(str(source), 0) + 1
             runs.remove(run)

@@ -124,6 +124,21 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
+def published_rows(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """The rows of a published ``results.parquet`` (``raysteal report``'s export, e.g. one committed
+    under ``docs/results/``), one per run id, each without the columns that are empty in it (the
+    export's shared schema gives every row every attack's columns). A file without a ``run_id``
+    column is a ``DataFileError``."""
+    frame = _read_rows(Path(path), "a results file")
+    if "run_id" not in frame.columns:
+        raise DataFileError(f"{path}: has no run_id column, so its rows cannot be matched to runs; it is not a raysteal results file")
+    rows = {}
+    for _, row in frame.iterrows():
+        kept = row[[not _missing(v) for v in row.tolist()]]
+        rows[str(row["run_id"])] = kept.to_frame().T.reset_index(drop=True)
+    return rows
+
+
 class ResultStore:
     """The results of one output directory."""
 
@@ -176,6 +191,12 @@ class ResultStore:
         path = self.runs_dir / f"{rid}.parquet"
         _atomic_write_table(table, path)
         shutil.rmtree(self.partial_dir / rid, ignore_errors=True)
+        return path
+
+    def import_row(self, rid: str, row: pd.DataFrame) -> Path:
+        """Write an already-made row (one from :func:`published_rows`) as run ``rid``'s, atomically."""
+        path = self.runs_dir / f"{rid}.parquet"
+        _atomic_write_table(rows_table(row.infer_objects()), path)
         return path
 
     def write_query_log(self, name: str, table: pa.Table) -> Path:

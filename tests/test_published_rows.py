@@ -1,0 +1,96 @@
+"""Rows taken back from a published results file (``--from docs/results/...``): a checkout that holds
+only the committed ``results.parquet`` resumes an experiment without redoing its finished runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from raysteal.errors import ConfigError, DataFileError
+from tests.test_reproduce import TABLE, _fake_rows
+
+
+def _config(tmp_path: Path):
+    from raysteal.experiment.config import load_experiment
+
+    path = tmp_path / "tiny-table.yaml"
+    path.write_text(yaml.safe_dump(TABLE, sort_keys=False))
+    return path, load_experiment(path)
+
+
+def _published(tmp_path: Path, rows: list[dict]) -> Path:
+    """A results directory with ``rows``, exported, and its ``results.parquet`` alone in a new folder."""
+    from raysteal.results.store import ResultStore
+
+    store = ResultStore(tmp_path / "ran")
+    for row in rows:
+        store.write_row(row["run_id"], row)
+    published = tmp_path / "docs" / "tiny-table"
+    published.mkdir(parents=True)
+    shutil.copy(store.export(), published / "results.parquet")
+    return published
+
+
+def test_published_rows_come_back_as_the_rows_that_were_written(tmp_path):
+    from raysteal.results.reproduction import import_rows
+    from raysteal.results.store import ResultStore
+
+    _, config = _config(tmp_path)
+    rows = _fake_rows(config, seeds=2)
+    rows[0]["note"] = "only this run has it"  # a column the export gives every row, empty in the others
+    published = _published(tmp_path, rows[:4])
+
+    copied = import_rows(config, tmp_path / "resumed", [published])
+
+    assert copied == {str(published): 4}
+    store = ResultStore(tmp_path / "resumed")
+    assert store.finished() == {row["run_id"] for row in rows[:4]}
+    back = store.load().set_index("run_id").sort_index()
+    original = ResultStore(tmp_path / "ran").load().set_index("run_id").sort_index()
+    pd.testing.assert_frame_equal(back[original.columns], original, check_dtype=False)
+    # the export's empty columns do not come back as values
+    assert back["note"].notna().sum() == 1
+    # a second import copies nothing: the rows are there
+    assert import_rows(config, tmp_path / "resumed", [published]) == {}
+
+
+def test_raysteal_run_from_a_published_file_skips_its_runs(ray_session, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+    from raysteal.results.store import ResultStore
+
+    monkeypatch.chdir(tmp_path)
+    path, config = _config(tmp_path)
+    rows = _fake_rows(config, seeds=2)  # every run of the file (2 seeds x 3 attacks)
+    published = _published(tmp_path, rows)
+
+    result = CliRunner().invoke(app, ["run", str(path), "--out", "resumed", "--quiet", "--from", str(published)])
+
+    assert result.exit_code == 0, result.output
+    assert f"tiny-table: {len(rows)} finished run(s) taken from {published}" in result.output
+    assert ResultStore(tmp_path / "resumed").finished() == {row["run_id"] for row in rows}
+    assert not (tmp_path / "resumed" / "partial").exists()  # nothing ran
+
+
+def test_from_a_missing_directory_is_one_line(tmp_path):
+    from raysteal.results.reproduction import check_sources
+
+    with pytest.raises(ConfigError, match=r"^--from .*nowhere: not a directory"):
+        check_sources([tmp_path / "nowhere"])
+
+
+def test_a_results_file_without_run_ids_is_refused(tmp_path):
+    from raysteal.results.reproduction import import_rows
+
+    _, config = _config(tmp_path)
+    source = tmp_path / "other"
+    source.mkdir()
+    pd.DataFrame({"agr@10": [0.5]}).to_parquet(source / "results.parquet")
+    with pytest.raises(DataFileError, match="has no run_id column"):
+        import_rows(config, tmp_path / "resumed", [source])
+    assert not (tmp_path / "resumed" / "runs").exists()  # nothing written
