@@ -1,6 +1,8 @@
 """A polite stop: SIGTERM (what ``timeout``, Slurm and Kubernetes send before they kill) handled as
 Ctrl-C, so a long command stopped that way says what finished and how to resume, and writes what
-it has, instead of dying mid-line.
+it has, instead of dying mid-line. The signal is passed on as SIGINT, so whoever handles Ctrl-C
+handles it: Python's ``KeyboardInterrupt`` in ``raysteal run``, Ray Tune's own graceful stop (last
+experiment checkpoint) in ``raysteal tune``.
 
 ``ray.init`` installs handlers of its own for SIGTERM (Python's ``sys.exit`` and the core worker's
 crash reporter, which aborts the process); :func:`reclaim_sigterm`, called right after it, puts
@@ -17,7 +19,7 @@ _OPEN_BLOCKS = [0]
 
 
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    signal.raise_signal(signal.SIGINT)
 
 
 def _in_main_thread() -> bool:
@@ -26,7 +28,8 @@ def _in_main_thread() -> bool:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``KeyboardInterrupt`` in the main thread; the previous
+    """Within the block, SIGTERM is handled as SIGINT (``KeyboardInterrupt`` in the main thread,
+    unless something handles SIGINT otherwise); the previous
     handler comes back afterwards. Outside the main thread (where Python cannot set handlers) it
     changes nothing."""
     if not _in_main_thread():

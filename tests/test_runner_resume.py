@@ -131,3 +131,41 @@ def test_sigterm_stops_raysteal_run_politely_and_writes_the_finished_rows(tmp_pa
     assert "interrupted: 1 run(s) finished in this sitting, 1 of 2 in all" in output and "resume with: raysteal run" in output
     assert list(pd.read_parquet(out / "results.parquet")["attack"]) == ["popularity"]
     assert list((out / "partial").glob("*/student.state"))  # the unfinished run keeps its epochs
+
+
+def test_sigterm_ends_a_tune_sweep_as_ctrl_c_does(tmp_path):
+    # Ray Tune stops gracefully on SIGINT (its last experiment checkpoint); SIGTERM is passed on as
+    # SIGINT, so the sweep ends unfinished and says the same command resumes it
+    sweep = {
+        "experiment": "terminated-sweep",
+        "datasets": [{"name": "synthetic", "options": {"num_users": 300, "num_items": 200, "max_len": 40, "seed": 1}}],
+        "targets": [{"model": "bpr", "train": {"epochs": 4, "batch_size": 512}}],
+        "attacks": [{"attack": "ptq", "epochs": 200, "finetune_epochs": 4, "batch_size": 64}],
+        "split": {"attacker_fraction": 0.3},
+        "k": 20,
+        "search_space": {"attack.lr": {"loguniform": [1e-4, 1e-2]}},
+        "tune": {"metric": "agr@k/heldout", "num_samples": 4, "scheduler": "fifo", "searcher": "random"},
+    }
+    spec, out, cache = tmp_path / "sweep.yaml", tmp_path / "out", tmp_path / "cache"
+    spec.write_text(yaml.safe_dump(sweep))
+    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rtun-{uuid.uuid4().hex[:4]}-", dir="/tmp"))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
+    cmd = [sys.executable, "-m", "raysteal", "tune", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(cache.rglob("*.pt")):  # the target trained: a trial is under way
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.1)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=180)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode not in (0, -signal.SIGTERM, -signal.SIGABRT), output
+    assert "did not finish" in output and "run the same command again to resume it" in output, output[-3000:]
+    assert not (out / "best.yaml").exists()

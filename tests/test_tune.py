@@ -553,6 +553,20 @@ def test_an_interrupted_sweep_is_not_summarised_as_finished(tmp_path):
     assert not (tmp_path / "best.yaml").exists()
 
 
+def test_a_sweep_interrupted_before_its_planned_trials_ran_is_not_summarised(tmp_path):
+    """A random or grid searcher plans every trial at the start; interrupted, Tune hands the
+    waiting ones back as ended, with nothing reported: the sweep did not finish."""
+    from raysteal.distributed.tune import _finish
+    from raysteal.errors import RaystealError
+
+    sweep = parse_tune({**BASE, "search_space": SPACE, "tune": {"metric": "agr@k/heldout", "num_samples": 3}})
+    ran = _Result("t0", {"attack.lr": 1e-3, "attack.margin": 0.3, "budget": 20}, _reported(0.6, 2, "clone", 2, 0.6, 2))
+    waiting = [_Result(f"t{i}", {"attack.lr": 1e-3, "attack.margin": 0.3, "budget": 20}, {}) for i in (1, 2)]
+    with pytest.raises(RaystealError, match=r"did not finish \(1 of 3 trials ran, 2 never started\); run the same command again"):
+        _finish(sweep, _Grid([ran, *waiting]), tmp_path, str(tmp_path / "tune"), resumed=False)
+    assert not (tmp_path / "best.yaml").exists()
+
+
 def test_peak_window_is_validated_and_names_its_rule(tmp_path):
     from raysteal.distributed.tune import _finish
     from raysteal.experiment.tune_config import rule_smoothed_peak

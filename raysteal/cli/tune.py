@@ -9,6 +9,7 @@ import typer
 from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, NumCpus, path_text
 from raysteal.cli.run import save_experiment
+from raysteal.termination import terminate_as_interrupt
 
 
 def register(app: typer.Typer) -> None:
@@ -46,16 +47,17 @@ def register(app: typer.Typer) -> None:
         if storage is not None and "://" not in storage:
             directory_option(Path(storage), "--storage")
         save_experiment(tune_exp.experiment, out_dir)
-        outcome = run_tune(
-            tune_exp,
-            out_dir,
-            address=address,
-            data_dir=path_text(data_dir),
-            cache_dir=path_text(cache_dir),
-            num_cpus=num_cpus,
-            storage=storage,
-            verbose=0 if quiet else 1,
-        )
+        with terminate_as_interrupt():  # SIGTERM ends the sweep as Ctrl-C does: Tune checkpoints it, resumable
+            outcome = run_tune(
+                tune_exp,
+                out_dir,
+                address=address,
+                data_dir=path_text(data_dir),
+                cache_dir=path_text(cache_dir),
+                num_cpus=num_cpus,
+                storage=storage,
+                verbose=0 if quiet else 1,
+            )
         settings = tune_exp.tune
         typer.echo(
             f"\n{tune_exp.name}: {outcome.trials} trials ({outcome.completed} completed, {outcome.stopped_early} stopped early)"

@@ -645,7 +645,7 @@ def planned_trials(tune_exp: TuneExperiment) -> int:
 def _check_grid(tune_exp: TuneExperiment, grid) -> None:
     """A sweep is summarised only when every planned trial started and ended and none failed (else:
     run it again). Interrupted (Ctrl-C), Tune hands back the trials it had started, the one in
-    flight counted as ended: the count of started trials tells."""
+    flight counted as ended: the count of started trials tells, and trials without any report."""
     total, errored = len(grid), grid.num_errors
     planned = planned_trials(tune_exp)
     if total < planned:
@@ -660,6 +660,14 @@ def _check_grid(tune_exp: TuneExperiment, grid) -> None:
     if grid.num_terminated < total:
         raise RaystealError(
             f"sweep {tune_exp.name!r} did not finish ({grid.num_terminated} of {total} trials done); run the same command again to resume it"
+        )
+    # a searcher that plans every trial up front (random, grid) hands back, interrupted, the ones
+    # still waiting as ended: a trial that never reported an epoch never ran
+    silent = sum(1 for r in grid if TIME_ATTR not in (r.metrics or {}))
+    if silent:
+        raise RaystealError(
+            f"sweep {tune_exp.name!r} did not finish ({total - silent} of {total} trials ran, {silent} never started); "
+            "run the same command again to resume it"
         )
 
 
