@@ -57,3 +57,9 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def target_cache(tmp_path_factory) -> str:
+    """One trained-target cache for the sweeps of a test module (they share the target)."""
+    return str(tmp_path_factory.mktemp("target-cache"))

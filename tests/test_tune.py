@@ -137,12 +137,6 @@ def test_epoch_callback_numbers_clone_epochs_across_phases_and_can_stop():
     assert stopped.info["clone"] == {"epochs": 2, "stopped": True}
 
 
-@pytest.fixture(scope="module")
-def target_cache(tmp_path_factory) -> str:
-    """One trained-target cache for the sweeps of this module (they share the target)."""
-    return str(tmp_path_factory.mktemp("target-cache"))
-
-
 def _sweep(tmp_path: Path, name: str, space: dict, tune: dict) -> Path:
     return _write(tmp_path / f"{name}.yaml", {**BASE, "experiment": name, "search_space": space, "tune": tune})
 

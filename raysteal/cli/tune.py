@@ -27,6 +27,12 @@ def register(app: typer.Typer) -> None:
             None, "--storage", help="Tune storage path or URI (default: OUT/tune; on a cluster a shared path or s3://, gs://)"
         ),
         quiet: bool = typer.Option(False, "--quiet", help="no Tune progress tables"),
+        sources: list[Path] | None = typer.Option(
+            None,
+            "--from",
+            help="a directory holding this very sweep's trial summary (tune_trials.parquet/.json: an earlier --out, "
+            "or its published folder): its trials count towards num_samples and Optuna learns from them; only the rest run",
+        ),
     ) -> None:
         """Search an experiment's hyperparameters with Ray Tune (ASHA over clone epochs by default).
 
@@ -57,11 +63,13 @@ def register(app: typer.Typer) -> None:
                 num_cpus=num_cpus,
                 storage=storage,
                 verbose=0 if quiet else 1,
+                sources=list(sources or []),
             )
         settings = tune_exp.tune
         typer.echo(
             f"\n{tune_exp.name}: {outcome.trials} trials ({outcome.completed} completed, {outcome.stopped_early} stopped early)"
-            f"{' — resumed' if outcome.resumed else ''}; rows in {out_dir}/runs, Tune state in {outcome.experiment_path}"
+            f"{' — resumed' if outcome.resumed else ''}{f'; {outcome.imported} taken from elsewhere (--from)' if outcome.imported else ''}"
+            f"; rows in {out_dir}/runs, Tune state in {outcome.experiment_path}"
         )
         typer.echo(f"rule: {outcome.rule}")
         status = "" if outcome.best_status in ("", "completed") else f", {outcome.best_status.replace('_', ' ')}"

@@ -421,23 +421,34 @@ def _scheduler(tune_exp: TuneExperiment):
     )
 
 
-def _searcher(settings):
+def _searcher(settings, imported: list[dict[str, Any]] | None = None):
     """The search algorithm: random/grid sampling, or a model-based searcher that learns from each
     trial's peak (``tune_peak``, the value the best trial is chosen by), at most
-    ``max_concurrent`` trials at a time (a model-based searcher suggests from what finished)."""
+    ``max_concurrent`` trials at a time (a model-based searcher suggests from what finished).
+
+    Trials taken from elsewhere (``imported``, :mod:`raysteal.distributed.tune_import`) are told to
+    Optuna as finished trials (their configurations and peaks) before it suggests anything; and
+    the seed moves on by their number, so the new draws do not repeat the first sweep's."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    imported = imported or []
+    seed = settings.seed if settings.seed is None or not imported else settings.seed + 7919 * len(imported)
     if settings.searcher is None:
         # a SearchGenerator takes its own concurrency limit (Tune ignores max_concurrent_trials for it)
-        return BasicVariantGenerator(random_state=settings.seed, max_concurrent=settings.max_concurrent or 0)
+        return BasicVariantGenerator(random_state=seed, max_concurrent=settings.max_concurrent or 0)
     if settings.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        searcher = OptunaSearch(metric=PEAK_KEY, mode=settings.mode, seed=settings.seed)  # TPESampler(seed=seed)
+        known = (
+            {"points_to_evaluate": [dict(t["config"]) for t in imported], "evaluated_rewards": [float(t["peak_value"]) for t in imported]}
+            if imported
+            else {}
+        )
+        searcher = OptunaSearch(metric=PEAK_KEY, mode=settings.mode, seed=seed, **known)  # TPESampler(seed=seed)
     else:
         from ray.tune.search.hyperopt import HyperOptSearch
 
-        searcher = HyperOptSearch(metric=PEAK_KEY, mode=settings.mode, random_state_seed=settings.seed)
+        searcher = HyperOptSearch(metric=PEAK_KEY, mode=settings.mode, random_state_seed=seed)
     if settings.max_concurrent:
         from ray.tune.search import ConcurrencyLimiter
 
@@ -489,6 +500,7 @@ class TuneOutcome:
     best_status: str = ""  # completed / stopped_early
     best_overrides: dict[str, Any] = field(default_factory=dict)  # epoch counts written into best.yaml
     summary_file: Path | None = None
+    imported: int = 0  # trials taken --from elsewhere (counted in ``trials``)
 
 
 def _storage_root(out_dir: Path, storage: str | None) -> str:
@@ -515,16 +527,29 @@ def run_tune(
     num_cpus: int | None = None,
     storage: str | None = None,
     verbose: int = 1,
+    sources: list[Path] | None = None,
 ) -> TuneOutcome:
     """Run (or resume) the sweep; rows land in ``OUT/runs``, the best configuration in
     ``OUT/best.yaml``. ``storage`` (default ``OUT/tune``) may be a shared path or a URI
-    (``s3://...``, ``gs://...``) every node can reach."""
+    (``s3://...``, ``gs://...``) every node can reach. ``sources``: directories holding trials of
+    this very sweep run elsewhere (``--from``; :mod:`raysteal.distributed.tune_import`), counted
+    towards ``num_samples`` and told to the searcher."""
+    from ray import tune
+
+    from raysteal.distributed.tune_import import trials_for_sweep
+
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
+    storage_root = _storage_root(out, storage)
+    path = f"{storage_root}/{tune_exp.name}"
+    resumed = tune.Tuner.can_restore(path)
+    imported = trials_for_sweep(out, tune_exp, list(sources or []), started=resumed)  # before any work: a bad --from is refused
+    remaining = tune_exp.tune.num_samples - len(imported)
+    if remaining <= 0 and not resumed:  # every trial was run elsewhere
+        return _finish(tune_exp, _NoTrials(), out, path, resumed, imported)
     ResultStore(out).clear_finished_work()  # a kill between a trial's row and its scratch removal
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save the sweep's state often: a kill loses little
     share = start_ray(address, num_cpus)
-    from ray import tune
 
     settings = tune_exp.tune
     base = tune_exp.base_run()
@@ -553,9 +578,6 @@ def run_tune(
     )
     gpu = share if settings.resources.gpu is None else settings.resources.gpu
     trainable = tune.with_resources(tune.with_parameters(tune_trial, data=data, setup=setup), {"cpu": settings.resources.cpu, "gpu": gpu})
-    storage_root = _storage_root(out, storage)
-    path = f"{storage_root}/{tune_exp.name}"
-    resumed = tune.Tuner.can_restore(path)
     try:
         if resumed:
             # an errored trial resumes under its own id (its scratch state takes it on from its last
@@ -569,8 +591,8 @@ def run_tune(
                 tune_config=tune.TuneConfig(
                     # no sweep-wide metric: ASHA is given settings.metric, a searcher the trial's peak
                     scheduler=_scheduler(tune_exp),
-                    search_alg=_searcher(settings),  # its own concurrency limit (max_concurrent)
-                    num_samples=settings.num_samples,
+                    search_alg=_searcher(settings, imported),  # its own concurrency limit (max_concurrent)
+                    num_samples=remaining,  # the trials taken from elsewhere count towards num_samples
                     reuse_actors=True,  # a trial's worker (torch, raysteal imported) serves the next trial
                 ),
                 run_config=tune.RunConfig(
@@ -583,7 +605,14 @@ def run_tune(
         grid = tuner.fit()
     finally:
         close_server(ResultStore(out), server_name, server)
-    return _finish(tune_exp, grid, out, path, resumed)
+    return _finish(tune_exp, grid, out, path, resumed, imported)
+
+
+class _NoTrials(list):
+    """The result grid of a sweep with nothing left to run here."""
+
+    num_terminated = 0
+    num_errors = 0
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
@@ -611,6 +640,7 @@ def trial_summary(trial_id: str, config: dict[str, Any], metrics: dict[str, Any]
         "final_value": float(final) if _is_number(final) else None,  # the finished row's value (all scored users)
         "epochs_run": int(metrics.get(TIME_ATTR) or 0),
         "epochs_reported": int(metrics.get("tune_epochs_reported") or 0),
+        "imported_from": "",  # run here (a trial taken --from elsewhere names its source)
     }
 
 
@@ -642,15 +672,16 @@ def planned_trials(tune_exp: TuneExperiment) -> int:
     return tune_exp.tune.num_samples * points
 
 
-def _check_grid(tune_exp: TuneExperiment, grid) -> None:
+def _check_grid(tune_exp: TuneExperiment, grid, imported: int = 0) -> None:
     """A sweep is summarised only when every planned trial started and ended and none failed (else:
     run it again). Interrupted (Ctrl-C), Tune hands back the trials it had started, the one in
-    flight counted as ended: the count of started trials tells, and trials without any report."""
+    flight counted as ended: the count of started trials tells, and trials without any report.
+    ``imported``: trials taken from elsewhere, which count as started and ended."""
     total, errored = len(grid), grid.num_errors
     planned = planned_trials(tune_exp)
-    if total < planned:
+    if total + imported < planned:
         raise RaystealError(
-            f"sweep {tune_exp.name!r} did not finish ({total} of {planned} trials started); run the same command again to resume it"
+            f"sweep {tune_exp.name!r} did not finish ({total + imported} of {planned} trials started); run the same command again to resume it"
         )
     if errored:
         first = next(r.error for r in grid if r.error is not None)
@@ -725,16 +756,20 @@ def _write_best(tune_exp: TuneExperiment, best: dict[str, Any], overrides: dict[
     return write_text_atomically(out / "best.yaml", text)
 
 
-def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool) -> TuneOutcome:
-    """Pick the best trial by its peak over all reported epochs (ASHA-stopped trials included),
-    write ``best.yaml`` with the attack's epochs set to that peak epoch, and the trial summary."""
-    _check_grid(tune_exp, grid)
+def _finish(
+    tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool, imported: list[dict[str, Any]] | None = None
+) -> TuneOutcome:
+    """Pick the best trial by its peak over all reported epochs (ASHA-stopped trials included, and
+    ``imported`` ones, run elsewhere), write ``best.yaml`` with the attack's epochs set to that peak
+    epoch, and the trial summary."""
+    imported = imported or []
+    _check_grid(tune_exp, grid, len(imported))
     settings = tune_exp.tune
-    total = len(grid)
+    total = len(grid) + len(imported)
     finished = [r for r in grid if r.error is None and "row" in (r.metrics or {})]
     per_epoch = settings.metric in evaluation_for(tune_exp.base_run()).probe_metrics
     rule = (RULE_PEAK if settings.peak_window == 1 else rule_smoothed_peak(settings.peak_window)) if per_epoch else RULE_FINAL
-    trials = []
+    trials = [dict(t) for t in imported]
     for r in grid:
         metrics = dict(r.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(str(r.path)).name)
@@ -750,6 +785,7 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         "rule": rule,
         "searcher": settings.searcher or "random",
         "best": {**best, "attack_overrides": overrides, "best_file": str(best_file)},
+        "imported": len(imported),
         "trials": trials,
     }
     return TuneOutcome(
@@ -758,8 +794,8 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         best_run_id=best["run_id"],
         best_file=best_file,
         trials=total,
-        completed=len(finished),
-        stopped_early=grid.num_terminated - len(finished),
+        completed=len(finished) + sum(t["status"] == "completed" for t in imported),
+        stopped_early=grid.num_terminated - len(finished) + sum(t["status"] != "completed" for t in imported),
         errored=grid.num_errors,
         experiment_path=path,
         resumed=resumed,
@@ -771,4 +807,5 @@ def _finish(tune_exp: TuneExperiment, grid, out: Path, path: str, resumed: bool)
         best_status=best["status"],
         best_overrides=overrides,
         summary_file=write_trial_summary(out, summary),
+        imported=len(imported),
     )

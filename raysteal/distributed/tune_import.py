@@ -1,0 +1,128 @@
+"""Trials of the same sweep run elsewhere (``raysteal tune --from DIR``).
+
+A sweep too long for one machine's sitting can go on in another checkout from what the first
+published: DIR's ``tune_trials.parquet`` (or ``.json``), the per-trial summary ``raysteal tune``
+writes and ``docs/results/.../<search>/`` keeps. A trial is taken only when it belongs to this very
+sweep: its run id is recomputed from this tune file's base run, the sweep name, the trial's
+sampled configuration and its trial id, and must equal the id it recorded. Taken trials count
+towards ``num_samples`` (only the rest run), enter the choice of the best trial like any other,
+and a model-based searcher (Optuna) is told their results before it suggests anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from raysteal.atomic import write_text_atomically
+from raysteal.errors import ConfigError, DataFileError
+from raysteal.experiment.tune_config import TuneExperiment
+
+IMPORTS_FILE = "tune_imported.json"
+"""``OUT/tune_imported.json``: the trials a sweep took ``--from`` elsewhere (so a resumed sweep
+counts them without reading the source again)."""
+
+SUMMARY_STEM = "tune_trials"
+
+
+def _trials_file(source: Path) -> Path:
+    for name in (f"{SUMMARY_STEM}.parquet", f"{SUMMARY_STEM}.json"):
+        if (source / name).is_file():
+            return source / name
+    raise ConfigError(f"--from {source}: no {SUMMARY_STEM}.parquet or .json there (the trial summary raysteal tune writes)")
+
+
+def read_trials(source: str | Path) -> list[dict[str, Any]]:
+    """Every trial of the summary in ``source`` (a sweep's ``OUT`` or its published folder), the
+    configuration as a dict."""
+    path = _trials_file(Path(source))
+    try:
+        if path.suffix == ".json":
+            trials = json.loads(path.read_text())["trials"]
+        else:
+            import pandas as pd  # loads pandas: only where a sweep takes trials from elsewhere
+
+            trials = pd.read_parquet(path).to_dict("records")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataFileError(f"{path}: not a trial summary of raysteal tune ({err})") from None
+    out = []
+    for trial in trials:
+        config = trial.get("config")
+        out.append({**trial, "config": json.loads(config) if isinstance(config, str) else dict(config or {})})
+    return out
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def _summary_of(trial: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``trial`` in the shape :func:`~raysteal.distributed.tune.trial_summary` gives, marked as
+    taken from ``source``."""
+    return {
+        "trial_id": str(trial["trial_id"]),
+        "status": str(trial.get("status") or "completed"),
+        "run_id": str(trial["run_id"]),
+        "config": trial["config"],
+        "peak_value": _number(trial.get("peak_value")),
+        "peak_epoch": int(trial.get("peak_epoch") or 0),
+        "peak_phase": str(trial.get("peak_phase") or ""),
+        "peak_phase_epoch": int(trial.get("peak_phase_epoch") or 0),
+        "last_value": _number(trial.get("last_value")),
+        "final_value": _number(trial.get("final_value")),
+        "epochs_run": int(trial.get("epochs_run") or 0),
+        "epochs_reported": int(trial.get("epochs_reported") or 0),
+        "imported_from": str(source),
+    }
+
+
+def earlier_trials(tune_exp: TuneExperiment, sources: list[Path]) -> list[dict[str, Any]]:
+    """The scored trials of this sweep that ``sources`` hold (each once; the first source wins),
+    as trial summaries. A source none of whose trials belongs to this sweep is a ``ConfigError``:
+    it is another sweep's (another base, name or code version)."""
+    from raysteal.distributed.tune import trial_run  # loads Ray: only where a sweep runs
+
+    if any(spec and next(iter(spec)) == "grid" for spec in tune_exp.search_space.values()):
+        raise ConfigError("--from: a sweep with grid keys runs every point num_samples times; it cannot take trials from elsewhere")
+    base = tune_exp.base_run()
+    taken: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        trials = read_trials(source)
+        mine = [t for t in trials if trial_run(base, tune_exp.name, t["config"], str(t["trial_id"])).id == str(t.get("run_id"))]
+        if trials and not mine:
+            raise ConfigError(
+                f"--from {source}: none of its {len(trials)} trials belongs to sweep {tune_exp.name!r} of this file "
+                "(their run ids differ from this file's: another base experiment, sweep name or version)"
+            )
+        for trial in mine:
+            summary = _summary_of(trial, Path(source))
+            if summary["peak_value"] is not None:
+                taken.setdefault(summary["trial_id"], summary)
+    return list(taken.values())
+
+
+def trials_for_sweep(out: Path, tune_exp: TuneExperiment, sources: list[Path], started: bool) -> list[dict[str, Any]]:
+    """The trials this sweep counts as run elsewhere: read from ``sources`` when the sweep starts
+    (and recorded in ``OUT/tune_imported.json``), read back from that record when it resumes.
+    ``--from`` on a sweep that started without it is a ``ConfigError`` (its searcher never saw them)."""
+    record = out / IMPORTS_FILE
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        if sources and sorted(str(Path(s).resolve()) for s in sources) != saved["sources"]:
+            raise ConfigError(
+                f"--from: {out}'s sweep took its trials from {', '.join(saved['sources'])}; give those, or none, to resume it"
+            )
+        return saved["trials"]
+    if not sources:
+        return []
+    if started:
+        raise ConfigError(f"--from: the sweep in {out} started without it; resume it without --from, or start one in a fresh --out")
+    for source in sources:
+        if not Path(source).is_dir():
+            raise ConfigError(f"--from {source}: not a directory (a sweep's --out, or its published folder)")
+    trials = earlier_trials(tune_exp, sources)
+    payload = {"sources": sorted(str(Path(s).resolve()) for s in sources), "trials": trials}
+    write_text_atomically(record, json.dumps(payload, indent=2, default=str))
+    return trials
