@@ -47,6 +47,7 @@ from ray.tune import Callback
 from raysteal.atomic import write_text_atomically
 from raysteal.distributed.deploy import close_server, deploy_defense, ledger_budget, prepare_one_target, prepare_task, start_ray
 from raysteal.distributed.runtime import check_fits, worker_device
+from raysteal.distributed.tune_import import trials_for_sweep
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.evaluation import evaluation_for
 from raysteal.experiment.execute import row_head
@@ -535,8 +536,6 @@ def run_tune(
     this very sweep run elsewhere (``--from``; :mod:`raysteal.distributed.tune_import`), counted
     towards ``num_samples`` and told to the searcher."""
     from ray import tune
-
-    from raysteal.distributed.tune_import import trials_for_sweep
 
     out = Path(out_dir).resolve()
     _check_same_sweep(out, tune_exp)
