@@ -47,6 +47,7 @@ def test_published_rows_come_back_as_the_rows_that_were_written(tmp_path):
     copied = import_rows(config, tmp_path / "resumed", [published])
 
     assert copied == {str(published): 4}
+    assert (tmp_path / "resumed" / "experiments" / "tiny-table.json").is_file()  # the report's tables, with no run here
     store = ResultStore(tmp_path / "resumed")
     assert store.finished() == {row["run_id"] for row in rows[:4]}
     back = store.load().set_index("run_id").sort_index()

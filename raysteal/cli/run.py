@@ -303,5 +303,6 @@ def record_invocation(config, out_dir: Path, file: Path, **selection) -> Path:
 
 def save_experiment(config, out_dir: Path) -> None:
     """Keep the experiment's validated spec beside its results (for report and provenance)."""
-    target = Path(out_dir) / "experiments" / f"{config.experiment}.json"
-    write_text_atomically(target, json.dumps(config.model_dump(mode="json"), indent=2))
+    from raysteal.results.store import ResultStore
+
+    ResultStore(out_dir).save_experiment(config.experiment, config.model_dump(mode="json"))

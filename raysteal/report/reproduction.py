@@ -89,6 +89,15 @@ def _origin_texts(part: pd.DataFrame, imported: dict[str, str]) -> list[str] | N
     return texts
 
 
+def shown_path(path: str) -> str:
+    """``path`` as a page shows it: relative to the working directory when inside it (a checkout's
+    ``docs/results/...``), so no page names one machine's folders; else as recorded."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path
+
+
 def _runs_line(entry: PlanEntry, frame: pd.DataFrame, imported: dict[str, str], stale: int) -> str:
     """Where the file's runs came from and how long they took."""
     marks = frame["run_id"].isin(set(imported)) if "run_id" in frame.columns and imported else pd.Series(False, index=frame.index)
@@ -102,7 +111,7 @@ def _runs_line(entry: PlanEntry, frame: pd.DataFrame, imported: dict[str, str], 
         ran += f" (wall time {duration(wall)} over {len(held)} sitting{'s' if len(held) != 1 else ''})"
     parts.append(ran)
     if there:
-        sources = sorted({imported[r] for r in frame.loc[marks, "run_id"]})
+        sources = sorted({shown_path(imported[r]) for r in frame.loc[marks, "run_id"]})
         spent = pd.to_numeric(frame.loc[marks, "wall_s"], errors="coerce").sum() if "wall_s" in frame.columns else np.nan
         parts.append(
             f"{there} imported from {', '.join(f'`{s}`' for s in sources)} (their runs took {duration(spent)} summed over runs, elsewhere)"

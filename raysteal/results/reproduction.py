@@ -281,6 +281,7 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
             runs.remove(run)
     if copied:
         write_text_atomically(Path(out_dir) / IMPORTS_FILE, json.dumps(record, indent=2, sort_keys=True))
+        store.save_experiment(config.experiment, config.model_dump(mode="json"))  # the report's tables, without a run here
     return copied
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysteal.atomic import write_atomically
+from raysteal.atomic import write_atomically, write_text_atomically
 from raysteal.errors import DataFileError
 
 # Settings added to run specifications after results were first stored, oldest first, each with
@@ -192,6 +192,11 @@ class ResultStore:
         _atomic_write_table(table, path)
         shutil.rmtree(self.partial_dir / rid, ignore_errors=True)
         return path
+
+    def save_experiment(self, name: str, spec: dict[str, Any]) -> Path:
+        """Keep an experiment's validated specification beside its rows (``experiments/NAME.json``:
+        the report takes its descriptions and tables from it)."""
+        return write_text_atomically(self.root / "experiments" / f"{name}.json", json.dumps(spec, indent=2))
 
     def import_row(self, rid: str, row: pd.DataFrame) -> Path:
         """Write an already-made row (one from :func:`published_rows`) as run ``rid``'s, atomically."""
