@@ -62,29 +62,48 @@ def _kill_everything_under(root: Path) -> None:
             continue
 
 
+def _stopped_raysteal(args: list[str], ready, stop, what: str) -> tuple[int, str]:
+    """Run ``python -m raysteal ARGS`` in its own session with its own local Ray runtime (own temp
+    dir), wait until ``ready()`` (at most 300 s), ``stop(proc)`` it, and return its exit status and
+    output. Teardown kills exactly the processes it left, never a machine-wide ``ray stop``."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rres-{uuid.uuid4().hex[:4]}-", dir="/tmp"))  # short: Ray socket paths
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raysteal", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+        stop(proc)
+        output = proc.communicate(timeout=180)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_everything_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    return proc.returncode, output
+
+
+def _kill_group(proc) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _terminate_driver(proc) -> None:
+    proc.send_signal(signal.SIGTERM)  # the driver only, as `timeout -s TERM` does
+
+
 @pytest.mark.ray
 def test_a_killed_experiment_resumes_its_run_mid_training(ray_session, tmp_path):
     from raysteal.distributed.experiment_runner import run_experiment
 
     spec, out, cache = tmp_path / "resume.yaml", tmp_path / "out", tmp_path / "cache"
     spec.write_text(yaml.safe_dump(EXPERIMENT))
-    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rres-{uuid.uuid4().hex[:4]}-", dir="/tmp"))  # short: Ray socket paths
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
-    cmd = [sys.executable, "-m", "raysteal", "run", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "2", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list((out / "partial").glob("*/student.state")):  # one epoch saved: the run is mid-training
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            assert time.monotonic() < deadline, "no student state appeared"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        _kill_everything_under(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    args = ["run", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "2", "--quiet"]
+    # one epoch saved: the run is mid-training
+    _stopped_raysteal(args, lambda: list((out / "partial").glob("*/student.state")), _kill_group, "no student state appeared")
     assert not list((out / "runs").glob("*.parquet"))  # killed before its row: nothing finished
 
     store = run_experiment(parse_experiment(EXPERIMENT), out, cache_dir=str(cache), progress=False)
@@ -110,24 +129,12 @@ def test_sigterm_stops_raysteal_run_politely_and_writes_the_finished_rows(tmp_pa
     experiment = {**EXPERIMENT, "experiment": "terminated", "attacks": [{"attack": "popularity"}, *EXPERIMENT["attacks"]]}
     spec, out, cache = tmp_path / "term.yaml", tmp_path / "out", tmp_path / "cache"
     spec.write_text(yaml.safe_dump(experiment))
-    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rterm-{uuid.uuid4().hex[:4]}-", dir="/tmp"))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
-    cmd = [sys.executable, "-m", "raysteal", "run", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list((out / "partial").glob("*/student.state")):  # the floor's row written, DFME mid-training
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            assert time.monotonic() < deadline, "DFME never reached its first epoch"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)  # the driver only, as `timeout -s TERM` does
-        output = proc.communicate(timeout=120)[0].decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        _kill_everything_under(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert proc.returncode == 130, output
+    args = ["run", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "1", "--quiet"]
+    # the floor's row written, DFME mid-training
+    status, output = _stopped_raysteal(
+        args, lambda: list((out / "partial").glob("*/student.state")), _terminate_driver, "DFME never reached its first epoch"
+    )
+    assert status == 130, output
     assert "interrupted: 1 run(s) finished in this sitting, 1 of 2 in all" in output and "resume with: raysteal run" in output
     assert list(pd.read_parquet(out / "results.parquet")["attack"]) == ["popularity"]
     assert list((out / "partial").glob("*/student.state"))  # the unfinished run keeps its epochs
@@ -148,24 +155,15 @@ def test_sigterm_ends_a_tune_sweep_as_ctrl_c_does(tmp_path):
     }
     spec, out, cache = tmp_path / "sweep.yaml", tmp_path / "out", tmp_path / "cache"
     spec.write_text(yaml.safe_dump(sweep))
-    ray_tmp = Path(tempfile.mkdtemp(prefix=f"rtun-{uuid.uuid4().hex[:4]}-", dir="/tmp"))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": "", "RAYSTEAL_RAY_TMP": str(ray_tmp)}
-    cmd = [sys.executable, "-m", "raysteal", "tune", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not list(cache.rglob("*.pt")):  # the target trained: a trial is under way
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
-            assert time.monotonic() < deadline, "no trial started"
-            time.sleep(0.1)
-        time.sleep(2)
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=180)[0].decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        _kill_everything_under(ray_tmp)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert proc.returncode not in (0, -signal.SIGTERM, -signal.SIGABRT), output
+    args = ["tune", str(spec), "--out", str(out), "--cache-dir", str(cache), "--num-cpus", "1", "--quiet"]
+    started = []
+
+    def trial_under_way() -> bool:  # the target trained, then two seconds into the first trial
+        if not started and list(cache.rglob("*.pt")):
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 2
+
+    status, output = _stopped_raysteal(args, trial_under_way, _terminate_driver, "no trial started")
+    assert status not in (0, -signal.SIGTERM, -signal.SIGABRT), output
     assert "did not finish" in output and "run the same command again to resume it" in output, output[-3000:]
     assert not (out / "best.yaml").exists()
