@@ -1,5 +1,6 @@
 """``raysteal run`` killed in the middle of a DFME run (SIGKILL: no cleanup, no row) and run again:
-the run goes on from its last finished epoch on the answers it already paid for.
+the run goes on from its last finished epoch on the answers it already paid for. And SIGTERM, which
+stops ``raysteal run`` and ``raysteal tune`` the way Ctrl-C does.
 
 The killed invocation is a subprocess with its own local Ray runtime (own temp dir); teardown
 kills exactly the processes it left, never a machine-wide ``ray stop``.
