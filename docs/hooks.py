@@ -389,8 +389,10 @@ def targets_table(arg: str) -> str:
     rows = json.loads(path.read_text())
     if not isinstance(rows, list) or not rows:
         raise ValueError(f"gen:targets {arg}: {path} holds no rows")
+    labelled = any("label" in row for row in rows)  # rows of one model under several settings
     head = (
-        "| model | d | HR@10 (100 neg) | NDCG@10 (100 neg) | NDCG@10 full | popularity NDCG@10 full | lift | epochs (best) "
+        ("| settings " if labelled else "")
+        + "| model | d | HR@10 (100 neg) | NDCG@10 (100 neg) | NDCG@10 full | popularity NDCG@10 full | lift | epochs (best) "
         "| epoch scale | last validation gain | train s |"
     )
     out = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -410,6 +412,8 @@ def targets_table(arg: str) -> str:
             "–" if gain is None else f"{gain:+.1%}",
             _figure(round(row["train_seconds"]) if row.get("train_seconds") is not None else None),
         ]
+        if labelled:
+            cells.insert(0, f"`{row['label']}`" if row.get("label") else "–")
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
