@@ -168,3 +168,5 @@ def test_sigterm_ends_a_tune_sweep_as_ctrl_c_does(tmp_path):
     assert status not in (0, -signal.SIGTERM, -signal.SIGABRT), output
     assert "did not finish" in output and "run the same command again to resume it" in output, output[-3000:]
     assert not (out / "best.yaml").exists()
+    # the trial in flight was interrupted, not finished nor stopped by the scheduler: it has no row
+    assert not list((out / "runs").glob("*.parquet"))

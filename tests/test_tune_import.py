@@ -73,6 +73,51 @@ def test_only_trials_of_this_very_sweep_are_taken(tmp_path):
         earlier_trials(grid, [source])
 
 
+def test_an_interrupted_sweeps_published_rows_give_its_trials(tmp_path):
+    # an interrupted sweep writes no trial summary; its rows (finished and scheduler-stopped
+    # trials), as raysteal report exports them, are enough
+    from raysteal.distributed.tune_import import earlier_trials
+    from raysteal.results.store import ResultStore
+
+    sweep = parse_tune({**BASE, "search_space": SPACE, "tune": OPTUNA})
+    store = ResultStore(tmp_path / "ran")
+    for trial, status in (("a1", "completed"), ("a2", "stopped_early")):
+        config = CONFIGS[0] if trial == "a1" else CONFIGS[1]
+        summary = _trial(sweep, trial, config, 0.6 if trial == "a1" else 0.5)
+        row = {
+            "run_id": summary["run_id"],
+            "experiment": sweep.name,
+            "attack": "ptq",
+            "sweep": sweep.name,
+            "tune_trial": trial,
+            "tune_config": summary["config"],
+            "tune_status": status,
+            "tune_epochs": 4 if status == "completed" else 2,
+            "tune_peak": summary["peak_value"],
+            "tune_peak_epoch": 2,
+            "tune_peak_phase": "clone",
+            "tune_peak_phase_epoch": 2,
+            "tune_last": 0.45,
+        }
+        if status == "completed":
+            row["agr@k/heldout"] = 0.58
+        store.write_row(row["run_id"], row)
+    store.write_row("other", {"run_id": "other", "experiment": "x", "attack": "ptq", "sweep": "another-sweep", "tune_trial": "b1"})
+    published = tmp_path / "docs" / "search"
+    published.mkdir(parents=True)
+    shutil.copy(store.export(), published / "results.parquet")
+
+    for source in (tmp_path / "ran", published):  # the sweep's OUT, and its published folder
+        taken = {t["trial_id"]: t for t in earlier_trials(sweep, [source])}
+        assert sorted(taken) == ["a1", "a2"]
+        assert taken["a1"]["status"] == "completed" and taken["a1"]["final_value"] == 0.58 and taken["a1"]["peak_value"] == 0.6
+        assert taken["a2"]["status"] == "stopped_early" and taken["a2"]["final_value"] is None
+        assert (taken["a2"]["peak_phase"], taken["a2"]["peak_phase_epoch"], taken["a2"]["epochs_run"]) == ("clone", 2, 2)
+        assert taken["a2"]["config"] == CONFIGS[1]
+    with pytest.raises(ConfigError, match="no tune_trials.parquet or .json there, and no rows"):
+        earlier_trials(sweep, [tmp_path / "docs"])
+
+
 def test_the_taken_trials_are_recorded_once_and_a_started_sweep_refuses_new_ones(tmp_path):
     from raysteal.distributed.tune_import import IMPORTS_FILE, trials_for_sweep
 

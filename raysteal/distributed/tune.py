@@ -288,13 +288,15 @@ def _trial(config: dict[str, Any], data, setup: TrialSetup | None) -> None:
         tune_trial=trial_id,
         tune_epochs=int(last[TIME_ATTR]),
         tune_config=json.dumps({k: _py(v) for k, v in config.items()}),
-        **{key: peak[key] for key in ROW_PEAK_FIELDS},
+        **{key: peak[key] for key in ROW_PEAK_FIELDS if key in peak},
     )
     tune.report({**_numeric(row), **peak, TIME_ATTR: last[TIME_ATTR], "run_id": rid, "node_id": node, "row": json.dumps(row, default=str)})
 
 
-ROW_PEAK_FIELDS = (PEAK_KEY, "tune_peak_epoch", "tune_last")
-"""Peak columns every tune row carries (the trial's peak of the metric, its epoch, its last value)."""
+ROW_PEAK_FIELDS = (PEAK_KEY, "tune_peak_epoch", "tune_last", "tune_peak_phase", "tune_peak_phase_epoch")
+"""Peak columns every tune row carries (the trial's peak of the metric, its epoch, its last value,
+the training phase and the epoch within it: what ``best.yaml`` cuts the epochs to; so a sweep's
+rows alone, as ``raysteal report`` exports them, say what each trial reached)."""
 
 
 def ray_node_id() -> str:

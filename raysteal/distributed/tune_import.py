@@ -2,7 +2,10 @@
 
 A sweep too long for one machine's sitting can go on in another checkout from what the first
 published: DIR's ``tune_trials.parquet`` (or ``.json``), the per-trial summary ``raysteal tune``
-writes and ``docs/results/.../<search>/`` keeps. A trial is taken only when it belongs to this very
+writes when a sweep ends, or else the sweep's rows (``runs/``, or the ``results.parquet`` that
+``raysteal report`` exports), which an interrupted sweep has too: one row per trial that finished
+or that the scheduler stopped, never one for a trial cut off by the interruption. A trial is taken
+only when it belongs to this very
 sweep: its run id is recomputed from this tune file's base run, the sweep name, the trial's
 sampled configuration and its trial id, and must equal the id it recorded. Taken trials count
 towards ``num_samples`` (only the rest run), enter the choice of the best trial like any other,
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +31,63 @@ counts them without reading the source again)."""
 SUMMARY_STEM = "tune_trials"
 
 
-def _trials_file(source: Path) -> Path:
+def _trials_file(source: Path) -> Path | None:
     for name in (f"{SUMMARY_STEM}.parquet", f"{SUMMARY_STEM}.json"):
         if (source / name).is_file():
             return source / name
-    raise ConfigError(f"--from {source}: no {SUMMARY_STEM}.parquet or .json there (the trial summary raysteal tune writes)")
+    return None
 
 
-def read_trials(source: str | Path) -> list[dict[str, Any]]:
-    """Every trial of the summary in ``source`` (a sweep's ``OUT`` or its published folder), the
+def _trials_from_rows(source: Path, sweep: str, metric: str) -> list[dict[str, Any]]:
+    """The trials of ``sweep`` that ``source``'s rows record (a finished or scheduler-stopped trial
+    has one row; rows of other sweeps and of ``raysteal run`` are skipped)."""
+    from raysteal.results.store import ResultStore  # loads pandas: only where a sweep takes trials from elsewhere
+
+    store = ResultStore(source)
+    if store.runs_dir.is_dir():
+        frame = store.load()
+    elif store.results_file.is_file():
+        import pandas as pd  # loads pandas: as above
+
+        frame = pd.read_parquet(store.results_file)
+    else:
+        raise ConfigError(f"--from {source}: no {SUMMARY_STEM}.parquet or .json there, and no rows (runs/ or results.parquet) of a sweep")
+    if frame.empty or "tune_trial" not in frame.columns or "sweep" not in frame.columns:
+        return []
+    trials = []
+    for row in frame[frame["sweep"] == sweep].to_dict("records"):
+        completed = row.get("tune_status") == "completed"
+        trials.append(
+            {
+                "trial_id": row["tune_trial"],
+                "status": "completed" if completed else "stopped_early",
+                "run_id": row["run_id"],
+                "config": row.get("tune_config") or "{}",
+                "peak_value": row.get("tune_peak"),
+                "peak_epoch": row.get("tune_peak_epoch"),
+                "peak_phase": row.get("tune_peak_phase") if isinstance(row.get("tune_peak_phase"), str) else "",
+                "peak_phase_epoch": row.get("tune_peak_phase_epoch"),
+                "last_value": row.get("tune_last"),
+                "final_value": row.get(metric) if completed else None,
+                "epochs_run": row.get("tune_epochs"),
+            }
+        )
+    return trials
+
+
+def _whole(value: Any) -> int:
+    number = _number(value)
+    return int(number) if number is not None else 0
+
+
+def read_trials(source: str | Path, sweep: str = "", metric: str = "") -> list[dict[str, Any]]:
+    """Every trial that ``source`` (a sweep's ``OUT`` or its published folder) records: its trial
+    summary, else the rows of sweep ``sweep`` (``metric``: the value a finished row scored); the
     configuration as a dict."""
     path = _trials_file(Path(source))
+    if path is None:
+        trials = _trials_from_rows(Path(source), sweep, metric)
+        return [{**t, "config": json.loads(t["config"]) if isinstance(t["config"], str) else dict(t["config"])} for t in trials]
     try:
         if path.suffix == ".json":
             trials = json.loads(path.read_text())["trials"]
@@ -55,7 +105,8 @@ def read_trials(source: str | Path) -> list[dict[str, Any]]:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+    """A finite number (NumPy's included, as pandas reads them), else ``None``."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _summary_of(trial: dict[str, Any], source: Path) -> dict[str, Any]:
@@ -67,13 +118,13 @@ def _summary_of(trial: dict[str, Any], source: Path) -> dict[str, Any]:
         "run_id": str(trial["run_id"]),
         "config": trial["config"],
         "peak_value": _number(trial.get("peak_value")),
-        "peak_epoch": int(trial.get("peak_epoch") or 0),
+        "peak_epoch": _whole(trial.get("peak_epoch")),
         "peak_phase": str(trial.get("peak_phase") or ""),
-        "peak_phase_epoch": int(trial.get("peak_phase_epoch") or 0),
+        "peak_phase_epoch": _whole(trial.get("peak_phase_epoch")),
         "last_value": _number(trial.get("last_value")),
         "final_value": _number(trial.get("final_value")),
-        "epochs_run": int(trial.get("epochs_run") or 0),
-        "epochs_reported": int(trial.get("epochs_reported") or 0),
+        "epochs_run": _whole(trial.get("epochs_run")),
+        "epochs_reported": _whole(trial.get("epochs_reported")),
         "imported_from": str(source),
     }
 
@@ -89,7 +140,7 @@ def earlier_trials(tune_exp: TuneExperiment, sources: list[Path]) -> list[dict[s
     base = tune_exp.base_run()
     taken: dict[str, dict[str, Any]] = {}
     for source in sources:
-        trials = read_trials(source)
+        trials = read_trials(source, tune_exp.name, tune_exp.tune.metric)
         mine = [t for t in trials if trial_run(base, tune_exp.name, t["config"], str(t["trial_id"])).id == str(t.get("run_id"))]
         if trials and not mine:
             raise ConfigError(
