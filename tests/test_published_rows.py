@@ -95,3 +95,26 @@ def test_a_results_file_without_run_ids_is_refused(tmp_path):
     with pytest.raises(DataFileError, match="has no run_id column"):
         import_rows(config, tmp_path / "resumed", [source])
     assert not (tmp_path / "resumed" / "runs").exists()  # nothing written
+
+
+def test_rows_of_two_trainings_of_one_target_are_named(tmp_path):
+    # rows taken --from were scored against one training of the target, rows run here against a
+    # retrained one (other code, other device): the comparison is named, not silently mixed
+    from raysteal.results.reproduction import import_rows, retrained_targets
+    from raysteal.results.store import ResultStore
+
+    _, config = _config(tmp_path)
+    rows = _fake_rows(config, seeds=2)
+    for row in rows:
+        row["target_test_ndcg@10_full"] = 0.1495
+    published = _published(tmp_path, rows[:3])
+    out = tmp_path / "resumed"
+    import_rows(config, out, [published])
+    store = ResultStore(out)
+    assert retrained_targets(config, out) == []  # nothing run here yet
+    for row in rows[3:]:
+        store.write_row(row["run_id"], {**row, "target_test_ndcg@10_full": 0.1495})
+    assert retrained_targets(config, out) == []  # the same training
+    store.write_row(rows[3]["run_id"], {**rows[3], "target_test_ndcg@10_full": 0.1531})
+    (line,) = retrained_targets(config, out)
+    assert line.startswith("tiny-table: bpr on synthetic: rows taken --from") and "0.1495" in line and "0.1531" in line

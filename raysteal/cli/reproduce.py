@@ -19,7 +19,7 @@ import typer
 
 from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet
-from raysteal.cli.run import check_rows_for_report, comma_list, finished_runs, resume_command, run_file
+from raysteal.cli.run import check_rows_for_report, comma_list, finished_runs, resume_command, run_file, warn_retrained_targets
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.termination import terminate_as_interrupt
 
@@ -162,6 +162,8 @@ def reproduce(
     except KeyboardInterrupt:
         typer.echo(f"interrupted; finished runs are kept; resume with: {command}", err=True)
         raise typer.Exit(130) from None
+    for entry in to_run:
+        warn_retrained_targets(entry.config, entry.out_dir)
     typer.echo(f"\nreport written to {path}")
     if publish is not None:
         written = publish_reproduction(out_root, entries, publish)

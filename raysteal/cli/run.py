@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
             max_concurrent=max_concurrent,
             quiet=quiet,
         )
+        warn_retrained_targets(config, Path(out_dir))
         typer.echo(f"\n{config.experiment}: {len(frame)} runs in {out_dir}/runs (mean ± std over seeds)\n")
         typer.echo(summary_markdown(frame, paper=config.paper))
         check_rows_for_report(frame, config, out_dir)
@@ -117,6 +118,14 @@ def import_from(config, out_dir: Path, sources: list[Path]) -> None:
     check_sources(sources)
     for source, count in import_rows(config, out_dir, sources).items():
         typer.echo(f"{config.experiment}: {count} finished run(s) taken from {source}")
+
+
+def warn_retrained_targets(config, out_dir: Path) -> None:
+    """Say (on stderr) where rows taken ``--from`` and rows run here saw two trainings of one target."""
+    from raysteal.results.reproduction import retrained_targets
+
+    for line in retrained_targets(config, out_dir):
+        typer.echo(f"warning: {line}", err=True)
 
 
 def selected_config(

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from raysteal.atomic import copy_atomically, write_text_atomically
 from raysteal.data.datasets import dataset_spec
 from raysteal.errors import ConfigError, DataFileError, RaystealError
@@ -289,6 +291,41 @@ def imported_runs(out_dir: Path) -> dict[str, str]:
     """Row file id -> the directory it was imported from (``--from``), for ``out_dir``."""
     record = _read_json(Path(out_dir) / IMPORTS_FILE, {"runs": {}})
     return {rid: entry.get("from", "?") for rid, entry in record.get("runs", {}).items()}
+
+
+def retrained_targets(config, out_dir: Path) -> list[str]:
+    """One line per target of ``config`` whose rows in ``out_dir`` were scored against two
+    trainings of it: rows taken ``--from`` elsewhere and rows run here that share the target's
+    specification (dataset, split, target entry) but not its test accuracy. A target cache is
+    keyed by specification, not by code, so another machine or version may retrain it slightly
+    differently (float rounding grows over a training); rows of two trainings then differ by the
+    target as well as by their settings."""
+    imported = imported_runs(out_dir)
+    if not imported:
+        return []
+    frame = ResultStore(out_dir).load()
+    column = "target_test_ndcg@10_full"
+    if frame.empty or column not in frame.columns:
+        return []
+    accuracy = dict(zip(frame["run_id"].astype(str), pd.to_numeric(frame[column], errors="coerce")))
+    groups: dict[str, dict[str, set[float]]] = {}
+    for run in expand_runs(config):
+        rid = next((i for i in run.ids if i in accuracy), None)
+        if rid is None or accuracy[rid] != accuracy[rid]:  # no row, or no accuracy in it
+            continue
+        where = "taken" if rid in imported else "here"
+        groups.setdefault(target_identity(run), {}).setdefault(where, set()).add(round(float(accuracy[rid]), 6))
+    lines = []
+    for identity, seen in groups.items():
+        if {"taken", "here"} <= set(seen) and seen["taken"] != seen["here"]:
+            dataset, _, _, target = json.loads(identity)
+            lines.append(
+                f"{config.experiment}: {target.get('model')} on {dataset.get('name')}: rows taken --from were scored against a "
+                f"training of the target with test NDCG@10 {', '.join(f'{v:.4f}' for v in sorted(seen['taken']))}, rows run here "
+                f"against one with {', '.join(f'{v:.4f}' for v in sorted(seen['here']))} (retrained by other code or on another "
+                "device): compare rows within one training"
+            )
+    return lines
 
 
 # ------------------------------------------------------------------ sittings (wall time)
