@@ -257,3 +257,13 @@ def test_a_grid_over_head_fraction_gives_one_cell_per_value_and_old_rows_count_a
     assert cells.loc[0.2, "seeds"] == 2 and cells.loc[0.5, "seeds"] == 1
     old = summarize(pd.DataFrame([{**rows[0], "head_fraction": float("nan")}, rows[1]]), metrics=["agr@10/head"])
     assert len(old) == 1 and "head_fraction" not in old.columns  # not an axis when it does not vary
+
+
+def test_a_damaged_row_file_is_a_warning_when_rows_are_exported_and_loses_nothing(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_row("r0", _row("ptd", 0, 0.3))
+    before = store.export().read_bytes()
+    (store.runs_dir / "r1.parquet").write_bytes(b"not parquet")
+    with pytest.warns(RuntimeWarning, match=r"results.parquet not written: .*r1.parquet"):
+        assert store.export_or_warn() is None
+    assert store.results_file.read_bytes() == before

@@ -14,7 +14,7 @@ from raysteal import __version__
 from raysteal.atomic import remove_stale_temp_files, write_text_atomically
 from raysteal.cli import directory_option
 from raysteal.cli.options import Address, CacheDir, DataDir, MaxConcurrent, NumCpus, Quiet, path_text
-from raysteal.errors import ConfigError, DataFileError
+from raysteal.errors import ConfigError
 from raysteal.provenance import code_commit
 from raysteal.termination import terminate_as_interrupt
 
@@ -181,6 +181,7 @@ def run_file(
     the finished rows, says what finished and how to resume (``resume``: the command line) and exits 130; failed runs raise ``RaystealError`` once the rest are done."""
     from raysteal.distributed.experiment_runner import run_experiment
     from raysteal.experiment.preflight import check_experiment_data
+    from raysteal.results.store import ResultStore
 
     finished_before = finished_runs(config, out_dir)
     try:
@@ -201,7 +202,7 @@ def run_file(
                 max_concurrent=max_concurrent,
             )
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (terminate_as_interrupt)
-        export_finished(out_dir)
+        ResultStore(out_dir).export_or_warn()  # the rows finished so far, this sitting's too
         typer.echo(interrupted_message(config, out_dir, finished_before, resume), err=True)
         raise typer.Exit(130) from None
     frame = store.load()
@@ -229,17 +230,6 @@ def finished_runs(config, out_dir: Path) -> set[str]:
     store = ResultStore(out_dir)
     done = store.finished()
     return {run.id for run in expand_runs(config) if store.is_finished(run.ids, done)}
-
-
-def export_finished(out_dir: Path) -> None:
-    """``OUT/results.parquet`` rewritten with the rows finished so far (an interrupted sitting's
-    too); a damaged row file leaves it as it was, and ``raysteal report`` names that file."""
-    from raysteal.results.store import ResultStore
-
-    try:
-        ResultStore(out_dir).export()
-    except DataFileError:
-        pass
 
 
 def interrupted_message(config, out_dir: Path, finished_before: set[str], resume: str) -> str:

@@ -33,7 +33,7 @@ from raysteal.distributed.deploy import (
     target_what,
 )
 from raysteal.distributed.progress import RunProgress
-from raysteal.errors import DataFileError, RaystealError
+from raysteal.errors import RaystealError
 from raysteal.experiment.config import ExperimentConfig
 from raysteal.experiment.run import Run, expand_runs
 from raysteal.results.store import ResultStore, canonical_run, run_id
@@ -53,17 +53,6 @@ def _group_key(run: Run) -> tuple:
         json.dumps(spec["split"], sort_keys=True),
         json.dumps(spec["target"], sort_keys=True),
     )
-
-
-def _export(store) -> None:
-    """``OUT/results.parquet``; a damaged row file is a warning here (the runs are done, their
-    rows kept), and ``raysteal report`` names it."""
-    import warnings
-
-    try:
-        store.export()
-    except DataFileError as err:
-        warnings.warn(f"results.parquet not written: {err}", RuntimeWarning, stacklevel=3)
 
 
 def _warn_stray_work(store: ResultStore, expected: set[str]) -> None:
@@ -105,7 +94,7 @@ def run_experiment(
     pending = list({r.id: r for r in runs if not store.is_finished(r.ids, done)}.values())
     _warn_stray_work(store, {r.id for r in runs})
     if not pending:
-        _export(store)
+        store.export_or_warn()
         return store
     share = start_ray(address, num_cpus)
     prepare = prepare_task(share)
@@ -126,7 +115,7 @@ def run_experiment(
             news.shutdown()  # the queue actor goes with the loop, also when it fails
     for name, server in sitting.servers.values():
         close_server(store, name, server)
-    _export(store)  # the finished rows in one file, failures or not
+    store.export_or_warn()  # the finished rows in one file, failures or not
     if sitting.failures:
         raise RaystealError(failures_message(sitting.failures, pending))
     return store

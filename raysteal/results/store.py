@@ -234,6 +234,18 @@ class ResultStore:
         _atomic_write_table(rows_table(frame), self.results_file)
         return self.results_file
 
+    def export_or_warn(self) -> Path | None:
+        """:meth:`export` where rows have finished and must not be lost to one damaged row file:
+        such a file is a ``RuntimeWarning`` (``results.parquet`` stays as it was; ``raysteal report``
+        names the file), not an error."""
+        import warnings
+
+        try:
+            return self.export()
+        except DataFileError as err:
+            warnings.warn(f"results.parquet not written: {err}", RuntimeWarning, stacklevel=2)
+            return None
+
     def load_query_logs(self) -> pd.DataFrame:
         """Every server's query log: the parts, and the journal (``ledgers/NAME/querylog-*.jsonl``)
         of each server start that wrote no part (an invocation killed, interrupted or still running)."""
