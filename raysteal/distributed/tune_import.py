@@ -23,6 +23,7 @@ from typing import Any
 from raysteal.atomic import write_text_atomically
 from raysteal.errors import ConfigError, DataFileError
 from raysteal.experiment.tune_config import TuneExperiment
+from raysteal.results.reproduction import check_sources
 
 IMPORTS_FILE = "tune_imported.json"
 """``OUT/tune_imported.json``: the trials a sweep took ``--from`` elsewhere (so a resumed sweep
@@ -170,9 +171,7 @@ def trials_for_sweep(out: Path, tune_exp: TuneExperiment, sources: list[Path], s
         return []
     if started:
         raise ConfigError(f"--from: the sweep in {out} started without it; resume it without --from, or start one in a fresh --out")
-    for source in sources:
-        if not Path(source).is_dir():
-            raise ConfigError(f"--from {source}: not a directory (a sweep's --out, or its published folder)")
+    check_sources(sources)
     trials = earlier_trials(tune_exp, sources)
     payload = {"sources": sorted(str(Path(s).resolve()) for s in sources), "trials": trials}
     write_text_atomically(record, json.dumps(payload, indent=2, default=str))

@@ -249,7 +249,9 @@ def check_sources(sources: list[Path]) -> None:
     """Each ``--from`` directory exists (a ``ConfigError`` naming the first that does not)."""
     for source in sources:
         if not Path(source).is_dir():
-            raise ConfigError(f"--from {source}: not a directory (a results directory of raysteal run or reproduce, or a published one)")
+            raise ConfigError(
+                f"--from {source}: not a directory (a results directory of raysteal run, reproduce or tune, or a published one)"
+            )
 
 
 def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
