@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -221,3 +222,15 @@ def test_bad_inputs_raise_config_errors():
         rank_biased_overlap([[1, -1, 2]], [[1, 2, 3]])
     with pytest.raises(ConfigError, match="one width"):
         exact_match_at_k([[1, 2]], [[1, 2, 3]])
+
+
+def test_read_only_arrays_are_read_without_a_warning_and_left_as_they_are():
+    # Ray's object store hands out read-only arrays; torch warns on sharing them, so they are copied
+    target, clone = TARGET.copy(), CLONE.copy()
+    target.flags.writeable = False
+    clone.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = agreement_at_k(target, clone)
+    close(out, agreement_at_k(TARGET, CLONE))
+    assert np.array_equal(target, TARGET) and not target.flags.writeable

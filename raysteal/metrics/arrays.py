@@ -29,12 +29,14 @@ def device_of(*xs: object) -> torch.device:
 
 
 def as_tensor(x: object, name: str, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``x`` (numpy array, tensor or nested list) as a tensor on ``device`` (zero-copy when it can)."""
+    """``x`` (numpy array, tensor or nested list) as a tensor on ``device`` (zero-copy when it can:
+    a read-only array, such as one Ray's object store hands out, is copied rather than shared)."""
     if isinstance(x, torch.Tensor):
         t = x
     else:
         try:
-            t = torch.as_tensor(np.asarray(x))
+            array = np.asarray(x)
+            t = torch.as_tensor(array if array.flags.writeable else array.copy())
         except (TypeError, ValueError, RuntimeError) as err:
             raise ConfigError(f"{name}: cannot read as an array ({err})") from None
     t = t.to(device)
