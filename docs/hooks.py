@@ -407,7 +407,7 @@ def targets_table(arg: str) -> str:
             _figure(row.get("ndcg@10_full")),
             _figure(row.get("popularity_ndcg@10_full")),
             f"{row['target_lift']:.2f}×" if row.get("target_lift") is not None else "–",
-            f"{row.get('epochs_run')} ({row.get('best_epoch')})",
+            "–" if row.get("epochs_run") is None else f"{row['epochs_run']} ({row.get('best_epoch')})",  # closed-form references train no epochs
             _figure(row.get("epoch_scale"), 2),
             "–" if gain is None else f"{gain:+.1%}",
             _figure(round(row["train_seconds"]) if row.get("train_seconds") is not None else None),

@@ -392,3 +392,24 @@ def test_targets_benchmark_refuses_a_json_it_did_not_write_and_keeps_it(tmp_path
     with pytest.raises(SystemExit, match="not the JSON list this benchmark writes"):
         targets.main(["--dataset", "synthetic", "--models", "bpr", "--epochs", "1", "--json", str(out)])
     assert out.read_text() == '{"not": "a list"}'  # nothing trained, nothing overwritten
+
+
+def test_reference_recommenders_choose_on_validation_and_write_their_json(tmp_path, benchmarks_on_path):
+    import reference_recommenders
+
+    out = tmp_path / "refs.json"
+    common = ["--dataset", "synthetic", "--json", str(out)]
+    assert reference_recommenders.main([*common, "--ease-l2", "10,100", "--knn-neighbours", "all,20"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["itemknn", "ease"]
+    for row in rows:
+        chosen = max(row["validation"], key=lambda v: v["valid_ndcg@10_full"])
+        assert row["settings"] == {k: v for k, v in chosen.items() if k != "valid_ndcg@10_full"}
+        assert len(row["validation"]) == 2 and row["target_lift"] == pytest.approx(row["ndcg@10_full"] / row["popularity_ndcg@10_full"])
+    # a second reference run keeps the other rows of the file
+    assert reference_recommenders.main([*common, "--references", "ease", "--ease-l2", "10"]) == 0
+    assert [r["model"] for r in json.loads(out.read_text())] == ["itemknn", "ease"]
+    for bad in (["--references", "svd"], ["--ease-l2", "x"], ["--max-items", "10"]):
+        with pytest.raises(SystemExit):  # a one-line error, nothing written
+            reference_recommenders.main([*bad, "--dataset", "synthetic", "--json", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
