@@ -9,6 +9,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,6 +80,20 @@ def alternating_rounds(
         "speedup_median_of_pairs": statistics.median(a / b for a, b in zip(times[names[0]], times[names[1]])),
         "rounds_cpu": times,
     }
+
+
+def read_json_rows(path: Path | None) -> list[dict[str, Any]]:
+    """The rows an earlier invocation wrote to ``--json`` as a JSON list (none when it does not
+    exist); anything else ends the run with a one-line error and leaves the file as it is."""
+    if path is None or not path.exists():
+        return []
+    try:
+        rows = json.loads(path.read_text())
+    except ValueError as err:
+        raise SystemExit(f"{path}: not the JSON list this benchmark writes ({err}); move it away") from None
+    if not isinstance(rows, list):
+        raise SystemExit(f"{path}: not the JSON list this benchmark writes; move it away")
+    return rows
 
 
 def write_json(path: str | None, payload: Any) -> None:

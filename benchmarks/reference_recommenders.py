@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import read_json_rows
 
 
 def _grid(text: str, what: str, cast: type) -> list[Any]:
@@ -44,18 +45,6 @@ def _grid(text: str, what: str, cast: type) -> list[Any]:
     return values
 
 
-def _read_rows(path: Path | None) -> list[dict[str, Any]]:
-    if path is None or not path.exists():
-        return []
-    try:
-        rows = json.loads(path.read_text())
-    except ValueError as err:
-        raise SystemExit(f"{path}: not the JSON list this benchmark writes ({err}); move it away") from None
-    if not isinstance(rows, list):
-        raise SystemExit(f"{path}: not the JSON list this benchmark writes; move it away")
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
@@ -69,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here (rows of other datasets or references are kept)")
     args = parser.parse_args(argv)
-    earlier = _read_rows(args.json)
+    earlier = read_json_rows(args.json)
 
     from raysteal.data import load_dataset
     from raysteal.errors import ConfigError

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import read_json_rows
 
 # Published anchors on ML-1M, 100-negative protocol (the issue's list).
 ANCHORS: dict[str, dict[str, Any]] = {
@@ -200,21 +201,8 @@ def bench_model(
     return row
 
 
-def _read_rows(path: Path | None) -> list[dict[str, Any]]:
-    """The rows an earlier invocation wrote to ``--json`` (none when it does not exist)."""
-    if path is None or not path.exists():
-        return []
-    try:
-        rows = json.loads(path.read_text())
-    except ValueError as err:
-        raise SystemExit(f"{path}: not the JSON list this benchmark writes ({err}); move it away") from None
-    if not isinstance(rows, list):
-        raise SystemExit(f"{path}: not the JSON list this benchmark writes; move it away")
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--preprocess", default="none")
     parser.add_argument("--models", default="bpr,lmf,neumf", help="comma-separated registered names")
@@ -234,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--state-dir", type=Path, default=None, help="keep each training's per-epoch state here (a killed run resumes)")
     args = parser.parse_args(argv)
-    earlier = _read_rows(args.json)
+    earlier = read_json_rows(args.json)
 
     from raysteal.data import load_dataset
     from raysteal.training import make_split
