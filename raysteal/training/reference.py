@@ -65,8 +65,8 @@ def cooccurrence(train: Interactions, chunk: int = 4096) -> torch.Tensor:
     gram = torch.zeros(train.num_items, train.num_items)
     for start in range(0, train.num_users, chunk):
         users = np.arange(start, min(start + chunk, train.num_users))
-        part = history_matrix(train, users).to_dense()
-        gram += part.T @ part
+        part = history_matrix(train, users)
+        gram += torch.sparse.mm(part.t(), part.to_dense())  # nnz x items multiply-adds, not users x items²
     return gram
 
 
