@@ -131,8 +131,15 @@ def test_the_taken_trials_are_recorded_once_and_a_started_sweep_refuses_new_ones
         trials_for_sweep(out, sweep, [tmp_path / "nowhere"], started=False)
     assert trials_for_sweep(out, sweep, [], started=False) == []
 
+    (source / "tune_curves").mkdir()
+    curve = json.dumps({"1": {"agr@k/heldout": 0.5}, "2": {"agr@k/heldout": 0.6}})
+    (source / "tune_curves" / "a1.json").write_text(curve)
+    (source / "tune_curves" / "zz.json").write_text(curve)  # not a trial of this sweep: not copied
     first = trials_for_sweep(out, sweep, [source], started=False)
     assert [t["trial_id"] for t in first] == ["a1"] and (out / IMPORTS_FILE).is_file()
+    # the taken trial's curve comes along, for the search report to draw
+    assert sorted(p.name for p in (out / "tune_curves").iterdir()) == ["a1.json"]
+    assert (out / "tune_curves" / "a1.json").read_text() == curve
     shutil.rmtree(source)  # resuming reads the record, not the source
     assert trials_for_sweep(out, sweep, [], started=True) == first
     with pytest.raises(ConfigError, match="took its trials from"):

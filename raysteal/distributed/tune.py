@@ -47,7 +47,7 @@ from ray.tune import Callback
 from raysteal.atomic import write_text_atomically
 from raysteal.distributed.deploy import close_server, deploy_defense, ledger_budget, prepare_one_target, prepare_task, start_ray
 from raysteal.distributed.runtime import check_fits, worker_device
-from raysteal.distributed.tune_import import trials_for_sweep
+from raysteal.distributed.tune_import import CURVES_DIR, trials_for_sweep
 from raysteal.errors import ConfigError, RaystealError
 from raysteal.experiment.evaluation import evaluation_for
 from raysteal.experiment.execute import row_head
@@ -82,8 +82,6 @@ PEAK_FILE = "tune_peaks.json"
 """A resumable trial's reported epochs, in its scratch directory (a trial resumed mid-training
 does not report its earlier epochs again)."""
 
-CURVES_DIR = "tune_curves"
-"""``OUT/tune_curves/<trial id>.json``: every epoch's probe measures of a trial (:class:`EpochLog`)."""
 
 SUMMARY_FILE = "tune_trials"
 """``OUT/tune_trials.json`` / ``.parquet``: every trial's peak, last value and epochs."""

@@ -25,6 +25,10 @@ from raysteal.errors import ConfigError, DataFileError
 from raysteal.experiment.tune_config import TuneExperiment
 from raysteal.results.reproduction import check_sources
 
+CURVES_DIR = "tune_curves"
+"""``OUT/tune_curves/<trial id>.json``: every epoch's probe measures of a trial
+(:class:`~raysteal.distributed.tune.EpochLog`)."""
+
 IMPORTS_FILE = "tune_imported.json"
 """``OUT/tune_imported.json``: the trials a sweep took ``--from`` elsewhere (so a resumed sweep
 counts them without reading the source again)."""
@@ -173,6 +177,22 @@ def trials_for_sweep(out: Path, tune_exp: TuneExperiment, sources: list[Path], s
         raise ConfigError(f"--from: the sweep in {out} started without it; resume it without --from, or start one in a fresh --out")
     check_sources(sources)
     trials = earlier_trials(tune_exp, sources)
+    copy_curves(trials, out)
     payload = {"sources": sorted(str(Path(s).resolve()) for s in sources), "trials": trials}
     write_text_atomically(record, json.dumps(payload, indent=2, default=str))
     return trials
+
+
+def copy_curves(trials: list[dict[str, Any]], out: Path) -> list[str]:
+    """Copy each taken trial's per-epoch curve (``<its source>/tune_curves/<trial id>.json``, where
+    the source published one) into ``OUT/tune_curves``, so the search report draws it beside the
+    trials run here; a curve already there is kept. Returns the trial ids whose curve was copied."""
+    copied = []
+    for trial in trials:
+        name = f"{trial['trial_id']}.json"
+        source, target = Path(trial["imported_from"]) / CURVES_DIR / name, out / CURVES_DIR / name
+        if source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(target, source.read_text())
+            copied.append(str(trial["trial_id"]))
+    return copied
