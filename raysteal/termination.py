@@ -2,7 +2,9 @@
 Ctrl-C, so a long command stopped that way says what finished and how to resume, and writes what
 it has, instead of dying mid-line. The signal is passed on as SIGINT, so whoever handles Ctrl-C
 handles it: Python's ``KeyboardInterrupt`` in ``raysteal run``, Ray Tune's own graceful stop (last
-experiment checkpoint) in ``raysteal tune``.
+experiment checkpoint) in ``raysteal tune``. Where SIGINT is ignored (a command started in the
+background by a script: such a job starts with SIGINT ignored), ``KeyboardInterrupt`` is raised
+directly, so SIGTERM still stops it politely.
 
 ``ray.init`` installs handlers of its own for SIGTERM (Python's ``sys.exit`` and the core worker's
 crash reporter, which aborts the process); :func:`reclaim_sigterm`, called right after it, puts
@@ -19,7 +21,12 @@ _OPEN_BLOCKS = [0]
 
 
 def _interrupt(signum, frame) -> None:
-    signal.raise_signal(signal.SIGINT)
+    if callable(signal.getsignal(signal.SIGINT)):  # Python's KeyboardInterrupt, or Tune's graceful stop
+        signal.raise_signal(signal.SIGINT)
+        return
+    # SIGINT ignored (a background job of a non-interactive shell, ``nohup raysteal run ... &``,
+    # starts with SIGINT ignored) or left at the default: passing it on would do nothing, or kill
+    raise KeyboardInterrupt
 
 
 def _in_main_thread() -> bool:
