@@ -398,6 +398,8 @@ def targets_table(arg: str) -> str:
     out = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for row in rows:
         gain = row.get("last_validation_gain")
+        # closed-form references (benchmarks/reference_recommenders.py) train no epochs
+        epochs = "–" if row.get("epochs_run") is None else f"{row['epochs_run']} ({row.get('best_epoch')})"
         model = row.get("model_config") or {}
         cells = [
             f"`{row['model']}`" + (", pre-trained parts" if model.get("pretrain") else ""),
@@ -407,7 +409,7 @@ def targets_table(arg: str) -> str:
             _figure(row.get("ndcg@10_full")),
             _figure(row.get("popularity_ndcg@10_full")),
             f"{row['target_lift']:.2f}×" if row.get("target_lift") is not None else "–",
-            "–" if row.get("epochs_run") is None else f"{row['epochs_run']} ({row.get('best_epoch')})",  # closed-form references train no epochs
+            epochs,
             _figure(row.get("epoch_scale"), 2),
             "–" if gain is None else f"{gain:+.1%}",
             _figure(round(row["train_seconds"]) if row.get("train_seconds") is not None else None),
