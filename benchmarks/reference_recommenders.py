@@ -1,7 +1,7 @@
 """Item-kNN and EASE beside popularity on a dataset: does the log hold more than popularity?
 
     python benchmarks/reference_recommenders.py --dataset tafeng --preprocess paper \\
-        --json docs/results/targets/tafeng-references.json
+        --json docs/results/targets/references.json
 
 When a target's lift over popularity is small (the guard, :mod:`raysteal.training.guard`), this
 tells a popularity-bound log from a target recipe that misses what the log holds. Each reference
