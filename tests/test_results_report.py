@@ -267,3 +267,69 @@ def test_a_damaged_row_file_is_a_warning_when_rows_are_exported_and_loses_nothin
     with pytest.warns(RuntimeWarning, match=r"results.parquet not written: .*r1.parquet"):
         assert store.export_or_warn() is None
     assert store.results_file.read_bytes() == before
+
+
+def _markdown_rows(section: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in ``section``, keyed by its header."""
+    lines = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")]
+    return [dict(zip(lines[0], cells)) for cells in lines[1:]]
+
+
+def _variant_row(experiment: str, variant: str, seed: int, tail: float, budget: int = -1) -> dict:
+    return {**_row("bahsd", seed, tail), "experiment": experiment, "variant": variant, "budget": budget, "agr@10/tail": tail}
+
+
+def test_a_table_relative_to_a_reference_compares_each_cell_with_the_reference_mean(tmp_path):
+    """An ablation table: each cell's mean against the reference configuration's, found in another
+    experiment's rows of the same directory and in the same setting (here: the same budget)."""
+    store = ResultStore(tmp_path)
+    rows = [
+        _variant_row("main", "full", 0, 0.70),
+        _variant_row("main", "full", 1, 0.74),  # reference mean 0.72
+        _variant_row("main", "full", 0, 0.40, budget=10),  # another setting: its own reference
+        _variant_row("ablations", "no-kl", 0, 0.684),
+        _variant_row("ablations", "no-kl", 1, 0.684),  # 0.684 / 0.72 - 1 = -5.0%
+        _variant_row("ablations", "no-kl", 0, 0.42, budget=10),  # 0.42 / 0.40 - 1 = +5.0%
+        _variant_row("ablations", "no-probes", 0, 0.75, budget=99),  # no reference at that budget
+        {**_row("popularity", 0, 0.03), "experiment": "ablations", "variant": "popularity", "agr@10/tail": 0.03},
+    ]
+    for i, row in enumerate(rows):
+        store.write_row(f"r{i}", row)
+    (tmp_path / "experiments").mkdir()
+    table = {"kind": "table", "metrics": ["agr@10/tail", "agr@k"], "relative_to": {"variant": "full"}}
+    for name in ("main", "ablations"):
+        (tmp_path / "experiments" / f"{name}.json").write_text(json.dumps({"experiment": name, "report": [table]}))
+    text = render_report(tmp_path).read_text()
+    ablations = _markdown_rows(text.split("## ablations")[1].split("## main")[0])
+    compared = {f"{r['variant']}@{r['budget']}": r["agr@10/tail vs full"] for r in ablations}
+    assert compared == {
+        "no-kl@-1": "-5.0%",
+        "no-kl@10": "+5.0%",
+        "no-probes@99": "–",
+        "popularity@-1": "–",
+    }  # no reference at 99; the floor is no variant
+    assert [r["agr@10/tail vs full"] for r in _markdown_rows(text.split("## main")[1])] == ["reference", "reference"]
+
+
+def test_relative_metrics_and_a_missing_reference_are_clear_errors(tmp_path):
+    from raysteal.experiment.config import parse_experiment
+
+    base = {"experiment": "demo", "datasets": [{"name": "synthetic"}], "targets": [{"model": "bpr"}], "attacks": [{"attack": "popularity"}]}
+    for report, problem in [
+        ([{"kind": "table", "relative_metrics": ["agr@k"]}], "'relative_metrics' needs 'relative_to'"),
+        ([{"kind": "table", "relative_to": {"variant": "a", "attack": "b"}}], "names one reference"),
+        ([{"kind": "curve", "x": "k", "relative_to": {"variant": "a"}}], "belong to a table"),
+    ]:
+        with pytest.raises(ConfigError, match=problem):
+            parse_experiment({**base, "report": report})
+    store = ResultStore(tmp_path)
+    store.write_row("r0", _variant_row("demo", "full", 0, 0.7))
+    (tmp_path / "experiments").mkdir()
+    for entry, problem in [
+        ({"kind": "table", "relative_to": {"variant": "nowhere"}}, r"no row has variant = 'nowhere'"),
+        ({"kind": "table", "relative_to": {"colour": "red"}}, r"report\.0\.relative_to: column 'colour' is not in the results"),
+        ({"kind": "table", "relative_to": {"variant": "full"}, "relative_metrics": ["agr@99"]}, r"relative_metrics\.0: column 'agr@99'"),
+    ]:
+        (tmp_path / "experiments" / "demo.json").write_text(json.dumps({"experiment": "demo", "report": [entry]}))
+        with pytest.raises(ConfigError, match=problem):
+            render_report(tmp_path)

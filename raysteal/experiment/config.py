@@ -222,6 +222,15 @@ class ReportEntry(_Strict):
     facet: str | None = Field(None, description="curve / heatmap / matrix / pareto: one panel per value of this column")
     rows: str = Field("target", description="heatmap: row column")
     cols: str = Field("clone", description="heatmap: column column")
+    relative_to: dict[str, str] | None = Field(
+        None,
+        description="table: one reference configuration, {column: value} (e.g. {variant: search-best}), whose mean each"
+        " row is compared with (relative difference in %), the reference taken from every row of the results directory"
+        " in the same setting; an ablation table",
+    )
+    relative_metrics: list[str] | None = Field(
+        None, min_length=1, description="table with relative_to: the metrics compared with the reference (default: the table's first)"
+    )
     cost: str | None = Field(
         None,
         description="pareto: the target's own accuracy, whose relative drop from the undefended target's is the x axis"
@@ -235,6 +244,14 @@ class ReportEntry(_Strict):
             raise ValueError("a curve needs 'x' (the column on its x axis)")
         if self.cost is not None and self.kind != "pareto":
             raise ValueError(f"'cost' is the x axis of a pareto figure, not of a {self.kind}")
+        if (self.relative_to is not None or self.relative_metrics is not None) and self.kind != "table":
+            raise ValueError(f"'relative_to' and 'relative_metrics' belong to a table, not to a {self.kind}")
+        if self.relative_to is not None and (
+            len(self.relative_to) != 1 or not all(k.strip() and v.strip() for k, v in self.relative_to.items())
+        ):
+            raise ValueError(f"'relative_to' names one reference as {{column: value}}, e.g. {{variant: defaults}}; got {self.relative_to}")
+        if self.relative_metrics is not None and self.relative_to is None:
+            raise ValueError("'relative_metrics' needs 'relative_to' (the reference they are compared with)")
         if self.cost is not None and not self.cost.strip():
             raise ValueError("'cost' must name a column (the target's accuracy, e.g. target_ndcg@k/defended)")
         return self

@@ -24,6 +24,7 @@ from raysteal.results.summary import (
     floor_values,
     paper_key_matches,
     parse_paper_key,
+    relative_texts,
     setting_number,
     summary_markdown,
     with_derived_metrics,
@@ -50,6 +51,12 @@ def _check_columns(frame: pd.DataFrame, rspec: dict[str, Any], where: str) -> No
         wanted = rspec.get("metrics") or []
         if wanted and not any(m in frame.columns for m in wanted):
             raise ConfigError(f"{where}: none of the metrics {wanted} is in the results")
+        for i, metric in enumerate(rspec.get("relative_metrics") or []):
+            if metric not in frame.columns:
+                raise ConfigError(f"{where}.relative_metrics.{i}: column {metric!r} is not in the results")
+        for column in rspec.get("relative_to") or {}:
+            if column not in frame.columns and f"hp/{column}" not in frame.columns:
+                raise ConfigError(f"{where}.relative_to: column {column!r} is not in the results")
         return
     if kind == "matrix":
         for i, metric in enumerate(matrix_metrics(rspec)):
@@ -233,7 +240,7 @@ def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None)
         name = str(key)  # the column holds the experiment names raysteal run wrote
         spec = specs.get(name, {})
         sections += [f"## {name}", "", spec.get("description", ""), ""]
-        sections += experiment_sections(name, part, spec, out_dir)
+        sections += experiment_sections(name, part, spec, out_dir, reference_rows=frame)
     sections += search_section(root, out_dir)
     return write_text_atomically(out_dir / "report.md", "\n".join(sections))
 
@@ -275,12 +282,15 @@ def experiment_sections(
     paper_beside: bool = False,
     floor_rows: pd.DataFrame | None = None,
     extra: dict[str, list[str]] | None = None,
+    reference_rows: pd.DataFrame | None = None,
 ) -> list[str]:
     """The Markdown lines of one experiment's ``report:`` entries (``spec``: its saved or loaded
     spec; ``part``: its rows, derived metrics added), writing each figure as
     ``out_dir/<png_name or name>-<i>-<kind>.png``. ``paper_beside``, ``floor_rows`` and ``extra``
     (per cell of ``part``): see :func:`raysteal.results.summary.summary_markdown`; ``floor_rows``
-    also gives the figures their floor where the experiment has no popularity rows of its own."""
+    also gives the figures their floor where the experiment has no popularity rows of its own;
+    ``reference_rows`` (default ``part``): where a table's ``relative_to`` reference is looked up
+    (every row of the results directory, so one experiment's variants compare with another's)."""
     sections: list[str] = []
     reports: list[Any] = spec.get("report") or [{"kind": "table"}]  # as written: each entry is checked below
     measure = paper_metric(reports)
@@ -296,7 +306,15 @@ def experiment_sections(
         if kind == "table":
             metrics = rspec.get("metrics")
             paper = spec.get("paper") if (metrics or DEFAULT_METRICS)[0] == measure else None
-            sections += [summary_markdown(part, metrics, paper, paper_beside=paper_beside, floor_rows=floor_rows, extra=extra), ""]
+            columns = dict(extra or {})
+            if rspec.get("relative_to"):
+                compared = rspec.get("relative_metrics") or (metrics or DEFAULT_METRICS)[:1]
+                rows = part if reference_rows is None else reference_rows
+                columns.update(relative_texts(part, rows, rspec["relative_to"], compared, metrics))
+            sections += [
+                summary_markdown(part, metrics, paper, paper_beside=paper_beside, floor_rows=floor_rows, extra=columns or None),
+                "",
+            ]
         elif kind in ("curve", "heatmap"):
             metric = rspec.get("metric", "agr@k")
             paper = spec.get("paper") if metric == measure else None  # e.g. not on Fig. 8's target recall

@@ -303,17 +303,68 @@ def floor_metric(metric: str) -> str:
 def floor_values(cells: pd.DataFrame, floor_rows: pd.DataFrame | None, metric: str) -> list[float]:
     """Per cell of ``cells`` (summary cells or rows): the mean ``metric`` of the popularity rows of
     ``floor_rows`` in the same setting (:data:`FLOOR_KEYS`); NaN where none is."""
-    if floor_rows is None or floor_rows.empty or metric not in floor_rows.columns or cells.empty:
+    return matched_means(cells, floor_rows, metric, FLOOR_KEYS)
+
+
+def matched_means(cells: pd.DataFrame, rows: pd.DataFrame | None, metric: str, keys: list[str]) -> list[float]:
+    """Per cell of ``cells``: the mean ``metric`` of the ``rows`` that agree with it on each of
+    ``keys`` both frames have (all of ``rows`` where they share none); NaN where no row does."""
+    if rows is None or rows.empty or metric not in rows.columns or cells.empty:
         return [np.nan] * len(cells)
-    values = pd.to_numeric(floor_rows[metric], errors="coerce").to_numpy(dtype=float)
-    keys = [c for c in FLOOR_KEYS if c in cells.columns and c in floor_rows.columns]
+    values = pd.to_numeric(rows[metric], errors="coerce").to_numpy(dtype=float)
+    keys = [c for c in keys if c in cells.columns and c in rows.columns]
     if not keys:
         return [float(np.nanmean(values)) if np.isfinite(values).any() else np.nan] * len(cells)
-    right = pd.DataFrame({c: floor_rows[c].map(_plain).to_numpy() for c in keys}).assign(_value=values)
+    right = pd.DataFrame({c: rows[c].map(_plain).to_numpy() for c in keys}).assign(_value=values)
     means = right.groupby(keys, sort=False)["_value"].mean()
     left = pd.DataFrame({c: cells[c].map(_plain).to_numpy() for c in keys})
     wanted = pd.MultiIndex.from_frame(left) if len(keys) > 1 else pd.Index(left[keys[0]])
     return [float(v) for v in means.reindex(wanted).to_numpy()]
+
+
+REFERENCE_KEYS = [*FLOOR_KEYS, "budget", "defense"]
+"""The settings a cell is matched to its reference configuration on (``relative_to`` of a report
+table): the floor's, and the query budget and serving defense, which change what an attack copies."""
+
+
+def relative_texts(
+    frame: pd.DataFrame,
+    reference_rows: pd.DataFrame,
+    reference: Mapping[str, str],
+    metrics: list[str],
+    table_metrics: list[str] | None = None,
+) -> dict[str, list[str]]:
+    """Columns comparing each cell of ``frame``'s summary (:func:`summarize` with ``table_metrics``,
+    in its order) with one reference configuration: per metric, ``mean / reference mean − 1`` in
+    percent, the reference being the rows of ``reference_rows`` whose ``reference`` column (or
+    ``hp/`` column) holds the given value in the cell's setting (:data:`REFERENCE_KEYS`); "reference"
+    on the reference's own cells, "–" where a setting has none. ``{"<metric> vs <value>": texts}``."""
+    ((column, wanted),) = reference.items()
+    table = summarize(frame, list(dict.fromkeys([*(table_metrics or DEFAULT_METRICS), *metrics])))
+    if table.empty:
+        return {}
+    records = reference_rows.to_dict("records") if not reference_rows.empty else []
+    chosen = reference_rows[[_condition_holds(row, column, wanted) for row in records]] if records else reference_rows
+    if chosen.empty:
+        raise ConfigError(f"relative_to: no row has {column} = {wanted!r} (the reference every row is compared with)")
+    cells = table.to_dict("records")
+    own = [_condition_holds(row, column, wanted) for row in cells]
+    floor = [row.get("attack") == FLOOR_ATTACK for row in cells]  # the floor is read as the floor, not as a variant
+    out: dict[str, list[str]] = {}
+    for metric in metrics:
+        if metric not in chosen.columns:
+            raise ConfigError(f"relative_metrics: column {metric!r} is not in the results")
+        means = table[f"{metric} mean"].to_numpy(dtype=float) if f"{metric} mean" in table.columns else np.full(len(table), np.nan)
+        refs = matched_means(table, chosen, metric, REFERENCE_KEYS)
+        out[f"{metric} vs {wanted}"] = [
+            "reference"
+            if is_ref
+            else "–"
+            if is_floor or not (np.isfinite(mean) and np.isfinite(ref) and ref != 0)
+            else f"{100.0 * (mean / ref - 1.0):+.1f}%"
+            for mean, ref, is_ref, is_floor in zip(means, refs, own, floor)
+        ]
+    return out
 
 
 def format_cell(mean: float, std: float) -> str:
