@@ -326,10 +326,38 @@ def test_relative_metrics_and_a_missing_reference_are_clear_errors(tmp_path):
     store.write_row("r0", _variant_row("demo", "full", 0, 0.7))
     (tmp_path / "experiments").mkdir()
     for entry, problem in [
-        ({"kind": "table", "relative_to": {"variant": "nowhere"}}, r"no row has variant = 'nowhere'"),
         ({"kind": "table", "relative_to": {"colour": "red"}}, r"report\.0\.relative_to: column 'colour' is not in the results"),
         ({"kind": "table", "relative_to": {"variant": "full"}, "relative_metrics": ["agr@99"]}, r"relative_metrics\.0: column 'agr@99'"),
     ]:
         (tmp_path / "experiments" / "demo.json").write_text(json.dumps({"experiment": "demo", "report": [entry]}))
         with pytest.raises(ConfigError, match=problem):
             render_report(tmp_path)
+
+
+def test_a_reference_not_run_yet_leaves_the_report_renderable(tmp_path):
+    ResultStore(tmp_path).write_row("r0", _variant_row("demo", "full", 0, 0.7))
+    (tmp_path / "experiments").mkdir()
+    entry = {"kind": "table", "metrics": ["agr@10/tail"], "relative_to": {"variant": "later"}}
+    (tmp_path / "experiments" / "demo.json").write_text(json.dumps({"experiment": "demo", "report": [entry]}))
+    rows = _markdown_rows(render_report(tmp_path).read_text())
+    assert [r["agr@10/tail vs later (no rows)"] for r in rows] == ["–"]
+
+
+def test_a_cell_that_spent_other_queries_than_its_reference_is_marked():
+    """Equal budgets need not mean equal queries spent (a baseline can run out of prefixes to ask):
+    the relative table then shows how many more or fewer each cell spent."""
+    from raysteal.results.summary import relative_texts
+
+    rows = [
+        {**_variant_row("demo", "ranking", 0, 0.50), "queries": 22_000},
+        {**_variant_row("demo", "bahsd", 0, 0.53), "queries": 31_000},
+        {**_variant_row("demo", "kl", 0, 0.45), "queries": 22_100},
+    ]
+    frame = pd.DataFrame(rows)
+    frame["defense"] = frame["defense"].map(json.dumps)
+    texts = relative_texts(frame, frame, {"variant": "ranking"}, ["agr@10/tail"], ["agr@10/tail"])
+    # cells in summarize's order: bahsd, kl, ranking
+    assert texts["agr@10/tail vs ranking"] == ["+6.0%", "-10.0%", "reference"]
+    assert texts["queries vs ranking"] == ["+40.9%", "=", "–"]
+    equal = frame.assign(queries=22_000)
+    assert "queries vs ranking" not in relative_texts(equal, equal, {"variant": "ranking"}, ["agr@10/tail"], ["agr@10/tail"])

@@ -322,6 +322,8 @@ def matched_means(cells: pd.DataFrame, rows: pd.DataFrame | None, metric: str, k
     return [float(v) for v in means.reindex(wanted).to_numpy()]
 
 
+QUERY_TOLERANCE = 0.01
+"""Relative difference in queries spent beyond which a cell and its reference are not an equal-query comparison."""
 REFERENCE_KEYS = [*FLOOR_KEYS, "budget", "defense"]
 """The settings a cell is matched to its reference configuration on (``relative_to`` of a report
 table): the floor's, and the query budget and serving defense, which change what an attack copies."""
@@ -338,15 +340,17 @@ def relative_texts(
     in its order) with one reference configuration: per metric, ``mean / reference mean − 1`` in
     percent, the reference being the rows of ``reference_rows`` whose ``reference`` column (or
     ``hp/`` column) holds the given value in the cell's setting (:data:`REFERENCE_KEYS`); "reference"
-    on the reference's own cells, "–" where a setting has none. ``{"<metric> vs <value>": texts}``."""
+    on the reference's own cells, "–" where a setting has none. ``{"<metric> vs <value>": texts}``,
+    and ``queries vs <value>`` where some cell spent more than :data:`QUERY_TOLERANCE` more or fewer
+    queries than its reference (so an unequal budget is visible in the table, "=" on the others)."""
     ((column, wanted),) = reference.items()
     table = summarize(frame, list(dict.fromkeys([*(table_metrics or DEFAULT_METRICS), *metrics])))
     if table.empty:
         return {}
     records = reference_rows.to_dict("records") if not reference_rows.empty else []
     chosen = reference_rows[[_condition_holds(row, column, wanted) for row in records]] if records else reference_rows
-    if chosen.empty:
-        raise ConfigError(f"relative_to: no row has {column} = {wanted!r} (the reference every row is compared with)")
+    if chosen.empty:  # not run (yet): a partial results directory still renders
+        return {f"{metric} vs {wanted} (no rows)": ["–"] * len(table) for metric in metrics}
     cells = table.to_dict("records")
     own = [_condition_holds(row, column, wanted) for row in cells]
     floor = [row.get("attack") == FLOOR_ATTACK for row in cells]  # the floor is read as the floor, not as a variant
@@ -364,6 +368,18 @@ def relative_texts(
             else f"{100.0 * (mean / ref - 1.0):+.1f}%"
             for mean, ref, is_ref, is_floor in zip(means, refs, own, floor)
         ]
+    if "queries" in table.columns and "queries" in chosen.columns:
+        spent = table["queries"].to_numpy(dtype=float)
+        refs = matched_means(table, chosen, "queries", REFERENCE_KEYS)
+        shown = [
+            not (is_ref or is_floor) and np.isfinite(q) and np.isfinite(r) and r > 0
+            for q, r, is_ref, is_floor in zip(spent, refs, own, floor)
+        ]
+        differ = [ok and abs(q / r - 1.0) > QUERY_TOLERANCE for q, r, ok in zip(spent, refs, shown)]
+        if any(differ):  # an equal-budget comparison where some cell did not spend what its reference spent: say so
+            out[f"queries vs {wanted}"] = [
+                f"{100.0 * (q / r - 1.0):+.1f}%" if d else "=" if ok else "–" for q, r, ok, d in zip(spent, refs, shown, differ)
+            ]
     return out
 
 
