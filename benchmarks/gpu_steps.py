@@ -154,6 +154,8 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
     batches = [train_cfg["batch_size"] if b == 0 else b for b in sizes.train_batches]
     part.put(device=device_name(device), dataset=_counts(log), preset_batch=train_cfg["batch_size"], preset=train_cfg)
 
+    # as many negatives per triple as the preset's sampler draws (DNS: the candidates of each)
+    draws = int(model_cfg.get("num_negatives", 1)) * int(model_cfg.get("negative_candidates", 1))
     gen = torch.Generator(device=device).manual_seed(0)
     for batch in batches:
         for precision in ("fp32", "bf16"):
@@ -163,7 +165,7 @@ def step_training(sizes: Sizes, part: Part, work: Path) -> None:
                 {
                     "users": torch.randint(0, log.num_users, (batch,), device=device, generator=gen),
                     "pos": torch.randint(0, log.num_items, (batch,), device=device, generator=gen),
-                    "neg": torch.randint(0, log.num_items, (batch, 1), device=device, generator=gen),
+                    "neg": torch.randint(0, log.num_items, (batch, draws), device=device, generator=gen),
                 }
                 for _ in range(4)
             ]

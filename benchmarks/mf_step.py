@@ -5,7 +5,7 @@ the previous code, in the same run, rounds alternating.
 
 The setting of Zhu et al.'s targets, auxiliary models and clones (and of ``raysteal run``'s
 collaborative targets): the preset's model and batch (d = 64, batch 2,048; BPR one negative, LMF
-four, both rejecting the user's own items) on a log of ML-1M's target half's size and density
+four, drawn uniformly, both rejecting the user's own items) on a log of ML-1M's target half's size and density
 (3,020 users, 3,706 items, 481,038 pairs drawn at random; ``--users`` etc.). One step is what the
 trainer does per batch: draw the batch (its negatives redrawn where the user has the item), the
 loss, backward, AdamW.
@@ -173,6 +173,7 @@ def check_same(model_name: str, old: Path_, new: Path_, rows: torch.Tensor) -> d
 
 def bench_model(model_name: str, log: Interactions, rounds: int) -> dict[str, Any]:
     model_cfg, train_cfg = preset(model_name)
+    model_cfg = {**model_cfg, "negative_candidates": 1}  # uniform draws, as Zhu et al.'s targets and every clone
     batch_size, lr = int(train_cfg["batch_size"]), float(train_cfg["lr"])
     paths = {}
     for name in ("old", "new"):

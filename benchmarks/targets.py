@@ -78,6 +78,11 @@ def _parse_sets(pairs: list[str]) -> dict[str, tuple[dict[str, Any], dict[str, A
     return out
 
 
+def _row_key(row: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """What a JSON row stands for: one model on one dataset under one ``--label`` (or none)."""
+    return row.get("model"), row.get("dataset"), row.get("label")
+
+
 def last_validation_gain(history: list[dict[str, Any]], window: int = 3) -> float | None:
     """How much the training's last ``window`` validations improved on the best before them
     (relative validation NDCG@10; 0 or below: the curve had flattened), ``None`` with fewer
@@ -220,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="write the results as a JSON list (rewritten after each model; its rows for the same trainings are kept)",
     )
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="name these rows' setting (the docs table's settings column); a row replaces only its model's row of the same label",
+    )
     parser.add_argument("--state-dir", type=Path, default=None, help="keep each training's per-epoch state here (a killed run resumes)")
     args = parser.parse_args(argv)
     earlier = read_json_rows(args.json)
@@ -244,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for m in models:
         row = bench_model(m, log, split, args, epochs.get(m), sets.get(m, ({}, {})), earlier)
+        if args.label is not None:
+            row = {**row, "label": args.label}
         rows.append(row)
         ratio = row.get("ratio_to_raw_limit")
         print(
@@ -260,8 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             from raysteal.atomic import write_text_atomically
 
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            # a model's new row replaces its earlier one; models not reached yet keep theirs (a killed run loses none)
-            others = [r for r in earlier if (r.get("model"), r.get("dataset")) not in {(r["model"], r["dataset"]) for r in rows}]
+            # a model's new row replaces its earlier one of the same label; models not reached yet keep
+            # theirs (a killed run loses none)
+            fresh = {_row_key(r) for r in rows}
+            others = [r for r in earlier if _row_key(r) not in fresh]
             write_text_atomically(args.json, json.dumps(others + rows, indent=2) + "\n")
     return 0
 

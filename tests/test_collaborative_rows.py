@@ -51,11 +51,12 @@ def test_collaborative_rows_split_the_known_users_into_head_and_tail(world, frac
 
 
 def test_head_fraction_is_checked_and_stays_out_of_the_run_id_at_its_default():
+    from raysteal.experiment.run import identity_spec
     from raysteal.results.store import run_id
 
     run = _run()
     before = {**run.spec, "split": {key: v for key, v in run.spec["split"].items() if key != "head_fraction"}}
-    assert run.id == run_id(before) != _run(0.5).id  # finished runs of earlier versions stay finished
+    assert run.id == run_id(identity_spec(before)) != _run(0.5).id  # finished runs of earlier versions stay finished
     with pytest.raises(ConfigError, match="head_fraction"):
         _run(1.0)
 

@@ -13,7 +13,7 @@ import raysteal.models.neumf as neumf_module
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError, UnknownNameError
 from raysteal.models import build_model, make_config, model_class, model_names
-from raysteal.models.pair_samplers import PairSampler, is_seen, seen_keys, uniform_negatives
+from raysteal.models.pair_samplers import PairSampler, hardest_candidates, is_seen, seen_keys, uniform_negatives
 from tests.model_fixtures import toy_log
 
 COLLAB = ["bpr", "lmf", "neumf"]
@@ -64,6 +64,35 @@ def test_bpr_score_is_dot_product_and_loss_matches_rendle():
     reg = (u[[1, 2]].pow(2).sum() + i[[0, 3]].pow(2).sum() + j[[4, 1]].pow(2).sum()) / 2
     expected = -F.logsigmoid(x).mean() + 0.1 * reg
     assert torch.allclose(model.loss(batch), expected)
+
+
+def test_hardest_candidates_picks_each_groups_best_column():
+    scores = torch.tensor([[0.1, 0.9, 0.3, 5.0, -1.0, 2.0], [3.0, 2.0, 1.0, 0.0, 0.0, 0.5]])
+    assert hardest_candidates(scores, 3).tolist() == [[1, 3], [0, 5]]
+    assert hardest_candidates(scores, 1).tolist() == [list(range(6))] * 2
+
+
+@pytest.mark.parametrize("name", COLLAB)
+def test_dynamic_negative_sampling_trains_on_each_groups_highest_scored_draw(name):
+    """DNS (Zhang et al. 2013): with 3 draws per negative the loss is the plain loss on each
+    group's highest-scored draw; the gradient reaches the chosen items and not the others."""
+    config = {"model": name, "embedding_dim": 4, "num_negatives": 2, "init_std": 0.5}
+    model = build_model({**config, "negative_candidates": 3}, num_users=3, num_items=9)
+    plain = build_model(config, num_users=3, num_items=9)
+    plain.load_state_dict(model.state_dict())
+    draws = torch.tensor([[1, 4, 5, 6, 7, 8]])
+    scores = plain.score(torch.tensor([2]))[0].detach()
+    groups = draws.view(2, 3)
+    chosen = groups.gather(1, scores[groups].argmax(1, keepdim=True)).view(1, 2)
+    batch = {"users": torch.tensor([2]), "pos": torch.tensor([0]), "neg": draws, "count": torch.ones(1)}
+    loss = model.loss(batch)
+    assert torch.allclose(loss, plain.loss({**batch, "neg": chosen}), atol=1e-6)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None and p.shape[0] == 9}
+    touched = {int(i) for g in grads.values() for i in torch.nonzero(g.abs().sum(-1)).view(-1)}
+    assert set(chosen.view(-1).tolist()) <= touched
+    assert not touched & (set(draws.view(-1).tolist()) - set(chosen.view(-1).tolist()))
+    assert model.make_sampler(toy_log(), 4).num_negatives == 6
 
 
 def test_lmf_score_has_biases_and_confidence_weighted_likelihood():

@@ -104,7 +104,7 @@ def test_the_pretrain_fields_leave_cached_targets_keys_alone():
     from raysteal.training.target_cache import without_added_fields
 
     dumped = make_config({"model": "neumf", "embedding_dim": 16}).model_dump(mode="json")
-    new = {"variant", "pretrain", "pretrain_alpha", "pretrain_epochs", "pretrain_lr"}
+    new = {"variant", "pretrain", "pretrain_alpha", "pretrain_epochs", "pretrain_lr", "negative_candidates"}
     assert new <= set(dumped)
     assert without_added_fields(dumped) == {k: v for k, v in dumped.items() if k not in new}
     assert "pretrain" in without_added_fields(make_config({"model": "neumf", "pretrain": True}).model_dump(mode="json"))
@@ -170,7 +170,7 @@ def test_a_training_state_key_ignores_the_new_settings_at_their_defaults(split):
 
     model = seeded_model({"model": "neumf", "embedding_dim": 4}, split.train.num_users, split.train.num_items, 0)
     config = make_train_config(epochs=3)
-    new = {"variant", "pretrain", "pretrain_alpha", "pretrain_epochs", "pretrain_lr"}
+    new = {"variant", "pretrain", "pretrain_alpha", "pretrain_epochs", "pretrain_lr", "negative_candidates"}
     spec = model.spec()
     spec["config"] = {k: v for k, v in spec["config"].items() if k not in new}
     log = split.train

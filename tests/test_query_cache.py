@@ -80,7 +80,7 @@ def test_sequences_are_remembered_by_their_items():
 def test_an_experiment_with_query_cache_reports_its_hits():
     from raysteal.experiment.config import parse_experiment
     from raysteal.experiment.execute import execute_run
-    from raysteal.experiment.run import expand_runs
+    from raysteal.experiment.run import expand_runs, identity_spec
     from raysteal.results.store import run_id
 
     target, loo, data = untrained_run_data(20, num_users=200, num_items=80, max_len=20, seed=1)
@@ -95,7 +95,7 @@ def test_an_experiment_with_query_cache_reports_its_hits():
     }
     (plain,) = expand_runs(parse_experiment(spec))
     (cached,) = expand_runs(parse_experiment({**spec, "query_cache": True}))
-    assert plain.id == run_id({k: v for k, v in plain.spec.items() if k != "query_cache"}) != cached.id
+    assert plain.id == run_id(identity_spec({k: v for k, v in plain.spec.items() if k != "query_cache"})) != cached.id
     oracle = in_process_oracle(TargetSpec.from_training_log(target, loo.train))
     row = execute_run(cached, data, oracle.register_attacker("q"))
     assert row["cache_hits"] == 0 and row["queries"] > 0  # QSD asks each known user once: nothing to remember

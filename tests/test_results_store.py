@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysteal.experiment.config import load_experiment
-from raysteal.experiment.run import expand_runs
+from raysteal.experiment.run import Run, expand_runs
 from raysteal.results.store import ResultStore, run_id, run_ids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +111,46 @@ def test_results_file_keeps_booleans_apart_from_numbers(tmp_path):
     store.write_row("b", {"run_id": "b", "hp/x": 1.5})
     frame = pd.read_parquet(store.export()).set_index("run_id").sort_index()
     assert frame["hp/x"].tolist() == ["True", "1.5"]  # not 1.0 and 1.5
+
+
+def _table4_bpr_seed0() -> Run:
+    config = load_experiment(ROOT / "experiments" / "zhu2023" / "table4-ml1m.yaml", seeds=1)
+    return next(r for r in expand_runs(config) if r.target.model == "bpr")
+
+
+def test_a_revised_preset_gives_its_runs_new_ids_and_pinning_the_old_value_keeps_them(monkeypatch):
+    """A preset setting changed after results were published (``REVISED_SETTINGS``): a file that
+    leaves it to the preset names a new target and gets new ids; one that pins the earlier value
+    (Zhu et al.'s files pin uniform negatives) keeps the ids its rows were stored under."""
+    import raysteal.training.presets as presets
+
+    model_cfg, train_cfg = presets.PRESETS["bpr"]
+    monkeypatch.setitem(presets.PRESETS, "bpr", ({**model_cfg, "negative_candidates": 1}, train_cfg))
+    monkeypatch.setitem(presets.REVISED_SETTINGS, "bpr", {})  # before the revision
+    pinned = _table4_bpr_seed0()
+    assert pinned.target.params == {"negative_candidates": 1}
+    unpinned = Run.from_spec({**pinned.spec, "target": {**pinned.spec["target"], "params": {}}})
+    published = unpinned.id
+    assert pinned.id == published == run_id(unpinned.spec)  # the pinned earlier default stays out of the id
+    monkeypatch.setitem(presets.PRESETS, "bpr", ({**model_cfg, "negative_candidates": 8}, train_cfg))
+    monkeypatch.setitem(presets.REVISED_SETTINGS, "bpr", {"negative_candidates": 1})
+    assert presets.revised_settings("bpr", {}) == {"negative_candidates": 8}
+    assert presets.revised_settings("bpr", {"negative_candidates": 1}) == {}
+    assert unpinned.id != published and published not in unpinned.ids
+    assert pinned.id == published
+    four = Run.from_spec({**pinned.spec, "target": {**pinned.spec["target"], "params": {"negative_candidates": 4}}})
+    assert four.id not in (published, unpinned.id)
+
+
+def test_rows_name_a_pinned_earlier_default_as_before_and_a_revised_target_by_its_setting(monkeypatch):
+    import raysteal.training.presets as presets
+
+    run = _table4_bpr_seed0()
+    assert run.target.params == {"negative_candidates": 1} and run.target_settings == {}
+    assert presets.revised_settings("bpr", {}) == {"negative_candidates": 8}  # the shipped preset
+    model_cfg, train_cfg = presets.PRESETS["bpr"]
+    monkeypatch.setitem(presets.PRESETS, "bpr", ({**model_cfg, "negative_candidates": 8}, train_cfg))
+    monkeypatch.setitem(presets.REVISED_SETTINGS, "bpr", {"negative_candidates": 1})
+    assert run.target_settings == {}
+    unpinned = Run.from_spec({**run.spec, "target": {**run.spec["target"], "params": {}}})
+    assert unpinned.target_settings == {"negative_candidates": 8}

@@ -176,7 +176,7 @@ def row_head(run: Run, attack: str, clone: str) -> dict[str, Any]:
         "dataset": run.dataset.name,
         "preprocess": run.dataset.preprocess,
         "target": run.target.model,
-        "target_params": run.target.params,
+        "target_params": run.target_settings,
         "attack": attack,
         "clone": clone,
         "seed": run.seed,

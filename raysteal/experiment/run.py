@@ -27,7 +27,7 @@ from raysteal.experiment.config import (
     expand_specs,
     is_sequential_target,
 )
-from raysteal.results.store import run_id, run_ids
+from raysteal.results.store import canonical_run, run_id, run_ids
 
 
 class PopularityFloor(BaseModel):
@@ -137,13 +137,22 @@ class Run(BaseModel):
 
     @property
     def id(self) -> str:
-        """The run's id (:func:`raysteal.results.store.run_id` of its spec)."""
-        return run_id(self.spec)
+        """The run's id (:func:`raysteal.results.store.run_id` of its spec, with the target's
+        revised preset settings where it has any: :func:`identity_spec`)."""
+        return run_id(identity_spec(self.spec))
 
     @property
     def ids(self) -> list[str]:
         """:attr:`id` first, then the ids earlier versions gave the same run."""
-        return run_ids(self.spec)
+        return run_ids(identity_spec(self.spec))
+
+    @property
+    def target_settings(self) -> dict[str, Any]:
+        """The target's ``params`` as its rows name them (``target_params``): the file's, less a
+        pinned earlier default that ids leave out, plus the revised preset settings it resolves to
+        (:func:`identity_spec`), so rows of two different targets never share a name."""
+        params = canonical_run({"target": {"params": dict(self.target.params)}})["target"]["params"]
+        return {**params, **identity_spec(self.spec)["target"].get("revised", {})}
 
     @property
     def attack_name(self) -> str:
@@ -194,6 +203,20 @@ class Run(BaseModel):
             else:
                 apply_override(spec, key, value)
         return Run.from_spec(spec)
+
+
+def identity_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a run's id hashes: its spec, plus ``target.revised`` when the target resolves to a
+    preset setting changed since results were published
+    (:func:`~raysteal.training.presets.revised_settings`): the same file then names a new target
+    and gets new ids rather than the rows of the old one."""
+    from raysteal.training.presets import revised_settings  # loads torch
+
+    target = spec.get("target", {})
+    revised = revised_settings(target["model"], target.get("params") or {}) if "model" in target else {}
+    if not revised:
+        return spec
+    return {**spec, "target": {**target, "revised": revised}}
 
 
 def expand_runs(config: ExperimentConfig, seeds: int | None = None) -> list[Run]:

@@ -6,7 +6,8 @@ i.e. ``Σ_ui α r_ui log σ(s_ui) + log(1 − σ(s_ui))``: each observed pair is
 confidence ``α r_ui`` (``r_ui`` = interaction count), and every cell is a negative of
 weight 1. We estimate the all-cells negative term with ``num_negatives`` uniformly sampled
 items per positive (scaled by ``neg_weight``) and add Gaussian priors as L2 (``λ/2 ‖·‖²``,
-Eq. 3) on the embeddings a batch touches.
+Eq. 3) on the embeddings a batch touches. ``negative_candidates`` > 1 makes each sampled negative
+the highest-scored of that many draws (dynamic negative sampling, Zhang et al. 2013).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import nn
 
 from raysteal.data.interactions import Interactions
 from raysteal.models.base import ModelConfig, Recommender, register_model
-from raysteal.models.pair_samplers import PairSampler, pair_scores
+from raysteal.models.pair_samplers import PairSampler, keep_hardest, pair_scores
 
 
 class LMFConfig(ModelConfig, frozen=True):
@@ -33,6 +34,7 @@ class LMFConfig(ModelConfig, frozen=True):
     reg: float = Field(1e-5, ge=0.0, description="L2 weight λ on the batch's embeddings")
     init_std: float = Field(0.01, gt=0.0, description="std of the normal initialisation")
     reject_seen: bool = Field(True, description="redraw negatives the user already interacted with")
+    negative_candidates: int = Field(1, ge=1, le=1024, description="uniform draws per negative; the highest-scored one trains (DNS)")
 
 
 @register_model
@@ -64,13 +66,15 @@ class LMF(Recommender[LMFConfig]):
         u = self.user_emb(users)  # [B, d]
         bu = self.user_bias(users)  # [B, 1]
         i = self.item_emb(batch["pos"])  # [B, d]
-        j = self.item_emb(batch["neg"])  # [B, n, d]
+        j = self.item_emb(batch["neg"])  # [B, n·candidates, d]
         s_pos = (u * i).sum(-1) + bu[:, 0] + self.item_bias(batch["pos"])[:, 0]
         s_neg = pair_scores(u, j) + bu + self.item_bias(batch["neg"])[..., 0]
+        s_neg, j = keep_hardest(s_neg, j, self.config.negative_candidates)  # DNS; as drawn at 1
         confidence = self.config.alpha * batch["count"].to(s_pos.dtype)
         nll = confidence * F.softplus(-s_pos) + self.config.neg_weight * F.softplus(s_neg).sum(-1)
         reg = (u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum() / j.shape[1]) / u.shape[0]
         return nll.mean() + 0.5 * self.config.reg * reg
 
     def make_sampler(self, train: Interactions, batch_size: int) -> PairSampler:
-        return PairSampler(train, batch_size, self.config.num_negatives, self.config.reject_seen)
+        draws = self.config.num_negatives * self.config.negative_candidates
+        return PairSampler(train, batch_size, draws, self.config.reject_seen)

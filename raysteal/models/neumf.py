@@ -31,7 +31,7 @@ from torch import nn
 from raysteal.data.interactions import Interactions
 from raysteal.errors import ConfigError
 from raysteal.models.base import ModelConfig, Recommender, register_model
-from raysteal.models.pair_samplers import PairSampler
+from raysteal.models.pair_samplers import PairSampler, hardest_candidates
 
 _SCORE_CHUNK_ELEMENTS = 1 << 24
 """Upper bound on ``users x items x hidden`` activations materialised at once by ``score``."""
@@ -46,6 +46,7 @@ class NeuMFConfig(ModelConfig, frozen=True):
     num_negatives: int = Field(4, ge=1, description="sampled negatives per positive")
     init_std: float = Field(0.01, gt=0.0, description="std of the embeddings' normal initialisation")
     reject_seen: bool = Field(True, description="redraw negatives the user already interacted with")
+    negative_candidates: int = Field(1, ge=1, le=1024, description="uniform draws per negative; the highest-scored one trains (DNS)")
     variant: Literal["neumf", "gmf", "mlp"] = Field(
         "neumf", description="neumf: both branches fused; gmf / mlp: that branch alone with its own output layer (He et al.'s GMF and MLP)"
     )
@@ -177,6 +178,10 @@ class NeuMF(Recommender[NeuMFConfig]):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         users, pos, neg = batch["users"], batch["pos"], batch["neg"]
+        if self.config.negative_candidates > 1:  # DNS: keep each negative's highest-scored draw
+            with torch.no_grad():
+                drawn = self._logits(users[:, None].expand_as(neg), neg)
+            neg = neg.gather(1, hardest_candidates(drawn, self.config.negative_candidates))
         items = torch.cat([pos[:, None], neg], dim=1)  # [B, 1 + n]
         logits = self._logits(users[:, None].expand_as(items), items)
         labels = torch.zeros_like(logits)
@@ -184,4 +189,5 @@ class NeuMF(Recommender[NeuMFConfig]):
         return F.binary_cross_entropy_with_logits(logits, labels)
 
     def make_sampler(self, train: Interactions, batch_size: int) -> PairSampler:
-        return PairSampler(train, batch_size, self.config.num_negatives, self.config.reject_seen)
+        draws = self.config.num_negatives * self.config.negative_candidates
+        return PairSampler(train, batch_size, draws, self.config.reject_seen)

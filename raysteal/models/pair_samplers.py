@@ -79,6 +79,28 @@ def pair_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return (users.unsqueeze(1) * items).sum(-1)
 
 
+def hardest_candidates(scores: torch.Tensor, candidates: int) -> torch.Tensor:
+    """Dynamic negative sampling (DNS; Zhang et al., SIGIR 2013, Alg. 1): ``int64 [B, n]`` column
+    indices into ``scores [B, n·candidates]`` (each negative's ``candidates`` uniform draws side by
+    side), each the highest-scored draw of its group. Chosen without gradient; 1 keeps every draw."""
+    if candidates == 1:
+        return torch.arange(scores.shape[1], device=scores.device).expand(scores.shape[0], -1)
+    if scores.shape[1] % candidates:
+        raise ConfigError(f"{scores.shape[1]} negatives per row do not split into groups of negative_candidates={candidates}")
+    groups = scores.detach().view(scores.shape[0], -1, candidates)
+    offsets = torch.arange(groups.shape[1], device=scores.device) * candidates
+    return groups.argmax(-1) + offsets
+
+
+def keep_hardest(scores: torch.Tensor, items: torch.Tensor, candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores [B, n·candidates]`` and ``items [B, n·candidates, d]`` reduced to each negative's
+    highest-scored draw (:func:`hardest_candidates`): ``[B, n]`` and ``[B, n, d]``."""
+    if candidates == 1:
+        return scores, items
+    chosen = hardest_candidates(scores, candidates)
+    return scores.gather(1, chosen), items.gather(1, chosen[..., None].expand(-1, -1, items.shape[-1]))
+
+
 def is_seen(keys: torch.Tensor, users: torch.Tensor, items: torch.Tensor, num_items: int) -> torch.Tensor:
     """Boolean mask: which ``(users, items)`` pairs (broadcast together) are in ``keys``."""
     query = users * num_items + items

@@ -44,6 +44,9 @@ ADDED_RUN_FIELDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("target", "gro"), None),
     (("split", "target_training"), "leave_one_out"),
     (("split", "attacker_unit"), "users"),
+    # collaborative targets' dynamic negative sampling (a file pinning Rendle's uniform draws, 1,
+    # names the target that runs had before the option existed)
+    (("target", "params", "negative_candidates"), 1),
 )
 # Ids written between a setting's addition and its registration above kept it, at its default,
 # in the hash: this many of the oldest added settings (raysteal 0.1.0: ``target.checkpoint``).

@@ -59,6 +59,7 @@ _ADDED_FIELDS: dict[str, object] = {
     "attention_activation": "sigmoid",
     "attention_softmax": False,
     "init_std": None,
+    "negative_candidates": 1,
 }
 """Model / train config fields added after targets were cached: left out of the key while at
 their default, so a cache written before the field existed still answers."""

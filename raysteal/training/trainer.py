@@ -306,6 +306,7 @@ KEYLESS_DEFAULTS: dict[str, Any] = {
     "pretrain_epochs": None,
     "pretrain_lr": None,
     "reference_steps_per_epoch": None,
+    "negative_candidates": 1,
 }
 """Model / train settings added after training states were first saved: left out of a state's key
 while at their default, so a training started before they existed still resumes."""
