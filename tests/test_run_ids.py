@@ -3,7 +3,9 @@ the ids they had when runs were plain dicts (``tests/data/run_ids.json``, writte
 before the typed :class:`~raysteal.experiment.run.Run`). A change that moves one id would make
 every existing results directory of that file start again; it must be deliberate (regenerate
 the file and say why). Regenerated for ``quickstart.yaml`` and ``simulate/many-attackers.yaml``
-when the BPR preset took dynamic negative sampling: their BPR target is a different model."""
+when the BPR preset took dynamic negative sampling: their BPR target is a different model; for
+``defenses/watermark-ml1m.yaml`` when it took every sequential attack at the matrix's settings (no
+row of the earlier file had been published)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ the attacker does not know — data-free attackers know none — with that user'
 held-out test item as input: Agr@1 / Agr@10 (Yue) overall and for head / tail users (the longest
 20% of sequences are head), NDCG agreement, and the student's own HR / NDCG@10 on the held-out
 next item beside the teacher's. The popularity clone (most popular unseen items) is the floor.
+Against a watermarked target the clone is also put to ``raysteal verify``'s test
+(:mod:`raysteal.experiment.watermark_check`): the row's ``carries_watermark`` and p-value.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from raysteal.errors import ConfigError
 from raysteal.experiment.context import EvaluationUsers, SequentialRunData
 from raysteal.experiment.execute import cache_hits, check_list_lengths, child_rng, finish_row, remembering, row_head
 from raysteal.experiment.run import PopularityFloor
+from raysteal.experiment.watermark_check import clone_watermark_columns
 from raysteal.extraction import ExtractionConfigBase, SequenceKnowledge, run_extraction
 from raysteal.extraction.evaluate import extraction_metrics, next_item_metrics, student_lists
 from raysteal.extraction.resume import claim_run_directory
@@ -173,6 +176,7 @@ def execute_sequential_run(
     name, config = run.attack_name, run.attack
     info: dict[str, Any] = {}
     hyper: dict[str, Any] = {}
+    proof: dict[str, Any] = {}
     # the popularity floor is the floor of either setting
     labels: dict[str, Any] = {"setting": "floor", "baseline": False, "variant": "popularity"}
     if isinstance(config, PopularityFloor):
@@ -189,6 +193,8 @@ def execute_sequential_run(
         client = remembering(run, client)
         result = run_extraction(config, knowledge, client, seed=run.seed, device=device, on_epoch=on_epoch, workdir=workdir)
         student = np.asarray(student_lists(result.clone, data.eval_sequences, width, device=device))
+        if run.target.watermark is not None:  # could the owner prove this theft? (raysteal verify's test)
+            proof = clone_watermark_columns(result.clone, run.target.watermark, device=device)
         # a recipe counts the rows it asked for; the remembered ones were never charged (a run
         # resumed from its saved answers asks nothing, so its hits are those of this attempt: 0)
         queries, student_model = int(result.queries) - cache_hits(client).get("cache_hits", 0), str(config.student.get("model", "?"))
@@ -213,6 +219,7 @@ def execute_sequential_run(
         **_scored_metrics(student, data, keep, is_head, k),
         **_known_user_agreement(student, data, known_users(run, data), k),
         "popularity_agr@k": floor,
+        **proof,
     }
     return finish_row(
         row, data=data, queries=queries, started=started, started_at=started_at, device=device, hyper=hyper, info=info, skip=("attack", "k")
