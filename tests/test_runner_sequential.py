@@ -251,6 +251,8 @@ def test_a_sequential_targets_rows_carry_what_a_serving_defense_costs_its_users(
 def test_a_clone_of_a_watermarked_target_is_put_to_the_verify_test_in_its_row():
     """Issue 28: a run against a watermarked target says whether the owner could prove the theft
     (``raysteal verify``'s test on the clone); a run against a clean target has no such columns."""
+    from raysteal.watermark import DEFAULT_ALPHA
+
     attack = {
         "attack": "dfme",
         "budget_queries": 200,
@@ -263,6 +265,6 @@ def test_a_clone_of_a_watermarked_target_is_put_to_the_verify_test_in_its_row():
     _, row, _ = _run_in_process(attack, 200, targets=[target])
     assert row["watermark_trials"] == 2 * 4 and 0 <= row["watermark_hits"] <= row["watermark_trials"]
     assert 0.0 < row["watermark_p_value"] <= 1.0 and 0.0 <= row["watermark_decoy_hit_rate"] <= 1.0
-    assert row["carries_watermark"] == (row["watermark_p_value"] < 0.01)
+    assert row["carries_watermark"] == (row["watermark_p_value"] < DEFAULT_ALPHA)
     _, clean, _ = _run_in_process(attack, 200)
     assert not any(key.startswith("watermark_") for key in clean) and "carries_watermark" not in clean

@@ -221,10 +221,11 @@ def test_a_target_without_watermark_keeps_its_run_id():
 def test_a_runs_watermark_columns_prove_the_marked_model_and_clear_a_clean_one():
     """The columns a run against a watermarked target gets (raysteal.experiment.watermark_check),
     on the watermarked target itself and on an independently trained SASRec."""
-    from raysteal.experiment.watermark_check import VERIFY_ALPHA, clone_watermark_columns
+    from raysteal.experiment.watermark_check import clone_watermark_columns
+    from raysteal.watermark import DEFAULT_ALPHA
 
     marked = clone_watermark_columns(trained(0, True)[0], MARK)
     assert marked["carries_watermark"] and marked["watermark_p_value"] < 1e-10
     assert marked["watermark_trials"] == 3 * 7 and marked["watermark_hit_rate"] > marked["watermark_decoy_hit_rate"]
     clean = clone_watermark_columns(trained(1, False)[0], MARK)
-    assert not clean["carries_watermark"] and clean["watermark_p_value"] > VERIFY_ALPHA
+    assert not clean["carries_watermark"] and clean["watermark_p_value"] > DEFAULT_ALPHA

@@ -14,10 +14,6 @@ from typing import Any
 from raysteal.oracle import TargetSpec, in_process_oracle
 from raysteal.watermark import make_watermark_config, verify_watermark
 
-VERIFY_K = 10
-"""Length of the top-k lists the verifier asks (``raysteal verify``'s default)."""
-VERIFY_ALPHA = 0.01
-"""Significance level of the decision (``raysteal verify``'s default)."""
 VERIFY_DECOYS = 2
 """Decoy keys asked besides the owner's: the clone's hit rate on watermarks it cannot know."""
 
@@ -25,11 +21,11 @@ VERIFY_DECOYS = 2
 def clone_watermark_columns(clone: Any, watermark: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
     """The result-row columns of verifying ``clone`` (a sequential recommender) against
     ``watermark`` (the target entry's mapping, key included): hits, trials, hit rates, the
-    p-value and the decision at :data:`VERIFY_ALPHA`."""
+    p-value and the decision, at ``raysteal verify``'s defaults (top-10 lists, alpha 0.01)."""
     oracle = in_process_oracle(TargetSpec(model=clone, name="clone"), device=device)
     try:
         client = oracle.register_attacker("owner")
-        result = verify_watermark(client, make_watermark_config(watermark), k=VERIFY_K, alpha=VERIFY_ALPHA, decoys=VERIFY_DECOYS)
+        result = verify_watermark(client, make_watermark_config(watermark), decoys=VERIFY_DECOYS)
     finally:
         oracle.close()
     return {

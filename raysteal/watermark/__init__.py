@@ -5,9 +5,11 @@ decides whether a suspect model carries them (:mod:`.verify`)."""
 
 from raysteal.watermark.embed import watermarked_split
 from raysteal.watermark.spec import WatermarkConfig, make_watermark_config, watermark_sequences
-from raysteal.watermark.verify import Verification, poisson_binomial_sf, probe_pairs, verify_watermark
+from raysteal.watermark.verify import DEFAULT_ALPHA, DEFAULT_K, Verification, poisson_binomial_sf, probe_pairs, verify_watermark
 
 __all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_K",
     "Verification",
     "WatermarkConfig",
     "make_watermark_config",

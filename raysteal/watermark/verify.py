@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from raysteal.oracle.protocol import BlackBoxClient
 
 
+DEFAULT_K = 10
+"""Length of the top-k lists the verifier asks, unless told otherwise."""
+DEFAULT_ALPHA = 0.01
+"""Significance level of the decision, unless told otherwise."""
+
+
 @dataclass(frozen=True)
 class Verification:
     """The outcome of :func:`verify_watermark` (``null_rate``: mean of the ``p_ij`` bounds)."""
@@ -106,9 +112,9 @@ def verify_watermark(
     client: BlackBoxClient,
     config: WatermarkConfig,
     *,
-    k: int = 10,
+    k: int = DEFAULT_K,
     min_prefix: int = 1,
-    alpha: float = 0.01,
+    alpha: float = DEFAULT_ALPHA,
     decoys: int = 0,
     batch: int = 256,
 ) -> Verification:
