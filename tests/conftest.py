@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,11 @@ def _one_torch_thread():
 def target_cache(tmp_path_factory) -> str:
     """One trained-target cache for the sweeps of a test module (they share the target)."""
     return str(tmp_path_factory.mktemp("target-cache"))
+
+
+@pytest.fixture
+def benchmarks_on_path():
+    """``benchmarks/`` importable for the test (its scripts are modules, not a package)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    yield
+    sys.path.remove(str(REPO / "benchmarks"))

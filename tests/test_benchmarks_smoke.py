@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from tests.conftest import REPO
-
 pytestmark = pytest.mark.realdata
-
-
-@pytest.fixture(scope="module")
-def benchmarks_on_path():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    yield
-    sys.path.remove(str(REPO / "benchmarks"))
 
 
 def test_dfme_benchmark_writes_its_json(shared_data, tmp_path, benchmarks_on_path):

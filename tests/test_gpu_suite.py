@@ -17,13 +17,6 @@ SUITE = REPO / "benchmarks" / "gpu_suite.py"
 STEPS = ["training", "serving", "table4", "tune", "dfme"]
 
 
-@pytest.fixture
-def benchmarks_on_path():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    yield
-    sys.path.remove(str(REPO / "benchmarks"))
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)  # the suite starts its own Ray runtime (a pytest session's may be up)

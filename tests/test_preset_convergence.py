@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +67,6 @@ def test_a_changed_preset_leaves_its_old_figures_out_of_the_audit():
     (row,) = [r for r in json.loads((FIGURES / "ml-100k.json").read_text()) if r["model"] == "bpr" and is_todays_preset(r)]
     assert not is_todays_preset({**row, "model_config": {**row["model_config"], "negative_candidates": 1}})
     assert not is_todays_preset({**row, "train_config": {**row["train_config"], "lr": row["train_config"]["lr"] * 2}})
-
-
-@pytest.fixture
-def benchmarks_on_path():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    yield
-    sys.path.remove(str(REPO / "benchmarks"))
 
 
 def _train_preset(benchmarks_on_path, dataset: str, model: str, data_dir: Path | None, **options: Any) -> dict[str, Any]:
