@@ -361,3 +361,17 @@ def test_a_cell_that_spent_other_queries_than_its_reference_is_marked():
     assert texts["queries vs ranking"] == ["+40.9%", "=", "–"]
     equal = frame.assign(queries=22_000)
     assert "queries vs ranking" not in relative_texts(equal, equal, {"variant": "ranking"}, ["agr@10/tail"], ["agr@10/tail"])
+
+
+def test_a_p_value_is_summarised_by_its_median_and_largest_not_a_mean():
+    rows = [{**_row("dfme", seed, 0.5), "watermark_p_value": p} for seed, p in enumerate([1.1e-4, 0.21, 3e-41])]
+    rows.append({**_row("ptq", 0, 0.4), "watermark_p_value": 2e-7})
+    frame = pd.DataFrame(rows)
+    frame["defense"] = frame["defense"].map(json.dumps)
+    lines = summary_markdown(frame, ["agr@k", "watermark_p_value"]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert "watermark_p_value (median)" in header
+    dfme, ptq = (next(line for line in lines if f"| {name} |" in line) for name in ("dfme", "ptq"))
+    assert "| 1.1e-04 (max 2.1e-01) |" in dfme  # three seeds: the median, and the weakest seed beside it
+    assert "| 2.0e-07 |" in ptq  # one seed: the value alone
+    assert "0.0000 ±" not in "\n".join(lines)

@@ -173,6 +173,9 @@ def summarize(frame: pd.DataFrame, metrics: list[str] | None = None, paper: dict
     grouped = frame.groupby(keys, dropna=False, sort=True)
     out = grouped[metrics].agg(["mean", "std"])
     out.columns = [f"{m} {stat}" for m, stat in out.columns]
+    for metric in filter(is_p_value, metrics):  # a mean of p-values says little: its median and largest
+        out[f"{metric} median"] = grouped[metric].median()
+        out[f"{metric} max"] = grouped[metric].max()
     out["seeds"] = grouped.size()
     out["queries"] = grouped["queries"].mean() if "queries" in frame.columns else np.nan
     if paper:  # matched on each cell's rows: a key may name a setting that is not a cell column
@@ -383,6 +386,20 @@ def relative_texts(
     return out
 
 
+def is_p_value(metric: str) -> bool:
+    """Whether column ``metric`` holds a test's p-value (``watermark_p_value``, ...): summarised by
+    its median and its largest value over seeds, not by mean ± std (:func:`format_p_value`)."""
+    return metric.endswith("p_value")
+
+
+def format_p_value(median: float, largest: float) -> str:
+    """A p-value cell: the median over seeds in scientific notation, the largest (the weakest
+    evidence of any seed) beside it where it differs; "–" where no seed has one."""
+    if np.isnan(median):
+        return "–"
+    return f"{median:.1e}" if largest == median else f"{median:.1e} (max {largest:.1e})"
+
+
 def format_cell(mean: float, std: float) -> str:
     """``mean ± std``; the mean alone where there is no spread to give (one seed)."""
     if np.isnan(mean):
@@ -415,12 +432,16 @@ def summary_markdown(
     has_paper = "paper" in table.columns
     beside = paper_beside and has_paper and bool(metrics)
     floors = floor_values(table, floor_rows, floor_metric(metrics[0])) if floor_rows is not None and metrics else None
-    header = varying + ([metrics[0], "paper", "Δ"] + metrics[1:] if beside else metrics + (["paper"] if has_paper else []))
+    named = [f"{m} (median)" if is_p_value(m) else m for m in metrics]
+    header = varying + ([named[0], "paper", "Δ"] + named[1:] if beside else named + (["paper"] if has_paper else []))
     header += ([f"floor ({floor_metric(metrics[0])})"] if floors is not None else []) + ["seeds"] + queries + list(extra or {})
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, (_, r) in enumerate(table.iterrows()):
         cells = [_plain(r[c]) for c in varying]
-        values = [format_cell(r[f"{m} mean"], r[f"{m} std"]) for m in metrics]
+        values = [
+            format_p_value(r[f"{m} median"], r[f"{m} max"]) if is_p_value(m) else format_cell(r[f"{m} mean"], r[f"{m} std"])
+            for m in metrics
+        ]
         shown_paper = "–" if not has_paper or np.isnan(r["paper"]) else f"{r['paper']:.4f}"
         if beside:
             delta = r[f"{metrics[0]} mean"] - r["paper"]
