@@ -110,6 +110,17 @@ def _kept_row(earlier: list[dict[str, Any]], args: argparse.Namespace, model_con
     return None
 
 
+def log_pretraining_epoch(log: dict[str, Any]) -> None:
+    """With ``--progress``: print each pre-training epoch (NeuMF's GMF and MLP parts, He et al.
+    §3.4.1), which the progress bar of the model's own training does not show."""
+    if "phase" not in log:
+        return
+    valid = f"  valid NDCG@10 {log['valid_ndcg@10']:.4f}" if "valid_ndcg@10" in log else ""
+    print(
+        f"{log['phase']}  epoch {int(log['epoch'])}  loss {log['loss']:.4f}  {log['step_seconds']:.1f}s{valid}", file=sys.stderr, flush=True
+    )
+
+
 def bench_model(
     name: str,
     log: Any,
@@ -149,6 +160,7 @@ def bench_model(
         progress=True if args.progress else None,
         state_path=state,
         restart_if_unusable=True,
+        on_epoch=log_pretraining_epoch if args.progress else None,
     )
     train_seconds = time.perf_counter() - t0
     if state is not None:
@@ -183,6 +195,8 @@ def bench_model(
         "model_config": cfg.model_dump(mode="json"),
         "train_config": tcfg.model_dump(mode="json"),
     }
+    if result.pretrain:  # each pre-trained part's best epoch and validation, and the fused model's
+        row["pretrain"] = result.pretrain
     if args.save_dir is not None:  # the trained model, reusable as a target (weights + config + metrics)
         from raysteal.training.checkpoint import save_checkpoint
 

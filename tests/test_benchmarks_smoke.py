@@ -332,6 +332,20 @@ def test_targets_benchmark_keeps_finished_models_and_resumes_the_rest(tmp_path, 
     assert "bpr: kept from" in capsys.readouterr().err
 
 
+def test_targets_benchmark_shows_and_records_a_pretrained_models_parts(tmp_path, benchmarks_on_path, capsys):
+    import targets
+
+    out = tmp_path / "targets.json"
+    sets = ["--set", "neumf.embedding_dim=4", "--set", "neumf.pretrain=true"]
+    assert targets.main(["--dataset", "synthetic", "--models", "neumf", "--epochs", "1", "--json", str(out), "--progress", *sets]) == 0
+    (row,) = json.loads(out.read_text())
+    assert set(row["pretrain"]["parts"]) == {"gmf", "mlp"}  # He et al.'s two parts, each with its own validation
+    assert all(part["epochs_run"] == 1 and part["best_valid_ndcg@10"] > 0 for part in row["pretrain"]["parts"].values())
+    assert row["pretrain"]["fused_valid_ndcg@10"] > 0
+    err = capsys.readouterr().err
+    assert "pretrain gmf  epoch 1" in err and "pretrain mlp  epoch 1" in err
+
+
 def test_targets_benchmark_killed_mid_run_keeps_the_rows_of_models_it_had_not_reached(tmp_path, benchmarks_on_path, monkeypatch):
     import targets
 
