@@ -417,3 +417,16 @@ def test_reference_recommenders_choose_on_validation_and_write_their_json(tmp_pa
         with pytest.raises(SystemExit):  # a one-line error, nothing written
             reference_recommenders.main([*bad, "--dataset", "synthetic", "--json", str(tmp_path / "bad.json")])
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_fused_clone_step_benchmark_checks_both_paths_and_writes_its_json(tmp_path, benchmarks_on_path):
+    import fused_clone_step
+
+    out = tmp_path / "fused.json"
+    small = ["--users", "50", "--items", "80", "--batch", "64", "--list-users", "4", "--k", "10", "--rounds", "1"]
+    report = fused_clone_step.main([*small, "--json", str(out)])
+    assert json.loads(out.read_text())["models"].keys() == {"bpr", "lmf", "neumf"}
+    for phases in report["models"].values():
+        for phase in phases.values():  # the previous code and today's: the same loss and gradients
+            assert phase["max_grad_abs_diff"] <= 1e-6 + 1e-4 * phase["max_grad_abs"]
+            assert phase["speedup_median_of_pairs"] > 0

@@ -184,21 +184,26 @@ class FusedClone(Recommender[ModelConfig]):
     def aux_table(self, table: str) -> torch.Tensor:
         return getattr(self, f"aux_{table}")
 
+    def _gathered(self, table: str, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``p [B, 1, d]`` (the user's vector of the table's pair), ``q^c`` and ``q^a`` ``[B, n, d]``."""
+        p = getattr(self.base, self.users_of[table])(users)[:, None, :]
+        return p, getattr(self.base, table)(items), self.aux_table(table)[items]
+
+    def _clone_weight(self, table: str, p: torch.Tensor, q_c: torch.Tensor, q_a: torch.Tensor) -> torch.Tensor:
+        """``α'`` of Eq. 6, ``[B, n]``: the softmax of Eq. 5's ``(α, β)`` over the two is
+        ``σ(α − β)``, and ``α − β = (ReLU(p ⊙ q^c) − ReLU(p ⊙ q^a)) · w`` (the shared bias cancels)."""
+        return torch.sigmoid((F.relu(p * q_c) - F.relu(p * q_a)) @ self.attn_w[table])
+
     def fusion_weights(self, table: str, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(α', β')`` of Eq. 6 for ``items [B, n]`` of ``users [B]``: ``[B, n]`` each, summing to one."""
-        p = getattr(self.base, self.users_of[table])(users)[:, None, :]
-        q_c = getattr(self.base, table)(items)
-        q_a = self.aux_table(table)[items]
-        w, b = self.attn_w[table], self.attn_b[table]
-        alpha = F.relu(p * q_c) @ w + b  # Eq. 5
-        beta = F.relu(p * q_a) @ w + b
-        weights = torch.softmax(torch.stack([alpha, beta], dim=-1), dim=-1)  # Eq. 6
-        return weights[..., 0], weights[..., 1]
+        alpha = self._clone_weight(table, *self._gathered(table, users, items))
+        return alpha, 1.0 - alpha
 
     def fused_items(self, table: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``q^f`` of Eq. 7 for ``items [B, n]``: ``[B, n, d]``."""
-        a, b = self.fusion_weights(table, users, items)
-        return a[..., None] * getattr(self.base, table)(items) + b[..., None] * self.aux_table(table)[items]
+        """``q^f = α' q^c + β' q^a`` of Eq. 7 for ``items [B, n]``: ``[B, n, d]``, each table row
+        gathered once (as ``q^a + α' (q^c − q^a)``)."""
+        p, q_c, q_a = self._gathered(table, users, items)
+        return q_a + self._clone_weight(table, p, q_c, q_a)[..., None] * (q_c - q_a)
 
     def pair_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Eq. 8 (and its NeuMF/LMF analogues) for ``items [B, n]``: ``[B, n]``."""
