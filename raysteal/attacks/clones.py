@@ -179,6 +179,7 @@ class FusedClone(Recommender[ModelConfig]):
             dim = aux_table.shape[1]
             bound = 1.0 / dim**0.5  # nn.Linear's default initialisation, drawn from our generator
             self.attn_w[table] = nn.Parameter((torch.rand(dim, generator=generator) * 2 - 1) * bound)
+            # Eq. 5's bias: it cancels in Eq. 6's softmax over (alpha, beta), so it never moves a score (kept as the paper writes it)
             self.attn_b[table] = nn.Parameter((torch.rand(1, generator=generator) * 2 - 1) * bound)
 
     def aux_table(self, table: str) -> torch.Tensor:
