@@ -16,7 +16,7 @@ here: a hard sigmoid in the local encoder's scores (``attention_activation``), i
 normalised by a softmax over the prefix (``attention_softmax``), and every parameter drawn from a
 normal truncated at two standard deviations (``init_std`` 0.02); with a hidden size twice the
 embedding (64 / 128), dropout 0.1 in both places and every prefix trained on
-(:data:`raysteal.training.presets.NARM_YUE`).
+(:data:`raysteal.training.presets.NARM_YUE`; the ``narm`` preset takes them with 32 targets a window).
 """
 
 from __future__ import annotations
