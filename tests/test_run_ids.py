@@ -5,7 +5,9 @@ every existing results directory of that file start again; it must be deliberate
 the file and say why). Regenerated for ``quickstart.yaml`` and ``simulate/many-attackers.yaml``
 when the BPR preset took dynamic negative sampling: their BPR target is a different model; for
 ``defenses/watermark-ml1m.yaml`` when it took every sequential attack at the matrix's settings (no
-row of the earlier file had been published)."""
+row of the earlier file had been published); for ``bahsd/beauty.yaml`` and
+``yue2021/dfme-ml1m-5k.yaml`` when the NARM preset took Yue et al.'s settings: their NARM target is a
+different model (no row with a NARM target had been published)."""
 
 from __future__ import annotations
 
