@@ -197,6 +197,8 @@ def bench_model(
     }
     if result.pretrain:  # each pre-trained part's best epoch and validation, and the fused model's
         row["pretrain"] = result.pretrain
+    if result.refit:  # trained again on the validation items for the chosen epochs: the row's test figures are that model's
+        row["refit"] = result.refit
     if args.save_dir is not None:  # the trained model, reusable as a target (weights + config + metrics)
         from raysteal.training.checkpoint import save_checkpoint
 

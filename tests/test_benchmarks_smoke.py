@@ -430,3 +430,27 @@ def test_fused_clone_step_benchmark_checks_both_paths_and_writes_its_json(tmp_pa
         for phase in phases.values():  # the previous code and today's: the same loss and gradients
             assert phase["max_grad_abs_diff"] <= 1e-6 + 1e-4 * phase["max_grad_abs"]
             assert phase["speedup_median_of_pairs"] > 0
+
+
+def test_targets_benchmark_records_a_refit_and_leaves_no_state(tmp_path, benchmarks_on_path, capsys):
+    import targets
+
+    out, state = tmp_path / "targets.json", tmp_path / "state"
+    sets = ["--set", "bpr.embedding_dim=8", "--set", "bpr.train.refit=true"]
+    argv = ["--dataset", "synthetic", "--models", "bpr", "--epochs", "2", "--json", str(out), "--state-dir", str(state), "--progress"]
+    assert targets.main(argv + sets) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["refit"]["epochs"] == row["best_epoch"] and row["train_config"]["refit"] is True
+    assert not list(state.glob("*"))  # the first pass's state and the refit's both go
+    assert "refit  epoch 1" in capsys.readouterr().err
+
+
+def test_holdout_protocol_benchmark_scores_both_splits_every_epoch(tmp_path, benchmarks_on_path):
+    import holdout_protocol
+
+    out = tmp_path / "holdout.json"
+    holdout_protocol.main(["--dataset", "synthetic", "--set", "embedding_dim=4", "--set", "variant=gmf", "--epochs", "2", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    assert [(r["split"], r["epoch"]) for r in rows] == [(s, e) for s in holdout_protocol.SPLITS for e in (1, 2)]
+    assert all(0 <= r["hr@10_99neg"] <= 1 and 0 <= r["ndcg@10_100neg"] <= 1 for r in rows)
+    assert "valid_hr@10_100neg" in rows[0] and "valid_hr@10_100neg" not in rows[-1]

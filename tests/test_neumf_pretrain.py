@@ -163,7 +163,7 @@ def test_sgd_fine_tuning_keeps_adam_for_the_parts_and_needs_their_own_lr(split):
 
 def test_a_training_state_key_ignores_the_new_settings_at_their_defaults(split):
     """A training started before ``optimizer`` / the NeuMF pre-training fields / ``reference_steps_per_epoch``
-    existed still resumes."""
+    / ``refit`` existed still resumes."""
     import json
 
     from raysteal.training.trainer import _state_key
@@ -175,7 +175,7 @@ def test_a_training_state_key_ignores_the_new_settings_at_their_defaults(split):
     spec["config"] = {k: v for k, v in spec["config"].items() if k not in new}
     log = split.train
     before = (
-        f"seed=0 model={json.dumps(spec, sort_keys=True, default=str)} train={config.model_dump_json(exclude={'optimizer', 'reference_steps_per_epoch'})} "
+        f"seed=0 model={json.dumps(spec, sort_keys=True, default=str)} train={config.model_dump_json(exclude={'optimizer', 'reference_steps_per_epoch', 'refit'})} "
         f"users={log.num_users} items={log.num_items} interactions={log.num_interactions} steps=2 device=cpu amp=False"
     )
     assert _state_key(model, split, config, 0, torch.device("cpu"), False, 2) == before

@@ -58,6 +58,27 @@ def whole_log(log: Interactions) -> LeaveOneOut:
     return LeaveOneOut(train=log, valid=held.valid, test=held.test)
 
 
+def with_validation_items(split: LeaveOneOut) -> LeaveOneOut:
+    """``split`` with each user's validation item moved into ``train`` (after the user's other
+    rows) and none left to validate on; ``test`` unchanged. What a model refit for the epochs
+    validation chose trains on (:attr:`raysteal.training.TrainConfig.refit`)."""
+    train = split.train
+    held = np.flatnonzero(split.valid != NO_ITEM)
+    users = np.concatenate([train.users, held])
+    items = np.concatenate([train.items, split.valid[held]])
+    order = np.argsort(users, kind="stable")  # each user's validation item after their training rows
+    log = Interactions(
+        users[order],
+        items[order],
+        train.num_users,
+        train.num_items,
+        name=f"{train.name}+valid",
+        user_labels=train.user_labels,
+        item_labels=train.item_labels,
+    )
+    return LeaveOneOut(train=log, valid=np.full_like(split.valid, NO_ITEM), test=split.test.copy())
+
+
 # ---------------------------------------------------------------------------------------------
 # Target / auxiliary halves, the attacker's share, head / tail groups (Zhu et al. §5, App. A.1)
 # ---------------------------------------------------------------------------------------------

@@ -124,9 +124,10 @@ def whole_training(train_cfg: dict[str, Any], twin: dict[str, Any]) -> dict[str,
     whole``): its leave-one-out twin's best epoch (``twin``: that training's summary, its epochs
     already scaled to the log, so not scaled again), no early stopping (its validation items are
     training items) and one validation, at the end."""
+    from raysteal.training.config import for_chosen_epochs  # loads torch (the package): imported where it is used
+
     epochs = int(twin.get("best_epoch") or twin.get("epochs_run") or train_cfg.get("epochs", 1))
-    once = {"early_stopping": False, "eval_every": epochs, "min_epochs": 1, "min_steps": None, "reference_steps_per_epoch": None}
-    return {**train_cfg, "epochs": epochs, **once}
+    return {**train_cfg, **for_chosen_epochs(epochs), "eval_every": epochs}
 
 
 def with_guard(model, loo, metrics: dict, seed: int, device: str) -> dict:

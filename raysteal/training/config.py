@@ -58,6 +58,14 @@ class TrainConfig(NumbersAreNotBooleans):
             "in steps and waits as many steps for an improvement, validated as often in epochs; None: the counts as given"
         ),
     )
+    refit: bool = Field(
+        False,
+        description=(
+            "after early stopping, train again from the same start on the training rows plus each user's validation "
+            "item, for the epochs validation chose (the parts of a pre-trained model too), and return that model: "
+            "the test item is then the only one held out, as in He et al. 2017's protocol, without choosing on it"
+        ),
+    )
     max_seconds: float | None = Field(
         None, gt=0.0, description="time box: stop after the epoch in which training passes this many seconds (validated, best weights kept)"
     )
@@ -106,6 +114,14 @@ def with_overrides(preset: dict[str, Any], overrides: dict[str, Any]) -> dict[st
     if any(name in overrides for name in EPOCH_COUNTS) and "reference_steps_per_epoch" not in overrides:
         merged.pop("reference_steps_per_epoch", None)
     return merged
+
+
+def for_chosen_epochs(epochs: int) -> dict[str, Any]:
+    """Train-config overrides that train exactly ``epochs`` epochs, a count an earlier early
+    stopping chose (already scaled to the log, so not scaled again): no early stopping, no floor.
+    What a refit (:mod:`raysteal.training.refit`) and a target trained on every interaction
+    (``split.target_training: whole``) train with."""
+    return {"epochs": int(epochs), "early_stopping": False, "min_epochs": 1, "min_steps": None, "reference_steps_per_epoch": None}
 
 
 def make_train_config(config: dict[str, Any] | TrainConfig | None = None, **overrides: Any) -> TrainConfig:

@@ -158,9 +158,9 @@ def held_out_ranks(
 def known_csr(split: LeaveOneOut) -> tuple[np.ndarray, np.ndarray]:
     """Every item of every user (train, valid, test) as CSR: what sampled negatives must avoid."""
     train = split.train
-    held = np.flatnonzero(split.test >= 0)
-    users = np.concatenate([train.users, held, held])
-    items = np.concatenate([train.items, split.valid[held], split.test[held]])
+    valid, test = np.flatnonzero(split.valid >= 0), np.flatnonzero(split.test >= 0)  # a refit's split has no valid items
+    users = np.concatenate([train.users, valid, test])
+    items = np.concatenate([train.items, split.valid[valid], split.test[test]])
     order = np.argsort(users, kind="stable")
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=train.num_users))]).astype(np.int64)
     return indptr, items[order]

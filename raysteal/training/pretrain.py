@@ -22,7 +22,7 @@ import torch
 
 from raysteal.data.splits import LeaveOneOut
 from raysteal.models.base import Recommender
-from raysteal.training.config import TrainConfig, make_train_config
+from raysteal.training.config import TrainConfig, for_chosen_epochs, make_train_config
 
 if TYPE_CHECKING:  # only in annotations (typing.TypeIs is Python 3.13's)
     from typing_extensions import TypeIs
@@ -70,23 +70,30 @@ def pretrain(
     device: torch.device,
     state_path: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    part_epochs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Train each part ``model.pretraining()`` names and fuse them into ``model``; returns a summary,
-    ``{"parts": {name: {best_epoch, best_valid_ndcg@10, epochs_run, train_seconds}}}``."""
+    ``{"parts": {name: {best_epoch, best_valid_ndcg@10, epochs_run, train_seconds}}}``.
+    ``part_epochs``: train each named part exactly that many epochs, without early stopping (a
+    refit for the epochs an earlier validation chose)."""
     # the trainer imports this module (fit calls pretrain): imported here to break the cycle
     from raysteal.training.trainer import fit, seeded_model
 
-    settings = make_train_config(config, **model.pretraining_settings(config))
+    # a part never refits on its own: a refit of the model refits its parts (``part_epochs``)
+    settings = make_train_config(config, **{**model.pretraining_settings(config), "refit": False})
     parts: dict[str, Recommender] = {}
     summary: dict[str, Any] = {}
     for index, (name, part_config) in enumerate(model.pretraining().items()):
         part_seed_ = part_seed(seed, index)
         part = seeded_model(part_config, model.num_users, model.num_items, part_seed_)
+        part_settings = settings
+        if part_epochs is not None and name in part_epochs:
+            part_settings = make_train_config(settings, **for_chosen_epochs(max(1, int(part_epochs[name]))))
         report = None if on_epoch is None else (lambda log, name=name: on_epoch({**log, "phase": f"pretrain {name}"}))
         result = fit(
             part,
             split,
-            settings,
+            part_settings,
             seed=part_seed_,
             device=device,
             progress=False,

@@ -54,6 +54,7 @@ _ADDED_FIELDS: dict[str, object] = {
     "pretrain_lr": None,
     "optimizer": "adamw",
     "min_steps": None,
+    "refit": False,
     "min_delta": 0.0,
     "reference_steps_per_epoch": None,
     "attention_activation": "sigmoid",

@@ -32,6 +32,7 @@ from raysteal.training.cpu_memory import retain_freed_memory
 from raysteal.training.evaluate import validation_ndcg
 from raysteal.training.loop_state import load_loop_state, save_loop_state
 from raysteal.training.pretrain import pretrain, remove_part_states, wants_pretraining
+from raysteal.training.refit import refit_on_validation_items
 from raysteal.training.step import adamw, bf16_autocast, to_device, training_step
 
 
@@ -55,6 +56,7 @@ class TrainResult:
     pretrain_seconds: float = 0.0  # of train_seconds, the pre-trainings'
     epoch_scale: float = 1.0  # how much a small log grew the epoch counts (TrainConfig.reference_steps_per_epoch)
     config: TrainConfig | None = None  # the train config the training ran with (epoch counts scaled to the log)
+    refit: dict[str, Any] = field(default_factory=dict)  # {"epochs", "part_epochs", "train_seconds"} (TrainConfig.refit)
 
     @property
     def samples_per_second(self) -> float:
@@ -78,6 +80,7 @@ class TrainResult:
             "epoch_scale": self.epoch_scale,
             "history": self.history,
             **({"pretrain": self.pretrain, "pretrain_seconds": self.pretrain_seconds} if self.pretrain else {}),
+            **({"refit": self.refit} if self.refit else {}),
         }
 
 
@@ -156,6 +159,7 @@ def fit(
     restart_if_unusable: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     objective: Callable[[Recommender, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    part_epochs: dict[str, int] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``split.train``, early-stopping on ``split.valid``; returns the best model.
 
@@ -177,12 +181,18 @@ def fit(
 
     ``objective(model, batch)``: the loss to minimise instead of ``model.loss(batch)`` (GRO,
     :mod:`raysteal.training.gro`); its own state is not part of ``state_path``'s.
+
+    ``config.refit``: once early stopping has chosen, the model starts again from its initial
+    weights and trains on the validation items too for the chosen epochs
+    (:mod:`raysteal.training.refit`); ``result.refit`` says how. ``part_epochs``: pre-train each
+    named part exactly that many epochs (what a refit passes).
     """
     config = make_train_config(config)
     dev = training_device(device)
     amp = _use_amp(config, dev)
     sample_seed, rng_seed, eval_seed = child_seeds(seed, 3)
     model.to(dev)
+    initial = _weights(model) if config.refit else None  # where a refit starts again
     sampler = model.make_sampler(split.train, config.batch_size)
     optimizer = make_optimizer(model.parameters(), config)
     generator = _sampling_generator(sampler, dev, sample_seed)
@@ -201,7 +211,7 @@ def fit(
         if saved is not None:
             first_epoch, stale, done, elapsed, best_state = _restore_progress(result, saved, dev)
         elif wants_pretraining(model):  # a fresh start: the parts first (a saved state holds them fused already)
-            best_state = _start_from_parts(model, split, config, seed, dev, state_path, on_epoch, valid_users, result)
+            best_state = _start_from_parts(model, split, config, seed, dev, state_path, on_epoch, valid_users, result, part_epochs)
         started = time.perf_counter() - elapsed  # the time box counts the earlier attempts' time too
         for epoch in range(first_epoch, 0 if done else config.epochs + 1):
             t0 = time.perf_counter()
@@ -234,6 +244,12 @@ def fit(
     remove_part_states(model, state_path)  # the parts' own states, kept until the model's training is done
     _keep_best(model, config, result, best_state)
     result.train_seconds = time.perf_counter() - started + result.pretrain_seconds
+    if initial is not None:
+        chosen = {"epochs": result.best_epoch, "part_epochs": {n: p["best_epoch"] for n, p in result.pretrain.get("parts", {}).items()}}
+        result.refit = refit_on_validation_items(
+            model, split, config, chosen, initial, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch
+        )
+        result.train_seconds += result.refit["train_seconds"]
     return result
 
 
@@ -242,7 +258,16 @@ def _weights(model: Recommender) -> dict[str, torch.Tensor]:
 
 
 def _start_from_parts(
-    model: Recommender, split: LeaveOneOut, config: TrainConfig, seed: int, dev: torch.device, state_path, on_epoch, valid_users, result
+    model: Recommender,
+    split: LeaveOneOut,
+    config: TrainConfig,
+    seed: int,
+    dev: torch.device,
+    state_path,
+    on_epoch,
+    valid_users,
+    result,
+    part_epochs: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor] | None:
     """Pre-train the parts ``model`` names and fuse them (:mod:`raysteal.training.pretrain`); the
     fused start is validated as epoch 0, the first candidate training on must beat. Returns its
@@ -250,7 +275,9 @@ def _start_from_parts(
     if not wants_pretraining(model):  # (the caller asked already; this narrows the type)
         return None
     t_pre = time.perf_counter()
-    result.pretrain = pretrain(model, split, config, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch)
+    result.pretrain = pretrain(
+        model, split, config, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch, part_epochs=part_epochs
+    )
     best_state = None
     if valid_users.size:
         ndcg = validation_ndcg(model, split, valid_users, device=dev)
@@ -307,6 +334,7 @@ KEYLESS_DEFAULTS: dict[str, Any] = {
     "pretrain_lr": None,
     "reference_steps_per_epoch": None,
     "negative_candidates": 1,
+    "refit": False,
 }
 """Model / train settings added after training states were first saved: left out of a state's key
 while at their default, so a training started before they existed still resumes."""
