@@ -102,3 +102,22 @@ def test_a_refit_killed_mid_way_goes_on_from_its_own_state(split, tmp_path):
     assert [log["epoch"] for log in seen if log.get("phase") == "refit"] == list(range(3, expected.refit["epochs"] + 1))
     assert result.refit["epochs"] == expected.refit["epochs"] and not refit_state_path(state).exists()
     _same_weights(model, whole)
+
+
+def test_a_refit_trains_with_the_first_passs_objective(split):
+    """A defended target (GRO trains with its own objective) is refit under that objective too."""
+    calls = {"n": 0}
+
+    def counting(model, batch):
+        calls["n"] += 1
+        return model.loss(batch)
+
+    cfg = {"model": "bpr", "embedding_dim": 8}
+    tcfg = make_train_config(epochs=2, batch_size=128, lr=5e-2, early_stopping=False)
+    model = seeded_model(cfg, split.train.num_users, split.train.num_items, seed=0)
+    fit(model, split, tcfg, seed=0, device="cpu", progress=False, objective=counting)
+    first_pass = calls["n"]
+    calls["n"] = 0
+    model = seeded_model(cfg, split.train.num_users, split.train.num_items, seed=0)
+    result = fit(model, split, make_train_config(tcfg, refit=True), seed=0, device="cpu", progress=False, objective=counting)
+    assert result.refit["epochs"] == 2 and calls["n"] > first_pass  # both passes called it

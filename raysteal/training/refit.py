@@ -42,12 +42,14 @@ def refit_on_validation_items(
     device: torch.device,
     state_path: str | os.PathLike | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    objective: Callable[[Recommender, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Reset ``model`` to ``initial`` and train it on ``split``'s training rows plus validation
     items for ``chosen["epochs"]`` epochs (``config``: the first pass's train config, epoch counts
     already scaled to the log), its pre-trained parts for ``chosen["part_epochs"]``; returns
     ``{"epochs", "part_epochs", "train_seconds"}``. With 0 epochs (the fused start was the best) the
-    parts are trained and fused, and nothing more."""
+    parts are trained and fused, and nothing more. ``objective``: the loss the first pass trained
+    with, if not the model's own (GRO)."""
     from raysteal.training.trainer import fit  # fit calls this module: imported here to break the cycle
 
     t0 = time.perf_counter()
@@ -74,6 +76,7 @@ def refit_on_validation_items(
             restart_if_unusable=state is not None,
             on_epoch=tagged,
             part_epochs=part_epochs or None,
+            objective=objective,
         )
         if state is not None:
             state.unlink(missing_ok=True)  # the refit is done: the model holds what remains

@@ -247,7 +247,7 @@ def fit(
     if initial is not None:
         chosen = {"epochs": result.best_epoch, "part_epochs": {n: p["best_epoch"] for n, p in result.pretrain.get("parts", {}).items()}}
         result.refit = refit_on_validation_items(
-            model, split, config, chosen, initial, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch
+            model, split, config, chosen, initial, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch, objective=objective
         )
         result.train_seconds += result.refit["train_seconds"]
     return result
