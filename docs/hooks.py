@@ -402,7 +402,9 @@ def targets_table(arg: str) -> str:
         epochs = "–" if row.get("epochs_run") is None else f"{row['epochs_run']} ({row.get('best_epoch')})"
         model = row.get("model_config") or {}
         cells = [
-            f"`{row['model']}`" + (", pre-trained parts" if model.get("pretrain") else ""),
+            f"`{row['model']}`"
+            + (", pre-trained parts" if model.get("pretrain") else "")
+            + (", refit" if (row.get("train_config") or {}).get("refit") else ""),
             _figure(model.get("embedding_dim")),
             _figure(row.get("hr@10_100neg")),
             _figure(row.get("ndcg@10_100neg")),
@@ -420,6 +422,39 @@ def targets_table(arg: str) -> str:
     return "\n".join(out)
 
 
+def holdout_table(arg: str) -> str:
+    """The rows ``benchmarks/holdout_protocol.py --json`` wrote, ``<!-- gen:holdout
+    results/targets/ml-1m-holdout-protocol.json -->``: per split, test accuracy averaged over the
+    last 10 epochs and its highest over all epochs (what choosing the epoch on test items would
+    report), and the difference between the splits."""
+    path = DOCS / arg.strip()
+    if not arg.strip() or not path.is_file():
+        raise ValueError(f"gen:holdout needs a JSON file under docs/ written by benchmarks/holdout_protocol.py, got {arg!r}")
+    rows = json.loads(path.read_text())
+    splits = list(dict.fromkeys(row["split"] for row in rows)) if isinstance(rows, list) else []
+    if len(splits) != 2:
+        raise ValueError(f"gen:holdout {arg}: {path} does not hold the two splits' rows")
+    keys = ("hr@10_100neg", "ndcg@10_100neg", "hr@10_99neg", "ndcg@10_99neg")
+
+    def figures(split: str) -> list[float]:
+        mine = [row for row in rows if row["split"] == split]
+        last = mine[-10:]
+        return [sum(row[key] for row in last) / len(last) for key in keys] + [max(row[key] for row in mine) for key in keys[:2]]
+
+    head = (
+        "| split | epochs | HR@10 (100 neg) | NDCG@10 (100 neg) | HR@10 (99 neg) | NDCG@10 (99 neg) "
+        "| highest HR@10 (100 neg) | highest NDCG@10 (100 neg) |"
+    )
+    out = [head, "|" + "---|" * 8]
+    table = {split: figures(split) for split in splits}
+    for split in splits:
+        epochs = sum(row["split"] == split for row in rows)
+        out.append(f"| `{split}` | {epochs} | " + " | ".join(_figure(v) for v in table[split]) + " |")
+    diff = [b - a for a, b in zip(table[splits[0]], table[splits[1]])]
+    out.append("| difference | | " + " | ".join(f"{v:+.4f}" for v in diff) + " |")
+    return "\n".join(out)
+
+
 GENERATORS: dict[str, Callable[[str], str]] = {
     "fields": lambda arg: fields_table(load_class(arg.split()[0]), tuple(arg.split()[1:])),
     "attacks": attacks_table,
@@ -432,6 +467,7 @@ GENERATORS: dict[str, Callable[[str], str]] = {
     "cli": cli_reference,
     "report": report_tables,
     "targets": targets_table,
+    "holdout": holdout_table,
 }
 
 

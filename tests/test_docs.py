@@ -4,6 +4,7 @@ from the code that covers every config field, and a site that builds with ``mkdo
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -281,7 +282,6 @@ def test_every_committed_report_shows_the_experiments_of_the_rows_beside_it():
 
 
 def test_a_committed_targets_json_reaches_the_page_as_a_table(tmp_path, monkeypatch):
-    import json
 
     hooks = _hooks()
     folder = tmp_path / "results" / "targets"
@@ -314,6 +314,29 @@ def test_a_committed_targets_json_reaches_the_page_as_a_table(tmp_path, monkeypa
         hooks.expand("<!-- gen:targets results/targets/tiny.json -->")
     with pytest.raises(ValueError, match="gen:targets needs a JSON file"):
         hooks.expand("<!-- gen:targets results/targets/none.json -->")
+
+
+def test_the_holdout_table_averages_the_last_ten_epochs_and_marks_a_refit(tmp_path, monkeypatch):
+    hooks = _hooks()
+    folder = tmp_path / "results" / "targets"
+    folder.mkdir(parents=True)
+    keys = ("hr@10_100neg", "ndcg@10_100neg", "hr@10_99neg", "ndcg@10_99neg")
+    rows = [
+        {"split": split, "epoch": e, **dict.fromkeys(keys, base + e / 100)}
+        for split, base in (("a", 0.1), ("b", 0.2))
+        for e in range(1, 13)
+    ]
+    (folder / "h.json").write_text(json.dumps(rows))
+    monkeypatch.setattr(hooks, "DOCS", tmp_path)
+    table = hooks.expand("<!-- gen:holdout results/targets/h.json -->").strip().split("\n")
+    assert len(table) == 5 and table[2].startswith("| `a` | 12 | 0.1750 | 0.1750 | 0.1750 | 0.1750 | 0.2200 | 0.2200 |")
+    assert table[4] == "| difference | | +0.1000 | +0.1000 | +0.1000 | +0.1000 | +0.1000 | +0.1000 |"
+    (folder / "h.json").write_text(json.dumps(rows[:12]))
+    with pytest.raises(ValueError, match="two splits"):
+        hooks.expand("<!-- gen:holdout results/targets/h.json -->")
+    row = {"model": "bpr", "hr@10_100neg": 0.5, "target_lift": 1.5, "train_config": {"refit": True}}
+    (folder / "t.json").write_text(json.dumps([row]))
+    assert "| `bpr`, refit |" in hooks.expand("<!-- gen:targets results/targets/t.json -->")
 
 
 def test_the_reference_lists_every_registered_name():
