@@ -150,6 +150,16 @@ def bench_model(
         print(f"{cfg.model}: kept from {args.json} (same model, training and seed)", file=sys.stderr)
         return kept
     state = None if args.state_dir is None else args.state_dir / f"{args.dataset}-{cfg.model}-seed{args.seed}.state.pt"
+    first_pass: dict[str, Any] = {}
+
+    def on_epoch(entry: dict[str, Any]) -> None:
+        if entry.get("phase") == "chosen":  # a refit comes next: the first pass's model, scored as the row's model is
+            scored = evaluate(model, split, "test", k=10, num_negatives=100, seed=args.seed)
+            first_pass.update({key: scored[key] for key in ("hr@10_100neg", "ndcg@10_100neg", "hr@10_full", "ndcg@10_full")})
+            model.train()
+        elif args.progress:
+            log_pretraining_epoch(entry)
+
     t0 = time.perf_counter()
     result = fit(
         model,
@@ -160,7 +170,7 @@ def bench_model(
         progress=True if args.progress else None,
         state_path=state,
         restart_if_unusable=True,
-        on_epoch=log_pretraining_epoch if args.progress else None,
+        on_epoch=on_epoch,
     )
     train_seconds = time.perf_counter() - t0
     if state is not None:
@@ -198,7 +208,7 @@ def bench_model(
     if result.pretrain:  # each pre-trained part's best epoch and validation, and the fused model's
         row["pretrain"] = result.pretrain
     if result.refit:  # trained again on the validation items for the chosen epochs: the row's test figures are that model's
-        row["refit"] = result.refit
+        row["refit"] = {**result.refit, "first_pass": first_pass}
     if args.save_dir is not None:  # the trained model, reusable as a target (weights + config + metrics)
         from raysteal.training.checkpoint import save_checkpoint
 

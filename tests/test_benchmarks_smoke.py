@@ -441,6 +441,8 @@ def test_targets_benchmark_records_a_refit_and_leaves_no_state(tmp_path, benchma
     assert targets.main(argv + sets) == 0
     (row,) = json.loads(out.read_text())
     assert row["refit"]["epochs"] == row["best_epoch"] and row["train_config"]["refit"] is True
+    first = row["refit"]["first_pass"]  # the model the first pass chose, scored as the row's own
+    assert set(first) == {"hr@10_100neg", "ndcg@10_100neg", "hr@10_full", "ndcg@10_full"} and 0 <= first["hr@10_100neg"] <= 1
     assert not list(state.glob("*"))  # the first pass's state and the refit's both go
     assert "refit  epoch 1" in capsys.readouterr().err
 
@@ -449,7 +451,9 @@ def test_holdout_protocol_benchmark_scores_both_splits_every_epoch(tmp_path, ben
     import holdout_protocol
 
     out = tmp_path / "holdout.json"
-    holdout_protocol.main(["--dataset", "synthetic", "--set", "embedding_dim=4", "--set", "variant=gmf", "--epochs", "2", "--json", str(out)])
+    holdout_protocol.main(
+        ["--dataset", "synthetic", "--set", "embedding_dim=4", "--set", "variant=gmf", "--epochs", "2", "--json", str(out)]
+    )
     rows = json.loads(out.read_text())
     assert [(r["split"], r["epoch"]) for r in rows] == [(s, e) for s in holdout_protocol.SPLITS for e in (1, 2)]
     assert all(0 <= r["hr@10_99neg"] <= 1 and 0 <= r["ndcg@10_100neg"] <= 1 for r in rows)

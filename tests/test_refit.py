@@ -69,7 +69,7 @@ def test_a_pretrained_neumf_refits_each_part_for_its_own_chosen_epochs(split, tm
     assert result.best_epoch == 0 and result.refit["epochs"] == 0 and result.refit["part_epochs"] == chosen
     phases = [log.get("phase") for log in seen]
     first_pass = ["pretrain gmf"] * 3 + ["pretrain mlp"] * 3 + [None]
-    assert phases == first_pass + ["refit pretrain gmf"] * chosen["gmf"] + ["refit pretrain mlp"] * chosen["mlp"]
+    assert phases == first_pass + ["chosen"] + ["refit pretrain gmf"] * chosen["gmf"] + ["refit pretrain mlp"] * chosen["mlp"]
     assert not list(tmp_path.glob("*.refit*"))  # the refit's part states go once it is done
     fused = seeded_model(cfg, split.train.num_users, split.train.num_items, seed=0)
     pretrain(fused, with_validation_items(split), tcfg, seed=0, device=torch.device("cpu"), part_epochs=chosen)
@@ -121,3 +121,13 @@ def test_a_refit_trains_with_the_first_passs_objective(split):
     model = seeded_model(cfg, split.train.num_users, split.train.num_items, seed=0)
     result = fit(model, split, make_train_config(tcfg, refit=True), seed=0, device="cpu", progress=False, objective=counting)
     assert result.refit["epochs"] == 2 and calls["n"] > first_pass  # both passes called it
+
+
+def test_a_runs_progress_lines_name_the_refit_and_the_choice_before_it():
+    from raysteal.distributed.progress import target_epoch_message
+
+    chosen = target_epoch_message({"target": "ml-1m/neumf", "phase": "chosen", "epoch": 4, "best_valid_ndcg@10": 0.04})
+    assert chosen == "training target ml-1m/neumf (chosen): epoch 4, valid NDCG@10 0.0400"
+    refit = target_epoch_message({"target": "ml-1m/neumf", "phase": "refit", "epoch": 2, "epochs": 4, "loss": 0.25})
+    assert refit == "training target ml-1m/neumf (refit): epoch 2/4 loss 0.2500"
+    assert target_epoch_message({"target": "t", "epoch": 1, "epochs": 2, "loss": 0.5}) == "training target t: epoch 1/2 loss 0.5000"

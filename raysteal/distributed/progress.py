@@ -47,7 +47,10 @@ class RunProgress:
 
 def target_epoch_message(news: dict) -> str:
     """One line for a target-training epoch reported by ``deploy.prepare_target``."""
-    line = f"training target {news['target']}: epoch {int(news['epoch'])}/{int(news['epochs'])} loss {news['loss']:.4f}"
+    phase = f" ({news['phase']})" if news.get("phase") else ""
+    if "loss" not in news:  # "chosen": early stopping's choice, just before a refit (raysteal.training.refit)
+        return f"training target {news['target']}{phase}: epoch {int(news['epoch'])}, valid NDCG@10 {news.get('best_valid_ndcg@10', float('nan')):.4f}"
+    line = f"training target {news['target']}{phase}: epoch {int(news['epoch'])}/{int(news['epochs'])} loss {news['loss']:.4f}"
     if "valid_ndcg@10" in news:
         line += f" valid NDCG@10 {news['valid_ndcg@10']:.4f} (best {news['best_valid_ndcg@10']:.4f})"
     return line

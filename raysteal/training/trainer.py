@@ -184,7 +184,9 @@ def fit(
 
     ``config.refit``: once early stopping has chosen, the model starts again from its initial
     weights and trains on the validation items too for the chosen epochs
-    (:mod:`raysteal.training.refit`); ``result.refit`` says how. ``part_epochs``: pre-train each
+    (:mod:`raysteal.training.refit`); ``result.refit`` says how. Just before, ``on_epoch`` gets
+    ``{"phase": "chosen", "epoch", "best_valid_ndcg@10"}`` while the model still holds the
+    first pass's weights. ``part_epochs``: pre-train each
     named part exactly that many epochs (what a refit passes).
     """
     config = make_train_config(config)
@@ -246,6 +248,8 @@ def fit(
     result.train_seconds = time.perf_counter() - started + result.pretrain_seconds
     if initial is not None:
         chosen = {"epochs": result.best_epoch, "part_epochs": {n: p["best_epoch"] for n, p in result.pretrain.get("parts", {}).items()}}
+        if on_epoch is not None:  # the model holds the first pass's choice until the refit starts: a caller can score it now
+            on_epoch({"phase": "chosen", "epoch": result.best_epoch, "best_valid_ndcg@10": result.best_valid_ndcg})
         result.refit = refit_on_validation_items(
             model, split, config, chosen, initial, seed=seed, device=dev, state_path=state_path, on_epoch=on_epoch, objective=objective
         )
