@@ -113,7 +113,7 @@ def test_the_pretrain_fields_leave_cached_targets_keys_alone():
 def test_the_pretrained_preset_is_an_option_experiment_files_can_use():
     from raysteal.experiment.config import parse_experiment
     from raysteal.experiment.context import target_config
-    from raysteal.training.presets import NEUMF_PRETRAINED
+    from raysteal.training.presets import NEUMF_PRETRAINED, NEUMF_PRETRAINED_TRAIN
 
     model_cfg, train_cfg = preset("neumf")
     assert "pretrain" not in model_cfg  # the default preset is unchanged
@@ -122,12 +122,13 @@ def test_the_pretrained_preset_is_an_option_experiment_files_can_use():
             "experiment": "n",
             "seeds": 1,
             "datasets": [{"name": "synthetic"}],
-            "targets": [{"model": "neumf", "params": dict(NEUMF_PRETRAINED)}],
+            "targets": [{"model": "neumf", "params": dict(NEUMF_PRETRAINED), "train": dict(NEUMF_PRETRAINED_TRAIN)}],
             "attacks": [{"attack": "popularity"}],
             "k": 10,
         }
     )
-    model_cfg, _ = target_config(spec.targets[0])
+    model_cfg, train_cfg = target_config(spec.targets[0])
+    assert make_train_config(train_cfg).refit  # refit on the validation items, as He et al. train on all but the test item
     cfg = make_config(model_cfg)
     assert cfg.pretrain and cfg.embedding_dim == 64 and cfg.pretrain_alpha == 0.5
     assert np.isclose(cfg.pretrain_alpha, 0.5)
