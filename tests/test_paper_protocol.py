@@ -116,6 +116,7 @@ def test_a_whole_target_trains_after_its_twin_for_the_twins_best_epoch_and_holds
         "eval_every": 7,
         "min_steps": None,
         "reference_steps_per_epoch": None,  # the twin's best epoch is already scaled to the log
+        "refit": False,  # its validation items are training items already
     }
     cache = tmp_path / "cache"
     split = {"target_training": "whole", "query_fraction": 1.0}

@@ -123,11 +123,12 @@ def whole_training(train_cfg: dict[str, Any], twin: dict[str, Any]) -> dict[str,
     """The train config of a target trained on every interaction (``split.target_training:
     whole``): its leave-one-out twin's best epoch (``twin``: that training's summary, its epochs
     already scaled to the log, so not scaled again), no early stopping (its validation items are
-    training items) and one validation, at the end."""
+    training items, so no refit either) and one validation, at the end."""
     from raysteal.training.config import for_chosen_epochs  # loads torch (the package): imported where it is used
 
     epochs = int(twin.get("best_epoch") or twin.get("epochs_run") or train_cfg.get("epochs", 1))
-    return {**train_cfg, **for_chosen_epochs(epochs), "eval_every": epochs}
+    # its validation items are training items already: nothing to refit on
+    return {**train_cfg, **for_chosen_epochs(epochs), "eval_every": epochs, "refit": False}
 
 
 def with_guard(model, loo, metrics: dict, seed: int, device: str) -> dict:

@@ -186,8 +186,8 @@ def fit(
     weights and trains on the validation items too for the chosen epochs
     (:mod:`raysteal.training.refit`); ``result.refit`` says how. Just before, ``on_epoch`` gets
     ``{"phase": "chosen", "epoch", "best_valid_ndcg@10"}`` while the model still holds the
-    first pass's weights. ``part_epochs``: pre-train each
-    named part exactly that many epochs (what a refit passes).
+    first pass's weights. ``part_epochs``: pre-train each named part exactly that many epochs
+    (what a refit passes).
     """
     config = make_train_config(config)
     dev = training_device(device)
