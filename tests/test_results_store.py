@@ -154,3 +154,23 @@ def test_rows_name_a_pinned_earlier_default_as_before_and_a_revised_target_by_it
     assert run.target_settings == {}
     unpinned = Run.from_spec({**run.spec, "target": {**run.spec["target"], "params": {}}})
     assert unpinned.target_settings == {"negative_candidates": 8}
+
+
+def test_a_revised_train_setting_gives_new_ids_and_pinning_its_old_value_keeps_them(monkeypatch):
+    """A preset's train setting changed after results were published (``train.<key>`` in
+    ``REVISED_SETTINGS``): runs that leave it to the preset get new ids; a file that pins the
+    earlier value, newly, keeps the ids its rows were stored under."""
+    import raysteal.training.presets as presets
+
+    run = _table4_bpr_seed0()
+    published = run.id
+    model_cfg, train_cfg = presets.PRESETS["bpr"]
+    monkeypatch.setitem(presets.PRESETS, "bpr", (model_cfg, {**train_cfg, "lr": train_cfg["lr"] / 2, "refit": True}))
+    monkeypatch.setitem(presets.REVISED_SETTINGS, "bpr", {"negative_candidates": 1, "train.lr": train_cfg["lr"], "train.refit": False})
+    assert presets.revised_settings("bpr", {"negative_candidates": 1}) == {"train.lr": train_cfg["lr"] / 2, "train.refit": True}
+    assert run.id != published and run.target_settings == {"train.lr": train_cfg["lr"] / 2, "train.refit": True}
+    pinned = Run.from_spec({**run.spec, "target": {**run.spec["target"], "train": {"lr": train_cfg["lr"], "refit": False}}})
+    assert presets.revised_settings("bpr", {"negative_candidates": 1}, {"lr": train_cfg["lr"], "refit": False}) == {}
+    assert pinned.id == published and pinned.target_settings == {}
+    half = Run.from_spec({**run.spec, "target": {**run.spec["target"], "train": {"lr": train_cfg["lr"], "epochs": 3}}})
+    assert half.id not in (published, run.id)  # another setting pinned beside it still names its own target

@@ -209,13 +209,20 @@ def identity_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """What a run's id hashes: its spec, plus ``target.revised`` when the target resolves to a
     preset setting changed since results were published
     (:func:`~raysteal.training.presets.revised_settings`): the same file then names a new target
-    and gets new ids rather than the rows of the old one."""
-    from raysteal.training.presets import revised_settings  # loads torch
+    and gets new ids rather than the rows of the old one. A train setting the file pins at its
+    earlier value is left out (the file names the earlier target, under its earlier ids)."""
+    from raysteal.training.presets import revised_settings, without_pinned_earlier_train  # loads torch
 
     target = spec.get("target", {})
-    revised = revised_settings(target["model"], target.get("params") or {}) if "model" in target else {}
-    if not revised:
+    if "model" not in target:
         return spec
+    revised = revised_settings(target["model"], target.get("params") or {}, target.get("train") or {})
+    if target.get("train"):  # a pinned earlier train value names the target runs had before its revision
+        train = without_pinned_earlier_train(target["model"], target["train"])
+        if train != target["train"]:
+            target = {**target, "train": train}
+    if not revised:
+        return spec if target is spec.get("target") else {**spec, "target": target}
     return {**spec, "target": {**target, "revised": revised}}
 
 

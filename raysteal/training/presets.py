@@ -10,7 +10,7 @@ from typing import Any
 
 import raysteal.models  # noqa: F401  (registers every model: the presets ask each whether it is sequential)
 from raysteal.models.base import model_class
-from raysteal.training.config import with_overrides
+from raysteal.training.config import make_train_config, with_overrides
 
 COLLABORATIVE_REFERENCE_STEPS = 235
 """Optimiser steps per epoch of a collaborative preset on the target half of ML-1M (3,020 users,
@@ -130,22 +130,45 @@ REVISED_SETTINGS: dict[str, dict[str, Any]] = {
         "init_std": None,
     },
 }
-"""Model settings a preset changed after results had been published with it: ``{model: {key: the
-earlier value}}``. A run whose target resolves to another value of such a key gets a new id
-(:func:`revised_settings`, :attr:`raysteal.experiment.run.Run.id`), so a results directory never
-passes a row of the earlier target off as one of today's; a file that pins the earlier value
-keeps its runs' ids."""
+"""Settings a preset changed after results had been published with it: ``{model: {key: the
+earlier value}}``, a train setting spelled ``train.<key>``. A run whose target resolves to another
+value of such a key gets a new id (:func:`revised_settings`,
+:attr:`raysteal.experiment.run.Run.id`), so a results directory never passes a row of the earlier
+target off as one of today's; a file that pins the earlier value keeps its runs' ids (a pinned
+earlier train value is left out of the id: :func:`without_pinned_earlier_train`)."""
+
+TRAIN_PREFIX = "train."
 
 
-def revised_settings(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The settings of :data:`REVISED_SETTINGS` that model ``name`` with ``params`` resolves to a
-    value other than the earlier one (empty for most targets)."""
+def revised_settings(name: str, params: dict[str, Any], train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings of :data:`REVISED_SETTINGS` that model ``name`` with ``params`` (and the train
+    overrides ``train``) resolves to a value other than the earlier one (empty for most targets)."""
     cls = model_class(name)
     earlier = REVISED_SETTINGS.get(cls.name, {})
     if not earlier:
         return {}
-    model_cfg, _ = preset_with(name, params, {})
-    return {key: model_cfg[key] for key, value in earlier.items() if key in model_cfg and model_cfg[key] != value}
+    model_cfg, train_cfg = preset_with(name, params, train or {})
+    resolved_train = make_train_config(train_cfg).model_dump(mode="json")
+    revised = {}
+    for key, value in earlier.items():
+        if key.startswith(TRAIN_PREFIX):
+            now = resolved_train.get(key[len(TRAIN_PREFIX) :], value)
+        else:
+            now = model_cfg.get(key, value)
+        if now != value:
+            revised[key] = now
+    return revised
+
+
+def without_pinned_earlier_train(name: str, train: dict[str, Any]) -> dict[str, Any]:
+    """``train`` (a target's train overrides in an experiment file) less the settings pinned at the
+    earlier value of a revised train setting of model ``name``: such a file names the target its
+    runs had before the revision, and keeps their ids."""
+    earlier = REVISED_SETTINGS.get(model_class(name).name, {})
+    return {key: value for key, value in train.items() if earlier.get(TRAIN_PREFIX + key, _UNSET) != value}
+
+
+_UNSET = object()
 
 
 def preset_with(name: str, model_overrides: dict[str, Any], train_overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
