@@ -23,7 +23,7 @@ FIGURES = REPO / "docs" / "results" / "targets"
 DATASET_FILES = ("ml-100k.json", "steam-200k.json", "tafeng.json", "ml-1m.json")
 FLAT = 0.01
 """The last three validations may improve on the best before them by at most this (relative)."""
-SHORT_OF_THE_GUARD = {("tafeng", "neumf")}
+SHORT_OF_THE_GUARD: set[tuple[str, str]] = set()
 """Presets whose committed figures are still under the guard (the Targets page says so). A pair
 that clears it must leave this set: the audit then checks it like the others."""
 

@@ -196,7 +196,7 @@ def _table(text: str) -> tuple[list[str], dict[tuple[str, str], dict[str, float]
 def test_the_quickstart_tells_the_story(quickstart):
     _, output, out = quickstart
     assert (out / "runs").is_dir() and len(list((out / "runs").glob("*.parquet"))) == 20
-    lifts = dict(re.findall(r"^target (\S+) on \S+ on .*?lift ([0-9.]+)x", output, re.M))
+    lifts = dict(re.findall(r"^target (\S+)(?: \{.*?\})? on \S+ on .*?lift ([0-9.]+)x", output, re.M))
     assert set(lifts) == {"bpr", "neumf"}, output[-3000:]
     assert all(float(lift) >= MIN_TARGET_LIFT for lift in lifts.values()), f"a target is close to popularity: {lifts}"
     _, rows = _table(output)
