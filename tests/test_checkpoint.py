@@ -126,11 +126,15 @@ def _key_before(log, model_cfg, train_cfg, model_added: tuple[str, ...], train_a
 
 def test_target_key_ignores_fields_added_at_their_defaults(log):
     """A target cached before ``length_buckets`` / ``max_seconds`` / ``optimizer`` / ``min_steps`` / ``min_delta`` /
-    ``reference_steps_per_epoch`` existed keeps its key."""
+    ``reference_steps_per_epoch`` / ``refit`` existed keeps its key."""
     model_cfg = make_config({"model": "sasrec", "embedding_dim": 8})
     train_cfg = make_train_config({"epochs": 1})
     old_key = _key_before(
-        log, model_cfg, train_cfg, ("length_buckets",), ("max_seconds", "optimizer", "min_steps", "min_delta", "reference_steps_per_epoch")
+        log,
+        model_cfg,
+        train_cfg,
+        ("length_buckets",),
+        ("max_seconds", "optimizer", "min_steps", "min_delta", "reference_steps_per_epoch", "refit"),
     )
     key = target_cache.target_key(log, model_cfg, train_cfg, seed=0, split="leave_one_out", dataset="walks", preprocess="none")
     assert key == old_key

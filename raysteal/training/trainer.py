@@ -157,7 +157,7 @@ def fit(
     progress: bool | None = None,
     state_path: str | os.PathLike | None = None,
     restart_if_unusable: bool = False,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
     objective: Callable[[Recommender, dict[str, torch.Tensor]], torch.Tensor] | None = None,
     part_epochs: dict[str, int] | None = None,
 ) -> TrainResult:
