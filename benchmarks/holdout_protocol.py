@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from raysteal.data import load_dataset
     from raysteal.data.splits import leave_one_out, with_validation_items
+    from raysteal.errors import RaystealError
+    from raysteal.models import make_config
     from raysteal.training import evaluate, fit, make_train_config, seeded_model
 
     torch.set_num_threads(args.threads)
@@ -57,10 +59,14 @@ def main(argv: list[str] | None = None) -> None:
             model_config[key] = json.loads(value)
         except json.JSONDecodeError:
             model_config[key] = value
-    log = load_dataset(args.dataset, preprocess=args.preprocess)
+    try:  # bad settings or data: one line, before any training (nothing is written until the end)
+        make_config(model_config)
+        train_config = make_train_config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, early_stopping=False)
+        log = load_dataset(args.dataset, preprocess=args.preprocess)
+    except RaystealError as err:
+        raise SystemExit(f"error: {err}") from None
     two = leave_one_out(log)
     one = with_validation_items(two)
-    train_config = make_train_config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, early_stopping=False)
     rows: list[dict[str, Any]] = []
     for name, split in zip(SPLITS, (two, one)):
         model = seeded_model(model_config, log.num_users, log.num_items, args.seed)

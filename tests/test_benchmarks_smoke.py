@@ -458,3 +458,7 @@ def test_holdout_protocol_benchmark_scores_both_splits_every_epoch(tmp_path, ben
     assert [(r["split"], r["epoch"]) for r in rows] == [(s, e) for s in holdout_protocol.SPLITS for e in (1, 2)]
     assert all(0 <= r["hr@10_99neg"] <= 1 and 0 <= r["ndcg@10_100neg"] <= 1 for r in rows)
     assert "valid_hr@10_100neg" in rows[0] and "valid_hr@10_100neg" not in rows[-1]
+    for bad, said in ((["--set", "embedding_dim=-1"], "embedding_dim"), (["--epochs", "0"], "epochs"), (["--set", "nokey"], "KEY=VALUE")):
+        with pytest.raises(SystemExit, match=said):
+            holdout_protocol.main(["--dataset", "synthetic", "--json", str(out), *bad])
+    assert json.loads(out.read_text()) == rows  # a refused invocation leaves the earlier file as it was

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from raysteal.data import load_dataset
-from raysteal.data.splits import NO_ITEM, with_validation_items
+from raysteal.data.splits import NO_ITEM, whole_log, with_validation_items
+from raysteal.errors import ConfigError
 from raysteal.training import fit, make_split, make_train_config, seeded_model
 from raysteal.training.refit import refit_state_path
 
@@ -24,13 +25,20 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 
 def test_the_validation_items_join_training_after_each_users_rows(split):
+    valid_before, rows_before = split.valid.copy(), split.train.num_interactions
     merged = with_validation_items(split)
     held = split.valid != NO_ITEM
     assert (merged.valid == NO_ITEM).all() and np.array_equal(merged.test, split.test)
     assert merged.train.num_interactions == split.train.num_interactions + int(held.sum())
     for user in np.flatnonzero(held)[:20]:
         assert list(merged.train.sequence(user)) == [*split.train.sequence(user), split.valid[user]]
-    assert (split.valid != NO_ITEM).any()  # the input split is left as it was
+    assert np.array_equal(split.valid, valid_before) and split.train.num_interactions == rows_before  # the input is left as it was
+
+
+def test_a_split_that_trains_on_its_held_out_items_has_nothing_to_add():
+    log = load_dataset("synthetic", num_users=50, num_items=40, max_len=12, seed=1)
+    with pytest.raises(ConfigError, match="already trains on its held-out items"):
+        with_validation_items(whole_log(log))
 
 
 def test_a_refit_trains_from_the_same_start_on_the_validation_items_for_the_chosen_epochs(split):

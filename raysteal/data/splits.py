@@ -64,6 +64,10 @@ def with_validation_items(split: LeaveOneOut) -> LeaveOneOut:
     validation chose trains on (:attr:`raysteal.training.TrainConfig.refit`)."""
     train = split.train
     held = np.flatnonzero(split.valid != NO_ITEM)
+    ends = train.indptr[1:][held]
+    trained = ends > train.indptr[:-1][held]  # users with a training row: is their last one the test item?
+    if held.size and trained.all() and np.array_equal(train.items[ends - 1], split.test[held]):
+        raise ConfigError("the split already trains on its held-out items (whole_log?): there are no validation items to add")
     users = np.concatenate([train.users, held])
     items = np.concatenate([train.items, split.valid[held]])
     order = np.argsort(users, kind="stable")  # each user's validation item after their training rows
