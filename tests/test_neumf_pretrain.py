@@ -128,9 +128,12 @@ def test_the_pretrained_preset_is_an_option_experiment_files_can_use():
         }
     )
     model_cfg, train_cfg = target_config(spec.targets[0])
-    assert make_train_config(train_cfg).refit  # refit on the validation items, as He et al. train on all but the test item
+    train = make_train_config(train_cfg)
+    assert train.refit  # refit on the validation items, as He et al. train on all but the test item
+    assert train.lr == 5e-3  # the settings the committed ML-1M row was measured with, not the preset's
     cfg = make_config(model_cfg)
     assert cfg.pretrain and cfg.embedding_dim == 64 and cfg.pretrain_alpha == 0.5
+    assert cfg.negative_candidates == 1  # He et al.'s uniform negatives
     assert np.isclose(cfg.pretrain_alpha, 0.5)
 
 
@@ -199,3 +202,21 @@ def test_the_fused_start_is_epoch_0_of_early_stopping(split):
     assert result.best_epoch == 0 and result.best_valid_ndcg == result.pretrain["fused_valid_ndcg@10"]
     for (name, a), (_, b) in zip(model.state_dict().items(), fused.state_dict().items()):
         assert torch.equal(a, b), name  # the fused weights come back
+
+
+def test_the_committed_ml1m_row_was_trained_with_the_pretrained_option():
+    """The Targets page's ML-1M NeuMF row is what ``NEUMF_PRETRAINED`` trains today (a preset change
+    that leaves the option behind fails here, not silently on the page)."""
+    import json
+    from pathlib import Path
+
+    from raysteal.training.config import make_train_config, scaled_to_log
+    from raysteal.training.presets import NEUMF_PRETRAINED, NEUMF_PRETRAINED_TRAIN, preset_with
+    from raysteal.training.target_cache import without_added_fields
+
+    rows = json.loads((Path(__file__).resolve().parents[1] / "docs/results/targets/ml-1m.json").read_text())
+    (row,) = [r for r in rows if r["model"] == "neumf"]
+    model_cfg, train_cfg = preset_with("neumf", dict(NEUMF_PRETRAINED), dict(NEUMF_PRETRAINED_TRAIN))
+    assert without_added_fields(make_config(model_cfg).model_dump(mode="json")) == without_added_fields(row["model_config"])
+    scaled = scaled_to_log(make_train_config(train_cfg), int(row["steps_per_epoch"])).model_dump(mode="json")
+    assert without_added_fields(scaled) == without_added_fields(row["train_config"])
