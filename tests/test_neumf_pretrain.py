@@ -215,7 +215,7 @@ def test_the_committed_ml1m_row_was_trained_with_the_pretrained_option():
     from raysteal.training.target_cache import without_added_fields
 
     rows = json.loads((Path(__file__).resolve().parents[1] / "docs/results/targets/ml-1m.json").read_text())
-    (row,) = [r for r in rows if r["model"] == "neumf"]
+    (row,) = [r for r in rows if r["model"] == "neumf" and r.get("label") == "he-f64-pretrained-refit"]
     model_cfg, train_cfg = preset_with("neumf", dict(NEUMF_PRETRAINED), dict(NEUMF_PRETRAINED_TRAIN))
     assert without_added_fields(make_config(model_cfg).model_dump(mode="json")) == without_added_fields(row["model_config"])
     scaled = scaled_to_log(make_train_config(train_cfg), int(row["steps_per_epoch"])).model_dump(mode="json")
