@@ -1,6 +1,9 @@
-"""Tiny logs and model configs shared by the model, trainer and checkpoint tests."""
+"""Tiny logs and model configs shared by the model, trainer and checkpoint tests, and the check
+that a committed ``benchmarks/targets.py`` row was trained with given settings."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -27,3 +30,20 @@ def small_config(name: str, embedding_dim: int = 8, max_len: int = 10) -> dict:
     if model_class(name).sequential:
         cfg["max_len"] = max_len
     return cfg
+
+
+def trained_with(row: dict[str, Any], model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None) -> bool:
+    """Whether the ``benchmarks/targets.py`` JSON ``row`` was trained with its model's preset under
+    these overrides, unchanged (its train config as
+    :func:`~raysteal.training.config.scaled_to_log` scales it to the row's steps per epoch; fields
+    added since the row was written are left out)."""
+    from raysteal.models import make_config
+    from raysteal.training.config import make_train_config, scaled_to_log
+    from raysteal.training.presets import preset_with
+    from raysteal.training.target_cache import without_added_fields
+
+    model, train = preset_with(row["model"], dict(model_overrides or {}), dict(train_overrides or {}))
+    if without_added_fields(make_config(model).model_dump(mode="json")) != without_added_fields(row["model_config"]):
+        return False
+    scaled = scaled_to_log(make_train_config(train), int(row["steps_per_epoch"])).model_dump(mode="json")
+    return without_added_fields(scaled) == without_added_fields(row["train_config"])

@@ -210,13 +210,11 @@ def test_the_committed_ml1m_row_was_trained_with_the_pretrained_option():
     import json
     from pathlib import Path
 
-    from raysteal.training.config import make_train_config, scaled_to_log
-    from raysteal.training.presets import NEUMF_PRETRAINED, NEUMF_PRETRAINED_TRAIN, preset_with
-    from raysteal.training.target_cache import without_added_fields
+    from model_fixtures import trained_with
+
+    from raysteal.training.presets import NEUMF_PRETRAINED, NEUMF_PRETRAINED_TRAIN
 
     rows = json.loads((Path(__file__).resolve().parents[1] / "docs/results/targets/ml-1m.json").read_text())
     (row,) = [r for r in rows if r["model"] == "neumf" and r.get("label") == "he-f64-pretrained-refit"]
-    model_cfg, train_cfg = preset_with("neumf", dict(NEUMF_PRETRAINED), dict(NEUMF_PRETRAINED_TRAIN))
-    assert without_added_fields(make_config(model_cfg).model_dump(mode="json")) == without_added_fields(row["model_config"])
-    scaled = scaled_to_log(make_train_config(train_cfg), int(row["steps_per_epoch"])).model_dump(mode="json")
-    assert without_added_fields(scaled) == without_added_fields(row["train_config"])
+    assert trained_with(row, NEUMF_PRETRAINED, NEUMF_PRETRAINED_TRAIN)
+    assert not trained_with(row)  # the default preset (DNS, lr 1e-3) is not what trained it

@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_fixtures import trained_with
 
-from raysteal.models import make_config
-from raysteal.training.config import make_train_config, scaled_to_log
 from raysteal.training.guard import DEFAULT_WARN_LIFT
-from raysteal.training.presets import preset_with
-from raysteal.training.target_cache import without_added_fields
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = REPO / "docs" / "results" / "targets"
@@ -28,18 +25,9 @@ SHORT_OF_THE_GUARD: set[tuple[str, str]] = set()
 that clears it must leave this set: the audit then checks it like the others."""
 
 
-def _settled(config: dict[str, Any]) -> dict[str, Any]:
-    return without_added_fields(config)
-
-
 def is_todays_preset(row: dict[str, Any]) -> bool:
-    """Whether ``row`` was trained with today's preset of its model, unchanged (its train config as
-    :func:`~raysteal.training.config.scaled_to_log` scales it to the row's steps per epoch)."""
-    model, train = preset_with(row["model"], {}, {})
-    if _settled(make_config(model).model_dump(mode="json")) != _settled(row["model_config"]):
-        return False
-    scaled = scaled_to_log(make_train_config(train), int(row["steps_per_epoch"])).model_dump(mode="json")
-    return _settled(scaled) == _settled(row["train_config"])
+    """Whether ``row`` was trained with today's preset of its model, unchanged."""
+    return trained_with(row)
 
 
 def _preset_rows() -> list[dict[str, Any]]:
