@@ -111,7 +111,7 @@ for _name, (_, _train) in PRESETS.items():  # every preset's epoch counts scale 
 NEUMF_PRETRAINED: dict[str, Any] = {"embedding_dim": 64, "pretrain": True, "negative_candidates": 1}
 """NeuMF as He et al. built it (§3.4.1, Table 2's best MovieLens row): f = 64 predictive factors,
 negatives drawn uniformly (their sampler; the preset's DNS lowers HR@10 with 100 sampled negatives
-on ML-1M, by 0.007 for BPR and 0.031 for LMF), GMF and MLP pre-trained with the train settings
+on ML-1M for BPR and LMF: ``docs/results/targets/ml-1m-negative-sampling.json``), GMF and MLP pre-trained with the train settings
 of :data:`NEUMF_PRETRAINED_TRAIN`, then fused with alpha = 0.5. An option of the ``neumf``
 preset: an experiment file asks for it with ``{model: neumf, params: NEUMF_PRETRAINED, train:
 NEUMF_PRETRAINED_TRAIN}``; ``benchmarks/targets.py`` with ``--set neumf.embedding_dim=64 --set
@@ -121,8 +121,8 @@ neumf.train.refit=true``."""
 NEUMF_PRETRAINED_TRAIN: dict[str, Any] = {"lr": 5e-3, "refit": True}
 """The train settings of :data:`NEUMF_PRETRAINED`: Adam at lr 5e-3 (pre-trainings and fused
 model), and a refit on the validation items for the epochs early stopping chose (He et al. train
-on every item but the test one, §4.1; on ML-1M this took NDCG@10 with 100 negatives to 0.430,
-:mod:`raysteal.training.refit`)."""
+on every item but the test one, §4.1; :mod:`raysteal.training.refit`; its ML-1M figures are the
+``he-f64-pretrained-refit`` row of ``docs/results/targets/ml-1m.json``)."""
 
 
 REVISED_SETTINGS: dict[str, dict[str, Any]] = {
