@@ -121,7 +121,7 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
     for stem, runs in (("tiny-figure", "4 / 4"), ("tiny-table", "6 / 6")):
         line = next(line for line in files.splitlines() if f"[{stem}]" in line)
         cells = [c.strip() for c in line.split("|")]
-        assert runs in cells and cells[8] not in ("–", "0:00:00") and cells[10] == "done", line  # wall time here
+        assert runs in cells and cells[8] not in ("–", "0:00:00") and cells[9] == "–" and cells[11] == "done", line  # wall time here
     assert "**Runs:** 6 of the 6 at 2 seeds finished, 6 row(s) shown; 6 ran here (wall time" in report
 
     # published for the documentation: the page and its PNGs, each file's rows and own report; no logs
@@ -132,6 +132,7 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
     for stem, runs in (("tiny-figure", 4), ("tiny-table", 6)):
         assert len(pd.read_parquet(docs / stem / "results.parquet")) == runs
         assert (docs / stem / "report.md").read_text().startswith("# raysteal report")
+        assert json.loads((docs / stem / "reproduce.json").read_text())["sittings"]  # the wall times travel with the rows
     assert not [p for p in docs.rglob("*") if "query" in p.name or "ledger" in p.name or p.suffix == ".pt"]
 
     # --only one file, its rows taken from the directory above: nothing runs, the page says where they came from
@@ -146,8 +147,33 @@ def test_reproduce_runs_each_file_resumes_after_a_kill_and_reports(ray_session, 
     assert (fresh / "tiny-table" / "results.parquet").is_file()
     page = (fresh / "report.md").read_text()
     assert f"6 imported from `{out.resolve() / 'tiny-table'}`" in page and "| imported |" in page
-    assert "| 1 | [tiny-table](#tiny-table) | tiny-table | 2 | 6 / 6 | 0 | 6 | – |" in page  # no wall time here
+    line = next(
+        line for line in page.splitlines() if line.startswith("| 1 | [tiny-table](#tiny-table) | tiny-table | 2 | 6 / 6 | 0 | 6 | – |")
+    )
+    assert line.split("|")[9].strip() not in ("–", "0:00:00"), line  # no wall time here; the sittings that ran them, elsewhere
+    assert "over 2 sittings there)" in page
     assert "_No results yet (4 runs to go)._" in page
+
+    # a fresh checkout: --report-only --from the published directory takes in every file's rows and
+    # the sittings that ran them (once, however often it is repeated), and publishes them back
+    again = tmp_path / "again"
+    for _ in range(2):
+        result = runner.invoke(
+            app, ["reproduce", str(folder), "--out", str(again), "--quiet", "--from", str(docs), "--report-only", "--publish", str(docs)]
+        )
+        assert result.exit_code == 0, result.output
+    assert "run(s) ->" not in result.output
+    for stem, runs, held in (("tiny-figure", 4, 1), ("tiny-table", 6, 2)):
+        assert len(pd.read_parquet(docs / stem / "results.parquet")) == runs
+        record = json.loads((again / stem / "reproduce.json").read_text())
+        assert len(record["imported_sittings"]) == held and all(
+            s["from"] == str((docs / stem).resolve()) for s in record["imported_sittings"]
+        )
+        assert json.loads((docs / stem / "reproduce.json").read_text()) == record
+    files = (again / "report.md").read_text().split("## Files")[1]
+    for stem in ("tiny-figure", "tiny-table"):
+        cells = [c.strip() for c in next(line for line in files.splitlines() if f"[{stem}]" in line).split("|")]
+        assert cells[8] == "–" and cells[9] != "–", cells  # nothing ran here; the sittings there are kept
 
     result = runner.invoke(app, ["reproduce", str(folder), "--out", str(fresh), "--only", "tiny-tabel"])
     assert isinstance(result.exception, ConfigError)

@@ -57,7 +57,9 @@ def register(app: typer.Typer) -> None:
             None, "--experiments", help="the folder PAPER is in (default: ./experiments, else the checkout's)"
         ),
         report_only: bool = typer.Option(
-            False, "--report-only", help="run nothing (nor import): rewrite OUT/report.md from the rows there"
+            False,
+            "--report-only",
+            help="run nothing: rewrite OUT/report.md from the rows there (after taking in those --from holds, with their sittings' wall times)",
         ),
         publish: Path | None = typer.Option(
             None,
@@ -134,7 +136,7 @@ def reproduce(
     entries = load_entries(files, out_root, seeds=seeds, figure_seeds=figure_seeds)  # every file checked before any work
     command = _resume_command(paper, out_root, seeds, figure_seeds, wanted, sources, experiments, options)
     selected = {p.stem for p in chosen}
-    if not report_only and sources:
+    if sources:  # --report-only too: a fresh checkout's report (and --publish) from published rows
         _import_from(entries, selected, sources)
     entries = plan(entries)
     to_run = [e for e in entries if e.stem in selected and not report_only]
@@ -201,14 +203,17 @@ def _resume_command(
 
 
 def _import_from(entries: list, selected: set[str], sources: list[Path]) -> None:
-    """Copy in the rows of the chosen files' runs that ``--from`` directories hold."""
-    from raysteal.results.reproduction import import_rows, import_sources
+    """Copy in the rows of the chosen files' runs that ``--from`` directories hold, and the
+    sittings that ran them there (their wall time)."""
+    from raysteal.results.reproduction import carry_sittings, import_rows, import_sources
 
     for entry in entries:
         if entry.stem in selected:
-            copied = import_rows(entry.config, entry.out_dir, import_sources(sources, entry.stem))
+            directories = import_sources(sources, entry.stem)
+            copied = import_rows(entry.config, entry.out_dir, directories)
             for source, count in copied.items():
                 typer.echo(f"{entry.stem}: {count} finished run(s) taken from {source}")
+            carry_sittings(entry.out_dir, directories)
 
 
 def _run_entry(entry, command: str, paper: str, options: RunOptions) -> str | None:

@@ -20,7 +20,7 @@ from raysteal import __version__
 from raysteal.atomic import copy_atomically, remove_stale_temp_files, write_text_atomically
 from raysteal.experiment.run import expand_runs
 from raysteal.report.render import experiment_sections, render_report
-from raysteal.results.reproduction import PlanEntry, imported_runs, sittings
+from raysteal.results.reproduction import SITTINGS_FILE, PlanEntry, imported_runs, imported_sittings, sittings
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import FLOOR_ATTACK, floor_values, summarize, unmatched_paper_keys, with_derived_metrics
 
@@ -113,8 +113,14 @@ def _runs_line(entry: PlanEntry, frame: pd.DataFrame, imported: dict[str, str], 
     if there:
         sources = sorted({shown_path(imported[r]) for r in frame.loc[marks, "run_id"]})
         spent = pd.to_numeric(frame.loc[marks, "wall_s"], errors="coerce").sum() if "wall_s" in frame.columns else np.nan
+        away = imported_sittings(entry.out_dir)
+        there_wall = (
+            f"; wall time {duration(sum(float(s.get('wall_s', 0.0)) for s in away))} over {len(away)} sitting{'s' if len(away) != 1 else ''} there"
+            if away
+            else ""
+        )
         parts.append(
-            f"{there} imported from {', '.join(f'`{s}`' for s in sources)} (their runs took {duration(spent)} summed over runs, elsewhere)"
+            f"{there} imported from {', '.join(f'`{s}`' for s in sources)} (their runs took {duration(spent)} summed over runs, elsewhere{there_wall})"
         )
     if stale:
         parts.append(f"{stale} row(s) of earlier settings of the file left out")
@@ -144,10 +150,10 @@ def _floor_rows(entry: PlanEntry, frame: pd.DataFrame, everything: dict[str, pd.
 
 def _files_table(entries: list[PlanEntry], frames: dict[str, pd.DataFrame], status: dict[str, str]) -> list[str]:
     lines = [
-        "| # | file | experiment | seeds | runs | ran here | imported | wall time here | Σ run time | status |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| # | file | experiment | seeds | runs | ran here | imported | wall time here | wall time elsewhere | Σ run time | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    total_wall = 0.0
+    total_wall = total_away = 0.0
     for i, entry in enumerate(entries, 1):
         frame = frames.get(entry.stem, pd.DataFrame())
         imported = imported_runs(entry.out_dir)
@@ -155,6 +161,9 @@ def _files_table(entries: list[PlanEntry], frames: dict[str, pd.DataFrame], stat
         held = sittings(entry.out_dir)
         wall = sum(float(s.get("wall_s", 0.0)) for s in held) if held else None
         total_wall += wall or 0.0
+        away_sittings = imported_sittings(entry.out_dir)
+        away = sum(float(s.get("wall_s", 0.0)) for s in away_sittings) if away_sittings else None
+        total_away += away or 0.0
         spent = pd.to_numeric(frame["wall_s"], errors="coerce").sum() if "wall_s" in frame.columns else np.nan
         done = finished_of_grid(entry)
         state = "done" if done >= entry.total else ("not run yet" if frame.empty else "partial")
@@ -163,12 +172,13 @@ def _files_table(entries: list[PlanEntry], frames: dict[str, pd.DataFrame], stat
         lines.append(
             f"| {i} | [{entry.stem}](#{entry.stem}) | {entry.config.experiment} | {entry.config.seeds} | "
             f"{done} / {entry.total} | {len(frame) - n_imported} | {n_imported} | {duration(wall)} | "
-            f"{duration(spent)} | {state} |"
+            f"{duration(away)} | {duration(spent)} | {state} |"
         )
     lines += [
         "",
-        f"Wall time of all sittings here: {duration(total_wall)}. _Σ run time_ adds up the runs' own wall "
-        "times (they run side by side, and imported ones ran elsewhere).",
+        f"Wall time of all sittings here: {duration(total_wall)}; of the sittings elsewhere that ran the imported "
+        f"rows (where their directories recorded them): {duration(total_away)}. _Σ run time_ adds up the runs' own "
+        "wall times (they run side by side, and imported ones ran elsewhere).",
     ]
     return lines
 
@@ -252,6 +262,8 @@ def publish_reproduction(root: Path, entries: list[PlanEntry], dest: Path) -> li
         target = dest / entry.stem
         target.mkdir(parents=True, exist_ok=True)
         written.append(copy_atomically(store.results_file, target / "results.parquet"))
+        if (entry.out_dir / SITTINGS_FILE).is_file():  # the wall times, for a reproduction from a fresh checkout
+            written.append(copy_atomically(entry.out_dir / SITTINGS_FILE, target / SITTINGS_FILE))
         written.append(render_report(entry.out_dir, target))
         written += sorted(target.glob("*.png"))
     return written

@@ -5,7 +5,9 @@ directories (``--from``), and the record of each file's sittings (its wall time)
 ``DIR/<file stem>/`` is an ordinary ``raysteal run`` results directory, plus:
 
 * ``reproduce.json``: one entry per sitting on the file (UTC start, wall seconds, runs finished
-  before and after, status), so the report can give each file's wall time;
+  before and after, status), so the report can give each file's wall time, and the sittings
+  that ran the rows taken ``--from`` elsewhere (``imported_sittings``, each naming its source);
+  it is published beside ``results.parquet``, so a fresh checkout keeps the wall times;
 * ``imported.json``: the rows taken from another results directory (row file -> its source),
   so the report can say which runs came from where.
 """
@@ -343,6 +345,41 @@ def record_sitting(out_dir: Path, file: Path, experiment: str, sitting: dict[str
 def sittings(out_dir: Path) -> list[dict[str, Any]]:
     """The sittings recorded for ``out_dir`` (oldest first)."""
     return list(_read_json(Path(out_dir) / SITTINGS_FILE, {}).get("sittings", []))
+
+
+def imported_sittings(out_dir: Path) -> list[dict[str, Any]]:
+    """The sittings, elsewhere, that ran the rows ``out_dir`` took ``--from`` another directory
+    (each with ``from``: that directory)."""
+    return list(_read_json(Path(out_dir) / SITTINGS_FILE, {}).get("imported_sittings", []))
+
+
+def _sitting_key(sitting: dict[str, Any]) -> tuple[str, float]:
+    return str(sitting.get("started_utc")), round(float(sitting.get("wall_s", 0.0)), 3)
+
+
+def carry_sittings(out_dir: Path, sources: list[Path]) -> int:
+    """Copy into ``out_dir/reproduce.json`` (as ``imported_sittings``) the sittings recorded by the
+    source directories that supplied ``out_dir``'s imported rows, theirs and those they carried
+    in turn, each once (a sitting recorded here is not carried back). Returns how many were added."""
+    used = {str(Path(p).resolve()) for p in imported_runs(out_dir).values()}
+    path = Path(out_dir) / SITTINGS_FILE
+    record = _read_json(path, {})
+    seen = {_sitting_key(s) for s in record.get("sittings", []) + record.get("imported_sittings", [])}
+    added = []
+    for source in sources:
+        where = str(Path(source).resolve())
+        if where not in used:
+            continue
+        theirs = _read_json(Path(source) / SITTINGS_FILE, {})
+        for sitting in theirs.get("sittings", []) + theirs.get("imported_sittings", []):
+            if _sitting_key(sitting) in seen:
+                continue
+            seen.add(_sitting_key(sitting))
+            added.append({**sitting, "from": sitting.get("from", where)})
+    if added:
+        record.setdefault("imported_sittings", []).extend(added)
+        write_text_atomically(path, json.dumps(record, indent=2))
+    return len(added)
 
 
 def link_shared_cache(out_dir: Path, shared: Path) -> None:
