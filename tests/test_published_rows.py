@@ -118,3 +118,38 @@ def test_rows_of_two_trainings_of_one_target_are_named(tmp_path):
     store.write_row(rows[3]["run_id"], {**rows[3], "target_test_ndcg@10_full": 0.1531})
     (line,) = retrained_targets(config, out)
     assert line.startswith("tiny-table: bpr on synthetic: rows taken --from") and "0.1495" in line and "0.1531" in line
+
+
+def test_only_the_sources_that_supplied_rows_bring_their_sittings_and_each_comes_once(tmp_path):
+    import json
+
+    from raysteal.results.reproduction import carry_sittings, import_rows, imported_sittings, record_sitting, sittings
+
+    _, config = _config(tmp_path)
+    rows = _fake_rows(config)
+    published = _published(tmp_path, rows)
+    unused = tmp_path / "elsewhere" / "tiny-table"  # the same rows, but the first source supplies them all
+    unused.mkdir(parents=True)
+    shutil.copy(published / "results.parquet", unused / "results.parquet")
+    theirs = {"started_utc": "2026-12-01T10:00:00+00:00", "wall_s": 60.0, "status": "done", "runs_before": 0, "runs_after": 6}
+    (published / "reproduce.json").write_text(json.dumps({"sittings": [theirs]}))
+    (unused / "reproduce.json").write_text(json.dumps({"sittings": [{**theirs, "started_utc": "2026-12-02T10:00:00+00:00"}]}))
+
+    out = tmp_path / "resumed"
+    ours = {**theirs, "started_utc": "2026-12-03T10:00:00+00:00", "wall_s": 5.0}
+    record_sitting(out, Path("tiny-table.yaml"), config.experiment, ours)
+    assert carry_sittings(out, [published, unused]) == 0  # nothing imported yet: nobody's sittings
+    import_rows(config, out, [published, unused])
+    assert carry_sittings(out, [published, unused]) == 1
+    assert carry_sittings(out, [published, unused]) == 0  # once, however often it is asked
+    (carried,) = imported_sittings(out)
+    assert carried == {**theirs, "from": str(published.resolve())}
+    assert sittings(out) == [ours]  # the sittings here stay apart
+
+    # published back and taken in again by a fresh directory: each sitting still once, with its first source
+    shutil.copy(out / "reproduce.json", published / "reproduce.json")
+    again = tmp_path / "again"
+    import_rows(config, again, [published])
+    assert carry_sittings(again, [published]) == 2
+    assert sorted(s["started_utc"] for s in imported_sittings(again)) == [theirs["started_utc"], ours["started_utc"]]
+    assert {s["from"] for s in imported_sittings(again)} == {str(published.resolve())}
