@@ -117,6 +117,16 @@ def test_an_interrupted_sweeps_published_rows_give_its_trials(tmp_path):
     with pytest.raises(ConfigError, match="no tune_trials.parquet or .json there, and no rows"):
         earlier_trials(sweep, [tmp_path / "docs"])
 
+    # the taken trials' rows come along too, so the new OUT exports (and publishes) every trial
+    from raysteal.distributed.tune_import import trials_for_sweep
+
+    for source in (tmp_path / "ran", published):
+        out = tmp_path / f"out-{source.name}"
+        trials_for_sweep(out, sweep, [source], started=False)
+        exported = pd.read_parquet(ResultStore(out).export())
+        assert sorted(exported["tune_trial"]) == ["a1", "a2"]  # not another sweep's row
+        assert exported.set_index("tune_trial").loc["a1", "agr@k/heldout"] == 0.58
+
 
 def test_the_taken_trials_are_recorded_once_and_a_started_sweep_refuses_new_ones(tmp_path):
     from raysteal.distributed.tune_import import IMPORTS_FILE, trials_for_sweep

@@ -178,6 +178,7 @@ def trials_for_sweep(out: Path, tune_exp: TuneExperiment, sources: list[Path], s
     check_sources(sources)
     trials = earlier_trials(tune_exp, sources)
     copy_curves(trials, out)
+    copy_rows(trials, out)
     payload = {"sources": sorted(str(Path(s).resolve()) for s in sources), "trials": trials}
     write_text_atomically(record, json.dumps(payload, indent=2, default=str))
     return trials
@@ -195,4 +196,34 @@ def copy_curves(trials: list[dict[str, Any]], out: Path) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomically(target, source.read_text())
             copied.append(str(trial["trial_id"]))
+    return copied
+
+
+def copy_rows(trials: list[dict[str, Any]], out: Path) -> list[str]:
+    """Copy each taken trial's row (``<its source>/runs/<run id>.parquet``, or its row of the
+    source's published ``results.parquet``) into ``OUT/runs``, so that ``raysteal report OUT``
+    exports every trial of the sweep, those taken included, as one ``results.parquet`` to publish;
+    a row already there is kept, and a trial whose source kept no row (a trial summary alone) has
+    none. Returns the run ids whose row was copied."""
+    from raysteal.atomic import copy_atomically
+    from raysteal.results.store import ResultStore, published_rows  # loads pandas: only where a sweep takes trials
+
+    store = ResultStore(out)
+    done = store.finished()
+    published: dict[Path, dict[str, Any]] = {}
+    copied = []
+    for trial in trials:
+        rid, source = str(trial["run_id"]), ResultStore(Path(trial["imported_from"]))
+        if rid in done:
+            continue
+        if (source.runs_dir / f"{rid}.parquet").is_file():
+            copy_atomically(source.runs_dir / f"{rid}.parquet", store.runs_dir / f"{rid}.parquet")
+        elif not source.runs_dir.is_dir() and source.results_file.is_file():
+            rows = published.setdefault(source.root, published_rows(source.results_file))
+            if rid not in rows:
+                continue
+            store.import_row(rid, rows[rid])
+        else:
+            continue
+        copied.append(rid)
     return copied
