@@ -134,3 +134,18 @@ def test_raysteal_report_on_a_tune_directory_writes_the_search_page(sweep):
     assert "[search.md](search.md)" in report.read_text()
     assert "| c | 0.6 | 3 | 4 | 0.2 |" in (report.parent / "search.md").read_text()
     assert (report.parent / "curves.png").is_file()
+
+
+def test_a_trial_taken_from_elsewhere_keeps_its_settings(sweep):
+    # a trial taken --from another checkout ran no result.json here: its curve is in tune_curves/,
+    # its sampled settings in tune_imported.json; the evidence page shows both
+    (sweep / "tune_curves").mkdir()
+    (sweep / "tune_curves" / "z.json").write_text(json.dumps({"1": {"agr@10/tail": 0.4}, "2": {"agr@10/tail": 0.7}}))
+    taken = {"trial_id": "z", "config": {"attack.probe_training": True, "attack.margin": 0.7}}
+    (sweep / "tune_imported.json").write_text(json.dumps({"sources": ["elsewhere"], "trials": [taken]}))
+    curves = trial_curves(sweep / "tune")
+    z = curves[curves["trial_id"] == "z"]
+    assert z["config/attack.margin"].tolist() == [0.7, 0.7] and z["config/attack.probe_training"].tolist() == [True, True]
+    table = trial_table(curves, "agr@10/tail")
+    assert table.iloc[0]["trial"] == "z" and table.iloc[0]["attack.margin"] == 0.7
+    assert curves[curves["trial_id"] == "a"]["config/attack.margin"].tolist() == [0.2, 0.2, 0.2]  # the others' own

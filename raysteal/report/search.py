@@ -66,10 +66,28 @@ def trial_curves(tune_dir: str | os.PathLike, curves_dir: str | os.PathLike | No
         raise ConfigError(f"{tune_dir}: no Tune trial results (result.json) found")
     frame = pd.DataFrame(rows + kept)  # result.json's rows first: they win where both have an epoch
     frame = frame.drop_duplicates(["trial_id", "epoch"], keep="first")
+    for trial_id, config in _taken_settings(Path(tune_dir).parent).items():  # trials taken --from elsewhere
+        for key, value in config.items():
+            column = f"config/{key}"
+            if column not in frame.columns:
+                frame[column] = None
+            frame[column] = frame[column].astype(object)
+            frame.loc[(frame["trial_id"] == trial_id) & frame[column].isna(), column] = value
     settings = [c for c in frame.columns if c.startswith("config/")]
     if settings and kept:  # the logged epochs take their trial's settings from its result.json rows
         frame[settings] = frame.groupby("trial_id")[settings].transform(lambda column: column.ffill().bfill())
     return frame.sort_values(["trial_id", "epoch"], ignore_index=True)
+
+
+def _taken_settings(out_dir: Path) -> dict[str, dict]:
+    """The sampled settings of the trials a sweep took ``--from`` elsewhere
+    (``OUT/tune_imported.json``), by trial id: they ran no ``result.json`` here."""
+    path = out_dir / "tune_imported.json"
+    try:
+        trials = json.loads(path.read_text()).get("trials", []) if path.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(t["trial_id"]): dict(t.get("config") or {}) for t in trials if isinstance(t, dict) and "trial_id" in t}
 
 
 def _fmt(value: object) -> str:
