@@ -20,7 +20,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from raysteal.atomic import write_text_atomically
+from raysteal.atomic import copy_atomically, write_text_atomically
 from raysteal.errors import ConfigError, DataFileError
 from raysteal.experiment.tune_config import TuneExperiment
 from raysteal.results.reproduction import check_sources
@@ -205,7 +205,6 @@ def copy_rows(trials: list[dict[str, Any]], out: Path) -> list[str]:
     exports every trial of the sweep, those taken included, as one ``results.parquet`` to publish;
     a row already there is kept, and a trial whose source kept no row (a trial summary alone) has
     none. Returns the run ids whose row was copied."""
-    from raysteal.atomic import copy_atomically
     from raysteal.results.store import ResultStore, published_rows  # loads pandas: only where a sweep takes trials
 
     store = ResultStore(out)
