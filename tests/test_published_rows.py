@@ -153,3 +153,18 @@ def test_only_the_sources_that_supplied_rows_bring_their_sittings_and_each_comes
     assert carry_sittings(again, [published]) == 2
     assert sorted(s["started_utc"] for s in imported_sittings(again)) == [theirs["started_utc"], ours["started_utc"]]
     assert {s["from"] for s in imported_sittings(again)} == {str(published.resolve())}
+
+
+def test_a_damaged_sittings_record_is_one_clear_error_and_changes_nothing(tmp_path):
+    import json
+
+    from raysteal.results.reproduction import carry_sittings, import_rows
+
+    _, config = _config(tmp_path)
+    published = _published(tmp_path, _fake_rows(config))
+    (published / "reproduce.json").write_text(json.dumps({"sittings": [{"started_utc": "x", "wall_s": "an hour"}]}))
+    out = tmp_path / "resumed"
+    import_rows(config, out, [published])
+    with pytest.raises(DataFileError, match=r"reproduce.json: not the sittings record raysteal reproduce writes"):
+        carry_sittings(out, [published])
+    assert not (out / "reproduce.json").exists()

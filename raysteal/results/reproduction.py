@@ -342,15 +342,37 @@ def record_sitting(out_dir: Path, file: Path, experiment: str, sitting: dict[str
     write_text_atomically(path, json.dumps(record, indent=2))
 
 
+def _sittings_record(out_dir: Path) -> dict[str, Any]:
+    """``out_dir/reproduce.json``, checked: its ``sittings`` and ``imported_sittings`` are lists of
+    entries with a number of wall seconds (a ``DataFileError`` naming the file otherwise)."""
+    path = Path(out_dir) / SITTINGS_FILE
+    record = _read_json(path, {})
+    lists = [record.get(key, []) for key in ("sittings", "imported_sittings")] if isinstance(record, dict) else [None]
+    for entries in lists:
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("wall_s", 0.0), (int, float)) and not isinstance(e.get("wall_s"), bool)
+            for e in entries
+        ):
+            raise DataFileError(
+                f"{path}: not the sittings record raysteal reproduce writes (lists of sittings with wall_s seconds); move it away or restore it"
+            )
+    return record
+
+
 def sittings(out_dir: Path) -> list[dict[str, Any]]:
     """The sittings recorded for ``out_dir`` (oldest first)."""
-    return list(_read_json(Path(out_dir) / SITTINGS_FILE, {}).get("sittings", []))
+    return list(_sittings_record(out_dir).get("sittings", []))
 
 
 def imported_sittings(out_dir: Path) -> list[dict[str, Any]]:
     """The sittings, elsewhere, that ran the rows ``out_dir`` took ``--from`` another directory
     (each with ``from``: that directory)."""
-    return list(_read_json(Path(out_dir) / SITTINGS_FILE, {}).get("imported_sittings", []))
+    return list(_sittings_record(out_dir).get("imported_sittings", []))
+
+
+def sittings_wall(held: list[dict[str, Any]]) -> float | None:
+    """The wall seconds of ``held`` sittings added up; ``None`` for none."""
+    return sum(float(s.get("wall_s", 0.0)) for s in held) if held else None
 
 
 def _sitting_key(sitting: dict[str, Any]) -> tuple[str, float]:
@@ -363,14 +385,14 @@ def carry_sittings(out_dir: Path, sources: list[Path]) -> int:
     in turn, each once (a sitting recorded here is not carried back). Returns how many were added."""
     used = {str(Path(p).resolve()) for p in imported_runs(out_dir).values()}
     path = Path(out_dir) / SITTINGS_FILE
-    record = _read_json(path, {})
+    record = _sittings_record(out_dir)
     seen = {_sitting_key(s) for s in record.get("sittings", []) + record.get("imported_sittings", [])}
     added = []
     for source in sources:
         where = str(Path(source).resolve())
         if where not in used:
             continue
-        theirs = _read_json(Path(source) / SITTINGS_FILE, {})
+        theirs = _sittings_record(Path(source))
         for sitting in theirs.get("sittings", []) + theirs.get("imported_sittings", []):
             if _sitting_key(sitting) in seen:
                 continue
