@@ -20,7 +20,7 @@ from raysteal import __version__
 from raysteal.atomic import copy_atomically, remove_stale_temp_files, write_text_atomically
 from raysteal.experiment.run import expand_runs
 from raysteal.report.render import experiment_sections, render_report
-from raysteal.results.reproduction import SITTINGS_FILE, PlanEntry, imported_runs, imported_sittings, sittings
+from raysteal.results.reproduction import SITTINGS_FILE, PlanEntry, imported_runs, imported_sittings, sittings, sittings_wall
 from raysteal.results.store import ResultStore
 from raysteal.results.summary import FLOOR_ATTACK, floor_values, summarize, unmatched_paper_keys, with_derived_metrics
 
@@ -103,7 +103,7 @@ def _runs_line(entry: PlanEntry, frame: pd.DataFrame, imported: dict[str, str], 
     marks = frame["run_id"].isin(set(imported)) if "run_id" in frame.columns and imported else pd.Series(False, index=frame.index)
     here, there = int((~marks).sum()), int(marks.sum())
     held = sittings(entry.out_dir)
-    wall = sum(float(s.get("wall_s", 0.0)) for s in held)
+    wall = sittings_wall(held)
     seeds = f"{entry.config.seeds} seed{'s' if entry.config.seeds != 1 else ''}"
     parts = [f"**Runs:** {finished_of_grid(entry)} of the {entry.total} at {seeds} finished, {len(frame)} row(s) shown"]
     ran = f"{here} ran here"
@@ -115,9 +115,7 @@ def _runs_line(entry: PlanEntry, frame: pd.DataFrame, imported: dict[str, str], 
         spent = pd.to_numeric(frame.loc[marks, "wall_s"], errors="coerce").sum() if "wall_s" in frame.columns else np.nan
         away = imported_sittings(entry.out_dir)
         there_wall = (
-            f"; wall time {duration(sum(float(s.get('wall_s', 0.0)) for s in away))} over {len(away)} sitting{'s' if len(away) != 1 else ''} there"
-            if away
-            else ""
+            f"; wall time {duration(sittings_wall(away))} over {len(away)} sitting{'s' if len(away) != 1 else ''} there" if away else ""
         )
         parts.append(
             f"{there} imported from {', '.join(f'`{s}`' for s in sources)} (their runs took {duration(spent)} summed over runs, elsewhere{there_wall})"
@@ -159,10 +157,9 @@ def _files_table(entries: list[PlanEntry], frames: dict[str, pd.DataFrame], stat
         imported = imported_runs(entry.out_dir)
         n_imported = int(frame["run_id"].isin(set(imported)).sum()) if "run_id" in frame.columns and imported else 0
         held = sittings(entry.out_dir)
-        wall = sum(float(s.get("wall_s", 0.0)) for s in held) if held else None
+        wall = sittings_wall(held)
         total_wall += wall or 0.0
-        away_sittings = imported_sittings(entry.out_dir)
-        away = sum(float(s.get("wall_s", 0.0)) for s in away_sittings) if away_sittings else None
+        away = sittings_wall(imported_sittings(entry.out_dir))
         total_away += away or 0.0
         spent = pd.to_numeric(frame["wall_s"], errors="coerce").sum() if "wall_s" in frame.columns else np.nan
         done = finished_of_grid(entry)
