@@ -144,7 +144,7 @@ def bench_model(
     cfg, asked = make_config(model_cfg), make_train_config(train_cfg)
     model = seeded_model(cfg, log.num_users, log.num_items, args.seed)
     steps_per_epoch = len(model.make_sampler(split.train, asked.batch_size))
-    tcfg = scaled_to_log(asked, steps_per_epoch)  # what fit trains with: the row names it
+    tcfg = scaled_to_log(asked, steps_per_epoch, log.num_users)  # what fit trains with: the row names it
     kept = _kept_row(earlier or [], args, cfg.model_dump(mode="json"), tcfg.model_dump(mode="json"))
     if kept is not None:
         print(f"{cfg.model}: kept from {args.json} (same model, training and seed)", file=sys.stderr)

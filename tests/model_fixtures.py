@@ -45,5 +45,5 @@ def trained_with(row: dict[str, Any], model_overrides: dict[str, Any] | None = N
     model, train = preset_with(row["model"], dict(model_overrides or {}), dict(train_overrides or {}))
     if without_added_fields(make_config(model).model_dump(mode="json")) != without_added_fields(row["model_config"]):
         return False
-    scaled = scaled_to_log(make_train_config(train), int(row["steps_per_epoch"])).model_dump(mode="json")
+    scaled = scaled_to_log(make_train_config(train), int(row["steps_per_epoch"]), int(row["test_users"])).model_dump(mode="json")
     return without_added_fields(scaled) == without_added_fields(row["train_config"])

@@ -135,3 +135,26 @@ def test_an_experiment_target_and_train_target_take_set_epoch_counts_as_given():
     assert train["epochs"] == 5 and "reference_steps_per_epoch" not in train
     _, train = _target_settings("bpr", ["train.lr=0.01"], None)
     assert train["reference_steps_per_epoch"] == COLLABORATIVE_REFERENCE_STEPS
+
+
+def test_a_validation_sample_as_large_as_the_log_resolves_away_and_keeps_the_target_key(log):
+    """NeuMF's preset validates on at most 20,000 users (Beauty's 40,226 take 7 minutes a
+    validation): a log with no more users validates on all of them, so it trains, and is keyed in
+    the target cache, exactly as before the cap; a larger one is sampled and keyed apart."""
+    from raysteal.models.base import make_config
+
+    model_cfg, train_cfg = preset("neumf")
+    assert make_train_config(train_cfg).eval_users == 20_000
+    cfg = make_config(model_cfg)
+
+    def key(eval_users: int | None) -> str:
+        tcfg = scaled_train_config(log, cfg, make_train_config({**train_cfg, "eval_users": eval_users}))
+        return target_key(log, cfg, tcfg, seed=0, split="leave_one_out", dataset="toy", preprocess="none")
+
+    every = key(None)
+    assert key(log.num_users) == every and key(20_000) == every
+    assert key(log.num_users - 1) != every  # a real sample is another target
+    capped = make_train_config(train_cfg)
+    assert scaled_to_log(capped, 1, 20_000).eval_users is None
+    assert scaled_to_log(capped, 1, 40_226).eval_users == 20_000
+    assert scaled_to_log(capped, 1).eval_users == 20_000  # no user count given: nothing resolves

@@ -83,21 +83,24 @@ improvement (validations at the same epoch spacing: a small log's curve can peak
 hundred steps, as BPR on Steam-200k's target half does at epoch 5 of 30 steps each)."""
 
 
-def scaled_to_log(config: TrainConfig, steps_per_epoch: int) -> TrainConfig:
-    """The config a log of ``steps_per_epoch`` optimiser steps per epoch trains with: with a
-    ``reference_steps_per_epoch`` above it, ``epochs``, ``min_epochs`` and ``patience`` times the
-    ratio (rounded up), so the budget, the floor before stopping and the wait for an improvement
-    are the same in steps as on the reference log, while validations keep their epoch spacing
-    (more of them: an early peak is still seen, and the best weights kept);
+def scaled_to_log(config: TrainConfig, steps_per_epoch: int, users: int | None = None) -> TrainConfig:
+    """The config a log of ``steps_per_epoch`` optimiser steps per epoch (and ``users`` users)
+    trains with: with a ``reference_steps_per_epoch`` above it, ``epochs``, ``min_epochs`` and
+    ``patience`` times the ratio (rounded up), so the budget, the floor before stopping and the
+    wait for an improvement are the same in steps as on the reference log, while validations keep
+    their epoch spacing (more of them: an early peak is still seen, and the best weights kept);
     ``reference_steps_per_epoch`` is resolved away (``None``) either way, so a log at or above the
-    reference trains, and is keyed, exactly as without it."""
-    if config.reference_steps_per_epoch is None:
-        return config
-    ratio = epoch_scale(config, steps_per_epoch)
-    scaled: dict[str, Any] = {"reference_steps_per_epoch": None}
-    if ratio > 1.0:
-        scaled.update({name: math.ceil(getattr(config, name) * ratio) for name in SCALED_COUNTS})
-    return config.model_copy(update=scaled)
+    reference trains, and is keyed, exactly as without it. Likewise an ``eval_users`` sample at
+    least as large as the log's ``users`` validates on every user, and resolves to ``None``."""
+    resolved: dict[str, Any] = {}
+    if users is not None and config.eval_users is not None and config.eval_users >= users:
+        resolved["eval_users"] = None
+    if config.reference_steps_per_epoch is not None:
+        resolved["reference_steps_per_epoch"] = None
+        ratio = epoch_scale(config, steps_per_epoch)
+        if ratio > 1.0:
+            resolved.update({name: math.ceil(getattr(config, name) * ratio) for name in SCALED_COUNTS})
+    return config.model_copy(update=resolved) if resolved else config
 
 
 def epoch_scale(config: TrainConfig, steps_per_epoch: int) -> float:

@@ -238,14 +238,15 @@ def scaled_train_config(
     log: Interactions, cfg: ModelConfig, tcfg: TrainConfig, split: str = "leave_one_out", watermark: WatermarkConfig | None = None
 ) -> TrainConfig:
     """``tcfg`` as :func:`fit` will train it on this log: its epoch counts scaled to the log's steps
-    per epoch when it names a ``reference_steps_per_epoch`` (:func:`~raysteal.training.config.scaled_to_log`)."""
+    per epoch when it names a ``reference_steps_per_epoch``, and an ``eval_users`` sample no smaller
+    than the log resolved away (:func:`~raysteal.training.config.scaled_to_log`)."""
     if tcfg.reference_steps_per_epoch is None:
-        return tcfg
+        return scaled_to_log(tcfg, 1, log.num_users)
     data = make_split(log, split)
     if watermark is not None:
         data = watermarked_split(data, watermark)
     sampler = seeded_model(cfg, log.num_users, log.num_items, 0).make_sampler(data.train, tcfg.batch_size)
-    return scaled_to_log(tcfg, len(sampler))
+    return scaled_to_log(tcfg, len(sampler), log.num_users)
 
 
 def checked_watermark(watermark: dict[str, Any] | WatermarkConfig | None, cfg: ModelConfig) -> WatermarkConfig | None:

@@ -200,7 +200,7 @@ def fit(
     generator = _sampling_generator(sampler, dev, sample_seed)
     valid_users = _validation_users(split, config.eval_users, eval_seed)
     scale = epoch_scale(config, len(sampler))
-    config = scaled_to_log(config, len(sampler))  # a small log: the epoch counts grow to the reference's steps
+    config = scaled_to_log(config, len(sampler), split.valid.size)  # a small log: the epoch counts grow to the reference's steps
     steps = len(sampler) if config.max_batches_per_epoch is None else min(len(sampler), config.max_batches_per_epoch)
     result = TrainResult(model=model, device=str(dev), amp=amp, epoch_scale=scale, config=config)
     state_key = _state_key(model, split, config, seed, dev, amp, steps)
