@@ -143,6 +143,16 @@ def test_docs_internal_links_resolve():
     assert not broken, "broken links in docs/:\n" + "\n".join(broken)
 
 
+def test_no_page_has_the_same_section_twice():
+    """A page's ``##`` sections are unique: a section pasted twice (a stale copy beside its
+    update) is an error, not a second anchor."""
+    repeated = []
+    for path, text in _pages().items():
+        headings = [line.strip() for line in _FENCE.sub("", text).splitlines() if line.startswith("## ")]
+        repeated += [f"{path.relative_to(ROOT)}: {h}" for h in sorted(set(headings)) if headings.count(h) > 1]
+    assert not repeated, "sections written twice:\n" + "\n".join(repeated)
+
+
 def test_mkdocs_nav_names_existing_pages():
     class _Loader(yaml.SafeLoader):
         pass
