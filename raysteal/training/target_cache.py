@@ -240,8 +240,8 @@ def scaled_train_config(
     """``tcfg`` as :func:`fit` will train it on this log: its epoch counts scaled to the log's steps
     per epoch when it names a ``reference_steps_per_epoch``, and an ``eval_users`` sample no smaller
     than the log resolved away (:func:`~raysteal.training.config.scaled_to_log`)."""
-    if tcfg.reference_steps_per_epoch is None:
-        return scaled_to_log(tcfg, 1, log.num_users)
+    if tcfg.reference_steps_per_epoch is None:  # nothing scales with the steps: no sampler to build
+        return scaled_to_log(tcfg, steps_per_epoch=0, users=log.num_users)
     data = make_split(log, split)
     if watermark is not None:
         data = watermarked_split(data, watermark)
