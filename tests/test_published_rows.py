@@ -168,3 +168,81 @@ def test_a_damaged_sittings_record_is_one_clear_error_and_changes_nothing(tmp_pa
     with pytest.raises(DataFileError, match=r"reproduce.json: not the sittings record raysteal reproduce writes"):
         carry_sittings(out, [published])
     assert not (out / "reproduce.json").exists()
+
+
+def test_report_from_takes_back_the_published_rows_of_every_experiment_the_directory_gathers(tmp_path):
+    # one results directory holding the runs of two experiment files: `raysteal run --from` takes
+    # back only its own file's rows, so the report (and results.parquet) would lose the other's
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+    from raysteal.experiment.config import load_experiment
+    from raysteal.results.store import ResultStore
+    from tests.test_reproduce import FIGURE
+
+    _, table = _config(tmp_path)
+    figure_path = tmp_path / "tiny-figure.yaml"
+    figure_path.write_text(yaml.safe_dump(FIGURE, sort_keys=False))
+    figure = load_experiment(figure_path)
+    table_rows, figure_rows = _fake_rows(table, seeds=2), _fake_rows(figure)
+    published = _published(tmp_path, table_rows + figure_rows)
+
+    here = ResultStore(tmp_path / "here")  # this checkout ran one new run of each file, and kept both specifications
+    for config, row in ((table, table_rows[0]), (figure, figure_rows[0])):
+        here.write_row(row["run_id"], {**row, "note": "run here"})
+        here.save_experiment(config.experiment, config.model_dump(mode="json"))
+
+    result = CliRunner().invoke(app, ["report", str(here.root), "--from", str(published)])
+
+    assert result.exit_code == 0, result.output
+    assert f"tiny-table: {len(table_rows) - 1} finished run(s) taken from {published}" in result.output
+    assert f"tiny-figure: {len(figure_rows) - 1} finished run(s) taken from {published}" in result.output
+    merged = pd.read_parquet(here.results_file).set_index("run_id")
+    assert set(merged.index) == {row["run_id"] for row in table_rows + figure_rows}
+    # the runs made here keep their own rows; the published copies of them are not taken
+    assert merged["note"].dropna().to_dict() == {table_rows[0]["run_id"]: "run here", figure_rows[0]["run_id"]: "run here"}
+    report = (here.root / "report" / "report.md").read_text()
+    assert "## tiny-table" in report and "## tiny-figure" in report
+    # a second report --from takes nothing more
+    again = CliRunner().invoke(app, ["report", str(here.root), "--from", str(published)])
+    assert again.exit_code == 0 and "taken from" not in again.output
+
+
+def test_report_from_needs_the_directorys_experiment_specifications(tmp_path):
+    from raysteal.results.reproduction import import_saved_experiments_rows
+
+    _, config = _config(tmp_path)
+    published = _published(tmp_path, _fake_rows(config))
+    with pytest.raises(ConfigError, match=r"no experiment specification under experiments/"):
+        import_saved_experiments_rows(tmp_path / "empty", [published])
+    assert not (tmp_path / "empty").exists()  # nothing written
+    damaged = tmp_path / "damaged"
+    (damaged / "experiments").mkdir(parents=True)
+    (damaged / "experiments" / "x.json").write_text("{not json")
+    with pytest.raises(DataFileError, match=r"x.json: not an experiment specification saved by raysteal run"):
+        import_saved_experiments_rows(damaged, [published])
+    assert not (damaged / "runs").exists()
+
+
+def test_report_from_names_the_rows_it_has_no_specification_to_match(tmp_path):
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+    from raysteal.experiment.config import load_experiment
+    from raysteal.results.store import ResultStore
+    from tests.test_reproduce import FIGURE
+
+    _, table = _config(tmp_path)
+    figure_path = tmp_path / "tiny-figure.yaml"
+    figure_path.write_text(yaml.safe_dump(FIGURE, sort_keys=False))
+    table_rows, figure_rows = _fake_rows(table), _fake_rows(load_experiment(figure_path))
+    published = _published(tmp_path, table_rows + figure_rows)
+    here = ResultStore(tmp_path / "here")  # ran the table's file only
+    here.write_row(table_rows[0]["run_id"], table_rows[0])
+    here.save_experiment(table.experiment, table.model_dump(mode="json"))
+
+    result = CliRunner().invoke(app, ["report", str(here.root), "--from", str(published)])
+
+    assert result.exit_code == 0, result.output
+    assert f"holds {len(figure_rows)} row(s) of experiment 'tiny-figure', which {here.root} keeps no specification of" in result.output
+    assert set(pd.read_parquet(here.results_file)["experiment"]) == {"tiny-table"}

@@ -101,10 +101,25 @@ def register(app: typer.Typer) -> None:
     def report_command(
         results: Path = typer.Argument(..., help="results directory written by raysteal run"),
         out: Path | None = typer.Option(None, "--out", help="where report.md and the PNGs go (default RESULTS/report)"),
+        sources: list[Path] | None = typer.Option(
+            None,
+            "--from",
+            help="a results directory or a published one (its results.parquet): its rows of the runs of every "
+            "experiment RESULTS keeps a specification of, matched by run id, are taken into RESULTS first "
+            "(as raysteal run --from does for one file); repeatable",
+        ),
     ) -> None:
         """Render tables (Markdown) and figures (PNG) from a results directory."""
         from raysteal.report import render_report
 
+        if sources:
+            from raysteal.results.reproduction import import_saved_experiments_rows, rows_of_unkept_experiments
+
+            for experiment, copied in import_saved_experiments_rows(results, sources).items():
+                for source, count in copied.items():
+                    typer.echo(f"{experiment}: {count} finished run(s) taken from {source}")
+            for line in rows_of_unkept_experiments(results, sources):
+                typer.echo(f"warning: {line}", err=True)
         path = render_report(results, directory_option(out, "--out"))
         typer.echo(path.read_text())
         typer.echo(f"\nreport written to {path}")

@@ -27,7 +27,7 @@ import pandas as pd
 from raysteal.atomic import copy_atomically, write_text_atomically
 from raysteal.data.datasets import dataset_spec
 from raysteal.errors import ConfigError, DataFileError, RaystealError
-from raysteal.experiment.config import read_config_file
+from raysteal.experiment.config import parse_experiment, read_config_file
 from raysteal.experiment.run import expand_runs
 from raysteal.results.store import ResultStore, published_rows
 
@@ -289,6 +289,67 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
         write_text_atomically(Path(out_dir) / IMPORTS_FILE, json.dumps(record, indent=2, sort_keys=True))
         store.save_experiment(config.experiment, config.model_dump(mode="json"))  # the report's tables, without a run here
     return copied
+
+
+def saved_experiments(out_dir: Path) -> list[Any]:
+    """The experiments whose specifications ``out_dir`` keeps (``experiments/*.json``: each
+    ``raysteal run`` into it saves its file's whole grid there), validated. None saved is a
+    ``ConfigError``; a damaged or stale one names its file."""
+    paths = sorted((Path(out_dir) / "experiments").glob("*.json"))
+    if not paths:
+        raise ConfigError(
+            f"{out_dir}: no experiment specification under experiments/ (raysteal run saves one there), so no row can be matched to a run"
+        )
+    configs = []
+    for path in paths:
+        try:
+            raw = json.loads(path.read_text())
+        except ValueError as err:
+            raise DataFileError(
+                f"{path}: not an experiment specification saved by raysteal run ({err}); move it away or restore it"
+            ) from None
+        configs.append(parse_experiment(raw, source=str(path)))
+    return configs
+
+
+def import_saved_experiments_rows(out_dir: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
+    """``raysteal report --from``: :func:`import_rows` for every experiment ``out_dir`` keeps a
+    specification of, so a results directory that gathers the runs of several experiment files
+    (``raysteal run A.yaml --out D``, ``raysteal run B.yaml --out D``) takes back the published rows
+    of each, matched by run id, before its report and ``results.parquet`` are written. Returns rows
+    copied per experiment and source (experiments that took none are left out)."""
+    check_sources(sources)
+    configs = saved_experiments(out_dir)
+    return {config.experiment: copied for config in configs if (copied := import_rows(config, out_dir, sources))}
+
+
+def rows_of_unkept_experiments(out_dir: Path, sources: list[Path]) -> list[str]:
+    """One line per source and experiment whose rows ``raysteal report --from`` cannot take: the
+    source holds them, but ``out_dir`` keeps no specification of their experiment to match them
+    by; each line names the command that takes them."""
+    kept = {path.stem for path in (Path(out_dir) / "experiments").glob("*.json")}
+    lines = []
+    for source in sources:
+        store = ResultStore(source)
+        frame = store.load() if store.runs_dir.is_dir() else _read_experiment_column(store.results_file)
+        if frame.empty or "experiment" not in frame.columns:
+            continue
+        for experiment, count in frame["experiment"].value_counts().sort_index().items():
+            if experiment not in kept:
+                lines.append(
+                    f"{source} holds {count} row(s) of experiment {experiment!r}, which {out_dir} keeps no specification of: "
+                    f"`raysteal run ITS_FILE --out {out_dir} --from {source}` takes them (--where narrows it to the runs they are)"
+                )
+    return lines
+
+
+def _read_experiment_column(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path, columns=["experiment"])
+    except (OSError, ValueError, KeyError):  # no such column, or not a parquet file: import_rows says which
+        return pd.DataFrame()
 
 
 def imported_runs(out_dir: Path) -> dict[str, str]:
