@@ -170,14 +170,10 @@ def test_a_damaged_sittings_record_is_one_clear_error_and_changes_nothing(tmp_pa
     assert not (out / "reproduce.json").exists()
 
 
-def test_report_from_takes_back_the_published_rows_of_every_experiment_the_directory_gathers(tmp_path):
-    # one results directory holding the runs of two experiment files: `raysteal run --from` takes
-    # back only its own file's rows, so the report (and results.parquet) would lose the other's
-    from typer.testing import CliRunner
-
-    from raysteal.cli import app
+def _two_files_published(tmp_path: Path):
+    """The table's and the figure's configs, a row for every run of each, and all those rows published
+    in one ``results.parquet`` (a directory that gathered both files)."""
     from raysteal.experiment.config import load_experiment
-    from raysteal.results.store import ResultStore
     from tests.test_reproduce import FIGURE
 
     _, table = _config(tmp_path)
@@ -185,14 +181,29 @@ def test_report_from_takes_back_the_published_rows_of_every_experiment_the_direc
     figure_path.write_text(yaml.safe_dump(FIGURE, sort_keys=False))
     figure = load_experiment(figure_path)
     table_rows, figure_rows = _fake_rows(table, seeds=2), _fake_rows(figure)
-    published = _published(tmp_path, table_rows + figure_rows)
+    return table, figure, table_rows, figure_rows, _published(tmp_path, table_rows + figure_rows)
 
+
+def _report(*args: str):
+    from typer.testing import CliRunner
+
+    from raysteal.cli import app
+
+    return CliRunner().invoke(app, ["report", *args])
+
+
+def test_report_from_takes_back_the_published_rows_of_every_experiment_the_directory_gathers(tmp_path):
+    # one results directory holding the runs of two experiment files: `raysteal run --from` takes
+    # back only its own file's rows, so the report (and results.parquet) would lose the other's
+    from raysteal.results.store import ResultStore
+
+    table, figure, table_rows, figure_rows, published = _two_files_published(tmp_path)
     here = ResultStore(tmp_path / "here")  # this checkout ran one new run of each file, and kept both specifications
     for config, row in ((table, table_rows[0]), (figure, figure_rows[0])):
         here.write_row(row["run_id"], {**row, "note": "run here"})
         here.save_experiment(config.experiment, config.model_dump(mode="json"))
 
-    result = CliRunner().invoke(app, ["report", str(here.root), "--from", str(published)])
+    result = _report(str(here.root), "--from", str(published))
 
     assert result.exit_code == 0, result.output
     assert f"tiny-table: {len(table_rows) - 1} finished run(s) taken from {published}" in result.output
@@ -204,7 +215,7 @@ def test_report_from_takes_back_the_published_rows_of_every_experiment_the_direc
     report = (here.root / "report" / "report.md").read_text()
     assert "## tiny-table" in report and "## tiny-figure" in report
     # a second report --from takes nothing more
-    again = CliRunner().invoke(app, ["report", str(here.root), "--from", str(published)])
+    again = _report(str(here.root), "--from", str(published))
     assert again.exit_code == 0 and "taken from" not in again.output
 
 
@@ -225,23 +236,14 @@ def test_report_from_needs_the_directorys_experiment_specifications(tmp_path):
 
 
 def test_report_from_names_the_rows_it_has_no_specification_to_match(tmp_path):
-    from typer.testing import CliRunner
-
-    from raysteal.cli import app
-    from raysteal.experiment.config import load_experiment
     from raysteal.results.store import ResultStore
-    from tests.test_reproduce import FIGURE
 
-    _, table = _config(tmp_path)
-    figure_path = tmp_path / "tiny-figure.yaml"
-    figure_path.write_text(yaml.safe_dump(FIGURE, sort_keys=False))
-    table_rows, figure_rows = _fake_rows(table), _fake_rows(load_experiment(figure_path))
-    published = _published(tmp_path, table_rows + figure_rows)
+    table, _, table_rows, figure_rows, published = _two_files_published(tmp_path)
     here = ResultStore(tmp_path / "here")  # ran the table's file only
     here.write_row(table_rows[0]["run_id"], table_rows[0])
     here.save_experiment(table.experiment, table.model_dump(mode="json"))
 
-    result = CliRunner().invoke(app, ["report", str(here.root), "--from", str(published)])
+    result = _report(str(here.root), "--from", str(published))
 
     assert result.exit_code == 0, result.output
     assert f"holds {len(figure_rows)} row(s) of experiment 'tiny-figure', which {here.root} keeps no specification of" in result.output
