@@ -27,7 +27,7 @@ import pandas as pd
 from raysteal.atomic import copy_atomically, write_text_atomically
 from raysteal.data.datasets import dataset_spec
 from raysteal.errors import ConfigError, DataFileError, RaystealError
-from raysteal.experiment.config import parse_experiment, read_config_file
+from raysteal.experiment.config import ExperimentConfig, parse_experiment, read_config_file
 from raysteal.experiment.run import expand_runs
 from raysteal.results.store import ResultStore, published_rows
 
@@ -291,7 +291,7 @@ def import_rows(config, out_dir: Path, sources: list[Path]) -> dict[str, int]:
     return copied
 
 
-def saved_experiments(out_dir: Path) -> list[Any]:
+def saved_experiments(out_dir: Path) -> list[ExperimentConfig]:
     """The experiments whose specifications ``out_dir`` keeps (``experiments/*.json``: each
     ``raysteal run`` into it saves its file's whole grid there), validated. None saved is a
     ``ConfigError``; a damaged or stale one names its file."""
