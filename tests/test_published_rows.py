@@ -229,9 +229,10 @@ def test_report_from_needs_the_directorys_experiment_specifications(tmp_path):
     assert not (tmp_path / "empty").exists()  # nothing written
     damaged = tmp_path / "damaged"
     (damaged / "experiments").mkdir(parents=True)
-    (damaged / "experiments" / "x.json").write_text("{not json")
-    with pytest.raises(DataFileError, match=r"x.json: not an experiment specification saved by raysteal run"):
-        import_saved_experiments_rows(damaged, [published])
+    for text in ("{not json", "[1, 2]", '{"seeds": 2}'):  # not JSON, not a mapping, no experiment name
+        (damaged / "experiments" / "x.json").write_text(text)
+        with pytest.raises(DataFileError, match=r"x.json: not an experiment spec saved by raysteal run"):
+            import_saved_experiments_rows(damaged, [published])
     assert not (damaged / "runs").exists()
 
 

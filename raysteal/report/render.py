@@ -33,17 +33,6 @@ from raysteal.results.summary import (
 REPORT_KINDS = ("table", "curve", "heatmap", "matrix", "pareto")
 
 
-def _experiments(root: Path) -> dict[str, dict[str, Any]]:
-    specs = {}
-    for path in sorted((root / "experiments").glob("*.json")):
-        try:
-            spec = json.loads(path.read_text())
-            specs[spec["experiment"]] = spec
-        except (ValueError, KeyError, TypeError) as err:
-            raise DataFileError(f"{path}: not an experiment spec saved by raysteal run ({err!r}); move it away or restore it") from None
-    return specs
-
-
 def _check_columns(frame: pd.DataFrame, rspec: dict[str, Any], where: str) -> None:
     """Every column a report entry names exists in the rows (else a ``ConfigError`` naming it)."""
     kind = rspec.get("kind", "table")
@@ -232,7 +221,7 @@ def render_report(root: str | os.PathLike, out: str | os.PathLike | None = None)
     out_dir = Path(out) if out else root / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(out_dir)  # what a report killed mid-write left
-    specs = _experiments(root)
+    specs = store.load_experiments()
     sections = ["# raysteal report", ""]
     if "experiment" not in frame.columns:
         raise DataFileError(f"{root / 'runs'}: the rows have no 'experiment' column (not written by raysteal run)")

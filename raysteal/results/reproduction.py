@@ -295,21 +295,12 @@ def saved_experiments(out_dir: Path) -> list[ExperimentConfig]:
     """The experiments whose specifications ``out_dir`` keeps (``experiments/*.json``: each
     ``raysteal run`` into it saves its file's whole grid there), validated. None saved is a
     ``ConfigError``; a damaged or stale one names its file."""
-    paths = sorted((Path(out_dir) / "experiments").glob("*.json"))
-    if not paths:
+    specs = ResultStore(out_dir).load_experiments()
+    if not specs:
         raise ConfigError(
             f"{out_dir}: no experiment specification under experiments/ (raysteal run saves one there), so no row can be matched to a run"
         )
-    configs = []
-    for path in paths:
-        try:
-            raw = json.loads(path.read_text())
-        except ValueError as err:
-            raise DataFileError(
-                f"{path}: not an experiment specification saved by raysteal run ({err}); move it away or restore it"
-            ) from None
-        configs.append(parse_experiment(raw, source=str(path)))
-    return configs
+    return [parse_experiment(spec, source=f"{out_dir}/experiments/{name}.json") for name, spec in specs.items()]
 
 
 def import_saved_experiments_rows(out_dir: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
@@ -327,7 +318,7 @@ def rows_of_unkept_experiments(out_dir: Path, sources: list[Path]) -> list[str]:
     """One line per source and experiment whose rows ``raysteal report --from`` cannot take: the
     source holds them, but ``out_dir`` keeps no specification of their experiment to match them
     by; each line names the command that takes them."""
-    kept = {path.stem for path in (Path(out_dir) / "experiments").glob("*.json")}
+    kept = set(ResultStore(out_dir).load_experiments())
     lines = []
     for source in sources:
         store = ResultStore(source)

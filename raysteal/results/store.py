@@ -201,6 +201,19 @@ class ResultStore:
         the report takes its descriptions and tables from it)."""
         return write_text_atomically(self.root / "experiments" / f"{name}.json", json.dumps(spec, indent=2))
 
+    def load_experiments(self) -> dict[str, dict[str, Any]]:
+        """The specifications :meth:`save_experiment` kept, by experiment name (empty when none). A
+        file that is not one (not JSON, not a mapping, no ``experiment`` name) is a ``DataFileError``
+        naming it."""
+        specs = {}
+        for path in sorted((self.root / "experiments").glob("*.json")):
+            try:
+                spec = json.loads(path.read_text())
+                specs[spec["experiment"]] = spec
+            except (ValueError, KeyError, TypeError) as err:
+                raise DataFileError(f"{path}: not an experiment spec saved by raysteal run ({err!r}); move it away or restore it") from None
+        return specs
+
     def import_row(self, rid: str, row: pd.DataFrame) -> Path:
         """Write an already-made row (one from :func:`published_rows`) as run ``rid``'s, atomically."""
         path = self.runs_dir / f"{rid}.parquet"
