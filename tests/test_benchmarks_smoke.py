@@ -262,7 +262,7 @@ def test_infonce_sample_benchmark_times_both_and_writes_its_json(tmp_path, bench
     assert not (tmp_path / "bad.json").exists()
 
 
-def test_catalogue_ce_benchmark_checks_both_paths_and_writes_its_json(tmp_path, benchmarks_on_path):
+def test_catalogue_ce_benchmark_checks_every_path_and_writes_its_json(tmp_path, benchmarks_on_path):
     import catalogue_ce
     import torch
 
@@ -273,7 +273,8 @@ def test_catalogue_ce_benchmark_checks_both_paths_and_writes_its_json(tmp_path, 
     )
     assert torch.get_num_threads() == threads
     for row in report["models"]:
-        assert row["checks"]["max_grad_abs_diff"] <= 1e-6 and row["speedup_median_of_pairs"] > 0
+        for peer in ("plain", "previous"):
+            assert row["checks"][f"against_{peer}"]["max_grad_abs_diff"] <= 1e-6 and row[f"speedup_over_{peer}"] > 0
     assert json.loads(out.read_text())["models"][1]["model"] == "gru4rec"
     for bad in (["--rounds", "0"], ["--models", "bpr"]):
         with pytest.raises(SystemExit):  # argparse's one-line error, nothing written

@@ -513,19 +513,21 @@ def test_attention_dropout_reaches_the_fused_kernel_off_the_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_catalogue_cross_entropy_equals_the_plain_loss_and_gradients(bias):
-    """The blocked CPU cross-entropy (several blocks: 40 rows at 16 a block over 20,000 items)
-    gives F.cross_entropy's value and gradients; bad targets get a clear error."""
+def test_catalogue_cross_entropy_equals_the_plain_loss_and_gradients(bias, monkeypatch):
+    """The tiled CPU cross-entropy (40 rows at 16 a tile, 20,000 items at 512: both ragged) gives
+    F.cross_entropy's value and gradients; bad targets get a clear error."""
     import torch.nn.functional as F
 
     from raysteal.models import catalogue_loss
+
+    monkeypatch.setattr(catalogue_loss, "ROW_BLOCK", 16)
+    assert catalogue_loss.COLUMN_BLOCK == 512
 
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(40, 8, generator=g, requires_grad=True)
     weight = torch.randn(20000, 8, generator=g, requires_grad=True)
     b = torch.randn(20000, generator=g, requires_grad=True) if bias else None
     targets = torch.randint(0, 20000, (40,), generator=g)
-    assert catalogue_loss.block_rows(20000) == 16
     params = [hidden, weight] + ([b] if b is not None else [])
     plain = F.cross_entropy(hidden @ weight.t() + (b if b is not None else 0.0), targets)
     want = torch.autograd.grad(plain * 3.0, params)
@@ -536,6 +538,24 @@ def test_catalogue_cross_entropy_equals_the_plain_loss_and_gradients(bias):
         assert torch.allclose(a, c, atol=1e-6, rtol=1e-4)  # sums over 20,000 items in another order
     with pytest.raises(IndexError, match="targets must lie"):
         catalogue_loss.catalogue_cross_entropy(hidden, weight, b, torch.full((40,), 20000))
+
+
+def test_catalogue_cross_entropy_is_stable_when_the_largest_logit_lies_in_a_late_tile():
+    """The running log-sum-exp rescales its sum when a later item tile holds a larger logit: logits
+    of several hundred (exp overflows float32 without the rescaling) give F.cross_entropy's loss."""
+    import torch.nn.functional as F
+
+    from raysteal.models import catalogue_loss
+
+    hidden = torch.ones(3, 1, requires_grad=True)
+    weight = torch.zeros(2000, 1)
+    weight[5], weight[700], weight[1999] = 300.0, 600.0, 900.0  # tiles 0, 1 and 3: each a new maximum
+    targets = torch.tensor([5, 700, 1999])
+    got = catalogue_loss.catalogue_cross_entropy(hidden, weight, None, targets)
+    want = F.cross_entropy(hidden @ weight.t(), targets)
+    assert torch.isfinite(got) and float(got) == pytest.approx(float(want), rel=1e-6)
+    (grad,) = torch.autograd.grad(got, hidden)
+    assert torch.allclose(grad, torch.autograd.grad(F.cross_entropy(hidden @ weight.t(), targets), hidden)[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "narm", "stamp", "bert4rec"])
