@@ -589,6 +589,39 @@ def test_zhu_sequential_recipes_spend_what_they_query(toy, oracle):
         run_extraction({"attack": "seq_ptaq", **base}, SequenceKnowledge(NUM_ITEMS, MAX_LEN, sequences=seqs[:12]), ptaq, seed=0)
 
 
+def test_zhu_data_phases_are_trained_once_and_shared_between_runs(toy, oracle, tmp_path):
+    """With a phase cache, the data phases (which never see the target) train once per key: PTD
+    after PTQ of the same seed loads them and ends with the clone it trains without the cache;
+    PTQ loading them ends with the clone of PTQ training them (the steal phase draws the same
+    numbers); another seed, setting or the auxiliary pre-training is another key."""
+    import torch
+
+    log, split, _ = toy
+    seqs = split.train.padded_sequences(MAX_LEN)
+    knowledge = SequenceKnowledge(num_items=NUM_ITEMS, max_len=MAX_LEN, sequences=seqs[:12], auxiliary=seqs[60:])
+    base = {"student": {"model": "gru4rec", "embedding_dim": 8, "hidden_size": 8}, "epochs": 2, "data_epochs": 2, "aux_epochs": 1}
+    base.update(batch_size=6, data_batch_size=16, k=10, num_negatives=10)
+
+    def run(attack: str, cache=tmp_path, seed: int = 0, **changes):
+        name = f"{attack}-{seed}-{len(list(tmp_path.rglob('*.pt')))}-{cache is None}"
+        return run_extraction({"attack": attack, **base, **changes}, knowledge, oracle.register_attacker(name), seed=seed, phase_cache=cache)
+
+    def same_weights(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.clone.state_dict().values(), b.clone.state_dict().values()))
+
+    cold_ptq = run("seq_ptq")
+    assert cold_ptq.info["phases_shared"] is False and len(list((tmp_path / "phases").glob("*.pt"))) == 1
+    ptd, plain_ptd = run("seq_ptd"), run("seq_ptd", cache=None)
+    assert ptd.info["phases_shared"] is True and ptd.info["data_losses"] == cold_ptq.info["data_losses"]
+    assert "phases_shared" not in plain_ptd.info and same_weights(ptd, plain_ptd)
+    warm_ptq = run("seq_ptq")
+    assert warm_ptq.info["phases_shared"] is True and same_weights(warm_ptq, cold_ptq) and warm_ptq.queries == cold_ptq.queries
+    assert not same_weights(ptd, cold_ptq)  # the steal phase did train on top
+    for other in (run("seq_ptd", seed=1), run("seq_ptd", data_lr=2e-3), run("seq_ptaq", budget_queries=30)):
+        assert other.info["phases_shared"] is False
+    assert len(list((tmp_path / "phases").glob("*.pt"))) == 4
+
+
 def test_zhu_data_phase_can_stop_on_the_attackers_own_held_out_items(toy, oracle, monkeypatch):
     """data_patience: the PTD phase validates on each sequence's held-out last item (no query,
     no target) and stops when that stops improving, keeping the best weights."""

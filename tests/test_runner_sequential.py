@@ -268,3 +268,19 @@ def test_a_clone_of_a_watermarked_target_is_put_to_the_verify_test_in_its_row():
     assert row["carries_watermark"] == (row["watermark_p_value"] < DEFAULT_ALPHA)
     _, clean, _ = _run_in_process(attack, 200)
     assert not any(key.startswith("watermark_") for key in clean) and "carries_watermark" not in clean
+
+
+@pytest.mark.ray
+def test_zhu_runs_of_one_seed_share_their_data_phases(ray_session, tmp_path):
+    """PTD and PTQ of one seed train the same data phases (they never see the target): the runner
+    hands its cache to the recipe, PTQ (run second) loads what PTD trained, one file for both."""
+    from raysteal.distributed.experiment_runner import run_experiment
+
+    student = {"model": "sasrec", "embedding_dim": 16, "num_blocks": 1}
+    zhu = {"k": 20, "epochs": 2, "batch_size": 64, "data_epochs": 2, "student": student}
+    config = parse_experiment({**SEQ, "attacks": [{"attack": "seq_ptd", **zhu}, {"attack": "seq_ptq", **zhu}]})
+    store = run_experiment(config, tmp_path / "out", cache_dir=str(tmp_path / "cache"), progress=False, max_concurrent=1)
+    frame = store.load().set_index("attack")
+    assert not frame.loc["seq_ptd", "info/phases_shared"] and frame.loc["seq_ptq", "info/phases_shared"]
+    assert frame.loc["seq_ptd", "info/data_seconds"] == frame.loc["seq_ptq", "info/data_seconds"]  # the phases PTD trained
+    assert len(list((tmp_path / "cache" / "phases").glob("*.pt"))) == 1

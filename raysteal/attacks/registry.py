@@ -46,8 +46,10 @@ class Recipe:
     A collaborative recipe is ``fn(config, knowledge, client, ctx) -> clone``
     (:func:`raysteal.attacks.run_attack` runs it); a sequential one is
     ``fn(config, knowledge, client, *, seed, device, on_epoch, progress) -> AttackResult``, and a
-    ``resumable`` one also takes ``workdir`` (:func:`raysteal.extraction.run_extraction`).
-    ``needs`` ⊆ :data:`KNOWLEDGE`."""
+    ``resumable`` one also takes ``workdir`` (:func:`raysteal.extraction.run_extraction`), and
+    one that ``shares_phases`` takes ``phase_cache``, a directory where it keeps the training
+    phases that never see the target (:mod:`raysteal.extraction.phase_cache`). ``needs`` ⊆
+    :data:`KNOWLEDGE`."""
 
     name: str
     family: str
@@ -56,17 +58,19 @@ class Recipe:
     needs: tuple[str, ...]
     summary: str
     resumable: bool = False
+    shares_phases: bool = False
 
 
 _RECIPES: dict[str, Recipe] = {}
 
 
 def register_recipe(
-    name: str, config: type, *, needs: tuple[str, ...], summary: str, resumable: bool = False
+    name: str, config: type, *, needs: tuple[str, ...], summary: str, resumable: bool = False, shares_phases: bool = False
 ) -> Callable[[Callable], Callable]:
     """Decorator registering a recipe under ``name``, validated by ``config`` (whose ``family``
     is the recipe's); ``needs`` ⊆ :data:`KNOWLEDGE`; ``resumable``: it takes a ``workdir`` and
-    goes on from what an earlier attempt saved there (:mod:`raysteal.extraction.resume`)."""
+    goes on from what an earlier attempt saved there (:mod:`raysteal.extraction.resume`);
+    ``shares_phases``: it takes a ``phase_cache`` directory (:mod:`raysteal.extraction.phase_cache`)."""
     family = getattr(config, "family", None)
     if family not in FAMILIES:
         raise ValueError(f"attack {name!r}: {config.__name__}.family is {family!r}, not one of {sorted(FAMILIES)}")
@@ -77,7 +81,7 @@ def register_recipe(
     def wrap(fn: Callable) -> Callable:
         if name in _RECIPES:
             raise ValueError(f"attack {name!r} registered twice")
-        _RECIPES[name] = Recipe(name, family, config, fn, tuple(needs), summary, resumable)
+        _RECIPES[name] = Recipe(name, family, config, fn, tuple(needs), summary, resumable, shares_phases)
         return fn
 
     return wrap

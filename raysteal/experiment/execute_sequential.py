@@ -163,13 +163,21 @@ def target_fingerprint(data: SequentialRunData) -> str:
 
 
 def execute_sequential_run(
-    run: Run, data: SequentialRunData, client: BlackBoxClient, device: str = "cpu", on_epoch=None, workdir: str | None = None
+    run: Run,
+    data: SequentialRunData,
+    client: BlackBoxClient,
+    device: str = "cpu",
+    on_epoch=None,
+    workdir: str | None = None,
+    phase_cache: str | None = None,
 ) -> dict[str, Any]:
     """Run one sequential extraction and measure it; returns the results row.
 
     ``workdir``: the run's scratch directory (:meth:`raysteal.results.store.ResultStore.work_dir`);
     DFME and BAHSD keep their gathered data and student state there and an attempt after a crash
-    goes on from them (the row's ``info/data_reused`` and ``info/resumed_epoch`` say so)."""
+    goes on from them (the row's ``info/data_reused`` and ``info/resumed_epoch`` say so).
+    ``phase_cache``: the results directory's shared cache; Zhu et al.'s recipes keep their data
+    phases there, trained once for every run of the same seed (``info/phases_shared``)."""
     started, started_at = time.perf_counter(), time.time()
     k = run.k
     width = max(k, 10)
@@ -191,7 +199,9 @@ def execute_sequential_run(
         needs_data = bool(getattr(config, "uses_real_sequences", False))
         knowledge, known_eval = sequential_knowledge(run, data, needs_data)
         client = remembering(run, client)
-        result = run_extraction(config, knowledge, client, seed=run.seed, device=device, on_epoch=on_epoch, workdir=workdir)
+        result = run_extraction(
+            config, knowledge, client, seed=run.seed, device=device, on_epoch=on_epoch, workdir=workdir, phase_cache=phase_cache
+        )
         student = np.asarray(student_lists(result.clone, data.eval_sequences, width, device=device))
         if run.target.watermark is not None:  # could the owner prove this theft? (raysteal verify's test)
             proof = clone_watermark_columns(result.clone, run.target.watermark, device=device)
@@ -277,8 +287,9 @@ class SequentialEvaluation:
         workdir: str | None = None,
         aux_cache: str | None = None,
     ) -> dict[str, Any]:
-        """The run's results row (``aux_cache`` unused: no sequential recipe trains an auxiliary model)."""
-        return execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch, workdir=workdir)
+        """The run's results row; ``aux_cache`` (the results directory's shared cache) keeps the
+        training phases that Zhu et al.'s recipes share between runs (:mod:`raysteal.extraction.phase_cache`)."""
+        return execute_sequential_run(run, data, client, device=device, on_epoch=on_epoch, workdir=workdir, phase_cache=aux_cache)
 
     def probe(self, run: Run, data: SequentialRunData, device: str, max_users: int) -> SequentialEpochProbe:
         return SequentialEpochProbe(run, data, device, max_users)

@@ -25,13 +25,18 @@ def run_extraction(
     on_epoch: Callable[[int, dict[str, float]], bool | None] | None = None,
     progress: bool = False,
     workdir: str | os.PathLike | None = None,
+    phase_cache: str | os.PathLike | None = None,
 ) -> AttackResult:
     """Validate ``config`` and run its registered recipe with ``knowledge`` and the query ``client``.
 
     ``workdir`` (the run's own directory) goes to resumable recipes (DFME, BAHSD), which keep
     their gathered data and student state there and go on from them after a crash; other
-    recipes start over."""
+    recipes start over. ``phase_cache`` (a directory shared by the runs of a results directory)
+    goes to recipes whose first training phases never see the target (Zhu et al.'s on sequential
+    targets), which train those once for every run that repeats them."""
     cfg = make_extraction_config(config)
     recipe = get_recipe(cfg.attack, cfg.family)
-    resume = {"workdir": workdir} if recipe.resumable else {}
-    return recipe.fn(cfg, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, **resume)
+    extra: dict[str, Any] = {"workdir": workdir} if recipe.resumable else {}
+    if recipe.shares_phases and phase_cache is not None:
+        extra["phase_cache"] = phase_cache
+    return recipe.fn(cfg, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, **extra)

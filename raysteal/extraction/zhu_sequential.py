@@ -17,6 +17,7 @@ The stealing loss is Zhu et al.'s: per queried list ``L_r + L_p`` with ``L_rank`
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from raysteal.data.interactions import Interactions
 from raysteal.data.splits import leave_one_out
 from raysteal.errors import ConfigError
 from raysteal.extraction.config import ExtractionConfigBase
+from raysteal.extraction.phase_cache import array_digest, shared_phases
 from raysteal.extraction.student import seeded_student, student_scores, train_student
 from raysteal.extraction.synthesis import label_sequences, query_allowance
 from raysteal.extraction.types import SequenceKnowledge, StudentBatch
@@ -215,6 +217,26 @@ class _FitOptions(TypedDict):
     eval_every: int
 
 
+def _data_phase_spec(
+    config: _ZhuSequentialConfig, knowledge: SequenceKnowledge, aux_sequences: np.ndarray | None, *, max_len: int, seed: int, device: str
+) -> dict[str, Any]:
+    """Everything the data phases of :func:`_zhu` depend on (the key of :func:`shared_phases`):
+    the student, the sequences, the phases' settings, the seed and the kind of device; no target."""
+    return {
+        "student": config.student_config(max_len),
+        "num_items": int(knowledge.num_items),
+        "sequences": array_digest(knowledge.sequences),
+        "auxiliary": array_digest(aux_sequences),
+        "aux_epochs": int(config.aux_epochs) if aux_sequences is not None else 0,
+        "data": {
+            name: getattr(config, name)
+            for name in ("data_epochs", "data_batch_size", "data_lr", "weight_decay", "amp", "data_patience", "data_eval_every")
+        },
+        "seed": seed,
+        "device": resolve_device(device).type,
+    }
+
+
 def _zhu(
     config: _ZhuSequentialConfig,
     knowledge: SequenceKnowledge,
@@ -226,8 +248,10 @@ def _zhu(
     progress: bool,
     auxiliary: bool,
     steal: bool,
+    phase_cache: str | os.PathLike | None = None,
 ) -> AttackResult:
-    if knowledge.sequences is None or len(knowledge.sequences) == 0:
+    own_sequences = knowledge.sequences
+    if own_sequences is None or len(own_sequences) == 0:
         raise ConfigError(f"{config.attack} needs the attacker's real sequences (knowledge.sequences)")
     aux_sequences = knowledge.auxiliary if auxiliary else None
     if auxiliary and (aux_sequences is None or len(aux_sequences) == 0):
@@ -247,16 +271,28 @@ def _zhu(
         patience=config.data_patience,
         eval_every=config.data_eval_every,
     )
-    if aux_sequences is not None:
-        info["aux_losses"] = fit_next_item(student, aux_sequences, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common)
     report = None if steal or on_epoch is None else (lambda epoch, loss: on_epoch(epoch, {"loss": loss}))
-    info["data_losses"] = fit_next_item(
-        student, knowledge.sequences, epochs=config.data_epochs, seed=data_seed, name="attacker", on_epoch=report, **common
-    )
-    info["data_seconds"] = time.perf_counter() - started
+
+    def data_phases() -> dict[str, Any]:
+        trained: dict[str, Any] = {}
+        if aux_sequences is not None:
+            trained["aux_losses"] = fit_next_item(
+                student, aux_sequences, epochs=config.aux_epochs, seed=aux_seed, name="auxiliary", **common
+            )
+        trained["data_losses"] = fit_next_item(
+            student, own_sequences, epochs=config.data_epochs, seed=data_seed, name="attacker", on_epoch=report, **common
+        )
+        trained["data_seconds"] = time.perf_counter() - started
+        return trained
+
+    if phase_cache is not None and report is None:  # phases that report each epoch (to Tune) train in the run
+        spec = _data_phase_spec(config, knowledge, aux_sequences, max_len=max_len, seed=int(seed), device=device)
+        info.update(shared_phases(student, spec, phase_cache, data_phases))
+    else:
+        info.update(data_phases())
     queries = 0
     if steal:
-        seqs = knowledge.sequences if config.budget_sequences is None else knowledge.sequences[: config.budget_sequences]
+        seqs = own_sequences if config.budget_sequences is None else own_sequences[: config.budget_sequences]
         data = label_sequences(
             client,
             seqs,
@@ -280,6 +316,7 @@ def _zhu(
     SeqPTDConfig,
     needs=("target_data",),
     summary="Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences",
+    shares_phases=True,
 )
 def seq_ptd(
     config: SeqPTDConfig,
@@ -290,8 +327,20 @@ def seq_ptd(
     device: str = "cpu",
     on_epoch: Callable | None = None,
     progress: bool = False,
+    phase_cache: str | os.PathLike | None = None,
 ) -> AttackResult:
-    return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=False)
+    return _zhu(
+        config,
+        knowledge,
+        client,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        progress=progress,
+        auxiliary=False,
+        steal=False,
+        phase_cache=phase_cache,
+    )
 
 
 @register_recipe(
@@ -299,6 +348,7 @@ def seq_ptd(
     SeqPTQConfig,
     needs=("target_data", "queries"),
     summary="Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists",
+    shares_phases=True,
 )
 def seq_ptq(
     config: SeqPTQConfig,
@@ -309,8 +359,20 @@ def seq_ptq(
     device: str = "cpu",
     on_epoch: Callable | None = None,
     progress: bool = False,
+    phase_cache: str | os.PathLike | None = None,
 ) -> AttackResult:
-    return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=False, steal=True)
+    return _zhu(
+        config,
+        knowledge,
+        client,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        progress=progress,
+        auxiliary=False,
+        steal=True,
+        phase_cache=phase_cache,
+    )
 
 
 @register_recipe(
@@ -318,6 +380,7 @@ def seq_ptq(
     SeqPTAQConfig,
     needs=("target_data", "auxiliary", "queries"),
     summary="Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ",
+    shares_phases=True,
 )
 def seq_ptaq(
     config: SeqPTAQConfig,
@@ -328,5 +391,17 @@ def seq_ptaq(
     device: str = "cpu",
     on_epoch: Callable | None = None,
     progress: bool = False,
+    phase_cache: str | os.PathLike | None = None,
 ) -> AttackResult:
-    return _zhu(config, knowledge, client, seed=seed, device=device, on_epoch=on_epoch, progress=progress, auxiliary=True, steal=True)
+    return _zhu(
+        config,
+        knowledge,
+        client,
+        seed=seed,
+        device=device,
+        on_epoch=on_epoch,
+        progress=progress,
+        auxiliary=True,
+        steal=True,
+        phase_cache=phase_cache,
+    )
