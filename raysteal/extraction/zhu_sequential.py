@@ -311,97 +311,49 @@ def _zhu(
     return AttackResult(clone=student, queries=queries, info=info)
 
 
-@register_recipe(
+def _zhu_recipe(name: str, config_cls: type, needs: tuple[str, ...], summary: str, *, auxiliary: bool, steal: bool) -> Callable:
+    """Register one of Zhu et al.'s sequential recipes: :func:`_zhu` with its phases switched on."""
+
+    def recipe(
+        config: _ZhuSequentialConfig,
+        knowledge: SequenceKnowledge,
+        client: BlackBoxClient,
+        *,
+        seed: int,
+        device: str = "cpu",
+        on_epoch: Callable | None = None,
+        progress: bool = False,
+        phase_cache: str | os.PathLike | None = None,
+    ) -> AttackResult:
+        options = {"seed": seed, "device": device, "on_epoch": on_epoch, "progress": progress, "phase_cache": phase_cache}
+        return _zhu(config, knowledge, client, auxiliary=auxiliary, steal=steal, **options)
+
+    recipe.__name__ = recipe.__qualname__ = name
+    recipe.__doc__ = summary
+    return register_recipe(name, config_cls, needs=needs, summary=summary, shares_phases=True)(recipe)
+
+
+seq_ptd = _zhu_recipe(
     "seq_ptd",
     SeqPTDConfig,
-    needs=("target_data",),
-    summary="Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences",
-    shares_phases=True,
+    ("target_data",),
+    "Zhu et al. PTD on a sequential target: next-item training on the attacker's sequences",
+    auxiliary=False,
+    steal=False,
 )
-def seq_ptd(
-    config: SeqPTDConfig,
-    knowledge: SequenceKnowledge,
-    client: BlackBoxClient,
-    *,
-    seed: int,
-    device: str = "cpu",
-    on_epoch: Callable | None = None,
-    progress: bool = False,
-    phase_cache: str | os.PathLike | None = None,
-) -> AttackResult:
-    return _zhu(
-        config,
-        knowledge,
-        client,
-        seed=seed,
-        device=device,
-        on_epoch=on_epoch,
-        progress=progress,
-        auxiliary=False,
-        steal=False,
-        phase_cache=phase_cache,
-    )
-
-
-@register_recipe(
+seq_ptq = _zhu_recipe(
     "seq_ptq",
     SeqPTQConfig,
-    needs=("target_data", "queries"),
-    summary="Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists",
-    shares_phases=True,
+    ("target_data", "queries"),
+    "Zhu et al. PTQ on a sequential target: PTD, then the stealing loss on queried lists",
+    auxiliary=False,
+    steal=True,
 )
-def seq_ptq(
-    config: SeqPTQConfig,
-    knowledge: SequenceKnowledge,
-    client: BlackBoxClient,
-    *,
-    seed: int,
-    device: str = "cpu",
-    on_epoch: Callable | None = None,
-    progress: bool = False,
-    phase_cache: str | os.PathLike | None = None,
-) -> AttackResult:
-    return _zhu(
-        config,
-        knowledge,
-        client,
-        seed=seed,
-        device=device,
-        on_epoch=on_epoch,
-        progress=progress,
-        auxiliary=False,
-        steal=True,
-        phase_cache=phase_cache,
-    )
-
-
-@register_recipe(
+seq_ptaq = _zhu_recipe(
     "seq_ptaq",
     SeqPTAQConfig,
-    needs=("target_data", "auxiliary", "queries"),
-    summary="Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ",
-    shares_phases=True,
+    ("target_data", "auxiliary", "queries"),
+    "Zhu et al. PTAQ on a sequential target: auxiliary pre-training, then PTQ",
+    auxiliary=True,
+    steal=True,
 )
-def seq_ptaq(
-    config: SeqPTAQConfig,
-    knowledge: SequenceKnowledge,
-    client: BlackBoxClient,
-    *,
-    seed: int,
-    device: str = "cpu",
-    on_epoch: Callable | None = None,
-    progress: bool = False,
-    phase_cache: str | os.PathLike | None = None,
-) -> AttackResult:
-    return _zhu(
-        config,
-        knowledge,
-        client,
-        seed=seed,
-        device=device,
-        on_epoch=on_epoch,
-        progress=progress,
-        auxiliary=True,
-        steal=True,
-        phase_cache=phase_cache,
-    )
