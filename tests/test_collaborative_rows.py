@@ -20,7 +20,7 @@ def world():
     return untrained_run_data(20, num_users=300, num_items=120, max_len=40, seed=4)
 
 
-def _run(head_fraction=None, attack: dict | None = None):
+def _run(head_fraction=None, attack: dict | None = None, defenses: list | None = None):
     split = {"attacker_fraction": 0.5, **({} if head_fraction is None else {"head_fraction": head_fraction})}
     spec = parse_experiment(
         {
@@ -31,6 +31,7 @@ def _run(head_fraction=None, attack: dict | None = None):
             "attacks": [attack or {"attack": "popularity"}],
             "split": split,
             "k": 20,
+            **({} if defenses is None else {"defenses": [defenses]}),
         }
     )
     return expand_runs(spec)[0]
@@ -112,3 +113,35 @@ def test_a_budget_that_cuts_the_queries_counts_only_the_answered_users_as_querie
     assert answered is not None and len(answered) == budget
     measured = probe(seen[-1])
     assert measured["agr@k"] == pytest.approx(row["agr@k"]) and measured["agr@k/heldout"] == pytest.approx(row["agr@k/heldout"])
+
+
+def test_served_agreement_scores_the_lists_the_defended_black_box_serves(world):
+    """agr@k/served: the clone against the lists the black box serves (its defenses applied to
+    the true lists, seeded), on the queried users; agr@k stays the true lists'. Without a defense
+    the two agree; with popular-item mixing n of the 20 items are popular picks (Zhu et al. §6)."""
+    import numpy as np
+
+    from raysteal.attacks import run_attack
+    from raysteal.experiment.execute import clone_lists, served_lists
+    from raysteal.metrics import agreement_at_k
+
+    target, loo, data = world
+    oracle = in_process_oracle(TargetSpec.from_training_log(target, loo.train))
+    plain = execute_run(_run(), data, oracle.register_attacker("plain"))
+    assert plain["agr@k/served"] == plain["agr@k"]
+    mixing = _run(defenses=[{"type": "popular_mixing", "n": 10}])
+    mixed = execute_run(mixing, data, oracle.register_attacker("mixed"))
+    assert mixed["agr@k"] == plain["agr@k"]  # the true lists did not change
+    knowledge = build_knowledge(mixing, data)
+    users = knowledge.target_user_ids
+    truth = data.truth_lists[users][:, :20]
+    served = served_lists(mixing, data, truth)
+    changed = served != truth
+    assert changed.sum(axis=1).max() <= 10 and changed.sum(axis=1).mean() > 5
+    popular = np.argsort(-data.train.item_counts, kind="stable")[:100]
+    assert np.isin(served[changed], popular).all()
+    queried = np.zeros(len(users), dtype=bool)
+    queried[knowledge.query_users] = True
+    clone = run_attack(mixing.attack, knowledge, oracle.register_attacker("again"), seed=mixing.seed).clone
+    want = np.asarray(agreement_at_k(served, clone_lists(clone, knowledge, 20, "cpu")))[queried].mean()
+    assert mixed["agr@k/served"] == pytest.approx(want) and mixed["agr@k/served"] != pytest.approx(mixed["agr@k"])

@@ -604,7 +604,9 @@ def test_zhu_data_phases_are_trained_once_and_shared_between_runs(toy, oracle, t
 
     def run(attack: str, cache=tmp_path, seed: int = 0, **changes):
         name = f"{attack}-{seed}-{len(list(tmp_path.rglob('*.pt')))}-{cache is None}"
-        return run_extraction({"attack": attack, **base, **changes}, knowledge, oracle.register_attacker(name), seed=seed, phase_cache=cache)
+        return run_extraction(
+            {"attack": attack, **base, **changes}, knowledge, oracle.register_attacker(name), seed=seed, phase_cache=cache
+        )
 
     def same_weights(a, b) -> bool:
         return all(torch.equal(x, y) for x, y in zip(a.clone.state_dict().values(), b.clone.state_dict().values()))

@@ -7,7 +7,8 @@ when the BPR preset took dynamic negative sampling: their BPR target is a differ
 ``defenses/watermark-ml1m.yaml`` when it took every sequential attack at the matrix's settings (no
 row of the earlier file had been published); for ``bahsd/beauty.yaml`` and
 ``yue2021/dfme-ml1m-5k.yaml`` when the NARM preset took Yue et al.'s settings: their NARM target is a
-different model (no row with a NARM target had been published)."""
+different model (no row with a NARM target had been published); for ``zhu2023/fig7-8-defense.yaml``
+when it took PTD and PTA beside its other attacks (every earlier id is kept; none had run)."""
 
 from __future__ import annotations
 

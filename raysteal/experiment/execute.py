@@ -7,7 +7,11 @@ lists of ``query_fraction`` of them. ``agr@k`` is Zhu's Agreement@K (Eq. 3) on t
 is the agreement on the known users whose lists were never queried — the honest measure of
 what was stolen. Both use all items as candidates with each user's seen items excluded.
 ``popularity_agr@k`` is the agreement the popularity recommender's lists reach on the same users
-(the floor of ``agr@k/lift``; :mod:`raysteal.training.guard`). The target's and the clone's own
+(the floor of ``agr@k/lift``; :mod:`raysteal.training.guard`). ``agr@k/served`` is the agreement
+on the queried users with the lists the defended black box serves them (the run's serving
+defenses applied to the true lists once, seeded; ``agr@k`` when nothing alters lists): what an
+attacker sees rather than what the target ranks (Zhu et al.'s Fig. 7 reads agreement this way:
+attacks that never query lose agreement there too). The target's and the clone's own
 accuracy (``target_*`` / ``clone_*`` Recall and NDCG@k) follow the one protocol of
 :mod:`raysteal.training.evaluate`: the test item ranked among the items the user has not
 interacted with in training or validation, ties counted against it.
@@ -49,6 +53,7 @@ PROBE_METRICS = ("agr@k", "agr@k/heldout", "agr@k/all", "agr@10", "agr@10/heldou
 """Metrics a Tune trial of a collaborative target reports after each clone-training epoch (ASHA's signal) and at the end."""
 
 FINAL_METRICS = PROBE_METRICS + (
+    "agr@k/served",
     "agr@k/head",
     "agr@k/tail",
     "target_recall@k",
@@ -63,6 +68,21 @@ FINAL_METRICS = PROBE_METRICS + (
 
 def child_rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+SERVED_LISTS_STREAM = 4
+"""The random stream (:func:`child_rng`) of the defenses' draws in :func:`served_lists`."""
+
+
+def served_lists(run: Run, data: RunData, lists: np.ndarray) -> np.ndarray:
+    """``lists`` (the target's true top lists, ``[U, k]``) as the run's black box serves them:
+    its serving defenses (popular-item mixing, noise, truncation, ...) applied once with a seeded
+    draw, padded back to width ``k`` with ``-1`` (matching nothing) where a defense shortens them."""
+    chain = build_defenses(run.defense_settings, data.train.item_counts)
+    served = chain.apply(lists, child_rng(run.seed, SERVED_LISTS_STREAM))
+    if served.shape[1] < lists.shape[1]:
+        served = np.pad(served, ((0, 0), (0, lists.shape[1] - served.shape[1])), constant_values=-1)
+    return served
 
 
 def build_knowledge(run: Run, data: AttackerLogs):
@@ -255,6 +275,7 @@ def execute_run(
     queried[knowledge.query_users if output.answered_users is None else output.answered_users] = True
     agr_k = np.asarray(agreement_at_k(truth[:, :k], clone_top[:, :k]))
     agr_10 = np.asarray(agreement_at_k(truth[:, :10], clone_top[:, :10]))
+    agr_served = np.asarray(agreement_at_k(served_lists(run, data, truth[:, :k]), clone_top[:, :k]))
 
     popular = popularity_lists(data.train, knowledge.target_user_ids, k)  # the floor: the same users, the target's log
     floor_k = np.asarray(agreement_at_k(truth[:, :k], popular))
@@ -275,6 +296,7 @@ def execute_run(
         "agr@k": mean(agr_k[queried]),
         "agr@k/heldout": mean(agr_k[~queried]) if (~queried).any() else float("nan"),
         "agr@k/all": mean(agr_k),
+        "agr@k/served": mean(agr_served[queried]),
         **cache_hits(client),
         "head_users": int(head.sum()),
         "agr@k/head": mean(agr_k[head]) if head.any() else float("nan"),
