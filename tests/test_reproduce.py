@@ -229,6 +229,7 @@ def _fake_rows(config, seeds: int = 1) -> list[dict]:
         for metric in (
             "agr@k",
             "agr@k/heldout",
+            "agr@k/served",
             "agr@10",
             "agr@k/known",
             "agr@10/head",
@@ -323,4 +324,10 @@ def test_zhu2023_paper_values_fill_every_table_cell_and_render(tmp_path):
     fig8 = report[report.index("### Fig. 8") :].splitlines()
     assert "| target_recall@k/defended | floor (clone_recall@k) |" in fig8[4] and "paper" not in fig8[4]  # no agreement on a recall
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
-    assert pngs == ["fig6-architectures-0-heatmap.png", "fig7-8-defense-0-curve.png", "fig7-8-defense-1-curve.png"]
+    # Fig. 7 twice (the served lists, the paper's reading; the true lists), then Fig. 8
+    assert pngs == [
+        "fig6-architectures-0-heatmap.png",
+        "fig7-8-defense-0-curve.png",
+        "fig7-8-defense-1-curve.png",
+        "fig7-8-defense-2-curve.png",
+    ]
