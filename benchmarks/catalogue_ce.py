@@ -9,9 +9,9 @@ alternating, by this thread's CPU time.
     python benchmarks/catalogue_ce.py --items 54542 --length 7    # Amazon Beauty's catalogue and windows
 
 The setting of the SASRec target preset on ML-1M (batch 128, windows of 200 items, every position a
-target: about 25,600 positions a batch, d = 50); ``--items 54542 --length 7`` is a batch of Amazon
-Beauty (BERT4Rec's file): its training windows hold about seven items, so a batch has about 900
-target positions over 54,542 items. The batch is random item ids of full windows; each round starts
+target: about 25,600 positions a batch, d = 50); ``--items 54542 --length 7`` is about a batch of
+Amazon Beauty (BERT4Rec's file): 896 target positions over 54,542 items, where its training windows
+(6.8 items a user on average) give about 740 a batch. The batch is random item ids of full windows; each round starts
 every path from the same weights. Before timing, the run checks that all give the same loss and
 gradients (to float rounding).
 """
