@@ -78,11 +78,7 @@ def served_lists(run: Run, data: RunData, lists: np.ndarray) -> np.ndarray:
     """``lists`` (the target's true top lists, ``[U, k]``) as the run's black box serves them:
     its serving defenses (popular-item mixing, noise, truncation, ...) applied once with a seeded
     draw, padded back to width ``k`` with ``-1`` (matching nothing) where a defense shortens them."""
-    chain = build_defenses(run.defense_settings, data.train.item_counts)
-    served = chain.apply(lists, child_rng(run.seed, SERVED_LISTS_STREAM))
-    if served.shape[1] < lists.shape[1]:
-        served = np.pad(served, ((0, 0), (0, lists.shape[1] - served.shape[1])), constant_values=-1)
-    return served
+    return build_defenses(run.defense_settings, data.train.item_counts).served(lists, child_rng(run.seed, SERVED_LISTS_STREAM))
 
 
 def build_knowledge(run: Run, data: AttackerLogs):

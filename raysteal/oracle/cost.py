@@ -26,9 +26,7 @@ def defense_cost(
     """
     arr = engine.validate(inputs, k)
     clean = engine.topk(arr, k)
-    defended = defenses.apply(clean, np.random.default_rng(seed))
-    if defended.shape[1] < k:  # a truncated answer scores as a list of k whose tail is empty (-1 matches nothing)
-        defended = np.pad(defended, ((0, 0), (0, k - defended.shape[1])), constant_values=-1)
+    defended = defenses.served(clean, np.random.default_rng(seed))  # a truncated answer: a list of k, its tail empty
     out = {
         f"recall@{k}": mean(recall_at_k(clean, relevant, k)),
         f"ndcg@{k}": mean(ndcg_at_k_sets(clean, relevant, k)),

@@ -334,6 +334,14 @@ class DefenseChain:
             lists = defense.apply(lists, rng)
         return lists
 
+    def served(self, lists: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """:meth:`apply`, padded back to the width of ``lists`` with ``-1`` (which matches no item)
+        where a defense shortens them: what a scorer of the served lists compares, column for column."""
+        out = self.apply(lists, rng)
+        if out.shape[1] < lists.shape[1]:
+            out = np.pad(out, ((0, 0), (0, lists.shape[1] - out.shape[1])), constant_values=-1)
+        return out
+
     def describe(self) -> str:
         parts = [d.describe() for d in self.list_defenses]
         if self.rate_limit is not None:
