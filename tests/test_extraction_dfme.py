@@ -622,6 +622,12 @@ def test_zhu_data_phases_are_trained_once_and_shared_between_runs(toy, oracle, t
     for other in (run("seq_ptd", seed=1), run("seq_ptd", data_lr=2e-3), run("seq_ptaq", budget_queries=30)):
         assert other.info["phases_shared"] is False
     assert len(list((tmp_path / "phases").glob("*.pt"))) == 4
+    # a damaged file is trained again and replaced, the run loses nothing
+    for saved in (tmp_path / "phases").glob("*.pt"):
+        saved.write_bytes(b"not a torch file")
+    again = run("seq_ptq")
+    assert again.info["phases_shared"] is False and same_weights(again, cold_ptq)
+    assert run("seq_ptd").info["phases_shared"] is True
 
 
 def test_zhu_data_phase_can_stop_on_the_attackers_own_held_out_items(toy, oracle, monkeypatch):

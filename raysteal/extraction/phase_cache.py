@@ -44,6 +44,18 @@ def phase_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _read(path: Path) -> dict[str, Any] | None:
+    """The saved phases at ``path``; ``None`` when there are none or the file cannot be read (a
+    damaged file is trained again and replaced, never trusted)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 (torch raises several types for a damaged file)
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
 def shared_phases(
     student: nn.Module, spec: dict[str, Any], cache_dir: str | os.PathLike, train: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -52,11 +64,10 @@ def shared_phases(
     came from ``cache_dir`` (``train`` not called), ``False`` when ``train`` ran and its result was
     saved there (atomically: runs side by side may both train, never read half a file)."""
     path = Path(cache_dir) / "phases" / f"{phase_key(spec)}.pt"
-    if path.is_file():
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") == FORMAT and payload.get("spec") == spec:
-            student.load_state_dict(payload["state_dict"])
-            return {**payload["info"], "phases_shared": True}
+    payload = _read(path)
+    if payload is not None and payload.get("format") == FORMAT and payload.get("spec") == spec:
+        student.load_state_dict(payload["state_dict"])
+        return {**payload["info"], "phases_shared": True}
     info = train()
     state = {name: tensor.detach().cpu() for name, tensor in student.state_dict().items()}
     atomic_torch_save({"format": FORMAT, "spec": spec, "state_dict": state, "info": info}, path)
