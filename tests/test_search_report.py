@@ -95,6 +95,28 @@ def test_epochs_a_restored_trial_lost_from_result_json_come_from_its_epoch_log(t
     assert (row["peak"], row["peak_epoch"], row["smoothed_peak"]) == (0.6, 3, pytest.approx(0.4))  # every window holds all three
 
 
+def test_a_finished_row_does_not_replace_the_probe_at_its_epoch(tmp_path):
+    # a resumed trial's result.json holds only its finished row (scored on every user: 0.55), its
+    # epoch log the probe's measures (0.59 at the same epoch): the curve stays the probe's, as
+    # tune_trials' peak and last value are; a trial that never probed keeps its row's value
+    folder = tmp_path / "tune" / "sweep" / "r"
+    folder.mkdir(parents=True)
+    finished = {"trial_id": "r", "training_iteration": 3, "agr@10/tail": 0.55, "row": "{}", "config": {"attack.margin": 0.4}}
+    (folder / "result.json").write_text(json.dumps(finished) + "\n")
+    logs = tmp_path / "tune_curves"
+    logs.mkdir()
+    (logs / "r.json").write_text(json.dumps({"1": {"agr@10/tail": 0.2}, "2": {"agr@10/tail": 0.4}, "3": {"agr@10/tail": 0.59}}))
+    unprobed = tmp_path / "tune" / "sweep" / "u"
+    unprobed.mkdir(parents=True)
+    (unprobed / "result.json").write_text(json.dumps({**finished, "trial_id": "u", "training_iteration": 5}) + "\n")
+    curves = trial_curves(tmp_path / "tune")
+    r = curves[curves["trial_id"] == "r"]
+    assert r["agr@10/tail"].tolist() == [0.2, 0.4, 0.59] and r["config/attack.margin"].tolist() == [0.4, 0.4, 0.4]
+    assert curves[curves["trial_id"] == "u"][["epoch", "agr@10/tail"]].values.tolist() == [[5, 0.55]]
+    row = trial_table(curves, "agr@10/tail").set_index("trial").loc["r"]
+    assert (row["peak"], row["peak_epoch"], row["last"]) == (0.59, 3, 0.59)
+
+
 def test_settings_are_compared_at_the_epoch_every_trial_reached(sweep):
     curves = trial_curves(sweep / "tune")
     assert common_epoch(curves) == 2

@@ -40,8 +40,12 @@ def trial_curves(tune_dir: str | os.PathLike, curves_dir: str | os.PathLike | No
     Tune starts a restored trial's ``result.json`` afresh, so epochs a trial reported before a
     sweep was resumed are read from ``curves_dir`` (default: ``tune_curves`` beside ``tune_dir``,
     one JSON file of probe measures by epoch per trial, :class:`~raysteal.distributed.tune.EpochLog`)
-    where ``result.json`` no longer has them."""
-    rows = []
+    where ``result.json`` no longer has them.
+
+    A trial's last report is its finished row (``row`` in it), scored on every user the row scores
+    rather than the per-epoch probe's users; it enters the curve only at an epoch no probe measured,
+    so a curve is one measure throughout (what ``tune_trials``' peak and last value are read from)."""
+    rows, finished = [], []
     for path in sorted(Path(tune_dir).rglob("result.json")):
         for line in path.read_text().splitlines():
             try:
@@ -53,7 +57,7 @@ def trial_curves(tune_dir: str | os.PathLike, curves_dir: str | os.PathLike | No
             row = {"trial_id": result["trial_id"], "epoch": int(result[TIME_COLUMN])}
             row.update({k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             row.update({f"config/{k}": v for k, v in (result.get("config") or {}).items()})
-            rows.append(row)
+            (finished if "row" in result else rows).append(row)
     logged = Path(curves_dir) if curves_dir is not None else Path(tune_dir).parent / "tune_curves"
     kept = []
     for path in sorted(logged.glob("*.json")) if logged.is_dir() else []:
@@ -62,9 +66,13 @@ def trial_curves(tune_dir: str | os.PathLike, curves_dir: str | os.PathLike | No
         except json.JSONDecodeError:
             continue
         kept += [{"trial_id": path.stem, **measures, "epoch": int(epoch)} for epoch, measures in epochs.items()]
-    if not rows and not kept:
+    if not rows and not kept and not finished:
         raise ConfigError(f"{tune_dir}: no Tune trial results (result.json) found")
-    frame = pd.DataFrame(rows + kept)  # result.json's rows first: they win where both have an epoch
+    # result.json's probe reports first: they win where both have an epoch; a finished row last
+    frame = pd.DataFrame(rows + kept + finished)
+    settings = [c for c in frame.columns if c.startswith("config/")]
+    if settings and kept:  # the logged epochs take their trial's settings from its result.json reports
+        frame[settings] = frame.groupby("trial_id")[settings].transform(lambda column: column.ffill().bfill())
     frame = frame.drop_duplicates(["trial_id", "epoch"], keep="first")
     for trial_id, config in _taken_settings(Path(tune_dir).parent).items():  # trials taken --from elsewhere
         for key, value in config.items():
@@ -73,9 +81,6 @@ def trial_curves(tune_dir: str | os.PathLike, curves_dir: str | os.PathLike | No
                 frame[column] = None
             frame[column] = frame[column].astype(object)
             frame.loc[(frame["trial_id"] == trial_id) & frame[column].isna(), column] = value
-    settings = [c for c in frame.columns if c.startswith("config/")]
-    if settings and kept:  # the logged epochs take their trial's settings from its result.json rows
-        frame[settings] = frame.groupby("trial_id")[settings].transform(lambda column: column.ffill().bfill())
     return frame.sort_values(["trial_id", "epoch"], ignore_index=True)
 
 
